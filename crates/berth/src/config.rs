@@ -1,0 +1,106 @@
+//! Configuration: defaults, then the TOML file, then `BERTH_*` environment variables, then flags.
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Effective configuration. Every key can be set in the file, or as `BERTH_<KEY>` in the
+/// environment (upper case).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listen address.
+    pub listen: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides.
+    pub log: String,
+    /// Idle upload sessions are removed after this many seconds.
+    pub upload_ttl_secs: u64,
+    /// On SIGTERM/SIGINT, in-flight requests get this many seconds to finish.
+    pub shutdown_timeout_secs: u64,
+    /// Account id of the data plane's registry.
+    pub account_id: String,
+    /// Region of the data plane's registry.
+    pub region: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:5000".into(),
+            data_dir: PathBuf::from("./berth-data"),
+            log: "info".into(),
+            upload_ttl_secs: 24 * 3600,
+            shutdown_timeout_secs: 30,
+            account_id: "000000000000".into(),
+            region: "us-east-1".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, overridden by `file` (if any), overridden by the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut cfg = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing config {}", p.display()))?
+            }
+            None => Config::default(),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        Ok(cfg)
+    }
+
+    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        let num = |k: &str, v: String| {
+            v.parse::<u64>()
+                .with_context(|| format!("{k} must be a number, got '{v}'"))
+        };
+        if let Some(v) = get("BERTH_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = get("BERTH_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = get("BERTH_LOG") {
+            self.log = v;
+        }
+        if let Some(v) = get("BERTH_UPLOAD_TTL_SECS") {
+            self.upload_ttl_secs = num("BERTH_UPLOAD_TTL_SECS", v)?;
+        }
+        if let Some(v) = get("BERTH_SHUTDOWN_TIMEOUT_SECS") {
+            self.shutdown_timeout_secs = num("BERTH_SHUTDOWN_TIMEOUT_SECS", v)?;
+        }
+        if let Some(v) = get("BERTH_ACCOUNT_ID") {
+            self.account_id = v;
+        }
+        if let Some(v) = get("BERTH_REGION") {
+            self.region = v;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layering_and_unknown_keys() {
+        let c: Config = toml::from_str("listen = \"0.0.0.0:1\"\nupload_ttl_secs = 5").unwrap();
+        assert_eq!(c.listen, "0.0.0.0:1");
+        assert_eq!(c.data_dir, PathBuf::from("./berth-data"));
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "BERTH_UPLOAD_TTL_SECS").then(|| "7".to_string()))
+            .unwrap();
+        assert_eq!(c.upload_ttl_secs, 7);
+        assert!(
+            c.apply_env(|k| (k == "BERTH_UPLOAD_TTL_SECS").then(|| "x".to_string()))
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! Registry metadata: repositories, blob links, manifests, tags, referrers and upload sessions.
+//!
+//! [`MetadataStore`] is the source of truth. Each method is one transaction, so a crash leaves
+//! either all of an operation or none of it. Times are epoch milliseconds. Digests are passed as
+//! their validated string form.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+/// Metadata failures.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Schema migration failed.
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Result alias for metadata operations.
+pub type Result<T> = std::result::Result<T, MetaError>;
+
+/// The account and region a repository lives in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Namespace {
+    pub account_id: String,
+    pub region: String,
+}
+
+/// An upload session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub id: String,
+    pub repo_id: i64,
+    /// Bytes durably stored so far.
+    pub size: u64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A manifest being pushed.
+#[derive(Debug, Clone)]
+pub struct NewManifest<'a> {
+    pub repo_id: i64,
+    pub digest: &'a str,
+    pub media_type: &'a str,
+    pub artifact_type: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    /// Annotations as a JSON object string.
+    pub annotations: Option<&'a str>,
+    pub content: &'a [u8],
+    /// Blobs that must be linked to the repository.
+    pub blobs: &'a [&'a str],
+    /// Manifests that must exist in the repository.
+    pub children: &'a [&'a str],
+}
+
+/// Result of [`MetadataStore::put_manifest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutManifest {
+    /// Stored (or already present) and tags updated.
+    Stored,
+    /// These blobs are not linked to the repository; nothing changed.
+    MissingBlobs(Vec<String>),
+    /// These child manifests are not in the repository; nothing changed.
+    MissingManifests(Vec<String>),
+}
+
+/// A stored manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub digest: String,
+    pub media_type: String,
+    pub content: Vec<u8>,
+}
+
+/// A manifest whose `subject` is some digest, as the referrers API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Referrer {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    /// JSON object string.
+    pub annotations: Option<String>,
+}
+
+/// The metadata backend.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    /// The id of repository `name`, if it exists.
+    async fn repository(&self, ns: &Namespace, name: &str) -> Result<Option<i64>>;
+    /// The id of repository `name`, creating it if needed.
+    async fn ensure_repository(&self, ns: &Namespace, name: &str, now: i64) -> Result<i64>;
+    /// Repository names after `last` in lexical order, at most `limit`.
+    async fn list_repositories(
+        &self,
+        ns: &Namespace,
+        last: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>>;
+
+    /// Size of `digest` when it is linked to the repository.
+    async fn blob_in_repo(&self, repo_id: i64, digest: &str) -> Result<Option<u64>>;
+    /// Size of `digest` when any repository holds it (committed in storage).
+    async fn blob(&self, digest: &str) -> Result<Option<u64>>;
+    /// Record the blob (if new) and link it to the repository.
+    async fn link_blob(&self, repo_id: i64, digest: &str, size: u64, now: i64) -> Result<()>;
+    /// Unlink a blob from a repository; `false` when it was not linked.
+    async fn unlink_blob(&self, repo_id: i64, digest: &str) -> Result<bool>;
+
+    /// Record a new, empty upload session.
+    async fn create_upload(&self, id: &str, repo_id: i64, now: i64) -> Result<()>;
+    /// An upload session by id.
+    async fn upload(&self, id: &str) -> Result<Option<Upload>>;
+    /// Move an upload's size from `old` to `new`; `false` when its size was not `old` (or it is gone).
+    async fn set_upload_size(&self, id: &str, old: u64, new: u64, now: i64) -> Result<bool>;
+    /// Remove the session and link the committed blob, in one transaction.
+    async fn complete_upload(
+        &self,
+        id: &str,
+        repo_id: i64,
+        digest: &str,
+        size: u64,
+        now: i64,
+    ) -> Result<()>;
+    /// Remove a session; `false` when it did not exist.
+    async fn delete_upload(&self, id: &str) -> Result<bool>;
+    /// Sessions not updated since `before`, at most `limit`.
+    async fn stale_uploads(&self, before: i64, limit: u32) -> Result<Vec<String>>;
+
+    /// Store a manifest (idempotent) and point `tags` at it, after checking its references.
+    async fn put_manifest(
+        &self,
+        m: &NewManifest<'_>,
+        tags: &[&str],
+        now: i64,
+    ) -> Result<PutManifest>;
+    /// A manifest of the repository by digest.
+    async fn manifest(&self, repo_id: i64, digest: &str) -> Result<Option<Manifest>>;
+    /// The digest a tag points to.
+    async fn resolve_tag(&self, repo_id: i64, tag: &str) -> Result<Option<String>>;
+    /// Delete a manifest and every tag pointing to it; `false` when absent.
+    async fn delete_manifest(&self, repo_id: i64, digest: &str) -> Result<bool>;
+    /// Delete one tag; `false` when absent.
+    async fn delete_tag(&self, repo_id: i64, tag: &str) -> Result<bool>;
+    /// Tags after `last` in lexical order, at most `limit`.
+    async fn list_tags(&self, repo_id: i64, last: Option<&str>, limit: u32) -> Result<Vec<String>>;
+    /// Manifests whose subject is `subject`, optionally only those of `artifact_type`.
+    async fn referrers(
+        &self,
+        repo_id: i64,
+        subject: &str,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>>;
+}

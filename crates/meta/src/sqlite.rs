@@ -1,0 +1,509 @@
+//! SQLite metadata store (the embedded default).
+//!
+//! WAL mode with `synchronous=FULL`: a committed transaction survives a crash of the process or
+//! the machine. Writes go through a pool of one connection, so they are serialized in-process
+//! and never fail with SQLITE_BUSY against each other; other processes (admin commands) wait on
+//! the busy timeout. Reads use a separate pool and run concurrently with writes.
+//! The SQL is kept portable (`$n` placeholders, `ON CONFLICT`, `RETURNING`) for PostgreSQL.
+
+use crate::*;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use std::path::Path;
+use std::time::Duration;
+
+/// SQLite-backed [`MetadataStore`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Open (creating and migrating as needed) the database file at `path`.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("cache_size", "-16000");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(SqliteStore { read, write })
+    }
+
+    /// Close both pools, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.read.close().await;
+        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.write)
+            .await;
+        self.write.close().await;
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+async fn missing(
+    tx: &mut Transaction<'static, Sqlite>,
+    sql: &'static str,
+    repo_id: i64,
+    digests: &[&str],
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for d in digests {
+        let hit = sqlx::query(sql)
+            .bind(repo_id)
+            .bind(*d)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if hit.is_none() && !out.iter().any(|x: &String| x == d) {
+            out.push(d.to_string());
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl MetadataStore for SqliteStore {
+    async fn repository(&self, ns: &Namespace, name: &str) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT id FROM repositories WHERE account_id = $1 AND region = $2 AND name = $3",
+        )
+        .bind(&ns.account_id)
+        .bind(&ns.region)
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn ensure_repository(&self, ns: &Namespace, name: &str, now: i64) -> Result<i64> {
+        if let Some(id) = self.repository(ns, name).await? {
+            return Ok(id);
+        }
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO repositories (account_id, region, name, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (account_id, region, name) DO NOTHING",
+        )
+        .bind(&ns.account_id)
+        .bind(&ns.region)
+        .bind(name)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let id: i64 = sqlx::query(
+            "SELECT id FROM repositories WHERE account_id = $1 AND region = $2 AND name = $3",
+        )
+        .bind(&ns.account_id)
+        .bind(&ns.region)
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn list_repositories(
+        &self,
+        ns: &Namespace,
+        last: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT name FROM repositories WHERE account_id = $1 AND region = $2 AND name > $3 \
+             ORDER BY name LIMIT $4",
+        )
+        .bind(&ns.account_id)
+        .bind(&ns.region)
+        .bind(last.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn blob_in_repo(&self, repo_id: i64, digest: &str) -> Result<Option<u64>> {
+        let row = sqlx::query(
+            "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest \
+             WHERE rb.repo_id = $1 AND rb.digest = $2",
+        )
+        .bind(repo_id)
+        .bind(digest)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|r| r.get::<i64, _>(0) as u64))
+    }
+
+    async fn blob(&self, digest: &str) -> Result<Option<u64>> {
+        let row = sqlx::query("SELECT size FROM blobs WHERE digest = $1")
+            .bind(digest)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| r.get::<i64, _>(0) as u64))
+    }
+
+    async fn link_blob(&self, repo_id: i64, digest: &str, size: u64, now: i64) -> Result<()> {
+        let mut tx = self.begin().await?;
+        link(&mut tx, repo_id, digest, size, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn unlink_blob(&self, repo_id: i64, digest: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM repo_blobs WHERE repo_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(digest)
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn create_upload(&self, id: &str, repo_id: i64, now: i64) -> Result<()> {
+        sqlx::query("INSERT INTO uploads (id, repo_id, size, created_at, updated_at) VALUES ($1, $2, 0, $3, $3)")
+            .bind(id)
+            .bind(repo_id)
+            .bind(now)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn upload(&self, id: &str) -> Result<Option<Upload>> {
+        let row = sqlx::query(
+            "SELECT id, repo_id, size, created_at, updated_at FROM uploads WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|r| Upload {
+            id: r.get(0),
+            repo_id: r.get(1),
+            size: r.get::<i64, _>(2) as u64,
+            created_at: r.get(3),
+            updated_at: r.get(4),
+        }))
+    }
+
+    async fn set_upload_size(&self, id: &str, old: u64, new: u64, now: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE uploads SET size = $1, updated_at = $2 WHERE id = $3 AND size = $4",
+        )
+        .bind(new as i64)
+        .bind(now)
+        .bind(id)
+        .bind(old as i64)
+        .execute(&self.write)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn complete_upload(
+        &self,
+        id: &str,
+        repo_id: i64,
+        digest: &str,
+        size: u64,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        link(&mut tx, repo_id, digest, size, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_upload(&self, id: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn stale_uploads(&self, before: i64, limit: u32) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT id FROM uploads WHERE updated_at < $1 ORDER BY updated_at LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn put_manifest(
+        &self,
+        m: &NewManifest<'_>,
+        tags: &[&str],
+        now: i64,
+    ) -> Result<PutManifest> {
+        let mut tx = self.begin().await?;
+        let blobs = missing(
+            &mut tx,
+            "SELECT 1 FROM repo_blobs WHERE repo_id = $1 AND digest = $2",
+            m.repo_id,
+            m.blobs,
+        )
+        .await?;
+        if !blobs.is_empty() {
+            return Ok(PutManifest::MissingBlobs(blobs));
+        }
+        let children = missing(
+            &mut tx,
+            "SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2",
+            m.repo_id,
+            m.children,
+        )
+        .await?;
+        if !children.is_empty() {
+            return Ok(PutManifest::MissingManifests(children));
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, pushed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (repo_id, digest) DO NOTHING",
+        )
+        .bind(m.repo_id)
+        .bind(m.digest)
+        .bind(m.media_type)
+        .bind(m.artifact_type)
+        .bind(m.subject)
+        .bind(m.annotations)
+        .bind(m.content.len() as i64)
+        .bind(m.content)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if inserted {
+            for (kind, refs) in [("b", m.blobs), ("m", m.children)] {
+                for r in refs {
+                    sqlx::query(
+                        "INSERT INTO manifest_refs (repo_id, manifest_digest, ref_digest, kind) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(m.repo_id)
+                    .bind(m.digest)
+                    .bind(*r)
+                    .bind(kind)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        for t in tags {
+            sqlx::query(
+                "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+            )
+            .bind(m.repo_id)
+            .bind(*t)
+            .bind(m.digest)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(PutManifest::Stored)
+    }
+
+    async fn manifest(&self, repo_id: i64, digest: &str) -> Result<Option<Manifest>> {
+        let row = sqlx::query(
+            "SELECT media_type, content FROM manifests WHERE repo_id = $1 AND digest = $2",
+        )
+        .bind(repo_id)
+        .bind(digest)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|r| Manifest {
+            digest: digest.to_string(),
+            media_type: r.get(0),
+            content: r.get(1),
+        }))
+    }
+
+    async fn resolve_tag(&self, repo_id: i64, tag: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
+            .bind(repo_id)
+            .bind(tag)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn delete_manifest(&self, repo_id: i64, digest: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(digest)
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn delete_tag(&self, repo_id: i64, tag: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND name = $2")
+            .bind(repo_id)
+            .bind(tag)
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn list_tags(&self, repo_id: i64, last: Option<&str>, limit: u32) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT name FROM tags WHERE repo_id = $1 AND name > $2 ORDER BY name LIMIT $3",
+        )
+        .bind(repo_id)
+        .bind(last.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn referrers(
+        &self,
+        repo_id: i64,
+        subject: &str,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
+        let rows = sqlx::query(
+            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests \
+             WHERE repo_id = $1 AND subject = $2 AND ($3 IS NULL OR artifact_type = $3) ORDER BY pushed_at, digest",
+        )
+        .bind(repo_id)
+        .bind(subject)
+        .bind(artifact_type)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Referrer {
+                digest: r.get(0),
+                media_type: r.get(1),
+                size: r.get::<i64, _>(2) as u64,
+                artifact_type: r.get(3),
+                annotations: r.get(4),
+            })
+            .collect())
+    }
+}
+
+async fn link(
+    tx: &mut Transaction<'static, Sqlite>,
+    repo_id: i64,
+    digest: &str,
+    size: u64,
+    now: i64,
+) -> Result<()> {
+    sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING")
+        .bind(digest)
+        .bind(size as i64)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO repo_blobs (repo_id, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT (repo_id, digest) DO NOTHING",
+    )
+    .bind(repo_id)
+    .bind(digest)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn manifest_lifecycle() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("m.db")).await.unwrap();
+        let ns = Namespace {
+            account_id: "1".into(),
+            region: "r".into(),
+        };
+        let repo = s.ensure_repository(&ns, "a/b", 1).await.unwrap();
+        assert_eq!(s.ensure_repository(&ns, "a/b", 2).await.unwrap(), repo);
+        assert_eq!(
+            s.list_repositories(&ns, None, 10).await.unwrap(),
+            vec!["a/b".to_string()]
+        );
+        let m = NewManifest {
+            repo_id: repo,
+            digest: "sha256:m",
+            media_type: "x",
+            artifact_type: None,
+            subject: Some("sha256:s"),
+            annotations: None,
+            content: b"{}",
+            blobs: &["sha256:b"],
+            children: &[],
+        };
+        assert_eq!(
+            s.put_manifest(&m, &["t"], 3).await.unwrap(),
+            PutManifest::MissingBlobs(vec!["sha256:b".into()])
+        );
+        s.link_blob(repo, "sha256:b", 5, 3).await.unwrap();
+        assert_eq!(
+            s.put_manifest(&m, &["t", "u"], 4).await.unwrap(),
+            PutManifest::Stored
+        );
+        assert_eq!(
+            s.resolve_tag(repo, "t").await.unwrap().as_deref(),
+            Some("sha256:m")
+        );
+        assert_eq!(
+            s.list_tags(repo, Some("t"), 10).await.unwrap(),
+            vec!["u".to_string()]
+        );
+        assert_eq!(s.referrers(repo, "sha256:s", None).await.unwrap().len(), 1);
+        assert_eq!(
+            s.referrers(repo, "sha256:s", Some("y"))
+                .await
+                .unwrap()
+                .len(),
+            0
+        );
+        assert!(s.delete_tag(repo, "t").await.unwrap());
+        assert!(s.manifest(repo, "sha256:m").await.unwrap().is_some());
+        assert!(s.delete_manifest(repo, "sha256:m").await.unwrap());
+        assert!(s.list_tags(repo, None, 10).await.unwrap().is_empty());
+        s.create_upload("u", repo, 1).await.unwrap();
+        assert!(s.set_upload_size("u", 0, 10, 2).await.unwrap());
+        assert!(!s.set_upload_size("u", 0, 20, 2).await.unwrap());
+        assert_eq!(s.stale_uploads(3, 10).await.unwrap(), vec!["u".to_string()]);
+        s.complete_upload("u", repo, "sha256:c", 10, 5)
+            .await
+            .unwrap();
+        assert!(s.upload("u").await.unwrap().is_none());
+        assert_eq!(s.blob_in_repo(repo, "sha256:c").await.unwrap(), Some(10));
+        s.close().await;
+    }
+}

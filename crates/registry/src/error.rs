@@ -1,0 +1,43 @@
+//! The registry's one error enum. The server maps it to OCI error bodies (and ECR exceptions).
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid repository name")]
+    NameInvalid(String),
+    #[error("repository name not known to registry")]
+    NameUnknown(String),
+    #[error("blob unknown to registry")]
+    BlobUnknown(String),
+    #[error("blob upload unknown to registry")]
+    BlobUploadUnknown(String),
+    #[error("blob upload invalid: {0}")]
+    BlobUploadInvalid(String),
+    /// A chunk does not start where the upload ends, or a `Range` is past the end.
+    #[error("requested range not satisfiable")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("{0}")]
+    DigestInvalid(String),
+    #[error("manifest invalid: {0}")]
+    ManifestInvalid(String),
+    #[error("manifest too large")]
+    ManifestTooLarge,
+    /// Blobs the manifest references are not in the repository.
+    #[error("blob unknown to registry")]
+    ManifestBlobUnknown(Vec<String>),
+    #[error("manifest unknown")]
+    ManifestUnknown(String),
+    #[error("invalid tag")]
+    TagInvalid(String),
+    #[error("request body failed: {0}")]
+    BodyFailed(String),
+    /// A backend failed; details are for logs only.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<berth_meta::MetaError> for Error {
+    fn from(e: berth_meta::MetaError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}

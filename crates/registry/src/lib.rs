@@ -1,0 +1,680 @@
+//! The registry domain: repositories, blobs, uploads, manifests, tags and referrers.
+//!
+//! [`Registry`] calls the metadata store (the source of truth) and the blob store (bytes only).
+//! It knows nothing of HTTP: the server maps [`Error`] to OCI (and later ECR) error shapes.
+
+mod cache;
+mod error;
+mod hash;
+
+pub use error::Error;
+
+use berth_meta::{MetadataStore, Namespace, PutManifest, Referrer};
+use berth_oci::manifest::{self, Kind};
+use berth_oci::{Algorithm, Digest, Reference, RepoName, Tag};
+use berth_storage::{BlobStore, ByteStream, StorageError};
+use bytes::Bytes;
+use cache::ManifestCache;
+use futures::StreamExt;
+use hash::{HashState, Hasher};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Result alias of registry operations.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A source of time (epoch milliseconds), injectable for tests.
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// Registry settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The namespace (account, region) of the data plane.
+    pub namespace: Namespace,
+    /// Upload sessions idle for longer than this are removed.
+    pub upload_ttl: Duration,
+}
+
+/// A stored manifest, ready to serve.
+#[derive(Debug, Clone)]
+pub struct ManifestData {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+/// An upload session's progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadStatus {
+    pub id: String,
+    /// Bytes received so far.
+    pub size: u64,
+}
+
+/// A blob (or part of one) to stream to a client.
+pub struct BlobRead {
+    /// Full size of the blob.
+    pub size: u64,
+    /// The served range when partial.
+    pub range: Option<berth_oci::range::ByteRange>,
+    pub body: ByteStream,
+}
+
+/// Outcome of a manifest push.
+#[derive(Debug, Clone)]
+pub struct PushedManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<String>,
+    /// `true` when more items follow the last one.
+    pub more: bool,
+}
+
+/// The registry.
+pub struct Registry {
+    meta: Arc<dyn MetadataStore>,
+    blobs: Arc<dyn BlobStore>,
+    clock: Arc<dyn Clock>,
+    settings: Settings,
+    repo_ids: RwLock<HashMap<String, i64>>,
+    cache: ManifestCache,
+    /// In-memory hash state of uploads, so chunked uploads need not re-read their data.
+    hashes: Mutex<HashMap<String, HashState>>,
+    /// Serializes requests on the same upload session within this node.
+    upload_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn storage_err(e: StorageError) -> Error {
+    match e {
+        StorageError::Body(e) => Error::BodyFailed(e.to_string()),
+        other => Error::Internal(other.to_string()),
+    }
+}
+
+impl Registry {
+    /// Build a registry over a metadata store and a blob store.
+    pub fn new(
+        meta: Arc<dyn MetadataStore>,
+        blobs: Arc<dyn BlobStore>,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+    ) -> Registry {
+        Registry {
+            meta,
+            blobs,
+            clock,
+            settings,
+            repo_ids: RwLock::default(),
+            cache: ManifestCache::default(),
+            hashes: Mutex::default(),
+            upload_locks: Mutex::default(),
+        }
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Validate a repository name.
+    pub fn parse_name(name: &str) -> Result<RepoName> {
+        name.parse()
+            .map_err(|_| Error::NameInvalid(name.chars().take(300).collect()))
+    }
+
+    /// Validate a digest.
+    pub fn parse_digest(d: &str) -> Result<Digest> {
+        d.parse().map_err(|_| {
+            Error::DigestInvalid(format!(
+                "invalid digest '{}'",
+                d.chars().take(200).collect::<String>()
+            ))
+        })
+    }
+
+    async fn repo_id(&self, name: &RepoName) -> Result<Option<i64>> {
+        if let Some(id) = self.repo_ids.read().unwrap().get(name.as_str()) {
+            return Ok(Some(*id));
+        }
+        let id = self
+            .meta
+            .repository(&self.settings.namespace, name.as_str())
+            .await?;
+        if let Some(id) = id {
+            self.repo_ids
+                .write()
+                .unwrap()
+                .insert(name.as_str().to_string(), id);
+        }
+        Ok(id)
+    }
+
+    async fn existing_repo(&self, name: &RepoName) -> Result<i64> {
+        self.repo_id(name)
+            .await?
+            .ok_or_else(|| Error::NameUnknown(name.to_string()))
+    }
+
+    /// Repositories appear on first push.
+    async fn repo_for_push(&self, name: &RepoName) -> Result<i64> {
+        if let Some(id) = self.repo_id(name).await? {
+            return Ok(id);
+        }
+        let id = self
+            .meta
+            .ensure_repository(&self.settings.namespace, name.as_str(), self.now())
+            .await?;
+        self.repo_ids
+            .write()
+            .unwrap()
+            .insert(name.as_str().to_string(), id);
+        Ok(id)
+    }
+
+    // ---- blobs ----------------------------------------------------------------------------
+
+    /// Size of a blob linked to the repository.
+    pub async fn blob_size(&self, name: &RepoName, digest: &Digest) -> Result<u64> {
+        let repo = self.existing_repo(name).await?;
+        self.meta
+            .blob_in_repo(repo, digest.as_str())
+            .await?
+            .ok_or(Error::BlobUnknown(digest.to_string()))
+    }
+
+    /// Stream a blob, honouring an HTTP `Range` header.
+    pub async fn blob_read(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        range: Option<&str>,
+    ) -> Result<BlobRead> {
+        use berth_oci::range::{RangeRequest, parse_range};
+        let size = self.blob_size(name, digest).await?;
+        let (start, len, range) = match parse_range(range, size) {
+            RangeRequest::Full => (0, size, None),
+            RangeRequest::Partial(r) => (r.start, r.len(), Some(r)),
+            RangeRequest::Unsatisfiable => return Err(Error::RangeNotSatisfiable { size }),
+        };
+        let body = self
+            .blobs
+            .read(digest, start, len)
+            .await
+            .map_err(|e| match e {
+                StorageError::NotFound => {
+                    Error::Internal(format!("blob {digest} is in metadata but not in storage"))
+                }
+                other => storage_err(other),
+            })?;
+        Ok(BlobRead { size, range, body })
+    }
+
+    /// Unlink a blob from the repository (its bytes go when garbage collection finds them unused).
+    pub async fn blob_delete(&self, name: &RepoName, digest: &Digest) -> Result<()> {
+        let repo = self.existing_repo(name).await?;
+        if self.meta.unlink_blob(repo, digest.as_str()).await? {
+            Ok(())
+        } else {
+            Err(Error::BlobUnknown(digest.to_string()))
+        }
+    }
+
+    /// Link a blob of repository `from` into `name` (cross-repository mount).
+    /// `Ok(None)` when `from` does not hold it (the caller then opens a normal session).
+    pub async fn blob_mount(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        from: &RepoName,
+    ) -> Result<Option<u64>> {
+        let Some(src) = self.repo_id(from).await? else {
+            return Ok(None);
+        };
+        let Some(size) = self.meta.blob_in_repo(src, digest.as_str()).await? else {
+            return Ok(None);
+        };
+        let repo = self.repo_for_push(name).await?;
+        self.meta
+            .link_blob(repo, digest.as_str(), size, self.now())
+            .await?;
+        Ok(Some(size))
+    }
+
+    // ---- uploads --------------------------------------------------------------------------
+
+    /// Open an upload session.
+    pub async fn upload_start(&self, name: &RepoName) -> Result<UploadStatus> {
+        let repo = self.repo_for_push(name).await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        self.meta.create_upload(&id, repo, self.now()).await?;
+        self.blobs.upload_create(&id).await.map_err(storage_err)?;
+        self.hashes
+            .lock()
+            .unwrap()
+            .insert(id.clone(), HashState::new());
+        Ok(UploadStatus { id, size: 0 })
+    }
+
+    fn upload_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.upload_locks
+            .lock()
+            .unwrap()
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn forget_upload(&self, id: &str) {
+        self.hashes.lock().unwrap().remove(id);
+        self.upload_locks.lock().unwrap().remove(id);
+    }
+
+    async fn session(&self, name: &RepoName, id: &str) -> Result<berth_meta::Upload> {
+        let unknown = || Error::BlobUploadUnknown(id.chars().take(100).collect());
+        if id.is_empty()
+            || id.len() > 64
+            || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(unknown());
+        }
+        let up = self.meta.upload(id).await?.ok_or_else(unknown)?;
+        match self.repo_id(name).await? {
+            Some(repo) if repo == up.repo_id => Ok(up),
+            _ => Err(unknown()),
+        }
+    }
+
+    /// Progress of an upload session.
+    pub async fn upload_status(&self, name: &RepoName, id: &str) -> Result<UploadStatus> {
+        let up = self.session(name, id).await?;
+        Ok(UploadStatus {
+            id: up.id,
+            size: up.size,
+        })
+    }
+
+    /// Append a chunk. `content_range` (inclusive) must start at the current size.
+    pub async fn upload_patch(
+        &self,
+        name: &RepoName,
+        id: &str,
+        content_range: Option<(u64, u64)>,
+        body: ByteStream,
+    ) -> Result<UploadStatus> {
+        let lock = self.upload_lock(id);
+        let _guard = lock.lock().await;
+        let up = self.session(name, id).await?;
+        let size = self.append(&up, content_range, body).await?;
+        Ok(UploadStatus { id: up.id, size })
+    }
+
+    /// Append `body` to the session (checking `content_range`), record the new size, return it.
+    async fn append(
+        &self,
+        up: &berth_meta::Upload,
+        content_range: Option<(u64, u64)>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        if let Some((start, _)) = content_range
+            && start != up.size
+        {
+            return Err(Error::RangeNotSatisfiable { size: up.size });
+        }
+        // Take the in-memory hash state when it covers exactly what is stored.
+        let state = self
+            .hashes
+            .lock()
+            .unwrap()
+            .remove(&up.id)
+            .filter(|s| s.offset == up.size);
+        let (body, hasher) = match state {
+            Some(s) => {
+                let (b, h) = Hasher::tap(s, body);
+                (b, Some(h))
+            }
+            None => (body, None),
+        };
+        let written = self
+            .blobs
+            .upload_append(&up.id, up.size, body)
+            .await
+            .map_err(|e| match e {
+                StorageError::NotFound | StorageError::Inconsistent(_) => {
+                    Error::BlobUploadUnknown(up.id.clone())
+                }
+                other => storage_err(other),
+            })?;
+        let state = match hasher {
+            Some(h) => Some(h.finish().await),
+            None => None,
+        };
+        if let Some((start, end)) = content_range
+            && written != end - start + 1
+        {
+            return Err(Error::BlobUploadInvalid(format!(
+                "Content-Range {start}-{end} announced {} bytes, body had {written}",
+                end - start + 1
+            )));
+        }
+        let new = up.size + written;
+        if written > 0
+            && !self
+                .meta
+                .set_upload_size(&up.id, up.size, new, self.now())
+                .await?
+        {
+            return Err(Error::BlobUploadUnknown(up.id.clone()));
+        }
+        if let Some(s) = state {
+            self.hashes.lock().unwrap().insert(up.id.clone(), s);
+        }
+        Ok(new)
+    }
+
+    /// Finish an upload (optionally with a last chunk) as blob `digest`.
+    pub async fn upload_finish(
+        &self,
+        name: &RepoName,
+        id: &str,
+        digest: &Digest,
+        content_range: Option<(u64, u64)>,
+        body: Option<ByteStream>,
+    ) -> Result<u64> {
+        let lock = self.upload_lock(id);
+        let _guard = lock.lock().await;
+        let up = self.session(name, id).await?;
+        let size = match body {
+            Some(b) => self.append(&up, content_range, b).await?,
+            None => up.size,
+        };
+        let state = self
+            .hashes
+            .lock()
+            .unwrap()
+            .remove(id)
+            .filter(|s| s.offset == size);
+        let actual = match state {
+            Some(s) if digest.algorithm() == Algorithm::Sha256 => s.finish(),
+            _ => self.rehash(id, size, digest.algorithm()).await?,
+        };
+        if &actual != digest {
+            self.discard_upload(id).await?;
+            return Err(Error::DigestInvalid(format!(
+                "provided digest {digest} does not match uploaded content {actual}"
+            )));
+        }
+        self.blobs
+            .upload_commit(id, digest, size)
+            .await
+            .map_err(storage_err)?;
+        self.meta
+            .complete_upload(id, up.repo_id, digest.as_str(), size, self.now())
+            .await?;
+        self.forget_upload(id);
+        Ok(size)
+    }
+
+    /// Monolithic upload (`POST ?digest=` with a body).
+    pub async fn upload_monolithic(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let up = self.upload_start(name).await?;
+        let r = self
+            .upload_finish(name, &up.id, digest, None, Some(body))
+            .await;
+        if r.is_err() {
+            let _ = self.discard_upload(&up.id).await;
+        }
+        r
+    }
+
+    async fn rehash(&self, id: &str, size: u64, alg: Algorithm) -> Result<Digest> {
+        let mut h = HashState::with_algorithm(alg);
+        let mut s = self
+            .blobs
+            .upload_read(id, 0, size)
+            .await
+            .map_err(storage_err)?;
+        while let Some(chunk) = s.next().await {
+            h.update(&chunk.map_err(|e| Error::Internal(e.to_string()))?);
+        }
+        Ok(h.finish())
+    }
+
+    async fn discard_upload(&self, id: &str) -> Result<()> {
+        self.meta.delete_upload(id).await?;
+        self.blobs.upload_abort(id).await.map_err(storage_err)?;
+        self.forget_upload(id);
+        Ok(())
+    }
+
+    /// Cancel an upload session.
+    pub async fn upload_cancel(&self, name: &RepoName, id: &str) -> Result<()> {
+        let lock = self.upload_lock(id);
+        let _guard = lock.lock().await;
+        self.session(name, id).await?;
+        self.discard_upload(id).await
+    }
+
+    /// Remove sessions idle for longer than the upload TTL, and upload areas without a session
+    /// (left by a crash). Returns how many were removed.
+    pub async fn expire_uploads(&self) -> Result<usize> {
+        let before = self.now() - self.settings.upload_ttl.as_millis() as i64;
+        let mut n = 0;
+        loop {
+            let ids = self.meta.stale_uploads(before, 100).await?;
+            if ids.is_empty() {
+                break;
+            }
+            for id in ids {
+                self.discard_upload(&id).await?;
+                n += 1;
+            }
+        }
+        for id in self.blobs.upload_list().await.map_err(storage_err)? {
+            if self.meta.upload(&id).await?.is_none() {
+                self.blobs.upload_abort(&id).await.map_err(storage_err)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    // ---- manifests ------------------------------------------------------------------------
+
+    /// Fetch a manifest by tag or digest.
+    pub async fn manifest_get(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+    ) -> Result<Arc<ManifestData>> {
+        let repo = self.existing_repo(name).await?;
+        let key = reference.to_string();
+        if let Some(m) = self.cache.get(repo, &key) {
+            return Ok(m);
+        }
+        let generation = self.cache.generation(repo);
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(t) => {
+                let d = self
+                    .meta
+                    .resolve_tag(repo, t.as_str())
+                    .await?
+                    .ok_or_else(|| Error::ManifestUnknown(key.clone()))?;
+                Self::parse_digest(&d)?
+            }
+        };
+        let m = self
+            .meta
+            .manifest(repo, digest.as_str())
+            .await?
+            .ok_or_else(|| Error::ManifestUnknown(key.clone()))?;
+        let data = Arc::new(ManifestData {
+            digest,
+            media_type: m.media_type,
+            bytes: Bytes::from(m.content),
+        });
+        self.cache.insert(repo, generation, key, data.clone());
+        Ok(data)
+    }
+
+    /// Push a manifest under `reference`, plus any `extra_tags` (`?tag=`).
+    pub async fn manifest_put(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+        extra_tags: &[String],
+    ) -> Result<PushedManifest> {
+        if bytes.len() > berth_oci::MAX_MANIFEST_BYTES {
+            return Err(Error::ManifestTooLarge);
+        }
+        let parsed = manifest::parse(content_type, &bytes)
+            .map_err(|e| Error::ManifestInvalid(e.to_string()))?;
+        let algorithm = match reference {
+            Reference::Digest(d) => d.algorithm(),
+            Reference::Tag(_) => Algorithm::Sha256,
+        };
+        let mut h = HashState::with_algorithm(algorithm);
+        h.update(&bytes);
+        let digest = h.finish();
+        let mut tags: Vec<Tag> = Vec::new();
+        match reference {
+            Reference::Digest(d) if d != &digest => {
+                return Err(Error::DigestInvalid(format!(
+                    "manifest digest {digest} does not match reference {d}"
+                )));
+            }
+            Reference::Digest(_) => {}
+            Reference::Tag(t) => tags.push(t.clone()),
+        }
+        for t in extra_tags {
+            let t: Tag = t
+                .parse()
+                .map_err(|_| Error::TagInvalid(t.chars().take(200).collect()))?;
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+        let repo = self.repo_for_push(name).await?;
+        let blob_refs: Vec<String> = parsed.blobs.iter().map(|(d, _)| d.to_string()).collect();
+        let child_refs: Vec<String> = parsed.children.iter().map(|d| d.to_string()).collect();
+        let blob_refs: Vec<&str> = blob_refs.iter().map(String::as_str).collect();
+        let child_refs: Vec<&str> = child_refs.iter().map(String::as_str).collect();
+        let annotations = parsed
+            .annotations
+            .as_ref()
+            .map(|a| serde_json::to_string(a).unwrap_or_default());
+        let subject = parsed.subject.as_ref().map(|d| d.to_string());
+        let tag_refs: Vec<&str> = tags.iter().map(Tag::as_str).collect();
+        let new = berth_meta::NewManifest {
+            repo_id: repo,
+            digest: digest.as_str(),
+            media_type: &parsed.media_type,
+            artifact_type: parsed.artifact_type.as_deref(),
+            subject: subject.as_deref(),
+            annotations: annotations.as_deref(),
+            content: &bytes,
+            blobs: &blob_refs,
+            children: if parsed.kind == Kind::Index {
+                &child_refs
+            } else {
+                &[]
+            },
+        };
+        let outcome = self.meta.put_manifest(&new, &tag_refs, self.now()).await?;
+        self.cache.invalidate(repo);
+        match outcome {
+            PutManifest::Stored => Ok(PushedManifest {
+                digest,
+                subject: parsed.subject,
+            }),
+            PutManifest::MissingBlobs(b) => Err(Error::ManifestBlobUnknown(b)),
+            PutManifest::MissingManifests(m) => Err(Error::ManifestUnknown(m.join(", "))),
+        }
+    }
+
+    /// Delete a manifest by digest (with its tags), or only a tag.
+    pub async fn manifest_delete(&self, name: &RepoName, reference: &Reference) -> Result<()> {
+        let repo = self.existing_repo(name).await?;
+        let found = match reference {
+            Reference::Digest(d) => self.meta.delete_manifest(repo, d.as_str()).await?,
+            Reference::Tag(t) => self.meta.delete_tag(repo, t.as_str()).await?,
+        };
+        self.cache.invalidate(repo);
+        if found {
+            Ok(())
+        } else {
+            Err(Error::ManifestUnknown(reference.to_string()))
+        }
+    }
+
+    /// One page of a repository's tags.
+    pub async fn tags(&self, name: &RepoName, last: Option<&str>, n: Option<u32>) -> Result<Page> {
+        let repo = self.existing_repo(name).await?;
+        let limit = n.unwrap_or(u32::MAX - 1).min(100_000);
+        let mut items = if limit == 0 {
+            Vec::new()
+        } else {
+            self.meta.list_tags(repo, last, limit + 1).await?
+        };
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        Ok(Page { items, more })
+    }
+
+    /// One page of the repositories.
+    pub async fn catalog(&self, last: Option<&str>, n: Option<u32>) -> Result<Page> {
+        let limit = n.unwrap_or(u32::MAX - 1).min(100_000);
+        let mut items = if limit == 0 {
+            Vec::new()
+        } else {
+            self.meta
+                .list_repositories(&self.settings.namespace, last, limit + 1)
+                .await?
+        };
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        Ok(Page { items, more })
+    }
+
+    /// Manifests whose subject is `subject`.
+    pub async fn referrers(
+        &self,
+        name: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
+        let repo = self.existing_repo(name).await?;
+        Ok(self
+            .meta
+            .referrers(repo, subject.as_str(), artifact_type)
+            .await?)
+    }
+}

@@ -1,0 +1,107 @@
+//! The one mapping of [`berth_registry::Error`] to OCI error responses
+//! (`{"errors":[{"code","message","detail"}]}` with the spec's statuses).
+
+use axum::body::Body;
+use axum::response::Response;
+use berth_oci::ErrorCode;
+use berth_registry::Error;
+use http::{StatusCode, header};
+use serde_json::{Value, json};
+
+/// An OCI error response about to be sent.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub message: String,
+    pub detail: Value,
+}
+
+impl ApiError {
+    /// An error with the code's default status.
+    pub fn new(code: ErrorCode, message: impl Into<String>, detail: Value) -> ApiError {
+        ApiError {
+            status: StatusCode::from_u16(code.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            code,
+            message: message.into(),
+            detail,
+        }
+    }
+
+    /// Override the HTTP status.
+    pub fn with_status(mut self, status: StatusCode) -> ApiError {
+        self.status = status;
+        self
+    }
+
+    /// The HTTP response.
+    pub fn into_response(self) -> Response {
+        let body = json!({"errors": [{"code": self.code.as_str(), "message": self.message, "detail": self.detail}]});
+        Response::builder()
+            .status(self.status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("valid response")
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        use ErrorCode as C;
+        let msg = e.to_string();
+        match e {
+            Error::NameInvalid(n) => ApiError::new(C::NameInvalid, msg, json!({"name": n})),
+            Error::NameUnknown(n) => ApiError::new(C::NameUnknown, msg, json!({"name": n})),
+            Error::BlobUnknown(d) => ApiError::new(C::BlobUnknown, msg, json!({"digest": d})),
+            Error::BlobUploadUnknown(id) => {
+                ApiError::new(C::BlobUploadUnknown, msg, json!({"uuid": id}))
+            }
+            Error::BlobUploadInvalid(m) => ApiError::new(C::BlobUploadInvalid, m, Value::Null),
+            Error::RangeNotSatisfiable { size } => {
+                ApiError::new(C::BlobUploadInvalid, msg, json!({"size": size}))
+                    .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+            }
+            Error::DigestInvalid(m) => ApiError::new(
+                C::DigestInvalid,
+                "provided digest did not match uploaded content",
+                json!(m),
+            ),
+            Error::ManifestInvalid(m) => {
+                ApiError::new(C::ManifestInvalid, "manifest invalid", json!(m))
+            }
+            Error::ManifestTooLarge => ApiError::new(
+                C::SizeInvalid,
+                format!(
+                    "manifest exceeds the {} byte limit",
+                    berth_oci::MAX_MANIFEST_BYTES
+                ),
+                Value::Null,
+            )
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE),
+            Error::ManifestBlobUnknown(ds) => ApiError::new(
+                C::ManifestBlobUnknown,
+                "blob unknown to registry",
+                json!({"digests": ds}),
+            )
+            .with_status(StatusCode::BAD_REQUEST),
+            Error::ManifestUnknown(r) => {
+                ApiError::new(C::ManifestUnknown, msg, json!({"reference": r}))
+            }
+            Error::TagInvalid(t) => ApiError::new(C::TagInvalid, msg, json!({"tag": t})),
+            Error::BodyFailed(m) => ApiError::new(
+                C::BlobUploadInvalid,
+                "request body could not be read",
+                json!(m),
+            ),
+            Error::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                ApiError {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    code: C::Unknown,
+                    message: "internal server error".into(),
+                    detail: Value::Null,
+                }
+            }
+        }
+    }
+}

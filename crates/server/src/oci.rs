@@ -1,0 +1,547 @@
+//! OCI distribution-spec v1.1 handlers. Each handler quotes the spec request it serves.
+
+use crate::error::ApiError;
+use crate::{AppState, query};
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use berth_oci::path::Route;
+use berth_oci::{ErrorCode, Reference, RepoName, media};
+use berth_registry::{Error, Registry};
+use berth_storage::ByteStream;
+use futures::TryStreamExt;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use serde_json::json;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// Route and serve one data-plane request.
+pub async fn handle(state: &AppState, req: Request<Body>) -> Response {
+    let path = req.uri().path().to_string();
+    let Some(route) = berth_oci::path::parse(&path) else {
+        return Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Body::from("404 page not found\n"))
+            .expect("valid response");
+    };
+    match serve(state, route, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn unsupported(method: &Method) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unsupported,
+        format!("method {method} is not supported on this endpoint"),
+        json!(null),
+    )
+}
+
+fn name(n: &str) -> Result<RepoName> {
+    Registry::parse_name(n).map_err(ApiError::from)
+}
+
+async fn serve(state: &AppState, route: Route<'_>, req: Request<Body>) -> Result<Response> {
+    let reg = &*state.registry;
+    let (req, body) = req.into_parts();
+    let method = req.method.clone();
+    match route {
+        // GET /v2/
+        Route::Base => match method {
+            Method::GET | Method::HEAD => Ok(json_response(StatusCode::OK, "{}".into(), None)),
+            m => Err(unsupported(&m)),
+        },
+        // GET /v2/_catalog?n=&last=
+        Route::Catalog => match method {
+            Method::GET => catalog(reg, &req).await,
+            m => Err(unsupported(&m)),
+        },
+        // GET /v2/<name>/tags/list?n=&last=
+        Route::Tags { name: n } => match method {
+            Method::GET => tags(reg, &name(n)?, &req).await,
+            m => Err(unsupported(&m)),
+        },
+        Route::Manifest { name: n, reference } => {
+            let name = name(n)?;
+            let reference = parse_reference(reference)?;
+            match method {
+                Method::GET | Method::HEAD => {
+                    manifest_get(reg, &name, &reference, &req, method == Method::HEAD).await
+                }
+                Method::PUT => manifest_put(reg, &name, &reference, &req, body).await,
+                Method::DELETE => {
+                    reg.manifest_delete(&name, &reference).await?;
+                    Ok(empty(StatusCode::ACCEPTED))
+                }
+                m => Err(unsupported(&m)),
+            }
+        }
+        Route::Blob { name: n, digest } => {
+            let name = name(n)?;
+            let digest = Registry::parse_digest(digest)?;
+            match method {
+                Method::GET | Method::HEAD => {
+                    blob_get(reg, &name, &digest, &req, method == Method::HEAD).await
+                }
+                Method::DELETE => {
+                    reg.blob_delete(&name, &digest).await?;
+                    Ok(empty(StatusCode::ACCEPTED))
+                }
+                m => Err(unsupported(&m)),
+            }
+        }
+        Route::UploadStart { name: n } => match method {
+            Method::POST => upload_start(reg, &name(n)?, &req, body).await,
+            m => Err(unsupported(&m)),
+        },
+        Route::Upload { name: n, id } => {
+            let name = name(n)?;
+            match method {
+                Method::GET => {
+                    let st = reg.upload_status(&name, id).await?;
+                    Ok(upload_progress(
+                        StatusCode::NO_CONTENT,
+                        &name,
+                        &st.id,
+                        st.size,
+                    ))
+                }
+                Method::PATCH => upload_patch(reg, &name, id, &req, body).await,
+                Method::PUT => upload_put(reg, &name, id, &req, body).await,
+                Method::DELETE => {
+                    reg.upload_cancel(&name, id).await?;
+                    Ok(empty(StatusCode::NO_CONTENT))
+                }
+                m => Err(unsupported(&m)),
+            }
+        }
+        // GET /v2/<name>/referrers/<digest>?artifactType=
+        Route::Referrers { name: n, digest } => match method {
+            Method::GET => referrers(reg, &name(n)?, digest, &req).await,
+            m => Err(unsupported(&m)),
+        },
+    }
+}
+
+fn parse_reference(r: &str) -> Result<Reference> {
+    r.parse().map_err(|e| match e {
+        berth_oci::ParseError::Digest(d) => {
+            ApiError::from(Error::DigestInvalid(format!("invalid digest '{d}'")))
+        }
+        _ => ApiError::from(Error::TagInvalid(r.chars().take(200).collect())),
+    })
+}
+
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn empty(status: StatusCode) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    r
+}
+
+fn json_response(status: StatusCode, body: String, content_type: Option<&str>) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        hv(content_type.unwrap_or("application/json")),
+    );
+    r
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn page_params(req: &Parts) -> Result<(Vec<(String, String)>, Option<u32>)> {
+    let q = query::pairs(req.uri.query());
+    let n = match query::get(&q, "n") {
+        None | Some("") => None,
+        Some(v) => Some(v.parse::<u32>().map_err(|_| {
+            ApiError::new(ErrorCode::Unsupported, "invalid page size", json!({"n": v}))
+                .with_status(StatusCode::BAD_REQUEST)
+        })?),
+    };
+    Ok((q, n))
+}
+
+fn link_header(r: &mut Response, base: &str, n: Option<u32>, last: &str) {
+    let mut url = format!("{base}?");
+    if let Some(n) = n {
+        url.push_str(&format!("n={n}&"));
+    }
+    url.push_str(&format!("last={}", query::encode(last)));
+    r.headers_mut()
+        .insert(header::LINK, hv(&format!("<{url}>; rel=\"next\"")));
+}
+
+async fn catalog(reg: &Registry, req: &Parts) -> Result<Response> {
+    let (q, n) = page_params(req)?;
+    let page = reg.catalog(query::get(&q, "last"), n).await?;
+    let mut r = json_response(
+        StatusCode::OK,
+        json!({"repositories": page.items}).to_string(),
+        None,
+    );
+    if page.more
+        && let Some(last) = page.items.last()
+    {
+        link_header(&mut r, "/v2/_catalog", n, last);
+    }
+    Ok(r)
+}
+
+async fn tags(reg: &Registry, name: &RepoName, req: &Parts) -> Result<Response> {
+    let (q, n) = page_params(req)?;
+    let page = reg.tags(name, query::get(&q, "last"), n).await?;
+    let mut r = json_response(
+        StatusCode::OK,
+        json!({"name": name.as_str(), "tags": page.items}).to_string(),
+        None,
+    );
+    if page.more
+        && let Some(last) = page.items.last()
+    {
+        link_header(&mut r, &format!("/v2/{name}/tags/list"), n, last);
+    }
+    Ok(r)
+}
+
+/// `true` unless `Accept` names manifest media types and none of them (nor a wildcard) is `mt`.
+fn acceptable(headers: &HeaderMap, mt: &str) -> bool {
+    let mut names_manifest_type = false;
+    for v in headers.get_all(header::ACCEPT) {
+        let Ok(v) = v.to_str() else { continue };
+        for item in v.split(',') {
+            let t = berth_oci::manifest::base_media_type(item);
+            if t == mt || t == "*/*" || t == "application/*" {
+                return true;
+            }
+            if berth_oci::manifest::is_manifest_type(t)
+                || t == media::DOCKER_SCHEMA1
+                || t == media::DOCKER_SCHEMA1_SIGNED
+            {
+                names_manifest_type = true;
+            }
+        }
+    }
+    !names_manifest_type
+}
+
+// GET|HEAD /v2/<name>/manifests/<reference>   Accept: <media types>
+async fn manifest_get(
+    reg: &Registry,
+    name: &RepoName,
+    reference: &Reference,
+    req: &Parts,
+    head: bool,
+) -> Result<Response> {
+    let m = reg.manifest_get(name, reference).await?;
+    if matches!(reference, Reference::Tag(_)) && !acceptable(&req.headers, &m.media_type) {
+        return Err(ApiError::new(
+            ErrorCode::ManifestUnknown,
+            format!(
+                "manifest media type {} is not in the Accept header",
+                m.media_type
+            ),
+            json!({"reference": reference.to_string()}),
+        ));
+    }
+    let mut r = if head {
+        Response::new(Body::empty())
+    } else {
+        Response::new(Body::from(m.bytes.clone()))
+    };
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, hv(&m.media_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(m.bytes.len()));
+    h.insert("docker-content-digest", hv(m.digest.as_str()));
+    h.insert(header::ETAG, hv(&format!("\"{}\"", m.digest)));
+    Ok(r)
+}
+
+// PUT /v2/<name>/manifests/<reference>[?tag=<tag>...]   Content-Type: <media type>
+async fn manifest_put(
+    reg: &Registry,
+    name: &RepoName,
+    reference: &Reference,
+    req: &Parts,
+    body: Body,
+) -> Result<Response> {
+    let limit = berth_oci::MAX_MANIFEST_BYTES;
+    if header_str(&req.headers, header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit as u64)
+    {
+        return Err(Error::ManifestTooLarge.into());
+    }
+    let q = query::pairs(req.uri.query());
+    let extra_tags: Vec<String> = query::all(&q, "tag").map(str::to_string).collect();
+    let content_type = header_str(&req.headers, header::CONTENT_TYPE).map(str::to_string);
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        {
+            ApiError::from(Error::ManifestTooLarge)
+        } else {
+            ApiError::from(Error::BodyFailed(e.to_string()))
+        }
+    })?;
+    let pushed = reg
+        .manifest_put(name, reference, content_type.as_deref(), bytes, &extra_tags)
+        .await?;
+    let mut r = empty(StatusCode::CREATED);
+    let h = r.headers_mut();
+    h.insert(
+        header::LOCATION,
+        hv(&format!("/v2/{name}/manifests/{}", pushed.digest)),
+    );
+    h.insert("docker-content-digest", hv(pushed.digest.as_str()));
+    if let Some(s) = pushed.subject {
+        h.insert("oci-subject", hv(s.as_str()));
+    }
+    Ok(r)
+}
+
+// GET|HEAD /v2/<name>/blobs/<digest>   [Range: bytes=<start>-<end>]
+async fn blob_get(
+    reg: &Registry,
+    name: &RepoName,
+    digest: &berth_oci::Digest,
+    req: &Parts,
+    head: bool,
+) -> Result<Response> {
+    let mut r = if head {
+        let size = reg.blob_size(name, digest).await?;
+        let mut r = Response::new(Body::empty());
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        r
+    } else {
+        let read = match reg
+            .blob_read(name, digest, header_str(&req.headers, header::RANGE))
+            .await
+        {
+            Err(Error::RangeNotSatisfiable { size }) => {
+                let mut e = ApiError::new(
+                    ErrorCode::RangeInvalid,
+                    "requested range not satisfiable",
+                    json!({"size": size}),
+                )
+                .into_response();
+                e.headers_mut()
+                    .insert(header::CONTENT_RANGE, hv(&format!("bytes */{size}")));
+                return Ok(e);
+            }
+            other => other?,
+        };
+        let len = read.range.map(|r| r.len()).unwrap_or(read.size);
+        let mut r = Response::new(Body::from_stream(read.body));
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        if let Some(range) = read.range {
+            *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+            r.headers_mut().insert(
+                header::CONTENT_RANGE,
+                hv(&format!(
+                    "bytes {}-{}/{}",
+                    range.start, range.end, read.size
+                )),
+            );
+        }
+        r
+    };
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(media::OCTET_STREAM),
+    );
+    h.insert("docker-content-digest", hv(digest.as_str()));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::ETAG, hv(&format!("\"{digest}\"")));
+    Ok(r)
+}
+
+fn body_stream(body: Body) -> ByteStream {
+    Box::pin(body.into_data_stream().map_err(std::io::Error::other))
+}
+
+/// `Some(body)` when the request carries a body (non-zero Content-Length, or chunked).
+fn optional_body(req: &Parts, body: Body) -> Option<ByteStream> {
+    let h = &req.headers;
+    let has = match header_str(h, header::CONTENT_LENGTH) {
+        Some(n) => n.trim() != "0",
+        None => h.contains_key(header::TRANSFER_ENCODING),
+    };
+    has.then(|| body_stream(body))
+}
+
+fn range_value(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+fn upload_progress(status: StatusCode, name: &RepoName, id: &str, size: u64) -> Response {
+    let mut r = empty(status);
+    let h = r.headers_mut();
+    h.insert(
+        header::LOCATION,
+        hv(&format!("/v2/{name}/blobs/uploads/{id}")),
+    );
+    h.insert(header::RANGE, hv(&range_value(size)));
+    h.insert("docker-upload-uuid", hv(id));
+    r
+}
+
+fn blob_created(name: &RepoName, digest: &berth_oci::Digest) -> Response {
+    let mut r = empty(StatusCode::CREATED);
+    let h = r.headers_mut();
+    h.insert(header::LOCATION, hv(&format!("/v2/{name}/blobs/{digest}")));
+    h.insert("docker-content-digest", hv(digest.as_str()));
+    r
+}
+
+fn range_error(name: &RepoName, id: &str, size: u64) -> Response {
+    let mut r = ApiError::from(Error::RangeNotSatisfiable { size }).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::LOCATION,
+        hv(&format!("/v2/{name}/blobs/uploads/{id}")),
+    );
+    h.insert(header::RANGE, hv(&range_value(size)));
+    h.insert("docker-upload-uuid", hv(id));
+    r
+}
+
+fn content_range(req: &Parts) -> Result<Option<(u64, u64)>> {
+    match header_str(&req.headers, header::CONTENT_RANGE) {
+        None => Ok(None),
+        Some(v) => berth_oci::range::parse_content_range(v)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::BlobUploadInvalid,
+                    "invalid Content-Range",
+                    json!({"Content-Range": v}),
+                )
+                .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+            }),
+    }
+}
+
+// POST /v2/<name>/blobs/uploads/                       -> 202 session
+// POST /v2/<name>/blobs/uploads/?digest=<digest>       -> 201 monolithic
+// POST /v2/<name>/blobs/uploads/?mount=<digest>&from=<other>  -> 201 mounted | 202 session
+async fn upload_start(
+    reg: &Registry,
+    name: &RepoName,
+    req: &Parts,
+    body: Body,
+) -> Result<Response> {
+    let q = query::pairs(req.uri.query());
+    if let Some(m) = query::get(&q, "mount") {
+        let digest = Registry::parse_digest(m)?;
+        if let Some(from) = query::get(&q, "from").and_then(|f| f.parse::<RepoName>().ok())
+            && reg.blob_mount(name, &digest, &from).await?.is_some()
+        {
+            return Ok(blob_created(name, &digest));
+        }
+    } else if let Some(d) = query::get(&q, "digest") {
+        let digest = Registry::parse_digest(d)?;
+        let body = optional_body(req, body).unwrap_or_else(|| Box::pin(futures::stream::empty()));
+        reg.upload_monolithic(name, &digest, body).await?;
+        return Ok(blob_created(name, &digest));
+    }
+    let st = reg.upload_start(name).await?;
+    Ok(upload_progress(StatusCode::ACCEPTED, name, &st.id, st.size))
+}
+
+// PATCH /v2/<name>/blobs/uploads/<id>   [Content-Range: <start>-<end>]  body: chunk
+async fn upload_patch(
+    reg: &Registry,
+    name: &RepoName,
+    id: &str,
+    req: &Parts,
+    body: Body,
+) -> Result<Response> {
+    let range = content_range(&req)?;
+    if let (Some((s, e)), Some(len)) = (
+        range,
+        header_str(&req.headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()),
+    ) && len != e - s + 1
+    {
+        return Err(ApiError::new(
+            ErrorCode::BlobUploadInvalid,
+            "Content-Length does not match Content-Range",
+            json!({"Content-Length": len, "Content-Range": format!("{s}-{e}")}),
+        )
+        .with_status(StatusCode::RANGE_NOT_SATISFIABLE));
+    }
+    let body = body_stream(body);
+    match reg.upload_patch(name, id, range, body).await {
+        Ok(st) => Ok(upload_progress(StatusCode::ACCEPTED, name, &st.id, st.size)),
+        Err(Error::RangeNotSatisfiable { size }) => Ok(range_error(name, id, size)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+// PUT /v2/<name>/blobs/uploads/<id>?digest=<digest>   [Content-Range]  [body: last chunk]
+async fn upload_put(
+    reg: &Registry,
+    name: &RepoName,
+    id: &str,
+    req: &Parts,
+    body: Body,
+) -> Result<Response> {
+    let q = query::pairs(req.uri.query());
+    let Some(d) = query::get(&q, "digest") else {
+        return Err(Error::DigestInvalid("the digest query parameter is required".into()).into());
+    };
+    let digest = Registry::parse_digest(d)?;
+    let range = content_range(&req)?;
+    let body = optional_body(req, body);
+    match reg.upload_finish(name, id, &digest, range, body).await {
+        Ok(_) => Ok(blob_created(name, &digest)),
+        Err(Error::RangeNotSatisfiable { size }) => Ok(range_error(name, id, size)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+// GET /v2/<name>/referrers/<digest>[?artifactType=<type>]
+async fn referrers(reg: &Registry, name: &RepoName, digest: &str, req: &Parts) -> Result<Response> {
+    let digest = Registry::parse_digest(digest)?;
+    let q = query::pairs(req.uri.query());
+    let filter = query::get(&q, "artifactType").filter(|s| !s.is_empty());
+    let list = reg.referrers(name, &digest, filter).await?;
+    let manifests: Vec<serde_json::Value> = list
+        .into_iter()
+        .map(|r| {
+            let mut d = json!({"mediaType": r.media_type, "digest": r.digest, "size": r.size});
+            if let Some(a) = r.artifact_type {
+                d["artifactType"] = json!(a);
+            }
+            if let Some(a) = r
+                .annotations
+                .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok())
+            {
+                d["annotations"] = a;
+            }
+            d
+        })
+        .collect();
+    let body = json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": manifests});
+    let mut r = json_response(StatusCode::OK, body.to_string(), Some(media::OCI_INDEX));
+    if filter.is_some() {
+        r.headers_mut().insert(
+            "oci-filters-applied",
+            HeaderValue::from_static("artifactType"),
+        );
+    }
+    Ok(r)
+}
