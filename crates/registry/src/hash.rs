@@ -12,8 +12,29 @@ use tokio::sync::mpsc;
 #[derive(Clone)]
 pub struct HashState {
     pub offset: u64,
-    alg: Algorithm,
-    ctx: Context,
+    ctx: Ctx,
+}
+
+/// The implementation behind a digest, picked by measurement (BENCHMARKS.md): on CPUs with SHA
+/// extensions RustCrypto's `sha2` (SHA-NI intrinsics) is the fastest SHA-256 we measured
+/// (0.89 s/GiB vs ring 1.05, OpenSSL 1.02); without them ring's assembly (AVX2/SSSE3) is far
+/// ahead of portable code. SHA-512 always uses ring.
+#[derive(Clone)]
+enum Ctx {
+    Sha2(sha2::Sha256),
+    Ring(Algorithm, Context),
+}
+
+fn has_sha_extensions() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("sha"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 impl HashState {
@@ -25,25 +46,28 @@ impl HashState {
     /// A fresh state for `alg`.
     pub fn with_algorithm(alg: Algorithm) -> HashState {
         let ctx = match alg {
-            Algorithm::Sha256 => Context::new(&SHA256),
-            Algorithm::Sha512 => Context::new(&SHA512),
+            Algorithm::Sha256 if has_sha_extensions() => Ctx::Sha2(sha2::Sha256::default()),
+            Algorithm::Sha256 => Ctx::Ring(alg, Context::new(&SHA256)),
+            Algorithm::Sha512 => Ctx::Ring(alg, Context::new(&SHA512)),
         };
-        HashState {
-            offset: 0,
-            alg,
-            ctx,
-        }
+        HashState { offset: 0, ctx }
     }
 
     /// Feed bytes.
     pub fn update(&mut self, data: &[u8]) {
-        self.ctx.update(data);
+        match &mut self.ctx {
+            Ctx::Sha2(h) => sha2::Digest::update(h, data),
+            Ctx::Ring(_, c) => c.update(data),
+        }
         self.offset += data.len() as u64;
     }
 
     /// The digest of everything fed.
     pub fn finish(self) -> Digest {
-        Digest::from_raw(self.alg, self.ctx.finish().as_ref())
+        match self.ctx {
+            Ctx::Sha2(h) => Digest::from_raw(Algorithm::Sha256, &sha2::Digest::finalize(h)),
+            Ctx::Ring(alg, c) => Digest::from_raw(alg, c.finish().as_ref()),
+        }
     }
 }
 
@@ -85,5 +109,34 @@ impl Hasher {
     /// was consumed to its end (it is dropped by then, which closes the channel).
     pub async fn finish(self) -> HashState {
         self.handle.await.expect("hasher thread panicked")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn implementations_agree() {
+        let data = vec![42u8; 100_000];
+        let mut a = HashState::new();
+        a.update(&data[..7]);
+        let mut b = a.clone();
+        a.update(&data[7..]);
+        b.update(&data[7..]);
+        let mut r = HashState {
+            offset: 0,
+            ctx: Ctx::Ring(Algorithm::Sha256, Context::new(&SHA256)),
+        };
+        r.update(&data);
+        let ring = r.finish();
+        assert_eq!(a.finish(), ring);
+        assert_eq!(b.finish(), ring);
+        let mut e = HashState::new();
+        e.update(b"");
+        assert_eq!(
+            e.finish().as_str(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 }

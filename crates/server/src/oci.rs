@@ -157,11 +157,14 @@ fn json_response(status: StatusCode, body: String, content_type: Option<&str>) -
     r
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+fn header_str(h: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn page_params(req: &Parts) -> Result<(Vec<(String, String)>, Option<u32>)> {
+/// Query pairs and the `n` page size.
+type PageParams = (Vec<(String, String)>, Option<u32>);
+
+fn page_params(req: &Parts) -> Result<PageParams> {
     let q = query::pairs(req.uri.query());
     let n = match query::get(&q, "n") {
         None | Some("") => None,
@@ -470,7 +473,7 @@ async fn upload_patch(
     req: &Parts,
     body: Body,
 ) -> Result<Response> {
-    let range = content_range(&req)?;
+    let range = content_range(req)?;
     if let (Some((s, e)), Some(len)) = (
         range,
         header_str(&req.headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()),
@@ -504,7 +507,7 @@ async fn upload_put(
         return Err(Error::DigestInvalid("the digest query parameter is required".into()).into());
     };
     let digest = Registry::parse_digest(d)?;
-    let range = content_range(&req)?;
+    let range = content_range(req)?;
     let body = optional_body(req, body);
     match reg.upload_finish(name, id, &digest, range, body).await {
         Ok(_) => Ok(blob_created(name, &digest)),

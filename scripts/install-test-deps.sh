@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the external programs the tests drive (real clients, image builders) on Debian.
+# Idempotent; needs root (or sudo) for apt-get.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+need_apt=()
+for pkg_cmd in skopeo:skopeo podman:podman buildah:buildah umoci:umoci jq:jq curl:curl; do
+  pkg=${pkg_cmd%%:*}; cmd=${pkg_cmd##*:}
+  command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+# podman/buildah need these at run time in a fresh container-less machine.
+for pkg in uidmap fuse-overlayfs; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  echo "installing: ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" ca-certificates >/dev/null
+fi
+
+# Containers tooling policy: skopeo/podman refuse to run without a signature policy file.
+if [ ! -f /etc/containers/policy.json ]; then
+  $SUDO mkdir -p /etc/containers
+  echo '{"default":[{"type":"insecureAcceptAnything"}]}' | $SUDO tee /etc/containers/policy.json >/dev/null
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install cargo-nextest --locked
+fi
+echo "test dependencies ready"
