@@ -40,7 +40,10 @@ impl Berth {
             url: String::new(),
             data_dir,
             _tmp: Some(tmp),
-            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         b.spawn(None);
         b
@@ -56,7 +59,10 @@ impl Berth {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .env_remove("BERTH_CONFIG")
-            .env("RUST_LOG", std::env::var("BERTH_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("BERTH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -128,7 +134,10 @@ impl Drop for Berth {
 }
 
 fn unsafe_kill(pid: i32, sig: i32) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// `true` when an external command exists on PATH.
@@ -143,5 +152,8 @@ pub fn have(cmd: &str) -> bool {
 
 /// sha256 digest string (`sha256:<hex>`) of bytes.
 pub fn sha256(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(ring::digest::digest(&ring::digest::SHA256, data)))
+    format!(
+        "sha256:{}",
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, data))
+    )
 }
