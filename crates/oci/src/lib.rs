@@ -36,7 +36,6 @@ pub enum ErrorCode {
     Unsupported,
     TooManyRequests,
     TagInvalid,
-    RangeInvalid,
     /// An unexpected server failure (500).
     Unknown,
 }
@@ -60,7 +59,6 @@ impl ErrorCode {
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
             ErrorCode::TagInvalid => "TAG_INVALID",
-            ErrorCode::RangeInvalid => "RANGE_INVALID",
             ErrorCode::Unknown => "UNKNOWN",
         }
     }
@@ -76,7 +74,6 @@ impl ErrorCode {
             ErrorCode::Denied => 403,
             ErrorCode::Unsupported => 405,
             ErrorCode::TooManyRequests => 429,
-            ErrorCode::RangeInvalid => 416,
             ErrorCode::Unknown => 500,
             _ => 400,
         }

@@ -187,10 +187,14 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<Parsed, Manifes
             }
         }
     }
-    let artifact_type = raw.artifact_type.clone().or_else(|| match kind {
-        Kind::Image if media_type == media::OCI_MANIFEST => config_media_type.clone(),
-        _ => None,
-    });
+    let artifact_type =
+        raw.artifact_type
+            .clone()
+            .filter(|a| !a.is_empty())
+            .or_else(|| match kind {
+                Kind::Image if media_type == media::OCI_MANIFEST => config_media_type.clone(),
+                _ => None,
+            });
     Ok(Parsed {
         media_type,
         kind,

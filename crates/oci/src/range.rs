@@ -72,7 +72,9 @@ pub fn parse_range(header: Option<&str>, total: u64) -> RangeRequest {
     } else {
         match num(b) {
             Some(e) if e >= start => e.min(total.saturating_sub(1)),
-            _ => return RangeRequest::Full,
+            // `last < first`: the distribution-spec conformance suite wants 416, not the full blob.
+            Some(_) => return RangeRequest::Unsatisfiable,
+            None => return RangeRequest::Full,
         }
     };
     if start >= total {
@@ -112,7 +114,7 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=-3"), 10), p(7, 9));
         assert_eq!(parse_range(Some("bytes=5-100"), 10), p(5, 9));
         assert_eq!(parse_range(Some("bytes=10-"), 10), Unsatisfiable);
-        assert_eq!(parse_range(Some("bytes=4-2"), 10), Full);
+        assert_eq!(parse_range(Some("bytes=4-2"), 10), Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Full);
         assert_eq!(parse_content_range("0-99"), Some((0, 99)));
         assert_eq!(parse_content_range("bytes 5-9/10"), Some((5, 9)));

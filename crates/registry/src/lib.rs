@@ -82,6 +82,8 @@ pub struct BlobRead {
 pub struct PushedManifest {
     pub digest: Digest,
     pub subject: Option<Digest>,
+    /// Every tag now pointing at the manifest (the reference's and the `?tag=` ones).
+    pub tags: Vec<Tag>,
 }
 
 /// One page of a listing.
@@ -614,9 +616,10 @@ impl Registry {
             PutManifest::Stored => Ok(PushedManifest {
                 digest,
                 subject: parsed.subject,
+                tags,
             }),
             PutManifest::MissingBlobs(b) => Err(Error::ManifestBlobUnknown(b)),
-            PutManifest::MissingManifests(m) => Err(Error::ManifestUnknown(m.join(", "))),
+            PutManifest::MissingManifests(m) => Err(Error::ManifestBlobUnknown(m)),
         }
     }
 
@@ -671,7 +674,10 @@ impl Registry {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Referrer>> {
-        let repo = self.existing_repo(name).await?;
+        // The spec forbids a 404 here: an unknown repository simply has no referrers.
+        let Some(repo) = self.repo_id(name).await? else {
+            return Ok(Vec::new());
+        };
         Ok(self
             .meta
             .referrers(repo, subject.as_str(), artifact_type)

@@ -66,7 +66,17 @@ async fn serve(state: &AppState, route: Route<'_>, req: Request<Body>) -> Result
         },
         Route::Manifest { name: n, reference } => {
             let name = name(n)?;
-            let reference = parse_reference(reference)?;
+            let reference = match (parse_reference(reference), &method) {
+                (Ok(r), _) => r,
+                // Pulls and deletes of a reference that cannot exist are plain misses (404), as the
+                // conformance suite expects; a push with a bad tag is a client error (400).
+                (Err(_), m) if *m != Method::PUT && !reference.contains(':') => {
+                    return Err(
+                        Error::ManifestUnknown(reference.chars().take(200).collect()).into(),
+                    );
+                }
+                (Err(e), _) => return Err(e),
+            };
             match method {
                 Method::GET | Method::HEAD => {
                     manifest_get(reg, &name, &reference, &req, method == Method::HEAD).await
@@ -279,24 +289,23 @@ async fn manifest_put(
     req: &Parts,
     body: Body,
 ) -> Result<Response> {
-    let limit = berth_oci::MAX_MANIFEST_BYTES;
-    if header_str(&req.headers, header::CONTENT_LENGTH)
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > limit as u64)
-    {
-        return Err(Error::ManifestTooLarge.into());
-    }
     let q = query::pairs(req.uri.query());
     let extra_tags: Vec<String> = query::all(&q, "tag").map(str::to_string).collect();
     let content_type = header_str(&req.headers, header::CONTENT_TYPE).map(str::to_string);
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-        {
-            ApiError::from(Error::ManifestTooLarge)
-        } else {
-            ApiError::from(Error::BodyFailed(e.to_string()))
-        }
-    })?;
+    if header_str(&req.headers, header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > DRAIN_LIMIT as u64)
+    {
+        let mut r = ApiError::from(Error::ManifestTooLarge).into_response();
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(r);
+    }
+    let bytes = match read_limited(body, berth_oci::MAX_MANIFEST_BYTES).await {
+        Ok(b) => b,
+        Err(Some(resp)) => return Ok(resp),
+        Err(None) => return Err(Error::BodyFailed("manifest body could not be read".into()).into()),
+    };
     let pushed = reg
         .manifest_put(name, reference, content_type.as_deref(), bytes, &extra_tags)
         .await?;
@@ -307,10 +316,47 @@ async fn manifest_put(
         hv(&format!("/v2/{name}/manifests/{}", pushed.digest)),
     );
     h.insert("docker-content-digest", hv(pushed.digest.as_str()));
+    for t in &pushed.tags {
+        h.append("oci-tag", hv(t.as_str()));
+    }
     if let Some(s) = pushed.subject {
         h.insert("oci-subject", hv(s.as_str()));
     }
     Ok(r)
+}
+
+/// Bytes a too-large body is read and discarded for, so that the client (still sending) gets
+/// the 413 instead of a reset connection; past this the connection is closed.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Read a whole body of at most `limit` bytes. `Err(Some(413 response))` when it is larger
+/// (the excess drained up to [`DRAIN_LIMIT`]), `Err(None)` when the body fails.
+async fn read_limited(
+    body: Body,
+    limit: usize,
+) -> std::result::Result<bytes::Bytes, Option<Response>> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| None)?;
+        seen += chunk.len();
+        if seen <= limit {
+            buf.extend_from_slice(&chunk);
+        } else if seen > DRAIN_LIMIT {
+            let mut r = ApiError::from(Error::ManifestTooLarge).into_response();
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Err(Some(r));
+        }
+    }
+    if seen > limit {
+        return Err(Some(
+            ApiError::from(Error::ManifestTooLarge).into_response(),
+        ));
+    }
+    Ok(buf.freeze())
 }
 
 // GET|HEAD /v2/<name>/blobs/<digest>   [Range: bytes=<start>-<end>]
@@ -334,10 +380,11 @@ async fn blob_get(
         {
             Err(Error::RangeNotSatisfiable { size }) => {
                 let mut e = ApiError::new(
-                    ErrorCode::RangeInvalid,
+                    ErrorCode::SizeInvalid,
                     "requested range not satisfiable",
                     json!({"size": size}),
                 )
+                .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
                 .into_response();
                 e.headers_mut()
                     .insert(header::CONTENT_RANGE, hv(&format!("bytes */{size}")));
