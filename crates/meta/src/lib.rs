@@ -87,6 +87,57 @@ pub struct Referrer {
     pub annotations: Option<String>,
 }
 
+/// An access key. The secret is stored sealed under the server key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessKey {
+    pub access_key_id: String,
+    pub account_id: String,
+    /// `None` for the account's root.
+    pub user_name: Option<String>,
+    pub secret_enc: String,
+    /// `Active` or `Inactive`.
+    pub status: String,
+    pub created_at: i64,
+}
+
+/// A repository and its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositoryInfo {
+    pub id: i64,
+    pub account_id: String,
+    pub region: String,
+    pub name: String,
+    pub created_at: i64,
+    /// `MUTABLE`, `IMMUTABLE`, `IMMUTABLE_WITH_EXCLUSION` or `MUTABLE_WITH_EXCLUSION`.
+    pub image_tag_mutability: String,
+    /// JSON array of exclusion filters.
+    pub mutability_exclusions: Option<String>,
+    pub scan_on_push: bool,
+    pub encryption_type: String,
+    pub kms_key: Option<String>,
+}
+
+/// Settings of a repository being created.
+#[derive(Debug, Clone)]
+pub struct NewRepository<'a> {
+    pub ns: &'a Namespace,
+    pub name: &'a str,
+    pub image_tag_mutability: &'a str,
+    pub mutability_exclusions: Option<&'a str>,
+    pub scan_on_push: bool,
+    pub encryption_type: &'a str,
+    pub kms_key: Option<&'a str>,
+    pub tags: &'a [(String, String)],
+}
+
+/// Outcome of [`MetadataStore::delete_repository`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteRepository {
+    Deleted,
+    /// It holds images and `force` was not given; nothing changed.
+    NotEmpty,
+}
+
 /// The metadata backend.
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
@@ -155,4 +206,30 @@ pub trait MetadataStore: Send + Sync + 'static {
         subject: &str,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Referrer>>;
+    /// Record an account; `false` when it already exists.
+    async fn create_account(&self, account_id: &str, now: i64) -> Result<bool>;
+    /// Whether an account exists.
+    async fn account_exists(&self, account_id: &str) -> Result<bool>;
+    /// Store a new access key.
+    async fn put_access_key(&self, key: &AccessKey) -> Result<()>;
+    /// An access key by id.
+    async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>>;
+
+    /// Create a repository with its settings and resource tags; `None` when it already exists.
+    async fn create_repository(&self, r: &NewRepository<'_>, now: i64) -> Result<Option<RepositoryInfo>>;
+    /// A repository and its settings.
+    async fn repository_info(&self, ns: &Namespace, name: &str) -> Result<Option<RepositoryInfo>>;
+    /// Repositories after `last` in name order, at most `limit`.
+    async fn list_repository_infos(&self, ns: &Namespace, last: Option<&str>, limit: u32)
+    -> Result<Vec<RepositoryInfo>>;
+    /// Delete a repository (and, with `force`, everything in it).
+    async fn delete_repository(&self, repo_id: i64, force: bool) -> Result<DeleteRepository>;
+    /// Change tag mutability and its exclusion filters.
+    async fn set_tag_mutability(&self, repo_id: i64, mutability: &str, exclusions: Option<&str>) -> Result<()>;
+    /// Resource tags of a repository, by key.
+    async fn resource_tags(&self, repo_id: i64) -> Result<Vec<(String, String)>>;
+    /// Add or overwrite resource tags; `false` (nothing changed) when the result would exceed `max`.
+    async fn tag_repository(&self, repo_id: i64, tags: &[(String, String)], max: usize) -> Result<bool>;
+    /// Remove resource tags by key.
+    async fn untag_repository(&self, repo_id: i64, keys: &[String]) -> Result<()>;
 }

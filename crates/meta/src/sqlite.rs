@@ -411,6 +411,235 @@ impl MetadataStore for SqliteStore {
             })
             .collect())
     }
+    async fn create_account(&self, account_id: &str, now: i64) -> Result<bool> {
+        let r = sqlx::query("INSERT INTO accounts (account_id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(account_id)
+            .bind(now)
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn account_exists(&self, account_id: &str) -> Result<bool> {
+        let r = sqlx::query("SELECT 1 FROM accounts WHERE account_id = $1")
+            .bind(account_id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(r.is_some())
+    }
+
+    async fn put_access_key(&self, k: &AccessKey) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO access_keys (access_key_id, account_id, user_name, secret_enc, status, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&k.access_key_id)
+        .bind(&k.account_id)
+        .bind(&k.user_name)
+        .bind(&k.secret_enc)
+        .bind(&k.status)
+        .bind(k.created_at)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>> {
+        let row = sqlx::query(
+            "SELECT access_key_id, account_id, user_name, secret_enc, status, created_at FROM access_keys \
+             WHERE access_key_id = $1",
+        )
+        .bind(access_key_id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|r| AccessKey {
+            access_key_id: r.get(0),
+            account_id: r.get(1),
+            user_name: r.get(2),
+            secret_enc: r.get(3),
+            status: r.get(4),
+            created_at: r.get(5),
+        }))
+    }
+
+    async fn create_repository(&self, r: &NewRepository<'_>, now: i64) -> Result<Option<RepositoryInfo>> {
+        let mut tx = self.begin().await?;
+        let id: Option<i64> = sqlx::query(
+            "INSERT INTO repositories (account_id, region, name, created_at, image_tag_mutability, \
+             mutability_exclusions, scan_on_push, encryption_type, kms_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (account_id, region, name) DO NOTHING RETURNING id",
+        )
+        .bind(&r.ns.account_id)
+        .bind(&r.ns.region)
+        .bind(r.name)
+        .bind(now)
+        .bind(r.image_tag_mutability)
+        .bind(r.mutability_exclusions)
+        .bind(r.scan_on_push)
+        .bind(r.encryption_type)
+        .bind(r.kms_key)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|row| row.get(0));
+        let Some(id) = id else { return Ok(None) };
+        for (k, v) in r.tags {
+            sqlx::query(
+                "INSERT INTO repository_tags (repo_id, key, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (repo_id, key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(id)
+            .bind(k)
+            .bind(v)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(RepositoryInfo {
+            id,
+            account_id: r.ns.account_id.clone(),
+            region: r.ns.region.clone(),
+            name: r.name.to_string(),
+            created_at: now,
+            image_tag_mutability: r.image_tag_mutability.to_string(),
+            mutability_exclusions: r.mutability_exclusions.map(str::to_string),
+            scan_on_push: r.scan_on_push,
+            encryption_type: r.encryption_type.to_string(),
+            kms_key: r.kms_key.map(str::to_string),
+        }))
+    }
+
+    async fn repository_info(&self, ns: &Namespace, name: &str) -> Result<Option<RepositoryInfo>> {
+        let row = sqlx::query(concat!(
+            "SELECT id, account_id, region, name, created_at, image_tag_mutability, mutability_exclusions, ",
+            "scan_on_push, encryption_type, kms_key FROM repositories ",
+            "WHERE account_id = $1 AND region = $2 AND name = $3"
+        ))
+        .bind(&ns.account_id)
+        .bind(&ns.region)
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(repo_info))
+    }
+
+    async fn list_repository_infos(
+        &self,
+        ns: &Namespace,
+        last: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RepositoryInfo>> {
+        let rows = sqlx::query(concat!(
+            "SELECT id, account_id, region, name, created_at, image_tag_mutability, mutability_exclusions, ",
+            "scan_on_push, encryption_type, kms_key FROM repositories ",
+            "WHERE account_id = $1 AND region = $2 AND name > $3 ORDER BY name LIMIT $4"
+        ))
+        .bind(&ns.account_id)
+        .bind(&ns.region)
+        .bind(last.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(repo_info).collect())
+    }
+
+    async fn delete_repository(&self, repo_id: i64, force: bool) -> Result<DeleteRepository> {
+        let mut tx = self.begin().await?;
+        if !force {
+            let has = sqlx::query("SELECT 1 FROM manifests WHERE repo_id = $1 LIMIT 1")
+                .bind(repo_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if has.is_some() {
+                return Ok(DeleteRepository::NotEmpty);
+            }
+        }
+        // Children first: tags and refs reference manifests.
+        for sql in [
+            "DELETE FROM tags WHERE repo_id = $1",
+            "DELETE FROM manifest_refs WHERE repo_id = $1",
+            "DELETE FROM manifests WHERE repo_id = $1",
+            "DELETE FROM repo_blobs WHERE repo_id = $1",
+            "DELETE FROM uploads WHERE repo_id = $1",
+            "DELETE FROM repository_tags WHERE repo_id = $1",
+            "DELETE FROM repositories WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(repo_id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(DeleteRepository::Deleted)
+    }
+
+    async fn set_tag_mutability(&self, repo_id: i64, mutability: &str, exclusions: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE repositories SET image_tag_mutability = $1, mutability_exclusions = $2 WHERE id = $3")
+            .bind(mutability)
+            .bind(exclusions)
+            .bind(repo_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn resource_tags(&self, repo_id: i64) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT key, value FROM repository_tags WHERE repo_id = $1 ORDER BY key")
+            .bind(repo_id)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn tag_repository(&self, repo_id: i64, tags: &[(String, String)], max: usize) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        for (k, v) in tags {
+            sqlx::query(
+                "INSERT INTO repository_tags (repo_id, key, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (repo_id, key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(repo_id)
+            .bind(k)
+            .bind(v)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM repository_tags WHERE repo_id = $1")
+            .bind(repo_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        if n as usize > max {
+            return Ok(false); // dropping the transaction rolls back
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn untag_repository(&self, repo_id: i64, keys: &[String]) -> Result<()> {
+        let mut tx = self.begin().await?;
+        for k in keys {
+            sqlx::query("DELETE FROM repository_tags WHERE repo_id = $1 AND key = $2")
+                .bind(repo_id)
+                .bind(k)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn repo_info(r: sqlx::sqlite::SqliteRow) -> RepositoryInfo {
+    RepositoryInfo {
+        id: r.get(0),
+        account_id: r.get(1),
+        region: r.get(2),
+        name: r.get(3),
+        created_at: r.get(4),
+        image_tag_mutability: r.get(5),
+        mutability_exclusions: r.get(6),
+        scan_on_push: r.get(7),
+        encryption_type: r.get(8),
+        kms_key: r.get(9),
+    }
 }
 
 async fn link(
