@@ -19,10 +19,15 @@ pub struct Config {
     pub upload_ttl_secs: u64,
     /// On SIGTERM/SIGINT, in-flight requests get this many seconds to finish.
     pub shutdown_timeout_secs: u64,
-    /// Account id of the data plane's registry.
-    pub account_id: String,
-    /// Region of the data plane's registry.
-    pub region: String,
+    /// Account id of the default account, created on first start (random when unset).
+    pub account_id: Option<String>,
+    /// Regions this deployment hosts; the first is the data plane's (`BERTH_REGIONS=a,b`).
+    pub regions: Vec<String>,
+    /// Server key (hex, at least 32 bytes): seals stored secrets and signs registry tokens.
+    /// Every node of a deployment needs the same one. Unset: generated once into
+    /// `<data_dir>/server.key`. Not printed by `berth config`.
+    #[serde(skip_serializing)]
+    pub server_key: Option<String>,
 }
 
 impl Default for Config {
@@ -33,8 +38,9 @@ impl Default for Config {
             log: "info".into(),
             upload_ttl_secs: 24 * 3600,
             shutdown_timeout_secs: 30,
-            account_id: "000000000000".into(),
-            region: "us-east-1".into(),
+            account_id: None,
+            regions: vec!["us-east-1".into()],
+            server_key: None,
         }
     }
 }
@@ -75,10 +81,20 @@ impl Config {
             self.shutdown_timeout_secs = num("BERTH_SHUTDOWN_TIMEOUT_SECS", v)?;
         }
         if let Some(v) = get("BERTH_ACCOUNT_ID") {
-            self.account_id = v;
+            self.account_id = Some(v);
         }
-        if let Some(v) = get("BERTH_REGION") {
-            self.region = v;
+        if let Some(v) = get("BERTH_REGIONS") {
+            self.regions = v
+                .split(',')
+                .map(|r| r.trim().to_string())
+                .filter(|r| !r.is_empty())
+                .collect();
+        }
+        if let Some(v) = get("BERTH_SERVER_KEY") {
+            self.server_key = Some(v);
+        }
+        if self.regions.is_empty() {
+            anyhow::bail!("at least one region must be configured (regions / BERTH_REGIONS)");
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 mod config;
 
 use anyhow::Context;
-use berth_registry::{Registry, Settings, SystemClock};
+use berth_registry::{Clock, Registry, Settings, SystemClock};
 use clap::{Parser, Subcommand};
 use config::Config;
 use std::io::Write;
@@ -37,6 +37,26 @@ enum Command {
     Config,
     /// Remove expired upload sessions and orphaned upload areas now (safe while a server runs).
     ExpireUploads,
+    /// Administration (works while a server runs on the same data).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Create an account and its root access key; prints the credentials as JSON.
+    CreateAccount {
+        /// 12-digit account id (random when omitted).
+        #[arg(long)]
+        account_id: Option<String>,
+    },
+    /// Create another root access key for an account; prints the credentials as JSON.
+    CreateAccessKey {
+        #[arg(long)]
+        account_id: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,6 +78,21 @@ fn main() -> anyhow::Result<()> {
             print!("{}", toml::to_string(&cfg)?);
             Ok(())
         }
+        Command::Admin { command } => rt.block_on(async {
+            let (reg, meta) = open(&cfg).await?;
+            let creds = match command {
+                AdminCommand::CreateAccount { account_id } => {
+                    reg.create_account(account_id.as_deref()).await
+                }
+                AdminCommand::CreateAccessKey { account_id } => {
+                    reg.create_access_key(&account_id, None, None).await
+                }
+            };
+            meta.close().await;
+            let creds = creds.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", serde_json::to_string_pretty(&creds)?);
+            Ok(())
+        }),
         Command::ExpireUploads => rt.block_on(async {
             let (reg, meta) = open(&cfg).await?;
             let n = reg
@@ -80,7 +115,7 @@ fn init_tracing(default: &str) {
         .init();
 }
 
-/// Open the stores under the data dir and build the registry.
+/// Open the stores under the data dir, bootstrap the default account, build the registry.
 async fn open(cfg: &Config) -> anyhow::Result<(Arc<Registry>, berth_meta::sqlite::SqliteStore)> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
@@ -89,20 +124,146 @@ async fn open(cfg: &Config) -> anyhow::Result<(Arc<Registry>, berth_meta::sqlite
     let meta = berth_meta::sqlite::SqliteStore::open(&cfg.data_dir.join("berth.db"))
         .await
         .context("opening the metadata database")?;
+    let server_key = server_key(cfg)?;
+    let default_account = default_account(cfg, &meta).await?;
     let settings = Settings {
         namespace: berth_meta::Namespace {
-            account_id: cfg.account_id.clone(),
-            region: cfg.region.clone(),
+            account_id: default_account.clone(),
+            region: cfg.regions[0].clone(),
         },
         upload_ttl: Duration::from_secs(cfg.upload_ttl_secs),
+        regions: cfg.regions.clone(),
     };
     let reg = Registry::new(
         Arc::new(meta.clone()),
         Arc::new(blobs),
         Arc::new(SystemClock),
         settings,
+        berth_registry::Keys::from_server_key(&server_key),
     );
+    bootstrap(cfg, &reg, &meta, &default_account).await?;
     Ok((Arc::new(reg), meta))
+}
+
+/// The server key: configured (hex), or generated once into `<data_dir>/server.key` (mode 0600).
+fn server_key(cfg: &Config) -> anyhow::Result<Vec<u8>> {
+    if let Some(hex) = &cfg.server_key {
+        let key = hex::decode(hex.trim()).context("server_key must be hex")?;
+        anyhow::ensure!(
+            key.len() >= 32,
+            "server_key must be at least 32 bytes (64 hex digits)"
+        );
+        return Ok(key);
+    }
+    let path = cfg.data_dir.join("server.key");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            return hex::decode(s.trim())
+                .with_context(|| format!("{} must hold hex", path.display()));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let mut key = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+        .map_err(|_| anyhow::anyhow!("no system randomness"))?;
+    write_private(&path, hex::encode(key).as_bytes())?;
+    // Another process may have won the race: use whatever is on disk now.
+    let s = std::fs::read_to_string(&path)?;
+    hex::decode(s.trim()).context("server.key must hold hex")
+}
+
+/// Write a file only the owner can read, crash-safely (temp file, fsync, rename; never
+/// overwriting an existing one).
+fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    // hard_link fails if the target exists: first writer wins.
+    let r = std::fs::hard_link(&tmp, path);
+    std::fs::remove_file(&tmp)?;
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The default account: configured, else the one recorded at first start, else a new random id.
+async fn default_account(
+    cfg: &Config,
+    meta: &berth_meta::sqlite::SqliteStore,
+) -> anyhow::Result<String> {
+    use berth_meta::MetadataStore;
+    if let Some(id) = &cfg.account_id {
+        anyhow::ensure!(
+            berth_registry::valid_account_id(id),
+            "account_id must be 12 digits, got '{id}'"
+        );
+        if meta.setting("default_account").await?.is_none() {
+            meta.set_setting("default_account", id).await?;
+        }
+        return Ok(id.clone());
+    }
+    if let Some(id) = meta.setting("default_account").await? {
+        return Ok(id);
+    }
+    let id = berth_registry::random_account_id();
+    meta.set_setting("default_account", &id).await?;
+    Ok(meta.setting("default_account").await?.unwrap_or(id))
+}
+
+/// First start: create the default account and its root access key, from
+/// `BERTH_ROOT_ACCESS_KEY_ID`/`BERTH_ROOT_SECRET_ACCESS_KEY` when set, else generated, printed
+/// once and written to `<data_dir>/root-credentials.json` (mode 0600). A key given in the
+/// environment that is not known yet is added to the default account on any start.
+async fn bootstrap(
+    cfg: &Config,
+    reg: &Registry,
+    meta: &berth_meta::sqlite::SqliteStore,
+    account: &str,
+) -> anyhow::Result<()> {
+    use berth_meta::MetadataStore;
+    let env_key = match (
+        std::env::var("BERTH_ROOT_ACCESS_KEY_ID"),
+        std::env::var("BERTH_ROOT_SECRET_ACCESS_KEY"),
+    ) {
+        (Ok(a), Ok(s)) if !a.is_empty() && !s.is_empty() => Some((a, s)),
+        _ => None,
+    };
+    let now = SystemClock.now_ms();
+    let created = meta.create_account(account, now).await?;
+    if let Some((akid, secret)) = &env_key {
+        if !reg
+            .access_key_exists(akid)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+        {
+            reg.create_access_key(account, None, Some((akid, secret)))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    } else if created {
+        let creds = reg
+            .create_access_key(account, None, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let path = cfg.data_dir.join("root-credentials.json");
+        write_private(&path, serde_json::to_string_pretty(&creds)?.as_bytes())?;
+        eprintln!(
+            "berth: created account {account}; root credentials (shown once) written to {}:\n{}",
+            path.display(),
+            serde_json::to_string_pretty(&creds)?
+        );
+    }
+    Ok(())
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {

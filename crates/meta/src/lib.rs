@@ -206,6 +206,10 @@ pub trait MetadataStore: Send + Sync + 'static {
         subject: &str,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Referrer>>;
+    /// A deployment-wide setting.
+    async fn setting(&self, key: &str) -> Result<Option<String>>;
+    /// Set a deployment-wide setting.
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
     /// Record an account; `false` when it already exists.
     async fn create_account(&self, account_id: &str, now: i64) -> Result<bool>;
     /// Whether an account exists.
@@ -216,20 +220,38 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>>;
 
     /// Create a repository with its settings and resource tags; `None` when it already exists.
-    async fn create_repository(&self, r: &NewRepository<'_>, now: i64) -> Result<Option<RepositoryInfo>>;
+    async fn create_repository(
+        &self,
+        r: &NewRepository<'_>,
+        now: i64,
+    ) -> Result<Option<RepositoryInfo>>;
     /// A repository and its settings.
     async fn repository_info(&self, ns: &Namespace, name: &str) -> Result<Option<RepositoryInfo>>;
     /// Repositories after `last` in name order, at most `limit`.
-    async fn list_repository_infos(&self, ns: &Namespace, last: Option<&str>, limit: u32)
-    -> Result<Vec<RepositoryInfo>>;
+    async fn list_repository_infos(
+        &self,
+        ns: &Namespace,
+        last: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RepositoryInfo>>;
     /// Delete a repository (and, with `force`, everything in it).
     async fn delete_repository(&self, repo_id: i64, force: bool) -> Result<DeleteRepository>;
     /// Change tag mutability and its exclusion filters.
-    async fn set_tag_mutability(&self, repo_id: i64, mutability: &str, exclusions: Option<&str>) -> Result<()>;
+    async fn set_tag_mutability(
+        &self,
+        repo_id: i64,
+        mutability: &str,
+        exclusions: Option<&str>,
+    ) -> Result<()>;
     /// Resource tags of a repository, by key.
     async fn resource_tags(&self, repo_id: i64) -> Result<Vec<(String, String)>>;
     /// Add or overwrite resource tags; `false` (nothing changed) when the result would exceed `max`.
-    async fn tag_repository(&self, repo_id: i64, tags: &[(String, String)], max: usize) -> Result<bool>;
+    async fn tag_repository(
+        &self,
+        repo_id: i64,
+        tags: &[(String, String)],
+        max: usize,
+    ) -> Result<bool>;
     /// Remove resource tags by key.
     async fn untag_repository(&self, repo_id: i64, keys: &[String]) -> Result<()>;
 }

@@ -411,12 +411,33 @@ impl MetadataStore for SqliteStore {
             })
             .collect())
     }
-    async fn create_account(&self, account_id: &str, now: i64) -> Result<bool> {
-        let r = sqlx::query("INSERT INTO accounts (account_id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(account_id)
-            .bind(now)
-            .execute(&self.write)
+    async fn setting(&self, key: &str) -> Result<Option<String>> {
+        let r = sqlx::query("SELECT value FROM server_settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.read)
             .await?;
+        Ok(r.map(|r| r.get(0)))
+    }
+
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO server_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn create_account(&self, account_id: &str, now: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO accounts (account_id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(account_id)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -462,7 +483,11 @@ impl MetadataStore for SqliteStore {
         }))
     }
 
-    async fn create_repository(&self, r: &NewRepository<'_>, now: i64) -> Result<Option<RepositoryInfo>> {
+    async fn create_repository(
+        &self,
+        r: &NewRepository<'_>,
+        now: i64,
+    ) -> Result<Option<RepositoryInfo>> {
         let mut tx = self.begin().await?;
         let id: Option<i64> = sqlx::query(
             "INSERT INTO repositories (account_id, region, name, created_at, image_tag_mutability, \
@@ -570,7 +595,12 @@ impl MetadataStore for SqliteStore {
         Ok(DeleteRepository::Deleted)
     }
 
-    async fn set_tag_mutability(&self, repo_id: i64, mutability: &str, exclusions: Option<&str>) -> Result<()> {
+    async fn set_tag_mutability(
+        &self,
+        repo_id: i64,
+        mutability: &str,
+        exclusions: Option<&str>,
+    ) -> Result<()> {
         sqlx::query("UPDATE repositories SET image_tag_mutability = $1, mutability_exclusions = $2 WHERE id = $3")
             .bind(mutability)
             .bind(exclusions)
@@ -581,14 +611,20 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn resource_tags(&self, repo_id: i64) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT key, value FROM repository_tags WHERE repo_id = $1 ORDER BY key")
-            .bind(repo_id)
-            .fetch_all(&self.read)
-            .await?;
+        let rows =
+            sqlx::query("SELECT key, value FROM repository_tags WHERE repo_id = $1 ORDER BY key")
+                .bind(repo_id)
+                .fetch_all(&self.read)
+                .await?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    async fn tag_repository(&self, repo_id: i64, tags: &[(String, String)], max: usize) -> Result<bool> {
+    async fn tag_repository(
+        &self,
+        repo_id: i64,
+        tags: &[(String, String)],
+        max: usize,
+    ) -> Result<bool> {
         let mut tx = self.begin().await?;
         for (k, v) in tags {
             sqlx::query(

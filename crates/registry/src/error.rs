@@ -31,6 +31,28 @@ pub enum Error {
     TagInvalid(String),
     #[error("request body failed: {0}")]
     BodyFailed(String),
+    /// A control-plane parameter is invalid (ECR `InvalidParameterException`).
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("account {0} already exists")]
+    AccountExists(String),
+    #[error("account {0} does not exist")]
+    AccountUnknown(String),
+    #[error(
+        "The repository with name '{name}' does not exist in the registry with id '{registry}'"
+    )]
+    RepositoryNotFound { name: String, registry: String },
+    #[error(
+        "The repository with name '{name}' already exists in the registry with id '{registry}'"
+    )]
+    RepositoryAlreadyExists { name: String, registry: String },
+    #[error(
+        "The repository with name '{name}' in registry with id '{registry}' cannot be deleted because it still contains images"
+    )]
+    RepositoryNotEmpty { name: String, registry: String },
+    /// More resource tags than a repository may have.
+    #[error("{0}")]
+    TooManyTags(String),
     /// A backend failed; details are for logs only.
     #[error("internal error: {0}")]
     Internal(String),

@@ -3,11 +3,17 @@
 //! [`Registry`] calls the metadata store (the source of truth) and the blob store (bytes only).
 //! It knows nothing of HTTP: the server maps [`Error`] to OCI (and later ECR) error shapes.
 
+mod accounts;
 mod cache;
 mod error;
 mod hash;
+mod repos;
 
+pub use accounts::{
+    AuthorizationToken, Credentials, Identity, Keys, random_account_id, valid_account_id,
+};
 pub use error::Error;
+pub use repos::{MAX_RESOURCE_TAGS, RepoSettings, TagFilter, exclusions_of};
 
 use berth_meta::{MetadataStore, Namespace, PutManifest, Referrer};
 use berth_oci::manifest::{self, Kind};
@@ -50,6 +56,8 @@ pub struct Settings {
     pub namespace: Namespace,
     /// Upload sessions idle for longer than this are removed.
     pub upload_ttl: Duration,
+    /// Regions this deployment hosts (the first is the data plane's).
+    pub regions: Vec<String>,
 }
 
 /// A stored manifest, ready to serve.
@@ -100,6 +108,7 @@ pub struct Registry {
     blobs: Arc<dyn BlobStore>,
     clock: Arc<dyn Clock>,
     settings: Settings,
+    keys: Keys,
     repo_ids: RwLock<HashMap<String, i64>>,
     cache: ManifestCache,
     /// In-memory hash state of uploads, so chunked uploads need not re-read their data.
@@ -122,12 +131,14 @@ impl Registry {
         blobs: Arc<dyn BlobStore>,
         clock: Arc<dyn Clock>,
         settings: Settings,
+        keys: Keys,
     ) -> Registry {
         Registry {
             meta,
             blobs,
             clock,
             settings,
+            keys,
             repo_ids: RwLock::default(),
             cache: ManifestCache::default(),
             hashes: Mutex::default(),

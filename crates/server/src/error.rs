@@ -93,6 +93,17 @@ impl From<Error> for ApiError {
                 "request body could not be read",
                 json!(m),
             ),
+            Error::RepositoryNotFound { name, .. } => {
+                ApiError::new(C::NameUnknown, msg, json!({"name": name}))
+            }
+            Error::InvalidParameter(_)
+            | Error::RepositoryAlreadyExists { .. }
+            | Error::RepositoryNotEmpty { .. }
+            | Error::TooManyTags(_)
+            | Error::AccountExists(_)
+            | Error::AccountUnknown(_) => {
+                ApiError::new(C::Unsupported, msg, Value::Null).with_status(StatusCode::BAD_REQUEST)
+            }
             Error::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 ApiError {

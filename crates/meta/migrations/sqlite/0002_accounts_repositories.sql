@@ -29,3 +29,9 @@ CREATE TABLE repository_tags (
     value    TEXT    NOT NULL,
     PRIMARY KEY (repo_id, key)
 );
+
+-- Deployment-wide settings (e.g. the default account of the data plane).
+CREATE TABLE server_settings (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);

@@ -1,0 +1,222 @@
+//! Accounts, access keys and registry tokens.
+
+use crate::{Error, Registry, Result};
+use berth_auth::secret_box::SecretBox;
+use berth_auth::sigv4::SecretKey;
+use berth_auth::token::{self, Claims, TokenKey};
+use berth_meta::AccessKey;
+use ring::rand::{SecureRandom, SystemRandom};
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Server secrets derived from one server key: the sealing key for stored secrets and the
+/// token-signing key. Every node of a deployment must use the same server key.
+pub struct Keys {
+    secrets: SecretBox,
+    token: TokenKey,
+}
+
+impl Keys {
+    /// Derive the keys from the server key (at least 32 bytes).
+    pub fn from_server_key(server_key: &[u8]) -> Keys {
+        let derive = |label: &[u8]| {
+            let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, server_key);
+            let tag = ring::hmac::sign(&k, label);
+            let mut out = [0u8; 32];
+            out.copy_from_slice(tag.as_ref());
+            out
+        };
+        let token =
+            TokenKey::new("k1", &derive(b"berth registry token key v1")).expect("valid token key");
+        Keys {
+            secrets: SecretBox::new(&derive(b"berth secret sealing key v1")),
+            token,
+        }
+    }
+}
+
+/// Credentials as `berth admin` prints them.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Credentials {
+    pub account_id: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+/// An authenticated principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub account_id: String,
+    /// `arn:aws:iam::<account>:root` or `arn:aws:iam::<account>:user/<name>`.
+    pub principal_arn: String,
+    pub access_key_id: String,
+}
+
+/// A registry token ready to hand out.
+#[derive(Debug, Clone)]
+pub struct AuthorizationToken {
+    /// base64(`AWS:<password>`).
+    pub authorization_token: String,
+    /// Epoch seconds.
+    pub expires_at: u64,
+}
+
+fn random_chars(alphabet: &[u8], n: usize) -> String {
+    let rng = SystemRandom::new();
+    let mut out = String::with_capacity(n);
+    let mut buf = [0u8; 1];
+    while out.len() < n {
+        rng.fill(&mut buf).expect("system randomness");
+        // Rejection sampling keeps the distribution uniform.
+        let limit = 256 - (256 % alphabet.len());
+        if (buf[0] as usize) < limit {
+            out.push(alphabet[buf[0] as usize % alphabet.len()] as char);
+        }
+    }
+    out
+}
+
+/// A new random 12-digit account id (not starting with 0).
+pub fn random_account_id() -> String {
+    let first = random_chars(b"123456789", 1);
+    first + &random_chars(b"0123456789", 11)
+}
+
+/// `true` for a 12-digit account id.
+pub fn valid_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn principal_arn(account: &str, user: Option<&str>) -> String {
+    match user {
+        None => format!("arn:aws:iam::{account}:root"),
+        Some(u) => format!("arn:aws:iam::{account}:user/{u}"),
+    }
+}
+
+impl Registry {
+    fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Create an account and its root access key. `Error::InvalidParameter` for a malformed id,
+    /// `Error::AccountExists` when it exists.
+    pub async fn create_account(&self, account_id: Option<&str>) -> Result<Credentials> {
+        let id = account_id
+            .map(str::to_string)
+            .unwrap_or_else(random_account_id);
+        if !valid_account_id(&id) {
+            return Err(Error::InvalidParameter(format!(
+                "account id '{id}' must be 12 digits"
+            )));
+        }
+        if !self.meta.create_account(&id, self.now()).await? {
+            return Err(Error::AccountExists(id));
+        }
+        self.create_access_key(&id, None, None).await
+    }
+
+    /// Add an access key to an account (`user` `None` = the root). `fixed` provisions a given
+    /// key id and secret (bootstrap from the environment) instead of generating them.
+    pub async fn create_access_key(
+        &self,
+        account_id: &str,
+        user: Option<&str>,
+        fixed: Option<(&str, &str)>,
+    ) -> Result<Credentials> {
+        if !self.meta.account_exists(account_id).await? {
+            return Err(Error::AccountUnknown(account_id.to_string()));
+        }
+        let (akid, secret) = match fixed {
+            Some((a, s)) => (a.to_string(), s.to_string()),
+            None => (
+                format!(
+                    "AKIA{}",
+                    random_chars(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
+                ),
+                random_chars(
+                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+                    40,
+                ),
+            ),
+        };
+        let sealed = self
+            .keys()
+            .secrets
+            .seal(secret.as_bytes(), akid.as_bytes())
+            .map_err(|e| Error::Internal(format!("sealing secret: {e:?}")))?;
+        self.meta
+            .put_access_key(&AccessKey {
+                access_key_id: akid.clone(),
+                account_id: account_id.to_string(),
+                user_name: user.map(str::to_string),
+                secret_enc: sealed,
+                status: "Active".into(),
+                created_at: self.now(),
+            })
+            .await?;
+        Ok(Credentials {
+            account_id: account_id.to_string(),
+            access_key_id: akid,
+            secret_access_key: secret,
+        })
+    }
+
+    /// Whether an access key id exists.
+    pub async fn access_key_exists(&self, access_key_id: &str) -> Result<bool> {
+        Ok(self.meta.access_key(access_key_id).await?.is_some())
+    }
+
+    /// The identity and secret of an active access key, for signature verification.
+    pub async fn access_key_secret(
+        &self,
+        access_key_id: &str,
+    ) -> Result<Option<(Identity, SecretKey)>> {
+        let Some(k) = self.meta.access_key(access_key_id).await? else {
+            return Ok(None);
+        };
+        if k.status != "Active" {
+            return Ok(None);
+        }
+        let secret = self
+            .keys()
+            .secrets
+            .open(&k.secret_enc, k.access_key_id.as_bytes())
+            .map_err(|_| {
+                Error::Internal(format!(
+                    "access key {} cannot be unsealed with this server key",
+                    k.access_key_id
+                ))
+            })?;
+        let secret = String::from_utf8(secret)
+            .map_err(|_| Error::Internal("sealed secret is not UTF-8".into()))?;
+        let identity = Identity {
+            principal_arn: principal_arn(&k.account_id, k.user_name.as_deref()),
+            account_id: k.account_id,
+            access_key_id: k.access_key_id,
+        };
+        Ok(Some((identity, SecretKey::new(secret))))
+    }
+
+    /// Mint a 12-hour registry token for `identity`.
+    pub fn mint_token(&self, identity: &Identity) -> AuthorizationToken {
+        let now = UNIX_EPOCH + Duration::from_millis(self.now().max(0) as u64);
+        let claims = Claims::new(
+            &identity.account_id,
+            &identity.principal_arn,
+            &identity.access_key_id,
+            now,
+        );
+        let password = token::mint(&claims, &self.keys().token);
+        AuthorizationToken {
+            authorization_token: token::authorization_token(&password),
+            expires_at: claims.expires_at,
+        }
+    }
+
+    /// The deployment's default account (the data plane's registry when no registry domain is
+    /// configured).
+    pub fn default_account(&self) -> &str {
+        &self.settings.namespace.account_id
+    }
+}

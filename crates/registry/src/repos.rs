@@ -1,0 +1,300 @@
+//! Repository management for the control plane (ECR CreateRepository, DescribeRepositories,
+//! DeleteRepository, PutImageTagMutability, resource tags).
+
+use crate::{Error, Registry, Result};
+use berth_meta::{DeleteRepository, Namespace, NewRepository, RepositoryInfo};
+use serde::{Deserialize, Serialize};
+
+/// Maximum resource tags per repository (ECR's limit).
+pub const MAX_RESOURCE_TAGS: usize = 50;
+
+/// A tag-mutability exclusion filter (`{"filterType":"WILDCARD","filter":"dev-*"}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TagFilter {
+    pub filter_type: String,
+    pub filter: String,
+}
+
+/// Settings of a repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoSettings {
+    pub image_tag_mutability: String,
+    pub exclusions: Vec<TagFilter>,
+    pub scan_on_push: bool,
+    pub encryption_type: String,
+    pub kms_key: Option<String>,
+}
+
+impl Default for RepoSettings {
+    fn default() -> Self {
+        RepoSettings {
+            image_tag_mutability: "MUTABLE".into(),
+            exclusions: Vec::new(),
+            scan_on_push: false,
+            encryption_type: "AES256".into(),
+            kms_key: None,
+        }
+    }
+}
+
+fn invalid(field: &str, rule: &str) -> Error {
+    Error::InvalidParameter(format!(
+        "Invalid parameter at '{field}' failed to satisfy constraint: '{rule}'"
+    ))
+}
+
+/// Check a mutability setting and its exclusion filters.
+pub fn validate_mutability(mutability: &str, exclusions: &[TagFilter]) -> Result<()> {
+    const VALUES: [&str; 4] = [
+        "MUTABLE",
+        "IMMUTABLE",
+        "IMMUTABLE_WITH_EXCLUSION",
+        "MUTABLE_WITH_EXCLUSION",
+    ];
+    if !VALUES.contains(&mutability) {
+        return Err(invalid(
+            "imageTagMutability",
+            "Member must satisfy enum value set: [MUTABLE, IMMUTABLE, IMMUTABLE_WITH_EXCLUSION, MUTABLE_WITH_EXCLUSION]",
+        ));
+    }
+    let with_exclusion = mutability.ends_with("_WITH_EXCLUSION");
+    if with_exclusion && exclusions.is_empty() {
+        return Err(Error::InvalidParameter(format!(
+            "Invalid parameter at 'imageTagMutabilityExclusionFilters' failed to satisfy constraint: 'must be specified when imageTagMutability is {mutability}'"
+        )));
+    }
+    if !with_exclusion && !exclusions.is_empty() {
+        return Err(Error::InvalidParameter(format!(
+            "Invalid parameter at 'imageTagMutabilityExclusionFilters' failed to satisfy constraint: 'cannot be specified when imageTagMutability is {mutability}'"
+        )));
+    }
+    if exclusions.len() > 5 {
+        return Err(invalid(
+            "imageTagMutabilityExclusionFilters",
+            "Member must have length less than or equal to 5",
+        ));
+    }
+    for f in exclusions {
+        if f.filter_type != "WILDCARD" {
+            return Err(invalid(
+                "imageTagMutabilityExclusionFilters.member.filterType",
+                "Member must satisfy enum value set: [WILDCARD]",
+            ));
+        }
+        let ok = (1..=128).contains(&f.filter.len())
+            && f.filter
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'*' | b'-'));
+        if !ok {
+            return Err(invalid(
+                "imageTagMutabilityExclusionFilters.member.filter",
+                "Member must satisfy regular expression pattern: ^[0-9a-zA-Z._*-]{1,128}$",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Check resource tags (keys 1–128 characters, values up to 256).
+pub fn validate_tags(tags: &[(String, String)]) -> Result<()> {
+    for (k, v) in tags {
+        if k.is_empty() || k.chars().count() > 128 {
+            return Err(Error::InvalidParameter(
+                "Tag keys must be between 1 and 128 characters long".into(),
+            ));
+        }
+        if v.chars().count() > 256 {
+            return Err(Error::InvalidParameter(
+                "Tag values must be at most 256 characters long".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl RepoSettings {
+    fn validate(&self) -> Result<()> {
+        validate_mutability(&self.image_tag_mutability, &self.exclusions)?;
+        match self.encryption_type.as_str() {
+            "AES256" if self.kms_key.is_some() => Err(Error::InvalidParameter(
+                "Invalid parameter at 'encryptionConfiguration' failed to satisfy constraint: 'kmsKey can only be specified with KMS or KMS_DSSE encryption'".into(),
+            )),
+            "AES256" | "KMS" | "KMS_DSSE" => Ok(()),
+            _ => Err(invalid("encryptionConfiguration.encryptionType", "Member must satisfy enum value set: [AES256, KMS, KMS_DSSE]")),
+        }
+    }
+}
+
+fn exclusions_json(f: &[TagFilter]) -> Option<String> {
+    (!f.is_empty()).then(|| serde_json::to_string(f).expect("filters serialize"))
+}
+
+/// The exclusion filters stored with a repository.
+pub fn exclusions_of(info: &RepositoryInfo) -> Vec<TagFilter> {
+    info.mutability_exclusions
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default()
+}
+
+impl Registry {
+    /// The namespace of `account` in `region`.
+    pub fn namespace(&self, account: &str, region: &str) -> Namespace {
+        Namespace {
+            account_id: account.to_string(),
+            region: region.to_string(),
+        }
+    }
+
+    /// Regions this deployment hosts.
+    pub fn regions(&self) -> &[String] {
+        &self.settings.regions
+    }
+
+    fn not_found(ns: &Namespace, name: &str) -> Error {
+        Error::RepositoryNotFound {
+            name: name.to_string(),
+            registry: ns.account_id.clone(),
+        }
+    }
+
+    /// Create a repository.
+    pub async fn create_repository(
+        &self,
+        ns: &Namespace,
+        name: &str,
+        settings: &RepoSettings,
+        tags: &[(String, String)],
+    ) -> Result<RepositoryInfo> {
+        settings.validate()?;
+        validate_tags(tags)?;
+        if tags.len() > MAX_RESOURCE_TAGS {
+            return Err(Error::TooManyTags(format!(
+                "Tag limit of {MAX_RESOURCE_TAGS} exceeded for the repository"
+            )));
+        }
+        let exclusions = exclusions_json(&settings.exclusions);
+        let new = NewRepository {
+            ns,
+            name,
+            image_tag_mutability: &settings.image_tag_mutability,
+            mutability_exclusions: exclusions.as_deref(),
+            scan_on_push: settings.scan_on_push,
+            encryption_type: &settings.encryption_type,
+            kms_key: settings.kms_key.as_deref(),
+            tags,
+        };
+        self.meta
+            .create_repository(&new, self.now())
+            .await?
+            .ok_or_else(|| Error::RepositoryAlreadyExists {
+                name: name.to_string(),
+                registry: ns.account_id.clone(),
+            })
+    }
+
+    /// A repository's settings.
+    pub async fn describe_repository(&self, ns: &Namespace, name: &str) -> Result<RepositoryInfo> {
+        self.meta
+            .repository_info(ns, name)
+            .await?
+            .ok_or_else(|| Self::not_found(ns, name))
+    }
+
+    /// One page of repositories after `last`; `true` when more follow.
+    pub async fn list_repository_infos(
+        &self,
+        ns: &Namespace,
+        last: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<RepositoryInfo>, bool)> {
+        let mut items = self.meta.list_repository_infos(ns, last, limit + 1).await?;
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        Ok((items, more))
+    }
+
+    /// Delete a repository; without `force` only when it holds no images.
+    pub async fn delete_repository(
+        &self,
+        ns: &Namespace,
+        name: &str,
+        force: bool,
+    ) -> Result<RepositoryInfo> {
+        let info = self.describe_repository(ns, name).await?;
+        match self.meta.delete_repository(info.id, force).await? {
+            DeleteRepository::NotEmpty => {
+                return Err(Error::RepositoryNotEmpty {
+                    name: name.to_string(),
+                    registry: ns.account_id.clone(),
+                });
+            }
+            DeleteRepository::Deleted => {}
+        }
+        if *ns == self.settings.namespace {
+            self.repo_ids.write().unwrap().remove(name);
+        }
+        self.cache.invalidate(info.id);
+        Ok(info)
+    }
+
+    /// Change a repository's tag mutability.
+    pub async fn set_tag_mutability(
+        &self,
+        ns: &Namespace,
+        name: &str,
+        mutability: &str,
+        exclusions: &[TagFilter],
+    ) -> Result<RepositoryInfo> {
+        validate_mutability(mutability, exclusions)?;
+        let info = self.describe_repository(ns, name).await?;
+        let json = exclusions_json(exclusions);
+        self.meta
+            .set_tag_mutability(info.id, mutability, json.as_deref())
+            .await?;
+        Ok(RepositoryInfo {
+            image_tag_mutability: mutability.to_string(),
+            mutability_exclusions: json,
+            ..info
+        })
+    }
+
+    /// A repository's resource tags.
+    pub async fn resource_tags(&self, ns: &Namespace, name: &str) -> Result<Vec<(String, String)>> {
+        let info = self.describe_repository(ns, name).await?;
+        Ok(self.meta.resource_tags(info.id).await?)
+    }
+
+    /// Add or overwrite resource tags.
+    pub async fn tag_repository(
+        &self,
+        ns: &Namespace,
+        name: &str,
+        tags: &[(String, String)],
+    ) -> Result<()> {
+        validate_tags(tags)?;
+        let info = self.describe_repository(ns, name).await?;
+        if !self
+            .meta
+            .tag_repository(info.id, tags, MAX_RESOURCE_TAGS)
+            .await?
+        {
+            return Err(Error::TooManyTags(format!(
+                "Tag limit of {MAX_RESOURCE_TAGS} exceeded for the repository"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Remove resource tags.
+    pub async fn untag_repository(
+        &self,
+        ns: &Namespace,
+        name: &str,
+        keys: &[String],
+    ) -> Result<()> {
+        let info = self.describe_repository(ns, name).await?;
+        Ok(self.meta.untag_repository(info.id, keys).await?)
+    }
+}
