@@ -27,6 +27,11 @@ if [ ! -f /etc/containers/policy.json ]; then
   echo '{"default":[{"type":"insecureAcceptAnything"}]}' | $SUDO tee /etc/containers/policy.json >/dev/null
 fi
 
+# The AWS tools the control-plane tests drive (boto3, the AWS CLI) and pytest.
+if ! python3 -c "import boto3, pytest, requests" >/dev/null 2>&1 || ! command -v aws >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check -r tests/ecr/requirements.txt
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi

@@ -58,19 +58,14 @@ impl SecretBox {
     /// A box using `key` (32 random bytes that the server keeps outside the database).
     pub fn new(key: &[u8; 32]) -> Self {
         let unbound = UnboundKey::new(&AES_256_GCM, key).expect("AES-256 key is 32 bytes");
-        Self {
-            key: LessSafeKey::new(unbound),
-            rng: SystemRandom::new(),
-        }
+        Self { key: LessSafeKey::new(unbound), rng: SystemRandom::new() }
     }
 
     /// Encrypts `plaintext`, authenticating `aad` with it (pass the same `aad` to
     /// [`SecretBox::open`]; `b""` if there is no context). Returns a `bsb1:` string.
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<String, SecretBoxError> {
         let mut nonce = [0u8; NONCE_LEN];
-        self.rng
-            .fill(&mut nonce)
-            .map_err(|_| SecretBoxError::Random)?;
+        self.rng.fill(&mut nonce).map_err(|_| SecretBoxError::Random)?;
         let mut buf = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
         buf.extend_from_slice(&nonce);
         buf.extend_from_slice(plaintext);
@@ -91,17 +86,12 @@ impl SecretBox {
     /// Errors: [`SecretBoxError::Malformed`] for anything not in the format,
     /// [`SecretBoxError::Decrypt`] if authentication fails (any altered byte, other key or aad).
     pub fn open(&self, sealed: &str, aad: &[u8]) -> Result<Vec<u8>, SecretBoxError> {
-        let b64 = sealed
-            .strip_prefix(PREFIX)
-            .ok_or(SecretBoxError::Malformed)?;
-        let mut buf = URL_SAFE_NO_PAD
-            .decode(b64)
-            .map_err(|_| SecretBoxError::Malformed)?;
+        let b64 = sealed.strip_prefix(PREFIX).ok_or(SecretBoxError::Malformed)?;
+        let mut buf = URL_SAFE_NO_PAD.decode(b64).map_err(|_| SecretBoxError::Malformed)?;
         if buf.len() < NONCE_LEN + TAG_LEN {
             return Err(SecretBoxError::Malformed);
         }
-        let nonce = Nonce::try_assume_unique_for_key(&buf[..NONCE_LEN])
-            .map_err(|_| SecretBoxError::Malformed)?;
+        let nonce = Nonce::try_assume_unique_for_key(&buf[..NONCE_LEN]).map_err(|_| SecretBoxError::Malformed)?;
         let plaintext = self
             .key
             .open_in_place(nonce, Aad::from(full_aad(aad)), &mut buf[NONCE_LEN..])
@@ -116,10 +106,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
     std::hint::black_box(diff) == 0
 }
 
@@ -132,12 +119,7 @@ mod tests {
     #[test]
     fn round_trips() {
         let sb = SecretBox::new(&KEY);
-        for pt in [
-            &b""[..],
-            b"x",
-            b"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-            &[0u8; 1000],
-        ] {
+        for pt in [&b""[..], b"x", b"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", &[0u8; 1000]] {
             let sealed = sb.seal(pt, b"AKIDEXAMPLE").unwrap();
             assert!(sealed.starts_with("bsb1:"));
             assert_eq!(sb.open(&sealed, b"AKIDEXAMPLE").unwrap(), pt);
@@ -156,22 +138,14 @@ mod tests {
     #[test]
     fn wrong_key_or_aad_fails() {
         let sealed = SecretBox::new(&KEY).seal(b"secret", b"row-1").unwrap();
-        assert_eq!(
-            SecretBox::new(&[8; 32]).open(&sealed, b"row-1"),
-            Err(SecretBoxError::Decrypt)
-        );
-        assert_eq!(
-            SecretBox::new(&KEY).open(&sealed, b"row-2"),
-            Err(SecretBoxError::Decrypt)
-        );
+        assert_eq!(SecretBox::new(&[8; 32]).open(&sealed, b"row-1"), Err(SecretBoxError::Decrypt));
+        assert_eq!(SecretBox::new(&KEY).open(&sealed, b"row-2"), Err(SecretBoxError::Decrypt));
     }
 
     #[test]
     fn any_altered_byte_fails() {
         let sb = SecretBox::new(&KEY);
-        let sealed = sb
-            .seal(b"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", b"ak")
-            .unwrap();
+        let sealed = sb.seal(b"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", b"ak").unwrap();
         let bytes = sealed.as_bytes();
         for i in 0..bytes.len() {
             for replacement in [b'A', b'z', b'0', b'-', b'_', b':'] {
@@ -181,11 +155,7 @@ mod tests {
                 let mut m = bytes.to_vec();
                 m[i] = replacement;
                 let m = String::from_utf8(m).unwrap();
-                assert!(
-                    sb.open(&m, b"ak").is_err(),
-                    "position {i} -> {}",
-                    replacement as char
-                );
+                assert!(sb.open(&m, b"ak").is_err(), "position {i} -> {}", replacement as char);
             }
         }
         // Truncation and extension fail too.
@@ -196,13 +166,7 @@ mod tests {
     #[test]
     fn malformed_inputs() {
         let sb = SecretBox::new(&KEY);
-        for bad in [
-            "",
-            "bsb1:",
-            "bsb2:AAAA",
-            "bsb1:!!!!",
-            "bsb1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-        ] {
+        for bad in ["", "bsb1:", "bsb2:AAAA", "bsb1:!!!!", "bsb1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
             assert_eq!(sb.open(bad, b""), Err(SecretBoxError::Malformed), "{bad}");
         }
         assert!(!format!("{sb:?}").contains('7'));

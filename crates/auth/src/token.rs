@@ -82,9 +82,7 @@ pub struct TokenKey {
 
 impl std::fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenKey")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
+        f.debug_struct("TokenKey").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
@@ -95,19 +93,14 @@ impl TokenKey {
         let id = id.into();
         let id_ok = !id.is_empty()
             && id.len() <= MAX_KEY_ID_LEN
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
         if !id_ok {
             return Err(TokenKeyError::BadId);
         }
         if secret.len() < MIN_KEY_LEN {
             return Err(TokenKeyError::TooShort);
         }
-        Ok(Self {
-            id,
-            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
-        })
+        Ok(Self { id, key: hmac::Key::new(hmac::HMAC_SHA256, secret) })
     }
 
     /// The key's id, as written into tokens.
@@ -209,9 +202,7 @@ pub fn authorization_token(password: &str) -> String {
 /// The password inside a Basic credential (the part after `Basic `): base64-decodes it, splits
 /// at the first `:`, and requires the user to be `AWS`.
 pub fn password_from_basic(credential: &str) -> Result<String, TokenError> {
-    let decoded = STANDARD
-        .decode(credential.trim())
-        .map_err(|_| TokenError::Malformed)?;
+    let decoded = STANDARD.decode(credential.trim()).map_err(|_| TokenError::Malformed)?;
     let decoded = String::from_utf8(decoded).map_err(|_| TokenError::Malformed)?;
     match decoded.split_once(':') {
         Some((TOKEN_USER, password)) => Ok(password.to_owned()),
@@ -226,18 +217,14 @@ struct Opened {
 }
 
 fn open(password: &str) -> Result<Opened, TokenError> {
-    let json = STANDARD
-        .decode(password)
-        .map_err(|_| TokenError::Malformed)?;
+    let json = STANDARD.decode(password).map_err(|_| TokenError::Malformed)?;
     let envelope: Envelope = serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
     // Only the exact bytes `mint` writes are accepted (no extra whitespace, escapes, ...).
     let canonical = serde_json::to_vec(&envelope).map_err(|_| TokenError::Malformed)?;
     if canonical != json || envelope.version != VERSION || envelope.kind != TYPE {
         return Err(TokenError::Malformed);
     }
-    let datakey = STANDARD
-        .decode(&envelope.datakey)
-        .map_err(|_| TokenError::Malformed)?;
+    let datakey = STANDARD.decode(&envelope.datakey).map_err(|_| TokenError::Malformed)?;
     let [DATAKEY_FORMAT, id_len, rest @ ..] = datakey.as_slice() else {
         return Err(TokenError::Malformed);
     };
@@ -245,14 +232,8 @@ fn open(password: &str) -> Result<Opened, TokenError> {
     if rest.len() != id_len + TAG_LEN {
         return Err(TokenError::Malformed);
     }
-    let key_id = std::str::from_utf8(&rest[..id_len])
-        .map_err(|_| TokenError::Malformed)?
-        .to_owned();
-    Ok(Opened {
-        tag: rest[id_len..].to_vec(),
-        envelope,
-        key_id,
-    })
+    let key_id = std::str::from_utf8(&rest[..id_len]).map_err(|_| TokenError::Malformed)?.to_owned();
+    Ok(Opened { tag: rest[id_len..].to_vec(), envelope, key_id })
 }
 
 /// The id of the key a password claims to be signed with (unauthenticated; use it only to pick
@@ -272,15 +253,9 @@ pub fn verify(password: &str, now: SystemTime, key: &TokenKey) -> Result<Claims,
         return Err(TokenError::BadSignature);
     }
     let env = &opened.envelope;
-    hmac::verify(
-        &key.key,
-        &mac_input(&opened.key_id, &env.payload, env.expiration),
-        &opened.tag,
-    )
-    .map_err(|_| TokenError::BadSignature)?;
-    let claims_json = STANDARD
-        .decode(&env.payload)
-        .map_err(|_| TokenError::Malformed)?;
+    hmac::verify(&key.key, &mac_input(&opened.key_id, &env.payload, env.expiration), &opened.tag)
+        .map_err(|_| TokenError::BadSignature)?;
+    let claims_json = STANDARD.decode(&env.payload).map_err(|_| TokenError::Malformed)?;
     let claims: Claims = serde_json::from_slice(&claims_json).map_err(|_| TokenError::Malformed)?;
     if claims.expires_at != env.expiration || claims.issued_at > claims.expires_at {
         return Err(TokenError::Malformed);
@@ -304,12 +279,7 @@ mod tests {
     }
 
     fn claims() -> Claims {
-        Claims::new(
-            "123456789012",
-            "arn:aws:iam::123456789012:user/alice",
-            "AKIAEXAMPLE",
-            t(1_700_000_000),
-        )
+        Claims::new("123456789012", "arn:aws:iam::123456789012:user/alice", "AKIAEXAMPLE", t(1_700_000_000))
     }
 
     #[test]
@@ -327,14 +297,10 @@ mod tests {
     fn looks_like_ecr() {
         let c = claims();
         let pw = mint(&c, &key());
-        let json: serde_json::Value =
-            serde_json::from_slice(&STANDARD.decode(&pw).unwrap()).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&STANDARD.decode(&pw).unwrap()).unwrap();
         let obj = json.as_object().unwrap();
         let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-        assert_eq!(
-            keys,
-            ["payload", "datakey", "version", "type", "expiration"]
-        );
+        assert_eq!(keys, ["payload", "datakey", "version", "type", "expiration"]);
         assert_eq!(obj["version"], "2");
         assert_eq!(obj["type"], "DATA_KEY");
         assert_eq!(obj["expiration"], c.expires_at);
@@ -348,14 +314,8 @@ mod tests {
     fn expired() {
         let c = claims();
         let pw = mint(&c, &key());
-        assert_eq!(
-            verify(&pw, t(c.expires_at), &key()),
-            Err(TokenError::Expired)
-        );
-        assert_eq!(
-            verify(&pw, t(c.expires_at + 86_400), &key()),
-            Err(TokenError::Expired)
-        );
+        assert_eq!(verify(&pw, t(c.expires_at), &key()), Err(TokenError::Expired));
+        assert_eq!(verify(&pw, t(c.expires_at + 86_400), &key()), Err(TokenError::Expired));
     }
 
     #[test]
@@ -364,14 +324,8 @@ mod tests {
         let same_id_other_secret = TokenKey::new("k1", &[43u8; 32]).unwrap();
         let other_id_same_secret = TokenKey::new("k2", &[42u8; 32]).unwrap();
         let now = t(1_700_000_000);
-        assert_eq!(
-            verify(&pw, now, &same_id_other_secret),
-            Err(TokenError::BadSignature)
-        );
-        assert_eq!(
-            verify(&pw, now, &other_id_same_secret),
-            Err(TokenError::BadSignature)
-        );
+        assert_eq!(verify(&pw, now, &same_id_other_secret), Err(TokenError::BadSignature));
+        assert_eq!(verify(&pw, now, &other_id_same_secret), Err(TokenError::BadSignature));
     }
 
     #[test]
@@ -387,11 +341,7 @@ mod tests {
                 let mut m = bytes.to_vec();
                 m[i] = r;
                 let m = String::from_utf8(m).unwrap();
-                assert!(
-                    verify(&m, now, &key()).is_err(),
-                    "byte {i} -> {}",
-                    r as char
-                );
+                assert!(verify(&m, now, &key()).is_err(), "byte {i} -> {}", r as char);
             }
         }
         assert!(verify(&pw[..pw.len() - 4], now, &key()).is_err());
@@ -405,27 +355,20 @@ mod tests {
         let k = key();
         let now = t(1_700_000_000);
         let pw = mint(&c, &k);
-        let mut env: serde_json::Value =
-            serde_json::from_slice(&STANDARD.decode(&pw).unwrap()).unwrap();
+        let mut env: serde_json::Value = serde_json::from_slice(&STANDARD.decode(&pw).unwrap()).unwrap();
         let reencode = |v: &serde_json::Value| STANDARD.encode(serde_json::to_vec(v).unwrap());
 
         // Extend the expiration in the envelope only.
         let mut e = env.clone();
         e["expiration"] = (c.expires_at + 3600).into();
-        assert_eq!(
-            verify(&reencode(&e), now, &k),
-            Err(TokenError::BadSignature)
-        );
+        assert_eq!(verify(&reencode(&e), now, &k), Err(TokenError::BadSignature));
 
         // Swap in claims for another principal, keeping the old MAC.
         let mut other = c.clone();
         other.principal_arn = "arn:aws:iam::123456789012:root".into();
         let mut e = env.clone();
         e["payload"] = STANDARD.encode(serde_json::to_vec(&other).unwrap()).into();
-        assert_eq!(
-            verify(&reencode(&e), now, &k),
-            Err(TokenError::BadSignature)
-        );
+        assert_eq!(verify(&reencode(&e), now, &k), Err(TokenError::BadSignature));
 
         // Unknown fields, other version or type.
         let mut e = env.clone();
@@ -441,48 +384,20 @@ mod tests {
     #[test]
     fn malformed_inputs() {
         let now = t(1_700_000_000);
-        for bad in [
-            "",
-            "!!!",
-            "e30=",
-            "bnVsbA==",
-            &STANDARD.encode("{\"payload\":1}"),
-        ] {
-            assert_eq!(
-                verify(bad, now, &key()),
-                Err(TokenError::Malformed),
-                "{bad}"
-            );
+        for bad in ["", "!!!", "e30=", "bnVsbA==", &STANDARD.encode("{\"payload\":1}")] {
+            assert_eq!(verify(bad, now, &key()), Err(TokenError::Malformed), "{bad}");
         }
         assert_eq!(password_from_basic("!!!"), Err(TokenError::Malformed));
-        assert_eq!(
-            password_from_basic(&STANDARD.encode("bob:pw")),
-            Err(TokenError::Malformed)
-        );
-        assert_eq!(
-            password_from_basic(&STANDARD.encode("AWS:a:b")).unwrap(),
-            "a:b"
-        );
+        assert_eq!(password_from_basic(&STANDARD.encode("bob:pw")), Err(TokenError::Malformed));
+        assert_eq!(password_from_basic(&STANDARD.encode("AWS:a:b")).unwrap(), "a:b");
     }
 
     #[test]
     fn key_validation() {
-        assert_eq!(
-            TokenKey::new("", &[0; 32]).unwrap_err(),
-            TokenKeyError::BadId
-        );
-        assert_eq!(
-            TokenKey::new("a b", &[0; 32]).unwrap_err(),
-            TokenKeyError::BadId
-        );
-        assert_eq!(
-            TokenKey::new("x".repeat(65), &[0; 32]).unwrap_err(),
-            TokenKeyError::BadId
-        );
-        assert_eq!(
-            TokenKey::new("k", &[0; 31]).unwrap_err(),
-            TokenKeyError::TooShort
-        );
+        assert_eq!(TokenKey::new("", &[0; 32]).unwrap_err(), TokenKeyError::BadId);
+        assert_eq!(TokenKey::new("a b", &[0; 32]).unwrap_err(), TokenKeyError::BadId);
+        assert_eq!(TokenKey::new("x".repeat(65), &[0; 32]).unwrap_err(), TokenKeyError::BadId);
+        assert_eq!(TokenKey::new("k", &[0; 31]).unwrap_err(), TokenKeyError::TooShort);
         assert!(!format!("{:?}", key()).contains("42"));
     }
 }

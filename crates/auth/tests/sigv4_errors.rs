@@ -4,9 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use berth_auth::sigv4::{
-    self, Presign, Request, SecretKey, SigV4Error, SignatureLocation, presign, verify,
-};
+use berth_auth::sigv4::{self, Presign, Request, SecretKey, SigV4Error, SignatureLocation, presign, verify};
 use common::{AKID, Payload, Received, SECRET, Spec, at, sha256_hex, sign_with_aws};
 use http::{HeaderMap, HeaderValue};
 
@@ -32,33 +30,18 @@ fn check(err: Result<sigv4::Verified, SigV4Error>, aws_type: &str, message: &str
 /// A request with these headers (plus `host`), no query, empty body.
 fn raw(headers: &[(&str, &str)], query: &str) -> Received {
     let mut map = HeaderMap::new();
-    map.insert(
-        "host",
-        HeaderValue::from_static("api.ecr.us-east-1.example.com"),
-    );
+    map.insert("host", HeaderValue::from_static("api.ecr.us-east-1.example.com"));
     for (k, v) in headers {
-        map.append(
-            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            HeaderValue::from_str(v).unwrap(),
-        );
+        map.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
     }
-    Received {
-        method: "POST".into(),
-        path: "/".into(),
-        query: query.into(),
-        headers: map,
-        body: Vec::new(),
-    }
+    Received { method: "POST".into(), path: "/".into(), query: query.into(), headers: map, body: Vec::new() }
 }
 
 #[test]
 fn valid_botocore_style_request_verifies() {
     let r = base();
     let auth = r.headers["authorization"].to_str().unwrap();
-    assert!(
-        auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-target"),
-        "{auth}"
-    );
+    assert!(auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-target"), "{auth}");
     let v = r.verify(&REGIONS, at(T)).unwrap();
     assert_eq!(v.access_key_id, AKID);
     assert_eq!(v.region, "us-east-1");
@@ -79,21 +62,14 @@ fn session_token_signed_or_not() {
         let r = signed(&spec);
         assert!(r.headers.contains_key("x-amz-security-token"));
         let v = r.verify(&REGIONS, at(T)).unwrap();
-        assert_eq!(
-            v.session_token.as_deref(),
-            Some("FQoGZXIvYXdzEXAMPLE//token==")
-        );
+        assert_eq!(v.session_token.as_deref(), Some("FQoGZXIvYXdzEXAMPLE//token=="));
     }
 }
 
 #[test]
 fn missing_authentication_token() {
     check(
-        raw(
-            &[("x-amz-date", "20170111T204052Z")],
-            "Action=List&X-Amz-Date=20170111T204052Z",
-        )
-        .verify(&REGIONS, at(T)),
+        raw(&[("x-amz-date", "20170111T204052Z")], "Action=List&X-Amz-Date=20170111T204052Z").verify(&REGIONS, at(T)),
         "MissingAuthenticationTokenException",
         "Missing Authentication Token",
     );
@@ -104,27 +80,14 @@ fn missing_authentication_token() {
 fn incomplete_signature_missing_parameters() {
     // Shapes captured from AWS (SES, API Gateway).
     check(
-        raw(
-            &[
-                ("authorization", "AWS4-HMAC-SHA256 Credential=ABCDEF"),
-                ("x-amz-date", "20170111T204052Z"),
-            ],
-            "",
-        )
-        .verify(&REGIONS, at(T)),
+        raw(&[("authorization", "AWS4-HMAC-SHA256 Credential=ABCDEF"), ("x-amz-date", "20170111T204052Z")], "")
+            .verify(&REGIONS, at(T)),
         "IncompleteSignatureException",
         "Authorization header requires 'Signature' parameter. Authorization header requires \
          'SignedHeaders' parameter. Authorization=AWS4-HMAC-SHA256 Credential=ABCDEF",
     );
     check(
-        raw(
-            &[(
-                "authorization",
-                "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.e30.sig",
-            )],
-            "",
-        )
-        .verify(&REGIONS, at(T)),
+        raw(&[("authorization", "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.e30.sig")], "").verify(&REGIONS, at(T)),
         "IncompleteSignatureException",
         "Authorization header requires 'Credential' parameter. Authorization header requires \
          'Signature' parameter. Authorization header requires 'SignedHeaders' parameter. \
@@ -147,11 +110,7 @@ fn incomplete_signature_bad_pair() {
     let auth = "AWS4-HMAC-SHA256 Credential= myaccesskey/20181128/eu-central-1/cloud9/aws4_request, \
                 SignedHeaders=content-length;content-type;host;x-amz-date;x-amz-target, Signature=mysecret";
     check(
-        raw(
-            &[("authorization", auth), ("x-amz-date", "20170111T204052Z")],
-            "",
-        )
-        .verify(&REGIONS, at(T)),
+        raw(&[("authorization", auth), ("x-amz-date", "20170111T204052Z")], "").verify(&REGIONS, at(T)),
         "IncompleteSignatureException",
         &format!(
             "'myaccesskey/20181128/eu-central-1/cloud9/aws4_request' not a valid key=value pair \
@@ -165,11 +124,7 @@ fn incomplete_signature_credential_shape() {
     let auth = "AWS4-HMAC-SHA256 Credential=XXX/XXX/20170111/us-east-1/ecr/aws4_request, \
                 SignedHeaders=host;x-amz-date, Signature=00";
     check(
-        raw(
-            &[("authorization", auth), ("x-amz-date", "20170111T204052Z")],
-            "",
-        )
-        .verify(&REGIONS, at(T)),
+        raw(&[("authorization", auth), ("x-amz-date", "20170111T204052Z")], "").verify(&REGIONS, at(T)),
         "IncompleteSignatureException",
         "Credential must have exactly 5 slash-delimited elements, e.g. keyid/date/region/service/term, \
          got 'XXX/XXX/20170111/us-east-1/ecr/aws4_request'",
@@ -181,11 +136,7 @@ fn incomplete_signature_host_not_signed() {
     let auth = "AWS4-HMAC-SHA256 Credential=AKID/20170111/us-east-1/ecr/aws4_request, \
                 SignedHeaders=x-amz-date, Signature=00";
     check(
-        raw(
-            &[("authorization", auth), ("x-amz-date", "20170111T204052Z")],
-            "",
-        )
-        .verify(&REGIONS, at(T)),
+        raw(&[("authorization", auth), ("x-amz-date", "20170111T204052Z")], "").verify(&REGIONS, at(T)),
         "IncompleteSignatureException",
         "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.",
     );
@@ -196,25 +147,14 @@ fn incomplete_signature_bad_date_and_algorithm() {
     let auth = "AWS4-HMAC-SHA256 Credential=AKID/20170111/us-east-1/ecr/aws4_request, \
                 SignedHeaders=host;x-amz-date, Signature=00";
     check(
-        raw(
-            &[
-                ("authorization", auth),
-                ("x-amz-date", "2017-01-11T20:40:52Z"),
-            ],
-            "",
-        )
-        .verify(&REGIONS, at(T)),
+        raw(&[("authorization", auth), ("x-amz-date", "2017-01-11T20:40:52Z")], "").verify(&REGIONS, at(T)),
         "IncompleteSignatureException",
         "Date must be in ISO-8601 'basic format'. Got '2017-01-11T20:40:52Z'. See \
          http://en.wikipedia.org/wiki/ISO_8601",
     );
     let auth = auth.replace("AWS4-HMAC-SHA256", "AWS4-HMAC-SHA1");
     check(
-        raw(
-            &[("authorization", &auth), ("x-amz-date", "20170111T204052Z")],
-            "",
-        )
-        .verify(&REGIONS, at(T)),
+        raw(&[("authorization", &auth), ("x-amz-date", "20170111T204052Z")], "").verify(&REGIONS, at(T)),
         "IncompleteSignatureException",
         "The authorization mechanism you have provided is not supported. Please use \
          AWS4-HMAC-SHA256.",
@@ -239,16 +179,9 @@ fn incomplete_signature_query_form() {
     for (expires, message) in [
         ("abc", "X-Amz-Expires should be a number"),
         ("-5", "X-Amz-Expires must be non-negative"),
-        (
-            "604801",
-            "X-Amz-Expires must be less than a week (in seconds) that is 604800",
-        ),
+        ("604801", "X-Amz-Expires must be less than a week (in seconds) that is 604800"),
     ] {
-        check(
-            raw(&[], &q(expires)).verify(&REGIONS, at(T)),
-            "IncompleteSignatureException",
-            message,
-        );
+        check(raw(&[], &q(expires)).verify(&REGIONS, at(T)), "IncompleteSignatureException", message);
     }
 }
 
@@ -274,10 +207,7 @@ fn invalid_signature() {
     // A signed header the request does not carry.
     let mut r = base();
     r.headers.remove("x-amz-target");
-    assert_eq!(
-        r.verify(&REGIONS, at(T)),
-        Err(SigV4Error::SignatureDoesNotMatch)
-    );
+    assert_eq!(r.verify(&REGIONS, at(T)), Err(SigV4Error::SignatureDoesNotMatch));
 }
 
 #[test]
@@ -321,11 +251,7 @@ fn credential_scope() {
     let auth = "AWS4-HMAC-SHA256 Credential=AKID/20170110/us-east-1/ecr/aws4_request, \
                 SignedHeaders=host;x-amz-date, Signature=00";
     check(
-        raw(
-            &[("authorization", auth), ("x-amz-date", "20170111T204052Z")],
-            "",
-        )
-        .verify(&REGIONS, at(T)),
+        raw(&[("authorization", auth), ("x-amz-date", "20170111T204052Z")], "").verify(&REGIONS, at(T)),
         "InvalidSignatureException",
         "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: \
          '20170110' != '20170111', from '20170111T204052Z'.",
@@ -333,11 +259,7 @@ fn credential_scope() {
     let auth = "AWS4-HMAC-SHA256 Credential=AKID/20170111/us-east-1/ecr/aws4_reques, \
                 SignedHeaders=host;x-amz-date, Signature=00";
     check(
-        raw(
-            &[("authorization", auth), ("x-amz-date", "20170111T204052Z")],
-            "",
-        )
-        .verify(&REGIONS, at(T)),
+        raw(&[("authorization", auth), ("x-amz-date", "20170111T204052Z")], "").verify(&REGIONS, at(T)),
         "InvalidSignatureException",
         "Credential should be scoped with a valid terminator: 'aws4_request', not 'aws4_reques'. ",
     );
@@ -350,10 +272,7 @@ fn content_sha256() {
     let mut spec = Spec::new(at(T));
     spec.payload = Payload::HashHeader;
     let mut r = signed(&spec);
-    assert_eq!(
-        r.headers["x-amz-content-sha256"],
-        sha256_hex(b"{}").as_str()
-    );
+    assert_eq!(r.headers["x-amz-content-sha256"], sha256_hex(b"{}").as_str());
     assert!(r.verify(&REGIONS, at(T)).is_ok());
     r.body = b"{\"x\":1}".to_vec();
     check(
@@ -385,20 +304,12 @@ fn presigned_expiry() {
     // Valid long after the 15-minute window, until X-Amz-Expires.
     assert!(r.verify(&REGIONS, at(T + 1800)).is_ok());
     let err = r.verify(&REGIONS, at(T + 3601)).unwrap_err();
-    assert_eq!(
-        err,
-        SigV4Error::PresignedUrlExpired {
-            expired_at: "20170111T214052Z".into()
-        }
-    );
+    assert_eq!(err, SigV4Error::PresignedUrlExpired { expired_at: "20170111T214052Z".into() });
     assert_eq!(err.aws_type(), "AccessDenied");
     assert_eq!(err.message(), "Request has expired");
     assert_eq!(err.http_status(), 403);
     // Not yet current applies as for headers.
-    assert!(matches!(
-        r.verify(&REGIONS, at(T - 901)),
-        Err(SigV4Error::SignatureNotYetCurrent { .. })
-    ));
+    assert!(matches!(r.verify(&REGIONS, at(T - 901)), Err(SigV4Error::SignatureNotYetCurrent { .. })));
 }
 
 fn presign_params<'a>(secret: &'a SecretKey, query: &'a str) -> Presign<'a> {
@@ -422,40 +333,19 @@ fn presign_round_trips() {
     let secret = SecretKey::new(SECRET);
     let p = presign_params(&secret, "a=1&b=x%20y");
     let query = presign(&p);
-    assert!(
-        query.starts_with("a=1&b=x%20y&X-Amz-Algorithm=AWS4-HMAC-SHA256&"),
-        "{query}"
-    );
+    assert!(query.starts_with("a=1&b=x%20y&X-Amz-Algorithm=AWS4-HMAC-SHA256&"), "{query}");
     let mut headers = HeaderMap::new();
-    headers.insert(
-        "host",
-        HeaderValue::from_static("123456789012.dkr.ecr.us-east-1.example.com"),
-    );
+    headers.insert("host", HeaderValue::from_static("123456789012.dkr.ecr.us-east-1.example.com"));
     let body_sha256 = sha256_hex(b"whatever");
-    let req = Request {
-        method: "GET",
-        path: p.path,
-        query: &query,
-        headers: &headers,
-        body_sha256: &body_sha256,
-    };
+    let req = Request { method: "GET", path: p.path, query: &query, headers: &headers, body_sha256: &body_sha256 };
     let regions = ["us-east-1".to_owned()];
     let lookup = |akid: &str| (akid == AKID).then(|| SecretKey::new(SECRET));
     let v = verify(&req, "ecr", &regions, at(T + 600), lookup).unwrap();
     assert!(v.unsigned_payload);
     assert_eq!(v.session_token.as_deref(), Some("tok/en+=="));
-    assert!(matches!(
-        verify(&req, "ecr", &regions, at(T + 601), lookup),
-        Err(SigV4Error::PresignedUrlExpired { .. })
-    ));
-    let other_path = Request {
-        path: "/v2/my%2Drepo/blobs/sha256:0124",
-        ..req
-    };
-    assert_eq!(
-        verify(&other_path, "ecr", &regions, at(T), lookup),
-        Err(SigV4Error::SignatureDoesNotMatch)
-    );
+    assert!(matches!(verify(&req, "ecr", &regions, at(T + 601), lookup), Err(SigV4Error::PresignedUrlExpired { .. })));
+    let other_path = Request { path: "/v2/my%2Drepo/blobs/sha256:0124", ..req };
+    assert_eq!(verify(&other_path, "ecr", &regions, at(T), lookup), Err(SigV4Error::SignatureDoesNotMatch));
 }
 
 #[test]
@@ -475,12 +365,7 @@ fn presign_matches_aws_sigv4() {
     spec.expires = Duration::from_secs(600);
     spec.payload = Payload::Unsigned;
     let theirs = signed(&spec);
-    let sig = |q: &str| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("X-Amz-Signature="))
-            .unwrap()
-            .to_owned()
-    };
+    let sig = |q: &str| q.split('&').find_map(|kv| kv.strip_prefix("X-Amz-Signature=")).unwrap().to_owned();
     assert_eq!(sig(&ours), sig(&theirs.query));
 }
 
@@ -495,13 +380,8 @@ fn secret_key_debug_is_redacted() {
 fn two_step_parse_then_verify() {
     let r = base();
     let body_sha256 = r.body_sha256();
-    let req = Request {
-        method: &r.method,
-        path: &r.path,
-        query: &r.query,
-        headers: &r.headers,
-        body_sha256: &body_sha256,
-    };
+    let req =
+        Request { method: &r.method, path: &r.path, query: &r.query, headers: &r.headers, body_sha256: &body_sha256 };
     let regions = ["us-east-1".to_owned()];
     let parsed = sigv4::parse(&req, "ecr", &regions, at(T)).unwrap();
     assert_eq!(parsed.access_key_id(), AKID);

@@ -52,24 +52,15 @@ fn query() -> impl Strategy<Value = String> {
     prop::collection::vec((query_part(), query_part(), any::<bool>()), 0..4).prop_map(|ps| {
         ps.into_iter()
             .filter(|(k, _, _)| !k.is_empty())
-            .map(|(k, v, eq)| {
-                if eq || !v.is_empty() {
-                    format!("{k}={v}")
-                } else {
-                    k
-                }
-            })
+            .map(|(k, v, eq)| if eq || !v.is_empty() { format!("{k}={v}") } else { k })
             .collect::<Vec<_>>()
             .join("&")
     })
 }
 
 fn headers() -> impl Strategy<Value = Vec<(String, String)>> {
-    prop::collection::vec((0..3u8, "[ -~\t]{0,12}"), 0..4).prop_map(|hs| {
-        hs.into_iter()
-            .map(|(i, v)| (format!("x-test-{i}"), v))
-            .collect()
-    })
+    prop::collection::vec((0..3u8, "[ -~\t]{0,12}"), 0..4)
+        .prop_map(|hs| hs.into_iter().map(|(i, v)| (format!("x-test-{i}"), v)).collect())
 }
 
 #[derive(Debug, Clone)]
@@ -106,11 +97,7 @@ fn input() -> impl Strategy<Value = Input> {
                 (method, authority, path, query, headers, body),
                 (token, exclude_token, region, time, query_form, expires, payload, off, picks),
             )| {
-                let path_and_query = if query.is_empty() {
-                    path
-                } else {
-                    format!("{path}?{query}")
-                };
+                let path_and_query = if query.is_empty() { path } else { format!("{path}?{query}") };
                 let mut spec = Spec::new(at(time));
                 spec.method = method.to_owned();
                 spec.authority = authority.to_owned();
@@ -127,11 +114,7 @@ fn input() -> impl Strategy<Value = Input> {
                 // or any time until expiry.
                 let span = if query_form { 900 + expires } else { 1800 };
                 let now_offset = off.index(span as usize + 1) as i64 - 900;
-                Input {
-                    spec,
-                    now_offset,
-                    picks,
-                }
+                Input { spec, now_offset, picks }
             },
         )
 }
@@ -151,15 +134,8 @@ fn signed_headers(r: &Received) -> Vec<String> {
         let sh = sh.split(',').next().unwrap();
         sh.split(';').map(str::to_owned).collect()
     } else {
-        let sh = r
-            .query
-            .split('&')
-            .find_map(|p| p.strip_prefix("X-Amz-SignedHeaders="))
-            .unwrap();
-        sh.replace("%3B", ";")
-            .split(';')
-            .map(str::to_owned)
-            .collect()
+        let sh = r.query.split('&').find_map(|p| p.strip_prefix("X-Amz-SignedHeaders=")).unwrap();
+        sh.replace("%3B", ";").split(';').map(str::to_owned).collect()
     }
 }
 
@@ -182,10 +158,7 @@ fn has_dot_segment(path: &str) -> bool {
 
 /// 400 cases by default; `PROPTEST_CASES` overrides.
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(400)
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400)
 }
 
 proptest! {

@@ -28,6 +28,9 @@ pub struct Config {
     /// `<data_dir>/server.key`. Not printed by `berth config`.
     #[serde(skip_serializing)]
     pub server_key: Option<String>,
+    /// Pushes to a repository that does not exist create it (like an ECR repository creation
+    /// template applied for CREATE_ON_PUSH). Off: such pushes fail with NAME_UNKNOWN.
+    pub create_on_push: bool,
 }
 
 impl Default for Config {
@@ -41,6 +44,7 @@ impl Default for Config {
             account_id: None,
             regions: vec!["us-east-1".into()],
             server_key: None,
+            create_on_push: false,
         }
     }
 }
@@ -50,8 +54,7 @@ impl Config {
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         let mut cfg = match file {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading config {}", p.display()))?;
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
                 toml::from_str(&text).with_context(|| format!("parsing config {}", p.display()))?
             }
             None => Config::default(),
@@ -61,10 +64,7 @@ impl Config {
     }
 
     fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
-        let num = |k: &str, v: String| {
-            v.parse::<u64>()
-                .with_context(|| format!("{k} must be a number, got '{v}'"))
-        };
+        let num = |k: &str, v: String| v.parse::<u64>().with_context(|| format!("{k} must be a number, got '{v}'"));
         if let Some(v) = get("BERTH_LISTEN") {
             self.listen = v;
         }
@@ -84,11 +84,14 @@ impl Config {
             self.account_id = Some(v);
         }
         if let Some(v) = get("BERTH_REGIONS") {
-            self.regions = v
-                .split(',')
-                .map(|r| r.trim().to_string())
-                .filter(|r| !r.is_empty())
-                .collect();
+            self.regions = v.split(',').map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect();
+        }
+        if let Some(v) = get("BERTH_CREATE_ON_PUSH") {
+            self.create_on_push = match v.as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" | "" => false,
+                _ => anyhow::bail!("BERTH_CREATE_ON_PUSH must be true or false, got '{v}'"),
+            };
         }
         if let Some(v) = get("BERTH_SERVER_KEY") {
             self.server_key = Some(v);
@@ -111,12 +114,8 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./berth-data"));
         assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
         let mut c = Config::default();
-        c.apply_env(|k| (k == "BERTH_UPLOAD_TTL_SECS").then(|| "7".to_string()))
-            .unwrap();
+        c.apply_env(|k| (k == "BERTH_UPLOAD_TTL_SECS").then(|| "7".to_string())).unwrap();
         assert_eq!(c.upload_ttl_secs, 7);
-        assert!(
-            c.apply_env(|k| (k == "BERTH_UPLOAD_TTL_SECS").then(|| "x".to_string()))
-                .is_err()
-        );
+        assert!(c.apply_env(|k| (k == "BERTH_UPLOAD_TTL_SECS").then(|| "x".to_string())).is_err());
     }
 }

@@ -57,6 +57,23 @@ enum AdminCommand {
         #[arg(long)]
         account_id: String,
     },
+    /// Print a registry password for an account's root (as `aws ecr get-login-password` does).
+    GetLoginPassword {
+        /// Account (the default account when omitted).
+        #[arg(long)]
+        account_id: Option<String>,
+    },
+    /// Create a repository in the default account and region; prints it as JSON.
+    CreateRepository {
+        #[arg(long)]
+        repository_name: String,
+        /// MUTABLE (default), IMMUTABLE, IMMUTABLE_WITH_EXCLUSION or MUTABLE_WITH_EXCLUSION.
+        #[arg(long, default_value = "MUTABLE")]
+        image_tag_mutability: String,
+        /// Wildcard exclusion filters for the *_WITH_EXCLUSION settings (repeatable).
+        #[arg(long = "exclusion-filter")]
+        exclusion_filters: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,9 +86,7 @@ fn main() -> anyhow::Result<()> {
         cfg.listen = l.clone();
     }
     init_tracing(&cfg.log);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Serve { .. } => rt.block_on(serve(cfg)),
         Command::Config => {
@@ -80,25 +95,14 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Admin { command } => rt.block_on(async {
             let (reg, meta) = open(&cfg).await?;
-            let creds = match command {
-                AdminCommand::CreateAccount { account_id } => {
-                    reg.create_account(account_id.as_deref()).await
-                }
-                AdminCommand::CreateAccessKey { account_id } => {
-                    reg.create_access_key(&account_id, None, None).await
-                }
-            };
+            let out = admin(&reg, command).await;
             meta.close().await;
-            let creds = creds.map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("{}", serde_json::to_string_pretty(&creds)?);
+            println!("{}", out?);
             Ok(())
         }),
         Command::ExpireUploads => rt.block_on(async {
             let (reg, meta) = open(&cfg).await?;
-            let n = reg
-                .expire_uploads()
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let n = reg.expire_uploads().await.map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("removed {n} expired upload(s)");
             meta.close().await;
             Ok(())
@@ -106,19 +110,53 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+async fn admin(reg: &Registry, command: AdminCommand) -> anyhow::Result<String> {
+    let err = |e: berth_registry::Error| anyhow::anyhow!("{e}");
+    Ok(match command {
+        AdminCommand::CreateAccount { account_id } => {
+            serde_json::to_string_pretty(&reg.create_account(account_id.as_deref()).await.map_err(err)?)?
+        }
+        AdminCommand::CreateAccessKey { account_id } => {
+            serde_json::to_string_pretty(&reg.create_access_key(&account_id, None, None).await.map_err(err)?)?
+        }
+        AdminCommand::GetLoginPassword { account_id } => {
+            let account = account_id.unwrap_or_else(|| reg.default_account().to_string());
+            reg.login_password(&account).await.map_err(err)?
+        }
+        AdminCommand::CreateRepository { repository_name, image_tag_mutability, exclusion_filters } => {
+            let ns = reg.namespace(reg.default_account(), &reg.regions()[0]);
+            let settings = berth_registry::RepoSettings {
+                image_tag_mutability,
+                exclusions: exclusion_filters
+                    .into_iter()
+                    .map(|f| berth_registry::TagFilter { filter_type: "WILDCARD".into(), filter: f })
+                    .collect(),
+                ..Default::default()
+            };
+            anyhow::ensure!(
+                repository_name.parse::<berth_oci::RepoName>().is_ok(),
+                "invalid repository name '{repository_name}'"
+            );
+            let info = reg.create_repository(&ns, &repository_name, &settings, &[]).await.map_err(err)?;
+            serde_json::to_string_pretty(&serde_json::json!({
+                "repositoryArn": format!("arn:aws:ecr:{}:{}:repository/{}", info.region, info.account_id, info.name),
+                "registryId": info.account_id,
+                "repositoryName": info.name,
+                "imageTagMutability": info.image_tag_mutability,
+            }))?
+        }
+    })
+}
+
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 /// Open the stores under the data dir, bootstrap the default account, build the registry.
 async fn open(cfg: &Config) -> anyhow::Result<(Arc<Registry>, berth_meta::sqlite::SqliteStore)> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let blobs = berth_storage::fs::FsStore::open(&cfg.data_dir)
         .with_context(|| format!("opening blob store in {}", cfg.data_dir.display()))?;
     let meta = berth_meta::sqlite::SqliteStore::open(&cfg.data_dir.join("berth.db"))
@@ -127,12 +165,10 @@ async fn open(cfg: &Config) -> anyhow::Result<(Arc<Registry>, berth_meta::sqlite
     let server_key = server_key(cfg)?;
     let default_account = default_account(cfg, &meta).await?;
     let settings = Settings {
-        namespace: berth_meta::Namespace {
-            account_id: default_account.clone(),
-            region: cfg.regions[0].clone(),
-        },
+        namespace: berth_meta::Namespace { account_id: default_account.clone(), region: cfg.regions[0].clone() },
         upload_ttl: Duration::from_secs(cfg.upload_ttl_secs),
         regions: cfg.regions.clone(),
+        create_on_push: cfg.create_on_push,
     };
     let reg = Registry::new(
         Arc::new(meta.clone()),
@@ -149,17 +185,13 @@ async fn open(cfg: &Config) -> anyhow::Result<(Arc<Registry>, berth_meta::sqlite
 fn server_key(cfg: &Config) -> anyhow::Result<Vec<u8>> {
     if let Some(hex) = &cfg.server_key {
         let key = hex::decode(hex.trim()).context("server_key must be hex")?;
-        anyhow::ensure!(
-            key.len() >= 32,
-            "server_key must be at least 32 bytes (64 hex digits)"
-        );
+        anyhow::ensure!(key.len() >= 32, "server_key must be at least 32 bytes (64 hex digits)");
         return Ok(key);
     }
     let path = cfg.data_dir.join("server.key");
     match std::fs::read_to_string(&path) {
         Ok(s) => {
-            return hex::decode(s.trim())
-                .with_context(|| format!("{} must hold hex", path.display()));
+            return hex::decode(s.trim()).with_context(|| format!("{} must hold hex", path.display()));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
@@ -178,11 +210,7 @@ fn server_key(cfg: &Config) -> anyhow::Result<Vec<u8>> {
 fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
     f.write_all(data)?;
     f.sync_all()?;
     drop(f);
@@ -197,16 +225,10 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
 }
 
 /// The default account: configured, else the one recorded at first start, else a new random id.
-async fn default_account(
-    cfg: &Config,
-    meta: &berth_meta::sqlite::SqliteStore,
-) -> anyhow::Result<String> {
+async fn default_account(cfg: &Config, meta: &berth_meta::sqlite::SqliteStore) -> anyhow::Result<String> {
     use berth_meta::MetadataStore;
     if let Some(id) = &cfg.account_id {
-        anyhow::ensure!(
-            berth_registry::valid_account_id(id),
-            "account_id must be 12 digits, got '{id}'"
-        );
+        anyhow::ensure!(berth_registry::valid_account_id(id), "account_id must be 12 digits, got '{id}'");
         if meta.setting("default_account").await?.is_none() {
             meta.set_setting("default_account", id).await?;
         }
@@ -231,30 +253,18 @@ async fn bootstrap(
     account: &str,
 ) -> anyhow::Result<()> {
     use berth_meta::MetadataStore;
-    let env_key = match (
-        std::env::var("BERTH_ROOT_ACCESS_KEY_ID"),
-        std::env::var("BERTH_ROOT_SECRET_ACCESS_KEY"),
-    ) {
+    let env_key = match (std::env::var("BERTH_ROOT_ACCESS_KEY_ID"), std::env::var("BERTH_ROOT_SECRET_ACCESS_KEY")) {
         (Ok(a), Ok(s)) if !a.is_empty() && !s.is_empty() => Some((a, s)),
         _ => None,
     };
     let now = SystemClock.now_ms();
     let created = meta.create_account(account, now).await?;
     if let Some((akid, secret)) = &env_key {
-        if !reg
-            .access_key_exists(akid)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-        {
-            reg.create_access_key(account, None, Some((akid, secret)))
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if !reg.access_key_exists(akid).await.map_err(|e| anyhow::anyhow!("{e}"))? {
+            reg.create_access_key(account, None, Some((akid, secret))).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         }
     } else if created {
-        let creds = reg
-            .create_access_key(account, None, None)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let creds = reg.create_access_key(account, None, None).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let path = cfg.data_dir.join("root-credentials.json");
         write_private(&path, serde_json::to_string_pretty(&creds)?.as_bytes())?;
         eprintln!(
@@ -268,9 +278,8 @@ async fn bootstrap(
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let (reg, meta) = open(&cfg).await?;
-    let listener = tokio::net::TcpListener::bind(&cfg.listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     {
         let mut out = std::io::stdout().lock();
@@ -295,9 +304,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         })
     };
 
-    let app = berth_server::router(berth_server::AppState {
-        registry: reg.clone(),
-    });
+    let app = berth_server::router(berth_server::AppState { registry: reg.clone() });
     use axum::serve::ListenerExt;
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);

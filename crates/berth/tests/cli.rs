@@ -7,10 +7,7 @@ use std::process::Command;
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut c = Command::new(berth_bin());
-    c.args(args)
-        .env_remove("BERTH_CONFIG")
-        .env_remove("BERTH_DATA_DIR")
-        .env_remove("BERTH_LISTEN");
+    c.args(args).env_remove("BERTH_CONFIG").env_remove("BERTH_DATA_DIR").env_remove("BERTH_LISTEN");
     for (k, v) in env {
         c.env(k, v);
     }
@@ -21,10 +18,7 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 fn version_and_help() {
     let out = run(&["--version"], &[]);
     assert!(out.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("berth {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("berth {}", env!("CARGO_PKG_VERSION")));
     let out = run(&["--help"], &[]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
@@ -39,19 +33,11 @@ fn version_and_help() {
 fn config_layering_file_env_flags() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("berth.toml");
-    std::fs::write(
-        &file,
-        "listen = \"127.0.0.1:7000\"\ndata_dir = \"/from/file\"\nupload_ttl_secs = 60\n",
-    )
-    .unwrap();
+    std::fs::write(&file, "listen = \"127.0.0.1:7000\"\ndata_dir = \"/from/file\"\nupload_ttl_secs = 60\n").unwrap();
     let f = file.to_str().unwrap();
     // File over defaults.
     let out = run(&["--config", f, "config"], &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let cfg: toml::Value = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
     assert_eq!(cfg["listen"].as_str(), Some("127.0.0.1:7000"));
     assert_eq!(cfg["data_dir"].as_str(), Some("/from/file"));
@@ -60,10 +46,7 @@ fn config_layering_file_env_flags() {
     // Environment over file, flag over environment.
     let out = run(
         &["--config", f, "--data-dir", "/from/flag", "config"],
-        &[
-            ("BERTH_DATA_DIR", "/from/env"),
-            ("BERTH_UPLOAD_TTL_SECS", "90"),
-        ],
+        &[("BERTH_DATA_DIR", "/from/env"), ("BERTH_UPLOAD_TTL_SECS", "90")],
     );
     let cfg: toml::Value = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
     assert_eq!(cfg["data_dir"].as_str(), Some("/from/flag"));
@@ -75,6 +58,39 @@ fn config_layering_file_env_flags() {
 }
 
 #[test]
+fn create_on_push_is_off_by_default_and_configurable() {
+    let out = run(&["config"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg: toml::Value = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    assert_eq!(cfg["create_on_push"].as_bool(), Some(false));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("berth.toml");
+    std::fs::write(&file, "create_on_push = true\n").unwrap();
+    let f = file.to_str().unwrap();
+    let out = run(&["--config", f, "config"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg: toml::Value = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    assert_eq!(cfg["create_on_push"].as_bool(), Some(true));
+    let out = run(&["config"], &[("BERTH_CREATE_ON_PUSH", "true")]);
+    let cfg: toml::Value = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    assert_eq!(cfg["create_on_push"].as_bool(), Some(true));
+    // Environment over file.
+    let out = run(&["--config", f, "config"], &[("BERTH_CREATE_ON_PUSH", "false")]);
+    let cfg: toml::Value = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    assert_eq!(cfg["create_on_push"].as_bool(), Some(false));
+}
+
+#[test]
+fn admin_commands_are_listed() {
+    let out = run(&["admin", "--help"], &[]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in ["get-login-password", "create-repository", "create-account"] {
+        assert!(help.contains(word), "admin help lacks {word}: {help}");
+    }
+}
+
+#[test]
 fn unknown_config_keys_and_bad_values_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("berth.toml");
@@ -82,52 +98,33 @@ fn unknown_config_keys_and_bad_values_are_errors() {
     let out = run(&["--config", file.to_str().unwrap(), "config"], &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("unknown field") && err.contains("listn"),
-        "{err}"
-    );
+    assert!(err.contains("unknown field") && err.contains("listn"), "{err}");
     let out = run(&["config"], &[("BERTH_UPLOAD_TTL_SECS", "soon")]);
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("BERTH_UPLOAD_TTL_SECS must be a number")
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BERTH_UPLOAD_TTL_SECS must be a number"));
 }
 
 #[tokio::test]
 async fn sigterm_finishes_in_flight_requests_then_exits_cleanly() {
     let mut b = Berth::start();
-    let client = reqwest::Client::new();
+    let client = b.client();
     // Start a slow streamed upload, then SIGTERM while it is in flight.
-    let loc = client
-        .post(format!("{}/v2/slow/blobs/uploads/", b.url))
-        .send()
-        .await
-        .unwrap();
+    let loc = client.post(format!("{}/v2/slow/blobs/uploads/", b.url)).send().await.unwrap();
     assert_eq!(loc.status(), 202);
     let loc = loc.headers()["location"].to_str().unwrap().to_string();
-    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = (0..20)
-        .map(|_| Ok(bytes::Bytes::from(vec![1u8; 1024])))
-        .collect();
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> =
+        (0..20).map(|_| Ok(bytes::Bytes::from(vec![1u8; 1024]))).collect();
     let body = futures::stream::iter(chunks).then(|c| async move {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         c
     });
     let url = format!("{}{}", b.url, loc);
-    let req = tokio::spawn(async move {
-        reqwest::Client::new()
-            .patch(url)
-            .body(reqwest::Body::wrap_stream(body))
-            .send()
-            .await
-    });
+    let patcher = b.client();
+    let req = tokio::spawn(async move { patcher.patch(url).body(reqwest::Body::wrap_stream(body)).send().await });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let pid = b.child.as_ref().unwrap().id();
     let status = tokio::task::spawn_blocking(move || {
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
+        Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
         // Wait for the process through the harness after the request completes.
     });
     status.await.unwrap();
@@ -138,11 +135,7 @@ async fn sigterm_finishes_in_flight_requests_then_exits_cleanly() {
     assert!(st.success(), "exit status {st:?}");
     // The data survives a clean restart: the session still has its bytes.
     b.spawn(None);
-    let st = client
-        .get(format!("{}{}", b.url, loc))
-        .send()
-        .await
-        .unwrap();
+    let st = client.get(format!("{}{}", b.url, loc)).send().await.unwrap();
     assert_eq!(st.status(), 204);
     assert_eq!(st.headers()["range"], "0-20479");
 }

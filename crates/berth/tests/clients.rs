@@ -6,6 +6,10 @@
 //! A test whose client programs are missing prints `SKIP ...` and returns, unless
 //! `BERTH_REQUIRE_CLIENTS=1` is set, in which case it fails. The docker test skips when
 //! `docker info` fails.
+//!
+//! The registry needs ECR-style credentials: skopeo/podman/buildah get `--creds AWS:<password>`
+//! (`--src-creds`/`--dest-creds`), docker logs in with `docker login -u AWS --password-stdin`
+//! (and out again at the end), and the raw HTTP clients send `Authorization: Basic`.
 
 mod common;
 
@@ -28,8 +32,7 @@ const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const EMPTY_TYPE: &str = "application/vnd.oci.empty.v1+json";
-const EMPTY_DIGEST: &str =
-    "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+const EMPTY_DIGEST: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, \
     application/vnd.oci.image.index.v1+json, \
     application/vnd.docker.distribution.manifest.v2+json, \
@@ -49,9 +52,7 @@ fn tools_present(test: &str, tools: &[&str]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    let msg = format!(
-        "SKIP {test}: missing {missing:?} (install them with scripts/install-test-deps.sh)"
-    );
+    let msg = format!("SKIP {test}: missing {missing:?} (install them with scripts/install-test-deps.sh)");
     if std::env::var_os("BERTH_REQUIRE_CLIENTS").is_some_and(|v| v != "0") {
         panic!("{msg}");
     }
@@ -71,20 +72,11 @@ fn p(path: &Path) -> &str {
 async fn run_raw(prog: &str, args: &[String]) -> std::process::Output {
     run_raw_within(prog, args, CMD_TIMEOUT)
         .await
-        .unwrap_or_else(|| {
-            panic!(
-                "`{prog} {}` did not finish within {CMD_TIMEOUT:?}",
-                args.join(" ")
-            )
-        })
+        .unwrap_or_else(|| panic!("`{prog} {}` did not finish within {CMD_TIMEOUT:?}", args.join(" ")))
 }
 
 /// Runs a command, killing it after `limit`; `None` when it timed out.
-async fn run_raw_within(
-    prog: &str,
-    args: &[String],
-    limit: Duration,
-) -> Option<std::process::Output> {
+async fn run_raw_within(prog: &str, args: &[String], limit: Duration) -> Option<std::process::Output> {
     let what = format!("{prog} {}", args.join(" "));
     let child = tokio::process::Command::new(prog)
         .args(args)
@@ -98,6 +90,36 @@ async fn run_raw_within(
         Ok(out) => Some(out.unwrap_or_else(|e| panic!("wait `{what}`: {e}"))),
         Err(_) => None,
     }
+}
+
+/// Runs a command with `input` on its standard input (bounded by CMD_TIMEOUT), asserts it
+/// succeeded, returns stdout.
+async fn run_with_stdin(prog: &str, args: Vec<String>, input: &[u8]) -> Vec<u8> {
+    use tokio::io::AsyncWriteExt;
+    let what = format!("{prog} {}", args.join(" "));
+    let mut child = tokio::process::Command::new(prog)
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn `{what}`: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).await.unwrap_or_else(|e| panic!("`{what}`: writing stdin: {e}"));
+    drop(stdin);
+    let out = tokio::time::timeout(CMD_TIMEOUT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("`{what}` did not finish within {CMD_TIMEOUT:?}"))
+        .unwrap_or_else(|e| panic!("wait `{what}`: {e}"));
+    assert!(
+        out.status.success(),
+        "`{what}` failed with {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// Runs a command, asserts it succeeded, returns stdout.
@@ -120,28 +142,15 @@ async fn run_text(prog: &str, args: Vec<String>) -> String {
 
 /// Last non-empty line of a command's stdout (image IDs printed by `-q`).
 fn last_line(s: &str) -> String {
-    s.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_string()
+    s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
 }
 
 /// A string that differs on every call, so images built by concurrent or repeated runs never
 /// collide in shared client state (docker's image store, containers' blob-info cache).
 fn unique() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{}-{}-{}",
-        std::process::id(),
-        nanos,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{}-{}-{}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -156,11 +165,7 @@ async fn umoci_image(work: &Path, tag: &str, files: &[(&str, &[u8])]) -> PathBuf
     let image = format!("{}:{tag}", p(&layout));
     run("umoci", sv(&["init", "--layout", p(&layout)])).await;
     run("umoci", sv(&["new", "--image", &image])).await;
-    run(
-        "umoci",
-        sv(&["unpack", "--rootless", "--image", &image, p(&bundle)]),
-    )
-    .await;
+    run("umoci", sv(&["unpack", "--rootless", "--image", &image, p(&bundle)])).await;
     for (path, data) in files {
         let dest = bundle.join("rootfs").join(path);
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
@@ -191,8 +196,7 @@ async fn umoci_image(work: &Path, tag: &str, files: &[(&str, &[u8])]) -> PathBuf
 
 /// (digest, exact bytes) of the manifest tagged `tag` in an OCI image layout.
 fn oci_layout_manifest(layout: &Path, tag: &str) -> (String, Vec<u8>) {
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let desc = index["manifests"]
         .as_array()
         .unwrap()
@@ -201,11 +205,7 @@ fn oci_layout_manifest(layout: &Path, tag: &str) -> (String, Vec<u8>) {
         .unwrap_or_else(|| panic!("tag {tag} not in {}: {index}", layout.display()));
     let digest = desc["digest"].as_str().unwrap().to_string();
     let bytes = std::fs::read(blob_path(layout, &digest)).unwrap();
-    assert_eq!(
-        sha256(&bytes),
-        digest,
-        "layout blob content does not match its name"
-    );
+    assert_eq!(sha256(&bytes), digest, "layout blob content does not match its name");
     assert_eq!(desc["size"].as_u64().unwrap(), bytes.len() as u64);
     (digest, bytes)
 }
@@ -220,10 +220,7 @@ fn manifest_blobs(manifest: &[u8]) -> Vec<(String, u64)> {
     let m: Value = serde_json::from_slice(manifest).unwrap();
     let mut out = vec![];
     for d in std::iter::once(&m["config"]).chain(m["layers"].as_array().unwrap().iter()) {
-        out.push((
-            d["digest"].as_str().unwrap().to_string(),
-            d["size"].as_u64().unwrap(),
-        ));
+        out.push((d["digest"].as_str().unwrap().to_string(), d["size"].as_u64().unwrap()));
     }
     out
 }
@@ -256,8 +253,9 @@ fn check_dir_copy(dir: &Path, want_bytes: &[u8]) {
 // HTTP helpers (the OCI distribution protocol, spoken directly)
 // ---------------------------------------------------------------------------------------------
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+/// A client sending `Authorization: <auth>` (see [`Berth::basic_auth_header`]) on every request.
+fn client(auth: &str) -> reqwest::Client {
+    common::auth_client_builder(auth)
         .timeout(Duration::from_secs(120))
         .connect_timeout(Duration::from_secs(10))
         .build()
@@ -272,16 +270,13 @@ struct Resp {
 
 impl Resp {
     fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
+        self.headers.get(name).map(|v| v.to_str().unwrap().to_string())
     }
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", self.text()))
     }
 }
 
@@ -290,23 +285,13 @@ async fn send(rb: reqwest::RequestBuilder) -> Resp {
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     let body = r.bytes().await.expect("read body");
-    Resp {
-        status,
-        headers,
-        body,
-    }
+    Resp { status, headers, body }
 }
 
 /// Absolute URL of a `Location` header (the spec allows relative ones).
 fn location(base: &str, r: &Resp) -> String {
-    let loc = r
-        .header("location")
-        .unwrap_or_else(|| panic!("no Location header: {}", r.text()));
-    if loc.starts_with("http://") || loc.starts_with("https://") {
-        loc
-    } else {
-        format!("{base}{loc}")
-    }
+    let loc = r.header("location").unwrap_or_else(|| panic!("no Location header: {}", r.text()));
+    if loc.starts_with("http://") || loc.starts_with("https://") { loc } else { format!("{base}{loc}") }
 }
 
 fn with_query(url: &str, kv: &str) -> String {
@@ -316,12 +301,7 @@ fn with_query(url: &str, kv: &str) -> String {
 
 async fn start_upload(c: &reqwest::Client, base: &str, name: &str) -> String {
     let r = send(c.post(format!("{base}/v2/{name}/blobs/uploads/"))).await;
-    assert_eq!(
-        r.status,
-        202,
-        "POST /v2/{name}/blobs/uploads/: {}",
-        r.text()
-    );
+    assert_eq!(r.status, 202, "POST /v2/{name}/blobs/uploads/: {}", r.text());
     location(base, &r)
 }
 
@@ -336,10 +316,7 @@ async fn finish_upload(c: &reqwest::Client, base: &str, loc: &str, digest: &str,
     assert_eq!(r.status, 201, "PUT {loc} digest={digest}: {}", r.text());
     assert_eq!(r.header("docker-content-digest").as_deref(), Some(digest));
     let blob_loc = location(base, &r);
-    assert!(
-        blob_loc.contains(digest),
-        "blob Location {blob_loc} should name {digest}"
-    );
+    assert!(blob_loc.contains(digest), "blob Location {blob_loc} should name {digest}");
 }
 
 /// POST + one PUT carrying the whole blob. Returns the digest.
@@ -351,13 +328,7 @@ async fn push_blob(c: &reqwest::Client, base: &str, name: &str, data: &Bytes) ->
 }
 
 /// POST, then PATCHes of `chunk` bytes with Content-Range, then an empty PUT.
-async fn push_blob_chunked(
-    c: &reqwest::Client,
-    base: &str,
-    name: &str,
-    data: &Bytes,
-    chunk: usize,
-) -> String {
+async fn push_blob_chunked(c: &reqwest::Client, base: &str, name: &str, data: &Bytes, chunk: usize) -> String {
     let digest = sha256(data);
     let mut loc = start_upload(c, base, name).await;
     let mut off = 0;
@@ -371,11 +342,7 @@ async fn push_blob_chunked(
         )
         .await;
         assert_eq!(r.status, 202, "PATCH {off}-{}: {}", end - 1, r.text());
-        assert_eq!(
-            r.header("range"),
-            Some(format!("0-{}", end - 1)),
-            "Range after PATCH"
-        );
+        assert_eq!(r.header("range"), Some(format!("0-{}", end - 1)), "Range after PATCH");
         loc = location(base, &r);
         off = end;
     }
@@ -388,10 +355,8 @@ async fn push_blob_chunked(
 async fn push_blob_streamed(c: &reqwest::Client, base: &str, name: &str, data: &Bytes) -> String {
     let digest = sha256(data);
     let loc = start_upload(c, base, name).await;
-    let pieces: Vec<Result<Bytes, std::io::Error>> = data
-        .chunks(16 * 1024)
-        .map(|ch| Ok(Bytes::copy_from_slice(ch)))
-        .collect();
+    let pieces: Vec<Result<Bytes, std::io::Error>> =
+        data.chunks(16 * 1024).map(|ch| Ok(Bytes::copy_from_slice(ch))).collect();
     let r = send(
         c.patch(&loc)
             .header("content-type", "application/octet-stream")
@@ -420,34 +385,17 @@ async fn push_manifest(
             .body(bytes.to_vec()),
     )
     .await;
-    assert_eq!(
-        r.status,
-        201,
-        "PUT manifest {name}:{reference}: {}",
-        r.text()
-    );
-    assert_eq!(
-        r.header("docker-content-digest"),
-        Some(sha256(bytes)),
-        "manifest digest header"
-    );
+    assert_eq!(r.status, 201, "PUT manifest {name}:{reference}: {}", r.text());
+    assert_eq!(r.header("docker-content-digest"), Some(sha256(bytes)), "manifest digest header");
     r
 }
 
 async fn get_manifest(c: &reqwest::Client, base: &str, name: &str, reference: &str) -> Resp {
-    send(
-        c.get(format!("{base}/v2/{name}/manifests/{reference}"))
-            .header("accept", ACCEPT_MANIFESTS),
-    )
-    .await
+    send(c.get(format!("{base}/v2/{name}/manifests/{reference}")).header("accept", ACCEPT_MANIFESTS)).await
 }
 
 async fn head_manifest(c: &reqwest::Client, base: &str, name: &str, reference: &str) -> Resp {
-    send(
-        c.head(format!("{base}/v2/{name}/manifests/{reference}"))
-            .header("accept", ACCEPT_MANIFESTS),
-    )
-    .await
+    send(c.head(format!("{base}/v2/{name}/manifests/{reference}")).header("accept", ACCEPT_MANIFESTS)).await
 }
 
 /// The registry serves `reference` in `name` as exactly `bytes` (GET by reference and by
@@ -463,28 +411,14 @@ async fn assert_manifest_served(
     let digest = sha256(bytes);
     let h = head_manifest(c, base, name, reference).await;
     assert_eq!(h.status, 200, "HEAD manifest {name}:{reference}");
-    assert_eq!(
-        h.header("docker-content-digest").as_deref(),
-        Some(digest.as_str())
-    );
-    assert_eq!(
-        h.header("content-type").as_deref(),
-        Some(media_type),
-        "HEAD content-type"
-    );
-    assert_eq!(
-        h.header("content-length"),
-        Some(bytes.len().to_string()),
-        "HEAD length"
-    );
+    assert_eq!(h.header("docker-content-digest").as_deref(), Some(digest.as_str()));
+    assert_eq!(h.header("content-type").as_deref(), Some(media_type), "HEAD content-type");
+    assert_eq!(h.header("content-length"), Some(bytes.len().to_string()), "HEAD length");
     assert!(h.body.is_empty(), "HEAD must not carry a body");
     for r in [reference, digest.as_str()] {
         let g = get_manifest(c, base, name, r).await;
         assert_eq!(g.status, 200, "GET manifest {name}:{r}: {}", g.text());
-        assert_eq!(
-            g.header("docker-content-digest").as_deref(),
-            Some(digest.as_str())
-        );
+        assert_eq!(g.header("docker-content-digest").as_deref(), Some(digest.as_str()));
         assert_eq!(g.header("content-type").as_deref(), Some(media_type));
         assert_eq!(&g.body[..], bytes, "manifest bytes of {name}:{r}");
     }
@@ -497,10 +431,7 @@ async fn assert_blobs_served(c: &reqwest::Client, base: &str, name: &str, manife
         assert_eq!(r.status, 200, "GET blob {name}@{d}: {}", r.text());
         assert_eq!(r.body.len() as u64, size, "blob {d} length");
         assert_eq!(sha256(&r.body), d, "blob {d} content");
-        assert_eq!(
-            r.header("docker-content-digest").as_deref(),
-            Some(d.as_str())
-        );
+        assert_eq!(r.header("docker-content-digest").as_deref(), Some(d.as_str()));
     }
 }
 
@@ -520,10 +451,8 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
 
 /// A small image config + manifest (bytes) over the given layers.
 fn image_manifest(layers: &[&Bytes], config: &Bytes) -> Vec<u8> {
-    let layers: Vec<Value> = layers
-        .iter()
-        .map(|l| json!({"mediaType": OCI_LAYER, "digest": sha256(l), "size": l.len()}))
-        .collect();
+    let layers: Vec<Value> =
+        layers.iter().map(|l| json!({"mediaType": OCI_LAYER, "digest": sha256(l), "size": l.len()})).collect();
     serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -552,10 +481,7 @@ fn image_config(layers: &[&Bytes], note: &str) -> Bytes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_round_trips_an_umoci_oci_image_unchanged() {
-    if !tools_present(
-        "skopeo_round_trips_an_umoci_oci_image_unchanged",
-        &["umoci", "skopeo"],
-    ) {
+    if !tools_present("skopeo_round_trips_an_umoci_oci_image_unchanged", &["umoci", "skopeo"]) {
         return;
     }
     let berth = Berth::start();
@@ -564,25 +490,18 @@ async fn skopeo_round_trips_an_umoci_oci_image_unchanged() {
     let layout = umoci_image(
         tmp.path(),
         "v1",
-        &[
-            ("hello.txt", b"hello from berth\n"),
-            ("etc/motd", b"built offline by umoci\n"),
-            ("id", id.as_bytes()),
-        ],
+        &[("hello.txt", b"hello from berth\n"), ("etc/motd", b"built offline by umoci\n"), ("id", id.as_bytes())],
     )
     .await;
     let (digest, bytes) = oci_layout_manifest(&layout, "v1");
     let src = format!("oci:{}:v1", p(&layout));
     let remote = format!("docker://{}/test/oci:v1", berth.addr);
+    let creds = format!("AWS:{}", berth.password);
 
-    run(
-        "skopeo",
-        sv(&["copy", "--quiet", "--dest-tls-verify=false", &src, &remote]),
-    )
-    .await;
+    run("skopeo", sv(&["copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", &creds, &src, &remote])).await;
 
     // The registry holds the manifest byte for byte, under the tag and its digest.
-    let c = client();
+    let c = client(&berth.basic_auth_header());
     assert_manifest_served(&c, &berth.url, "test/oci", "v1", OCI_MANIFEST, &bytes).await;
     assert_blobs_served(&c, &berth.url, "test/oci", &bytes).await;
     let tags = send(c.get(format!("{}/v2/test/oci/tags/list", berth.url))).await;
@@ -590,62 +509,35 @@ async fn skopeo_round_trips_an_umoci_oci_image_unchanged() {
     assert_eq!(tags.json(), json!({"name": "test/oci", "tags": ["v1"]}));
 
     // skopeo sees the same bytes.
-    let raw = run(
-        "skopeo",
-        sv(&["inspect", "--raw", "--tls-verify=false", &remote]),
-    )
-    .await;
+    let raw = run("skopeo", sv(&["inspect", "--raw", "--tls-verify=false", "--creds", &creds, &remote])).await;
     assert_eq!(raw, bytes, "skopeo inspect --raw");
     let info: Value = serde_json::from_slice(
-        &run("skopeo", sv(&["inspect", "--tls-verify=false", &remote])).await,
+        &run("skopeo", sv(&["inspect", "--tls-verify=false", "--creds", &creds, &remote])).await,
     )
     .unwrap();
     assert_eq!(info["Digest"], digest.as_str());
     let m: Value = serde_json::from_slice(&bytes).unwrap();
-    let layer_digests: Vec<Value> = m["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].clone())
-        .collect();
+    let layer_digests: Vec<Value> = m["layers"].as_array().unwrap().iter().map(|l| l["digest"].clone()).collect();
     assert_eq!(info["Layers"], Value::Array(layer_digests));
     assert_eq!(info["Labels"]["org.example.built-by"], "berth-tests");
 
     // Copy back out: to an OCI layout, to a dir:, and by digest.
     let out_oci = tmp.path().join("out-oci");
     let dst = format!("oci:{}:v1", p(&out_oci));
-    run(
-        "skopeo",
-        sv(&["copy", "--quiet", "--src-tls-verify=false", &remote, &dst]),
-    )
-    .await;
+    run("skopeo", sv(&["copy", "--quiet", "--src-tls-verify=false", "--src-creds", &creds, &remote, &dst])).await;
     check_oci_layout(&out_oci, "v1", &digest, &bytes);
     let raw = run("skopeo", sv(&["inspect", "--raw", &dst])).await;
     assert_eq!(sha256(&raw), digest);
 
     let out_dir = tmp.path().join("out-dir");
     let dst = format!("dir:{}", p(&out_dir));
-    run(
-        "skopeo",
-        sv(&["copy", "--quiet", "--src-tls-verify=false", &remote, &dst]),
-    )
-    .await;
+    run("skopeo", sv(&["copy", "--quiet", "--src-tls-verify=false", "--src-creds", &creds, &remote, &dst])).await;
     check_dir_copy(&out_dir, &bytes);
 
     let by_digest = format!("docker://{}/test/oci@{digest}", berth.addr);
     let out_dig = tmp.path().join("out-digest");
     let dst = format!("dir:{}", p(&out_dig));
-    run(
-        "skopeo",
-        sv(&[
-            "copy",
-            "--quiet",
-            "--src-tls-verify=false",
-            &by_digest,
-            &dst,
-        ]),
-    )
-    .await;
+    run("skopeo", sv(&["copy", "--quiet", "--src-tls-verify=false", "--src-creds", &creds, &by_digest, &dst])).await;
     check_dir_copy(&out_dig, &bytes);
 
     // Registry to registry (another repository, same registry: blobs mounted or re-uploaded).
@@ -657,6 +549,10 @@ async fn skopeo_round_trips_an_umoci_oci_image_unchanged() {
             "--quiet",
             "--src-tls-verify=false",
             "--dest-tls-verify=false",
+            "--src-creds",
+            &creds,
+            "--dest-creds",
+            &creds,
             &remote,
             &remote2,
         ]),
@@ -668,39 +564,24 @@ async fn skopeo_round_trips_an_umoci_oci_image_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_round_trips_a_docker_v2s2_image() {
-    if !tools_present(
-        "skopeo_round_trips_a_docker_v2s2_image",
-        &["umoci", "skopeo"],
-    ) {
+    if !tools_present("skopeo_round_trips_a_docker_v2s2_image", &["umoci", "skopeo"]) {
         return;
     }
     let berth = Berth::start();
     let tmp = tempfile::tempdir().unwrap();
     let id = unique();
-    let layout = umoci_image(
-        tmp.path(),
-        "v1",
-        &[("hello.txt", b"docker flavoured\n"), ("id", id.as_bytes())],
-    )
-    .await;
+    let layout = umoci_image(tmp.path(), "v1", &[("hello.txt", b"docker flavoured\n"), ("id", id.as_bytes())]).await;
     let (_, oci_bytes) = oci_layout_manifest(&layout, "v1");
     let oci_config = manifest_blobs(&oci_bytes)[0].0.clone();
     let src = format!("oci:{}:v1", p(&layout));
-    let c = client();
+    let c = client(&berth.basic_auth_header());
+    let creds = format!("AWS:{}", berth.password);
 
     // 1. Converted to Docker v2s2 on the way in.
     let remote = format!("docker://{}/test/docker:v1", berth.addr);
     run(
         "skopeo",
-        sv(&[
-            "copy",
-            "--quiet",
-            "--format",
-            "v2s2",
-            "--dest-tls-verify=false",
-            &src,
-            &remote,
-        ]),
+        sv(&["copy", "--quiet", "--format", "v2s2", "--dest-tls-verify=false", "--dest-creds", &creds, &src, &remote]),
     )
     .await;
     let g = get_manifest(&c, &berth.url, "test/docker", "v1").await;
@@ -709,38 +590,20 @@ async fn skopeo_round_trips_a_docker_v2s2_image() {
     let bytes = g.body.to_vec();
     let m: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(m["mediaType"], DOCKER_MANIFEST);
-    assert_eq!(
-        m["config"]["mediaType"],
-        "application/vnd.docker.container.image.v1+json"
-    );
-    assert_eq!(
-        m["config"]["digest"],
-        oci_config.as_str(),
-        "config bytes unchanged by conversion"
-    );
+    assert_eq!(m["config"]["mediaType"], "application/vnd.docker.container.image.v1+json");
+    assert_eq!(m["config"]["digest"], oci_config.as_str(), "config bytes unchanged by conversion");
     for l in m["layers"].as_array().unwrap() {
-        assert_eq!(
-            l["mediaType"],
-            "application/vnd.docker.image.rootfs.diff.tar.gzip"
-        );
+        assert_eq!(l["mediaType"], "application/vnd.docker.image.rootfs.diff.tar.gzip");
     }
     assert_manifest_served(&c, &berth.url, "test/docker", "v1", DOCKER_MANIFEST, &bytes).await;
     assert_blobs_served(&c, &berth.url, "test/docker", &bytes).await;
-    let raw = run(
-        "skopeo",
-        sv(&["inspect", "--raw", "--tls-verify=false", &remote]),
-    )
-    .await;
+    let raw = run("skopeo", sv(&["inspect", "--raw", "--tls-verify=false", "--creds", &creds, &remote])).await;
     assert_eq!(raw, bytes);
 
     // Pulls back identical.
     let out_dir = tmp.path().join("out-dir");
     let dst = format!("dir:{}", p(&out_dir));
-    run(
-        "skopeo",
-        sv(&["copy", "--quiet", "--src-tls-verify=false", &remote, &dst]),
-    )
-    .await;
+    run("skopeo", sv(&["copy", "--quiet", "--src-tls-verify=false", "--src-creds", &creds, &remote, &dst])).await;
     check_dir_copy(&out_dir, &bytes);
 
     // 2. Through a docker-archive tarball and back in.
@@ -749,17 +612,8 @@ async fn skopeo_round_trips_a_docker_v2s2_image() {
     run("skopeo", sv(&["copy", "--quiet", &src, &archive])).await;
     let remote2 = format!("docker://{}/test/darchive:v1", berth.addr);
     let archive_src = format!("docker-archive:{}", p(&tar));
-    run(
-        "skopeo",
-        sv(&[
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            &archive_src,
-            &remote2,
-        ]),
-    )
-    .await;
+    run("skopeo", sv(&["copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", &creds, &archive_src, &remote2]))
+        .await;
     let g = get_manifest(&c, &berth.url, "test/darchive", "v1").await;
     assert_eq!(g.status, 200, "{}", g.text());
     assert_eq!(g.header("content-type").as_deref(), Some(DOCKER_MANIFEST));
@@ -767,46 +621,24 @@ async fn skopeo_round_trips_a_docker_v2s2_image() {
     let m2: Value = serde_json::from_slice(&bytes2).unwrap();
     assert_eq!(m2["mediaType"], DOCKER_MANIFEST);
     assert_eq!(m2["config"]["digest"], oci_config.as_str());
-    assert_manifest_served(
-        &c,
-        &berth.url,
-        "test/darchive",
-        "v1",
-        DOCKER_MANIFEST,
-        &bytes2,
-    )
-    .await;
+    assert_manifest_served(&c, &berth.url, "test/darchive", "v1", DOCKER_MANIFEST, &bytes2).await;
     assert_blobs_served(&c, &berth.url, "test/darchive", &bytes2).await;
     let out_dir2 = tmp.path().join("out-dir2");
     let dst = format!("dir:{}", p(&out_dir2));
-    run(
-        "skopeo",
-        sv(&["copy", "--quiet", "--src-tls-verify=false", &remote2, &dst]),
-    )
-    .await;
+    run("skopeo", sv(&["copy", "--quiet", "--src-tls-verify=false", "--src-creds", &creds, &remote2, &dst])).await;
     check_dir_copy(&out_dir2, &bytes2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buildah_builds_from_scratch_pushes_and_pulls() {
-    if !tools_present(
-        "buildah_builds_from_scratch_pushes_and_pulls",
-        &["buildah", "skopeo"],
-    ) {
+    if !tools_present("buildah_builds_from_scratch_pushes_and_pulls", &["buildah", "skopeo"]) {
         return;
     }
     let berth = Berth::start();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let runroot = tmp.path().join("runroot");
-    let base = sv(&[
-        "--root",
-        p(&root),
-        "--runroot",
-        p(&runroot),
-        "--storage-driver",
-        "vfs",
-    ]);
+    let base = sv(&["--root", p(&root), "--runroot", p(&runroot), "--storage-driver", "vfs"]);
     let b = |extra: &[&str]| -> Vec<String> {
         let mut v = base.clone();
         v.extend(extra.iter().map(|s| s.to_string()));
@@ -818,23 +650,9 @@ async fn buildah_builds_from_scratch_pushes_and_pulls() {
     std::fs::write(ctx.join("b.txt"), b"second file\n").unwrap();
 
     let ctr = last_line(&run_text("buildah", b(&["from", "scratch"])).await);
-    run(
-        "buildah",
-        b(&["copy", &ctr, p(&ctx.join("a.txt")), "/a.txt"]),
-    )
-    .await;
-    run(
-        "buildah",
-        b(&["copy", &ctr, p(&ctx.join("b.txt")), "/data/b.txt"]),
-    )
-    .await;
-    run(
-        "buildah",
-        b(&[
-            "config", "--cmd", "/a.txt", "--env", "X=1", "--os", "linux", "--arch", "amd64", &ctr,
-        ]),
-    )
-    .await;
+    run("buildah", b(&["copy", &ctr, p(&ctx.join("a.txt")), "/a.txt"])).await;
+    run("buildah", b(&["copy", &ctr, p(&ctx.join("b.txt")), "/data/b.txt"])).await;
+    run("buildah", b(&["config", "--cmd", "/a.txt", "--env", "X=1", "--os", "linux", "--arch", "amd64", &ctr])).await;
     let local = "localhost/berth-test/buildah:v1";
     let image_id = last_line(&run_text("buildah", b(&["commit", "-q", &ctr, local])).await);
     assert_eq!(image_id.len(), 64, "image id: {image_id}");
@@ -842,54 +660,27 @@ async fn buildah_builds_from_scratch_pushes_and_pulls() {
     let layout = tmp.path().join("layout");
     let layout_ref = format!("oci:{}:v1", p(&layout));
     // (compressed, so that skopeo pushes its layers unchanged)
-    run(
-        "buildah",
-        b(&[
-            "commit",
-            "-q",
-            "--disable-compression=false",
-            &ctr,
-            &layout_ref,
-        ]),
-    )
-    .await;
+    run("buildah", b(&["commit", "-q", "--disable-compression=false", &ctr, &layout_ref])).await;
 
     let remote = format!("docker://{}/test/buildah:v1", berth.addr);
+    let creds = format!("AWS:{}", berth.password);
     let digestfile = tmp.path().join("digest");
     run(
         "buildah",
-        b(&[
-            "push",
-            "-q",
-            "--tls-verify=false",
-            "--digestfile",
-            p(&digestfile),
-            local,
-            &remote,
-        ]),
+        b(&["push", "-q", "--tls-verify=false", "--creds", &creds, "--digestfile", p(&digestfile), local, &remote]),
     )
     .await;
-    let pushed = std::fs::read_to_string(&digestfile)
-        .unwrap()
-        .trim()
-        .to_string();
-    let c = client();
+    let pushed = std::fs::read_to_string(&digestfile).unwrap().trim().to_string();
+    let c = client(&berth.basic_auth_header());
     let g = get_manifest(&c, &berth.url, "test/buildah", "v1").await;
     assert_eq!(g.status, 200, "{}", g.text());
-    assert_eq!(
-        g.header("docker-content-digest").as_deref(),
-        Some(pushed.as_str())
-    );
+    assert_eq!(g.header("docker-content-digest").as_deref(), Some(pushed.as_str()));
     let bytes = g.body.to_vec();
     assert_eq!(sha256(&bytes), pushed);
     let ct = g.header("content-type").unwrap();
     assert_manifest_served(&c, &berth.url, "test/buildah", "v1", &ct, &bytes).await;
     assert_blobs_served(&c, &berth.url, "test/buildah", &bytes).await;
-    assert_eq!(
-        manifest_blobs(&bytes)[0].0,
-        format!("sha256:{image_id}"),
-        "config = image id"
-    );
+    assert_eq!(manifest_blobs(&bytes)[0].0, format!("sha256:{image_id}"), "config = image id");
 
     // Remove everything locally, pull it back.
     run("buildah", b(&["rm", &ctr])).await;
@@ -897,52 +688,22 @@ async fn buildah_builds_from_scratch_pushes_and_pulls() {
     let left = run_text("buildah", b(&["images", "-q"])).await;
     assert_eq!(left.trim(), "", "local storage should be empty");
     let pull_ref = format!("{}/test/buildah:v1", berth.addr);
-    let pulled = last_line(
-        &run_text(
-            "buildah",
-            b(&["pull", "-q", "--tls-verify=false", &pull_ref]),
-        )
-        .await,
-    );
+    let pulled =
+        last_line(&run_text("buildah", b(&["pull", "-q", "--tls-verify=false", "--creds", &creds, &pull_ref])).await);
     assert_eq!(pulled, image_id, "pulled image id");
     let fmt = "{{.FromImageDigest}} {{.FromImageID}}";
-    let inspect = run_text(
-        "buildah",
-        b(&["inspect", "--type", "image", "--format", fmt, &pull_ref]),
-    )
-    .await;
+    let inspect = run_text("buildah", b(&["inspect", "--type", "image", "--format", fmt, &pull_ref])).await;
     assert_eq!(inspect.trim(), format!("{pushed} {image_id}"));
 
     // The OCI layout commit through skopeo.
     let (ldigest, lbytes) = oci_layout_manifest(&layout, "v1");
     let remote2 = format!("docker://{}/test/buildah-oci:v1", berth.addr);
-    run(
-        "skopeo",
-        sv(&[
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            &layout_ref,
-            &remote2,
-        ]),
-    )
-    .await;
-    assert_manifest_served(
-        &c,
-        &berth.url,
-        "test/buildah-oci",
-        "v1",
-        OCI_MANIFEST,
-        &lbytes,
-    )
-    .await;
+    run("skopeo", sv(&["copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", &creds, &layout_ref, &remote2]))
+        .await;
+    assert_manifest_served(&c, &berth.url, "test/buildah-oci", "v1", OCI_MANIFEST, &lbytes).await;
     let out = tmp.path().join("out");
     let dst = format!("oci:{}:v1", p(&out));
-    run(
-        "skopeo",
-        sv(&["copy", "--quiet", "--src-tls-verify=false", &remote2, &dst]),
-    )
-    .await;
+    run("skopeo", sv(&["copy", "--quiet", "--src-tls-verify=false", "--src-creds", &creds, &remote2, &dst])).await;
     check_oci_layout(&out, "v1", &ldigest, &lbytes);
 }
 
@@ -960,26 +721,13 @@ async fn podman_pushes_and_pulls() {
     // podman names an image pulled from `oci:PATH` after PATH, which must be lowercase, and
     // wants a runroot of at most 50 characters: a short lowercase temp dir.
     let short = &hex::encode(ring::digest::digest(&ring::digest::SHA256, id.as_bytes()))[..12];
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!("berth-pm-{short}"))
-        .rand_bytes(0)
-        .tempdir()
-        .unwrap();
-    let layout = umoci_image(
-        tmp.path(),
-        "v1",
-        &[("hello.txt", b"hello podman\n"), ("id", id.as_bytes())],
-    )
-    .await;
+    let tmp = tempfile::Builder::new().prefix(&format!("berth-pm-{short}")).rand_bytes(0).tempdir().unwrap();
+    let layout = umoci_image(tmp.path(), "v1", &[("hello.txt", b"hello podman\n"), ("id", id.as_bytes())]).await;
     let (_, oci_bytes) = oci_layout_manifest(&layout, "v1");
     let config_digest = manifest_blobs(&oci_bytes)[0].0.clone();
     let image_id = config_digest.strip_prefix("sha256:").unwrap().to_string();
 
-    let (root, runroot, ptmp) = (
-        tmp.path().join("root"),
-        tmp.path().join("runroot"),
-        tmp.path().join("tmp"),
-    );
+    let (root, runroot, ptmp) = (tmp.path().join("root"), tmp.path().join("runroot"), tmp.path().join("tmp"));
     std::fs::create_dir_all(&ptmp).unwrap();
     let base = sv(&[
         "--root",
@@ -1004,18 +752,12 @@ async fn podman_pushes_and_pulls() {
     let src = format!("oci:{}:v1", p(&layout));
     let loaded = last_line(&run_text("podman", pm(&["pull", "-q", &src])).await);
     assert_eq!(loaded, image_id, "podman image id of the OCI layout");
-    run(
-        "podman",
-        pm(&["tag", &image_id, "localhost/berth-test/podman:v1"]),
-    )
-    .await;
+    run("podman", pm(&["tag", &image_id, "localhost/berth-test/podman:v1"])).await;
 
-    let c = client();
+    let c = client(&berth.basic_auth_header());
+    let creds = format!("AWS:{}", berth.password);
     let mut pushed = BTreeMap::new();
-    for (tag, format, media_type) in [
-        ("v1", "oci", OCI_MANIFEST),
-        ("v2s2", "v2s2", DOCKER_MANIFEST),
-    ] {
+    for (tag, format, media_type) in [("v1", "oci", OCI_MANIFEST), ("v2s2", "v2s2", DOCKER_MANIFEST)] {
         let dest = format!("docker://{}/test/podman:{tag}", berth.addr);
         let digestfile = tmp.path().join(format!("digest-{tag}"));
         run(
@@ -1024,6 +766,8 @@ async fn podman_pushes_and_pulls() {
                 "push",
                 "-q",
                 "--tls-verify=false",
+                "--creds",
+                &creds,
                 "--format",
                 format,
                 "--digestfile",
@@ -1033,21 +777,11 @@ async fn podman_pushes_and_pulls() {
             ]),
         )
         .await;
-        let digest = std::fs::read_to_string(&digestfile)
-            .unwrap()
-            .trim()
-            .to_string();
+        let digest = std::fs::read_to_string(&digestfile).unwrap().trim().to_string();
         let h = head_manifest(&c, &berth.url, "test/podman", tag).await;
         assert_eq!(h.status, 200);
-        assert_eq!(
-            h.header("docker-content-digest").as_deref(),
-            Some(digest.as_str())
-        );
-        assert_eq!(
-            h.header("content-type").as_deref(),
-            Some(media_type),
-            "{format} push"
-        );
+        assert_eq!(h.header("docker-content-digest").as_deref(), Some(digest.as_str()));
+        assert_eq!(h.header("content-type").as_deref(), Some(media_type), "{format} push");
         let g = get_manifest(&c, &berth.url, "test/podman", tag).await;
         assert_eq!(sha256(&g.body), digest);
         assert_manifest_served(&c, &berth.url, "test/podman", tag, media_type, &g.body).await;
@@ -1062,37 +796,20 @@ async fn podman_pushes_and_pulls() {
     for (tag, digest) in &pushed {
         let r = format!("{}/test/podman:{tag}", berth.addr);
         let got =
-            last_line(&run_text("podman", pm(&["pull", "-q", "--tls-verify=false", &r])).await);
+            last_line(&run_text("podman", pm(&["pull", "-q", "--tls-verify=false", "--creds", &creds, &r])).await);
         assert_eq!(got, image_id, "pulled {tag}");
-        let inspect = run_text(
-            "podman",
-            pm(&[
-                "image",
-                "inspect",
-                "--format",
-                "{{.Id}} {{json .RepoDigests}}",
-                &r,
-            ]),
-        )
-        .await;
+        let inspect =
+            run_text("podman", pm(&["image", "inspect", "--format", "{{.Id}} {{json .RepoDigests}}", &r])).await;
         let (got_id, repo_digests) = inspect.trim().split_once(' ').unwrap();
         assert_eq!(got_id, image_id, "podman image inspect {tag}");
         let repo_digests: Vec<String> = serde_json::from_str(repo_digests).unwrap();
         let want = format!("{}/test/podman@{digest}", berth.addr);
-        assert!(
-            repo_digests.contains(&want),
-            "{want} not in RepoDigests {repo_digests:?}"
-        );
+        assert!(repo_digests.contains(&want), "{want} not in RepoDigests {repo_digests:?}");
     }
     // Pull by digest.
     let by_digest = format!("{}/test/podman@{}", berth.addr, pushed["v1"]);
-    let got = last_line(
-        &run_text(
-            "podman",
-            pm(&["pull", "-q", "--tls-verify=false", &by_digest]),
-        )
-        .await,
-    );
+    let got =
+        last_line(&run_text("podman", pm(&["pull", "-q", "--tls-verify=false", "--creds", &creds, &by_digest])).await);
     assert_eq!(got, image_id);
 }
 
@@ -1100,38 +817,20 @@ async fn podman_pushes_and_pulls() {
 // 4. Referrers (OCI v1.1 artifacts with a subject)
 // ---------------------------------------------------------------------------------------------
 
-async fn get_referrers(
-    c: &reqwest::Client,
-    base: &str,
-    name: &str,
-    digest: &str,
-    artifact_type: Option<&str>,
-) -> Resp {
+async fn get_referrers(c: &reqwest::Client, base: &str, name: &str, digest: &str, artifact_type: Option<&str>) -> Resp {
     let mut rb = c.get(format!("{base}/v2/{name}/referrers/{digest}"));
     if let Some(t) = artifact_type {
         rb = rb.query(&[("artifactType", t)]);
     }
     let r = send(rb).await;
-    assert_eq!(
-        r.status,
-        200,
-        "GET referrers {digest} ({artifact_type:?}): {}",
-        r.text()
-    );
-    assert_eq!(
-        r.header("content-type").as_deref(),
-        Some(OCI_INDEX),
-        "referrers content-type"
-    );
+    assert_eq!(r.status, 200, "GET referrers {digest} ({artifact_type:?}): {}", r.text());
+    assert_eq!(r.header("content-type").as_deref(), Some(OCI_INDEX), "referrers content-type");
     let v = r.json();
     assert_eq!(v["schemaVersion"], 2);
     assert_eq!(v["mediaType"], OCI_INDEX);
     assert!(v["manifests"].is_array(), "manifests must be an array: {v}");
     match artifact_type {
-        Some(_) => assert_eq!(
-            r.header("oci-filters-applied").as_deref(),
-            Some("artifactType")
-        ),
+        Some(_) => assert_eq!(r.header("oci-filters-applied").as_deref(), Some("artifactType")),
         None => assert_eq!(r.header("oci-filters-applied"), None),
     }
     r
@@ -1142,10 +841,7 @@ fn referrer_list(r: &Resp) -> Vec<Value> {
     let mut v: Vec<Value> = r.json()["manifests"].as_array().unwrap().clone();
     for d in &mut v {
         let obj = d.as_object_mut().unwrap();
-        if obj
-            .get("annotations")
-            .is_some_and(|a| a.as_object().is_some_and(|m| m.is_empty()))
-        {
+        if obj.get("annotations").is_some_and(|a| a.as_object().is_some_and(|m| m.is_empty())) {
             obj.remove("annotations");
         }
     }
@@ -1156,7 +852,7 @@ fn referrer_list(r: &Resp) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn artifact_with_subject_is_listed_by_referrers() {
     let berth = Berth::start();
-    let c = client();
+    let c = client(&berth.basic_auth_header());
     let base = berth.url.as_str();
     let name = "test/artifacts";
 
@@ -1198,11 +894,7 @@ async fn artifact_with_subject_is_listed_by_referrers() {
     .unwrap();
     let art_digest = sha256(&art);
     let r = push_manifest(&c, base, name, &art_digest, OCI_MANIFEST, &art).await;
-    assert_eq!(
-        r.header("oci-subject").as_deref(),
-        Some(img_digest.as_str()),
-        "OCI-Subject"
-    );
+    assert_eq!(r.header("oci-subject").as_deref(), Some(img_digest.as_str()), "OCI-Subject");
     assert_manifest_served(&c, base, name, &art_digest, OCI_MANIFEST, &art).await;
 
     let sbom_desc = json!({
@@ -1213,12 +905,7 @@ async fn artifact_with_subject_is_listed_by_referrers() {
         "annotations": annotations,
     });
     let r = get_referrers(&c, base, name, &img_digest, None).await;
-    assert_eq!(
-        referrer_list(&r),
-        vec![sbom_desc.clone()],
-        "referrers: {}",
-        r.text()
-    );
+    assert_eq!(referrer_list(&r), vec![sbom_desc.clone()], "referrers: {}", r.text());
 
     // A second referrer without artifactType: its config media type stands in for it.
     let sig_type = "application/vnd.example.signature.config.v1+json";
@@ -1237,10 +924,7 @@ async fn artifact_with_subject_is_listed_by_referrers() {
     let sig_digest = sha256(&sig);
     // Pushed under a tag this time.
     let r = push_manifest(&c, base, name, "sig", OCI_MANIFEST, &sig).await;
-    assert_eq!(
-        r.header("oci-subject").as_deref(),
-        Some(img_digest.as_str())
-    );
+    assert_eq!(r.header("oci-subject").as_deref(), Some(img_digest.as_str()));
     let sig_desc = json!({
         "mediaType": OCI_MANIFEST,
         "digest": sig_digest,
@@ -1258,14 +942,7 @@ async fn artifact_with_subject_is_listed_by_referrers() {
     assert_eq!(referrer_list(&r), vec![sbom_desc.clone()]);
     let r = get_referrers(&c, base, name, &img_digest, Some(sig_type)).await;
     assert_eq!(referrer_list(&r), vec![sig_desc.clone()]);
-    let r = get_referrers(
-        &c,
-        base,
-        name,
-        &img_digest,
-        Some("application/vnd.example.none"),
-    )
-    .await;
+    let r = get_referrers(&c, base, name, &img_digest, Some("application/vnd.example.none")).await;
     assert_eq!(referrer_list(&r), Vec::<Value>::new());
 
     // The artifacts themselves have no referrers; the subject's referrers are per repository.
@@ -1286,6 +963,21 @@ async fn artifact_with_subject_is_listed_by_referrers() {
 // ---------------------------------------------------------------------------------------------
 // 5. docker CLI
 // ---------------------------------------------------------------------------------------------
+
+/// `docker logout <registry>` when dropped (also on panic), so no credentials stay behind in
+/// the docker client's configuration.
+struct DockerLogout(String);
+
+impl Drop for DockerLogout {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .arg("logout")
+            .arg(&self.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
 
 /// Removes the listed docker image references when dropped (also on panic).
 struct DockerCleanup(Vec<String>);
@@ -1309,11 +1001,8 @@ async fn docker_cli_pushes_and_pulls() {
     if !tools_present("docker_cli_pushes_and_pulls", &["umoci", "skopeo"]) {
         return;
     }
-    let info = if have("docker") {
-        run_raw_within("docker", &sv(&["info"]), Duration::from_secs(30)).await
-    } else {
-        None
-    };
+    let info =
+        if have("docker") { run_raw_within("docker", &sv(&["info"]), Duration::from_secs(30)).await } else { None };
     if !info.is_some_and(|o| o.status.success()) {
         eprintln!("SKIP docker_cli_pushes_and_pulls: `docker info` fails (no docker engine)");
         return;
@@ -1321,12 +1010,7 @@ async fn docker_cli_pushes_and_pulls() {
     let berth = Berth::start();
     let tmp = tempfile::tempdir().unwrap();
     let id = unique();
-    let layout = umoci_image(
-        tmp.path(),
-        "v1",
-        &[("hello.txt", b"hello docker\n"), ("id", id.as_bytes())],
-    )
-    .await;
+    let layout = umoci_image(tmp.path(), "v1", &[("hello.txt", b"hello docker\n"), ("id", id.as_bytes())]).await;
     let (_, oci_bytes) = oci_layout_manifest(&layout, "v1");
     let image_id = manifest_blobs(&oci_bytes)[0].0.clone();
 
@@ -1334,34 +1018,28 @@ async fn docker_cli_pushes_and_pulls() {
     let local = format!("berth-test/img-{port}-{}:v1", std::process::id());
     let remote = format!("{}/x/y:tag", berth.addr);
     let remote2 = format!("{}/x/z:other", berth.addr);
-    let _cleanup = DockerCleanup(vec![
-        local.clone(),
-        remote.clone(),
-        remote2.clone(),
-        image_id.clone(),
-    ]);
+    let _cleanup = DockerCleanup(vec![local.clone(), remote.clone(), remote2.clone(), image_id.clone()]);
 
     let tar = tmp.path().join("image.tar");
     let archive = format!("docker-archive:{}:{local}", p(&tar));
-    run(
-        "skopeo",
-        sv(&[
-            "copy",
-            "--quiet",
-            &format!("oci:{}:v1", p(&layout)),
-            &archive,
-        ]),
+    run("skopeo", sv(&["copy", "--quiet", &format!("oci:{}:v1", p(&layout)), &archive])).await;
+    let loaded = run_text("docker", sv(&["load", "-i", p(&tar)])).await;
+    assert!(loaded.contains(&format!("Loaded image: {local}")), "docker load: {loaded}");
+    let inspect_id = |r: &str| sv(&["image", "inspect", "--format", "{{.Id}}", r]);
+    assert_eq!(run_text("docker", inspect_id(&local)).await.trim(), image_id);
+
+    // Log in the way `aws ecr get-login-password | docker login` does.
+    let logged_in = run_with_stdin(
+        "docker",
+        sv(&["login", "-u", "AWS", "--password-stdin", &berth.addr]),
+        berth.password.as_bytes(),
     )
     .await;
-    let loaded = run_text("docker", sv(&["load", "-i", p(&tar)])).await;
+    let _logout = DockerLogout(berth.addr.clone());
     assert!(
-        loaded.contains(&format!("Loaded image: {local}")),
-        "docker load: {loaded}"
-    );
-    let inspect_id = |r: &str| sv(&["image", "inspect", "--format", "{{.Id}}", r]);
-    assert_eq!(
-        run_text("docker", inspect_id(&local)).await.trim(),
-        image_id
+        String::from_utf8_lossy(&logged_in).contains("Login Succeeded"),
+        "docker login: {}",
+        String::from_utf8_lossy(&logged_in)
     );
 
     run("docker", sv(&["tag", &local, &remote])).await;
@@ -1381,80 +1059,53 @@ async fn docker_cli_pushes_and_pulls() {
         .parse()
         .unwrap();
 
-    let c = client();
+    let c = client(&berth.basic_auth_header());
     let g = get_manifest(&c, &berth.url, "x/y", "tag").await;
     assert_eq!(g.status, 200, "{}", g.text());
     assert_eq!(g.header("content-type").as_deref(), Some(DOCKER_MANIFEST));
-    assert_eq!(
-        g.header("docker-content-digest").as_deref(),
-        Some(digest.as_str())
-    );
+    assert_eq!(g.header("docker-content-digest").as_deref(), Some(digest.as_str()));
     assert_eq!(g.body.len(), size);
     assert_manifest_served(&c, &berth.url, "x/y", "tag", DOCKER_MANIFEST, &g.body).await;
     assert_blobs_served(&c, &berth.url, "x/y", &g.body).await;
-    assert_eq!(
-        manifest_blobs(&g.body)[0].0,
-        image_id,
-        "config digest = image id"
-    );
+    assert_eq!(manifest_blobs(&g.body)[0].0, image_id, "config digest = image id");
 
     // A second repository on the same registry: docker mounts the layers across.
     run("docker", sv(&["tag", &local, &remote2])).await;
     let out2 = run_text("docker", sv(&["push", &remote2])).await;
-    assert!(
-        out2.contains("Mounted from x/y"),
-        "expected a cross-repository mount:\n{out2}"
-    );
-    assert!(
-        out2.contains(&format!("other: digest: {digest} size: {size}")),
-        "{out2}"
-    );
+    assert!(out2.contains("Mounted from x/y"), "expected a cross-repository mount:\n{out2}");
+    assert!(out2.contains(&format!("other: digest: {digest} size: {size}")), "{out2}");
     assert_manifest_served(&c, &berth.url, "x/z", "other", DOCKER_MANIFEST, &g.body).await;
     assert_blobs_served(&c, &berth.url, "x/z", &g.body).await;
 
     // Remove the image locally, pull it back.
     run("docker", sv(&["rmi", &local, &remote, &remote2])).await;
     let gone = run_raw("docker", &inspect_id(&image_id)).await;
-    assert!(
-        !gone.status.success(),
-        "image {image_id} should be gone after rmi"
-    );
+    assert!(!gone.status.success(), "image {image_id} should be gone after rmi");
     let out = run_text("docker", sv(&["pull", &remote])).await;
-    assert!(
-        out.contains(&format!("Digest: {digest}")),
-        "docker pull:\n{out}"
-    );
-    assert_eq!(
-        run_text("docker", inspect_id(&remote)).await.trim(),
-        image_id,
-        "pulled image id"
-    );
-    let repo_digests = run_text(
-        "docker",
-        sv(&[
-            "image",
-            "inspect",
-            "--format",
-            "{{json .RepoDigests}}",
-            &remote,
-        ]),
-    )
-    .await;
+    assert!(out.contains(&format!("Digest: {digest}")), "docker pull:\n{out}");
+    assert_eq!(run_text("docker", inspect_id(&remote)).await.trim(), image_id, "pulled image id");
+    let repo_digests =
+        run_text("docker", sv(&["image", "inspect", "--format", "{{json .RepoDigests}}", &remote])).await;
     let repo_digests: Vec<String> = serde_json::from_str(repo_digests.trim()).unwrap();
-    assert!(
-        repo_digests.contains(&format!("{}/x/y@{digest}", berth.addr)),
-        "RepoDigests {repo_digests:?}"
-    );
+    assert!(repo_digests.contains(&format!("{}/x/y@{digest}", berth.addr)), "RepoDigests {repo_digests:?}");
     // By digest too.
     let by_digest = format!("{}/x/z@{digest}", berth.addr);
     let out = run_text("docker", sv(&["pull", &by_digest])).await;
+    assert!(out.contains(&format!("Digest: {digest}")), "docker pull by digest:\n{out}");
+    assert_eq!(run_text("docker", inspect_id(&by_digest)).await.trim(), image_id);
+
+    // Logged out, the registry refuses the docker client.
+    drop(_logout);
+    let denied = run_raw("docker", &sv(&["pull", &remote])).await;
     assert!(
-        out.contains(&format!("Digest: {digest}")),
-        "docker pull by digest:\n{out}"
+        !denied.status.success(),
+        "docker pull without credentials succeeded:\n{}",
+        String::from_utf8_lossy(&denied.stdout)
     );
-    assert_eq!(
-        run_text("docker", inspect_id(&by_digest)).await.trim(),
-        image_id
+    let err = String::from_utf8_lossy(&denied.stderr).to_lowercase();
+    assert!(
+        err.contains("no basic auth credentials") || err.contains("unauthorized"),
+        "docker pull without credentials: {err}"
     );
 }
 
@@ -1485,12 +1136,7 @@ fn big_digest(base: &Bytes) -> String {
 
 /// A body streaming the big blob from chunk `from`. After `pause_after` chunks it signals and
 /// then slows down (so the body is still being sent when the test kills the server).
-fn big_body(
-    base: Bytes,
-    from: u64,
-    sent: Arc<AtomicU64>,
-    pause_after: Option<u64>,
-) -> reqwest::Body {
+fn big_body(base: Bytes, from: u64, sent: Arc<AtomicU64>, pause_after: Option<u64>) -> reqwest::Body {
     let s = futures::stream::iter(from..BIG_CHUNKS).then(move |i| {
         let base = base.clone();
         let sent = sent.clone();
@@ -1509,10 +1155,7 @@ fn big_body(
 async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -1537,10 +1180,7 @@ async fn check_interrupted_session(
         204 => {
             let range = r.header("range").expect("Range on upload status");
             let end: u64 = range.strip_prefix("0-").unwrap().parse().unwrap();
-            assert!(
-                end < sent,
-                "session claims {range} but only {sent} bytes were sent"
-            );
+            assert!(end < sent, "session claims {range} but only {sent} bytes were sent");
             // `0-0` is what registries report for an empty session too (CNCF Distribution
             // does); treat it as empty. Otherwise the next byte is end + 1: send the rest.
             let off = if end == 0 { 0 } else { end + 1 };
@@ -1574,12 +1214,11 @@ async fn check_interrupted_session(
 async fn kill9_during_uploads_and_manifest_pushes_loses_nothing_committed() {
     let mut berth = Berth::start();
     let base = berth.url.clone();
-    let c = client();
+    let auth = berth.basic_auth_header();
+    let c = client(&auth);
 
     // Committed before any crash: an image and a 5 MiB blob.
-    let layers: Vec<Bytes> = (0..3)
-        .map(|i| Bytes::from(pattern(100 + i, 64 * 1024)))
-        .collect();
+    let layers: Vec<Bytes> = (0..3).map(|i| Bytes::from(pattern(100 + i, 64 * 1024))).collect();
     let config = image_config(&layers.iter().collect::<Vec<_>>(), "before-crash");
     for l in &layers {
         push_blob(&c, &base, "crash/app", l).await;
@@ -1602,13 +1241,9 @@ async fn kill9_during_uploads_and_manifest_pushes_loses_nothing_committed() {
         let c = c.clone();
         let body = big_body(big_base.clone(), 0, sent_patch.clone(), Some(32));
         let loc = loc_patch.clone();
-        tokio::spawn(async move {
-            c.patch(&loc)
-                .header("content-type", "application/octet-stream")
-                .body(body)
-                .send()
-                .await
-        })
+        tokio::spawn(
+            async move { c.patch(&loc).header("content-type", "application/octet-stream").body(body).send().await },
+        )
     };
     let put_task = {
         let c = c.clone();
@@ -1617,21 +1252,16 @@ async fn kill9_during_uploads_and_manifest_pushes_loses_nothing_committed() {
         tokio::spawn(async move {
             c.put(&url)
                 .header("content-type", "application/octet-stream")
-                .header(
-                    "content-length",
-                    (BIG_CHUNK as u64 * BIG_CHUNKS).to_string(),
-                )
+                .header("content-length", (BIG_CHUNK as u64 * BIG_CHUNKS).to_string())
                 .body(body)
                 .send()
                 .await
         })
     };
     let (sp, su) = (sent_patch.clone(), sent_put.clone());
-    wait_until(
-        "32 MiB of the PATCH and 24 MiB of the PUT sent",
-        Duration::from_secs(60),
-        || sp.load(Ordering::SeqCst) >= 34 << 20 && su.load(Ordering::SeqCst) >= 26 << 20,
-    )
+    wait_until("32 MiB of the PATCH and 24 MiB of the PUT sent", Duration::from_secs(60), || {
+        sp.load(Ordering::SeqCst) >= 34 << 20 && su.load(Ordering::SeqCst) >= 26 << 20
+    })
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     berth.kill9();
@@ -1647,14 +1277,8 @@ async fn kill9_during_uploads_and_manifest_pushes_loses_nothing_committed() {
     }
     let sent_patch = sent_patch.load(Ordering::SeqCst);
     let sent_put = sent_put.load(Ordering::SeqCst);
-    assert!(
-        sent_patch < BIG_CHUNK as u64 * BIG_CHUNKS,
-        "PATCH body finished before the kill"
-    );
-    assert!(
-        sent_put < BIG_CHUNK as u64 * BIG_CHUNKS,
-        "PUT body finished before the kill"
-    );
+    assert!(sent_patch < BIG_CHUNK as u64 * BIG_CHUNKS, "PATCH body finished before the kill");
+    assert!(sent_put < BIG_CHUNK as u64 * BIG_CHUNKS, "PUT body finished before the kill");
     berth.restart_after_kill9();
     let base = berth.url.clone();
 
@@ -1666,44 +1290,30 @@ async fn kill9_during_uploads_and_manifest_pushes_loses_nothing_committed() {
     assert_eq!(sha256(&r.body), medium_digest);
     for repo in ["crash/big", "crash/app"] {
         let h = send(c.head(format!("{base}/v2/{repo}/blobs/{big_dig}"))).await;
-        assert_eq!(
-            h.status, 404,
-            "partial blob visible in {repo} after the crash"
-        );
+        assert_eq!(h.status, 404, "partial blob visible in {repo} after the crash");
     }
     // The interrupted sessions: gone, or resumable to exactly the right blob.
-    let resumed_put =
-        check_interrupted_session(&c, &base, &loc_put, &big_base, &big_dig, sent_put).await;
+    let resumed_put = check_interrupted_session(&c, &base, &loc_put, &big_base, &big_dig, sent_put).await;
     if !resumed_put {
         let h = send(c.head(format!("{base}/v2/crash/big/blobs/{big_dig}"))).await;
         assert_eq!(h.status, 404);
     }
-    let resumed_patch =
-        check_interrupted_session(&c, &base, &loc_patch, &big_base, &big_dig, sent_patch).await;
-    eprintln!(
-        "after crash 1: PUT session resumed={resumed_put}, PATCH session resumed={resumed_patch}"
-    );
+    let resumed_patch = check_interrupted_session(&c, &base, &loc_patch, &big_base, &big_dig, sent_patch).await;
+    eprintln!("after crash 1: PUT session resumed={resumed_put}, PATCH session resumed={resumed_patch}");
 
     // The registry keeps working: the whole 200 MiB blob uploads (one streamed PATCH) into
     // another repository, and reads back from both.
     {
         let loc = start_upload(&c, &base, "crash/big-again").await;
-        let r = send(
-            c.patch(&loc)
-                .header("content-type", "application/octet-stream")
-                .body(big_body(
-                    big_base.clone(),
-                    0,
-                    Arc::new(AtomicU64::new(0)),
-                    None,
-                )),
-        )
+        let r = send(c.patch(&loc).header("content-type", "application/octet-stream").body(big_body(
+            big_base.clone(),
+            0,
+            Arc::new(AtomicU64::new(0)),
+            None,
+        )))
         .await;
         assert_eq!(r.status, 202, "{}", r.text());
-        assert_eq!(
-            r.header("range"),
-            Some(format!("0-{}", BIG_CHUNK as u64 * BIG_CHUNKS - 1))
-        );
+        assert_eq!(r.header("range"), Some(format!("0-{}", BIG_CHUNK as u64 * BIG_CHUNKS - 1)));
         finish_upload(&c, &base, &location(&base, &r), &big_dig, Bytes::new()).await;
     }
     let mut repos = vec!["crash/big-again"];
@@ -1718,11 +1328,7 @@ async fn kill9_during_uploads_and_manifest_pushes_loses_nothing_committed() {
         assert_eq!(h.status, 200, "HEAD big blob in {repo}");
         let total = BIG_CHUNK as u64 * BIG_CHUNKS;
         assert_eq!(h.header("content-length"), Some(total.to_string()));
-        let resp = c
-            .get(format!("{base}/v2/{repo}/blobs/{big_dig}"))
-            .send()
-            .await
-            .unwrap();
+        let resp = c.get(format!("{base}/v2/{repo}/blobs/{big_dig}")).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200);
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         let mut n = 0u64;
@@ -1753,7 +1359,7 @@ async fn kill9_during_uploads_and_manifest_pushes_loses_nothing_committed() {
     let attempted: Arc<Mutex<Vec<TaggedManifest>>> = Arc::default();
     let mut pushers = vec![];
     for w in 0..4 {
-        let (c, base) = (client(), base.clone());
+        let (c, base) = (client(&auth), base.clone());
         let (acked, attempted) = (acked.clone(), attempted.clone());
         let layers = layers.clone();
         let config = config.clone();
@@ -1784,18 +1390,10 @@ async fn kill9_during_uploads_and_manifest_pushes_loses_nothing_committed() {
         }));
     }
     let a = acked.clone();
-    wait_until(
-        "40 acknowledged manifest pushes",
-        Duration::from_secs(60),
-        || a.lock().unwrap().len() >= 40,
-    )
-    .await;
+    wait_until("40 acknowledged manifest pushes", Duration::from_secs(60), || a.lock().unwrap().len() >= 40).await;
     berth.kill9();
     for t in pushers {
-        tokio::time::timeout(Duration::from_secs(30), t)
-            .await
-            .expect("pusher ended")
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), t).await.expect("pusher ended").unwrap();
     }
     let acked = acked.lock().unwrap().clone();
     let attempted = attempted.lock().unwrap().clone();
@@ -1812,10 +1410,7 @@ async fn kill9_during_uploads_and_manifest_pushes_loses_nothing_committed() {
         match g.status {
             404 => {
                 let by_digest = get_manifest(&c, &base, "crash/app", &sha256(m)).await;
-                assert_eq!(
-                    by_digest.status, 404,
-                    "manifest of untagged in-flight push {tag}"
-                );
+                assert_eq!(by_digest.status, 404, "manifest of untagged in-flight push {tag}");
             }
             200 => assert_manifest_served(&c, &base, "crash/app", tag, OCI_MANIFEST, m).await,
             s => panic!("in-flight manifest {tag}: {s} {}", g.text()),
@@ -1823,26 +1418,12 @@ async fn kill9_during_uploads_and_manifest_pushes_loses_nothing_committed() {
     }
     let tags = send(c.get(format!("{base}/v2/crash/app/tags/list?n=10000"))).await;
     assert_eq!(tags.status, 200);
-    let listed: BTreeSet<String> = tags.json()["tags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap().to_string())
-        .collect();
-    let attempted_tags: BTreeSet<String> = attempted
-        .iter()
-        .map(|(t, _)| t.clone())
-        .chain(["v1".to_string()])
-        .collect();
+    let listed: BTreeSet<String> =
+        tags.json()["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+    let attempted_tags: BTreeSet<String> = attempted.iter().map(|(t, _)| t.clone()).chain(["v1".to_string()]).collect();
     assert!(listed.contains("v1"));
-    assert!(
-        acked_tags.is_subset(&listed),
-        "acknowledged tags missing after the crash"
-    );
-    assert!(
-        listed.is_subset(&attempted_tags),
-        "unknown tags after the crash: {listed:?}"
-    );
+    assert!(acked_tags.is_subset(&listed), "acknowledged tags missing after the crash");
+    assert!(listed.is_subset(&attempted_tags), "unknown tags after the crash: {listed:?}");
 
     // And still working: a new image pushes and pulls back.
     let fresh = Bytes::from(pattern(9, 2 << 20));
@@ -1865,8 +1446,8 @@ struct Pushed {
     manifest: Vec<u8>,
 }
 
-async fn push_one_client(base: String, i: usize, shared: Arc<Vec<Bytes>>) -> Pushed {
-    let c = client(); // each client its own connection pool
+async fn push_one_client(base: String, auth: String, i: usize, shared: Arc<Vec<Bytes>>) -> Pushed {
+    let c = client(&auth); // each client its own connection pool
     let (repo, tag) = if i.is_multiple_of(5) {
         ("conc/shared".to_string(), format!("c{i:02}"))
     } else {
@@ -1877,12 +1458,7 @@ async fn push_one_client(base: String, i: usize, shared: Arc<Vec<Bytes>>) -> Pus
     layers.push(&unique_layer);
     let config = image_config(&layers, &format!("client-{i}"));
 
-    for (k, blob) in layers
-        .iter()
-        .copied()
-        .chain(std::iter::once(&config))
-        .enumerate()
-    {
+    for (k, blob) in layers.iter().copied().chain(std::iter::once(&config)).enumerate() {
         let digest = sha256(blob);
         let is_shared = k < shared.len();
         // Some clients look first (like docker/skopeo) and skip blobs that already exist.
@@ -1899,16 +1475,10 @@ async fn push_one_client(base: String, i: usize, shared: Arc<Vec<Bytes>>) -> Pus
         }
         // Some try a cross-repository mount of the shared layers first.
         if is_shared && i % 5 == 1 {
-            let r = send(c.post(format!(
-                "{base}/v2/{repo}/blobs/uploads/?mount={digest}&from=conc/shared"
-            )))
-            .await;
+            let r = send(c.post(format!("{base}/v2/{repo}/blobs/uploads/?mount={digest}&from=conc/shared"))).await;
             match r.status {
                 201 => {
-                    assert_eq!(
-                        r.header("docker-content-digest").as_deref(),
-                        Some(digest.as_str())
-                    );
+                    assert_eq!(r.header("docker-content-digest").as_deref(), Some(digest.as_str()));
                     continue;
                 }
                 202 => {
@@ -1928,26 +1498,22 @@ async fn push_one_client(base: String, i: usize, shared: Arc<Vec<Bytes>>) -> Pus
     }
     let manifest = image_manifest(&layers, &config);
     push_manifest(&c, &base, &repo, &tag, OCI_MANIFEST, &manifest).await;
-    Pushed {
-        repo,
-        tag,
-        manifest,
-    }
+    Pushed { repo, tag, manifest }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_clients_with_shared_layers() {
     let berth = Berth::start();
     let base = berth.url.clone();
+    let auth = berth.basic_auth_header();
     let shared = Arc::new(vec![
         Bytes::from(pattern(1, 1 << 20)),
         Bytes::from(pattern(2, 256 * 1024 + 3)),
         Bytes::from(pattern(3, 64 * 1024 + 1)),
     ]);
     let work = async {
-        let tasks: Vec<_> = (0..50)
-            .map(|i| tokio::spawn(push_one_client(base.clone(), i, shared.clone())))
-            .collect();
+        let tasks: Vec<_> =
+            (0..50).map(|i| tokio::spawn(push_one_client(base.clone(), auth.clone(), i, shared.clone()))).collect();
         let mut pushed = vec![];
         for t in tasks {
             pushed.push(t.await.expect("client task panicked"));
@@ -1962,9 +1528,9 @@ async fn fifty_concurrent_clients_with_shared_layers() {
     let checks: Vec<_> = pushed
         .into_iter()
         .map(|p| {
-            let base = base.clone();
+            let (base, auth) = (base.clone(), auth.clone());
             tokio::spawn(async move {
-                let c = client();
+                let c = client(&auth);
                 assert_manifest_served(&c, &base, &p.repo, &p.tag, OCI_MANIFEST, &p.manifest).await;
                 assert_blobs_served(&c, &base, &p.repo, &p.manifest).await;
                 (p.repo, p.tag)
@@ -1982,19 +1548,14 @@ async fn fifty_concurrent_clients_with_shared_layers() {
             repos.insert(repo);
         }
     };
-    tokio::time::timeout(Duration::from_secs(180), verify)
-        .await
-        .expect("verification timed out");
+    tokio::time::timeout(Duration::from_secs(180), verify).await.expect("verification timed out");
 
-    let c = client();
+    let c = client(&auth);
     shared_tags.sort();
     assert_eq!(shared_tags.len(), 10);
     let r = send(c.get(format!("{base}/v2/conc/shared/tags/list"))).await;
     assert_eq!(r.status, 200);
-    assert_eq!(
-        r.json(),
-        json!({"name": "conc/shared", "tags": shared_tags})
-    );
+    assert_eq!(r.json(), json!({"name": "conc/shared", "tags": shared_tags}));
     assert_eq!(repos.len(), 41);
     let r = send(c.get(format!("{base}/v2/_catalog?n=1000"))).await;
     assert_eq!(r.status, 200);

@@ -3,7 +3,9 @@
 //!
 //! Every check of the conformance suite (v1.1 `conformance/0{1..4}_*_test.go` and the
 //! redesigned `conformance/run.go` + `api.go`) is mirrored here, plus Berth specifics:
-//! no auth, repositories appear on first push, every response carries
+//! every request authenticates with an ECR-style registry token (`Authorization: Basic`, see
+//! `auth.rs` for the authentication tests), the server runs with create-on-push so
+//! repositories appear on first push, every response carries
 //! `Docker-Distribution-API-Version: registry/2.0`, errors are
 //! `{"errors":[{"code","message","detail"}]}` with the spec's codes.
 //!
@@ -38,8 +40,7 @@ const EXAMPLE_TYPE_1: &str = "application/vnd.example.oci.conformance.v1";
 const EXAMPLE_TYPE_2: &str = "application/vnd.example.oci.conformance.v2";
 
 /// The digest of the two-byte empty JSON blob `{}` (checked by the conformance suite).
-const EMPTY_JSON_DIGEST: &str =
-    "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+const EMPTY_JSON_DIGEST: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 
 /// Accept header listing every manifest type the tests push.
 const ACCEPT_ALL: &str = "application/vnd.oci.image.manifest.v1+json, \
@@ -76,10 +77,7 @@ const MIB: usize = 1024 * 1024;
 // ---------------------------------------------------------------------------------------------
 
 fn sha512(data: &[u8]) -> String {
-    format!(
-        "sha512:{}",
-        hex::encode(ring::digest::digest(&ring::digest::SHA512, data))
-    )
+    format!("sha512:{}", hex::encode(ring::digest::digest(&ring::digest::SHA512, data)))
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*).
@@ -133,10 +131,7 @@ fn is_spec_sorted(list: &[String]) -> bool {
 fn looks_like_uuid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() == 5
-        && parts
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+        && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -157,22 +152,16 @@ impl Resp {
     }
 
     fn header_values(&self, name: &str) -> Vec<String> {
-        self.headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::to_string)
-            .collect()
+        self.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect()
     }
 
     #[track_caller]
     fn must_header(&self, name: &str) -> &str {
         match self.header(name) {
             Some(v) => v,
-            None => panic!(
-                "{}: missing header {name:?}; status {}, headers {:?}",
-                self.what, self.status, self.headers
-            ),
+            None => {
+                panic!("{}: missing header {name:?}; status {}, headers {:?}", self.what, self.status, self.headers)
+            }
         }
     }
 
@@ -208,13 +197,7 @@ impl Resp {
 
     #[track_caller]
     fn expect_header(&self, name: &str, value: &str) -> &Self {
-        assert_eq!(
-            self.header(name),
-            Some(value),
-            "{}: header {name:?} (all headers {:?})",
-            self.what,
-            self.headers
-        );
+        assert_eq!(self.header(name), Some(value), "{}: header {name:?} (all headers {:?})", self.what, self.headers);
         self
     }
 
@@ -234,12 +217,7 @@ impl Resp {
 
     #[track_caller]
     fn expect_empty_body(&self) -> &Self {
-        assert!(
-            self.body.is_empty(),
-            "{}: expected an empty body, got {:?}",
-            self.what,
-            self.text()
-        );
+        assert!(self.body.is_empty(), "{}: expected an empty body, got {:?}", self.what, self.text());
         self
     }
 
@@ -281,11 +259,7 @@ impl Resp {
                     "{}: error lacks a string message: {e}",
                     self.what
                 );
-                assert!(
-                    e.get("detail").is_some(),
-                    "{}: error lacks a detail field: {e}",
-                    self.what
-                );
+                assert!(e.get("detail").is_some(), "{}: error lacks a detail field: {e}", self.what);
                 code.to_string()
             })
             .collect()
@@ -296,11 +270,7 @@ impl Resp {
     fn expect_error(&self, status: u16, code: &str) -> &Self {
         self.expect(status);
         let codes = self.error_codes();
-        assert!(
-            codes.iter().any(|c| c == code),
-            "{}: expected error code {code}, got {codes:?}",
-            self.what
-        );
+        assert!(codes.iter().any(|c| c == code), "{}: expected error code {code}, got {codes:?}", self.what);
         self
     }
 
@@ -309,11 +279,7 @@ impl Resp {
     fn expect_error_in(&self, statuses: &[u16], code: &str) -> &Self {
         self.expect_one_of(statuses);
         let codes = self.error_codes();
-        assert!(
-            codes.iter().any(|c| c == code),
-            "{}: expected error code {code}, got {codes:?}",
-            self.what
-        );
+        assert!(codes.iter().any(|c| c == code), "{}: expected error code {code}, got {codes:?}", self.what);
         self
     }
 
@@ -322,19 +288,11 @@ impl Resp {
     fn next_link(&self) -> Option<String> {
         let v = self.header("link")?;
         let v = v.trim();
-        assert!(
-            v.starts_with('<'),
-            "{}: malformed Link header {v:?}",
-            self.what
-        );
-        let end = v
-            .find('>')
-            .unwrap_or_else(|| panic!("{}: malformed Link header {v:?}", self.what));
+        assert!(v.starts_with('<'), "{}: malformed Link header {v:?}", self.what);
+        let end = v.find('>').unwrap_or_else(|| panic!("{}: malformed Link header {v:?}", self.what));
         let params = &v[end + 1..];
         assert!(
-            params
-                .split(';')
-                .any(|p| p.trim() == "rel=\"next\"" || p.trim() == "rel=next"),
+            params.split(';').any(|p| p.trim() == "rel=\"next\"" || p.trim() == "rel=next"),
             "{}: Link header without rel=\"next\": {v:?}",
             self.what
         );
@@ -345,11 +303,9 @@ impl Resp {
     #[track_caller]
     fn upload_range_end(&self) -> i64 {
         let r = self.must_header("range");
-        let end = r
-            .strip_prefix("0-")
-            .unwrap_or_else(|| panic!("{}: Range header {r:?} does not start with 0-", self.what));
-        end.parse()
-            .unwrap_or_else(|_| panic!("{}: unparsable Range header {r:?}", self.what))
+        let end =
+            r.strip_prefix("0-").unwrap_or_else(|| panic!("{}: Range header {r:?} does not start with 0-", self.what));
+        end.parse().unwrap_or_else(|_| panic!("{}: unparsable Range header {r:?}", self.what))
     }
 }
 
@@ -374,19 +330,12 @@ struct RawResp {
 
 impl RawResp {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     fn error_codes(&self) -> Vec<String> {
         let v: Value = serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "{}: body is not JSON ({e}): {:?}",
-                self.what,
-                String::from_utf8_lossy(&self.body)
-            )
+            panic!("{}: body is not JSON ({e}): {:?}", self.what, String::from_utf8_lossy(&self.body))
         });
         v["errors"]
             .as_array()
@@ -419,11 +368,7 @@ impl RawResp {
         );
         if !self.what.starts_with("HEAD") {
             let codes = self.error_codes();
-            assert!(
-                codes.iter().any(|c| c == "NAME_INVALID"),
-                "{}: expected NAME_INVALID, got {codes:?}",
-                self.what
-            );
+            assert!(codes.iter().any(|c| c == "NAME_INVALID"), "{}: expected NAME_INVALID, got {codes:?}", self.what);
         }
     }
 }
@@ -435,8 +380,7 @@ fn decode_chunked(mut b: &[u8]) -> Vec<u8> {
             return out;
         };
         let size_str = String::from_utf8_lossy(&b[..eol]);
-        let size =
-            usize::from_str_radix(size_str.split(';').next().unwrap().trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(size_str.split(';').next().unwrap().trim(), 16).unwrap_or(0);
         b = &b[eol + 2..];
         if size == 0 || b.len() < size {
             return out;
@@ -467,23 +411,15 @@ struct Reg {
 impl Reg {
     fn start() -> Reg {
         let berth = Berth::start();
-        let client = Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("reqwest client");
+        let client =
+            berth.client_builder().redirect(reqwest::redirect::Policy::none()).build().expect("reqwest client");
         let base = Url::parse(&berth.url).expect("base url");
-        Reg {
-            berth,
-            client,
-            base,
-        }
+        Reg { berth, client, base }
     }
 
     /// Resolve a path or a (relative or absolute) Location against the registry.
     fn url(&self, p: &str) -> Url {
-        self.base
-            .join(p)
-            .unwrap_or_else(|e| panic!("bad url {p:?}: {e}"))
+        self.base.join(p).unwrap_or_else(|e| panic!("bad url {p:?}: {e}"))
     }
 
     fn req(&self, m: Method, p: &str) -> RequestBuilder {
@@ -498,27 +434,16 @@ impl Reg {
     async fn send(&self, rb: RequestBuilder) -> Resp {
         let req = rb.build().expect("request");
         let what = format!("{} {}", req.method(), req.url());
-        let r = self
-            .client
-            .execute(req)
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let r = self.client.execute(req).await.unwrap_or_else(|e| panic!("{what}: {e}"));
         let status = r.status();
         let headers = r.headers().clone();
         let body = r.bytes().await.unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(
-            headers
-                .get("docker-distribution-api-version")
-                .and_then(|v| v.to_str().ok()),
+            headers.get("docker-distribution-api-version").and_then(|v| v.to_str().ok()),
             Some("registry/2.0"),
             "{what} ({status}): every response must carry Docker-Distribution-API-Version: registry/2.0"
         );
-        Resp {
-            what,
-            status,
-            headers,
-            body,
-        }
+        Resp { what, status, headers, body }
     }
 
     async fn get(&self, p: &str) -> Resp {
@@ -534,15 +459,8 @@ impl Reg {
     }
 
     /// A request written byte for byte on a fresh connection (no URL normalization).
-    async fn raw(
-        &self,
-        method: &str,
-        target: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> RawResp {
-        self.raw_full(method, target, headers, body, RawBody::Sized)
-            .await
+    async fn raw(&self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> RawResp {
+        self.raw_full(method, target, headers, body, RawBody::Sized).await
     }
 
     /// A raw request. The body is written concurrently with reading the response, and write
@@ -558,14 +476,10 @@ impl Reg {
         mode: RawBody,
     ) -> RawResp {
         let what = format!("{method} {target} (raw)");
-        let s = tokio::net::TcpStream::connect(&self.berth.addr)
-            .await
-            .unwrap_or_else(|e| panic!("{what}: connect: {e}"));
+        let s =
+            tokio::net::TcpStream::connect(&self.berth.addr).await.unwrap_or_else(|e| panic!("{what}: connect: {e}"));
         let (mut rd, mut wr) = s.into_split();
-        let mut head = format!(
-            "{method} {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            self.berth.addr
-        );
+        let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.berth.addr);
         match mode {
             RawBody::Chunked => head.push_str("Transfer-Encoding: chunked\r\n"),
             _ => head.push_str(&format!("Content-Length: {}\r\n", body.len())),
@@ -573,13 +487,14 @@ impl Reg {
         if matches!(mode, RawBody::ExpectContinue) {
             head.push_str("Expect: 100-continue\r\n");
         }
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+            head.push_str(&format!("Authorization: {}\r\n", self.berth.basic_auth_header()));
+        }
         for (k, v) in headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         head.push_str("\r\n");
-        wr.write_all(head.as_bytes())
-            .await
-            .unwrap_or_else(|e| panic!("{what}: writing the request head: {e}"));
+        wr.write_all(head.as_bytes()).await.unwrap_or_else(|e| panic!("{what}: writing the request head: {e}"));
         let mut buf = Vec::new();
         let mut send_body = true;
         if matches!(mode, RawBody::ExpectContinue) {
@@ -610,12 +525,7 @@ impl Reg {
             }
             if chunked {
                 for c in body.chunks(64 * 1024) {
-                    let framed = [
-                        format!("{:x}\r\n", c.len()).into_bytes(),
-                        c.to_vec(),
-                        b"\r\n".to_vec(),
-                    ]
-                    .concat();
+                    let framed = [format!("{:x}\r\n", c.len()).into_bytes(), c.to_vec(), b"\r\n".to_vec()].concat();
                     if wr.write_all(&framed).await.is_err() {
                         return None;
                     }
@@ -642,12 +552,7 @@ impl Reg {
         let pos = buf
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| {
-                panic!(
-                    "{what}: no header terminator in {:?}",
-                    String::from_utf8_lossy(&buf)
-                )
-            });
+            .unwrap_or_else(|| panic!("{what}: no header terminator in {:?}", String::from_utf8_lossy(&buf)));
         let head = String::from_utf8_lossy(&buf[..pos]).into_owned();
         let mut lines = head.split("\r\n");
         let status: u16 = lines
@@ -660,30 +565,18 @@ impl Reg {
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
             .collect();
         let mut body = buf[pos + 4..].to_vec();
-        if headers
-            .iter()
-            .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
-        {
+        if headers.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked")) {
             body = decode_chunked(&body);
         }
-        RawResp {
-            what,
-            status,
-            headers,
-            body,
-        }
+        RawResp { what, status, headers, body }
     }
 
     // ----- uploads -----
 
     /// `POST /v2/<name>/blobs/uploads/` with `Content-Length: 0`: 202 and the session URL.
     async fn start_upload_resp(&self, name: &str) -> (Url, Resp) {
-        let r = self
-            .send(
-                self.req(Method::POST, &format!("/v2/{name}/blobs/uploads/"))
-                    .header(CONTENT_LENGTH, "0"),
-            )
-            .await;
+        let r =
+            self.send(self.req(Method::POST, &format!("/v2/{name}/blobs/uploads/")).header(CONTENT_LENGTH, "0")).await;
         r.expect(202);
         let loc = self.url(r.must_header("location"));
         (loc, r)
@@ -705,10 +598,7 @@ impl Reg {
         self.send(
             self.req_url(Method::PATCH, loc.clone())
                 .header(CONTENT_TYPE, OCTET)
-                .header(
-                    CONTENT_RANGE,
-                    format!("{}-{}", start, start + chunk.len() - 1),
-                )
+                .header(CONTENT_RANGE, format!("{}-{}", start, start + chunk.len() - 1))
                 .header(CONTENT_LENGTH, chunk.len().to_string())
                 .body(chunk.to_vec()),
         )
@@ -746,13 +636,7 @@ impl Reg {
 
     // ----- manifests -----
 
-    async fn put_manifest(
-        &self,
-        name: &str,
-        reference: &str,
-        media_type: &str,
-        body: &[u8],
-    ) -> Resp {
+    async fn put_manifest(&self, name: &str, reference: &str, media_type: &str, body: &[u8]) -> Resp {
         self.send(
             self.req(Method::PUT, &format!("/v2/{name}/manifests/{reference}"))
                 .header(CONTENT_TYPE, media_type)
@@ -762,13 +646,7 @@ impl Reg {
     }
 
     /// Push a manifest, asserting 201, Location and Docker-Content-Digest; returns the digest.
-    async fn push_manifest(
-        &self,
-        name: &str,
-        reference: &str,
-        media_type: &str,
-        body: &[u8],
-    ) -> String {
+    async fn push_manifest(&self, name: &str, reference: &str, media_type: &str, body: &[u8]) -> String {
         let r = self.put_manifest(name, reference, media_type, body).await;
         r.expect(201);
         let d = sha256(body);
@@ -793,22 +671,14 @@ impl Reg {
             "config": desc(OCI_CONFIG, &config),
             "layers": layers.iter().map(|l| desc(OCI_LAYER_GZ, l)).collect::<Vec<_>>(),
         }));
-        Image {
-            digest: sha256(&manifest),
-            manifest,
-            config,
-            layers,
-        }
+        Image { digest: sha256(&manifest), manifest, config, layers }
     }
 
     /// Push an image's blobs and its manifest under `reference` (tag or digest).
     async fn push_image(&self, name: &str, seed: u64, reference: Option<&str>) -> Image {
         let img = self.image(name, seed, 2).await;
-        let reference = reference
-            .map(str::to_string)
-            .unwrap_or_else(|| img.digest.clone());
-        self.push_manifest(name, &reference, OCI_MANIFEST, &img.manifest)
-            .await;
+        let reference = reference.map(str::to_string).unwrap_or_else(|| img.digest.clone());
+        self.push_manifest(name, &reference, OCI_MANIFEST, &img.manifest).await;
         img
     }
 
@@ -837,26 +707,15 @@ impl Reg {
     }
 
     /// GET and HEAD of a manifest: 200, exact bytes, Content-Type, Content-Length, digest.
-    async fn check_manifest(
-        &self,
-        name: &str,
-        reference: &str,
-        body: &[u8],
-        media_type: &str,
-        digest: &str,
-    ) {
+    async fn check_manifest(&self, name: &str, reference: &str, body: &[u8], media_type: &str, digest: &str) {
         let path = format!("/v2/{name}/manifests/{reference}");
-        let g = self
-            .send(self.req(Method::GET, &path).header(ACCEPT, ACCEPT_ALL))
-            .await;
+        let g = self.send(self.req(Method::GET, &path).header(ACCEPT, ACCEPT_ALL)).await;
         g.expect(200)
             .expect_header("content-type", media_type)
             .expect_header("content-length", &body.len().to_string())
             .expect_header("docker-content-digest", digest)
             .expect_body(body);
-        let h = self
-            .send(self.req(Method::HEAD, &path).header(ACCEPT, ACCEPT_ALL))
-            .await;
+        let h = self.send(self.req(Method::HEAD, &path).header(ACCEPT, ACCEPT_ALL)).await;
         h.expect(200)
             .expect_header("content-type", media_type)
             .expect_header("content-length", &body.len().to_string())
@@ -867,13 +726,8 @@ impl Reg {
     /// GET (MANIFEST_UNKNOWN) and HEAD of a manifest reference both 404.
     async fn check_no_manifest(&self, name: &str, reference: &str) {
         let path = format!("/v2/{name}/manifests/{reference}");
-        self.send(self.req(Method::HEAD, &path).header(ACCEPT, ACCEPT_ALL))
-            .await
-            .expect(404)
-            .expect_empty_body();
-        self.send(self.req(Method::GET, &path).header(ACCEPT, ACCEPT_ALL))
-            .await
-            .expect_error(404, "MANIFEST_UNKNOWN");
+        self.send(self.req(Method::HEAD, &path).header(ACCEPT, ACCEPT_ALL)).await.expect(404).expect_empty_body();
+        self.send(self.req(Method::GET, &path).header(ACCEPT, ACCEPT_ALL)).await.expect_error(404, "MANIFEST_UNKNOWN");
     }
 
     /// `GET /v2/<name>/tags/list` → 200 and its tags (checks `name`).
@@ -904,10 +758,7 @@ fn tags_of(r: &Resp) -> Vec<String> {
     let v = r.json();
     match &v["tags"] {
         Value::Null => Vec::new(),
-        Value::Array(a) => a
-            .iter()
-            .map(|t| t.as_str().expect("tag is a string").to_string())
-            .collect(),
+        Value::Array(a) => a.iter().map(|t| t.as_str().expect("tag is a string").to_string()).collect(),
         other => panic!("{}: tags is not an array: {other}", r.what),
     }
 }
@@ -918,10 +769,7 @@ fn repos_of(r: &Resp) -> Vec<String> {
     let v = r.json();
     match &v["repositories"] {
         Value::Null => Vec::new(),
-        Value::Array(a) => a
-            .iter()
-            .map(|t| t.as_str().expect("repository is a string").to_string())
-            .collect(),
+        Value::Array(a) => a.iter().map(|t| t.as_str().expect("repository is a string").to_string()).collect(),
         other => panic!("{}: repositories is not an array: {other}", r.what),
     }
 }
@@ -931,26 +779,11 @@ fn repos_of(r: &Resp) -> Vec<String> {
 fn referrers_of(r: &Resp) -> Vec<Value> {
     r.expect(200).expect_header("content-type", OCI_INDEX);
     let v = r.json();
-    assert_eq!(
-        v["schemaVersion"],
-        json!(2),
-        "{}: schemaVersion in {v}",
-        r.what
-    );
-    assert_eq!(
-        v["mediaType"],
-        json!(OCI_INDEX),
-        "{}: mediaType in {v}",
-        r.what
-    );
+    assert_eq!(v["schemaVersion"], json!(2), "{}: schemaVersion in {v}", r.what);
+    assert_eq!(v["mediaType"], json!(OCI_INDEX), "{}: mediaType in {v}", r.what);
     v["manifests"]
         .as_array()
-        .unwrap_or_else(|| {
-            panic!(
-                "{}: manifests must be an array (empty when none): {v}",
-                r.what
-            )
-        })
+        .unwrap_or_else(|| panic!("{}: manifests must be an array (empty when none): {v}", r.what))
         .clone()
 }
 
@@ -962,15 +795,12 @@ fn referrers_of(r: &Resp) -> Vec<Value> {
 async fn base_endpoint_returns_200_with_api_version_header() {
     let reg = Reg::start();
     let r = reg.get("/v2/").await;
-    r.expect(200)
-        .expect_header("docker-distribution-api-version", "registry/2.0");
+    r.expect(200).expect_header("docker-distribution-api-version", "registry/2.0");
     // The header is also on error responses (checked by `send` on every response).
     reg.get("/v2/nope/tags/list").await.expect(404);
-    reg.head(
-        "/v2/nope/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000",
-    )
-    .await
-    .expect(404);
+    reg.head("/v2/nope/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000")
+        .await
+        .expect(404);
 }
 
 #[tokio::test]
@@ -996,12 +826,7 @@ async fn unknown_paths_are_404() {
     }
     // A method the endpoint does not define is not a success.
     let r = reg.send(reg.req(Method::POST, "/v2/foo/tags/list")).await;
-    assert!(
-        r.status.is_client_error(),
-        "{}: expected a 4xx, got {}",
-        r.what,
-        r.status
-    );
+    assert!(r.status.is_client_error(), "{}: expected a 4xx, got {}", r.what, r.status);
 }
 
 // =============================================================================================
@@ -1019,10 +844,7 @@ async fn blob_head_and_get_return_size_digest_and_exact_bytes() {
     // The Location of the 201 is a pullable blob URL.
     let loc = reg.url(put.must_header("location"));
     assert_eq!(loc.path(), format!("/v2/repo/blobs/{d}"));
-    reg.send(reg.req_url(Method::GET, loc))
-        .await
-        .expect(200)
-        .expect_body(&data);
+    reg.send(reg.req_url(Method::GET, loc)).await.expect(200).expect_body(&data);
     // Conformance: Accept-Ranges advertised is optional, but ranges must work (next test).
 }
 
@@ -1035,14 +857,9 @@ async fn blob_well_known_contents_empty_and_empty_json() {
     reg.check_blob("repo", &d, b"{}").await;
     // The zero-byte blob.
     let d0 = reg.push_blob("repo", b"").await;
-    assert_eq!(
-        d0,
-        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-    );
+    assert_eq!(d0, "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     reg.check_blob("repo", &d0, b"").await;
-    reg.delete(&format!("/v2/repo/blobs/{d0}"))
-        .await
-        .expect(202);
+    reg.delete(&format!("/v2/repo/blobs/{d0}")).await.expect(202);
     reg.check_no_blob("repo", &d0).await;
 }
 
@@ -1052,8 +869,7 @@ async fn blob_range_requests() {
     let data = random_bytes(2048, 2);
     let d = reg.push_blob("repo", &data).await;
     let path = format!("/v2/repo/blobs/{d}");
-    let ranged =
-        |range: &str| reg.send(reg.req(Method::GET, &path).header(RANGE, range.to_string()));
+    let ranged = |range: &str| reg.send(reg.req(Method::GET, &path).header(RANGE, range.to_string()));
 
     // (Range header, first byte, last byte)
     for (range, a, b) in [
@@ -1076,12 +892,7 @@ async fn blob_range_requests() {
 
     // Unsatisfiable ranges: 416 (RFC 9110 §14, as the conformance suite checks).
     let mut errors = Vec::new();
-    for range in [
-        "bytes=5000-10000",
-        "bytes=500-0",
-        "bytes=2048-",
-        "bytes=2048-4000",
-    ] {
+    for range in ["bytes=5000-10000", "bytes=500-0", "bytes=2048-", "bytes=2048-4000"] {
         let r = ranged(range).await;
         r.expect(416);
         // RFC 9110 §15.5.17: SHOULD send `Content-Range: bytes */<length>`.
@@ -1110,13 +921,7 @@ async fn blob_unknown_is_404_blob_unknown() {
     let r = reg.get(&path).await;
     r.expect(404);
     let codes = r.error_codes();
-    assert!(
-        codes
-            .iter()
-            .any(|c| c == "BLOB_UNKNOWN" || c == "NAME_UNKNOWN"),
-        "{}: {codes:?}",
-        r.what
-    );
+    assert!(codes.iter().any(|c| c == "BLOB_UNKNOWN" || c == "NAME_UNKNOWN"), "{}: {codes:?}", r.what);
     // sha512 digest that is not stored.
     reg.check_no_blob("repo", &sha512(b"hello world")).await;
 }
@@ -1156,9 +961,7 @@ async fn blob_delete_then_404() {
     // Deleting again: not found.
     reg.delete(&path).await.expect_error(404, "BLOB_UNKNOWN");
     // Deleting a blob that never existed.
-    reg.delete(&format!("/v2/repo/blobs/{}", sha256(b"never")))
-        .await
-        .expect_error(404, "BLOB_UNKNOWN");
+    reg.delete(&format!("/v2/repo/blobs/{}", sha256(b"never"))).await.expect_error(404, "BLOB_UNKNOWN");
     // It can be pushed again afterwards.
     reg.push_blob("repo", &data).await;
     reg.check_blob("repo", &d, &data).await;
@@ -1189,28 +992,16 @@ async fn upload_post_returns_202_location_and_uuid() {
     let reg = Reg::start();
     let (loc, r) = reg.start_upload_resp("repo").await;
     let uuid = r.must_header("docker-upload-uuid").to_string();
-    assert!(
-        looks_like_uuid(&uuid),
-        "{}: Docker-Upload-UUID {uuid:?} is not a UUID",
-        r.what
-    );
+    assert!(looks_like_uuid(&uuid), "{}: Docker-Upload-UUID {uuid:?} is not a UUID", r.what);
     // The <blob-push-location> MUST contain a UUID representing the session.
-    assert!(
-        loc.as_str().contains(&uuid),
-        "Location {loc} does not contain the session UUID {uuid}"
-    );
-    assert!(
-        loc.path().starts_with("/v2/repo/blobs/uploads/"),
-        "Location {loc} is not under /v2/repo/blobs/uploads/"
-    );
+    assert!(loc.as_str().contains(&uuid), "Location {loc} does not contain the session UUID {uuid}");
+    assert!(loc.path().starts_with("/v2/repo/blobs/uploads/"), "Location {loc} is not under /v2/repo/blobs/uploads/");
     // Each POST opens a distinct session.
     let (loc2, r2) = reg.start_upload_resp("repo").await;
     assert_ne!(loc, loc2);
     assert_ne!(r2.must_header("docker-upload-uuid"), uuid);
     // Without Content-Length: 0 (conformance "post+put" sends a bare POST).
-    let r3 = reg
-        .send(reg.req(Method::POST, "/v2/repo/blobs/uploads/"))
-        .await;
+    let r3 = reg.send(reg.req(Method::POST, "/v2/repo/blobs/uploads/")).await;
     r3.expect(202);
     assert!(!r3.must_header("location").is_empty());
     // A fresh session reports nothing uploaded yet.
@@ -1218,12 +1009,7 @@ async fn upload_post_returns_202_location_and_uuid() {
     st.expect(204);
     assert!(!st.must_header("location").is_empty());
     let end = st.upload_range_end();
-    assert!(
-        end == 0 || end == -1,
-        "{}: empty session Range {:?}",
-        st.what,
-        st.header("range")
-    );
+    assert!(end == 0 || end == -1, "{}: empty session Range {:?}", st.what, st.header("range"));
 }
 
 #[tokio::test]
@@ -1242,10 +1028,7 @@ async fn upload_monolithic_single_post_with_digest() {
     r.expect(201).expect_header("docker-content-digest", &d);
     let loc = reg.url(r.must_header("location"));
     assert_eq!(loc.path(), format!("/v2/repo/blobs/{d}"));
-    reg.send(reg.req_url(Method::GET, loc))
-        .await
-        .expect(200)
-        .expect_body(&data);
+    reg.send(reg.req_url(Method::GET, loc)).await.expect(200).expect_body(&data);
     reg.check_blob("repo", &d, &data).await;
     // The repository now exists (repositories appear on first push).
     let c = reg.get("/v2/_catalog").await;
@@ -1270,18 +1053,11 @@ async fn upload_post_then_put() {
     r.expect(201).expect_header("docker-content-digest", &d);
     let blob_loc = reg.url(r.must_header("location"));
     assert_eq!(blob_loc.path(), format!("/v2/repo/blobs/{d}"));
-    reg.send(reg.req_url(Method::GET, blob_loc))
-        .await
-        .expect(200)
-        .expect_body(&data);
+    reg.send(reg.req_url(Method::GET, blob_loc)).await.expect(200).expect_body(&data);
     reg.check_blob("repo", &d, &data).await;
     // The session is closed: it is now unknown.
-    reg.send(reg.req_url(Method::GET, loc.clone()))
-        .await
-        .expect_error(404, "BLOB_UPLOAD_UNKNOWN");
-    reg.put_close(&loc, &d)
-        .await
-        .expect_error(404, "BLOB_UPLOAD_UNKNOWN");
+    reg.send(reg.req_url(Method::GET, loc.clone())).await.expect_error(404, "BLOB_UPLOAD_UNKNOWN");
+    reg.put_close(&loc, &d).await.expect_error(404, "BLOB_UPLOAD_UNKNOWN");
 }
 
 #[tokio::test]
@@ -1299,35 +1075,21 @@ async fn upload_cross_repo_mount_of_existing_blob() {
     let reg = Reg::start();
     let data = random_bytes(512, 8);
     let d = reg.push_blob("src/repo", &data).await;
-    let r = reg
-        .send(reg.req(
-            Method::POST,
-            &format!("/v2/dst/repo/blobs/uploads/?mount={d}&from=src/repo"),
-        ))
-        .await;
+    let r = reg.send(reg.req(Method::POST, &format!("/v2/dst/repo/blobs/uploads/?mount={d}&from=src/repo"))).await;
     r.expect(201).expect_header("docker-content-digest", &d);
     let loc = reg.url(r.must_header("location"));
     assert_eq!(loc.path(), format!("/v2/dst/repo/blobs/{d}"));
-    reg.send(reg.req_url(Method::GET, loc))
-        .await
-        .expect(200)
-        .expect_body(&data);
+    reg.send(reg.req_url(Method::GET, loc)).await.expect(200).expect_body(&data);
     reg.check_blob("dst/repo", &d, &data).await;
     // Both repositories hold it independently.
-    reg.delete(&format!("/v2/src/repo/blobs/{d}"))
-        .await
-        .expect(202);
+    reg.delete(&format!("/v2/src/repo/blobs/{d}")).await.expect(202);
     reg.check_blob("dst/repo", &d, &data).await;
     reg.check_no_blob("src/repo", &d).await;
     // `from` percent-encoded works the same.
     let r = reg
-        .send(reg.req(
-            Method::POST,
-            &format!(
-                "/v2/third/blobs/uploads/?mount={}&from=dst%2Frepo",
-                d.replace(':', "%3A")
-            ),
-        ))
+        .send(
+            reg.req(Method::POST, &format!("/v2/third/blobs/uploads/?mount={}&from=dst%2Frepo", d.replace(':', "%3A"))),
+        )
         .await;
     r.expect(201);
     reg.check_blob("third", &d, &data).await;
@@ -1346,20 +1108,12 @@ async fn upload_cross_repo_mount_of_missing_blob_opens_a_session() {
         format!("?mount={d}&from=doesnotexist"),
         format!("?mount={d}"), // no `from` (conformance: "should yield session id")
     ] {
-        let r = reg
-            .send(reg.req(Method::POST, &format!("/v2/dst/blobs/uploads/{q}")))
-            .await;
+        let r = reg.send(reg.req(Method::POST, &format!("/v2/dst/blobs/uploads/{q}"))).await;
         r.expect(202);
         let loc = reg.url(r.must_header("location"));
-        assert!(
-            loc.path().starts_with("/v2/dst/blobs/uploads/"),
-            "{}: Location {loc}",
-            r.what
-        );
+        assert!(loc.path().starts_with("/v2/dst/blobs/uploads/"), "{}: Location {loc}", r.what);
         // The session is usable.
-        reg.send(reg.req_url(Method::GET, loc.clone()))
-            .await
-            .expect(204);
+        reg.send(reg.req_url(Method::GET, loc.clone())).await.expect(204);
         reg.send(reg.req_url(Method::DELETE, loc)).await.expect(204);
     }
     reg.check_no_blob("dst", &d).await;
@@ -1368,21 +1122,12 @@ async fn upload_cross_repo_mount_of_missing_blob_opens_a_session() {
     let after = reg.snapshot(&["src"]).await;
     assert_eq!(after.lines().nth(1), before.lines().nth(1));
     // The fallback session completes a normal push.
-    let r = reg
-        .send(reg.req(
-            Method::POST,
-            &format!("/v2/dst/blobs/uploads/?mount={d}&from=src"),
-        ))
-        .await;
+    let r = reg.send(reg.req(Method::POST, &format!("/v2/dst/blobs/uploads/?mount={d}&from=src"))).await;
     r.expect(202);
     let loc = reg.url(r.must_header("location"));
-    reg.send(
-        reg.req_url(Method::PUT, Reg::with_digest(&loc, &d))
-            .header(CONTENT_TYPE, OCTET)
-            .body(data.clone()),
-    )
-    .await
-    .expect(201);
+    reg.send(reg.req_url(Method::PUT, Reg::with_digest(&loc, &d)).header(CONTENT_TYPE, OCTET).body(data.clone()))
+        .await
+        .expect(201);
     reg.check_blob("dst", &d, &data).await;
 }
 
@@ -1393,9 +1138,7 @@ async fn upload_cross_repo_mount_anonymous() {
     let reg = Reg::start();
     let data = random_bytes(512, 10);
     let d = reg.push_blob("src", &data).await;
-    let r = reg
-        .send(reg.req(Method::POST, &format!("/v2/dst/blobs/uploads/?mount={d}")))
-        .await;
+    let r = reg.send(reg.req(Method::POST, &format!("/v2/dst/blobs/uploads/?mount={d}"))).await;
     r.expect_one_of(&[201, 202]);
     let loc = reg.url(r.must_header("location"));
     if r.status == 201 {
@@ -1412,12 +1155,7 @@ async fn upload_cross_repo_mount_invalid_digest_is_400() {
     let reg = Reg::start();
     reg.push_blob("src", b"abc").await;
     let before = reg.snapshot(&["src", "dst"]).await;
-    let r = reg
-        .send(reg.req(
-            Method::POST,
-            "/v2/dst/blobs/uploads/?mount=sha256:nothex&from=src",
-        ))
-        .await;
+    let r = reg.send(reg.req(Method::POST, "/v2/dst/blobs/uploads/?mount=sha256:nothex&from=src")).await;
     r.expect_error(400, "DIGEST_INVALID");
     // The source repository is untouched. (Whether an upload session alone makes `dst` appear
     // in the catalog is not specified, so it is not asserted.)
@@ -1443,21 +1181,16 @@ async fn upload_chunked_in_order_with_retry_status_and_close() {
 
     // First chunk: 202, Location, Range 0-<end>.
     let r1 = reg.patch_chunk(&loc, 0, c1).await;
-    r1.expect(202)
-        .expect_header("range", &format!("0-{}", chunk - 1));
+    r1.expect(202).expect_header("range", &format!("0-{}", chunk - 1));
     let loc1 = reg.url(r1.must_header("location"));
 
     // Retrying the same chunk (stale location): 416 with the current Range.
     let retry = reg.patch_chunk(&loc, 0, c1).await;
-    retry
-        .expect(416)
-        .expect_header("range", &format!("0-{}", chunk - 1));
+    retry.expect(416).expect_header("range", &format!("0-{}", chunk - 1));
 
     // Status: 204, Location, Range 0-<end>.
     let st = reg.send(reg.req_url(Method::GET, loc.clone())).await;
-    st.expect(204)
-        .expect_header("range", &format!("0-{}", chunk - 1))
-        .expect_empty_body();
+    st.expect(204).expect_header("range", &format!("0-{}", chunk - 1)).expect_empty_body();
     let loc_st = reg.url(st.must_header("location"));
     assert_eq!(loc_st.path(), loc1.path());
 
@@ -1469,15 +1202,13 @@ async fn upload_chunked_in_order_with_retry_status_and_close() {
 
     // Second chunk at the location returned by the status request.
     let r2 = reg.patch_chunk(&loc_st, chunk, c2).await;
-    r2.expect(202)
-        .expect_header("range", &format!("0-{}", 2 * chunk - 1));
+    r2.expect(202).expect_header("range", &format!("0-{}", 2 * chunk - 1));
     let loc2 = reg.url(r2.must_header("location"));
     assert!(loc2.path().starts_with("/v2/repo/blobs/uploads/"));
 
     // Third (last) chunk via PATCH too.
     let r3 = reg.patch_chunk(&loc2, 2 * chunk, c3).await;
-    r3.expect(202)
-        .expect_header("range", &format!("0-{}", data.len() - 1));
+    r3.expect(202).expect_header("range", &format!("0-{}", data.len() - 1));
     let loc3 = reg.url(r3.must_header("location"));
 
     // Nothing is visible before the session is closed.
@@ -1488,10 +1219,7 @@ async fn upload_chunked_in_order_with_retry_status_and_close() {
     done.expect(201).expect_header("docker-content-digest", &d);
     let blob_loc = reg.url(done.must_header("location"));
     assert_eq!(blob_loc.path(), format!("/v2/repo/blobs/{d}"));
-    reg.send(reg.req_url(Method::GET, blob_loc))
-        .await
-        .expect(200)
-        .expect_body(&data);
+    reg.send(reg.req_url(Method::GET, blob_loc)).await.expect(200).expect_body(&data);
     reg.check_blob("repo", &d, &data).await;
 }
 
@@ -1519,10 +1247,7 @@ async fn upload_chunked_with_final_chunk_in_put() {
         )
         .await;
     done.expect(201).expect_header("docker-content-digest", &d);
-    assert_eq!(
-        reg.url(done.must_header("location")).path(),
-        format!("/v2/repo/blobs/{d}")
-    );
+    assert_eq!(reg.url(done.must_header("location")).path(), format!("/v2/repo/blobs/{d}"));
     reg.check_blob("repo", &d, &data).await;
 }
 
@@ -1568,8 +1293,7 @@ async fn chunked_out_of_order(put_last_chunk: bool, seed: u64) {
             )
             .await
         } else {
-            reg.patch_chunk(&loc, bad_start, &data[bad_start..=bad_end])
-                .await
+            reg.patch_chunk(&loc, bad_start, &data[bad_start..=bad_end]).await
         };
         bad.expect(416);
         // 416 carries the current Range.
@@ -1577,12 +1301,7 @@ async fn chunked_out_of_order(put_last_chunk: bool, seed: u64) {
         if last_byte >= 0 {
             assert_eq!(end, last_byte, "{}: Range after 416", bad.what);
         } else {
-            assert!(
-                end == 0 || end == -1,
-                "{}: Range {:?}",
-                bad.what,
-                bad.header("range")
-            );
+            assert!(end == 0 || end == -1, "{}: Range {:?}", bad.what, bad.header("range"));
         }
         // Recover with GET: 204, Location, Range 0-<last byte>.
         let st = reg.send(reg.req_url(Method::GET, loc.clone())).await;
@@ -1643,12 +1362,7 @@ async fn upload_first_chunk_not_starting_at_zero_is_416() {
     let r = reg.patch_chunk(&loc, 10, &data[10..]).await;
     r.expect(416);
     let end = r.upload_range_end();
-    assert!(
-        end == 0 || end == -1,
-        "{}: Range {:?}",
-        r.what,
-        r.header("range")
-    );
+    assert!(end == 0 || end == -1, "{}: Range {:?}", r.what, r.header("range"));
     // The session is intact: the proper first chunk is accepted.
     let r = reg.patch_chunk(&loc, 0, &data).await;
     r.expect(202).expect_header("range", "0-99");
@@ -1662,10 +1376,7 @@ async fn upload_streamed_patch_without_content_range() {
     let data = random_bytes(10_000, 17);
     let d = sha256(&data);
     let loc = reg.start_upload("repo").await;
-    let parts: Vec<Result<Bytes, std::io::Error>> = data
-        .chunks(3000)
-        .map(|c| Ok(Bytes::copy_from_slice(c)))
-        .collect();
+    let parts: Vec<Result<Bytes, std::io::Error>> = data.chunks(3000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
     let r = reg
         .send(
             reg.req_url(Method::PATCH, loc.clone())
@@ -1673,16 +1384,12 @@ async fn upload_streamed_patch_without_content_range() {
                 .body(reqwest::Body::wrap_stream(futures::stream::iter(parts))),
         )
         .await;
-    r.expect(202)
-        .expect_header("range", &format!("0-{}", data.len() - 1));
+    r.expect(202).expect_header("range", &format!("0-{}", data.len() - 1));
     let loc = reg.url(r.must_header("location"));
     let done = reg.put_close(&loc, &d).await;
     done.expect(201).expect_header("docker-content-digest", &d);
     let blob_loc = reg.url(done.must_header("location"));
-    reg.send(reg.req_url(Method::GET, blob_loc))
-        .await
-        .expect(200)
-        .expect_body(&data);
+    reg.send(reg.req_url(Method::GET, blob_loc)).await.expect(200).expect_body(&data);
     reg.check_blob("repo", &d, &data).await;
 }
 
@@ -1695,20 +1402,12 @@ async fn upload_streamed_patches_append() {
     let mut loc = reg.start_upload("repo").await;
     let mut total = 0;
     for part in data.chunks(1700) {
-        let r = reg
-            .send(
-                reg.req_url(Method::PATCH, loc.clone())
-                    .header(CONTENT_TYPE, OCTET)
-                    .body(part.to_vec()),
-            )
-            .await;
+        let r = reg.send(reg.req_url(Method::PATCH, loc.clone()).header(CONTENT_TYPE, OCTET).body(part.to_vec())).await;
         total += part.len();
-        r.expect(202)
-            .expect_header("range", &format!("0-{}", total - 1));
+        r.expect(202).expect_header("range", &format!("0-{}", total - 1));
         loc = reg.url(r.must_header("location"));
         let st = reg.send(reg.req_url(Method::GET, loc.clone())).await;
-        st.expect(204)
-            .expect_header("range", &format!("0-{}", total - 1));
+        st.expect(204).expect_header("range", &format!("0-{}", total - 1));
     }
     reg.put_close(&loc, &d).await.expect(201);
     reg.check_blob("repo", &d, &data).await;
@@ -1721,10 +1420,7 @@ async fn upload_put_with_streamed_body() {
     let data = random_bytes(70_000, 19);
     let d = sha256(&data);
     let loc = reg.start_upload("repo").await;
-    let parts: Vec<Result<Bytes, std::io::Error>> = data
-        .chunks(8192)
-        .map(|c| Ok(Bytes::copy_from_slice(c)))
-        .collect();
+    let parts: Vec<Result<Bytes, std::io::Error>> = data.chunks(8192).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
     reg.send(
         reg.req_url(Method::PUT, Reg::with_digest(&loc, &d))
             .header(CONTENT_TYPE, OCTET)
@@ -1743,29 +1439,14 @@ async fn upload_cancel_then_every_use_is_404() {
     let d = sha256(&data);
     let loc = reg.start_upload("repo").await;
     reg.patch_chunk(&loc, 0, &data[..300]).await.expect(202);
-    let r = reg
-        .send(
-            reg.req_url(Method::DELETE, loc.clone())
-                .header(CONTENT_LENGTH, "0"),
-        )
-        .await;
+    let r = reg.send(reg.req_url(Method::DELETE, loc.clone()).header(CONTENT_LENGTH, "0")).await;
     r.expect(204);
-    reg.send(reg.req_url(Method::GET, loc.clone()))
+    reg.send(reg.req_url(Method::GET, loc.clone())).await.expect_error(404, "BLOB_UPLOAD_UNKNOWN");
+    reg.patch_chunk(&loc, 300, &data[300..]).await.expect_error(404, "BLOB_UPLOAD_UNKNOWN");
+    reg.send(reg.req_url(Method::PUT, Reg::with_digest(&loc, &d)).header(CONTENT_TYPE, OCTET).body(data.clone()))
         .await
         .expect_error(404, "BLOB_UPLOAD_UNKNOWN");
-    reg.patch_chunk(&loc, 300, &data[300..])
-        .await
-        .expect_error(404, "BLOB_UPLOAD_UNKNOWN");
-    reg.send(
-        reg.req_url(Method::PUT, Reg::with_digest(&loc, &d))
-            .header(CONTENT_TYPE, OCTET)
-            .body(data.clone()),
-    )
-    .await
-    .expect_error(404, "BLOB_UPLOAD_UNKNOWN");
-    reg.send(reg.req_url(Method::DELETE, loc.clone()))
-        .await
-        .expect_error(404, "BLOB_UPLOAD_UNKNOWN");
+    reg.send(reg.req_url(Method::DELETE, loc.clone())).await.expect_error(404, "BLOB_UPLOAD_UNKNOWN");
     reg.check_no_blob("repo", &d).await;
 }
 
@@ -1776,35 +1457,23 @@ async fn upload_unknown_session_is_404_blob_upload_unknown() {
     let d = sha256(b"data");
     for id in ["2b0c6f3e-5a5e-4d4a-9f43-3b1f8f0e6f11", "not-a-session", "x"] {
         let path = format!("/v2/repo/blobs/uploads/{id}");
-        reg.get(&path)
+        reg.get(&path).await.expect_error(404, "BLOB_UPLOAD_UNKNOWN");
+        reg.send(reg.req(Method::PATCH, &path).header(CONTENT_TYPE, OCTET).body(b"data".to_vec()))
             .await
             .expect_error(404, "BLOB_UPLOAD_UNKNOWN");
         reg.send(
-            reg.req(Method::PATCH, &path)
-                .header(CONTENT_TYPE, OCTET)
-                .body(b"data".to_vec()),
+            reg.req(Method::PUT, &format!("{path}?digest={d}")).header(CONTENT_TYPE, OCTET).body(b"data".to_vec()),
         )
         .await
         .expect_error(404, "BLOB_UPLOAD_UNKNOWN");
-        reg.send(
-            reg.req(Method::PUT, &format!("{path}?digest={d}"))
-                .header(CONTENT_TYPE, OCTET)
-                .body(b"data".to_vec()),
-        )
-        .await
-        .expect_error(404, "BLOB_UPLOAD_UNKNOWN");
-        reg.delete(&path)
-            .await
-            .expect_error(404, "BLOB_UPLOAD_UNKNOWN");
+        reg.delete(&path).await.expect_error(404, "BLOB_UPLOAD_UNKNOWN");
     }
     reg.check_no_blob("repo", &d).await;
     // A session belongs to the repository it was opened in.
     let loc = reg.start_upload("repo").await;
     let id = loc.path().rsplit('/').next().unwrap().to_string();
     reg.push_blob("other", b"x").await;
-    reg.get(&format!("/v2/other/blobs/uploads/{id}"))
-        .await
-        .expect_error(404, "BLOB_UPLOAD_UNKNOWN");
+    reg.get(&format!("/v2/other/blobs/uploads/{id}")).await.expect_error(404, "BLOB_UPLOAD_UNKNOWN");
     reg.send(reg.req_url(Method::GET, loc)).await.expect(204);
 }
 
@@ -1824,20 +1493,15 @@ async fn upload_digest_mismatch_is_400_and_stores_nothing() {
     // post only
     let r = reg
         .send(
-            reg.req(
-                Method::POST,
-                &format!("/v2/repo/blobs/uploads/?digest={claimed}"),
-            )
-            .header(CONTENT_TYPE, OCTET)
-            .body(sent.clone()),
+            reg.req(Method::POST, &format!("/v2/repo/blobs/uploads/?digest={claimed}"))
+                .header(CONTENT_TYPE, OCTET)
+                .body(sent.clone()),
         )
         .await;
     r.expect_error(400, "DIGEST_INVALID");
 
     // post + put
-    reg.post_put("repo", &sent, &claimed)
-        .await
-        .expect_error(400, "DIGEST_INVALID");
+    reg.post_put("repo", &sent, &claimed).await.expect_error(400, "DIGEST_INVALID");
 
     // chunked, closing PUT without body
     let loc = reg.start_upload("repo").await;
@@ -1847,9 +1511,7 @@ async fn upload_digest_mismatch_is_400_and_stores_nothing() {
     let r2 = reg.patch_chunk(&loc, 2000, &sent[2000..]).await;
     r2.expect(202);
     let loc = reg.url(r2.must_header("location"));
-    reg.put_close(&loc, &claimed)
-        .await
-        .expect_error(400, "DIGEST_INVALID");
+    reg.put_close(&loc, &claimed).await.expect_error(400, "DIGEST_INVALID");
 
     // chunked, final chunk in the PUT
     let loc = reg.start_upload("repo").await;
@@ -1868,23 +1530,13 @@ async fn upload_digest_mismatch_is_400_and_stores_nothing() {
 
     // stream
     let loc = reg.start_upload("repo").await;
-    let r = reg
-        .send(
-            reg.req_url(Method::PATCH, loc)
-                .header(CONTENT_TYPE, OCTET)
-                .body(sent.clone()),
-        )
-        .await;
+    let r = reg.send(reg.req_url(Method::PATCH, loc).header(CONTENT_TYPE, OCTET).body(sent.clone())).await;
     r.expect(202);
     let loc = reg.url(r.must_header("location"));
-    reg.put_close(&loc, &claimed)
-        .await
-        .expect_error(400, "DIGEST_INVALID");
+    reg.put_close(&loc, &claimed).await.expect_error(400, "DIGEST_INVALID");
 
     // sha512 claimed, different content
-    reg.post_put("repo", &sent, &sha512(&good))
-        .await
-        .expect_error(400, "DIGEST_INVALID");
+    reg.post_put("repo", &sent, &sha512(&good)).await.expect_error(400, "DIGEST_INVALID");
 
     reg.check_no_blob("repo", &claimed).await;
     reg.check_no_blob("repo", &actual).await;
@@ -1901,13 +1553,9 @@ async fn upload_put_without_or_with_malformed_digest_is_400() {
     let data = b"some data".to_vec();
     // No digest parameter at all.
     let loc = reg.start_upload("repo").await;
-    reg.send(
-        reg.req_url(Method::PUT, loc.clone())
-            .header(CONTENT_TYPE, OCTET)
-            .body(data.clone()),
-    )
-    .await
-    .expect_error(400, "DIGEST_INVALID");
+    reg.send(reg.req_url(Method::PUT, loc.clone()).header(CONTENT_TYPE, OCTET).body(data.clone()))
+        .await
+        .expect_error(400, "DIGEST_INVALID");
     // Malformed or unsupported digests.
     for bad in [
         "garbage".to_string(),
@@ -1917,21 +1565,14 @@ async fn upload_put_without_or_with_malformed_digest_is_400() {
         String::new(),
     ] {
         let loc = reg.start_upload("repo").await;
-        reg.send(
-            reg.req_url(Method::PUT, Reg::with_digest(&loc, &bad))
-                .header(CONTENT_TYPE, OCTET)
-                .body(data.clone()),
-        )
-        .await
-        .expect_error(400, "DIGEST_INVALID");
+        reg.send(reg.req_url(Method::PUT, Reg::with_digest(&loc, &bad)).header(CONTENT_TYPE, OCTET).body(data.clone()))
+            .await
+            .expect_error(400, "DIGEST_INVALID");
         // Single POST with a malformed digest.
         reg.send(
-            reg.req(
-                Method::POST,
-                &format!("/v2/repo/blobs/uploads/?digest={}", urlencode(&bad)),
-            )
-            .header(CONTENT_TYPE, OCTET)
-            .body(data.clone()),
+            reg.req(Method::POST, &format!("/v2/repo/blobs/uploads/?digest={}", urlencode(&bad)))
+                .header(CONTENT_TYPE, OCTET)
+                .body(data.clone()),
         )
         .await
         .expect_error(400, "DIGEST_INVALID");
@@ -1966,22 +1607,13 @@ async fn upload_size_mismatch_between_content_range_and_body_is_rejected() {
                 .body(data.clone()),
         )
         .await;
-    assert!(
-        r.status.is_client_error(),
-        "{}: expected a 4xx, got {}",
-        r.what,
-        r.status
-    );
+    assert!(r.status.is_client_error(), "{}: expected a 4xx, got {}", r.what, r.status);
     // Whatever happened, the session did not take a partial or oversized chunk silently:
     // its Range is either untouched or exactly the announced chunk.
     let st = reg.send(reg.req_url(Method::GET, loc)).await;
     if st.status == 204 {
         let end = st.upload_range_end();
-        assert!(
-            end <= 0,
-            "{}: session grew to {end} after a rejected chunk",
-            st.what
-        );
+        assert!(end <= 0, "{}: session grew to {end} after a rejected chunk", st.what);
     }
 }
 
@@ -1993,21 +1625,15 @@ async fn upload_sha512_digests() {
     let d = sha512(&data);
     let r = reg.post_put("repo", &data, &d).await;
     r.expect(201).expect_header("docker-content-digest", &d);
-    assert_eq!(
-        reg.url(r.must_header("location")).path(),
-        format!("/v2/repo/blobs/{d}")
-    );
+    assert_eq!(reg.url(r.must_header("location")).path(), format!("/v2/repo/blobs/{d}"));
     reg.check_blob("repo", &d, &data).await;
     // Single POST.
     let data2 = random_bytes(1000, 24);
     let d2 = sha512(&data2);
     reg.send(
-        reg.req(
-            Method::POST,
-            &format!("/v2/repo/blobs/uploads/?digest={d2}"),
-        )
-        .header(CONTENT_TYPE, OCTET)
-        .body(data2.clone()),
+        reg.req(Method::POST, &format!("/v2/repo/blobs/uploads/?digest={d2}"))
+            .header(CONTENT_TYPE, OCTET)
+            .body(data2.clone()),
     )
     .await
     .expect(201)
@@ -2017,13 +1643,7 @@ async fn upload_sha512_digests() {
     let data3 = random_bytes(3000, 25);
     let d3 = sha512(&data3);
     let r = reg
-        .send(
-            reg.req(
-                Method::POST,
-                "/v2/repo/blobs/uploads/?digest-algorithm=sha512",
-            )
-            .header(CONTENT_LENGTH, "0"),
-        )
+        .send(reg.req(Method::POST, "/v2/repo/blobs/uploads/?digest-algorithm=sha512").header(CONTENT_LENGTH, "0"))
         .await;
     r.expect(202);
     let loc = reg.url(r.must_header("location"));
@@ -2033,31 +1653,20 @@ async fn upload_sha512_digests() {
     let r = reg.patch_chunk(&loc, 1500, &data3[1500..]).await;
     r.expect(202).expect_header("range", "0-2999");
     let loc = reg.url(r.must_header("location"));
-    reg.put_close(&loc, &d3)
-        .await
-        .expect(201)
-        .expect_header("docker-content-digest", &d3);
+    reg.put_close(&loc, &d3).await.expect(201).expect_header("docker-content-digest", &d3);
     reg.check_blob("repo", &d3, &data3).await;
     // The same bytes under sha256 are a different digest, not stored yet.
     reg.check_no_blob("repo", &sha256(&data3)).await;
     // Range requests and delete work for sha512 blobs.
-    reg.send(
-        reg.req(Method::GET, &format!("/v2/repo/blobs/{d}"))
-            .header(RANGE, "bytes=10-19"),
-    )
-    .await
-    .expect(206)
-    .expect_header("content-range", "bytes 10-19/2000")
-    .expect_body(&data[10..20]);
+    reg.send(reg.req(Method::GET, &format!("/v2/repo/blobs/{d}")).header(RANGE, "bytes=10-19"))
+        .await
+        .expect(206)
+        .expect_header("content-range", "bytes 10-19/2000")
+        .expect_body(&data[10..20]);
     reg.delete(&format!("/v2/repo/blobs/{d}")).await.expect(202);
     reg.check_no_blob("repo", &d).await;
     // Mount of a sha512 blob.
-    let r = reg
-        .send(reg.req(
-            Method::POST,
-            &format!("/v2/other/blobs/uploads/?mount={d2}&from=repo"),
-        ))
-        .await;
+    let r = reg.send(reg.req(Method::POST, &format!("/v2/other/blobs/uploads/?mount={d2}&from=repo"))).await;
     r.expect(201).expect_header("docker-content-digest", &d2);
     reg.check_blob("other", &d2, &data2).await;
 }
@@ -2080,9 +1689,7 @@ async fn manifest_put_oci_image_by_tag_then_pull_by_tag_and_digest() {
         const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let mut s = String::new();
         for c in b.chunks(3) {
-            let n = (c[0] as u32) << 16
-                | (*c.get(1).unwrap_or(&0) as u32) << 8
-                | *c.get(2).unwrap_or(&0) as u32;
+            let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
             for i in 0..4 {
                 if i <= c.len() {
                     s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -2106,26 +1713,19 @@ async fn manifest_put_oci_image_by_tag_then_pull_by_tag_and_digest() {
         "layers": [desc(OCI_LAYER_GZ, &layer)],
     }));
     let d = sha256(&manifest);
-    let r = reg
-        .put_manifest("repo", "tagtest0", OCI_MANIFEST, &manifest)
-        .await;
+    let r = reg.put_manifest("repo", "tagtest0", OCI_MANIFEST, &manifest).await;
     r.expect(201).expect_header("docker-content-digest", &d);
     // Location is a pullable manifest URL.
     let loc = reg.url(r.must_header("location"));
-    assert!(
-        loc.path().starts_with("/v2/repo/manifests/"),
-        "Location {loc}"
-    );
+    assert!(loc.path().starts_with("/v2/repo/manifests/"), "Location {loc}");
     reg.send(reg.req_url(Method::GET, loc).header(ACCEPT, ACCEPT_ALL))
         .await
         .expect(200)
         .expect_header("content-type", OCI_MANIFEST)
         .expect_header("content-length", &manifest.len().to_string())
         .expect_body(&manifest);
-    reg.check_manifest("repo", "tagtest0", &manifest, OCI_MANIFEST, &d)
-        .await;
-    reg.check_manifest("repo", &d, &manifest, OCI_MANIFEST, &d)
-        .await;
+    reg.check_manifest("repo", "tagtest0", &manifest, OCI_MANIFEST, &d).await;
+    reg.check_manifest("repo", &d, &manifest, OCI_MANIFEST, &d).await;
     // Without an Accept header, by digest.
     reg.get(&format!("/v2/repo/manifests/{d}"))
         .await
@@ -2138,16 +1738,11 @@ async fn manifest_put_oci_image_by_tag_then_pull_by_tag_and_digest() {
         let r = reg.put_manifest("repo", &t, OCI_MANIFEST, &manifest).await;
         r.expect(201).expect_header("docker-content-digest", &d);
         assert!(!r.must_header("location").is_empty());
-        reg.check_manifest("repo", &t, &manifest, OCI_MANIFEST, &d)
-            .await;
+        reg.check_manifest("repo", &t, &manifest, OCI_MANIFEST, &d).await;
     }
-    assert_eq!(
-        reg.tags("repo").await,
-        vec!["tagtest0", "test0", "test1", "test2", "test3"]
-    );
+    assert_eq!(reg.tags("repo").await, vec!["tagtest0", "test0", "test1", "test2", "test3"]);
     // Re-pushing an identical manifest under the same tag is fine.
-    reg.push_manifest("repo", "tagtest0", OCI_MANIFEST, &manifest)
-        .await;
+    reg.push_manifest("repo", "tagtest0", OCI_MANIFEST, &manifest).await;
 }
 
 #[tokio::test]
@@ -2156,8 +1751,7 @@ async fn manifest_put_oci_index_and_nested_index() {
     let mut children = Vec::new();
     for (i, arch) in ["amd64", "arm64"].iter().enumerate() {
         let img = reg.image("repo", 200 + i as u64, 1).await;
-        reg.push_manifest("repo", &img.digest, OCI_MANIFEST, &img.manifest)
-            .await;
+        reg.push_manifest("repo", &img.digest, OCI_MANIFEST, &img.manifest).await;
         let mut dsc = desc(OCI_MANIFEST, &img.manifest);
         dsc["platform"] = json!({"architecture": arch, "os": "linux"});
         children.push((dsc, img));
@@ -2169,18 +1763,10 @@ async fn manifest_put_oci_index_and_nested_index() {
         "annotations": {"org.example.kind": "multi-platform"},
     }));
     let d = reg.push_manifest("repo", "index", OCI_INDEX, &index).await;
-    reg.check_manifest("repo", "index", &index, OCI_INDEX, &d)
-        .await;
+    reg.check_manifest("repo", "index", &index, OCI_INDEX, &d).await;
     reg.check_manifest("repo", &d, &index, OCI_INDEX, &d).await;
     for (_, img) in &children {
-        reg.check_manifest(
-            "repo",
-            &img.digest,
-            &img.manifest,
-            OCI_MANIFEST,
-            &img.digest,
-        )
-        .await;
+        reg.check_manifest("repo", &img.digest, &img.manifest, OCI_MANIFEST, &img.digest).await;
     }
     // An index of indexes.
     let other = pretty(&json!({
@@ -2188,28 +1774,19 @@ async fn manifest_put_oci_index_and_nested_index() {
         "mediaType": OCI_INDEX,
         "manifests": [children[0].0.clone()],
     }));
-    let d_other = reg
-        .push_manifest("repo", &sha256(&other), OCI_INDEX, &other)
-        .await;
+    let d_other = reg.push_manifest("repo", &sha256(&other), OCI_INDEX, &other).await;
     let top = pretty(&json!({
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
         "manifests": [desc(OCI_INDEX, &index), desc(OCI_INDEX, &other)],
     }));
-    let d_top = reg
-        .push_manifest("repo", "index-of-index", OCI_INDEX, &top)
-        .await;
-    reg.check_manifest("repo", "index-of-index", &top, OCI_INDEX, &d_top)
-        .await;
-    reg.check_manifest("repo", &d_other, &other, OCI_INDEX, &d_other)
-        .await;
+    let d_top = reg.push_manifest("repo", "index-of-index", OCI_INDEX, &top).await;
+    reg.check_manifest("repo", "index-of-index", &top, OCI_INDEX, &d_top).await;
+    reg.check_manifest("repo", &d_other, &other, OCI_INDEX, &d_other).await;
     // An empty index.
     let empty = pretty(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}));
-    let d_empty = reg
-        .push_manifest("repo", "empty-index", OCI_INDEX, &empty)
-        .await;
-    reg.check_manifest("repo", "empty-index", &empty, OCI_INDEX, &d_empty)
-        .await;
+    let d_empty = reg.push_manifest("repo", "empty-index", OCI_INDEX, &empty).await;
+    reg.check_manifest("repo", "empty-index", &empty, OCI_INDEX, &d_empty).await;
 }
 
 #[tokio::test]
@@ -2228,13 +1805,9 @@ async fn manifest_put_docker_v2s2_and_manifest_list() {
             "layers": [desc(DOCKER_LAYER, &layer)],
         }));
         let tag = format!("v2s2-{arch}");
-        let d = reg
-            .push_manifest("docker/img", &tag, DOCKER_MANIFEST, &m)
-            .await;
-        reg.check_manifest("docker/img", &tag, &m, DOCKER_MANIFEST, &d)
-            .await;
-        reg.check_manifest("docker/img", &d, &m, DOCKER_MANIFEST, &d)
-            .await;
+        let d = reg.push_manifest("docker/img", &tag, DOCKER_MANIFEST, &m).await;
+        reg.check_manifest("docker/img", &tag, &m, DOCKER_MANIFEST, &d).await;
+        reg.check_manifest("docker/img", &d, &m, DOCKER_MANIFEST, &d).await;
         let mut e = desc(DOCKER_MANIFEST, &m);
         e["platform"] = json!({"architecture": arch, "os": "linux"});
         entries.push(e);
@@ -2244,13 +1817,9 @@ async fn manifest_put_docker_v2s2_and_manifest_list() {
         "mediaType": DOCKER_LIST,
         "manifests": entries,
     }));
-    let d = reg
-        .push_manifest("docker/img", "list", DOCKER_LIST, &list)
-        .await;
-    reg.check_manifest("docker/img", "list", &list, DOCKER_LIST, &d)
-        .await;
-    reg.check_manifest("docker/img", &d, &list, DOCKER_LIST, &d)
-        .await;
+    let d = reg.push_manifest("docker/img", "list", DOCKER_LIST, &list).await;
+    reg.check_manifest("docker/img", "list", &list, DOCKER_LIST, &d).await;
+    reg.check_manifest("docker/img", &d, &list, DOCKER_LIST, &d).await;
     // Pulled with exactly the Accept header docker sends for a list.
     reg.send(
         reg.req(Method::GET, "/v2/docker/img/manifests/list")
@@ -2274,18 +1843,12 @@ async fn manifest_without_media_type_field_and_without_layers() {
         "config": desc(OCI_CONFIG, &config),
         "layers": [],
     }));
-    let d = reg
-        .push_manifest("repo", "emptylayer", OCI_MANIFEST, &m)
-        .await;
-    reg.check_manifest("repo", "emptylayer", &m, OCI_MANIFEST, &d)
-        .await;
+    let d = reg.push_manifest("repo", "emptylayer", OCI_MANIFEST, &m).await;
+    reg.check_manifest("repo", "emptylayer", &m, OCI_MANIFEST, &d).await;
     // Index without mediaType field, pushed with the index Content-Type.
     let idx = pretty(&json!({"schemaVersion": 2, "manifests": [desc(OCI_MANIFEST, &m)]}));
-    let di = reg
-        .push_manifest("repo", "bare-index", OCI_INDEX, &idx)
-        .await;
-    reg.check_manifest("repo", "bare-index", &idx, OCI_INDEX, &di)
-        .await;
+    let di = reg.push_manifest("repo", "bare-index", OCI_INDEX, &idx).await;
+    reg.check_manifest("repo", "bare-index", &idx, OCI_INDEX, &di).await;
 }
 
 /// "The registry MUST store the manifest in the exact byte representation provided by the
@@ -2309,26 +1872,18 @@ async fn manifest_bytes_are_served_exactly_as_pushed() {
     )
     .into_bytes();
     let d = sha256(&weird);
-    let r = reg
-        .put_manifest("repo", "weird", OCI_MANIFEST, &weird)
-        .await;
+    let r = reg.put_manifest("repo", "weird", OCI_MANIFEST, &weird).await;
     r.expect(201).expect_header("docker-content-digest", &d);
-    reg.check_manifest("repo", "weird", &weird, OCI_MANIFEST, &d)
-        .await;
-    reg.check_manifest("repo", &d, &weird, OCI_MANIFEST, &d)
-        .await;
+    reg.check_manifest("repo", "weird", &weird, OCI_MANIFEST, &d).await;
+    reg.check_manifest("repo", &d, &weird, OCI_MANIFEST, &d).await;
     // The same document compacted is a different manifest with a different digest.
     let v: Value = serde_json::from_slice(&weird).unwrap();
     let compact = serde_json::to_vec(&v).unwrap();
     assert_ne!(compact, weird);
-    let dc = reg
-        .push_manifest("repo", "compact", OCI_MANIFEST, &compact)
-        .await;
+    let dc = reg.push_manifest("repo", "compact", OCI_MANIFEST, &compact).await;
     assert_ne!(dc, d);
-    reg.check_manifest("repo", &dc, &compact, OCI_MANIFEST, &dc)
-        .await;
-    reg.check_manifest("repo", &d, &weird, OCI_MANIFEST, &d)
-        .await;
+    reg.check_manifest("repo", &dc, &compact, OCI_MANIFEST, &dc).await;
+    reg.check_manifest("repo", &d, &weird, OCI_MANIFEST, &d).await;
     // Pushed by digest as well.
     let by_digest = {
         let mut b = weird.clone();
@@ -2336,35 +1891,20 @@ async fn manifest_bytes_are_served_exactly_as_pushed() {
         b
     };
     let dd = sha256(&by_digest);
-    reg.push_manifest("repo", &dd, OCI_MANIFEST, &by_digest)
-        .await;
-    reg.check_manifest("repo", &dd, &by_digest, OCI_MANIFEST, &dd)
-        .await;
+    reg.push_manifest("repo", &dd, OCI_MANIFEST, &by_digest).await;
+    reg.check_manifest("repo", &dd, &by_digest, OCI_MANIFEST, &dd).await;
 }
 
 #[tokio::test]
 async fn manifest_put_by_digest() {
     let reg = Reg::start();
     let img = reg.image("repo", 600, 2).await;
-    let r = reg
-        .put_manifest("repo", &img.digest, OCI_MANIFEST, &img.manifest)
-        .await;
-    r.expect(201)
-        .expect_header("docker-content-digest", &img.digest);
+    let r = reg.put_manifest("repo", &img.digest, OCI_MANIFEST, &img.manifest).await;
+    r.expect(201).expect_header("docker-content-digest", &img.digest);
     let loc = reg.url(r.must_header("location"));
     assert_eq!(loc.path(), format!("/v2/repo/manifests/{}", img.digest));
-    reg.send(reg.req_url(Method::GET, loc).header(ACCEPT, ACCEPT_ALL))
-        .await
-        .expect(200)
-        .expect_body(&img.manifest);
-    reg.check_manifest(
-        "repo",
-        &img.digest,
-        &img.manifest,
-        OCI_MANIFEST,
-        &img.digest,
-    )
-    .await;
+    reg.send(reg.req_url(Method::GET, loc).header(ACCEPT, ACCEPT_ALL)).await.expect(200).expect_body(&img.manifest);
+    reg.check_manifest("repo", &img.digest, &img.manifest, OCI_MANIFEST, &img.digest).await;
     // No tag was created.
     assert!(reg.tags("repo").await.is_empty());
 }
@@ -2375,55 +1915,32 @@ async fn manifest_put_by_digest() {
 async fn manifest_put_by_mismatched_or_malformed_digest_is_400() {
     let reg = Reg::start();
     let img = reg.image("repo", 700, 1).await;
-    reg.push_manifest("repo", "keep", OCI_MANIFEST, &img.manifest)
-        .await;
+    reg.push_manifest("repo", "keep", OCI_MANIFEST, &img.manifest).await;
     let before = reg.snapshot(&["repo"]).await;
 
     let other = reg.image("repo", 701, 1).await;
     // The body is the manifest plus whitespace; the digest is of the original.
     let mut padded = other.manifest.clone();
     padded.extend_from_slice(b"  ");
-    let r = reg
-        .put_manifest("repo", &other.digest, OCI_MANIFEST, &padded)
-        .await;
+    let r = reg.put_manifest("repo", &other.digest, OCI_MANIFEST, &padded).await;
     r.expect_error(400, "DIGEST_INVALID");
     // A different manifest's digest.
-    reg.put_manifest("repo", &img.digest, OCI_MANIFEST, &other.manifest)
-        .await
-        .expect_error(400, "DIGEST_INVALID");
+    reg.put_manifest("repo", &img.digest, OCI_MANIFEST, &other.manifest).await.expect_error(400, "DIGEST_INVALID");
     // sha512 of something else.
-    reg.put_manifest("repo", &sha512(b"nope"), OCI_MANIFEST, &other.manifest)
+    reg.put_manifest("repo", &sha512(b"nope"), OCI_MANIFEST, &other.manifest).await.expect_error(400, "DIGEST_INVALID");
+    // Malformed digest.
+    reg.put_manifest("repo", "sha256:baddigeststring", OCI_MANIFEST, &other.manifest)
         .await
         .expect_error(400, "DIGEST_INVALID");
-    // Malformed digest.
-    reg.put_manifest(
-        "repo",
-        "sha256:baddigeststring",
-        OCI_MANIFEST,
-        &other.manifest,
-    )
-    .await
-    .expect_error(400, "DIGEST_INVALID");
     // Pulling the malformed digest: 400 or 404 (conformance).
-    let g = reg
-        .send(
-            reg.req(Method::GET, "/v2/repo/manifests/sha256:baddigeststring")
-                .header(ACCEPT, ACCEPT_ALL),
-        )
-        .await;
+    let g =
+        reg.send(reg.req(Method::GET, "/v2/repo/manifests/sha256:baddigeststring").header(ACCEPT, ACCEPT_ALL)).await;
     g.expect_one_of(&[400, 404]);
     g.error_codes();
 
     reg.check_no_manifest("repo", &other.digest).await;
     reg.check_no_manifest("repo", &sha256(&padded)).await;
-    reg.check_manifest(
-        "repo",
-        &img.digest,
-        &img.manifest,
-        OCI_MANIFEST,
-        &img.digest,
-    )
-    .await;
+    reg.check_manifest("repo", &img.digest, &img.manifest, OCI_MANIFEST, &img.digest).await;
     assert_eq!(reg.snapshot(&["repo"]).await, before);
 }
 
@@ -2437,19 +1954,14 @@ async fn manifest_put_by_digest_with_tag_parameters() {
     let q: Vec<String> = tags.iter().map(|t| format!("tag={t}")).collect();
     let r = reg
         .send(
-            reg.req(
-                Method::PUT,
-                &format!("/v2/repo/manifests/{}?{}", img.digest, q.join("&")),
-            )
-            .header(CONTENT_TYPE, OCI_MANIFEST)
-            .body(img.manifest.clone()),
+            reg.req(Method::PUT, &format!("/v2/repo/manifests/{}?{}", img.digest, q.join("&")))
+                .header(CONTENT_TYPE, OCI_MANIFEST)
+                .body(img.manifest.clone()),
         )
         .await;
-    r.expect(201)
-        .expect_header("docker-content-digest", &img.digest);
+    r.expect(201).expect_header("docker-content-digest", &img.digest);
     for t in tags {
-        reg.check_manifest("repo", t, &img.manifest, OCI_MANIFEST, &img.digest)
-            .await;
+        reg.check_manifest("repo", t, &img.manifest, OCI_MANIFEST, &img.digest).await;
     }
     let mut expected: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
     expected.sort();
@@ -2460,18 +1972,10 @@ async fn manifest_put_by_digest_with_tag_parameters() {
     let announced: Vec<String> = r
         .header_values("oci-tag")
         .iter()
-        .flat_map(|v| {
-            v.split(',')
-                .map(|s| s.trim().to_string())
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>())
         .collect();
     for t in tags {
-        assert!(
-            announced.iter().any(|a| a == t),
-            "{}: OCI-Tag headers {announced:?} do not list tag {t:?}",
-            r.what
-        );
+        assert!(announced.iter().any(|a| a == t), "{}: OCI-Tag headers {announced:?} do not list tag {t:?}", r.what);
     }
 }
 
@@ -2479,18 +1983,14 @@ async fn manifest_put_by_digest_with_tag_parameters() {
 async fn manifest_put_by_digest_with_invalid_tag_parameter_changes_nothing() {
     let reg = Reg::start();
     let img = reg.image("repo", 810, 1).await;
-    reg.push_manifest("repo", "keep", OCI_MANIFEST, &img.manifest)
-        .await;
+    reg.push_manifest("repo", "keep", OCI_MANIFEST, &img.manifest).await;
     let other = reg.image("repo", 811, 1).await;
     let before = reg.snapshot(&["repo"]).await;
     let r = reg
         .send(
-            reg.req(
-                Method::PUT,
-                &format!("/v2/repo/manifests/{}?tag=good&tag=-bad", other.digest),
-            )
-            .header(CONTENT_TYPE, OCI_MANIFEST)
-            .body(other.manifest.clone()),
+            reg.req(Method::PUT, &format!("/v2/repo/manifests/{}?tag=good&tag=-bad", other.digest))
+                .header(CONTENT_TYPE, OCI_MANIFEST)
+                .body(other.manifest.clone()),
         )
         .await;
     r.expect(400);
@@ -2524,9 +2024,7 @@ async fn manifest_with_missing_blobs_is_manifest_blob_unknown() {
     reg.put_manifest("repo", "missing-layer", OCI_MANIFEST, &m)
         .await
         .expect_error_in(&[400, 404], "MANIFEST_BLOB_UNKNOWN");
-    reg.put_manifest("repo", &sha256(&m), OCI_MANIFEST, &m)
-        .await
-        .expect_error_in(&[400, 404], "MANIFEST_BLOB_UNKNOWN");
+    reg.put_manifest("repo", &sha256(&m), OCI_MANIFEST, &m).await.expect_error_in(&[400, 404], "MANIFEST_BLOB_UNKNOWN");
     reg.check_no_manifest("repo", "missing-layer").await;
     reg.check_no_manifest("repo", &sha256(&m)).await;
     // Config missing (layer present).
@@ -2564,12 +2062,10 @@ async fn manifest_with_missing_blobs_is_manifest_blob_unknown() {
         .await
         .expect_error_in(&[400, 404], "MANIFEST_BLOB_UNKNOWN");
     assert_eq!(reg.snapshot(&["repo"]).await, before);
-    reg.check_manifest("repo", "keep", &keep.manifest, OCI_MANIFEST, &keep.digest)
-        .await;
+    reg.check_manifest("repo", "keep", &keep.manifest, OCI_MANIFEST, &keep.digest).await;
     // Once the layer is pushed the very same manifest is accepted.
     reg.push_blob("repo", &layer).await;
-    reg.push_manifest("repo", "missing-layer", OCI_MANIFEST, &m)
-        .await;
+    reg.push_manifest("repo", "missing-layer", OCI_MANIFEST, &m).await;
 }
 
 /// An index referencing a child manifest that does not exist: the spec's code for "manifest
@@ -2578,8 +2074,7 @@ async fn manifest_with_missing_blobs_is_manifest_blob_unknown() {
 async fn manifest_index_with_missing_child_is_rejected() {
     let reg = Reg::start();
     let present = reg.push_image("repo", 1000, None).await;
-    reg.push_manifest("repo", "keep", OCI_MANIFEST, &present.manifest)
-        .await;
+    reg.push_manifest("repo", "keep", OCI_MANIFEST, &present.manifest).await;
     let before = reg.snapshot(&["repo"]).await;
     let ghost = pretty(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "ghost": true}));
     let index = pretty(&json!({
@@ -2587,9 +2082,7 @@ async fn manifest_index_with_missing_child_is_rejected() {
         "mediaType": OCI_INDEX,
         "manifests": [desc(OCI_MANIFEST, &present.manifest), desc(OCI_MANIFEST, &ghost)],
     }));
-    let r = reg
-        .put_manifest("repo", "broken-index", OCI_INDEX, &index)
-        .await;
+    let r = reg.put_manifest("repo", "broken-index", OCI_INDEX, &index).await;
     r.expect_error_in(&[400, 404], "MANIFEST_BLOB_UNKNOWN");
     reg.put_manifest("repo", &sha256(&index), OCI_INDEX, &index)
         .await
@@ -2631,14 +2124,11 @@ async fn manifest_with_missing_subject_is_accepted() {
         "subject": subject,
         "annotations": {"org.opencontainers.conformance": "hello conformance test"},
     }));
-    let r = reg
-        .put_manifest("repo", "tagged-artifact", OCI_MANIFEST, &m)
-        .await;
+    let r = reg.put_manifest("repo", "tagged-artifact", OCI_MANIFEST, &m).await;
     r.expect(201)
         .expect_header("docker-content-digest", &sha256(&m))
         .expect_header("oci-subject", &sha256(b"missing content"));
-    reg.check_manifest("repo", "tagged-artifact", &m, OCI_MANIFEST, &sha256(&m))
-        .await;
+    reg.check_manifest("repo", "tagged-artifact", &m, OCI_MANIFEST, &sha256(&m)).await;
 }
 
 #[tokio::test]
@@ -2650,11 +2140,7 @@ async fn manifest_malformed_is_400_manifest_invalid() {
     let before = reg.snapshot(&["repo"]).await;
     let cases: Vec<(&str, &str, Vec<u8>)> = vec![
         ("not json", OCI_MANIFEST, b"blablabla".to_vec()),
-        (
-            "truncated",
-            OCI_MANIFEST,
-            b"{\"schemaVersion\": 2, \"config\": {".to_vec(),
-        ),
+        ("truncated", OCI_MANIFEST, b"{\"schemaVersion\": 2, \"config\": {".to_vec()),
         ("empty body", OCI_MANIFEST, Vec::new()),
         ("array", OCI_MANIFEST, b"[]".to_vec()),
         ("string", OCI_MANIFEST, b"\"manifest\"".to_vec()),
@@ -2665,11 +2151,7 @@ async fn manifest_malformed_is_400_manifest_invalid() {
             pretty(&json!({"schemaVersion": 1, "mediaType": OCI_MANIFEST,
                 "config": desc(OCI_CONFIG, &config), "layers": []})),
         ),
-        (
-            "no config",
-            OCI_MANIFEST,
-            pretty(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": []})),
-        ),
+        ("no config", OCI_MANIFEST, pretty(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": []}))),
         (
             "layers not an array",
             OCI_MANIFEST,
@@ -2707,19 +2189,9 @@ async fn manifest_malformed_is_400_manifest_invalid() {
     ];
     for (what, mt, body) in &cases {
         let r = reg.put_manifest("repo", "bad", mt, body).await;
-        assert_eq!(
-            r.status,
-            400,
-            "{what}: {}: got {} {:?}",
-            r.what,
-            r.status,
-            r.text()
-        );
+        assert_eq!(r.status, 400, "{what}: {}: got {} {:?}", r.what, r.status, r.text());
         let codes = r.error_codes();
-        assert!(
-            codes.iter().any(|c| c == "MANIFEST_INVALID"),
-            "{what}: expected MANIFEST_INVALID, got {codes:?}"
-        );
+        assert!(codes.iter().any(|c| c == "MANIFEST_INVALID"), "{what}: expected MANIFEST_INVALID, got {codes:?}");
         // By digest too.
         let r = reg.put_manifest("repo", &sha256(body), mt, body).await;
         r.expect_error(400, "MANIFEST_INVALID");
@@ -2729,22 +2201,13 @@ async fn manifest_malformed_is_400_manifest_invalid() {
     let bad_desc = pretty(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": {"mediaType": OCI_CONFIG, "digest": "sha256:xyz", "size": 3},
         "layers": []}));
-    let r = reg
-        .put_manifest("repo", "bad", OCI_MANIFEST, &bad_desc)
-        .await;
+    let r = reg.put_manifest("repo", "bad", OCI_MANIFEST, &bad_desc).await;
     r.expect(400);
     let codes = r.error_codes();
-    assert!(
-        codes
-            .iter()
-            .any(|c| c == "MANIFEST_INVALID" || c == "DIGEST_INVALID"),
-        "{}: {codes:?}",
-        r.what
-    );
+    assert!(codes.iter().any(|c| c == "MANIFEST_INVALID" || c == "DIGEST_INVALID"), "{}: {codes:?}", r.what);
     reg.check_no_manifest("repo", "bad").await;
     assert_eq!(reg.snapshot(&["repo"]).await, before);
-    reg.check_manifest("repo", "keep", &keep.manifest, OCI_MANIFEST, &keep.digest)
-        .await;
+    reg.check_manifest("repo", "keep", &keep.manifest, OCI_MANIFEST, &keep.digest).await;
 }
 
 /// A manifest of exactly `target` bytes referencing `config`.
@@ -2785,18 +2248,12 @@ async fn manifest_size_limit() {
         "annotations": ann,
     }));
     assert!(large.len() > 3_900_000 && large.len() < 4 * MIB);
-    let d = reg
-        .push_manifest("repo", "large-manifest", OCI_MANIFEST, &large)
-        .await;
-    reg.check_manifest("repo", "large-manifest", &large, OCI_MANIFEST, &d)
-        .await;
+    let d = reg.push_manifest("repo", "large-manifest", OCI_MANIFEST, &large).await;
+    reg.check_manifest("repo", "large-manifest", &large, OCI_MANIFEST, &d).await;
     // Exactly 4 MiB is accepted.
     let at_limit = manifest_of_size(&config, 4 * MIB);
-    let d4 = reg
-        .push_manifest("repo", "at-limit", OCI_MANIFEST, &at_limit)
-        .await;
-    reg.check_manifest("repo", &d4, &at_limit, OCI_MANIFEST, &d4)
-        .await;
+    let d4 = reg.push_manifest("repo", "at-limit", OCI_MANIFEST, &at_limit).await;
+    reg.check_manifest("repo", &d4, &at_limit, OCI_MANIFEST, &d4).await;
 
     let before = reg.snapshot(&["repo"]).await;
     // One byte over: 413. Sent raw so the answer is observed whatever the server does with the
@@ -2809,33 +2266,13 @@ async fn manifest_size_limit() {
         (sha256(&over), RawBody::Sized),
     ] {
         let r = reg
-            .raw_full(
-                "PUT",
-                &format!("/v2/repo/manifests/{reference}"),
-                &[("Content-Type", OCI_MANIFEST)],
-                &over,
-                mode,
-            )
+            .raw_full("PUT", &format!("/v2/repo/manifests/{reference}"), &[("Content-Type", OCI_MANIFEST)], &over, mode)
             .await;
-        assert_eq!(
-            r.status,
-            413,
-            "{}: expected 413, got {} {:?}",
-            r.what,
-            r.status,
-            String::from_utf8_lossy(&r.body)
-        );
-        assert_eq!(
-            r.header("docker-distribution-api-version"),
-            Some("registry/2.0")
-        );
+        assert_eq!(r.status, 413, "{}: expected 413, got {} {:?}", r.what, r.status, String::from_utf8_lossy(&r.body));
+        assert_eq!(r.header("docker-distribution-api-version"), Some("registry/2.0"));
         if !r.body.is_empty() {
             let codes = r.error_codes();
-            assert!(
-                codes.iter().all(|c| SPEC_ERROR_CODES.contains(&c.as_str())),
-                "{}: {codes:?}",
-                r.what
-            );
+            assert!(codes.iter().all(|c| SPEC_ERROR_CODES.contains(&c.as_str())), "{}: {codes:?}", r.what);
         }
     }
     // Well over, streamed without Content-Length (chunked).
@@ -2869,18 +2306,9 @@ async fn manifest_oversized_push_gets_a_readable_413() {
     let mut failures = Vec::new();
     for i in 0..8 {
         // A fresh client each time: no connection reuse involved.
-        let client = Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
+        let client = reg.berth.client_builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         let url = reg.url(&format!("/v2/repo/manifests/too-big-{i}"));
-        match client
-            .put(url.clone())
-            .header(CONTENT_TYPE, OCI_MANIFEST)
-            .body(over.clone())
-            .send()
-            .await
-        {
+        match client.put(url.clone()).header(CONTENT_TYPE, OCI_MANIFEST).body(over.clone()).send().await {
             Ok(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {}
             Ok(r) => failures.push(format!("attempt {i}: status {}", r.status())),
             Err(e) => failures.push(format!("attempt {i}: transport error {e:?}")),
@@ -2901,8 +2329,7 @@ async fn manifest_unknown_is_404_manifest_unknown() {
     let img = reg.push_image("repo", 1400, Some("present")).await;
     // Unknown tag, unknown digest (sha256 and sha512).
     reg.check_no_manifest("repo", "missing-tag").await;
-    reg.check_no_manifest("repo", &sha256(&random_bytes(1024, 1401)))
-        .await;
+    reg.check_no_manifest("repo", &sha256(&random_bytes(1024, 1401))).await;
     reg.check_no_manifest("repo", &sha512(b"nothing")).await;
     // A blob digest is not a manifest.
     reg.check_no_manifest("repo", &sha256(&img.config)).await;
@@ -2913,23 +2340,13 @@ async fn manifest_unknown_is_404_manifest_unknown() {
         let r = reg.get(&path).await;
         r.expect(404);
         let codes = r.error_codes();
-        assert!(
-            codes
-                .iter()
-                .any(|c| c == "MANIFEST_UNKNOWN" || c == "NAME_UNKNOWN"),
-            "{}: {codes:?}",
-            r.what
-        );
+        assert!(codes.iter().any(|c| c == "MANIFEST_UNKNOWN" || c == "NAME_UNKNOWN"), "{}: {codes:?}", r.what);
     }
     // Conformance (v1.1 01_pull / 02_push): a reference that cannot exist, such as
     // ".INVALID_MANIFEST_NAME", is a nonexistent manifest: 404.
     let path = "/v2/repo/manifests/.INVALID_MANIFEST_NAME";
-    reg.send(reg.req(Method::HEAD, path).header(ACCEPT, OCI_MANIFEST))
-        .await
-        .expect(404);
-    reg.send(reg.req(Method::GET, path).header(ACCEPT, OCI_MANIFEST))
-        .await
-        .expect(404);
+    reg.send(reg.req(Method::HEAD, path).header(ACCEPT, OCI_MANIFEST)).await.expect(404);
+    reg.send(reg.req(Method::GET, path).header(ACCEPT, OCI_MANIFEST)).await.expect(404);
     // Conformance "400 response body should contain OCI-conforming JSON message".
     let r = reg
         .send(
@@ -2948,12 +2365,9 @@ async fn manifest_unknown_is_404_manifest_unknown() {
 async fn manifest_delete_by_digest_removes_manifest_and_its_tags() {
     let reg = Reg::start();
     let a = reg.push_image("repo", 1500, Some("a")).await;
-    reg.push_manifest("repo", "a2", OCI_MANIFEST, &a.manifest)
-        .await;
+    reg.push_manifest("repo", "a2", OCI_MANIFEST, &a.manifest).await;
     let b = reg.push_image("repo", 1501, Some("b")).await;
-    let r = reg
-        .delete(&format!("/v2/repo/manifests/{}", a.digest))
-        .await;
+    let r = reg.delete(&format!("/v2/repo/manifests/{}", a.digest)).await;
     r.expect(202);
     reg.check_no_manifest("repo", &a.digest).await;
     // "any tag pointing to that digest will return a 404"
@@ -2961,59 +2375,34 @@ async fn manifest_delete_by_digest_removes_manifest_and_its_tags() {
     reg.check_no_manifest("repo", "a2").await;
     assert_eq!(reg.tags("repo").await, vec!["b"]);
     // Other manifests are untouched; blobs stay.
-    reg.check_manifest("repo", "b", &b.manifest, OCI_MANIFEST, &b.digest)
-        .await;
+    reg.check_manifest("repo", "b", &b.manifest, OCI_MANIFEST, &b.digest).await;
     reg.check_blob("repo", &sha256(&a.config), &a.config).await;
     // Deleting again: 404.
-    reg.delete(&format!("/v2/repo/manifests/{}", a.digest))
-        .await
-        .expect_error(404, "MANIFEST_UNKNOWN");
+    reg.delete(&format!("/v2/repo/manifests/{}", a.digest)).await.expect_error(404, "MANIFEST_UNKNOWN");
     // It can be pushed again.
-    reg.push_manifest("repo", "a", OCI_MANIFEST, &a.manifest)
-        .await;
-    reg.check_manifest("repo", &a.digest, &a.manifest, OCI_MANIFEST, &a.digest)
-        .await;
+    reg.push_manifest("repo", "a", OCI_MANIFEST, &a.manifest).await;
+    reg.check_manifest("repo", &a.digest, &a.manifest, OCI_MANIFEST, &a.digest).await;
 }
 
 #[tokio::test]
 async fn manifest_delete_by_tag_removes_only_the_tag() {
     let reg = Reg::start();
     let img = reg.push_image("repo", 1600, Some("t1")).await;
-    reg.push_manifest("repo", "t2", OCI_MANIFEST, &img.manifest)
-        .await;
+    reg.push_manifest("repo", "t2", OCI_MANIFEST, &img.manifest).await;
     // Conformance 04: tags before delete.
     let before = reg.tags("repo").await;
     assert_eq!(before, vec!["t1", "t2"]);
     reg.delete("/v2/repo/manifests/t1").await.expect(202);
     reg.check_no_manifest("repo", "t1").await;
-    reg.check_manifest("repo", "t2", &img.manifest, OCI_MANIFEST, &img.digest)
-        .await;
-    reg.check_manifest(
-        "repo",
-        &img.digest,
-        &img.manifest,
-        OCI_MANIFEST,
-        &img.digest,
-    )
-    .await;
+    reg.check_manifest("repo", "t2", &img.manifest, OCI_MANIFEST, &img.digest).await;
+    reg.check_manifest("repo", &img.digest, &img.manifest, OCI_MANIFEST, &img.digest).await;
     assert_eq!(reg.tags("repo").await, vec!["t2"]);
     // Deleting the tag again / an unknown tag: 404.
-    reg.delete("/v2/repo/manifests/t1")
-        .await
-        .expect_error(404, "MANIFEST_UNKNOWN");
-    reg.delete("/v2/repo/manifests/never")
-        .await
-        .expect_error(404, "MANIFEST_UNKNOWN");
+    reg.delete("/v2/repo/manifests/t1").await.expect_error(404, "MANIFEST_UNKNOWN");
+    reg.delete("/v2/repo/manifests/never").await.expect_error(404, "MANIFEST_UNKNOWN");
     // Deleting the last tag leaves the manifest, and an empty (or absent) tag list.
     reg.delete("/v2/repo/manifests/t2").await.expect(202);
-    reg.check_manifest(
-        "repo",
-        &img.digest,
-        &img.manifest,
-        OCI_MANIFEST,
-        &img.digest,
-    )
-    .await;
+    reg.check_manifest("repo", &img.digest, &img.manifest, OCI_MANIFEST, &img.digest).await;
     let r = reg.get("/v2/repo/tags/list").await;
     r.expect_one_of(&[200, 404]);
     if r.status == 200 {
@@ -3030,18 +2419,15 @@ async fn manifest_tag_overwrite_moves_the_tag() {
     let reg = Reg::start();
     let a = reg.push_image("repo", 1700, Some("latest")).await;
     let b = reg.push_image("repo", 1701, Some("latest")).await;
-    reg.check_manifest("repo", "latest", &b.manifest, OCI_MANIFEST, &b.digest)
-        .await;
+    reg.check_manifest("repo", "latest", &b.manifest, OCI_MANIFEST, &b.digest).await;
     // The old manifest is still there by digest.
-    reg.check_manifest("repo", &a.digest, &a.manifest, OCI_MANIFEST, &a.digest)
-        .await;
+    reg.check_manifest("repo", &a.digest, &a.manifest, OCI_MANIFEST, &a.digest).await;
     assert_eq!(reg.tags("repo").await, vec!["latest"]);
     // Moving a tag across media types.
     let idx = pretty(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX,
         "manifests": [desc(OCI_MANIFEST, &a.manifest)]}));
     let di = reg.push_manifest("repo", "latest", OCI_INDEX, &idx).await;
-    reg.check_manifest("repo", "latest", &idx, OCI_INDEX, &di)
-        .await;
+    reg.check_manifest("repo", "latest", &idx, OCI_INDEX, &di).await;
 }
 
 #[tokio::test]
@@ -3069,11 +2455,8 @@ async fn manifest_artifact_shapes_are_accepted() {
         "config": desc(OCI_EMPTY, b"{}"),
         "layers": [desc(EXAMPLE_TYPE_1, &payload)],
     }));
-    let da = reg
-        .push_manifest("repo", "artifact", OCI_MANIFEST, &artifact)
-        .await;
-    reg.check_manifest("repo", "artifact", &artifact, OCI_MANIFEST, &da)
-        .await;
+    let da = reg.push_manifest("repo", "artifact", OCI_MANIFEST, &artifact).await;
+    reg.check_manifest("repo", "artifact", &artifact, OCI_MANIFEST, &da).await;
     // Artifact "without layers": its single layer is the empty JSON blob.
     let no_layers = pretty(&json!({
         "schemaVersion": 2,
@@ -3082,11 +2465,8 @@ async fn manifest_artifact_shapes_are_accepted() {
         "config": desc(OCI_EMPTY, b"{}"),
         "layers": [desc(OCI_EMPTY, b"{}")],
     }));
-    let dn = reg
-        .push_manifest("repo", "artifact-without-layers", OCI_MANIFEST, &no_layers)
-        .await;
-    reg.check_manifest("repo", &dn, &no_layers, OCI_MANIFEST, &dn)
-        .await;
+    let dn = reg.push_manifest("repo", "artifact-without-layers", OCI_MANIFEST, &no_layers).await;
+    reg.check_manifest("repo", &dn, &no_layers, OCI_MANIFEST, &dn).await;
     // Artifact index.
     let aidx = pretty(&json!({
         "schemaVersion": 2,
@@ -3094,11 +2474,8 @@ async fn manifest_artifact_shapes_are_accepted() {
         "artifactType": EXAMPLE_TYPE_1,
         "manifests": [desc(OCI_MANIFEST, &artifact), desc(OCI_MANIFEST, &no_layers)],
     }));
-    let dai = reg
-        .push_manifest("repo", "artifact-index", OCI_INDEX, &aidx)
-        .await;
-    reg.check_manifest("repo", "artifact-index", &aidx, OCI_INDEX, &dai)
-        .await;
+    let dai = reg.push_manifest("repo", "artifact-index", OCI_INDEX, &aidx).await;
+    reg.check_manifest("repo", "artifact-index", &aidx, OCI_INDEX, &dai).await;
     // Custom fields everywhere.
     let custom = pretty(&json!({
         "schemaVersion": 2,
@@ -3108,11 +2485,8 @@ async fn manifest_artifact_shapes_are_accepted() {
         "layers": [],
         "x-top-level": "value",
     }));
-    let dc = reg
-        .push_manifest("repo", "custom-fields", OCI_MANIFEST, &custom)
-        .await;
-    reg.check_manifest("repo", "custom-fields", &custom, OCI_MANIFEST, &dc)
-        .await;
+    let dc = reg.push_manifest("repo", "custom-fields", OCI_MANIFEST, &custom).await;
+    reg.check_manifest("repo", "custom-fields", &custom, OCI_MANIFEST, &dc).await;
     // Uncompressed layer media type.
     let uncompressed = pretty(&json!({
         "schemaVersion": 2,
@@ -3120,11 +2494,8 @@ async fn manifest_artifact_shapes_are_accepted() {
         "config": desc(OCI_EMPTY, b"{}"),
         "layers": [desc(OCI_LAYER, &payload)],
     }));
-    let du = reg
-        .push_manifest("repo", "image-uncompressed", OCI_MANIFEST, &uncompressed)
-        .await;
-    reg.check_manifest("repo", &du, &uncompressed, OCI_MANIFEST, &du)
-        .await;
+    let du = reg.push_manifest("repo", "image-uncompressed", OCI_MANIFEST, &uncompressed).await;
+    reg.check_manifest("repo", &du, &uncompressed, OCI_MANIFEST, &du).await;
 }
 
 #[tokio::test]
@@ -3147,10 +2518,7 @@ async fn manifest_sha512_digest_references() {
     let r = reg.put_manifest("repo", &md, OCI_MANIFEST, &m).await;
     r.expect(201).expect_header("docker-content-digest", &md);
     let loc = reg.url(r.must_header("location"));
-    reg.send(reg.req_url(Method::GET, loc).header(ACCEPT, ACCEPT_ALL))
-        .await
-        .expect(200)
-        .expect_body(&m);
+    reg.send(reg.req_url(Method::GET, loc).header(ACCEPT, ACCEPT_ALL)).await.expect(200).expect_body(&m);
     reg.check_manifest("repo", &md, &m, OCI_MANIFEST, &md).await;
     // An index of it, with sha512 digests, pushed by digest with a tag parameter.
     let idx = pretty(&json!({
@@ -3160,26 +2528,16 @@ async fn manifest_sha512_digest_references() {
     }));
     let id = sha512(&idx);
     reg.send(
-        reg.req(
-            Method::PUT,
-            &format!("/v2/repo/manifests/{id}?tag=tag-param-sha512"),
-        )
-        .header(CONTENT_TYPE, OCI_INDEX)
-        .body(idx.clone()),
+        reg.req(Method::PUT, &format!("/v2/repo/manifests/{id}?tag=tag-param-sha512"))
+            .header(CONTENT_TYPE, OCI_INDEX)
+            .body(idx.clone()),
     )
     .await
     .expect(201)
     .expect_header("docker-content-digest", &id);
     reg.check_manifest("repo", &id, &idx, OCI_INDEX, &id).await;
-    let g = reg
-        .send(
-            reg.req(Method::GET, "/v2/repo/manifests/tag-param-sha512")
-                .header(ACCEPT, ACCEPT_ALL),
-        )
-        .await;
-    g.expect(200)
-        .expect_header("content-type", OCI_INDEX)
-        .expect_body(&idx);
+    let g = reg.send(reg.req(Method::GET, "/v2/repo/manifests/tag-param-sha512").header(ACCEPT, ACCEPT_ALL)).await;
+    g.expect(200).expect_header("content-type", OCI_INDEX).expect_body(&idx);
     let dcd = g.must_header("docker-content-digest");
     assert!(
         dcd == id || dcd == sha256(&idx),
@@ -3187,9 +2545,7 @@ async fn manifest_sha512_digest_references() {
         g.what
     );
     // Delete by sha512 digest.
-    reg.delete(&format!("/v2/repo/manifests/{md}"))
-        .await
-        .expect(202);
+    reg.delete(&format!("/v2/repo/manifests/{md}")).await.expect(202);
     reg.check_no_manifest("repo", &md).await;
 }
 
@@ -3197,36 +2553,18 @@ async fn manifest_sha512_digest_references() {
 async fn manifest_tag_grammar() {
     let reg = Reg::start();
     let img = reg.image("repo", 2100, 1).await;
-    reg.push_manifest("repo", "keep", OCI_MANIFEST, &img.manifest)
-        .await;
+    reg.push_manifest("repo", "keep", OCI_MANIFEST, &img.manifest).await;
     // Valid edge cases: 128 characters, leading underscore, dots, dashes, mixed case.
     let long = format!("a{}", "b".repeat(127));
-    for t in [
-        long.as_str(),
-        "_underscore",
-        "v1.2.3-rc.1_build",
-        "MiXeD",
-        "0",
-    ] {
-        reg.push_manifest("repo", t, OCI_MANIFEST, &img.manifest)
-            .await;
-        reg.check_manifest("repo", t, &img.manifest, OCI_MANIFEST, &img.digest)
-            .await;
+    for t in [long.as_str(), "_underscore", "v1.2.3-rc.1_build", "MiXeD", "0"] {
+        reg.push_manifest("repo", t, OCI_MANIFEST, &img.manifest).await;
+        reg.check_manifest("repo", t, &img.manifest, OCI_MANIFEST, &img.digest).await;
     }
     let before = reg.snapshot(&["repo"]).await;
     // Invalid tags: 129 characters, leading dash or dot, characters outside the grammar.
     let too_long = "a".repeat(129);
-    for t in [
-        too_long.as_str(),
-        "-dash",
-        ".dot",
-        "has+plus",
-        "has%21bang",
-        "a~b",
-    ] {
-        let r = reg
-            .put_manifest("repo", t, OCI_MANIFEST, &img.manifest)
-            .await;
+    for t in [too_long.as_str(), "-dash", ".dot", "has+plus", "has%21bang", "a~b"] {
+        let r = reg.put_manifest("repo", t, OCI_MANIFEST, &img.manifest).await;
         r.expect_one_of(&[400, 404]);
         if !r.body.is_empty() {
             r.error_codes();
@@ -3264,35 +2602,22 @@ fn expected(
         media_type,
         size: body.len(),
         artifact_type,
-        annotations: ann
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        annotations: ann.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
     }
 }
 
 /// `entries` are exactly `want` (in any order), field by field.
 #[track_caller]
 fn assert_referrers(what: &str, entries: &[Value], want: &[&Expected]) {
-    let got: Vec<&str> = entries
-        .iter()
-        .map(|e| e["digest"].as_str().unwrap_or("<no digest>"))
-        .collect();
+    let got: Vec<&str> = entries.iter().map(|e| e["digest"].as_str().unwrap_or("<no digest>")).collect();
     let mut got_sorted = got.clone();
     got_sorted.sort();
     let mut want_sorted: Vec<&str> = want.iter().map(|w| w.digest.as_str()).collect();
     want_sorted.sort();
     assert_eq!(got_sorted, want_sorted, "{what}: referrer digests");
     for w in want {
-        let e = entries
-            .iter()
-            .find(|e| e["digest"] == json!(w.digest))
-            .unwrap();
-        assert_eq!(
-            e["mediaType"],
-            json!(w.media_type),
-            "{what}: mediaType of {e}"
-        );
+        let e = entries.iter().find(|e| e["digest"] == json!(w.digest)).unwrap();
+        assert_eq!(e["mediaType"], json!(w.media_type), "{what}: mediaType of {e}");
         assert_eq!(e["size"], json!(w.size), "{what}: size of {e}");
         match w.artifact_type {
             Some(t) => assert_eq!(e["artifactType"], json!(t), "{what}: artifactType of {e}"),
@@ -3302,11 +2627,7 @@ fn assert_referrers(what: &str, entries: &[Value], want: &[&Expected]) {
             ),
         }
         for (k, v) in &w.annotations {
-            assert_eq!(
-                e["annotations"][k],
-                json!(v),
-                "{what}: annotation {k} of {e}"
-            );
+            assert_eq!(e["annotations"][k], json!(v), "{what}: annotation {k} of {e}");
         }
     }
 }
@@ -3363,19 +2684,14 @@ async fn referrers_list_filters_and_subject_header() {
         "subject": subject_desc,
         "annotations": {ANN_KEY: "test index"},
     }));
-    for (body, mt) in [
-        (&a_config, OCI_MANIFEST),
-        (&a_layer, OCI_MANIFEST),
-        (&index, OCI_INDEX),
-    ] {
+    for (body, mt) in [(&a_config, OCI_MANIFEST), (&a_layer, OCI_MANIFEST), (&index, OCI_INDEX)] {
         let r = reg.put_manifest(name, &sha256(body), mt, body).await;
         r.expect(201)
             .expect_header("docker-content-digest", &sha256(body))
             .expect_header("oci-subject", &subject_digest);
     }
     // Now the subject, by tag (no subject field: no OCI-Subject expected to matter).
-    reg.push_manifest(name, "tagtest0", OCI_MANIFEST, &subject.manifest)
-        .await;
+    reg.push_manifest(name, "tagtest0", OCI_MANIFEST, &subject.manifest).await;
     // Reference blob B, then the B referrers, by tag this time.
     let blob_b = b"NBA Strawberry Jam on my NBA croissant".to_vec();
     reg.push_blob(name, &blob_b).await;
@@ -3389,51 +2705,21 @@ async fn referrers_list_filters_and_subject_header() {
     let missing_subject = pretty(&json!({"schemaVersion": 2, "never": "pushed"}));
     let missing_desc = desc(OCI_MANIFEST, &missing_subject);
     let c_layer = layer_artifact(REF_TYPE_B, &blob_b, None, &missing_desc);
-    let r = reg
-        .put_manifest(name, &sha256(&c_layer), OCI_MANIFEST, &c_layer)
-        .await;
-    r.expect(201)
-        .expect_header("oci-subject", &sha256(&missing_subject));
+    let r = reg.put_manifest(name, &sha256(&c_layer), OCI_MANIFEST, &c_layer).await;
+    r.expect(201).expect_header("oci-subject", &sha256(&missing_subject));
     // E: a plain image with a subject: artifactType = config.mediaType.
     let e_img = reg.image(name, 3001, 1).await;
     let mut e_val: Value = serde_json::from_slice(&e_img.manifest).unwrap();
     e_val["subject"] = subject_desc.clone();
     let e_manifest = pretty(&e_val);
-    let r = reg
-        .put_manifest(name, &sha256(&e_manifest), OCI_MANIFEST, &e_manifest)
-        .await;
+    let r = reg.put_manifest(name, &sha256(&e_manifest), OCI_MANIFEST, &e_manifest).await;
     r.expect(201).expect_header("oci-subject", &subject_digest);
 
-    let exp_a_config = expected(
-        OCI_MANIFEST,
-        &a_config,
-        Some(REF_TYPE_A),
-        &[(ANN_KEY, "test config a")],
-    );
-    let exp_a_layer = expected(
-        OCI_MANIFEST,
-        &a_layer,
-        Some(REF_TYPE_A),
-        &[(ANN_KEY, "test layer a")],
-    );
-    let exp_index = expected(
-        OCI_INDEX,
-        &index,
-        Some(REF_TYPE_INDEX),
-        &[(ANN_KEY, "test index")],
-    );
-    let exp_b_config = expected(
-        OCI_MANIFEST,
-        &b_config,
-        Some(REF_TYPE_B),
-        &[(ANN_KEY, "test config b")],
-    );
-    let exp_b_layer = expected(
-        OCI_MANIFEST,
-        &b_layer,
-        Some(REF_TYPE_B),
-        &[(ANN_KEY, "test layer b")],
-    );
+    let exp_a_config = expected(OCI_MANIFEST, &a_config, Some(REF_TYPE_A), &[(ANN_KEY, "test config a")]);
+    let exp_a_layer = expected(OCI_MANIFEST, &a_layer, Some(REF_TYPE_A), &[(ANN_KEY, "test layer a")]);
+    let exp_index = expected(OCI_INDEX, &index, Some(REF_TYPE_INDEX), &[(ANN_KEY, "test index")]);
+    let exp_b_config = expected(OCI_MANIFEST, &b_config, Some(REF_TYPE_B), &[(ANN_KEY, "test config b")]);
+    let exp_b_layer = expected(OCI_MANIFEST, &b_layer, Some(REF_TYPE_B), &[(ANN_KEY, "test layer b")]);
     let exp_c = expected(OCI_MANIFEST, &c_layer, Some(REF_TYPE_B), &[]);
     let exp_e = expected(OCI_MANIFEST, &e_manifest, Some(OCI_CONFIG), &[]);
 
@@ -3441,33 +2727,14 @@ async fn referrers_list_filters_and_subject_header() {
     // All referrers.
     let r = reg.get(&path).await;
     let all = referrers_of(&r);
-    assert!(
-        r.header("oci-filters-applied").is_none_or(|v| v.is_empty()),
-        "{}: no filter was requested",
-        r.what
-    );
-    assert_referrers(
-        &r.what,
-        &all,
-        &[
-            &exp_a_config,
-            &exp_a_layer,
-            &exp_index,
-            &exp_b_config,
-            &exp_b_layer,
-            &exp_e,
-        ],
-    );
+    assert!(r.header("oci-filters-applied").is_none_or(|v| v.is_empty()), "{}: no filter was requested", r.what);
+    assert_referrers(&r.what, &all, &[&exp_a_config, &exp_a_layer, &exp_index, &exp_b_config, &exp_b_layer, &exp_e]);
     // Annotations exactly as in the manifests.
     for e in &all {
         if e["digest"] == json!(exp_e.digest) {
             continue;
         }
-        assert_eq!(
-            e["annotations"].as_object().map(|o| o.len()),
-            Some(1),
-            "{e}"
-        );
+        assert_eq!(e["annotations"].as_object().map(|o| o.len()), Some(1), "{e}");
     }
 
     // Filtered by each artifactType.
@@ -3478,9 +2745,7 @@ async fn referrers_list_filters_and_subject_header() {
         (OCI_CONFIG, vec![&exp_e]),
         ("application/vnd.nothing.matches", vec![]),
     ] {
-        let r = reg
-            .send(reg.req(Method::GET, &path).query(&[("artifactType", t)]))
-            .await;
+        let r = reg.send(reg.req(Method::GET, &path).query(&[("artifactType", t)])).await;
         let entries = referrers_of(&r);
         let applied = r.header("oci-filters-applied").unwrap_or("");
         assert!(
@@ -3492,49 +2757,22 @@ async fn referrers_list_filters_and_subject_header() {
     }
 
     // The never-pushed subject has C.
-    let r = reg
-        .get(&format!(
-            "/v2/{name}/referrers/{}",
-            sha256(&missing_subject)
-        ))
-        .await;
+    let r = reg.get(&format!("/v2/{name}/referrers/{}", sha256(&missing_subject))).await;
     assert_referrers(&r.what, &referrers_of(&r), &[&exp_c]);
 
     // An unknown digest: 200 with an empty list.
-    let r = reg
-        .get(&format!("/v2/{name}/referrers/{}", sha256(b"hello world")))
-        .await;
+    let r = reg.get(&format!("/v2/{name}/referrers/{}", sha256(b"hello world"))).await;
     assert!(referrers_of(&r).is_empty());
 
     // Deleting a referrer removes it from the list; deleting by tag does not.
-    reg.delete(&format!("/v2/{name}/manifests/{}", exp_a_layer.digest))
-        .await
-        .expect(202);
-    reg.delete(&format!("/v2/{name}/manifests/b-config"))
-        .await
-        .expect(202);
+    reg.delete(&format!("/v2/{name}/manifests/{}", exp_a_layer.digest)).await.expect(202);
+    reg.delete(&format!("/v2/{name}/manifests/b-config")).await.expect(202);
     let r = reg.get(&path).await;
-    assert_referrers(
-        &r.what,
-        &referrers_of(&r),
-        &[
-            &exp_a_config,
-            &exp_index,
-            &exp_b_config,
-            &exp_b_layer,
-            &exp_e,
-        ],
-    );
+    assert_referrers(&r.what, &referrers_of(&r), &[&exp_a_config, &exp_index, &exp_b_config, &exp_b_layer, &exp_e]);
     // Referrers are listed per repository.
     reg.push_blob("other", b"{}").await;
-    let r = reg
-        .get(&format!("/v2/other/referrers/{subject_digest}"))
-        .await;
-    assert!(
-        referrers_of(&r).is_empty(),
-        "{}: referrers leaked across repositories",
-        r.what
-    );
+    let r = reg.get(&format!("/v2/other/referrers/{subject_digest}")).await;
+    assert!(referrers_of(&r).is_empty(), "{}: referrers leaked across repositories", r.what);
 }
 
 /// An index with a subject but no artifactType: the entry has no artifactType. A manifest
@@ -3563,24 +2801,15 @@ async fn referrers_artifact_type_rules_for_index_and_empty_values() {
         "layers": [],
         "subject": subject_desc,
     }));
-    let r = reg
-        .put_manifest("repo", &sha256(&empty_at), OCI_MANIFEST, &empty_at)
-        .await;
+    let r = reg.put_manifest("repo", &sha256(&empty_at), OCI_MANIFEST, &empty_at).await;
     r.expect(201).expect_header("oci-subject", &subject.digest);
-    let r = reg
-        .get(&format!("/v2/repo/referrers/{}", subject.digest))
-        .await;
+    let r = reg.get(&format!("/v2/repo/referrers/{}", subject.digest)).await;
     let entries = referrers_of(&r);
     assert_referrers(
         &r.what,
         &entries,
         &[
-            &expected(
-                OCI_INDEX,
-                &idx,
-                None,
-                &[("org.example", "index without artifactType")],
-            ),
+            &expected(OCI_INDEX, &idx, None, &[("org.example", "index without artifactType")]),
             &expected(OCI_MANIFEST, &empty_at, Some(EXAMPLE_TYPE_2), &[]),
         ],
     );
@@ -3590,14 +2819,10 @@ async fn referrers_artifact_type_rules_for_index_and_empty_values() {
 async fn referrers_of_unknown_repository_or_digest_is_an_empty_index() {
     let reg = Reg::start();
     // Conformance "empty" runs before anything is pushed: 200 and an empty index.
-    let r = reg
-        .get(&format!("/v2/nothere/referrers/{}", sha256(b"x")))
-        .await;
+    let r = reg.get(&format!("/v2/nothere/referrers/{}", sha256(b"x"))).await;
     assert!(referrers_of(&r).is_empty());
     reg.push_blob("repo", b"x").await;
-    let r = reg
-        .get(&format!("/v2/repo/referrers/{}", sha512(b"x")))
-        .await;
+    let r = reg.get(&format!("/v2/repo/referrers/{}", sha512(b"x"))).await;
     assert!(referrers_of(&r).is_empty());
     // With a filter: still an empty index.
     let r = reg
@@ -3614,9 +2839,7 @@ async fn referrers_with_invalid_digest_is_400() {
     let reg = Reg::start();
     reg.push_blob("repo", b"x").await;
     for bad in ["sha256:abc", "latest", "sha256:ZZZ"] {
-        reg.get(&format!("/v2/repo/referrers/{bad}"))
-            .await
-            .expect_error(400, "DIGEST_INVALID");
+        reg.get(&format!("/v2/repo/referrers/{bad}")).await.expect_error(400, "DIGEST_INVALID");
     }
 }
 
@@ -3640,9 +2863,7 @@ async fn referrers_of_an_index_subject() {
         "subject": desc(OCI_INDEX, &idx),
         "annotations": {"org.opencontainers.conformance": "hello conformance test"},
     }));
-    let r = reg
-        .put_manifest("repo", "tagged-artifact", OCI_MANIFEST, &art)
-        .await;
+    let r = reg.put_manifest("repo", "tagged-artifact", OCI_MANIFEST, &art).await;
     r.expect(201).expect_header("oci-subject", &idx_digest);
     let r = reg.get(&format!("/v2/repo/referrers/{idx_digest}")).await;
     assert_referrers(
@@ -3684,21 +2905,11 @@ async fn follow_pages(
         next = r.next_link();
         if let Some(link) = &next {
             // A page with a next link is full.
-            assert_eq!(
-                page.len(),
-                n,
-                "{}: a page followed by a Link must hold n items",
-                r.what
-            );
+            assert_eq!(page.len(), n, "{}: a page followed by a Link must hold n items", r.what);
             let u = reg.url(link);
             assert_eq!(u.path(), path_prefix, "{}: Link {link}", r.what);
             let q: BTreeMap<String, String> = u.query_pairs().into_owned().collect();
-            assert_eq!(
-                q.get("n").map(String::as_str),
-                Some(n.to_string().as_str()),
-                "{}: Link {link}",
-                r.what
-            );
+            assert_eq!(q.get("n").map(String::as_str), Some(n.to_string().as_str()), "{}: Link {link}", r.what);
             assert_eq!(q.get("last"), page.last(), "{}: Link {link}", r.what);
         } else {
             assert!(page.len() <= n, "{}: page larger than n", r.what);
@@ -3716,21 +2927,16 @@ async fn tags_list_sorted_with_n_last_and_link_pagination() {
     let mut pushed = Vec::new();
     for i in 0..4 {
         for t in [format!("test{i}"), format!("TEST{i}")] {
-            reg.push_manifest("repo", &t, OCI_MANIFEST, &img.manifest)
-                .await;
+            reg.push_manifest("repo", &t, OCI_MANIFEST, &img.manifest).await;
             pushed.push(t);
         }
     }
-    for t in [
-        "latest", "v1.0", "v1.10", "v1.9", "_first", "a-b", "a.b", "a_b", "Zulu", "0",
-    ] {
-        reg.push_manifest("repo", t, OCI_MANIFEST, &img.manifest)
-            .await;
+    for t in ["latest", "v1.0", "v1.10", "v1.9", "_first", "a-b", "a.b", "a_b", "Zulu", "0"] {
+        reg.push_manifest("repo", t, OCI_MANIFEST, &img.manifest).await;
         pushed.push(t.to_string());
     }
     let r = reg.get("/v2/repo/tags/list").await;
-    r.expect(200)
-        .expect_header("content-type", "application/json");
+    r.expect(200).expect_header("content-type", "application/json");
     assert_eq!(r.json()["name"], json!("repo"));
     let all = tags_of(&r);
     assert!(r.next_link().is_none(), "{}: no Link without n", r.what);
@@ -3739,10 +2945,7 @@ async fn tags_list_sorted_with_n_last_and_link_pagination() {
     let mut got_sorted = all.clone();
     got_sorted.sort();
     assert_eq!(got_sorted, want, "every pushed tag is listed exactly once");
-    assert!(
-        is_spec_sorted(&all),
-        "tags not in lexical or ASCIIbetical order: {all:?}"
-    );
+    assert!(is_spec_sorted(&all), "tags not in lexical or ASCIIbetical order: {all:?}");
     let total = all.len();
 
     // n limits the count (conformance: numTags/2).
@@ -3750,17 +2953,11 @@ async fn tags_list_sorted_with_n_last_and_link_pagination() {
     let r = reg.get(&format!("/v2/repo/tags/list?n={half}")).await;
     r.expect(200);
     assert_eq!(tags_of(&r), all[..half].to_vec());
-    assert!(
-        r.next_link().is_some(),
-        "{}: more tags remain, a Link is expected",
-        r.what
-    );
+    assert!(r.next_link().is_some(), "{}: more tags remain, a Link is expected", r.what);
 
     // last: strictly after the given tag (conformance: last = tagList[numResults-1]).
     let last = &all[half - 1];
-    let r = reg
-        .get(&format!("/v2/repo/tags/list?n={half}&last={last}"))
-        .await;
+    let r = reg.get(&format!("/v2/repo/tags/list?n={half}&last={last}")).await;
     r.expect(200);
     let page = tags_of(&r);
     assert!(!page.contains(last));
@@ -3770,9 +2967,7 @@ async fn tags_list_sorted_with_n_last_and_link_pagination() {
     r.expect(200);
     assert_eq!(tags_of(&r), all[half..].to_vec());
     // last = the final tag: empty, no Link.
-    let r = reg
-        .get(&format!("/v2/repo/tags/list?last={}", all[total - 1]))
-        .await;
+    let r = reg.get(&format!("/v2/repo/tags/list?last={}", all[total - 1])).await;
     r.expect(200);
     assert!(tags_of(&r).is_empty());
     assert!(r.next_link().is_none());
@@ -3789,29 +2984,15 @@ async fn tags_list_sorted_with_n_last_and_link_pagination() {
         .cloned()
         .collect();
     let page = tags_of(&r);
-    assert!(
-        page.iter().all(|t| want.contains(t)),
-        "{}: {page:?}",
-        r.what
-    );
+    assert!(page.iter().all(|t| want.contains(t)), "{}: {page:?}", r.what);
 
     // n = 0: empty list and no Link (MUST).
     let r = reg.get("/v2/repo/tags/list?n=0").await;
     r.expect(200);
-    assert!(
-        tags_of(&r).is_empty(),
-        "{}: n=0 must give an empty list",
-        r.what
-    );
-    assert!(
-        r.header("link").is_none(),
-        "{}: n=0 must not carry a Link",
-        r.what
-    );
+    assert!(tags_of(&r).is_empty(), "{}: n=0 must give an empty list", r.what);
+    assert!(r.header("link").is_none(), "{}: n=0 must not carry a Link", r.what);
     // n larger than the count: everything, no Link.
-    let r = reg
-        .get(&format!("/v2/repo/tags/list?n={}", total + 5))
-        .await;
+    let r = reg.get(&format!("/v2/repo/tags/list?n={}", total + 5)).await;
     r.expect(200);
     assert_eq!(tags_of(&r), all);
     assert!(r.next_link().is_none());
@@ -3828,14 +3009,7 @@ async fn tags_list_sorted_with_n_last_and_link_pagination() {
 
     // Following Link headers visits every tag once, in order.
     for n in [1, 3, 7] {
-        let paged = follow_pages(
-            &reg,
-            &format!("/v2/repo/tags/list?n={n}"),
-            n,
-            "/v2/repo/tags/list",
-            tags_of,
-        )
-        .await;
+        let paged = follow_pages(&reg, &format!("/v2/repo/tags/list?n={n}"), n, "/v2/repo/tags/list", tags_of).await;
         assert_eq!(paged, all, "pagination with n={n}");
     }
 }
@@ -3845,8 +3019,7 @@ async fn tags_list_for_nested_name_and_link_format() {
     let reg = Reg::start();
     let img = reg.image("team/app/api", 4100, 1).await;
     for t in ["a", "b", "c"] {
-        reg.push_manifest("team/app/api", t, OCI_MANIFEST, &img.manifest)
-            .await;
+        reg.push_manifest("team/app/api", t, OCI_MANIFEST, &img.manifest).await;
     }
     let r = reg.get("/v2/team/app/api/tags/list?n=2").await;
     r.expect(200);
@@ -3868,12 +3041,8 @@ async fn tags_list_for_nested_name_and_link_format() {
 #[tokio::test]
 async fn tags_list_of_unknown_repository_is_404_name_unknown() {
     let reg = Reg::start();
-    reg.get("/v2/nothere/tags/list")
-        .await
-        .expect_error(404, "NAME_UNKNOWN");
-    reg.get("/v2/a/b/c/tags/list?n=10")
-        .await
-        .expect_error(404, "NAME_UNKNOWN");
+    reg.get("/v2/nothere/tags/list").await.expect_error(404, "NAME_UNKNOWN");
+    reg.get("/v2/a/b/c/tags/list?n=10").await.expect_error(404, "NAME_UNKNOWN");
     // A repository holding only blobs exists (repositories appear on first push) and has no tags.
     reg.push_blob("blobsonly", b"x").await;
     let r = reg.get("/v2/blobsonly/tags/list").await;
@@ -3889,16 +3058,7 @@ async fn catalog_lists_repositories_with_pagination() {
     let r = reg.get("/v2/_catalog").await;
     r.expect(200);
     assert!(repos_of(&r).is_empty(), "{}: {}", r.what, r.text());
-    let names = [
-        "zeta",
-        "alpha",
-        "beta/one",
-        "beta/two",
-        "a/b/c/d",
-        "gamma-ray",
-        "delta.x",
-        "b_c",
-    ];
+    let names = ["zeta", "alpha", "beta/one", "beta/two", "a/b/c/d", "gamma-ray", "delta.x", "b_c"];
     for (i, n) in names.iter().enumerate() {
         if i % 2 == 0 {
             reg.push_image(n, 5000 + i as u64, Some("latest")).await;
@@ -3907,8 +3067,7 @@ async fn catalog_lists_repositories_with_pagination() {
         }
     }
     let r = reg.get("/v2/_catalog").await;
-    r.expect(200)
-        .expect_header("content-type", "application/json");
+    r.expect(200).expect_header("content-type", "application/json");
     let all = repos_of(&r);
     let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     want.sort();
@@ -3937,14 +3096,7 @@ async fn catalog_lists_repositories_with_pagination() {
     assert!(repos_of(&r).is_empty());
     assert!(r.header("link").is_none());
     for n in [1, 2, 5] {
-        let paged = follow_pages(
-            &reg,
-            &format!("/v2/_catalog?n={n}"),
-            n,
-            "/v2/_catalog",
-            repos_of,
-        )
-        .await;
+        let paged = follow_pages(&reg, &format!("/v2/_catalog?n={n}"), n, "/v2/_catalog", repos_of).await;
         assert_eq!(paged, all, "catalog pagination with n={n}");
     }
 }
@@ -3993,29 +3145,17 @@ async fn invalid_repository_names_are_rejected() {
             ("POST", format!("/v2/{n}/blobs/uploads/")),
             ("GET", format!("/v2/{n}/referrers/{d}")),
         ] {
-            reg.raw(method, &target, &[], b"")
-                .await
-                .expect_name_rejected(*may_404);
+            reg.raw(method, &target, &[], b"").await.expect_name_rejected(*may_404);
         }
         // Writes: single-POST upload and manifest PUT.
-        reg.raw(
-            "POST",
-            &format!("/v2/{n}/blobs/uploads/?digest={d}"),
-            &[("Content-Type", OCTET)],
-            b"x",
-        )
-        .await
-        .expect_name_rejected(*may_404);
+        reg.raw("POST", &format!("/v2/{n}/blobs/uploads/?digest={d}"), &[("Content-Type", OCTET)], b"x")
+            .await
+            .expect_name_rejected(*may_404);
         let img_body = pretty(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
             "config": desc(OCI_EMPTY, b"{}"), "layers": []}));
-        reg.raw(
-            "PUT",
-            &format!("/v2/{n}/manifests/latest"),
-            &[("Content-Type", OCI_MANIFEST)],
-            &img_body,
-        )
-        .await
-        .expect_name_rejected(*may_404);
+        reg.raw("PUT", &format!("/v2/{n}/manifests/latest"), &[("Content-Type", OCI_MANIFEST)], &img_body)
+            .await
+            .expect_name_rejected(*may_404);
     }
     // Nothing was created.
     assert_eq!(reg.snapshot(&["ok"]).await, before);
@@ -4047,8 +3187,7 @@ async fn nested_and_edge_case_names_work() {
     ];
     for (i, n) in names.iter().enumerate() {
         let img = reg.push_image(n, 7000 + i as u64, Some("v1")).await;
-        reg.check_manifest(n, "v1", &img.manifest, OCI_MANIFEST, &img.digest)
-            .await;
+        reg.check_manifest(n, "v1", &img.manifest, OCI_MANIFEST, &img.digest).await;
         reg.check_blob(n, &sha256(&img.config), &img.config).await;
         assert_eq!(reg.tags(n).await, vec!["v1"]);
         let r = reg.get(&format!("/v2/{n}/referrers/{}", img.digest)).await;
@@ -4069,12 +3208,8 @@ async fn nested_and_edge_case_names_work() {
     want.sort();
     assert_eq!(repos_of(&r), want);
     // Names are distinct from their prefixes.
-    reg.get("/v2/a/b/tags/list")
-        .await
-        .expect_error(404, "NAME_UNKNOWN");
-    reg.get("/v2/a/tags/list")
-        .await
-        .expect_error(404, "NAME_UNKNOWN");
+    reg.get("/v2/a/b/tags/list").await.expect_error(404, "NAME_UNKNOWN");
+    reg.get("/v2/a/tags/list").await.expect_error(404, "NAME_UNKNOWN");
 }
 
 // =============================================================================================
@@ -4090,33 +3225,19 @@ async fn full_workflow_push_pull_discover_delete() {
     let img = reg.push_image(name, 8000, Some("tagtest0")).await;
     let second = reg.push_image(name, 8001, None).await;
     // Pull.
-    reg.check_manifest(name, "tagtest0", &img.manifest, OCI_MANIFEST, &img.digest)
-        .await;
-    reg.check_manifest(
-        name,
-        &second.digest,
-        &second.manifest,
-        OCI_MANIFEST,
-        &second.digest,
-    )
-    .await;
-    reg.check_blob(name, &sha256(&img.config), &img.config)
-        .await;
+    reg.check_manifest(name, "tagtest0", &img.manifest, OCI_MANIFEST, &img.digest).await;
+    reg.check_manifest(name, &second.digest, &second.manifest, OCI_MANIFEST, &second.digest).await;
+    reg.check_blob(name, &sha256(&img.config), &img.config).await;
     for l in &img.layers {
         reg.check_blob(name, &sha256(l), l).await;
     }
     // Discovery.
     assert_eq!(reg.tags(name).await, vec!["tagtest0"]);
     // Management: delete tag, then manifest, then blobs.
-    reg.delete(&format!("/v2/{name}/manifests/tagtest0"))
-        .await
-        .expect(202);
+    reg.delete(&format!("/v2/{name}/manifests/tagtest0")).await.expect(202);
     reg.check_no_manifest(name, "tagtest0").await;
-    reg.check_manifest(name, &img.digest, &img.manifest, OCI_MANIFEST, &img.digest)
-        .await;
-    reg.delete(&format!("/v2/{name}/manifests/{}", img.digest))
-        .await
-        .expect(202);
+    reg.check_manifest(name, &img.digest, &img.manifest, OCI_MANIFEST, &img.digest).await;
+    reg.delete(&format!("/v2/{name}/manifests/{}", img.digest)).await.expect(202);
     reg.check_no_manifest(name, &img.digest).await;
     let r = reg.get(&format!("/v2/{name}/tags/list")).await;
     r.expect_one_of(&[200, 404]);
@@ -4125,18 +3246,9 @@ async fn full_workflow_push_pull_discover_delete() {
     }
     for b in std::iter::once(&img.config).chain(img.layers.iter()) {
         let d = sha256(b);
-        reg.delete(&format!("/v2/{name}/blobs/{d}"))
-            .await
-            .expect(202);
+        reg.delete(&format!("/v2/{name}/blobs/{d}")).await.expect(202);
         reg.check_no_blob(name, &d).await;
     }
     // The second manifest is intact.
-    reg.check_manifest(
-        name,
-        &second.digest,
-        &second.manifest,
-        OCI_MANIFEST,
-        &second.digest,
-    )
-    .await;
+    reg.check_manifest(name, &second.digest, &second.manifest, OCI_MANIFEST, &second.digest).await;
 }

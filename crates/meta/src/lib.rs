@@ -55,6 +55,13 @@ pub struct NewManifest<'a> {
     pub blobs: &'a [&'a str],
     /// Manifests that must exist in the repository.
     pub children: &'a [&'a str],
+    /// Tags (among those being set) that must not exist yet (immutable tags).
+    pub immutable_tags: &'a [&'a str],
+    /// Config media type (image manifests).
+    pub config_media_type: Option<&'a str>,
+    /// Bytes of the blobs an image manifest references; `None` for an index, whose size is the
+    /// largest of its children's.
+    pub image_size: Option<u64>,
 }
 
 /// Result of [`MetadataStore::put_manifest`].
@@ -66,6 +73,8 @@ pub enum PutManifest {
     MissingBlobs(Vec<String>),
     /// These child manifests are not in the repository; nothing changed.
     MissingManifests(Vec<String>),
+    /// This immutable tag already exists; nothing changed.
+    TagExists(String),
 }
 
 /// A stored manifest.
@@ -130,6 +139,21 @@ pub struct NewRepository<'a> {
     pub tags: &'a [(String, String)],
 }
 
+/// A manifest of a repository with what DescribeImages reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub digest: String,
+    pub media_type: String,
+    pub config_media_type: Option<String>,
+    pub artifact_type: Option<String>,
+    pub subject: Option<String>,
+    pub image_size: u64,
+    pub pushed_at: i64,
+    pub last_pulled_at: Option<i64>,
+    /// Tags pointing at it, sorted.
+    pub tags: Vec<String>,
+}
+
 /// Outcome of [`MetadataStore::delete_repository`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeleteRepository {
@@ -146,12 +170,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// The id of repository `name`, creating it if needed.
     async fn ensure_repository(&self, ns: &Namespace, name: &str, now: i64) -> Result<i64>;
     /// Repository names after `last` in lexical order, at most `limit`.
-    async fn list_repositories(
-        &self,
-        ns: &Namespace,
-        last: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<String>>;
+    async fn list_repositories(&self, ns: &Namespace, last: Option<&str>, limit: u32) -> Result<Vec<String>>;
 
     /// Size of `digest` when it is linked to the repository.
     async fn blob_in_repo(&self, repo_id: i64, digest: &str) -> Result<Option<u64>>;
@@ -169,26 +188,14 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Move an upload's size from `old` to `new`; `false` when its size was not `old` (or it is gone).
     async fn set_upload_size(&self, id: &str, old: u64, new: u64, now: i64) -> Result<bool>;
     /// Remove the session and link the committed blob, in one transaction.
-    async fn complete_upload(
-        &self,
-        id: &str,
-        repo_id: i64,
-        digest: &str,
-        size: u64,
-        now: i64,
-    ) -> Result<()>;
+    async fn complete_upload(&self, id: &str, repo_id: i64, digest: &str, size: u64, now: i64) -> Result<()>;
     /// Remove a session; `false` when it did not exist.
     async fn delete_upload(&self, id: &str) -> Result<bool>;
     /// Sessions not updated since `before`, at most `limit`.
     async fn stale_uploads(&self, before: i64, limit: u32) -> Result<Vec<String>>;
 
     /// Store a manifest (idempotent) and point `tags` at it, after checking its references.
-    async fn put_manifest(
-        &self,
-        m: &NewManifest<'_>,
-        tags: &[&str],
-        now: i64,
-    ) -> Result<PutManifest>;
+    async fn put_manifest(&self, m: &NewManifest<'_>, tags: &[&str], now: i64) -> Result<PutManifest>;
     /// A manifest of the repository by digest.
     async fn manifest(&self, repo_id: i64, digest: &str) -> Result<Option<Manifest>>;
     /// The digest a tag points to.
@@ -200,12 +207,13 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Tags after `last` in lexical order, at most `limit`.
     async fn list_tags(&self, repo_id: i64, last: Option<&str>, limit: u32) -> Result<Vec<String>>;
     /// Manifests whose subject is `subject`, optionally only those of `artifact_type`.
-    async fn referrers(
-        &self,
-        repo_id: i64,
-        subject: &str,
-        artifact_type: Option<&str>,
-    ) -> Result<Vec<Referrer>>;
+    async fn referrers(&self, repo_id: i64, subject: &str, artifact_type: Option<&str>) -> Result<Vec<Referrer>>;
+    /// Every manifest of a repository with its tags, oldest push first.
+    async fn images(&self, repo_id: i64) -> Result<Vec<Image>>;
+    /// Record that a manifest was pulled at `now`.
+    async fn record_pull(&self, repo_id: i64, digest: &str, now: i64) -> Result<()>;
+    /// Whether an index of the repository lists `digest` as a child.
+    async fn referenced_by_index(&self, repo_id: i64, digest: &str) -> Result<bool>;
     /// A deployment-wide setting.
     async fn setting(&self, key: &str) -> Result<Option<String>>;
     /// Set a deployment-wide setting.
@@ -220,11 +228,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>>;
 
     /// Create a repository with its settings and resource tags; `None` when it already exists.
-    async fn create_repository(
-        &self,
-        r: &NewRepository<'_>,
-        now: i64,
-    ) -> Result<Option<RepositoryInfo>>;
+    async fn create_repository(&self, r: &NewRepository<'_>, now: i64) -> Result<Option<RepositoryInfo>>;
     /// A repository and its settings.
     async fn repository_info(&self, ns: &Namespace, name: &str) -> Result<Option<RepositoryInfo>>;
     /// Repositories after `last` in name order, at most `limit`.
@@ -237,21 +241,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Delete a repository (and, with `force`, everything in it).
     async fn delete_repository(&self, repo_id: i64, force: bool) -> Result<DeleteRepository>;
     /// Change tag mutability and its exclusion filters.
-    async fn set_tag_mutability(
-        &self,
-        repo_id: i64,
-        mutability: &str,
-        exclusions: Option<&str>,
-    ) -> Result<()>;
+    async fn set_tag_mutability(&self, repo_id: i64, mutability: &str, exclusions: Option<&str>) -> Result<()>;
     /// Resource tags of a repository, by key.
     async fn resource_tags(&self, repo_id: i64) -> Result<Vec<(String, String)>>;
     /// Add or overwrite resource tags; `false` (nothing changed) when the result would exceed `max`.
-    async fn tag_repository(
-        &self,
-        repo_id: i64,
-        tags: &[(String, String)],
-        max: usize,
-    ) -> Result<bool>;
+    async fn tag_repository(&self, repo_id: i64, tags: &[(String, String)], max: usize) -> Result<bool>;
     /// Remove resource tags by key.
     async fn untag_repository(&self, repo_id: i64, keys: &[String]) -> Result<()>;
 }

@@ -7,9 +7,7 @@
 //! The SQL is kept portable (`$n` placeholders, `ON CONFLICT`, `RETURNING`) for PostgreSQL.
 
 use crate::*;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, Transaction};
 use std::path::Path;
 use std::time::Duration;
@@ -51,9 +49,7 @@ impl SqliteStore {
     /// Close both pools, checkpointing the WAL.
     pub async fn close(&self) {
         self.read.close().await;
-        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.write)
-            .await;
+        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.write).await;
         self.write.close().await;
     }
 
@@ -70,11 +66,7 @@ async fn missing(
 ) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for d in digests {
-        let hit = sqlx::query(sql)
-            .bind(repo_id)
-            .bind(*d)
-            .fetch_optional(&mut **tx)
-            .await?;
+        let hit = sqlx::query(sql).bind(repo_id).bind(*d).fetch_optional(&mut **tx).await?;
         if hit.is_none() && !out.iter().any(|x: &String| x == d) {
             out.push(d.to_string());
         }
@@ -85,14 +77,12 @@ async fn missing(
 #[async_trait]
 impl MetadataStore for SqliteStore {
     async fn repository(&self, ns: &Namespace, name: &str) -> Result<Option<i64>> {
-        let row = sqlx::query(
-            "SELECT id FROM repositories WHERE account_id = $1 AND region = $2 AND name = $3",
-        )
-        .bind(&ns.account_id)
-        .bind(&ns.region)
-        .bind(name)
-        .fetch_optional(&self.read)
-        .await?;
+        let row = sqlx::query("SELECT id FROM repositories WHERE account_id = $1 AND region = $2 AND name = $3")
+            .bind(&ns.account_id)
+            .bind(&ns.region)
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -111,25 +101,18 @@ impl MetadataStore for SqliteStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let id: i64 = sqlx::query(
-            "SELECT id FROM repositories WHERE account_id = $1 AND region = $2 AND name = $3",
-        )
-        .bind(&ns.account_id)
-        .bind(&ns.region)
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?
-        .get(0);
+        let id: i64 = sqlx::query("SELECT id FROM repositories WHERE account_id = $1 AND region = $2 AND name = $3")
+            .bind(&ns.account_id)
+            .bind(&ns.region)
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
         tx.commit().await?;
         Ok(id)
     }
 
-    async fn list_repositories(
-        &self,
-        ns: &Namespace,
-        last: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<String>> {
+    async fn list_repositories(&self, ns: &Namespace, last: Option<&str>, limit: u32) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "SELECT name FROM repositories WHERE account_id = $1 AND region = $2 AND name > $3 \
              ORDER BY name LIMIT $4",
@@ -156,10 +139,8 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn blob(&self, digest: &str) -> Result<Option<u64>> {
-        let row = sqlx::query("SELECT size FROM blobs WHERE digest = $1")
-            .bind(digest)
-            .fetch_optional(&self.read)
-            .await?;
+        let row =
+            sqlx::query("SELECT size FROM blobs WHERE digest = $1").bind(digest).fetch_optional(&self.read).await?;
         Ok(row.map(|r| r.get::<i64, _>(0) as u64))
     }
 
@@ -190,12 +171,10 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn upload(&self, id: &str) -> Result<Option<Upload>> {
-        let row = sqlx::query(
-            "SELECT id, repo_id, size, created_at, updated_at FROM uploads WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.read)
-        .await?;
+        let row = sqlx::query("SELECT id, repo_id, size, created_at, updated_at FROM uploads WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
         Ok(row.map(|r| Upload {
             id: r.get(0),
             repo_id: r.get(1),
@@ -206,85 +185,80 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn set_upload_size(&self, id: &str, old: u64, new: u64, now: i64) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE uploads SET size = $1, updated_at = $2 WHERE id = $3 AND size = $4",
-        )
-        .bind(new as i64)
-        .bind(now)
-        .bind(id)
-        .bind(old as i64)
-        .execute(&self.write)
-        .await?;
+        let r = sqlx::query("UPDATE uploads SET size = $1, updated_at = $2 WHERE id = $3 AND size = $4")
+            .bind(new as i64)
+            .bind(now)
+            .bind(id)
+            .bind(old as i64)
+            .execute(&self.write)
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
-    async fn complete_upload(
-        &self,
-        id: &str,
-        repo_id: i64,
-        digest: &str,
-        size: u64,
-        now: i64,
-    ) -> Result<()> {
+    async fn complete_upload(&self, id: &str, repo_id: i64, digest: &str, size: u64, now: i64) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM uploads WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&mut *tx).await?;
         link(&mut tx, repo_id, digest, size, now).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn delete_upload(&self, id: &str) -> Result<bool> {
-        let r = sqlx::query("DELETE FROM uploads WHERE id = $1")
-            .bind(id)
-            .execute(&self.write)
-            .await?;
+        let r = sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&self.write).await?;
         Ok(r.rows_affected() > 0)
     }
 
     async fn stale_uploads(&self, before: i64, limit: u32) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT id FROM uploads WHERE updated_at < $1 ORDER BY updated_at LIMIT $2",
-        )
-        .bind(before)
-        .bind(limit as i64)
-        .fetch_all(&self.read)
-        .await?;
+        let rows = sqlx::query("SELECT id FROM uploads WHERE updated_at < $1 ORDER BY updated_at LIMIT $2")
+            .bind(before)
+            .bind(limit as i64)
+            .fetch_all(&self.read)
+            .await?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
-    async fn put_manifest(
-        &self,
-        m: &NewManifest<'_>,
-        tags: &[&str],
-        now: i64,
-    ) -> Result<PutManifest> {
+    async fn put_manifest(&self, m: &NewManifest<'_>, tags: &[&str], now: i64) -> Result<PutManifest> {
         let mut tx = self.begin().await?;
-        let blobs = missing(
-            &mut tx,
-            "SELECT 1 FROM repo_blobs WHERE repo_id = $1 AND digest = $2",
-            m.repo_id,
-            m.blobs,
-        )
-        .await?;
+        for t in m.immutable_tags {
+            let hit = sqlx::query("SELECT 1 FROM tags WHERE repo_id = $1 AND name = $2")
+                .bind(m.repo_id)
+                .bind(*t)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if hit.is_some() {
+                return Ok(PutManifest::TagExists(t.to_string()));
+            }
+        }
+        let blobs =
+            missing(&mut tx, "SELECT 1 FROM repo_blobs WHERE repo_id = $1 AND digest = $2", m.repo_id, m.blobs).await?;
         if !blobs.is_empty() {
             return Ok(PutManifest::MissingBlobs(blobs));
         }
-        let children = missing(
-            &mut tx,
-            "SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2",
-            m.repo_id,
-            m.children,
-        )
-        .await?;
+        let children =
+            missing(&mut tx, "SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2", m.repo_id, m.children)
+                .await?;
         if !children.is_empty() {
             return Ok(PutManifest::MissingManifests(children));
         }
+        let image_size: i64 = match m.image_size {
+            Some(n) => n as i64,
+            None => {
+                let mut max = 0i64;
+                for c in m.children {
+                    let r = sqlx::query("SELECT image_size FROM manifests WHERE repo_id = $1 AND digest = $2")
+                        .bind(m.repo_id)
+                        .bind(*c)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    max = max.max(r.map(|r| r.get::<i64, _>(0)).unwrap_or(0));
+                }
+                max
+            }
+        };
         let inserted = sqlx::query(
-            "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, pushed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (repo_id, digest) DO NOTHING",
+            "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, pushed_at, \
+             config_media_type, image_size) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (repo_id, digest) DO NOTHING",
         )
         .bind(m.repo_id)
         .bind(m.digest)
@@ -295,6 +269,8 @@ impl MetadataStore for SqliteStore {
         .bind(m.content.len() as i64)
         .bind(m.content)
         .bind(now)
+        .bind(m.config_media_type)
+        .bind(image_size)
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -332,18 +308,12 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn manifest(&self, repo_id: i64, digest: &str) -> Result<Option<Manifest>> {
-        let row = sqlx::query(
-            "SELECT media_type, content FROM manifests WHERE repo_id = $1 AND digest = $2",
-        )
-        .bind(repo_id)
-        .bind(digest)
-        .fetch_optional(&self.read)
-        .await?;
-        Ok(row.map(|r| Manifest {
-            digest: digest.to_string(),
-            media_type: r.get(0),
-            content: r.get(1),
-        }))
+        let row = sqlx::query("SELECT media_type, content FROM manifests WHERE repo_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(digest)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| Manifest { digest: digest.to_string(), media_type: r.get(0), content: r.get(1) }))
     }
 
     async fn resolve_tag(&self, repo_id: i64, tag: &str) -> Result<Option<String>> {
@@ -374,23 +344,16 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn list_tags(&self, repo_id: i64, last: Option<&str>, limit: u32) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT name FROM tags WHERE repo_id = $1 AND name > $2 ORDER BY name LIMIT $3",
-        )
-        .bind(repo_id)
-        .bind(last.unwrap_or(""))
-        .bind(limit as i64)
-        .fetch_all(&self.read)
-        .await?;
+        let rows = sqlx::query("SELECT name FROM tags WHERE repo_id = $1 AND name > $2 ORDER BY name LIMIT $3")
+            .bind(repo_id)
+            .bind(last.unwrap_or(""))
+            .bind(limit as i64)
+            .fetch_all(&self.read)
+            .await?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
-    async fn referrers(
-        &self,
-        repo_id: i64,
-        subject: &str,
-        artifact_type: Option<&str>,
-    ) -> Result<Vec<Referrer>> {
+    async fn referrers(&self, repo_id: i64, subject: &str, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
         let rows = sqlx::query(
             "SELECT digest, media_type, size, artifact_type, annotations FROM manifests \
              WHERE repo_id = $1 AND subject = $2 AND ($3 IS NULL OR artifact_type = $3) ORDER BY pushed_at, digest",
@@ -411,6 +374,60 @@ impl MetadataStore for SqliteStore {
             })
             .collect())
     }
+    async fn images(&self, repo_id: i64) -> Result<Vec<Image>> {
+        let rows = sqlx::query(
+            "SELECT m.digest, m.media_type, m.config_media_type, m.artifact_type, m.subject, m.image_size, m.pushed_at, \
+             m.last_pulled_at, t.name FROM manifests m LEFT JOIN tags t ON t.repo_id = m.repo_id AND t.digest = m.digest \
+             WHERE m.repo_id = $1 ORDER BY m.pushed_at, m.digest, t.name",
+        )
+        .bind(repo_id)
+        .fetch_all(&self.read)
+        .await?;
+        let mut out: Vec<Image> = Vec::new();
+        for r in rows {
+            let digest: String = r.get(0);
+            let tag: Option<String> = r.get(8);
+            if let Some(last) = out.last_mut()
+                && last.digest == digest
+            {
+                last.tags.extend(tag);
+                continue;
+            }
+            out.push(Image {
+                digest,
+                media_type: r.get(1),
+                config_media_type: r.get(2),
+                artifact_type: r.get(3),
+                subject: r.get(4),
+                image_size: r.get::<i64, _>(5) as u64,
+                pushed_at: r.get(6),
+                last_pulled_at: r.get(7),
+                tags: tag.into_iter().collect(),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn record_pull(&self, repo_id: i64, digest: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE manifests SET last_pulled_at = $1 WHERE repo_id = $2 AND digest = $3")
+            .bind(now)
+            .bind(repo_id)
+            .bind(digest)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn referenced_by_index(&self, repo_id: i64, digest: &str) -> Result<bool> {
+        let r =
+            sqlx::query("SELECT 1 FROM manifest_refs WHERE repo_id = $1 AND ref_digest = $2 AND kind = 'm' LIMIT 1")
+                .bind(repo_id)
+                .bind(digest)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(r.is_some())
+    }
+
     async fn setting(&self, key: &str) -> Result<Option<String>> {
         let r = sqlx::query("SELECT value FROM server_settings WHERE key = $1")
             .bind(key)
@@ -431,13 +448,11 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn create_account(&self, account_id: &str, now: i64) -> Result<bool> {
-        let r = sqlx::query(
-            "INSERT INTO accounts (account_id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(account_id)
-        .bind(now)
-        .execute(&self.write)
-        .await?;
+        let r = sqlx::query("INSERT INTO accounts (account_id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(account_id)
+            .bind(now)
+            .execute(&self.write)
+            .await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -483,11 +498,7 @@ impl MetadataStore for SqliteStore {
         }))
     }
 
-    async fn create_repository(
-        &self,
-        r: &NewRepository<'_>,
-        now: i64,
-    ) -> Result<Option<RepositoryInfo>> {
+    async fn create_repository(&self, r: &NewRepository<'_>, now: i64) -> Result<Option<RepositoryInfo>> {
         let mut tx = self.begin().await?;
         let id: Option<i64> = sqlx::query(
             "INSERT INTO repositories (account_id, region, name, created_at, image_tag_mutability, \
@@ -595,12 +606,7 @@ impl MetadataStore for SqliteStore {
         Ok(DeleteRepository::Deleted)
     }
 
-    async fn set_tag_mutability(
-        &self,
-        repo_id: i64,
-        mutability: &str,
-        exclusions: Option<&str>,
-    ) -> Result<()> {
+    async fn set_tag_mutability(&self, repo_id: i64, mutability: &str, exclusions: Option<&str>) -> Result<()> {
         sqlx::query("UPDATE repositories SET image_tag_mutability = $1, mutability_exclusions = $2 WHERE id = $3")
             .bind(mutability)
             .bind(exclusions)
@@ -611,20 +617,14 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn resource_tags(&self, repo_id: i64) -> Result<Vec<(String, String)>> {
-        let rows =
-            sqlx::query("SELECT key, value FROM repository_tags WHERE repo_id = $1 ORDER BY key")
-                .bind(repo_id)
-                .fetch_all(&self.read)
-                .await?;
+        let rows = sqlx::query("SELECT key, value FROM repository_tags WHERE repo_id = $1 ORDER BY key")
+            .bind(repo_id)
+            .fetch_all(&self.read)
+            .await?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    async fn tag_repository(
-        &self,
-        repo_id: i64,
-        tags: &[(String, String)],
-        max: usize,
-    ) -> Result<bool> {
+    async fn tag_repository(&self, repo_id: i64, tags: &[(String, String)], max: usize) -> Result<bool> {
         let mut tx = self.begin().await?;
         for (k, v) in tags {
             sqlx::query(
@@ -678,13 +678,7 @@ fn repo_info(r: sqlx::sqlite::SqliteRow) -> RepositoryInfo {
     }
 }
 
-async fn link(
-    tx: &mut Transaction<'static, Sqlite>,
-    repo_id: i64,
-    digest: &str,
-    size: u64,
-    now: i64,
-) -> Result<()> {
+async fn link(tx: &mut Transaction<'static, Sqlite>, repo_id: i64, digest: &str, size: u64, now: i64) -> Result<()> {
     sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING")
         .bind(digest)
         .bind(size as i64)
@@ -710,16 +704,10 @@ mod tests {
     async fn manifest_lifecycle() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("m.db")).await.unwrap();
-        let ns = Namespace {
-            account_id: "1".into(),
-            region: "r".into(),
-        };
+        let ns = Namespace { account_id: "1".into(), region: "r".into() };
         let repo = s.ensure_repository(&ns, "a/b", 1).await.unwrap();
         assert_eq!(s.ensure_repository(&ns, "a/b", 2).await.unwrap(), repo);
-        assert_eq!(
-            s.list_repositories(&ns, None, 10).await.unwrap(),
-            vec!["a/b".to_string()]
-        );
+        assert_eq!(s.list_repositories(&ns, None, 10).await.unwrap(), vec!["a/b".to_string()]);
         let m = NewManifest {
             repo_id: repo,
             digest: "sha256:m",
@@ -730,32 +718,17 @@ mod tests {
             content: b"{}",
             blobs: &["sha256:b"],
             children: &[],
+            immutable_tags: &[],
+            config_media_type: None,
+            image_size: Some(5),
         };
-        assert_eq!(
-            s.put_manifest(&m, &["t"], 3).await.unwrap(),
-            PutManifest::MissingBlobs(vec!["sha256:b".into()])
-        );
+        assert_eq!(s.put_manifest(&m, &["t"], 3).await.unwrap(), PutManifest::MissingBlobs(vec!["sha256:b".into()]));
         s.link_blob(repo, "sha256:b", 5, 3).await.unwrap();
-        assert_eq!(
-            s.put_manifest(&m, &["t", "u"], 4).await.unwrap(),
-            PutManifest::Stored
-        );
-        assert_eq!(
-            s.resolve_tag(repo, "t").await.unwrap().as_deref(),
-            Some("sha256:m")
-        );
-        assert_eq!(
-            s.list_tags(repo, Some("t"), 10).await.unwrap(),
-            vec!["u".to_string()]
-        );
+        assert_eq!(s.put_manifest(&m, &["t", "u"], 4).await.unwrap(), PutManifest::Stored);
+        assert_eq!(s.resolve_tag(repo, "t").await.unwrap().as_deref(), Some("sha256:m"));
+        assert_eq!(s.list_tags(repo, Some("t"), 10).await.unwrap(), vec!["u".to_string()]);
         assert_eq!(s.referrers(repo, "sha256:s", None).await.unwrap().len(), 1);
-        assert_eq!(
-            s.referrers(repo, "sha256:s", Some("y"))
-                .await
-                .unwrap()
-                .len(),
-            0
-        );
+        assert_eq!(s.referrers(repo, "sha256:s", Some("y")).await.unwrap().len(), 0);
         assert!(s.delete_tag(repo, "t").await.unwrap());
         assert!(s.manifest(repo, "sha256:m").await.unwrap().is_some());
         assert!(s.delete_manifest(repo, "sha256:m").await.unwrap());
@@ -764,9 +737,7 @@ mod tests {
         assert!(s.set_upload_size("u", 0, 10, 2).await.unwrap());
         assert!(!s.set_upload_size("u", 0, 20, 2).await.unwrap());
         assert_eq!(s.stale_uploads(3, 10).await.unwrap(), vec!["u".to_string()]);
-        s.complete_upload("u", repo, "sha256:c", 10, 5)
-            .await
-            .unwrap();
+        s.complete_upload("u", repo, "sha256:c", 10, 5).await.unwrap();
         assert!(s.upload("u").await.unwrap().is_none());
         assert_eq!(s.blob_in_repo(repo, "sha256:c").await.unwrap(), Some(10));
         s.close().await;

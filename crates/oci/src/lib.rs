@@ -159,25 +159,16 @@ impl Digest {
 impl FromStr for Digest {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (alg, hex) = s
-            .split_once(':')
-            .ok_or_else(|| ParseError::Digest(s.into()))?;
+        let (alg, hex) = s.split_once(':').ok_or_else(|| ParseError::Digest(s.into()))?;
         let algorithm = match alg {
             "sha256" => Algorithm::Sha256,
             "sha512" => Algorithm::Sha512,
             _ => return Err(ParseError::Digest(s.into())),
         };
-        if hex.len() != algorithm.hex_len()
-            || !hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if hex.len() != algorithm.hex_len() || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(ParseError::Digest(s.into()));
         }
-        Ok(Digest {
-            algorithm,
-            full: s.to_string(),
-        })
+        Ok(Digest { algorithm, full: s.to_string() })
     }
 }
 
@@ -279,14 +270,8 @@ impl FromStr for Tag {
         let ok = !b.is_empty()
             && b.len() <= 128
             && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-            && b[1..]
-                .iter()
-                .all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'));
-        if ok {
-            Ok(Tag(s.to_string()))
-        } else {
-            Err(ParseError::Tag(s.chars().take(200).collect()))
-        }
+            && b[1..].iter().all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'));
+        if ok { Ok(Tag(s.to_string())) } else { Err(ParseError::Tag(s.chars().take(200).collect())) }
     }
 }
 
@@ -306,11 +291,7 @@ pub enum Reference {
 impl FromStr for Reference {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.contains(':') {
-            s.parse().map(Reference::Digest)
-        } else {
-            s.parse().map(Reference::Tag)
-        }
+        if s.contains(':') { s.parse().map(Reference::Digest) } else { s.parse().map(Reference::Tag) }
     }
 }
 
@@ -330,8 +311,7 @@ pub mod media {
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
     pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
     pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-    pub const DOCKER_SCHEMA1_SIGNED: &str =
-        "application/vnd.docker.distribution.manifest.v1+prettyjws";
+    pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
     pub const OCTET_STREAM: &str = "application/octet-stream";
     /// Layers that registries do not hold (`urls` point elsewhere); not checked on push.
     pub fn is_non_distributable(mt: &str) -> bool {
@@ -346,23 +326,10 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in [
-            "a",
-            "a/b",
-            "library/ubuntu",
-            "a-b",
-            "a--b",
-            "a__b",
-            "a.b",
-            "a_b/c.d-e",
-            "0",
-        ] {
+        for ok in ["a", "a/b", "library/ubuntu", "a-b", "a--b", "a__b", "a.b", "a_b/c.d-e", "0"] {
             assert!(ok.parse::<RepoName>().is_ok(), "{ok}");
         }
-        for bad in [
-            "", "A", "a/", "/a", "a//b", "../x", "a/../b", "a..b", "a___b", "-a", "a-", "a.",
-            "a b", "a%2fb",
-        ] {
+        for bad in ["", "A", "a/", "/a", "a//b", "../x", "a/../b", "a..b", "a___b", "-a", "a-", "a.", "a b", "a%2fb"] {
             assert!(bad.parse::<RepoName>().is_err(), "{bad}");
         }
         assert!("a".repeat(256).parse::<RepoName>().is_ok());
@@ -377,25 +344,10 @@ mod tests {
         assert!("a".repeat(129).parse::<Tag>().is_err());
         let d = format!("sha256:{}", "a".repeat(64));
         assert_eq!(d.parse::<Digest>().unwrap().hex(), "a".repeat(64));
-        assert!(
-            format!("sha256:{}", "A".repeat(64))
-                .parse::<Digest>()
-                .is_err()
-        );
-        assert!(
-            format!("sha256:{}", "a".repeat(63))
-                .parse::<Digest>()
-                .is_err()
-        );
+        assert!(format!("sha256:{}", "A".repeat(64)).parse::<Digest>().is_err());
+        assert!(format!("sha256:{}", "a".repeat(63)).parse::<Digest>().is_err());
         assert!(format!("md5:{}", "a".repeat(32)).parse::<Digest>().is_err());
-        assert!(
-            format!("sha512:{}", "0".repeat(128))
-                .parse::<Digest>()
-                .is_ok()
-        );
-        assert_eq!(
-            Digest::from_raw(Algorithm::Sha256, &[0xab; 32]).as_str(),
-            format!("sha256:{}", "ab".repeat(32))
-        );
+        assert!(format!("sha512:{}", "0".repeat(128)).parse::<Digest>().is_ok());
+        assert_eq!(Digest::from_raw(Algorithm::Sha256, &[0xab; 32]).as_str(), format!("sha256:{}", "ab".repeat(32)));
     }
 }

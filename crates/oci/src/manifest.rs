@@ -69,10 +69,7 @@ pub struct Parsed {
 
 /// `true` for the media types Berth accepts as manifests.
 pub fn is_manifest_type(mt: &str) -> bool {
-    matches!(
-        mt,
-        media::OCI_MANIFEST | media::OCI_INDEX | media::DOCKER_MANIFEST | media::DOCKER_LIST
-    )
+    matches!(mt, media::OCI_MANIFEST | media::OCI_INDEX | media::DOCKER_MANIFEST | media::DOCKER_LIST)
 }
 
 /// Strip parameters (`; charset=...`) and whitespace from a Content-Type value.
@@ -82,16 +79,11 @@ pub fn base_media_type(ct: &str) -> &str {
 
 fn digest_of(d: &Descriptor, what: &str) -> Result<Digest, ManifestError> {
     if d.size < 0 {
-        return Err(ManifestError::Invalid(format!(
-            "{what} descriptor has a negative size"
-        )));
+        return Err(ManifestError::Invalid(format!("{what} descriptor has a negative size")));
     }
-    d.digest.parse().map_err(|_| {
-        ManifestError::Invalid(format!(
-            "{what} descriptor has an invalid digest '{}'",
-            d.digest
-        ))
-    })
+    d.digest
+        .parse()
+        .map_err(|_| ManifestError::Invalid(format!("{what} descriptor has an invalid digest '{}'", d.digest)))
 }
 
 /// Parse and validate manifest bytes pushed with `content_type`.
@@ -101,25 +93,17 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<Parsed, Manifes
     match raw.schema_version {
         Some(2) => {}
         Some(1) => {
-            return Err(ManifestError::Invalid(
-                "schema 1 manifests are not supported".into(),
-            ));
+            return Err(ManifestError::Invalid("schema 1 manifests are not supported".into()));
         }
         Some(v) => {
-            return Err(ManifestError::Invalid(format!(
-                "unsupported schemaVersion {v}"
-            )));
+            return Err(ManifestError::Invalid(format!("unsupported schemaVersion {v}")));
         }
         None => return Err(ManifestError::Invalid("schemaVersion is missing".into())),
     }
-    let ct = content_type
-        .map(base_media_type)
-        .filter(|c| is_manifest_type(c));
+    let ct = content_type.map(base_media_type).filter(|c| is_manifest_type(c));
     let media_type = match (&raw.media_type, ct) {
         (Some(body), Some(ct)) if body != ct => {
-            return Err(ManifestError::Invalid(format!(
-                "mediaType '{body}' does not match Content-Type '{ct}'"
-            )));
+            return Err(ManifestError::Invalid(format!("mediaType '{body}' does not match Content-Type '{ct}'")));
         }
         (Some(body), _) => body.clone(),
         (None, Some(ct)) => ct.to_string(),
@@ -135,36 +119,22 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<Parsed, Manifes
         media::OCI_MANIFEST | media::DOCKER_MANIFEST => Kind::Image,
         media::OCI_INDEX | media::DOCKER_LIST => Kind::Index,
         other => {
-            return Err(ManifestError::Invalid(format!(
-                "unsupported manifest media type '{other}'"
-            )));
+            return Err(ManifestError::Invalid(format!("unsupported manifest media type '{other}'")));
         }
     };
-    let subject = raw
-        .subject
-        .as_ref()
-        .map(|s| digest_of(s, "subject"))
-        .transpose()?;
+    let subject = raw.subject.as_ref().map(|s| digest_of(s, "subject")).transpose()?;
     let mut blobs = Vec::new();
     let mut children = Vec::new();
     let mut config_media_type = None;
     match kind {
         Kind::Image => {
             if raw.manifests.is_some() {
-                return Err(ManifestError::Invalid(
-                    "an image manifest cannot have 'manifests'".into(),
-                ));
+                return Err(ManifestError::Invalid("an image manifest cannot have 'manifests'".into()));
             }
-            let config = raw
-                .config
-                .as_ref()
-                .ok_or_else(|| ManifestError::Invalid("config is missing".into()))?;
+            let config = raw.config.as_ref().ok_or_else(|| ManifestError::Invalid("config is missing".into()))?;
             blobs.push((digest_of(config, "config")?, config.size));
             config_media_type = Some(config.media_type.clone());
-            let layers = raw
-                .layers
-                .as_ref()
-                .ok_or_else(|| ManifestError::Invalid("layers is missing".into()))?;
+            let layers = raw.layers.as_ref().ok_or_else(|| ManifestError::Invalid("layers is missing".into()))?;
             for l in layers {
                 let d = digest_of(l, "layer")?;
                 if !media::is_non_distributable(&l.media_type) {
@@ -174,27 +144,18 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<Parsed, Manifes
         }
         Kind::Index => {
             if raw.config.is_some() || raw.layers.is_some() {
-                return Err(ManifestError::Invalid(
-                    "an index cannot have 'config' or 'layers'".into(),
-                ));
+                return Err(ManifestError::Invalid("an index cannot have 'config' or 'layers'".into()));
             }
-            let ms = raw
-                .manifests
-                .as_ref()
-                .ok_or_else(|| ManifestError::Invalid("manifests is missing".into()))?;
+            let ms = raw.manifests.as_ref().ok_or_else(|| ManifestError::Invalid("manifests is missing".into()))?;
             for m in ms {
                 children.push(digest_of(m, "manifest")?);
             }
         }
     }
-    let artifact_type =
-        raw.artifact_type
-            .clone()
-            .filter(|a| !a.is_empty())
-            .or_else(|| match kind {
-                Kind::Image if media_type == media::OCI_MANIFEST => config_media_type.clone(),
-                _ => None,
-            });
+    let artifact_type = raw.artifact_type.clone().filter(|a| !a.is_empty()).or_else(|| match kind {
+        Kind::Image if media_type == media::OCI_MANIFEST => config_media_type.clone(),
+        _ => None,
+    });
     Ok(Parsed {
         media_type,
         kind,
@@ -223,20 +184,12 @@ mod tests {
         assert_eq!(p.kind, Kind::Image);
         assert_eq!(p.artifact_type.as_deref(), Some("x"));
         assert!(parse(Some(media::DOCKER_MANIFEST), m.as_bytes()).is_err());
-        let i = format!(
-            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"x","digest":"{D}","size":2}}]}}"#
-        );
+        let i = format!(r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"x","digest":"{D}","size":2}}]}}"#);
         let p = parse(None, i.as_bytes()).unwrap();
         assert_eq!(p.media_type, media::OCI_INDEX);
         assert_eq!(p.children.len(), 1);
         assert!(parse(None, b"{").is_err());
         assert!(parse(None, br#"{"schemaVersion":1}"#).is_err());
-        assert!(
-            parse(
-                None,
-                br#"{"schemaVersion":2,"config":{"digest":"x","size":1},"layers":[]}"#
-            )
-            .is_err()
-        );
+        assert!(parse(None, br#"{"schemaVersion":2,"config":{"digest":"x","size":1},"layers":[]}"#).is_err());
     }
 }

@@ -42,10 +42,7 @@ pub fn parse(path: &str) -> Option<Route<'_>> {
     if let Some(n) = rest.strip_suffix("/tags/list") {
         return (!n.is_empty()).then_some(Route::Tags { name: n });
     }
-    if let Some(n) = rest
-        .strip_suffix("/blobs/uploads/")
-        .or_else(|| rest.strip_suffix("/blobs/uploads"))
-    {
+    if let Some(n) = rest.strip_suffix("/blobs/uploads/").or_else(|| rest.strip_suffix("/blobs/uploads")) {
         return (!n.is_empty()).then_some(Route::UploadStart { name: n });
     }
     let (head, last) = rest.rsplit_once('/')?;
@@ -54,18 +51,9 @@ pub fn parse(path: &str) -> Option<Route<'_>> {
     }
     let (head2, kind) = head.rsplit_once('/')?;
     match kind {
-        "manifests" => Some(Route::Manifest {
-            name: split(head2.len() + 1)?,
-            reference: last,
-        }),
-        "referrers" => Some(Route::Referrers {
-            name: split(head2.len() + 1)?,
-            digest: last,
-        }),
-        "blobs" => Some(Route::Blob {
-            name: split(head2.len() + 1)?,
-            digest: last,
-        }),
+        "manifests" => Some(Route::Manifest { name: split(head2.len() + 1)?, reference: last }),
+        "referrers" => Some(Route::Referrers { name: split(head2.len() + 1)?, digest: last }),
+        "blobs" => Some(Route::Blob { name: split(head2.len() + 1)?, digest: last }),
         "uploads" => {
             let (name, blobs) = head2.rsplit_once('/')?;
             (blobs == "blobs" && !name.is_empty()).then_some(Route::Upload { name, id: last })
@@ -82,49 +70,13 @@ mod tests {
         assert_eq!(parse("/v2/"), Some(Route::Base));
         assert_eq!(parse("/v2"), Some(Route::Base));
         assert_eq!(parse("/v2/_catalog"), Some(Route::Catalog));
-        assert_eq!(
-            parse("/v2/a/b/tags/list"),
-            Some(Route::Tags { name: "a/b" })
-        );
-        assert_eq!(
-            parse("/v2/a/manifests/latest"),
-            Some(Route::Manifest {
-                name: "a",
-                reference: "latest"
-            })
-        );
-        assert_eq!(
-            parse("/v2/a/blobs/x/manifests/v1"),
-            Some(Route::Manifest {
-                name: "a/blobs/x",
-                reference: "v1"
-            })
-        );
-        assert_eq!(
-            parse("/v2/a/blobs/sha256:1"),
-            Some(Route::Blob {
-                name: "a",
-                digest: "sha256:1"
-            })
-        );
-        assert_eq!(
-            parse("/v2/a/b/blobs/uploads/"),
-            Some(Route::UploadStart { name: "a/b" })
-        );
-        assert_eq!(
-            parse("/v2/a/blobs/uploads/u1"),
-            Some(Route::Upload {
-                name: "a",
-                id: "u1"
-            })
-        );
-        assert_eq!(
-            parse("/v2/a/referrers/sha256:1"),
-            Some(Route::Referrers {
-                name: "a",
-                digest: "sha256:1"
-            })
-        );
+        assert_eq!(parse("/v2/a/b/tags/list"), Some(Route::Tags { name: "a/b" }));
+        assert_eq!(parse("/v2/a/manifests/latest"), Some(Route::Manifest { name: "a", reference: "latest" }));
+        assert_eq!(parse("/v2/a/blobs/x/manifests/v1"), Some(Route::Manifest { name: "a/blobs/x", reference: "v1" }));
+        assert_eq!(parse("/v2/a/blobs/sha256:1"), Some(Route::Blob { name: "a", digest: "sha256:1" }));
+        assert_eq!(parse("/v2/a/b/blobs/uploads/"), Some(Route::UploadStart { name: "a/b" }));
+        assert_eq!(parse("/v2/a/blobs/uploads/u1"), Some(Route::Upload { name: "a", id: "u1" }));
+        assert_eq!(parse("/v2/a/referrers/sha256:1"), Some(Route::Referrers { name: "a", digest: "sha256:1" }));
         assert_eq!(parse("/v2/manifests/x"), None);
         assert_eq!(parse("/v3/a/manifests/x"), None);
         assert_eq!(parse("/v2/a/unknown/x"), None);

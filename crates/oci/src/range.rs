@@ -45,11 +45,7 @@ pub fn parse_range(header: Option<&str>, total: u64) -> RangeRequest {
     };
     let (a, b) = (a.trim(), b.trim());
     let num = |s: &str| -> Option<u64> {
-        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
-            None
-        } else {
-            s.parse().ok()
-        }
+        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) { None } else { s.parse().ok() }
     };
     if a.is_empty() {
         let Some(n) = num(b) else {
@@ -59,10 +55,7 @@ pub fn parse_range(header: Option<&str>, total: u64) -> RangeRequest {
             return RangeRequest::Unsatisfiable;
         }
         let n = n.min(total);
-        return RangeRequest::Partial(ByteRange {
-            start: total - n,
-            end: total - 1,
-        });
+        return RangeRequest::Partial(ByteRange { start: total - n, end: total - 1 });
     }
     let Some(start) = num(a) else {
         return RangeRequest::Full;
@@ -87,10 +80,7 @@ pub fn parse_range(header: Option<&str>, total: u64) -> RangeRequest {
 /// and a `/total` suffix). `None` when malformed.
 pub fn parse_content_range(h: &str) -> Option<(u64, u64)> {
     let s = h.trim();
-    let s = s
-        .strip_prefix("bytes=")
-        .or_else(|| s.strip_prefix("bytes "))
-        .unwrap_or(s);
+    let s = s.strip_prefix("bytes=").or_else(|| s.strip_prefix("bytes ")).unwrap_or(s);
     let s = s.split('/').next()?;
     let (a, b) = s.split_once('-')?;
     let (a, b) = (a.trim(), b.trim());

@@ -25,14 +25,16 @@ impl Keys {
             out.copy_from_slice(tag.as_ref());
             out
         };
-        let token =
-            TokenKey::new("k1", &derive(b"berth registry token key v1")).expect("valid token key");
-        Keys {
-            secrets: SecretBox::new(&derive(b"berth secret sealing key v1")),
-            token,
-        }
+        let token = TokenKey::new("k1", &derive(b"berth registry token key v1")).expect("valid token key");
+        Keys { secrets: SecretBox::new(&derive(b"berth secret sealing key v1")), token }
     }
 }
+
+/// Verified Authorization headers remembered at most (the cache is cleared when full).
+const AUTH_CACHE_ENTRIES: usize = 10_000;
+
+/// Verified data-plane credentials: header value -> (identity, token expiry in epoch seconds).
+pub(crate) type AuthCache = std::sync::RwLock<std::collections::HashMap<String, (Identity, u64)>>;
 
 /// Credentials as `berth admin` prints them.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -102,13 +104,9 @@ impl Registry {
     /// Create an account and its root access key. `Error::InvalidParameter` for a malformed id,
     /// `Error::AccountExists` when it exists.
     pub async fn create_account(&self, account_id: Option<&str>) -> Result<Credentials> {
-        let id = account_id
-            .map(str::to_string)
-            .unwrap_or_else(random_account_id);
+        let id = account_id.map(str::to_string).unwrap_or_else(random_account_id);
         if !valid_account_id(&id) {
-            return Err(Error::InvalidParameter(format!(
-                "account id '{id}' must be 12 digits"
-            )));
+            return Err(Error::InvalidParameter(format!("account id '{id}' must be 12 digits")));
         }
         if !self.meta.create_account(&id, self.now()).await? {
             return Err(Error::AccountExists(id));
@@ -130,14 +128,8 @@ impl Registry {
         let (akid, secret) = match fixed {
             Some((a, s)) => (a.to_string(), s.to_string()),
             None => (
-                format!(
-                    "AKIA{}",
-                    random_chars(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
-                ),
-                random_chars(
-                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
-                    40,
-                ),
+                format!("AKIA{}", random_chars(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)),
+                random_chars(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", 40),
             ),
         };
         let sealed = self
@@ -155,11 +147,7 @@ impl Registry {
                 created_at: self.now(),
             })
             .await?;
-        Ok(Credentials {
-            account_id: account_id.to_string(),
-            access_key_id: akid,
-            secret_access_key: secret,
-        })
+        Ok(Credentials { account_id: account_id.to_string(), access_key_id: akid, secret_access_key: secret })
     }
 
     /// Whether an access key id exists.
@@ -168,28 +156,17 @@ impl Registry {
     }
 
     /// The identity and secret of an active access key, for signature verification.
-    pub async fn access_key_secret(
-        &self,
-        access_key_id: &str,
-    ) -> Result<Option<(Identity, SecretKey)>> {
+    pub async fn access_key_secret(&self, access_key_id: &str) -> Result<Option<(Identity, SecretKey)>> {
         let Some(k) = self.meta.access_key(access_key_id).await? else {
             return Ok(None);
         };
         if k.status != "Active" {
             return Ok(None);
         }
-        let secret = self
-            .keys()
-            .secrets
-            .open(&k.secret_enc, k.access_key_id.as_bytes())
-            .map_err(|_| {
-                Error::Internal(format!(
-                    "access key {} cannot be unsealed with this server key",
-                    k.access_key_id
-                ))
-            })?;
-        let secret = String::from_utf8(secret)
-            .map_err(|_| Error::Internal("sealed secret is not UTF-8".into()))?;
+        let secret = self.keys().secrets.open(&k.secret_enc, k.access_key_id.as_bytes()).map_err(|_| {
+            Error::Internal(format!("access key {} cannot be unsealed with this server key", k.access_key_id))
+        })?;
+        let secret = String::from_utf8(secret).map_err(|_| Error::Internal("sealed secret is not UTF-8".into()))?;
         let identity = Identity {
             principal_arn: principal_arn(&k.account_id, k.user_name.as_deref()),
             account_id: k.account_id,
@@ -201,17 +178,68 @@ impl Registry {
     /// Mint a 12-hour registry token for `identity`.
     pub fn mint_token(&self, identity: &Identity) -> AuthorizationToken {
         let now = UNIX_EPOCH + Duration::from_millis(self.now().max(0) as u64);
-        let claims = Claims::new(
-            &identity.account_id,
-            &identity.principal_arn,
-            &identity.access_key_id,
-            now,
-        );
+        let claims = Claims::new(&identity.account_id, &identity.principal_arn, &identity.access_key_id, now);
         let password = token::mint(&claims, &self.keys().token);
-        AuthorizationToken {
-            authorization_token: token::authorization_token(&password),
-            expires_at: claims.expires_at,
+        AuthorizationToken { authorization_token: token::authorization_token(&password), expires_at: claims.expires_at }
+    }
+
+    /// Authenticate a data-plane `Authorization` header (`Basic base64(AWS:<password>)`).
+    /// Stateless: verifies the token's signature and expiry, no database lookup.
+    ///
+    /// Verified credentials are remembered (keyed by the exact header value, until the token
+    /// expires) so that repeated requests skip decoding and the MAC: a hit is one hash lookup.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Identity> {
+        let header = authorization.ok_or(Error::Unauthenticated)?;
+        let now_s = (self.now().max(0) / 1000) as u64;
+        if let Some((identity, expires_at)) = self.auth_cache.read().unwrap().get(header) {
+            if now_s < *expires_at {
+                return Ok(identity.clone());
+            }
+            return Err(Error::TokenExpired);
         }
+        let cred =
+            header.strip_prefix("Basic ").or_else(|| header.strip_prefix("basic ")).ok_or(Error::Unauthenticated)?;
+        let password = token::password_from_basic(cred.trim()).map_err(|_| Error::Unauthenticated)?;
+        let (identity, expires_at) = self.verify_password(&password)?;
+        let mut cache = self.auth_cache.write().unwrap();
+        if cache.len() >= AUTH_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(header.to_string(), (identity.clone(), expires_at));
+        Ok(identity)
+    }
+
+    /// Authenticate a registry password (the token inside a Basic credential, or the one a
+    /// GetDownloadUrlForLayer URL carries).
+    pub fn authenticate_password(&self, password: &str) -> Result<Identity> {
+        self.verify_password(password).map(|(i, _)| i)
+    }
+
+    fn verify_password(&self, password: &str) -> Result<(Identity, u64)> {
+        let now = UNIX_EPOCH + Duration::from_millis(self.now().max(0) as u64);
+        match token::verify(password, now, &self.keys().token) {
+            Ok(c) => Ok((
+                Identity { account_id: c.account_id, principal_arn: c.principal_arn, access_key_id: c.access_key_id },
+                c.expires_at,
+            )),
+            Err(token::TokenError::Expired) => Err(Error::TokenExpired),
+            Err(_) => Err(Error::Unauthenticated),
+        }
+    }
+
+    /// The password (`aws ecr get-login-password`) of a fresh token for an account's root.
+    pub async fn login_password(&self, account_id: &str) -> Result<String> {
+        if !self.meta.account_exists(account_id).await? {
+            return Err(Error::AccountUnknown(account_id.to_string()));
+        }
+        let identity = Identity {
+            account_id: account_id.to_string(),
+            principal_arn: principal_arn(account_id, None),
+            access_key_id: String::new(),
+        };
+        let token = self.mint_token(&identity);
+        token::password_from_basic(&token.authorization_token)
+            .map_err(|_| Error::Internal("a minted token does not decode".into()))
     }
 
     /// The deployment's default account (the data plane's registry when no registry domain is

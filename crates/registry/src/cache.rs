@@ -27,24 +27,12 @@ pub struct ManifestCache {
 impl ManifestCache {
     /// A cached manifest.
     pub fn get(&self, repo: i64, reference: &str) -> Option<Arc<ManifestData>> {
-        self.inner
-            .read()
-            .unwrap()
-            .repos
-            .get(&repo)?
-            .get(reference)
-            .cloned()
+        self.inner.read().unwrap().repos.get(&repo)?.get(reference).cloned()
     }
 
     /// The repository's generation, read before a lookup that may fill the cache.
     pub fn generation(&self, repo: i64) -> u64 {
-        self.inner
-            .read()
-            .unwrap()
-            .generations
-            .get(&repo)
-            .copied()
-            .unwrap_or(0)
+        self.inner.read().unwrap().generations.get(&repo).copied().unwrap_or(0)
     }
 
     /// Fill, unless the repository changed since `generation` was read.
@@ -57,12 +45,7 @@ impl ManifestCache {
             g.repos.clear();
             g.entries = 0;
         }
-        if g.repos
-            .entry(repo)
-            .or_default()
-            .insert(reference, data)
-            .is_none()
-        {
+        if g.repos.entry(repo).or_default().insert(reference, data).is_none() {
             g.entries += 1;
         }
     }

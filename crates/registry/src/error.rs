@@ -5,8 +5,6 @@
 pub enum Error {
     #[error("invalid repository name")]
     NameInvalid(String),
-    #[error("repository name not known to registry")]
-    NameUnknown(String),
     #[error("blob unknown to registry")]
     BlobUnknown(String),
     #[error("blob upload unknown to registry")]
@@ -29,6 +27,20 @@ pub enum Error {
     ManifestUnknown(String),
     #[error("invalid tag")]
     TagInvalid(String),
+    /// The tag exists and the repository's mutability settings forbid moving it.
+    #[error(
+        "The image tag '{tag}' already exists in the '{repo}' repository and cannot be overwritten because the repository is immutable."
+    )]
+    TagImmutable { tag: String, repo: String },
+    /// Data-plane credentials are missing or invalid (401).
+    #[error("Not Authorized")]
+    Unauthenticated,
+    /// The registry token has expired (403).
+    #[error("Your authorization token has expired. Reauthenticate and try again.")]
+    TokenExpired,
+    /// The caller may not do this (403).
+    #[error("{0}")]
+    Denied(String),
     #[error("request body failed: {0}")]
     BodyFailed(String),
     /// A control-plane parameter is invalid (ECR `InvalidParameterException`).
@@ -38,18 +50,26 @@ pub enum Error {
     AccountExists(String),
     #[error("account {0} does not exist")]
     AccountUnknown(String),
-    #[error(
-        "The repository with name '{name}' does not exist in the registry with id '{registry}'"
-    )]
+    #[error("The repository with name '{name}' does not exist in the registry with id '{registry}'")]
     RepositoryNotFound { name: String, registry: String },
-    #[error(
-        "The repository with name '{name}' already exists in the registry with id '{registry}'"
-    )]
+    #[error("The repository with name '{name}' already exists in the registry with id '{registry}'")]
     RepositoryAlreadyExists { name: String, registry: String },
     #[error(
         "The repository with name '{name}' in registry with id '{registry}' cannot be deleted because it still contains images"
     )]
     RepositoryNotEmpty { name: String, registry: String },
+    /// CompleteLayerUpload of an upload without parts.
+    #[error("The upload with id '{0}' cannot be completed because it does not have any parts.")]
+    EmptyUpload(String),
+    /// CompleteLayerUpload of a layer the repository already has.
+    #[error("The layer '{0}' already exists in the repository.")]
+    LayerAlreadyExists(String),
+    /// Child manifests an index references are not in the repository.
+    #[error("manifest unknown")]
+    ManifestChildUnknown(Vec<String>),
+    /// A resource tag key or value breaks the length rules.
+    #[error("{0}")]
+    InvalidTagParameter(String),
     /// More resource tags than a repository may have.
     #[error("{0}")]
     TooManyTags(String),

@@ -124,19 +124,13 @@ mod tests {
         let mut b = a.clone();
         a.update(&data[7..]);
         b.update(&data[7..]);
-        let mut r = HashState {
-            offset: 0,
-            ctx: Ctx::Ring(Algorithm::Sha256, Context::new(&SHA256)),
-        };
+        let mut r = HashState { offset: 0, ctx: Ctx::Ring(Algorithm::Sha256, Context::new(&SHA256)) };
         r.update(&data);
         let ring = r.finish();
         assert_eq!(a.finish(), ring);
         assert_eq!(b.finish(), ring);
         let mut e = HashState::new();
         e.update(b"");
-        assert_eq!(
-            e.finish().as_str(),
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(e.finish().as_str(), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     }
 }

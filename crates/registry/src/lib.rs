@@ -7,12 +7,12 @@ mod accounts;
 mod cache;
 mod error;
 mod hash;
+mod images;
 mod repos;
 
-pub use accounts::{
-    AuthorizationToken, Credentials, Identity, Keys, random_account_id, valid_account_id,
-};
+pub use accounts::{AuthorizationToken, Credentials, Identity, Keys, random_account_id, valid_account_id};
 pub use error::Error;
+pub use images::{ImageFailure, ImageId};
 pub use repos::{MAX_RESOURCE_TAGS, RepoSettings, TagFilter, exclusions_of};
 
 use berth_meta::{MetadataStore, Namespace, PutManifest, Referrer};
@@ -24,6 +24,7 @@ use cache::ManifestCache;
 use futures::StreamExt;
 use hash::{HashState, Hasher};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -42,10 +43,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
     }
 }
 
@@ -58,14 +56,39 @@ pub struct Settings {
     pub upload_ttl: Duration,
     /// Regions this deployment hosts (the first is the data plane's).
     pub regions: Vec<String>,
+    /// Pushes to a missing repository create it (ECR's CREATE_ON_PUSH template behaviour).
+    pub create_on_push: bool,
+}
+
+/// Cached facts about a data-plane repository.
+#[derive(Debug)]
+struct RepoEntry {
+    id: i64,
+    mutability: String,
+    exclusions: Vec<TagFilter>,
+}
+
+impl RepoEntry {
+    /// Whether an existing `tag` may not be moved.
+    fn tag_is_immutable(&self, tag: &str) -> bool {
+        let matched = self.exclusions.iter().any(|f| repos::wildcard_match(&f.filter, tag));
+        match self.mutability.as_str() {
+            "IMMUTABLE" => true,
+            "IMMUTABLE_WITH_EXCLUSION" => !matched,
+            "MUTABLE_WITH_EXCLUSION" => matched,
+            _ => false,
+        }
+    }
 }
 
 /// A stored manifest, ready to serve.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ManifestData {
     pub digest: Digest,
     pub media_type: String,
     pub bytes: Bytes,
+    /// When a pull of this manifest was last recorded (epoch ms; 0 = never by this node).
+    pull_recorded_at: AtomicI64,
 }
 
 /// An upload session's progress.
@@ -109,7 +132,9 @@ pub struct Registry {
     clock: Arc<dyn Clock>,
     settings: Settings,
     keys: Keys,
-    repo_ids: RwLock<HashMap<String, i64>>,
+    auth_cache: accounts::AuthCache,
+    /// Data-plane repositories by name (default namespace): id and tag-mutability settings.
+    repo_ids: RwLock<HashMap<String, Arc<RepoEntry>>>,
     cache: ManifestCache,
     /// In-memory hash state of uploads, so chunked uploads need not re-read their data.
     hashes: Mutex<HashMap<String, HashState>>,
@@ -139,6 +164,7 @@ impl Registry {
             clock,
             settings,
             keys,
+            auth_cache: Default::default(),
             repo_ids: RwLock::default(),
             cache: ManifestCache::default(),
             hashes: Mutex::default(),
@@ -152,57 +178,73 @@ impl Registry {
 
     /// Validate a repository name.
     pub fn parse_name(name: &str) -> Result<RepoName> {
-        name.parse()
-            .map_err(|_| Error::NameInvalid(name.chars().take(300).collect()))
+        name.parse().map_err(|_| Error::NameInvalid(name.chars().take(300).collect()))
     }
 
     /// Validate a digest.
     pub fn parse_digest(d: &str) -> Result<Digest> {
-        d.parse().map_err(|_| {
-            Error::DigestInvalid(format!(
-                "invalid digest '{}'",
-                d.chars().take(200).collect::<String>()
-            ))
-        })
+        d.parse()
+            .map_err(|_| Error::DigestInvalid(format!("invalid digest '{}'", d.chars().take(200).collect::<String>())))
+    }
+
+    async fn repo_entry(&self, name: &RepoName) -> Result<Option<Arc<RepoEntry>>> {
+        let ns = self.settings.namespace.clone();
+        self.repo_entry_in(&ns, name.as_str()).await
+    }
+
+    /// A repository's id and mutability settings (cached for the data plane's namespace).
+    async fn repo_entry_in(&self, ns: &Namespace, name: &str) -> Result<Option<Arc<RepoEntry>>> {
+        let cached = *ns == self.settings.namespace;
+        if cached && let Some(e) = self.repo_ids.read().unwrap().get(name) {
+            return Ok(Some(e.clone()));
+        }
+        let Some(info) = self.meta.repository_info(ns, name).await? else {
+            return Ok(None);
+        };
+        let entry = Arc::new(RepoEntry {
+            id: info.id,
+            exclusions: repos::exclusions_of(&info),
+            mutability: info.image_tag_mutability,
+        });
+        if cached {
+            self.repo_ids.write().unwrap().insert(name.to_string(), entry.clone());
+        }
+        Ok(Some(entry))
     }
 
     async fn repo_id(&self, name: &RepoName) -> Result<Option<i64>> {
-        if let Some(id) = self.repo_ids.read().unwrap().get(name.as_str()) {
-            return Ok(Some(*id));
+        Ok(self.repo_entry(name).await?.map(|e| e.id))
+    }
+
+    /// Forget cached settings of a data-plane repository after they changed.
+    fn forget_repo(&self, ns: &Namespace, name: &str) {
+        if *ns == self.settings.namespace {
+            self.repo_ids.write().unwrap().remove(name);
         }
-        let id = self
-            .meta
-            .repository(&self.settings.namespace, name.as_str())
-            .await?;
-        if let Some(id) = id {
-            self.repo_ids
-                .write()
-                .unwrap()
-                .insert(name.as_str().to_string(), id);
-        }
-        Ok(id)
     }
 
     async fn existing_repo(&self, name: &RepoName) -> Result<i64> {
-        self.repo_id(name)
-            .await?
-            .ok_or_else(|| Error::NameUnknown(name.to_string()))
+        self.repo_id(name).await?.ok_or_else(|| Error::RepositoryNotFound {
+            name: name.to_string(),
+            registry: self.settings.namespace.account_id.clone(),
+        })
     }
 
     /// Repositories appear on first push.
-    async fn repo_for_push(&self, name: &RepoName) -> Result<i64> {
-        if let Some(id) = self.repo_id(name).await? {
-            return Ok(id);
+    /// The repository a push goes to. It must exist, unless `create_on_push` is set (as with
+    /// ECR's CREATE_ON_PUSH repository creation templates).
+    async fn repo_for_push(&self, name: &RepoName) -> Result<Arc<RepoEntry>> {
+        if let Some(e) = self.repo_entry(name).await? {
+            return Ok(e);
         }
-        let id = self
-            .meta
-            .ensure_repository(&self.settings.namespace, name.as_str(), self.now())
-            .await?;
-        self.repo_ids
-            .write()
-            .unwrap()
-            .insert(name.as_str().to_string(), id);
-        Ok(id)
+        if !self.settings.create_on_push {
+            return Err(Error::RepositoryNotFound {
+                name: name.to_string(),
+                registry: self.settings.namespace.account_id.clone(),
+            });
+        }
+        self.meta.ensure_repository(&self.settings.namespace, name.as_str(), self.now()).await?;
+        self.repo_entry(name).await?.ok_or_else(|| Error::Internal(format!("repository {name} vanished")))
     }
 
     // ---- blobs ----------------------------------------------------------------------------
@@ -210,19 +252,11 @@ impl Registry {
     /// Size of a blob linked to the repository.
     pub async fn blob_size(&self, name: &RepoName, digest: &Digest) -> Result<u64> {
         let repo = self.existing_repo(name).await?;
-        self.meta
-            .blob_in_repo(repo, digest.as_str())
-            .await?
-            .ok_or(Error::BlobUnknown(digest.to_string()))
+        self.meta.blob_in_repo(repo, digest.as_str()).await?.ok_or(Error::BlobUnknown(digest.to_string()))
     }
 
     /// Stream a blob, honouring an HTTP `Range` header.
-    pub async fn blob_read(
-        &self,
-        name: &RepoName,
-        digest: &Digest,
-        range: Option<&str>,
-    ) -> Result<BlobRead> {
+    pub async fn blob_read(&self, name: &RepoName, digest: &Digest, range: Option<&str>) -> Result<BlobRead> {
         use berth_oci::range::{RangeRequest, parse_range};
         let size = self.blob_size(name, digest).await?;
         let (start, len, range) = match parse_range(range, size) {
@@ -230,16 +264,10 @@ impl Registry {
             RangeRequest::Partial(r) => (r.start, r.len(), Some(r)),
             RangeRequest::Unsatisfiable => return Err(Error::RangeNotSatisfiable { size }),
         };
-        let body = self
-            .blobs
-            .read(digest, start, len)
-            .await
-            .map_err(|e| match e {
-                StorageError::NotFound => {
-                    Error::Internal(format!("blob {digest} is in metadata but not in storage"))
-                }
-                other => storage_err(other),
-            })?;
+        let body = self.blobs.read(digest, start, len).await.map_err(|e| match e {
+            StorageError::NotFound => Error::Internal(format!("blob {digest} is in metadata but not in storage")),
+            other => storage_err(other),
+        })?;
         Ok(BlobRead { size, range, body })
     }
 
@@ -255,12 +283,7 @@ impl Registry {
 
     /// Link a blob of repository `from` into `name` (cross-repository mount).
     /// `Ok(None)` when `from` does not hold it (the caller then opens a normal session).
-    pub async fn blob_mount(
-        &self,
-        name: &RepoName,
-        digest: &Digest,
-        from: &RepoName,
-    ) -> Result<Option<u64>> {
+    pub async fn blob_mount(&self, name: &RepoName, digest: &Digest, from: &RepoName) -> Result<Option<u64>> {
         let Some(src) = self.repo_id(from).await? else {
             return Ok(None);
         };
@@ -268,9 +291,7 @@ impl Registry {
             return Ok(None);
         };
         let repo = self.repo_for_push(name).await?;
-        self.meta
-            .link_blob(repo, digest.as_str(), size, self.now())
-            .await?;
+        self.meta.link_blob(repo.id, digest.as_str(), size, self.now()).await?;
         Ok(Some(size))
     }
 
@@ -279,23 +300,19 @@ impl Registry {
     /// Open an upload session.
     pub async fn upload_start(&self, name: &RepoName) -> Result<UploadStatus> {
         let repo = self.repo_for_push(name).await?;
+        self.start_upload_in(repo.id).await
+    }
+
+    async fn start_upload_in(&self, repo_id: i64) -> Result<UploadStatus> {
         let id = uuid::Uuid::new_v4().to_string();
-        self.meta.create_upload(&id, repo, self.now()).await?;
+        self.meta.create_upload(&id, repo_id, self.now()).await?;
         self.blobs.upload_create(&id).await.map_err(storage_err)?;
-        self.hashes
-            .lock()
-            .unwrap()
-            .insert(id.clone(), HashState::new());
+        self.hashes.lock().unwrap().insert(id.clone(), HashState::new());
         Ok(UploadStatus { id, size: 0 })
     }
 
     fn upload_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.upload_locks
-            .lock()
-            .unwrap()
-            .entry(id.to_string())
-            .or_default()
-            .clone()
+        self.upload_locks.lock().unwrap().entry(id.to_string()).or_default().clone()
     }
 
     fn forget_upload(&self, id: &str) {
@@ -304,15 +321,18 @@ impl Registry {
     }
 
     async fn session(&self, name: &RepoName, id: &str) -> Result<berth_meta::Upload> {
+        let repo = self.repo_id(name).await?;
+        self.session_in(repo, id).await
+    }
+
+    /// The upload session `id`, which must belong to repository `repo`.
+    async fn session_in(&self, repo: Option<i64>, id: &str) -> Result<berth_meta::Upload> {
         let unknown = || Error::BlobUploadUnknown(id.chars().take(100).collect());
-        if id.is_empty()
-            || id.len() > 64
-            || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(unknown());
         }
         let up = self.meta.upload(id).await?.ok_or_else(unknown)?;
-        match self.repo_id(name).await? {
+        match repo {
             Some(repo) if repo == up.repo_id => Ok(up),
             _ => Err(unknown()),
         }
@@ -321,10 +341,7 @@ impl Registry {
     /// Progress of an upload session.
     pub async fn upload_status(&self, name: &RepoName, id: &str) -> Result<UploadStatus> {
         let up = self.session(name, id).await?;
-        Ok(UploadStatus {
-            id: up.id,
-            size: up.size,
-        })
+        Ok(UploadStatus { id: up.id, size: up.size })
     }
 
     /// Append a chunk. `content_range` (inclusive) must start at the current size.
@@ -335,9 +352,20 @@ impl Registry {
         content_range: Option<(u64, u64)>,
         body: ByteStream,
     ) -> Result<UploadStatus> {
+        let repo = self.repo_id(name).await?;
+        self.patch_in(repo, id, content_range, body).await
+    }
+
+    async fn patch_in(
+        &self,
+        repo: Option<i64>,
+        id: &str,
+        content_range: Option<(u64, u64)>,
+        body: ByteStream,
+    ) -> Result<UploadStatus> {
         let lock = self.upload_lock(id);
         let _guard = lock.lock().await;
-        let up = self.session(name, id).await?;
+        let up = self.session_in(repo, id).await?;
         let size = self.append(&up, content_range, body).await?;
         Ok(UploadStatus { id: up.id, size })
     }
@@ -355,12 +383,7 @@ impl Registry {
             return Err(Error::RangeNotSatisfiable { size: up.size });
         }
         // Take the in-memory hash state when it covers exactly what is stored.
-        let state = self
-            .hashes
-            .lock()
-            .unwrap()
-            .remove(&up.id)
-            .filter(|s| s.offset == up.size);
+        let state = self.hashes.lock().unwrap().remove(&up.id).filter(|s| s.offset == up.size);
         let (body, hasher) = match state {
             Some(s) => {
                 let (b, h) = Hasher::tap(s, body);
@@ -368,16 +391,10 @@ impl Registry {
             }
             None => (body, None),
         };
-        let written = self
-            .blobs
-            .upload_append(&up.id, up.size, body)
-            .await
-            .map_err(|e| match e {
-                StorageError::NotFound | StorageError::Inconsistent(_) => {
-                    Error::BlobUploadUnknown(up.id.clone())
-                }
-                other => storage_err(other),
-            })?;
+        let written = self.blobs.upload_append(&up.id, up.size, body).await.map_err(|e| match e {
+            StorageError::NotFound | StorageError::Inconsistent(_) => Error::BlobUploadUnknown(up.id.clone()),
+            other => storage_err(other),
+        })?;
         let state = match hasher {
             Some(h) => Some(h.finish().await),
             None => None,
@@ -391,12 +408,7 @@ impl Registry {
             )));
         }
         let new = up.size + written;
-        if written > 0
-            && !self
-                .meta
-                .set_upload_size(&up.id, up.size, new, self.now())
-                .await?
-        {
+        if written > 0 && !self.meta.set_upload_size(&up.id, up.size, new, self.now()).await? {
             return Err(Error::BlobUploadUnknown(up.id.clone()));
         }
         if let Some(s) = state {
@@ -414,19 +426,26 @@ impl Registry {
         content_range: Option<(u64, u64)>,
         body: Option<ByteStream>,
     ) -> Result<u64> {
+        let repo = self.repo_id(name).await?;
+        self.finish_in(repo, id, digest, content_range, body).await
+    }
+
+    async fn finish_in(
+        &self,
+        repo: Option<i64>,
+        id: &str,
+        digest: &Digest,
+        content_range: Option<(u64, u64)>,
+        body: Option<ByteStream>,
+    ) -> Result<u64> {
         let lock = self.upload_lock(id);
         let _guard = lock.lock().await;
-        let up = self.session(name, id).await?;
+        let up = self.session_in(repo, id).await?;
         let size = match body {
             Some(b) => self.append(&up, content_range, b).await?,
             None => up.size,
         };
-        let state = self
-            .hashes
-            .lock()
-            .unwrap()
-            .remove(id)
-            .filter(|s| s.offset == size);
+        let state = self.hashes.lock().unwrap().remove(id).filter(|s| s.offset == size);
         let actual = match state {
             Some(s) if digest.algorithm() == Algorithm::Sha256 => s.finish(),
             _ => self.rehash(id, size, digest.algorithm()).await?,
@@ -437,28 +456,16 @@ impl Registry {
                 "provided digest {digest} does not match uploaded content {actual}"
             )));
         }
-        self.blobs
-            .upload_commit(id, digest, size)
-            .await
-            .map_err(storage_err)?;
-        self.meta
-            .complete_upload(id, up.repo_id, digest.as_str(), size, self.now())
-            .await?;
+        self.blobs.upload_commit(id, digest, size).await.map_err(storage_err)?;
+        self.meta.complete_upload(id, up.repo_id, digest.as_str(), size, self.now()).await?;
         self.forget_upload(id);
         Ok(size)
     }
 
     /// Monolithic upload (`POST ?digest=` with a body).
-    pub async fn upload_monolithic(
-        &self,
-        name: &RepoName,
-        digest: &Digest,
-        body: ByteStream,
-    ) -> Result<u64> {
+    pub async fn upload_monolithic(&self, name: &RepoName, digest: &Digest, body: ByteStream) -> Result<u64> {
         let up = self.upload_start(name).await?;
-        let r = self
-            .upload_finish(name, &up.id, digest, None, Some(body))
-            .await;
+        let r = self.upload_finish(name, &up.id, digest, None, Some(body)).await;
         if r.is_err() {
             let _ = self.discard_upload(&up.id).await;
         }
@@ -467,11 +474,7 @@ impl Registry {
 
     async fn rehash(&self, id: &str, size: u64, alg: Algorithm) -> Result<Digest> {
         let mut h = HashState::with_algorithm(alg);
-        let mut s = self
-            .blobs
-            .upload_read(id, 0, size)
-            .await
-            .map_err(storage_err)?;
+        let mut s = self.blobs.upload_read(id, 0, size).await.map_err(storage_err)?;
         while let Some(chunk) = s.next().await {
             h.update(&chunk.map_err(|e| Error::Internal(e.to_string()))?);
         }
@@ -520,14 +523,11 @@ impl Registry {
     // ---- manifests ------------------------------------------------------------------------
 
     /// Fetch a manifest by tag or digest.
-    pub async fn manifest_get(
-        &self,
-        name: &RepoName,
-        reference: &Reference,
-    ) -> Result<Arc<ManifestData>> {
+    pub async fn manifest_get(&self, name: &RepoName, reference: &Reference) -> Result<Arc<ManifestData>> {
         let repo = self.existing_repo(name).await?;
         let key = reference.to_string();
         if let Some(m) = self.cache.get(repo, &key) {
+            self.note_pull(repo, &m);
             return Ok(m);
         }
         let generation = self.cache.generation(repo);
@@ -542,18 +542,36 @@ impl Registry {
                 Self::parse_digest(&d)?
             }
         };
-        let m = self
-            .meta
-            .manifest(repo, digest.as_str())
-            .await?
-            .ok_or_else(|| Error::ManifestUnknown(key.clone()))?;
+        let m = self.meta.manifest(repo, digest.as_str()).await?.ok_or_else(|| Error::ManifestUnknown(key.clone()))?;
         let data = Arc::new(ManifestData {
             digest,
             media_type: m.media_type,
             bytes: Bytes::from(m.content),
+            pull_recorded_at: AtomicI64::new(0),
         });
         self.cache.insert(repo, generation, key, data.clone());
+        self.note_pull(repo, &data);
         Ok(data)
+    }
+
+    /// Record a pull (for `lastRecordedPullTime`) at most once an hour per cached manifest,
+    /// off the request path.
+    fn note_pull(&self, repo: i64, m: &ManifestData) {
+        const EVERY_MS: i64 = 3_600_000;
+        let now = self.now();
+        let last = m.pull_recorded_at.load(Ordering::Relaxed);
+        if now - last < EVERY_MS
+            || m.pull_recorded_at.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            return;
+        }
+        let meta = self.meta.clone();
+        let digest = m.digest.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = meta.record_pull(repo, &digest, now).await {
+                tracing::warn!(error = %e, "recording a pull failed");
+            }
+        });
     }
 
     /// Push a manifest under `reference`, plus any `extra_tags` (`?tag=`).
@@ -565,11 +583,24 @@ impl Registry {
         bytes: Bytes,
         extra_tags: &[String],
     ) -> Result<PushedManifest> {
+        let repo = self.repo_for_push(name).await?;
+        self.put_manifest_in(&repo, name.as_str(), reference, content_type, bytes, extra_tags).await
+    }
+
+    /// Push a manifest into a resolved repository (data plane and ECR PutImage).
+    async fn put_manifest_in(
+        &self,
+        repo: &RepoEntry,
+        name: &str,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+        extra_tags: &[String],
+    ) -> Result<PushedManifest> {
         if bytes.len() > berth_oci::MAX_MANIFEST_BYTES {
             return Err(Error::ManifestTooLarge);
         }
-        let parsed = manifest::parse(content_type, &bytes)
-            .map_err(|e| Error::ManifestInvalid(e.to_string()))?;
+        let parsed = manifest::parse(content_type, &bytes).map_err(|e| Error::ManifestInvalid(e.to_string()))?;
         let algorithm = match reference {
             Reference::Digest(d) => d.algorithm(),
             Reference::Tag(_) => Algorithm::Sha256,
@@ -580,34 +611,33 @@ impl Registry {
         let mut tags: Vec<Tag> = Vec::new();
         match reference {
             Reference::Digest(d) if d != &digest => {
-                return Err(Error::DigestInvalid(format!(
-                    "manifest digest {digest} does not match reference {d}"
-                )));
+                return Err(Error::DigestInvalid(format!("manifest digest {digest} does not match reference {d}")));
             }
             Reference::Digest(_) => {}
             Reference::Tag(t) => tags.push(t.clone()),
         }
         for t in extra_tags {
-            let t: Tag = t
-                .parse()
-                .map_err(|_| Error::TagInvalid(t.chars().take(200).collect()))?;
+            let t: Tag = t.parse().map_err(|_| Error::TagInvalid(t.chars().take(200).collect()))?;
             if !tags.contains(&t) {
                 tags.push(t);
             }
         }
-        let repo = self.repo_for_push(name).await?;
         let blob_refs: Vec<String> = parsed.blobs.iter().map(|(d, _)| d.to_string()).collect();
         let child_refs: Vec<String> = parsed.children.iter().map(|d| d.to_string()).collect();
         let blob_refs: Vec<&str> = blob_refs.iter().map(String::as_str).collect();
         let child_refs: Vec<&str> = child_refs.iter().map(String::as_str).collect();
-        let annotations = parsed
-            .annotations
-            .as_ref()
-            .map(|a| serde_json::to_string(a).unwrap_or_default());
+        let annotations = parsed.annotations.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default());
         let subject = parsed.subject.as_ref().map(|d| d.to_string());
         let tag_refs: Vec<&str> = tags.iter().map(Tag::as_str).collect();
+        let immutable: Vec<&str> = tag_refs.iter().copied().filter(|t| repo.tag_is_immutable(t)).collect();
         let new = berth_meta::NewManifest {
-            repo_id: repo,
+            repo_id: repo.id,
+            immutable_tags: &immutable,
+            config_media_type: parsed.config_media_type.as_deref(),
+            image_size: match parsed.kind {
+                Kind::Image => Some(parsed.blobs.iter().map(|(_, s)| *s as u64).sum()),
+                Kind::Index => None,
+            },
             digest: digest.as_str(),
             media_type: &parsed.media_type,
             artifact_type: parsed.artifact_type.as_deref(),
@@ -615,22 +645,15 @@ impl Registry {
             annotations: annotations.as_deref(),
             content: &bytes,
             blobs: &blob_refs,
-            children: if parsed.kind == Kind::Index {
-                &child_refs
-            } else {
-                &[]
-            },
+            children: if parsed.kind == Kind::Index { &child_refs } else { &[] },
         };
         let outcome = self.meta.put_manifest(&new, &tag_refs, self.now()).await?;
-        self.cache.invalidate(repo);
+        self.cache.invalidate(repo.id);
         match outcome {
-            PutManifest::Stored => Ok(PushedManifest {
-                digest,
-                subject: parsed.subject,
-                tags,
-            }),
+            PutManifest::TagExists(tag) => Err(Error::TagImmutable { tag, repo: name.to_string() }),
+            PutManifest::Stored => Ok(PushedManifest { digest, subject: parsed.subject, tags }),
             PutManifest::MissingBlobs(b) => Err(Error::ManifestBlobUnknown(b)),
-            PutManifest::MissingManifests(m) => Err(Error::ManifestBlobUnknown(m)),
+            PutManifest::MissingManifests(m) => Err(Error::ManifestChildUnknown(m)),
         }
     }
 
@@ -642,22 +665,14 @@ impl Registry {
             Reference::Tag(t) => self.meta.delete_tag(repo, t.as_str()).await?,
         };
         self.cache.invalidate(repo);
-        if found {
-            Ok(())
-        } else {
-            Err(Error::ManifestUnknown(reference.to_string()))
-        }
+        if found { Ok(()) } else { Err(Error::ManifestUnknown(reference.to_string())) }
     }
 
     /// One page of a repository's tags.
     pub async fn tags(&self, name: &RepoName, last: Option<&str>, n: Option<u32>) -> Result<Page> {
         let repo = self.existing_repo(name).await?;
         let limit = n.unwrap_or(u32::MAX - 1).min(100_000);
-        let mut items = if limit == 0 {
-            Vec::new()
-        } else {
-            self.meta.list_tags(repo, last, limit + 1).await?
-        };
+        let mut items = if limit == 0 { Vec::new() } else { self.meta.list_tags(repo, last, limit + 1).await? };
         let more = items.len() > limit as usize;
         items.truncate(limit as usize);
         Ok(Page { items, more })
@@ -669,9 +684,7 @@ impl Registry {
         let mut items = if limit == 0 {
             Vec::new()
         } else {
-            self.meta
-                .list_repositories(&self.settings.namespace, last, limit + 1)
-                .await?
+            self.meta.list_repositories(&self.settings.namespace, last, limit + 1).await?
         };
         let more = items.len() > limit as usize;
         items.truncate(limit as usize);
@@ -689,9 +702,6 @@ impl Registry {
         let Some(repo) = self.repo_id(name).await? else {
             return Ok(Vec::new());
         };
-        Ok(self
-            .meta
-            .referrers(repo, subject.as_str(), artifact_type)
-            .await?)
+        Ok(self.meta.referrers(repo, subject.as_str(), artifact_type).await?)
     }
 }

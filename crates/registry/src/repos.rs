@@ -39,19 +39,12 @@ impl Default for RepoSettings {
 }
 
 fn invalid(field: &str, rule: &str) -> Error {
-    Error::InvalidParameter(format!(
-        "Invalid parameter at '{field}' failed to satisfy constraint: '{rule}'"
-    ))
+    Error::InvalidParameter(format!("Invalid parameter at '{field}' failed to satisfy constraint: '{rule}'"))
 }
 
 /// Check a mutability setting and its exclusion filters.
 pub fn validate_mutability(mutability: &str, exclusions: &[TagFilter]) -> Result<()> {
-    const VALUES: [&str; 4] = [
-        "MUTABLE",
-        "IMMUTABLE",
-        "IMMUTABLE_WITH_EXCLUSION",
-        "MUTABLE_WITH_EXCLUSION",
-    ];
+    const VALUES: [&str; 4] = ["MUTABLE", "IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION"];
     if !VALUES.contains(&mutability) {
         return Err(invalid(
             "imageTagMutability",
@@ -70,10 +63,7 @@ pub fn validate_mutability(mutability: &str, exclusions: &[TagFilter]) -> Result
         )));
     }
     if exclusions.len() > 5 {
-        return Err(invalid(
-            "imageTagMutabilityExclusionFilters",
-            "Member must have length less than or equal to 5",
-        ));
+        return Err(invalid("imageTagMutabilityExclusionFilters", "Member must have length less than or equal to 5"));
     }
     for f in exclusions {
         if f.filter_type != "WILDCARD" {
@@ -83,9 +73,7 @@ pub fn validate_mutability(mutability: &str, exclusions: &[TagFilter]) -> Result
             ));
         }
         let ok = (1..=128).contains(&f.filter.len())
-            && f.filter
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'*' | b'-'));
+            && f.filter.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'*' | b'-'));
         if !ok {
             return Err(invalid(
                 "imageTagMutabilityExclusionFilters.member.filter",
@@ -100,14 +88,10 @@ pub fn validate_mutability(mutability: &str, exclusions: &[TagFilter]) -> Result
 pub fn validate_tags(tags: &[(String, String)]) -> Result<()> {
     for (k, v) in tags {
         if k.is_empty() || k.chars().count() > 128 {
-            return Err(Error::InvalidParameter(
-                "Tag keys must be between 1 and 128 characters long".into(),
-            ));
+            return Err(Error::InvalidTagParameter("Tag keys must be between 1 and 128 characters long".into()));
         }
         if v.chars().count() > 256 {
-            return Err(Error::InvalidParameter(
-                "Tag values must be at most 256 characters long".into(),
-            ));
+            return Err(Error::InvalidTagParameter("Tag values must be at most 256 characters long".into()));
         }
     }
     Ok(())
@@ -132,19 +116,37 @@ fn exclusions_json(f: &[TagFilter]) -> Option<String> {
 
 /// The exclusion filters stored with a repository.
 pub fn exclusions_of(info: &RepositoryInfo) -> Vec<TagFilter> {
-    info.mutability_exclusions
-        .as_deref()
-        .and_then(|j| serde_json::from_str(j).ok())
-        .unwrap_or_default()
+    info.mutability_exclusions.as_deref().and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default()
+}
+
+/// ECR's WILDCARD filter: `*` matches any run of characters, everything else itself.
+pub fn wildcard_match(pattern: &str, s: &str) -> bool {
+    let (p, s) = (pattern.as_bytes(), s.as_bytes());
+    let (mut pi, mut si) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while si < s.len() {
+        if pi < p.len() && p[pi] != b'*' && p[pi] == s[si] {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = si;
+            pi += 1;
+        } else if let Some(st) = star {
+            pi = st + 1;
+            mark += 1;
+            si = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 impl Registry {
     /// The namespace of `account` in `region`.
     pub fn namespace(&self, account: &str, region: &str) -> Namespace {
-        Namespace {
-            account_id: account.to_string(),
-            region: region.to_string(),
-        }
+        Namespace { account_id: account.to_string(), region: region.to_string() }
     }
 
     /// Regions this deployment hosts.
@@ -153,10 +155,7 @@ impl Registry {
     }
 
     fn not_found(ns: &Namespace, name: &str) -> Error {
-        Error::RepositoryNotFound {
-            name: name.to_string(),
-            registry: ns.account_id.clone(),
-        }
+        Error::RepositoryNotFound { name: name.to_string(), registry: ns.account_id.clone() }
     }
 
     /// Create a repository.
@@ -170,9 +169,7 @@ impl Registry {
         settings.validate()?;
         validate_tags(tags)?;
         if tags.len() > MAX_RESOURCE_TAGS {
-            return Err(Error::TooManyTags(format!(
-                "Tag limit of {MAX_RESOURCE_TAGS} exceeded for the repository"
-            )));
+            return Err(Error::TooManyTags(format!("Tag limit of {MAX_RESOURCE_TAGS} exceeded for the repository")));
         }
         let exclusions = exclusions_json(&settings.exclusions);
         let new = NewRepository {
@@ -188,18 +185,12 @@ impl Registry {
         self.meta
             .create_repository(&new, self.now())
             .await?
-            .ok_or_else(|| Error::RepositoryAlreadyExists {
-                name: name.to_string(),
-                registry: ns.account_id.clone(),
-            })
+            .ok_or_else(|| Error::RepositoryAlreadyExists { name: name.to_string(), registry: ns.account_id.clone() })
     }
 
     /// A repository's settings.
     pub async fn describe_repository(&self, ns: &Namespace, name: &str) -> Result<RepositoryInfo> {
-        self.meta
-            .repository_info(ns, name)
-            .await?
-            .ok_or_else(|| Self::not_found(ns, name))
+        self.meta.repository_info(ns, name).await?.ok_or_else(|| Self::not_found(ns, name))
     }
 
     /// One page of repositories after `last`; `true` when more follow.
@@ -216,25 +207,15 @@ impl Registry {
     }
 
     /// Delete a repository; without `force` only when it holds no images.
-    pub async fn delete_repository(
-        &self,
-        ns: &Namespace,
-        name: &str,
-        force: bool,
-    ) -> Result<RepositoryInfo> {
+    pub async fn delete_repository(&self, ns: &Namespace, name: &str, force: bool) -> Result<RepositoryInfo> {
         let info = self.describe_repository(ns, name).await?;
         match self.meta.delete_repository(info.id, force).await? {
             DeleteRepository::NotEmpty => {
-                return Err(Error::RepositoryNotEmpty {
-                    name: name.to_string(),
-                    registry: ns.account_id.clone(),
-                });
+                return Err(Error::RepositoryNotEmpty { name: name.to_string(), registry: ns.account_id.clone() });
             }
             DeleteRepository::Deleted => {}
         }
-        if *ns == self.settings.namespace {
-            self.repo_ids.write().unwrap().remove(name);
-        }
+        self.forget_repo(ns, name);
         self.cache.invalidate(info.id);
         Ok(info)
     }
@@ -250,14 +231,9 @@ impl Registry {
         validate_mutability(mutability, exclusions)?;
         let info = self.describe_repository(ns, name).await?;
         let json = exclusions_json(exclusions);
-        self.meta
-            .set_tag_mutability(info.id, mutability, json.as_deref())
-            .await?;
-        Ok(RepositoryInfo {
-            image_tag_mutability: mutability.to_string(),
-            mutability_exclusions: json,
-            ..info
-        })
+        self.meta.set_tag_mutability(info.id, mutability, json.as_deref()).await?;
+        self.forget_repo(ns, name);
+        Ok(RepositoryInfo { image_tag_mutability: mutability.to_string(), mutability_exclusions: json, ..info })
     }
 
     /// A repository's resource tags.
@@ -267,34 +243,34 @@ impl Registry {
     }
 
     /// Add or overwrite resource tags.
-    pub async fn tag_repository(
-        &self,
-        ns: &Namespace,
-        name: &str,
-        tags: &[(String, String)],
-    ) -> Result<()> {
+    pub async fn tag_repository(&self, ns: &Namespace, name: &str, tags: &[(String, String)]) -> Result<()> {
         validate_tags(tags)?;
         let info = self.describe_repository(ns, name).await?;
-        if !self
-            .meta
-            .tag_repository(info.id, tags, MAX_RESOURCE_TAGS)
-            .await?
-        {
-            return Err(Error::TooManyTags(format!(
-                "Tag limit of {MAX_RESOURCE_TAGS} exceeded for the repository"
-            )));
+        if !self.meta.tag_repository(info.id, tags, MAX_RESOURCE_TAGS).await? {
+            return Err(Error::TooManyTags(format!("Tag limit of {MAX_RESOURCE_TAGS} exceeded for the repository")));
         }
         Ok(())
     }
 
     /// Remove resource tags.
-    pub async fn untag_repository(
-        &self,
-        ns: &Namespace,
-        name: &str,
-        keys: &[String],
-    ) -> Result<()> {
+    pub async fn untag_repository(&self, ns: &Namespace, name: &str, keys: &[String]) -> Result<()> {
         let info = self.describe_repository(ns, name).await?;
         Ok(self.meta.untag_repository(info.id, keys).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wildcards() {
+        use super::wildcard_match as m;
+        assert!(m("dev-*", "dev-1"));
+        assert!(m("dev-*", "dev-"));
+        assert!(!m("dev-*", "prod-1"));
+        assert!(m("latest", "latest"));
+        assert!(!m("latest", "latest2"));
+        assert!(m("*-rc*", "1.0-rc2"));
+        assert!(m("*", ""));
+        assert!(!m("a*b", "ab-"));
     }
 }

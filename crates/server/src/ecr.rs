@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::response::Response;
 use berth_auth::sigv4;
 use berth_meta::{Namespace, RepositoryInfo};
-use berth_registry::{Error, Identity, Registry, RepoSettings, TagFilter, exclusions_of};
+use berth_registry::{Error, Identity, ImageFailure, ImageId, Registry, RepoSettings, TagFilter, exclusions_of};
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
@@ -30,11 +30,7 @@ pub struct EcrError {
 
 impl EcrError {
     fn new(kind: &'static str, message: impl Into<String>) -> EcrError {
-        EcrError {
-            kind,
-            message: message.into(),
-            status: StatusCode::BAD_REQUEST,
-        }
+        EcrError { kind, message: message.into(), status: StatusCode::BAD_REQUEST }
     }
 
     fn invalid(message: impl Into<String>) -> EcrError {
@@ -42,7 +38,13 @@ impl EcrError {
     }
 
     fn into_response(self, request_id: &str) -> Response {
-        let body = json!({"__type": self.kind, "message": self.message}).to_string();
+        // AWS omits `message` when it has none (e.g. UnknownOperationException).
+        let body = if self.message.is_empty() {
+            json!({"__type": self.kind})
+        } else {
+            json!({"__type": self.kind, "message": self.message})
+        }
+        .to_string();
         let mut r = Response::new(Body::from(body));
         *r.status_mut() = self.status;
         set_headers(&mut r, request_id);
@@ -57,11 +59,10 @@ impl From<Error> for EcrError {
         match e {
             Error::InvalidParameter(_) => EcrError::invalid(msg),
             Error::RepositoryNotFound { .. } => EcrError::new("RepositoryNotFoundException", msg),
-            Error::RepositoryAlreadyExists { .. } => {
-                EcrError::new("RepositoryAlreadyExistsException", msg)
-            }
+            Error::RepositoryAlreadyExists { .. } => EcrError::new("RepositoryAlreadyExistsException", msg),
             Error::RepositoryNotEmpty { .. } => EcrError::new("RepositoryNotEmptyException", msg),
             Error::TooManyTags(_) => EcrError::new("TooManyTagsException", msg),
+            Error::InvalidTagParameter(_) => EcrError::new("InvalidTagParameterException", msg),
             Error::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 EcrError {
@@ -94,10 +95,7 @@ impl From<sigv4::SigV4Error> for EcrError {
 
 fn set_headers(r: &mut Response, request_id: &str) {
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-amz-json-1.1"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.1"));
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-amzn-requestid", v);
     }
@@ -118,16 +116,11 @@ impl Ctx<'_> {
     }
 
     /// The namespace for an optional `registryId`: only the caller's own account for now.
-    fn registry_ns(
-        &self,
-        registry_id: Option<&str>,
-        action: &str,
-        name: Option<&str>,
-    ) -> Result<Namespace, EcrError> {
+    fn registry_ns(&self, registry_id: Option<&str>, action: &str, name: Option<&str>) -> Result<Namespace, EcrError> {
         match registry_id {
             None => Ok(self.ns()),
             Some(id) if !berth_registry::valid_account_id(id) => Err(EcrError::invalid(
-                "Invalid parameter at 'registryId' failed to satisfy constraint: 'must satisfy regular expression '[0-9]{12}''",
+                "Invalid parameter at 'registryId' failed to satisfy constraint: 'must satisfy regular expression [0-9]{12}'",
             )),
             Some(id) if id == self.identity.account_id => Ok(self.ns()),
             Some(id) => {
@@ -182,38 +175,17 @@ pub async fn handle(state: &AppState, mut parts: Parts, body: Body) -> Response 
 }
 
 fn uuid_like() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let t = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let x = format!("{:032x}", t ^ ((n as u128) << 64));
-    format!(
-        "{}-{}-{}-{}-{}",
-        &x[0..8],
-        &x[8..12],
-        &x[12..16],
-        &x[16..20],
-        &x[20..32]
-    )
+    uuid::Uuid::new_v4().to_string()
 }
 
 async fn serve(state: &AppState, parts: &mut Parts, body: Body) -> Result<Value, EcrError> {
     let reg = &*state.registry;
-    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
-        EcrError::new(
-            "SerializationException",
-            "The request body could not be read or is too large.",
-        )
-    })?;
+    let body = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| EcrError::new("SerializationException", "The request body could not be read or is too large."))?;
     // HTTP/2 carries the host as :authority; SigV4 signs it as `host`.
     if !parts.headers.contains_key(header::HOST)
-        && let Some(a) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        && let Some(a) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     {
         parts.headers.insert(header::HOST, a);
     }
@@ -226,48 +198,26 @@ async fn serve(state: &AppState, parts: &mut Parts, body: Body) -> Result<Value,
         body_sha256: &body_sha,
     };
     let parsed = sigv4::parse(&sreq, "ecr", reg.regions(), SystemTime::now())?;
-    let (identity, secret) = reg
-        .access_key_secret(parsed.access_key_id())
-        .await?
-        .ok_or(sigv4::SigV4Error::UnrecognizedClient)?;
+    let (identity, secret) =
+        reg.access_key_secret(parsed.access_key_id()).await?.ok_or(sigv4::SigV4Error::UnrecognizedClient)?;
     if parsed.session_token().is_some() {
         // Berth issues no session credentials: a session token is never valid.
         return Err(sigv4::SigV4Error::UnrecognizedClient.into());
     }
     let verified = parsed.verify(&sreq, &secret)?;
-    let target = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
     let op = target.strip_prefix(TARGET_PREFIX).unwrap_or("");
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("localhost")
-        .to_string();
-    let ctx = Ctx {
-        reg,
-        identity,
-        region: verified.region,
-        host,
-    };
+    let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost").to_string();
+    let ctx = Ctx { reg, identity, region: verified.region, host };
     let input: Value = if body.is_empty() {
         json!({})
     } else {
         serde_json::from_slice(&body).map_err(|_| {
-            EcrError::new(
-                "SerializationException",
-                "Start of structure or map found where not expected.",
-            )
+            EcrError::new("SerializationException", "Start of structure or map found where not expected.")
         })?
     };
     if !input.is_object() {
-        return Err(EcrError::new(
-            "SerializationException",
-            "Start of structure or map found where not expected.",
-        ));
+        return Err(EcrError::new("SerializationException", "Start of structure or map found where not expected."));
     }
     match op {
         "GetAuthorizationToken" => get_authorization_token(&ctx, parse(input)?),
@@ -278,6 +228,17 @@ async fn serve(state: &AppState, parts: &mut Parts, body: Body) -> Result<Value,
         "TagResource" => tag_resource(&ctx, parse(input)?).await,
         "UntagResource" => untag_resource(&ctx, parse(input)?).await,
         "ListTagsForResource" => list_tags_for_resource(&ctx, parse(input)?).await,
+        "PutImage" => put_image(&ctx, parse(input)?).await,
+        "BatchGetImage" => batch_get_image(&ctx, parse(input)?).await,
+        "BatchDeleteImage" => batch_delete_image(&ctx, parse(input)?).await,
+        "DescribeImages" => describe_images(&ctx, parse(input)?).await,
+        "ListImages" => list_images(&ctx, parse(input)?).await,
+        "ListImageReferrers" => list_image_referrers(&ctx, parse(input)?).await,
+        "BatchCheckLayerAvailability" => batch_check_layer_availability(&ctx, parse(input)?).await,
+        "InitiateLayerUpload" => initiate_layer_upload(&ctx, parse(input)?).await,
+        "UploadLayerPart" => upload_layer_part(&ctx, parse(input)?).await,
+        "CompleteLayerUpload" => complete_layer_upload(&ctx, parse(input)?).await,
+        "GetDownloadUrlForLayer" => get_download_url_for_layer(&ctx, parse(input)?).await,
         "DescribeRegistry" => Ok(json!({
             "registryId": ctx.identity.account_id,
             "replicationConfiguration": {"rules": []},
@@ -323,10 +284,7 @@ struct ResourceTag {
 }
 
 fn tag_pairs(tags: Option<Vec<ResourceTag>>) -> Vec<(String, String)> {
-    tags.unwrap_or_default()
-        .into_iter()
-        .map(|t| (t.key, t.value))
-        .collect()
+    tags.unwrap_or_default().into_iter().map(|t| (t.key, t.value)).collect()
 }
 
 fn max_results(v: Option<i64>, max: i64, default: i64) -> Result<u32, EcrError> {
@@ -346,11 +304,9 @@ fn max_results(v: Option<i64>, max: i64, default: i64) -> Result<u32, EcrError> 
 fn decode_token(t: Option<&str>) -> Result<Option<String>, EcrError> {
     match t {
         None => Ok(None),
-        Some(t) => hex::decode(t)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .map(Some)
-            .ok_or_else(|| EcrError::invalid("Invalid parameter at 'nextToken' failed to satisfy constraint: 'Invalid token'")),
+        Some(t) => hex::decode(t).ok().and_then(|b| String::from_utf8(b).ok()).map(Some).ok_or_else(|| {
+            EcrError::invalid("Invalid parameter at 'nextToken' failed to satisfy constraint: 'Invalid token'")
+        }),
     }
 }
 
@@ -360,13 +316,8 @@ struct GetAuthorizationTokenIn {
     registry_ids: Option<Vec<String>>,
 }
 
-fn get_authorization_token(
-    ctx: &Ctx<'_>,
-    input: GetAuthorizationTokenIn,
-) -> Result<Value, EcrError> {
-    let ids = input
-        .registry_ids
-        .unwrap_or_else(|| vec![ctx.identity.account_id.clone()]);
+fn get_authorization_token(ctx: &Ctx<'_>, input: GetAuthorizationTokenIn) -> Result<Value, EcrError> {
+    let ids = input.registry_ids.unwrap_or_else(|| vec![ctx.identity.account_id.clone()]);
     if ids.is_empty() || ids.len() > 10 {
         return Err(EcrError::invalid(
             "Invalid parameter at 'registryIds' failed to satisfy constraint: 'Member must have length between 1 and 10'",
@@ -419,33 +370,16 @@ struct CreateRepositoryIn {
 
 async fn create_repository(ctx: &Ctx<'_>, input: CreateRepositoryIn) -> Result<Value, EcrError> {
     let name = repo_name("repositoryName", &input.repository_name)?;
-    let ns = ctx.registry_ns(
-        input.registry_id.as_deref(),
-        "CreateRepository",
-        Some(&name),
-    )?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "CreateRepository", Some(&name))?;
     let enc = input.encryption_configuration;
     let settings = RepoSettings {
-        image_tag_mutability: input
-            .image_tag_mutability
-            .unwrap_or_else(|| "MUTABLE".into()),
-        exclusions: input
-            .image_tag_mutability_exclusion_filters
-            .unwrap_or_default(),
-        scan_on_push: input
-            .image_scanning_configuration
-            .map(|s| s.scan_on_push)
-            .unwrap_or(false),
-        encryption_type: enc
-            .as_ref()
-            .map(|e| e.encryption_type.clone())
-            .unwrap_or_else(|| "AES256".into()),
+        image_tag_mutability: input.image_tag_mutability.unwrap_or_else(|| "MUTABLE".into()),
+        exclusions: input.image_tag_mutability_exclusion_filters.unwrap_or_default(),
+        scan_on_push: input.image_scanning_configuration.map(|s| s.scan_on_push).unwrap_or(false),
+        encryption_type: enc.as_ref().map(|e| e.encryption_type.clone()).unwrap_or_else(|| "AES256".into()),
         kms_key: enc.and_then(|e| e.kms_key),
     };
-    let info = ctx
-        .reg
-        .create_repository(&ns, &name, &settings, &tag_pairs(input.tags))
-        .await?;
+    let info = ctx.reg.create_repository(&ns, &name, &settings, &tag_pairs(input.tags)).await?;
     Ok(json!({"repository": ctx.repo_json(&info)}))
 }
 
@@ -458,10 +392,7 @@ struct DescribeRepositoriesIn {
     max_results: Option<i64>,
 }
 
-async fn describe_repositories(
-    ctx: &Ctx<'_>,
-    input: DescribeRepositoriesIn,
-) -> Result<Value, EcrError> {
+async fn describe_repositories(ctx: &Ctx<'_>, input: DescribeRepositoriesIn) -> Result<Value, EcrError> {
     let ns = ctx.registry_ns(input.registry_id.as_deref(), "DescribeRepositories", None)?;
     if let Some(names) = input.repository_names {
         if input.max_results.is_some() || input.next_token.is_some() {
@@ -483,10 +414,7 @@ async fn describe_repositories(
     }
     let limit = max_results(input.max_results, 1000, 100)?;
     let last = decode_token(input.next_token.as_deref())?;
-    let (items, more) = ctx
-        .reg
-        .list_repository_infos(&ns, last.as_deref(), limit)
-        .await?;
+    let (items, more) = ctx.reg.list_repository_infos(&ns, last.as_deref(), limit).await?;
     let mut v = json!({"repositories": items.iter().map(|i| ctx.repo_json(i)).collect::<Vec<_>>()});
     if more && let Some(l) = items.last() {
         v["nextToken"] = json!(hex::encode(&l.name));
@@ -505,11 +433,7 @@ struct DeleteRepositoryIn {
 
 async fn delete_repository(ctx: &Ctx<'_>, input: DeleteRepositoryIn) -> Result<Value, EcrError> {
     let name = repo_name("repositoryName", &input.repository_name)?;
-    let ns = ctx.registry_ns(
-        input.registry_id.as_deref(),
-        "DeleteRepository",
-        Some(&name),
-    )?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "DeleteRepository", Some(&name))?;
     let info = ctx.reg.delete_repository(&ns, &name, input.force).await?;
     Ok(json!({"repository": ctx.repo_json(&info)}))
 }
@@ -523,23 +447,11 @@ struct PutImageTagMutabilityIn {
     image_tag_mutability_exclusion_filters: Option<Vec<TagFilter>>,
 }
 
-async fn put_image_tag_mutability(
-    ctx: &Ctx<'_>,
-    input: PutImageTagMutabilityIn,
-) -> Result<Value, EcrError> {
+async fn put_image_tag_mutability(ctx: &Ctx<'_>, input: PutImageTagMutabilityIn) -> Result<Value, EcrError> {
     let name = repo_name("repositoryName", &input.repository_name)?;
-    let ns = ctx.registry_ns(
-        input.registry_id.as_deref(),
-        "PutImageTagMutability",
-        Some(&name),
-    )?;
-    let filters = input
-        .image_tag_mutability_exclusion_filters
-        .unwrap_or_default();
-    let info = ctx
-        .reg
-        .set_tag_mutability(&ns, &name, &input.image_tag_mutability, &filters)
-        .await?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "PutImageTagMutability", Some(&name))?;
+    let filters = input.image_tag_mutability_exclusion_filters.unwrap_or_default();
+    let info = ctx.reg.set_tag_mutability(&ns, &name, &input.image_tag_mutability, &filters).await?;
     let mut v = json!({
         "registryId": info.account_id,
         "repositoryName": info.name,
@@ -553,18 +465,10 @@ async fn put_image_tag_mutability(
 
 /// Resolve a repository ARN of the caller's account and region to a name.
 fn arn_repo(ctx: &Ctx<'_>, arn: &str, action: &str) -> Result<(Namespace, String), EcrError> {
-    let bad = || {
-        EcrError::invalid(
-            "Invalid parameter at 'resourceArn' failed to satisfy constraint: 'Invalid ARN'",
-        )
-    };
+    let bad = || EcrError::invalid("Invalid parameter at 'resourceArn' failed to satisfy constraint: 'Invalid ARN'");
     let rest = arn.strip_prefix("arn:aws:ecr:").ok_or_else(bad)?;
     let mut it = rest.splitn(3, ':');
-    let (region, account, res) = (
-        it.next().ok_or_else(bad)?,
-        it.next().ok_or_else(bad)?,
-        it.next().ok_or_else(bad)?,
-    );
+    let (region, account, res) = (it.next().ok_or_else(bad)?, it.next().ok_or_else(bad)?, it.next().ok_or_else(bad)?);
     let name = res.strip_prefix("repository/").ok_or_else(bad)?;
     let name = repo_name("resourceArn", name)?;
     if !berth_registry::valid_account_id(account) || region.is_empty() {
@@ -589,9 +493,7 @@ struct TagResourceIn {
 
 async fn tag_resource(ctx: &Ctx<'_>, input: TagResourceIn) -> Result<Value, EcrError> {
     let (ns, name) = arn_repo(ctx, &input.resource_arn, "TagResource")?;
-    ctx.reg
-        .tag_repository(&ns, &name, &tag_pairs(Some(input.tags)))
-        .await?;
+    ctx.reg.tag_repository(&ns, &name, &tag_pairs(Some(input.tags))).await?;
     Ok(json!({}))
 }
 
@@ -604,9 +506,7 @@ struct UntagResourceIn {
 
 async fn untag_resource(ctx: &Ctx<'_>, input: UntagResourceIn) -> Result<Value, EcrError> {
     let (ns, name) = arn_repo(ctx, &input.resource_arn, "UntagResource")?;
-    ctx.reg
-        .untag_repository(&ns, &name, &input.tag_keys)
-        .await?;
+    ctx.reg.untag_repository(&ns, &name, &input.tag_keys).await?;
     Ok(json!({}))
 }
 
@@ -616,13 +516,621 @@ struct ListTagsForResourceIn {
     resource_arn: String,
 }
 
-async fn list_tags_for_resource(
-    ctx: &Ctx<'_>,
-    input: ListTagsForResourceIn,
-) -> Result<Value, EcrError> {
+async fn list_tags_for_resource(ctx: &Ctx<'_>, input: ListTagsForResourceIn) -> Result<Value, EcrError> {
     let (ns, name) = arn_repo(ctx, &input.resource_arn, "ListTagsForResource")?;
     let tags = ctx.reg.resource_tags(&ns, &name).await?;
-    Ok(
-        json!({"tags": tags.into_iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>()}),
+    Ok(json!({"tags": tags.into_iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>()}))
+}
+
+// ---- images -------------------------------------------------------------------------------
+
+fn layers_not_found(ctx: &Ctx<'_>, ns: &Namespace, name: &str, digests: &[String]) -> EcrError {
+    let _ = ctx;
+    EcrError::new(
+        "LayersNotFoundException",
+        format!(
+            "Layers with digests '[{}]' required for pushing image into repository with name '{name}' in the registry with id '{}' do not exist",
+            digests.join(", "),
+            ns.account_id
+        ),
     )
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PutImageIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    image_manifest: String,
+    image_manifest_media_type: Option<String>,
+    image_tag: Option<String>,
+    image_digest: Option<String>,
+}
+
+async fn put_image(ctx: &Ctx<'_>, input: PutImageIn) -> Result<Value, EcrError> {
+    let name = repo_name("repositoryName", &input.repository_name)?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "PutImage", Some(&name))?;
+    if input.image_manifest.len() > berth_oci::MAX_MANIFEST_BYTES {
+        return Err(EcrError::invalid(
+            "Invalid parameter at 'imageManifest' failed to satisfy constraint: 'Member must have length less than or equal to 4194304'",
+        ));
+    }
+    if let Some(t) = &input.image_tag
+        && (t.is_empty() || t.len() > 300 || t.parse::<berth_oci::Tag>().is_err())
+    {
+        return Err(EcrError::invalid(
+            "Invalid parameter at 'imageTag' failed to satisfy constraint: 'must satisfy regular expression '[a-zA-Z0-9-_.]+''",
+        ));
+    }
+    let digest = match &input.image_digest {
+        None => None,
+        Some(d) => Some(d.parse::<berth_oci::Digest>().map_err(|_| {
+            EcrError::invalid("Invalid parameter at 'imageDigest' failed to satisfy constraint: 'must satisfy regular expression '[a-zA-Z0-9-_+.]+:[a-fA-F0-9]+''")
+        })?),
+    };
+    let bytes = bytes::Bytes::from(input.image_manifest.clone().into_bytes());
+    // The digest of the bytes as pushed (sha256 unless the caller named another algorithm).
+    let actual = {
+        let alg = digest.as_ref().map(|d| d.algorithm()).unwrap_or(berth_oci::Algorithm::Sha256);
+        let raw = match alg {
+            berth_oci::Algorithm::Sha256 => ring::digest::digest(&ring::digest::SHA256, &bytes),
+            berth_oci::Algorithm::Sha512 => ring::digest::digest(&ring::digest::SHA512, &bytes),
+        };
+        berth_oci::Digest::from_raw(alg, raw.as_ref())
+    };
+    if let Some(d) = &digest
+        && *d != actual
+    {
+        return Err(EcrError::new(
+            "ImageDigestDoesNotMatchException",
+            format!("Provided image digest '{d}' does not match the digest of the image manifest '{actual}'"),
+        ));
+    }
+    // Identical manifest under the same tag (or untagged and already present): ECR refuses.
+    let images = ctx.reg.images(&ns, &name).await?;
+    if let Some(existing) = images.iter().find(|i| i.digest == actual.as_str()) {
+        let same = match &input.image_tag {
+            Some(t) => existing.tags.iter().any(|x| x == t),
+            None => true,
+        };
+        if same {
+            let tag_part = input.image_tag.as_deref().map(|t| format!(" and tag '{t}'")).unwrap_or_default();
+            return Err(EcrError::new(
+                "ImageAlreadyExistsException",
+                format!(
+                    "Image with digest '{actual}'{tag_part} already exists in the repository with name '{name}' in registry with id '{}'",
+                    ns.account_id
+                ),
+            ));
+        }
+    }
+    let pushed = ctx
+        .reg
+        .put_image(&ns, &name, bytes, input.image_manifest_media_type.as_deref(), input.image_tag.as_deref(), digest.as_ref())
+        .await
+        .map_err(|e| match e {
+            Error::ManifestBlobUnknown(ds) => layers_not_found(ctx, &ns, &name, &ds),
+            Error::ManifestChildUnknown(ds) => EcrError::new(
+                "ReferencedImagesNotFoundException",
+                format!(
+                    "Images with digests '[{}]' referenced by the manifest do not exist in the repository with name '{name}' in the registry with id '{}'",
+                    ds.join(", "),
+                    ns.account_id
+                ),
+            ),
+            Error::TagImmutable { .. } => EcrError::new("ImageTagAlreadyExistsException", e.to_string()),
+            Error::ManifestInvalid(_) | Error::DigestInvalid(_) | Error::TagInvalid(_) | Error::ManifestTooLarge => {
+                EcrError::invalid(format!("Invalid parameter at 'ImageManifest' failed to satisfy constraint: '{e}'"))
+            }
+            other => other.into(),
+        })?;
+    let media_type = match ctx.reg.manifest_bytes(&ns, &name, pushed.digest.as_str()).await? {
+        Some((mt, _)) => mt,
+        None => input.image_manifest_media_type.clone().unwrap_or_default(),
+    };
+    let mut image_id = json!({"imageDigest": pushed.digest.as_str()});
+    if let Some(t) = &input.image_tag {
+        image_id["imageTag"] = json!(t);
+    }
+    Ok(json!({"image": {
+        "registryId": ns.account_id,
+        "repositoryName": name,
+        "imageId": image_id,
+        "imageManifest": input.image_manifest,
+        "imageManifestMediaType": media_type,
+    }}))
+}
+
+fn image_ids(ids: &[ImageId]) -> Result<(), EcrError> {
+    if ids.is_empty() || ids.len() > 100 {
+        return Err(EcrError::invalid(
+            "Invalid parameter at 'imageIds' failed to satisfy constraint: 'Member must have length between 1 and 100'",
+        ));
+    }
+    Ok(())
+}
+
+fn failure_json(id: &ImageId, f: &ImageFailure) -> Value {
+    json!({"imageId": id, "failureCode": f.code, "failureReason": f.reason})
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchGetImageIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    image_ids: Vec<ImageId>,
+    accepted_media_types: Option<Vec<String>>,
+}
+
+async fn batch_get_image(ctx: &Ctx<'_>, input: BatchGetImageIn) -> Result<Value, EcrError> {
+    let name = repo_name("repositoryName", &input.repository_name)?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "BatchGetImage", Some(&name))?;
+    image_ids(&input.image_ids)?;
+    let images = ctx.reg.images(&ns, &name).await?;
+    let (mut out, mut failures) = (Vec::new(), Vec::new());
+    for id in &input.image_ids {
+        let img = match Registry::resolve_image(&images, id) {
+            Ok(i) => i,
+            Err(f) => {
+                failures.push(failure_json(id, &f));
+                continue;
+            }
+        };
+        if let Some(acc) = &input.accepted_media_types
+            && !acc.iter().any(|a| a == &img.media_type)
+        {
+            failures.push(failure_json(
+                id,
+                &ImageFailure { code: "ImageNotFound", reason: "Requested image not found".into() },
+            ));
+            continue;
+        }
+        let Some((mt, bytes)) = ctx.reg.manifest_bytes(&ns, &name, &img.digest).await? else { continue };
+        let mut image_id = json!({"imageDigest": img.digest});
+        if let Some(t) = id.image_tag.as_ref() {
+            image_id["imageTag"] = json!(t);
+        }
+        out.push(json!({
+            "registryId": ns.account_id,
+            "repositoryName": name,
+            "imageId": image_id,
+            "imageManifest": String::from_utf8_lossy(&bytes),
+            "imageManifestMediaType": mt,
+        }));
+    }
+    Ok(json!({"images": out, "failures": failures}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchDeleteImageIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    image_ids: Vec<ImageId>,
+}
+
+async fn batch_delete_image(ctx: &Ctx<'_>, input: BatchDeleteImageIn) -> Result<Value, EcrError> {
+    let name = repo_name("repositoryName", &input.repository_name)?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "BatchDeleteImage", Some(&name))?;
+    image_ids(&input.image_ids)?;
+    let (mut deleted, mut failures) = (Vec::new(), Vec::new());
+    for id in &input.image_ids {
+        // Re-read after each deletion: an earlier id may have removed tags or images.
+        let images = ctx.reg.images(&ns, &name).await?;
+        match ctx.reg.delete_image(&ns, &name, &images, id).await? {
+            Ok(d) => deleted.push(json!(d)),
+            Err(f) => failures.push(failure_json(id, &f)),
+        }
+    }
+    Ok(json!({"imageIds": deleted, "failures": failures}))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ImagesFilter {
+    tag_status: Option<String>,
+}
+
+fn tag_status_ok(filter: &Option<ImagesFilter>, tagged: bool) -> Result<bool, EcrError> {
+    match filter.as_ref().and_then(|f| f.tag_status.as_deref()) {
+        None | Some("ANY") => Ok(true),
+        Some("TAGGED") => Ok(tagged),
+        Some("UNTAGGED") => Ok(!tagged),
+        Some(_) => Err(EcrError::invalid(
+            "Invalid parameter at 'filter.tagStatus' failed to satisfy constraint: 'Member must satisfy enum value set: [TAGGED, UNTAGGED, ANY]'",
+        )),
+    }
+}
+
+/// One page of `items` after the opaque `next_token`.
+fn page<T: Clone>(
+    items: &[T],
+    key: impl Fn(&T) -> String,
+    next: Option<&str>,
+    limit: u32,
+) -> Result<(Vec<T>, Option<String>), EcrError> {
+    let start = match decode_token(next)? {
+        None => 0,
+        Some(k) => items.iter().position(|i| key(i) == k).map(|p| p + 1).unwrap_or(items.len()),
+    };
+    let end = (start + limit as usize).min(items.len());
+    let out = items[start..end].to_vec();
+    let token = (end < items.len()).then(|| hex::encode(key(&items[end - 1])));
+    Ok((out, token))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DescribeImagesIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    image_ids: Option<Vec<ImageId>>,
+    next_token: Option<String>,
+    max_results: Option<i64>,
+    filter: Option<ImagesFilter>,
+}
+
+fn image_detail(ns: &Namespace, name: &str, i: &berth_meta::Image) -> Value {
+    let mut v = json!({
+        "registryId": ns.account_id,
+        "repositoryName": name,
+        "imageDigest": i.digest,
+        "imageSizeInBytes": i.image_size,
+        "imagePushedAt": i.pushed_at as f64 / 1000.0,
+        "imageManifestMediaType": i.media_type,
+        "imageStatus": "ACTIVE",
+    });
+    if !i.tags.is_empty() {
+        v["imageTags"] = json!(i.tags);
+    }
+    if let Some(c) = &i.config_media_type {
+        v["artifactMediaType"] = json!(c);
+    }
+    if let Some(p) = i.last_pulled_at {
+        v["lastRecordedPullTime"] = json!(p as f64 / 1000.0);
+    }
+    if let Some(s) = &i.subject {
+        v["subjectManifestDigest"] = json!(s);
+    }
+    v
+}
+
+async fn describe_images(ctx: &Ctx<'_>, input: DescribeImagesIn) -> Result<Value, EcrError> {
+    let name = repo_name("repositoryName", &input.repository_name)?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "DescribeImages", Some(&name))?;
+    let images = ctx.reg.images(&ns, &name).await?;
+    if let Some(ids) = &input.image_ids {
+        if input.max_results.is_some() || input.next_token.is_some() {
+            return Err(EcrError::invalid(
+                "Invalid parameter at 'maxResults' failed to satisfy constraint: 'maxResults and nextToken cannot be used with imageIds'",
+            ));
+        }
+        image_ids(ids)?;
+        let mut out = Vec::new();
+        for id in ids {
+            match Registry::resolve_image(&images, id) {
+                Ok(i) => out.push(image_detail(&ns, &name, i)),
+                Err(f) if f.code == "ImageNotFound" => {
+                    let fmt =
+                        |o: &Option<String>| o.as_deref().map(|s| format!("'{s}'")).unwrap_or_else(|| "'null'".into());
+                    return Err(EcrError::new(
+                        "ImageNotFoundException",
+                        format!(
+                            "The image with imageId {{imageDigest:{}, imageTag:{}}} does not exist within the repository with name '{name}' in the registry with id '{}'",
+                            fmt(&id.image_digest),
+                            fmt(&id.image_tag),
+                            ns.account_id
+                        ),
+                    ));
+                }
+                Err(f) => return Err(EcrError::invalid(f.reason)),
+            }
+        }
+        return Ok(json!({"imageDetails": out}));
+    }
+    let limit = max_results(input.max_results, 1000, 100)?;
+    let mut selected = Vec::new();
+    for i in &images {
+        if tag_status_ok(&input.filter, !i.tags.is_empty())? {
+            selected.push(i.clone());
+        }
+    }
+    let (items, next) = page(&selected, |i| i.digest.clone(), input.next_token.as_deref(), limit)?;
+    let mut v = json!({"imageDetails": items.iter().map(|i| image_detail(&ns, &name, i)).collect::<Vec<_>>()});
+    if let Some(t) = next {
+        v["nextToken"] = json!(t);
+    }
+    Ok(v)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListImagesIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    next_token: Option<String>,
+    max_results: Option<i64>,
+    filter: Option<ImagesFilter>,
+}
+
+async fn list_images(ctx: &Ctx<'_>, input: ListImagesIn) -> Result<Value, EcrError> {
+    let name = repo_name("repositoryName", &input.repository_name)?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "ListImages", Some(&name))?;
+    let limit = max_results(input.max_results, 1000, 100)?;
+    let images = ctx.reg.images(&ns, &name).await?;
+    // One id per tag, and a digest-only id for untagged images.
+    let mut ids: Vec<ImageId> = Vec::new();
+    for i in &images {
+        if !tag_status_ok(&input.filter, !i.tags.is_empty())? {
+            continue;
+        }
+        if i.tags.is_empty() {
+            ids.push(ImageId { image_digest: Some(i.digest.clone()), image_tag: None });
+        }
+        for t in &i.tags {
+            ids.push(ImageId { image_digest: Some(i.digest.clone()), image_tag: Some(t.clone()) });
+        }
+    }
+    let key =
+        |i: &ImageId| format!("{}|{}", i.image_digest.as_deref().unwrap_or(""), i.image_tag.as_deref().unwrap_or(""));
+    let (items, next) = page(&ids, key, input.next_token.as_deref(), limit)?;
+    let mut v = json!({"imageIds": items});
+    if let Some(t) = next {
+        v["nextToken"] = json!(t);
+    }
+    Ok(v)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubjectId {
+    image_digest: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReferrersFilter {
+    artifact_types: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListImageReferrersIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    subject_id: SubjectId,
+    filter: Option<ReferrersFilter>,
+    next_token: Option<String>,
+    max_results: Option<i64>,
+}
+
+async fn list_image_referrers(ctx: &Ctx<'_>, input: ListImageReferrersIn) -> Result<Value, EcrError> {
+    let name = repo_name("repositoryName", &input.repository_name)?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "ListImageReferrers", Some(&name))?;
+    let subject = input.subject_id.image_digest.parse::<berth_oci::Digest>().map_err(|_| {
+        EcrError::invalid("Invalid parameter at 'subjectId.imageDigest' failed to satisfy constraint: 'must satisfy regular expression '[a-zA-Z0-9-_+.]+:[a-fA-F0-9]+''")
+    })?;
+    let limit = max_results(input.max_results, 50, 20)?;
+    let types = input.filter.and_then(|f| f.artifact_types).unwrap_or_default();
+    let all: Vec<_> = ctx
+        .reg
+        .referrers_in(&ns, &name, &subject)
+        .await?
+        .into_iter()
+        .filter(|r| types.is_empty() || r.artifact_type.as_ref().is_some_and(|a| types.contains(a)))
+        .collect();
+    let (items, next) = page(&all, |r| r.digest.clone(), input.next_token.as_deref(), limit)?;
+    let refs: Vec<Value> = items
+        .iter()
+        .map(|r| {
+            let mut v =
+                json!({"digest": r.digest, "mediaType": r.media_type, "size": r.size, "artifactStatus": "ACTIVE"});
+            if let Some(a) = &r.artifact_type {
+                v["artifactType"] = json!(a);
+            }
+            if let Some(a) = r.annotations.as_deref().and_then(|a| serde_json::from_str::<Value>(a).ok()) {
+                v["annotations"] = a;
+            }
+            v
+        })
+        .collect();
+    let mut v = json!({"referrers": refs});
+    if let Some(t) = next {
+        v["nextToken"] = json!(t);
+    }
+    Ok(v)
+}
+
+// ---- layers -------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchCheckLayerAvailabilityIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    layer_digests: Vec<String>,
+}
+
+async fn batch_check_layer_availability(
+    ctx: &Ctx<'_>,
+    input: BatchCheckLayerAvailabilityIn,
+) -> Result<Value, EcrError> {
+    let name = repo_name("repositoryName", &input.repository_name)?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "BatchCheckLayerAvailability", Some(&name))?;
+    if input.layer_digests.is_empty() || input.layer_digests.len() > 100 {
+        return Err(EcrError::invalid(
+            "Invalid parameter at 'layerDigests' failed to satisfy constraint: 'Member must have length between 1 and 100'",
+        ));
+    }
+    let (mut layers, mut failures) = (Vec::new(), Vec::new());
+    for d in &input.layer_digests {
+        if d.parse::<berth_oci::Digest>().is_err() {
+            failures.push(
+                json!({"layerDigest": d, "failureCode": "InvalidLayerDigest", "failureReason": "Invalid layer digest"}),
+            );
+            continue;
+        }
+        match ctx.reg.layer_size(&ns, &name, d).await? {
+            Some(size) => layers.push(json!({
+                "layerDigest": d,
+                "layerAvailability": "AVAILABLE",
+                "layerSize": size,
+                "mediaType": "application/vnd.docker.container.image.rootfs.diff+x-gtar",
+            })),
+            None => failures.push(json!({"layerDigest": d, "failureCode": "MissingLayerDigest", "failureReason": "Requested layer not found"})),
+        }
+    }
+    Ok(json!({"layers": layers, "failures": failures}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InitiateLayerUploadIn {
+    registry_id: Option<String>,
+    repository_name: String,
+}
+
+/// Part size InitiateLayerUpload advertises (ECR: parts of 5–10 MiB except the last).
+const PART_SIZE: u64 = 10 * 1024 * 1024;
+
+async fn initiate_layer_upload(ctx: &Ctx<'_>, input: InitiateLayerUploadIn) -> Result<Value, EcrError> {
+    let name = repo_name("repositoryName", &input.repository_name)?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "InitiateLayerUpload", Some(&name))?;
+    let st = ctx.reg.initiate_layer_upload(&ns, &name).await?;
+    Ok(json!({"uploadId": st.id, "partSize": PART_SIZE}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UploadLayerPartIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    upload_id: String,
+    part_first_byte: i64,
+    part_last_byte: i64,
+    layer_part_blob: String,
+}
+
+fn upload_not_found(id: &str, name: &str, ns: &Namespace) -> EcrError {
+    EcrError::new(
+        "UploadNotFoundException",
+        format!(
+            "The upload with id '{id}' does not exist in the repository with name '{name}' in registry with id '{}'",
+            ns.account_id
+        ),
+    )
+}
+
+async fn upload_layer_part(ctx: &Ctx<'_>, input: UploadLayerPartIn) -> Result<Value, EcrError> {
+    use base64::Engine;
+    let name = repo_name("repositoryName", &input.repository_name)?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "UploadLayerPart", Some(&name))?;
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(input.layer_part_blob.as_bytes())
+        .map_err(|_| EcrError::new("SerializationException", "layerPartBlob is not valid base64"))?;
+    let (first, last) = (input.part_first_byte, input.part_last_byte);
+    if first < 0 || last < first || (last - first + 1) as usize != blob.len() {
+        return Err(EcrError::new(
+            "InvalidLayerPartException",
+            format!(
+                "The layer part size is not valid, or the first byte specified is not consecutive to the last byte of a previous layer part upload. partFirstByte={first}, partLastByte={last}, blob length={}",
+                blob.len()
+            ),
+        ));
+    }
+    match ctx.reg.upload_layer_part(&ns, &name, &input.upload_id, first as u64, last as u64, blob.into()).await {
+        Ok(size) => Ok(json!({
+            "registryId": ns.account_id,
+            "repositoryName": name,
+            "uploadId": input.upload_id,
+            "lastByteReceived": size.saturating_sub(1),
+        })),
+        Err(Error::BlobUploadUnknown(_)) => Err(upload_not_found(&input.upload_id, &name, &ns)),
+        Err(Error::RangeNotSatisfiable { size }) => Err(EcrError::new(
+            "InvalidLayerPartException",
+            format!(
+                "The layer part size is not valid, or the first byte specified is not consecutive to the last byte of a previous layer part upload. lastValidByteReceived={}",
+                size as i64 - 1
+            ),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CompleteLayerUploadIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    upload_id: String,
+    layer_digests: Vec<String>,
+}
+
+async fn complete_layer_upload(ctx: &Ctx<'_>, input: CompleteLayerUploadIn) -> Result<Value, EcrError> {
+    let name = repo_name("repositoryName", &input.repository_name)?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "CompleteLayerUpload", Some(&name))?;
+    let [d] = input.layer_digests.as_slice() else {
+        return Err(EcrError::invalid(
+            "Invalid parameter at 'layerDigests' failed to satisfy constraint: 'Member must have length equal to 1'",
+        ));
+    };
+    let digest = d.parse::<berth_oci::Digest>().map_err(|_| {
+        EcrError::invalid("Invalid parameter at 'layerDigests' failed to satisfy constraint: 'must satisfy regular expression '[a-zA-Z0-9-_+.]+:[a-fA-F0-9]+''")
+    })?;
+    match ctx.reg.complete_layer_upload(&ns, &name, &input.upload_id, &digest).await {
+        Ok(_) => Ok(json!({
+            "registryId": ns.account_id,
+            "repositoryName": name,
+            "uploadId": input.upload_id,
+            "layerDigest": digest.as_str(),
+        })),
+        Err(Error::BlobUploadUnknown(_)) => Err(upload_not_found(&input.upload_id, &name, &ns)),
+        Err(Error::EmptyUpload(_)) => Err(EcrError::new(
+            "EmptyUploadException",
+            format!(
+                "The upload with id '{}' in the repository with name '{name}' in registry with id '{}' cannot be completed because it does not have any parts.",
+                input.upload_id, ns.account_id
+            ),
+        )),
+        Err(Error::LayerAlreadyExists(_)) => Err(EcrError::new(
+            "LayerAlreadyExistsException",
+            format!(
+                "The layer with digest '{digest}' already exists in the repository with name '{name}' in registry with id '{}'",
+                ns.account_id
+            ),
+        )),
+        Err(Error::DigestInvalid(m)) => Err(EcrError::new("InvalidLayerException", m)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GetDownloadUrlForLayerIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    layer_digest: String,
+}
+
+async fn get_download_url_for_layer(ctx: &Ctx<'_>, input: GetDownloadUrlForLayerIn) -> Result<Value, EcrError> {
+    let name = repo_name("repositoryName", &input.repository_name)?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "GetDownloadUrlForLayer", Some(&name))?;
+    let missing = || {
+        EcrError::new(
+            "LayersNotFoundException",
+            format!(
+                "The layer with digest {} does not exist within the repository with name '{name}' in the registry with id '{}'",
+                input.layer_digest, ns.account_id
+            ),
+        )
+    };
+    if input.layer_digest.parse::<berth_oci::Digest>().is_err() {
+        return Err(EcrError::invalid(
+            "Invalid parameter at 'layerDigest' failed to satisfy constraint: 'must satisfy regular expression '[a-zA-Z0-9-_+.]+:[a-fA-F0-9]+''",
+        ));
+    }
+    ctx.reg.layer_size(&ns, &name, &input.layer_digest).await?.ok_or_else(missing)?;
+    let url = ctx.reg.download_url(&format!("http://{}", ctx.host), &name, &input.layer_digest, &ctx.identity);
+    Ok(json!({"downloadUrl": url, "layerDigest": input.layer_digest}))
 }

@@ -51,55 +51,46 @@ impl From<Error> for ApiError {
         let msg = e.to_string();
         match e {
             Error::NameInvalid(n) => ApiError::new(C::NameInvalid, msg, json!({"name": n})),
-            Error::NameUnknown(n) => ApiError::new(C::NameUnknown, msg, json!({"name": n})),
+            Error::TagImmutable { tag, .. } => ApiError::new(C::TagInvalid, msg, json!({"tag": tag})),
+            Error::Unauthenticated => ApiError::new(C::Unauthorized, msg, Value::Null),
+            Error::TokenExpired | Error::Denied(_) => ApiError::new(C::Denied, msg, Value::Null),
             Error::BlobUnknown(d) => ApiError::new(C::BlobUnknown, msg, json!({"digest": d})),
-            Error::BlobUploadUnknown(id) => {
-                ApiError::new(C::BlobUploadUnknown, msg, json!({"uuid": id}))
-            }
+            Error::BlobUploadUnknown(id) => ApiError::new(C::BlobUploadUnknown, msg, json!({"uuid": id})),
             Error::BlobUploadInvalid(m) => ApiError::new(C::BlobUploadInvalid, m, Value::Null),
-            Error::RangeNotSatisfiable { size } => {
-                ApiError::new(C::BlobUploadInvalid, msg, json!({"size": size}))
-                    .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+            Error::RangeNotSatisfiable { size } => ApiError::new(C::BlobUploadInvalid, msg, json!({"size": size}))
+                .with_status(StatusCode::RANGE_NOT_SATISFIABLE),
+            Error::DigestInvalid(m) => {
+                ApiError::new(C::DigestInvalid, "provided digest did not match uploaded content", json!(m))
             }
-            Error::DigestInvalid(m) => ApiError::new(
-                C::DigestInvalid,
-                "provided digest did not match uploaded content",
-                json!(m),
-            ),
-            Error::ManifestInvalid(m) => {
-                ApiError::new(C::ManifestInvalid, "manifest invalid", json!(m))
-            }
+            Error::ManifestInvalid(m) => ApiError::new(C::ManifestInvalid, "manifest invalid", json!(m)),
             Error::ManifestTooLarge => ApiError::new(
                 C::SizeInvalid,
-                format!(
-                    "manifest exceeds the {} byte limit",
-                    berth_oci::MAX_MANIFEST_BYTES
-                ),
+                format!("manifest exceeds the {} byte limit", berth_oci::MAX_MANIFEST_BYTES),
                 Value::Null,
             )
             .with_status(StatusCode::PAYLOAD_TOO_LARGE),
-            Error::ManifestBlobUnknown(ds) => ApiError::new(
+            Error::ManifestBlobUnknown(ds) => {
+                ApiError::new(C::ManifestBlobUnknown, "blob unknown to registry", json!({"digests": ds}))
+                    .with_status(StatusCode::BAD_REQUEST)
+            }
+            Error::ManifestChildUnknown(ds) => ApiError::new(
                 C::ManifestBlobUnknown,
-                "blob unknown to registry",
+                "manifest references manifests unknown to the repository",
                 json!({"digests": ds}),
             )
             .with_status(StatusCode::BAD_REQUEST),
-            Error::ManifestUnknown(r) => {
-                ApiError::new(C::ManifestUnknown, msg, json!({"reference": r}))
+            Error::EmptyUpload(_) | Error::LayerAlreadyExists(_) => {
+                ApiError::new(C::BlobUploadInvalid, msg, Value::Null)
             }
+            Error::ManifestUnknown(r) => ApiError::new(C::ManifestUnknown, msg, json!({"reference": r})),
             Error::TagInvalid(t) => ApiError::new(C::TagInvalid, msg, json!({"tag": t})),
-            Error::BodyFailed(m) => ApiError::new(
-                C::BlobUploadInvalid,
-                "request body could not be read",
-                json!(m),
-            ),
-            Error::RepositoryNotFound { name, .. } => {
-                ApiError::new(C::NameUnknown, msg, json!({"name": name}))
-            }
+            Error::BodyFailed(m) => ApiError::new(C::BlobUploadInvalid, "request body could not be read", json!(m)),
+            Error::RepositoryNotFound { name, .. } => ApiError::new(C::NameUnknown, msg, json!({"name": name})),
             Error::InvalidParameter(_)
             | Error::RepositoryAlreadyExists { .. }
             | Error::RepositoryNotEmpty { .. }
             | Error::TooManyTags(_)
+            | Error::InvalidTagParameter(_)
             | Error::AccountExists(_)
             | Error::AccountUnknown(_) => {
                 ApiError::new(C::Unsupported, msg, Value::Null).with_status(StatusCode::BAD_REQUEST)

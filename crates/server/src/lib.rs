@@ -33,15 +33,11 @@ pub fn router(state: AppState) -> Router {
 
 async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response {
     // POST / with an X-Amz-Target is the ECR control plane; everything else the data plane.
-    if req.uri().path() == "/"
-        && req.method() == http::Method::POST
-        && req.headers().contains_key("x-amz-target")
-    {
+    if req.uri().path() == "/" && req.method() == http::Method::POST {
         let (parts, body) = req.into_parts();
         return ecr::handle(&state, parts, body).await;
     }
     let mut resp = oci::handle(&state, req).await;
-    resp.headers_mut()
-        .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
+    resp.headers_mut().insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
     resp
 }

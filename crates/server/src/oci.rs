@@ -26,18 +26,86 @@ pub async fn handle(state: &AppState, req: Request<Body>) -> Response {
             .body(Body::from("404 page not found\n"))
             .expect("valid response");
     };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("localhost")
+        .to_string();
+    if let Err(e) = authorize(state, &route, &req) {
+        let unauthenticated = matches!(e, Error::Unauthenticated);
+        let mut r = ApiError::from(e).into_response();
+        if unauthenticated {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                hv(&format!("Basic realm=\"http://{host}/\",service=\"ecr.amazonaws.com\"")),
+            );
+        }
+        return r;
+    }
     match serve(state, route, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
+/// The ECR action a data-plane request performs (what IAM will authorize).
+fn action(route: &Route<'_>, method: &Method) -> &'static str {
+    match (route, method) {
+        (Route::Base, _) => "GetAuthorizationToken",
+        (Route::Catalog, _) => "DescribeRepositories",
+        (Route::Tags { .. }, _) => "ListImages",
+        (Route::Manifest { .. }, &Method::PUT) => "PutImage",
+        (Route::Manifest { .. }, &Method::DELETE) | (Route::Blob { .. }, &Method::DELETE) => "BatchDeleteImage",
+        (Route::Manifest { .. }, _) | (Route::Referrers { .. }, _) => "BatchGetImage",
+        (Route::Blob { .. }, &Method::HEAD) => "BatchCheckLayerAvailability",
+        (Route::Blob { .. }, _) => "GetDownloadUrlForLayer",
+        (Route::UploadStart { .. }, _) => "InitiateLayerUpload",
+        (Route::Upload { .. }, &Method::PUT) => "CompleteLayerUpload",
+        (Route::Upload { .. }, _) => "UploadLayerPart",
+    }
+}
+
+/// Authenticate the registry token and check the caller's account owns this registry.
+/// (Cross-account access through policies arrives with the access-control work.)
+fn authorize(state: &AppState, route: &Route<'_>, req: &Request<Body>) -> std::result::Result<(), Error> {
+    let reg = &*state.registry;
+    let h = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    // Layer URLs from GetDownloadUrlForLayer carry the token in the query instead.
+    let url_token = match (h, route, req.method()) {
+        (None, Route::Blob { .. }, &Method::GET | &Method::HEAD) => {
+            query::pairs(req.uri().query()).into_iter().find(|(k, _)| k == "X-Berth-Token").map(|(_, v)| v)
+        }
+        _ => None,
+    };
+    let who = match url_token {
+        Some(t) => reg.authenticate_password(&t)?,
+        None => reg.authenticate(h)?,
+    };
+    if who.account_id == reg.default_account() || matches!(route, Route::Base) {
+        return Ok(());
+    }
+    let act = action(route, req.method());
+    let resource = match route {
+        Route::Tags { name }
+        | Route::Manifest { name, .. }
+        | Route::Blob { name, .. }
+        | Route::UploadStart { name }
+        | Route::Upload { name, .. }
+        | Route::Referrers { name, .. } => {
+            format!("arn:aws:ecr:{}:{}:repository/{name}", reg.regions()[0], reg.default_account())
+        }
+        Route::Base | Route::Catalog => "*".into(),
+    };
+    Err(Error::Denied(format!(
+        "User: {} is not authorized to perform: ecr:{act} on resource: {resource} because no resource-based policy allows the ecr:{act} action",
+        who.principal_arn
+    )))
+}
+
 fn unsupported(method: &Method) -> ApiError {
-    ApiError::new(
-        ErrorCode::Unsupported,
-        format!("method {method} is not supported on this endpoint"),
-        json!(null),
-    )
+    ApiError::new(ErrorCode::Unsupported, format!("method {method} is not supported on this endpoint"), json!(null))
 }
 
 fn name(n: &str) -> Result<RepoName> {
@@ -71,16 +139,12 @@ async fn serve(state: &AppState, route: Route<'_>, req: Request<Body>) -> Result
                 // Pulls and deletes of a reference that cannot exist are plain misses (404), as the
                 // conformance suite expects; a push with a bad tag is a client error (400).
                 (Err(_), m) if *m != Method::PUT && !reference.contains(':') => {
-                    return Err(
-                        Error::ManifestUnknown(reference.chars().take(200).collect()).into(),
-                    );
+                    return Err(Error::ManifestUnknown(reference.chars().take(200).collect()).into());
                 }
                 (Err(e), _) => return Err(e),
             };
             match method {
-                Method::GET | Method::HEAD => {
-                    manifest_get(reg, &name, &reference, &req, method == Method::HEAD).await
-                }
+                Method::GET | Method::HEAD => manifest_get(reg, &name, &reference, &req, method == Method::HEAD).await,
                 Method::PUT => manifest_put(reg, &name, &reference, &req, body).await,
                 Method::DELETE => {
                     reg.manifest_delete(&name, &reference).await?;
@@ -93,9 +157,7 @@ async fn serve(state: &AppState, route: Route<'_>, req: Request<Body>) -> Result
             let name = name(n)?;
             let digest = Registry::parse_digest(digest)?;
             match method {
-                Method::GET | Method::HEAD => {
-                    blob_get(reg, &name, &digest, &req, method == Method::HEAD).await
-                }
+                Method::GET | Method::HEAD => blob_get(reg, &name, &digest, &req, method == Method::HEAD).await,
                 Method::DELETE => {
                     reg.blob_delete(&name, &digest).await?;
                     Ok(empty(StatusCode::ACCEPTED))
@@ -112,12 +174,7 @@ async fn serve(state: &AppState, route: Route<'_>, req: Request<Body>) -> Result
             match method {
                 Method::GET => {
                     let st = reg.upload_status(&name, id).await?;
-                    Ok(upload_progress(
-                        StatusCode::NO_CONTENT,
-                        &name,
-                        &st.id,
-                        st.size,
-                    ))
+                    Ok(upload_progress(StatusCode::NO_CONTENT, &name, &st.id, st.size))
                 }
                 Method::PATCH => upload_patch(reg, &name, id, &req, body).await,
                 Method::PUT => upload_put(reg, &name, id, &req, body).await,
@@ -138,9 +195,7 @@ async fn serve(state: &AppState, route: Route<'_>, req: Request<Body>) -> Result
 
 fn parse_reference(r: &str) -> Result<Reference> {
     r.parse().map_err(|e| match e {
-        berth_oci::ParseError::Digest(d) => {
-            ApiError::from(Error::DigestInvalid(format!("invalid digest '{d}'")))
-        }
+        berth_oci::ParseError::Digest(d) => ApiError::from(Error::DigestInvalid(format!("invalid digest '{d}'"))),
         _ => ApiError::from(Error::TagInvalid(r.chars().take(200).collect())),
     })
 }
@@ -152,18 +207,14 @@ fn hv(s: &str) -> HeaderValue {
 fn empty(status: StatusCode) -> Response {
     let mut r = Response::new(Body::empty());
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     r
 }
 
 fn json_response(status: StatusCode, body: String, content_type: Option<&str>) -> Response {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        hv(content_type.unwrap_or("application/json")),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, hv(content_type.unwrap_or("application/json")));
     r
 }
 
@@ -192,18 +243,13 @@ fn link_header(r: &mut Response, base: &str, n: Option<u32>, last: &str) {
         url.push_str(&format!("n={n}&"));
     }
     url.push_str(&format!("last={}", query::encode(last)));
-    r.headers_mut()
-        .insert(header::LINK, hv(&format!("<{url}>; rel=\"next\"")));
+    r.headers_mut().insert(header::LINK, hv(&format!("<{url}>; rel=\"next\"")));
 }
 
 async fn catalog(reg: &Registry, req: &Parts) -> Result<Response> {
     let (q, n) = page_params(req)?;
     let page = reg.catalog(query::get(&q, "last"), n).await?;
-    let mut r = json_response(
-        StatusCode::OK,
-        json!({"repositories": page.items}).to_string(),
-        None,
-    );
+    let mut r = json_response(StatusCode::OK, json!({"repositories": page.items}).to_string(), None);
     if page.more
         && let Some(last) = page.items.last()
     {
@@ -215,11 +261,7 @@ async fn catalog(reg: &Registry, req: &Parts) -> Result<Response> {
 async fn tags(reg: &Registry, name: &RepoName, req: &Parts) -> Result<Response> {
     let (q, n) = page_params(req)?;
     let page = reg.tags(name, query::get(&q, "last"), n).await?;
-    let mut r = json_response(
-        StatusCode::OK,
-        json!({"name": name.as_str(), "tags": page.items}).to_string(),
-        None,
-    );
+    let mut r = json_response(StatusCode::OK, json!({"name": name.as_str(), "tags": page.items}).to_string(), None);
     if page.more
         && let Some(last) = page.items.last()
     {
@@ -261,18 +303,11 @@ async fn manifest_get(
     if matches!(reference, Reference::Tag(_)) && !acceptable(&req.headers, &m.media_type) {
         return Err(ApiError::new(
             ErrorCode::ManifestUnknown,
-            format!(
-                "manifest media type {} is not in the Accept header",
-                m.media_type
-            ),
+            format!("manifest media type {} is not in the Accept header", m.media_type),
             json!({"reference": reference.to_string()}),
         ));
     }
-    let mut r = if head {
-        Response::new(Body::empty())
-    } else {
-        Response::new(Body::from(m.bytes.clone()))
-    };
+    let mut r = if head { Response::new(Body::empty()) } else { Response::new(Body::from(m.bytes.clone())) };
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, hv(&m.media_type));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(m.bytes.len()));
@@ -297,8 +332,7 @@ async fn manifest_put(
         .is_some_and(|n| n > DRAIN_LIMIT as u64)
     {
         let mut r = ApiError::from(Error::ManifestTooLarge).into_response();
-        r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         return Ok(r);
     }
     let bytes = match read_limited(body, berth_oci::MAX_MANIFEST_BYTES).await {
@@ -306,15 +340,10 @@ async fn manifest_put(
         Err(Some(resp)) => return Ok(resp),
         Err(None) => return Err(Error::BodyFailed("manifest body could not be read".into()).into()),
     };
-    let pushed = reg
-        .manifest_put(name, reference, content_type.as_deref(), bytes, &extra_tags)
-        .await?;
+    let pushed = reg.manifest_put(name, reference, content_type.as_deref(), bytes, &extra_tags).await?;
     let mut r = empty(StatusCode::CREATED);
     let h = r.headers_mut();
-    h.insert(
-        header::LOCATION,
-        hv(&format!("/v2/{name}/manifests/{}", pushed.digest)),
-    );
+    h.insert(header::LOCATION, hv(&format!("/v2/{name}/manifests/{}", pushed.digest)));
     h.insert("docker-content-digest", hv(pushed.digest.as_str()));
     for t in &pushed.tags {
         h.append("oci-tag", hv(t.as_str()));
@@ -331,10 +360,7 @@ const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Read a whole body of at most `limit` bytes. `Err(Some(413 response))` when it is larger
 /// (the excess drained up to [`DRAIN_LIMIT`]), `Err(None)` when the body fails.
-async fn read_limited(
-    body: Body,
-    limit: usize,
-) -> std::result::Result<bytes::Bytes, Option<Response>> {
+async fn read_limited(body: Body, limit: usize) -> std::result::Result<bytes::Bytes, Option<Response>> {
     use futures::StreamExt;
     let mut stream = body.into_data_stream();
     let mut buf = bytes::BytesMut::new();
@@ -346,15 +372,12 @@ async fn read_limited(
             buf.extend_from_slice(&chunk);
         } else if seen > DRAIN_LIMIT {
             let mut r = ApiError::from(Error::ManifestTooLarge).into_response();
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             return Err(Some(r));
         }
     }
     if seen > limit {
-        return Err(Some(
-            ApiError::from(Error::ManifestTooLarge).into_response(),
-        ));
+        return Err(Some(ApiError::from(Error::ManifestTooLarge).into_response()));
     }
     Ok(buf.freeze())
 }
@@ -370,49 +393,32 @@ async fn blob_get(
     let mut r = if head {
         let size = reg.blob_size(name, digest).await?;
         let mut r = Response::new(Body::empty());
-        r.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
         r
     } else {
-        let read = match reg
-            .blob_read(name, digest, header_str(&req.headers, header::RANGE))
-            .await
-        {
+        let read = match reg.blob_read(name, digest, header_str(&req.headers, header::RANGE)).await {
             Err(Error::RangeNotSatisfiable { size }) => {
-                let mut e = ApiError::new(
-                    ErrorCode::SizeInvalid,
-                    "requested range not satisfiable",
-                    json!({"size": size}),
-                )
-                .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .into_response();
-                e.headers_mut()
-                    .insert(header::CONTENT_RANGE, hv(&format!("bytes */{size}")));
+                let mut e =
+                    ApiError::new(ErrorCode::SizeInvalid, "requested range not satisfiable", json!({"size": size}))
+                        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+                        .into_response();
+                e.headers_mut().insert(header::CONTENT_RANGE, hv(&format!("bytes */{size}")));
                 return Ok(e);
             }
             other => other?,
         };
         let len = read.range.map(|r| r.len()).unwrap_or(read.size);
         let mut r = Response::new(Body::from_stream(read.body));
-        r.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         if let Some(range) = read.range {
             *r.status_mut() = StatusCode::PARTIAL_CONTENT;
-            r.headers_mut().insert(
-                header::CONTENT_RANGE,
-                hv(&format!(
-                    "bytes {}-{}/{}",
-                    range.start, range.end, read.size
-                )),
-            );
+            r.headers_mut()
+                .insert(header::CONTENT_RANGE, hv(&format!("bytes {}-{}/{}", range.start, range.end, read.size)));
         }
         r
     };
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(media::OCTET_STREAM),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media::OCTET_STREAM));
     h.insert("docker-content-digest", hv(digest.as_str()));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::ETAG, hv(&format!("\"{digest}\"")));
@@ -440,10 +446,7 @@ fn range_value(size: u64) -> String {
 fn upload_progress(status: StatusCode, name: &RepoName, id: &str, size: u64) -> Response {
     let mut r = empty(status);
     let h = r.headers_mut();
-    h.insert(
-        header::LOCATION,
-        hv(&format!("/v2/{name}/blobs/uploads/{id}")),
-    );
+    h.insert(header::LOCATION, hv(&format!("/v2/{name}/blobs/uploads/{id}")));
     h.insert(header::RANGE, hv(&range_value(size)));
     h.insert("docker-upload-uuid", hv(id));
     r
@@ -460,10 +463,7 @@ fn blob_created(name: &RepoName, digest: &berth_oci::Digest) -> Response {
 fn range_error(name: &RepoName, id: &str, size: u64) -> Response {
     let mut r = ApiError::from(Error::RangeNotSatisfiable { size }).into_response();
     let h = r.headers_mut();
-    h.insert(
-        header::LOCATION,
-        hv(&format!("/v2/{name}/blobs/uploads/{id}")),
-    );
+    h.insert(header::LOCATION, hv(&format!("/v2/{name}/blobs/uploads/{id}")));
     h.insert(header::RANGE, hv(&range_value(size)));
     h.insert("docker-upload-uuid", hv(id));
     r
@@ -472,28 +472,17 @@ fn range_error(name: &RepoName, id: &str, size: u64) -> Response {
 fn content_range(req: &Parts) -> Result<Option<(u64, u64)>> {
     match header_str(&req.headers, header::CONTENT_RANGE) {
         None => Ok(None),
-        Some(v) => berth_oci::range::parse_content_range(v)
-            .map(Some)
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::BlobUploadInvalid,
-                    "invalid Content-Range",
-                    json!({"Content-Range": v}),
-                )
+        Some(v) => berth_oci::range::parse_content_range(v).map(Some).ok_or_else(|| {
+            ApiError::new(ErrorCode::BlobUploadInvalid, "invalid Content-Range", json!({"Content-Range": v}))
                 .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-            }),
+        }),
     }
 }
 
 // POST /v2/<name>/blobs/uploads/                       -> 202 session
 // POST /v2/<name>/blobs/uploads/?digest=<digest>       -> 201 monolithic
 // POST /v2/<name>/blobs/uploads/?mount=<digest>&from=<other>  -> 201 mounted | 202 session
-async fn upload_start(
-    reg: &Registry,
-    name: &RepoName,
-    req: &Parts,
-    body: Body,
-) -> Result<Response> {
+async fn upload_start(reg: &Registry, name: &RepoName, req: &Parts, body: Body) -> Result<Response> {
     let q = query::pairs(req.uri.query());
     if let Some(m) = query::get(&q, "mount") {
         let digest = Registry::parse_digest(m)?;
@@ -513,18 +502,11 @@ async fn upload_start(
 }
 
 // PATCH /v2/<name>/blobs/uploads/<id>   [Content-Range: <start>-<end>]  body: chunk
-async fn upload_patch(
-    reg: &Registry,
-    name: &RepoName,
-    id: &str,
-    req: &Parts,
-    body: Body,
-) -> Result<Response> {
+async fn upload_patch(reg: &Registry, name: &RepoName, id: &str, req: &Parts, body: Body) -> Result<Response> {
     let range = content_range(req)?;
-    if let (Some((s, e)), Some(len)) = (
-        range,
-        header_str(&req.headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()),
-    ) && len != e - s + 1
+    if let (Some((s, e)), Some(len)) =
+        (range, header_str(&req.headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()))
+        && len != e - s + 1
     {
         return Err(ApiError::new(
             ErrorCode::BlobUploadInvalid,
@@ -542,13 +524,7 @@ async fn upload_patch(
 }
 
 // PUT /v2/<name>/blobs/uploads/<id>?digest=<digest>   [Content-Range]  [body: last chunk]
-async fn upload_put(
-    reg: &Registry,
-    name: &RepoName,
-    id: &str,
-    req: &Parts,
-    body: Body,
-) -> Result<Response> {
+async fn upload_put(reg: &Registry, name: &RepoName, id: &str, req: &Parts, body: Body) -> Result<Response> {
     let q = query::pairs(req.uri.query());
     let Some(d) = query::get(&q, "digest") else {
         return Err(Error::DigestInvalid("the digest query parameter is required".into()).into());
@@ -576,10 +552,7 @@ async fn referrers(reg: &Registry, name: &RepoName, digest: &str, req: &Parts) -
             if let Some(a) = r.artifact_type {
                 d["artifactType"] = json!(a);
             }
-            if let Some(a) = r
-                .annotations
-                .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok())
-            {
+            if let Some(a) = r.annotations.and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok()) {
                 d["annotations"] = a;
             }
             d
@@ -588,10 +561,7 @@ async fn referrers(reg: &Registry, name: &RepoName, digest: &str, req: &Parts) -
     let body = json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": manifests});
     let mut r = json_response(StatusCode::OK, body.to_string(), Some(media::OCI_INDEX));
     if filter.is_some() {
-        r.headers_mut().insert(
-            "oci-filters-applied",
-            HeaderValue::from_static("artifactType"),
-        );
+        r.headers_mut().insert("oci-filters-applied", HeaderValue::from_static("artifactType"));
     }
     Ok(r)
 }

@@ -15,18 +15,12 @@ pub fn pairs(query: Option<&str>) -> Vec<(String, String)> {
 
 /// The first value of `key`.
 pub fn get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 /// All values of `key`.
 pub fn all<'a>(pairs: &'a [(String, String)], key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    pairs
-        .iter()
-        .filter(move |(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+    pairs.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 /// Percent-decode; invalid escapes are kept as they are.
@@ -67,9 +61,7 @@ mod tests {
     use super::*;
     #[test]
     fn parse() {
-        let p = pairs(Some(
-            "n=2&last=a%2Fb&tag=x&tag=y&artifactType=a%2Bb+c&bad=%zz&end=%4",
-        ));
+        let p = pairs(Some("n=2&last=a%2Fb&tag=x&tag=y&artifactType=a%2Bb+c&bad=%zz&end=%4"));
         assert_eq!(get(&p, "n"), Some("2"));
         assert_eq!(get(&p, "last"), Some("a/b"));
         assert_eq!(all(&p, "tag").collect::<Vec<_>>(), vec!["x", "y"]);

@@ -42,19 +42,12 @@ impl FsStore {
 
     fn blob_path(&self, d: &Digest) -> PathBuf {
         let hex = d.hex();
-        self.root
-            .join("blobs")
-            .join(d.algorithm().as_str())
-            .join(&hex[..2])
-            .join(hex)
+        self.root.join("blobs").join(d.algorithm().as_str()).join(&hex[..2]).join(hex)
     }
 
     fn upload_path(&self, id: &str) -> io::Result<PathBuf> {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "invalid upload id",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "invalid upload id"));
         }
         Ok(self.root.join("uploads").join(id))
     }
@@ -69,19 +62,11 @@ fn not_found_as_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
 }
 
 fn map_nf(e: io::Error) -> StorageError {
-    if e.kind() == io::ErrorKind::NotFound {
-        StorageError::NotFound
-    } else {
-        StorageError::Io(e)
-    }
+    if e.kind() == io::ErrorKind::NotFound { StorageError::NotFound } else { StorageError::Io(e) }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(io::Error::other)?
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(io::Error::other)?
 }
 
 /// Stream `len` bytes of `path` from `start`.
@@ -97,29 +82,23 @@ async fn stream_file(path: PathBuf, start: u64, len: u64) -> Result<ByteStream> 
         let file = File::open(path)?;
         let flen = file.metadata()?.len();
         if start.checked_add(len).is_none_or(|end| end > flen) {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "range past the end of the file",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "range past the end of the file"));
         }
         Ok(file)
     })
     .await
     .map_err(map_nf)?;
     let end = start + len;
-    Ok(Box::pin(futures::stream::unfold(
-        (file, start),
-        move |(file, pos)| async move {
-            if pos >= end {
-                return None;
-            }
-            let n = (end - pos).min(READ_CHUNK as u64);
-            let ahead = (end - pos - n).min(4 * READ_CHUNK as u64);
-            let chunk = map_chunk(&file, pos, n as usize, ahead);
-            let next = if chunk.is_ok() { pos + n } else { end };
-            Some((chunk, (file, next)))
-        },
-    )))
+    Ok(Box::pin(futures::stream::unfold((file, start), move |(file, pos)| async move {
+        if pos >= end {
+            return None;
+        }
+        let n = (end - pos).min(READ_CHUNK as u64);
+        let ahead = (end - pos - n).min(4 * READ_CHUNK as u64);
+        let chunk = map_chunk(&file, pos, n as usize, ahead);
+        let next = if chunk.is_ok() { pos + n } else { end };
+        Some((chunk, (file, next)))
+    })))
 }
 
 fn map_chunk(file: &File, pos: u64, len: usize, ahead: u64) -> io::Result<Bytes> {
@@ -127,12 +106,7 @@ fn map_chunk(file: &File, pos: u64, len: usize, ahead: u64) -> io::Result<Bytes>
     if ahead > 0 {
         // SAFETY: advisory syscall on an open descriptor.
         unsafe {
-            libc::posix_fadvise(
-                file.as_raw_fd(),
-                (pos + len as u64) as i64,
-                ahead as i64,
-                libc::POSIX_FADV_WILLNEED,
-            )
+            libc::posix_fadvise(file.as_raw_fd(), (pos + len as u64) as i64, ahead as i64, libc::POSIX_FADV_WILLNEED)
         };
     }
     // mmap offsets must be page aligned: map from the page boundary and slice.
@@ -140,17 +114,8 @@ fn map_chunk(file: &File, pos: u64, len: usize, ahead: u64) -> io::Result<Bytes>
     let base = pos - pos % page;
     let skip = (pos - base) as usize;
     // SAFETY: the mapped file is not truncated while mapped (see `stream_file`).
-    let map = unsafe {
-        memmap2::MmapOptions::new()
-            .offset(base)
-            .len(skip + len)
-            .map(file)?
-    };
-    Ok(Bytes::from_owner(MapSlice {
-        map,
-        from: skip,
-        to: skip + len,
-    }))
+    let map = unsafe { memmap2::MmapOptions::new().offset(base).len(skip + len).map(file)? };
+    Ok(Bytes::from_owner(MapSlice { map, from: skip, to: skip + len }))
 }
 
 /// A slice of a mapping, owned by a `Bytes`; unmapped when the last reference goes.
@@ -183,10 +148,7 @@ const WRITEBACK_WINDOW: u64 = 8 * 1024 * 1024;
 
 impl Writeback {
     fn new(offset: u64) -> Writeback {
-        Writeback {
-            kicked: offset,
-            pending: None,
-        }
+        Writeback { kicked: offset, pending: None }
     }
 
     fn wrote(&mut self, file: &File, pos: u64) {
@@ -198,20 +160,13 @@ impl Writeback {
         // Errors here only lose the optimisation: the final fsync reports real failures.
         // SAFETY: plain syscalls on an open descriptor with in-range offsets.
         unsafe {
-            libc::sync_file_range(
-                fd,
-                self.kicked as i64,
-                (pos - self.kicked) as i64,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
+            libc::sync_file_range(fd, self.kicked as i64, (pos - self.kicked) as i64, libc::SYNC_FILE_RANGE_WRITE);
             if let Some((start, len)) = self.pending {
                 libc::sync_file_range(
                     fd,
                     start as i64,
                     len as i64,
-                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                        | libc::SYNC_FILE_RANGE_WRITE
-                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER,
                 );
             }
         }
@@ -242,14 +197,7 @@ impl BlobStore for FsStore {
 
     async fn upload_create(&self, id: &str) -> Result<()> {
         let p = self.upload_path(id)?;
-        blocking(move || {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(p)
-                .map(|_| ())
-        })
-        .await?;
+        blocking(move || OpenOptions::new().write(true).create_new(true).open(p).map(|_| ())).await?;
         Ok(())
     }
 
@@ -321,10 +269,7 @@ impl BlobStore for FsStore {
             let f = OpenOptions::new().write(true).open(&src)?;
             let len = f.metadata()?.len();
             if len < size {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "upload shorter than committed size",
-                ));
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "upload shorter than committed size"));
             }
             if len > size {
                 f.set_len(size)?;
@@ -390,9 +335,7 @@ mod tests {
     }
 
     fn body(parts: Vec<&'static [u8]>) -> ByteStream {
-        Box::pin(futures::stream::iter(
-            parts.into_iter().map(|p| Ok(Bytes::from_static(p))),
-        ))
+        Box::pin(futures::stream::iter(parts.into_iter().map(|p| Ok(Bytes::from_static(p)))))
     }
 
     #[tokio::test]
@@ -400,38 +343,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = FsStore::open(dir.path()).unwrap();
         s.upload_create("u1").await.unwrap();
-        assert_eq!(
-            s.upload_append("u1", 0, body(vec![b"hello ", b"wor"]))
-                .await
-                .unwrap(),
-            9
-        );
+        assert_eq!(s.upload_append("u1", 0, body(vec![b"hello ", b"wor"])).await.unwrap(), 9);
         // A failed request left junk past the recorded offset: it is discarded.
-        assert_eq!(
-            s.upload_append("u1", 9, body(vec![b"JUNK"])).await.unwrap(),
-            4
-        );
-        assert_eq!(
-            s.upload_append("u1", 9, body(vec![b"ld"])).await.unwrap(),
-            2
-        );
-        assert!(matches!(
-            s.upload_append("u1", 100, body(vec![b"x"])).await,
-            Err(StorageError::Inconsistent(_))
-        ));
+        assert_eq!(s.upload_append("u1", 9, body(vec![b"JUNK"])).await.unwrap(), 4);
+        assert_eq!(s.upload_append("u1", 9, body(vec![b"ld"])).await.unwrap(), 2);
+        assert!(matches!(s.upload_append("u1", 100, body(vec![b"x"])).await, Err(StorageError::Inconsistent(_))));
         let d = Digest::from_raw(Algorithm::Sha256, &[7; 32]);
         s.upload_commit("u1", &d, 11).await.unwrap();
         assert_eq!(s.stat(&d).await.unwrap(), Some(11));
-        assert_eq!(
-            collect(s.read(&d, 0, 11).await.unwrap()).await,
-            b"hello world"
-        );
+        assert_eq!(collect(s.read(&d, 0, 11).await.unwrap()).await, b"hello world");
         assert_eq!(collect(s.read(&d, 6, 5).await.unwrap()).await, b"world");
         assert!(s.upload_list().await.unwrap().is_empty());
-        assert!(matches!(
-            s.upload_create("../x").await,
-            Err(StorageError::Io(_))
-        ));
+        assert!(matches!(s.upload_create("../x").await, Err(StorageError::Io(_))));
         s.delete(&d).await.unwrap();
         assert_eq!(s.stat(&d).await.unwrap(), None);
     }

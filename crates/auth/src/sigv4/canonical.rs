@@ -81,11 +81,7 @@ pub(crate) fn normalize_path(path: &str) -> Cow<'_, str> {
     if path.is_empty() {
         return Cow::Borrowed("/");
     }
-    let path: Cow<'_, str> = if path.starts_with('/') {
-        Cow::Borrowed(path)
-    } else {
-        Cow::Owned(format!("/{path}"))
-    };
+    let path: Cow<'_, str> = if path.starts_with('/') { Cow::Borrowed(path) } else { Cow::Owned(format!("/{path}")) };
     if !path.contains('.') && !path.contains("//") {
         return path;
     }
@@ -102,9 +98,7 @@ pub(crate) fn normalize_path(path: &str) -> Cow<'_, str> {
     let mut out = String::with_capacity(path.len());
     out.push('/');
     out.push_str(&segments.join("/"));
-    let ends_with_slash = ["/", "/.", "/./", "/..", "/../"]
-        .iter()
-        .any(|s| path.ends_with(s));
+    let ends_with_slash = ["/", "/.", "/./", "/..", "/../"].iter().any(|s| path.ends_with(s));
     if ends_with_slash && !out.ends_with('/') {
         out.push('/');
     }
@@ -129,9 +123,7 @@ fn decode_component(s: &str) -> Vec<u8> {
     let bytes = percent_decode(s, true);
     match String::from_utf8(bytes) {
         Ok(s) => s.into_bytes(),
-        Err(e) => String::from_utf8_lossy(e.as_bytes())
-            .into_owned()
-            .into_bytes(),
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned().into_bytes(),
     }
 }
 
@@ -142,19 +134,15 @@ pub(crate) fn parse_query(raw: &str) -> Vec<QueryParam> {
         .filter(|p| !p.is_empty())
         .map(|piece| {
             let (n, v) = piece.split_once('=').unwrap_or((piece, ""));
-            QueryParam {
-                name: decode_component(n),
-                value: decode_component(v),
-            }
+            QueryParam { name: decode_component(n), value: decode_component(v) }
         })
         .collect()
 }
 
 /// The canonical query string for the given decoded parameters.
 pub(crate) fn canonical_query<'a>(params: impl Iterator<Item = &'a QueryParam>) -> String {
-    let mut encoded: Vec<(String, String)> = params
-        .map(|p| (uri_encode(&p.name, true), uri_encode(&p.value, true)))
-        .collect();
+    let mut encoded: Vec<(String, String)> =
+        params.map(|p| (uri_encode(&p.name, true), uri_encode(&p.value, true))).collect();
     encoded.sort();
     let mut out = String::new();
     for (i, (n, v)) in encoded.iter().enumerate() {
@@ -277,19 +265,13 @@ mod tests {
 
     #[test]
     fn canonical_uri_double_encodes() {
-        assert_eq!(
-            canonical_uri("/test/@connections/JBDvjfGEIAMCERw%3D"),
-            "/test/%40connections/JBDvjfGEIAMCERw%253D"
-        );
+        assert_eq!(canonical_uri("/test/@connections/JBDvjfGEIAMCERw%3D"), "/test/%40connections/JBDvjfGEIAMCERw%253D");
     }
 
     #[test]
     fn canonical_query_sorts_encoded_pairs() {
         let q = parse_query("Param-3=Value3&Param=Value2&%E1%88%B4=Value1");
-        assert_eq!(
-            canonical_query(q.iter()),
-            "%E1%88%B4=Value1&Param=Value2&Param-3=Value3"
-        );
+        assert_eq!(canonical_query(q.iter()), "%E1%88%B4=Value1&Param=Value2&Param-3=Value3");
         let q = parse_query("b=2&a&&a=1&c=x+y&d=%7e");
         assert_eq!(canonical_query(q.iter()), "a=&a=1&b=2&c=x%20y&d=~");
         let q = parse_query("k=%80");
@@ -298,13 +280,9 @@ mod tests {
 
     #[test]
     fn trims_header_values() {
-        for (input, want) in [
-            ("  a   b  c ", "a b c"),
-            ("\"a   b   c\"", "\"a b c\""),
-            ("", ""),
-            ("   ", ""),
-            ("a\tb", "a\tb"),
-        ] {
+        for (input, want) in
+            [("  a   b  c ", "a b c"), ("\"a   b   c\"", "\"a b c\""), ("", ""), ("   ", ""), ("a\tb", "a\tb")]
+        {
             let mut out = Vec::new();
             trim_all_into(input.as_bytes(), &mut out);
             assert_eq!(out, want.as_bytes(), "{input:?}");

@@ -50,9 +50,7 @@ pub enum SigV4Error {
     },
 
     /// The request time is more than 15 minutes after `now`. `InvalidSignatureException`.
-    #[error(
-        "Signature not yet current: {request_time} is still later than {latest} ({now} + 15 min.)"
-    )]
+    #[error("Signature not yet current: {request_time} is still later than {latest} ({now} + 15 min.)")]
     SignatureNotYetCurrent {
         /// The request's `X-Amz-Date`.
         request_time: String,

@@ -236,10 +236,8 @@ impl ParsedSignature {
     /// Errors: [`SigV4Error::SignatureDoesNotMatch`] (also when a signed header is absent),
     /// [`SigV4Error::ContentSha256Mismatch`].
     pub fn verify(self, req: &Request<'_>, secret: &SecretKey) -> Result<Verified, SigV4Error> {
-        let content_sha = req
-            .headers
-            .get("x-amz-content-sha256")
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let content_sha =
+            req.headers.get("x-amz-content-sha256").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         // The payload hashes to try, and whether the one that matched must equal the body hash.
         let mut payloads: Vec<(&str, bool)> = Vec::with_capacity(2);
         match content_sha.as_deref() {
@@ -264,10 +262,7 @@ impl ParsedSignature {
                 // The token is validated by the caller, so leaving it out is safe.
                 if params.iter().any(|p| p.name == b"X-Amz-Security-Token") {
                     queries.push(canonical_query(
-                        params
-                            .iter()
-                            .filter(not_sig)
-                            .filter(|p| p.name != b"X-Amz-Security-Token"),
+                        params.iter().filter(not_sig).filter(|p| p.name != b"X-Amz-Security-Token"),
                     ));
                 }
             }
@@ -278,15 +273,8 @@ impl ParsedSignature {
         let mut matched = None;
         for query in &queries {
             for &(payload, must_match_body) in &payloads {
-                let creq = canonical_request(
-                    req.method,
-                    req.path,
-                    query,
-                    req.headers,
-                    &self.signed_headers,
-                    payload,
-                )
-                .map_err(|_| SigV4Error::SignatureDoesNotMatch)?;
+                let creq = canonical_request(req.method, req.path, query, req.headers, &self.signed_headers, payload)
+                    .map_err(|_| SigV4Error::SignatureDoesNotMatch)?;
                 let sts = string_to_sign(&self.amz_date, &scope, &creq);
                 let computed = hex::encode(hmac::sign(&key, &sts).as_ref());
                 let equal = crate::constant_time_eq(computed.as_bytes(), self.signature.as_bytes());
@@ -314,10 +302,7 @@ impl ParsedSignature {
     }
 
     fn scope(&self) -> String {
-        format!(
-            "{}/{}/{}/{TERMINATOR}",
-            self.date, self.region, self.service
-        )
+        format!("{}/{}/{}/{TERMINATOR}", self.date, self.region, self.service)
     }
 }
 
@@ -359,12 +344,9 @@ pub fn parse(
         return parse_header_form(&auth, req, service, regions, now);
     }
     let params = parse_query(req.query);
-    let is_presigned = params.iter().any(|p| {
-        matches!(
-            p.name.as_slice(),
-            b"X-Amz-Algorithm" | b"X-Amz-Credential" | b"X-Amz-Signature"
-        )
-    });
+    let is_presigned = params
+        .iter()
+        .any(|p| matches!(p.name.as_slice(), b"X-Amz-Algorithm" | b"X-Amz-Credential" | b"X-Amz-Signature"));
     if is_presigned {
         parse_query_form(&params, service, regions, now)
     } else {
@@ -390,9 +372,7 @@ fn bad_iso_date(value: &str) -> SigV4Error {
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
 fn parse_header_form(
@@ -402,15 +382,9 @@ fn parse_header_form(
     regions: &[String],
     now: i64,
 ) -> Result<ParsedSignature, SigV4Error> {
-    let (algorithm, rest) = auth
-        .trim()
-        .split_once(|c: char| c.is_ascii_whitespace())
-        .unwrap_or((auth.trim(), ""));
+    let (algorithm, rest) = auth.trim().split_once(|c: char| c.is_ascii_whitespace()).unwrap_or((auth.trim(), ""));
     let (mut credential, mut signed_headers, mut signature) = (None, None, None);
-    for token in rest
-        .split(|c: char| c == ',' || c.is_ascii_whitespace())
-        .filter(|t| !t.is_empty())
-    {
+    for token in rest.split(|c: char| c == ',' || c.is_ascii_whitespace()).filter(|t| !t.is_empty()) {
         let Some((key, value)) = token.split_once('=') else {
             return Err(incomplete(format!(
                 "'{token}' not a valid key=value pair (missing equal-sign) in Authorization header: '{auth}'."
@@ -434,15 +408,11 @@ fn parse_header_form(
         ("SignedHeaders", signed_headers.is_some()),
     ] {
         if !present {
-            missing.push_str(&format!(
-                "Authorization header requires '{name}' parameter. "
-            ));
+            missing.push_str(&format!("Authorization header requires '{name}' parameter. "));
         }
     }
     if amz_date.is_none() && http_date.is_none() {
-        missing.push_str(
-            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. ",
-        );
+        missing.push_str("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. ");
     }
     if !missing.is_empty() {
         return Err(incomplete(format!("{missing}Authorization={auth}")));
@@ -474,10 +444,7 @@ fn parse_query_form(
     now: i64,
 ) -> Result<ParsedSignature, SigV4Error> {
     let get = |name: &str| {
-        params
-            .iter()
-            .find(|p| p.name == name.as_bytes())
-            .map(|p| String::from_utf8_lossy(&p.value).into_owned())
+        params.iter().find(|p| p.name == name.as_bytes()).map(|p| String::from_utf8_lossy(&p.value).into_owned())
     };
     let (Some(algorithm), Some(credential), Some(signature), Some(date), Some(signed_headers)) = (
         get("X-Amz-Algorithm"),
@@ -524,9 +491,7 @@ fn parse_expires(value: &str) -> Result<i64, SigV4Error> {
     }
     match value.parse::<u64>() {
         Ok(n) if n <= MAX_PRESIGN_EXPIRES.as_secs() => Ok(n as i64),
-        _ => Err(incomplete(
-            "X-Amz-Expires must be less than a week (in seconds) that is 604800",
-        )),
+        _ => Err(incomplete("X-Amz-Expires must be less than a week (in seconds) that is 604800")),
     }
 }
 
@@ -540,12 +505,7 @@ struct Fields<'a> {
     session_token: Option<String>,
 }
 
-fn finish_parse(
-    f: Fields<'_>,
-    service: &str,
-    regions: &[String],
-    now: i64,
-) -> Result<ParsedSignature, SigV4Error> {
+fn finish_parse(f: Fields<'_>, service: &str, regions: &[String], now: i64) -> Result<ParsedSignature, SigV4Error> {
     let parts: Vec<&str> = f.credential.split('/').collect();
     let [access_key_id, date, region, scope_service, terminator] = parts[..] else {
         return Err(incomplete(format!(
@@ -553,14 +513,8 @@ fn finish_parse(
             f.credential
         )));
     };
-    if !f
-        .signed_headers
-        .split(';')
-        .any(|h| h.eq_ignore_ascii_case("host"))
-    {
-        return Err(incomplete(
-            "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.",
-        ));
+    if !f.signed_headers.split(';').any(|h| h.eq_ignore_ascii_case("host")) {
+        return Err(incomplete("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."));
     }
 
     let amz_date = time::format_amz_date(f.signed_at);
@@ -694,14 +648,8 @@ pub fn presign(p: &Presign<'_>) -> String {
     let now = time::epoch_seconds(p.now);
     let amz_date = time::format_amz_date(now);
     let date = &amz_date[..8];
-    let expires = p
-        .expires_in
-        .as_secs()
-        .clamp(1, MAX_PRESIGN_EXPIRES.as_secs());
-    let credential = format!(
-        "{}/{date}/{}/{}/{TERMINATOR}",
-        p.access_key_id, p.region, p.service
-    );
+    let expires = p.expires_in.as_secs().clamp(1, MAX_PRESIGN_EXPIRES.as_secs());
+    let credential = format!("{}/{date}/{}/{}/{TERMINATOR}", p.access_key_id, p.region, p.service);
     let mut added: Vec<(&str, String)> = vec![
         ("X-Amz-Algorithm", ALGORITHM.to_owned()),
         ("X-Amz-Credential", credential),
@@ -713,34 +661,18 @@ pub fn presign(p: &Presign<'_>) -> String {
         added.push(("X-Amz-Security-Token", token.to_owned()));
     }
     let mut params = parse_query(p.query);
-    params.extend(added.iter().map(|(n, v)| QueryParam {
-        name: n.as_bytes().to_vec(),
-        value: v.as_bytes().to_vec(),
-    }));
+    params.extend(added.iter().map(|(n, v)| QueryParam { name: n.as_bytes().to_vec(), value: v.as_bytes().to_vec() }));
     let mut headers = HeaderMap::new();
-    let host =
-        http::HeaderValue::from_str(p.host).unwrap_or_else(|_| http::HeaderValue::from_static(""));
+    let host = http::HeaderValue::from_str(p.host).unwrap_or_else(|_| http::HeaderValue::from_static(""));
     headers.insert(http::header::HOST, host);
-    let creq = canonical_request(
-        p.method,
-        p.path,
-        &canonical_query(params.iter()),
-        &headers,
-        "host",
-        UNSIGNED_PAYLOAD,
-    )
-    .expect("host is present");
+    let creq = canonical_request(p.method, p.path, &canonical_query(params.iter()), &headers, "host", UNSIGNED_PAYLOAD)
+        .expect("host is present");
     let scope = format!("{date}/{}/{}/{TERMINATOR}", p.region, p.service);
     let key = signing_key(p.secret, date, p.region, p.service);
-    let signature =
-        hex::encode(hmac::sign(&key, &string_to_sign(&amz_date, &scope, &creq)).as_ref());
+    let signature = hex::encode(hmac::sign(&key, &string_to_sign(&amz_date, &scope, &creq)).as_ref());
 
     let mut out = p.query.to_owned();
-    for (name, value) in added
-        .iter()
-        .map(|(n, v)| (*n, v.as_str()))
-        .chain([("X-Amz-Signature", signature.as_str())])
-    {
+    for (name, value) in added.iter().map(|(n, v)| (*n, v.as_str())).chain([("X-Amz-Signature", signature.as_str())]) {
         if !out.is_empty() {
             out.push('&');
         }
@@ -768,28 +700,14 @@ mod tests {
         let sts = string_to_sign("20150830T123600Z", scope, &creq);
         let key = signing_key(&SecretKey::new(SECRET), "20150830", "us-east-1", "ecr");
         let sig = hex::encode(hmac::sign(&key, &sts).as_ref());
-        let auth = format!(
-            "AWS4-HMAC-SHA256 Credential=AKID/{scope}, SignedHeaders=date;host, Signature={sig}"
-        );
+        let auth = format!("AWS4-HMAC-SHA256 Credential=AKID/{scope}, SignedHeaders=date;host, Signature={sig}");
         headers.insert("authorization", auth.parse().unwrap());
         headers
     }
 
     fn run(headers: &HeaderMap) -> Result<Verified, SigV4Error> {
-        let req = Request {
-            method: "GET",
-            path: "/",
-            query: "",
-            headers,
-            body_sha256: EMPTY_SHA256,
-        };
-        verify(
-            &req,
-            "ecr",
-            &["us-east-1".to_owned()],
-            time::from_epoch_seconds(T),
-            |_| Some(SecretKey::new(SECRET)),
-        )
+        let req = Request { method: "GET", path: "/", query: "", headers, body_sha256: EMPTY_SHA256 };
+        verify(&req, "ecr", &["us-east-1".to_owned()], time::from_epoch_seconds(T), |_| Some(SecretKey::new(SECRET)))
     }
 
     #[test]

@@ -62,22 +62,12 @@ fn parse_request(text: &str) -> Parsed {
 
 fn timestamp(v: &Vector) -> SystemTime {
     // "2015-08-30T12:36:00Z" -> "20150830T123600Z"
-    let compact: String = v
-        .timestamp
-        .chars()
-        .filter(|c| *c != '-' && *c != ':')
-        .collect();
+    let compact: String = v.timestamp.chars().filter(|c| *c != '-' && *c != ':').collect();
     time::from_epoch_seconds(time::parse_amz_date(&compact).unwrap())
 }
 
 fn request(p: &Parsed) -> Request<'_> {
-    Request {
-        method: &p.method,
-        path: &p.path,
-        query: &p.query,
-        headers: &p.headers,
-        body_sha256: &p.body_sha256,
-    }
+    Request { method: &p.method, path: &p.path, query: &p.query, headers: &p.headers, body_sha256: &p.body_sha256 }
 }
 
 fn check(v: &Vector, signed: &str, canonical: &str, location: SignatureLocation) {
@@ -88,28 +78,15 @@ fn check(v: &Vector, signed: &str, canonical: &str, location: SignatureLocation)
     let lookup = |akid: &str| (akid == v.access_key_id).then(|| SecretKey::new(v.secret));
 
     // Our canonical request equals AWS's.
-    let parsed =
-        parse(&req, v.service, &regions, now).unwrap_or_else(|e| panic!("{}: {e}", v.name));
+    let parsed = parse(&req, v.service, &regions, now).unwrap_or_else(|e| panic!("{}: {e}", v.name));
     assert_eq!(parsed.location(), location);
     let params = parse_query(&p.query);
     let not_sig = |q: &&QueryParam| q.name != b"X-Amz-Signature";
     let query = canonical_query(params.iter().filter(not_sig));
-    let without_token = canonical_query(
-        params
-            .iter()
-            .filter(not_sig)
-            .filter(|q| q.name != b"X-Amz-Security-Token"),
-    );
+    let without_token = canonical_query(params.iter().filter(not_sig).filter(|q| q.name != b"X-Amz-Security-Token"));
     let build = |q: &str| {
-        let creq = canonical_request(
-            &p.method,
-            &p.path,
-            q,
-            &p.headers,
-            &parsed.signed_headers,
-            &p.body_sha256,
-        )
-        .unwrap();
+        let creq =
+            canonical_request(&p.method, &p.path, q, &p.headers, &parsed.signed_headers, &p.body_sha256).unwrap();
         String::from_utf8(creq).unwrap()
     };
     let ours = build(&query);
@@ -121,8 +98,8 @@ fn check(v: &Vector, signed: &str, canonical: &str, location: SignatureLocation)
     );
 
     // And the signature verifies.
-    let verified = verify(&req, v.service, &regions, now, lookup)
-        .unwrap_or_else(|e| panic!("{} ({location:?}): {e}", v.name));
+    let verified =
+        verify(&req, v.service, &regions, now, lookup).unwrap_or_else(|e| panic!("{} ({location:?}): {e}", v.name));
     assert_eq!(verified.access_key_id, v.access_key_id);
     assert_eq!(verified.region, v.region);
     assert_eq!(verified.service, v.service);
@@ -130,9 +107,8 @@ fn check(v: &Vector, signed: &str, canonical: &str, location: SignatureLocation)
     assert_eq!(verified.session_token.as_deref(), v.token);
 
     // With the wrong secret it does not.
-    let wrong = verify(&req, v.service, &regions, now, |_| {
-        Some(SecretKey::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEz"))
-    });
+    let wrong =
+        verify(&req, v.service, &regions, now, |_| Some(SecretKey::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEz")));
     assert_eq!(wrong, Err(SigV4Error::SignatureDoesNotMatch), "{}", v.name);
 }
 
@@ -140,12 +116,7 @@ fn check(v: &Vector, signed: &str, canonical: &str, location: SignatureLocation)
 fn aws_test_suite_header_form() {
     assert!(VECTORS.len() >= 25);
     for v in VECTORS {
-        check(
-            v,
-            v.header_signed_request,
-            v.header_canonical_request,
-            SignatureLocation::Header,
-        );
+        check(v, v.header_signed_request, v.header_canonical_request, SignatureLocation::Header);
     }
 }
 
@@ -153,8 +124,7 @@ fn aws_test_suite_header_form() {
 fn aws_test_suite_query_form() {
     let mut n = 0;
     for v in VECTORS {
-        if let (Some(signed), Some(canonical)) = (v.query_signed_request, v.query_canonical_request)
-        {
+        if let (Some(signed), Some(canonical)) = (v.query_signed_request, v.query_canonical_request) {
             check(v, signed, canonical, SignatureLocation::Query);
             n += 1;
         }

@@ -11,11 +11,7 @@ pub(crate) fn epoch_seconds(t: SystemTime) -> i64 {
         Err(e) => {
             let d = e.duration();
             let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-            if d.subsec_nanos() > 0 {
-                -secs - 1
-            } else {
-                -secs
-            }
+            if d.subsec_nanos() > 0 { -secs - 1 } else { -secs }
         }
     }
 }
@@ -73,26 +69,18 @@ pub(crate) fn format_amz_date(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, (rem / 60) % 60, rem % 60)
 }
 
 fn digits(s: &[u8]) -> Option<u32> {
     if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    s.iter().try_fold(0u32, |acc, b| {
-        acc.checked_mul(10)?.checked_add(u32::from(b - b'0'))
-    })
+    s.iter().try_fold(0u32, |acc, b| acc.checked_mul(10)?.checked_add(u32::from(b - b'0')))
 }
 
 fn to_epoch(y: i64, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> Option<i64> {
-    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 59
-    {
+    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 59 {
         return None;
     }
     Some(days_from_civil(y, mo, d) * 86_400 + i64::from(h * 3600 + mi * 60 + s))
@@ -116,9 +104,7 @@ pub(crate) fn parse_amz_date(s: &str) -> Option<i64> {
 
 /// Parses an HTTP `Date` header in IMF-fixdate form (`Sun, 06 Nov 1994 08:49:37 GMT`).
 pub(crate) fn parse_http_date(s: &str) -> Option<i64> {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let b = s.as_bytes();
     // "Sun, 06 Nov 1994 08:49:37 GMT" is exactly 29 bytes.
     if b.len() != 29
@@ -181,10 +167,7 @@ mod tests {
 
     #[test]
     fn parses_http_dates() {
-        assert_eq!(
-            parse_http_date("Sun, 30 Aug 2015 12:36:00 GMT"),
-            Some(1_440_938_160)
-        );
+        assert_eq!(parse_http_date("Sun, 30 Aug 2015 12:36:00 GMT"), Some(1_440_938_160));
         assert_eq!(parse_http_date("Sun, 30 Aug 2015 12:36:00 UTC"), None);
         assert_eq!(parse_http_date("Sunday, 30-Aug-15 12:36:00 GMT"), None);
     }

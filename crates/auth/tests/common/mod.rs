@@ -6,8 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
-    PayloadChecksumKind, SessionTokenMode, SignableBody, SignableRequest, SignatureLocation,
-    SigningSettings, sign,
+    PayloadChecksumKind, SessionTokenMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign,
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
@@ -58,10 +57,7 @@ impl Spec {
             path_and_query: "/".into(),
             headers: vec![
                 ("content-type".into(), "application/x-amz-json-1.1".into()),
-                (
-                    "x-amz-target".into(),
-                    "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories".into(),
-                ),
+                ("x-amz-target".into(), "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories".into()),
             ],
             body: b"{}".to_vec(),
             access_key_id: AKID.into(),
@@ -115,9 +111,7 @@ impl Received {
             body_sha256: &body_sha256,
         };
         let regions: Vec<String> = regions.iter().map(|r| r.to_string()).collect();
-        verify(&req, service, &regions, now, |akid| {
-            (akid == AKID).then(|| SecretKey::new(secret))
-        })
+        verify(&req, service, &regions, now, |akid| (akid == AKID).then(|| SecretKey::new(secret)))
     }
 }
 
@@ -133,30 +127,18 @@ pub fn at(secs: u64) -> SystemTime {
 /// `None` if aws-sigv4 refuses the request (e.g. a URI it cannot parse).
 pub fn sign_with_aws(spec: &Spec) -> Option<Received> {
     let uri = format!("https://{}{}", spec.authority, spec.path_and_query);
-    let identity: Identity = Credentials::new(
-        &spec.access_key_id,
-        &spec.secret,
-        spec.token.clone(),
-        None,
-        "test",
-    )
-    .into();
+    let identity: Identity =
+        Credentials::new(&spec.access_key_id, &spec.secret, spec.token.clone(), None, "test").into();
     let mut settings = SigningSettings::default();
-    settings.signature_location = if spec.query_form {
-        SignatureLocation::QueryParams
-    } else {
-        SignatureLocation::Headers
-    };
+    settings.signature_location =
+        if spec.query_form { SignatureLocation::QueryParams } else { SignatureLocation::Headers };
     settings.expires_in = Some(spec.expires);
     settings.payload_checksum_kind = match spec.payload {
         Payload::Hash => PayloadChecksumKind::NoHeader,
         Payload::HashHeader | Payload::Unsigned => PayloadChecksumKind::XAmzSha256,
     };
-    settings.session_token_mode = if spec.exclude_token {
-        SessionTokenMode::Exclude
-    } else {
-        SessionTokenMode::Include
-    };
+    settings.session_token_mode =
+        if spec.exclude_token { SessionTokenMode::Exclude } else { SessionTokenMode::Include };
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region(&spec.region)
@@ -178,22 +160,12 @@ pub fn sign_with_aws(spec: &Spec) -> Option<Received> {
     )
     .ok()?;
     let (instructions, _) = sign(signable, &params).ok()?.into_parts();
-    let mut req = http::Request::builder()
-        .method(spec.method.as_str())
-        .uri(&uri)
-        .body(())
-        .ok()?;
+    let mut req = http::Request::builder().method(spec.method.as_str()).uri(&uri).body(()).ok()?;
     for (k, v) in &spec.headers {
-        req.headers_mut().append(
-            http::HeaderName::from_bytes(k.as_bytes()).ok()?,
-            HeaderValue::from_str(v).ok()?,
-        );
+        req.headers_mut().append(http::HeaderName::from_bytes(k.as_bytes()).ok()?, HeaderValue::from_str(v).ok()?);
     }
     instructions.apply_to_request_http1x(&mut req);
-    req.headers_mut().insert(
-        http::header::HOST,
-        HeaderValue::from_str(&spec.authority).ok()?,
-    );
+    req.headers_mut().insert(http::header::HOST, HeaderValue::from_str(&spec.authority).ok()?);
     Some(Received {
         method: spec.method.clone(),
         path: req.uri().path().to_owned(),

@@ -1,11 +1,38 @@
 //! Test harness: starts the real `berth` binary on an ephemeral 127.0.0.1 port with a temp
 //! data dir, and helpers shared by the integration tests.
+//!
+//! The data plane needs ECR-style authentication (`Authorization: Basic base64("AWS:" +
+//! password)`). Every server the harness starts has a fixed default account and root access
+//! key ([`ACCOUNT_ID`], [`ACCESS_KEY_ID`], [`SECRET_ACCESS_KEY`]); once it listens, the
+//! harness asks `berth admin get-login-password` for a password, and [`Berth::client`] sends
+//! it on every request. [`Berth::start`] also turns on create-on-push (so pushes to new
+//! repositories work as before); [`Berth::start_strict`] does not.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+/// The default account of every test server.
+pub const ACCOUNT_ID: &str = "111111111111";
+/// Its root access key (the AWS documentation's example key).
+pub const ACCESS_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
+pub const SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+/// The region of the data plane (the server's default).
+pub const REGION: &str = "us-east-1";
+
+/// The environment every test server (and every `berth admin` run against its data) gets.
+fn base_env() -> Vec<(String, String)> {
+    [
+        ("BERTH_ACCOUNT_ID", ACCOUNT_ID),
+        ("BERTH_ROOT_ACCESS_KEY_ID", ACCESS_KEY_ID),
+        ("BERTH_ROOT_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
 
 /// A running `berth serve` process. Killed (SIGKILL) on drop.
 pub struct Berth {
@@ -16,7 +43,10 @@ pub struct Berth {
     pub url: String,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
+    /// Environment of the server process (and of `berth admin` runs on its data).
     pub extra_env: Vec<(String, String)>,
+    /// Registry password of the default account's root (`berth admin get-login-password`).
+    pub password: String,
 }
 
 /// Path of the `berth` binary under test.
@@ -25,13 +55,31 @@ pub fn berth_bin() -> PathBuf {
 }
 
 impl Berth {
-    /// Start a server on a fresh temp data dir.
+    /// Start a server on a fresh temp data dir, with create-on-push on (pushes to a repository
+    /// that does not exist create it).
     pub fn start() -> Berth {
         Self::start_with_env(&[])
     }
 
-    /// Start a server on a fresh temp data dir with extra environment variables.
+    /// Start a server without create-on-push: pushes need a repository made first
+    /// ([`Berth::create_repo`]).
+    pub fn start_strict() -> Berth {
+        Self::start_env(base_env())
+    }
+
+    /// Start a server (create-on-push on) with extra environment variables, which override
+    /// the defaults.
     pub fn start_with_env(env: &[(&str, &str)]) -> Berth {
+        let mut all = base_env();
+        all.push(("BERTH_CREATE_ON_PUSH".into(), "true".into()));
+        for (k, v) in env {
+            all.retain(|(key, _)| key != k);
+            all.push((k.to_string(), v.to_string()));
+        }
+        Self::start_env(all)
+    }
+
+    fn start_env(env: Vec<(String, String)>) -> Berth {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
         let mut b = Berth {
@@ -40,13 +88,80 @@ impl Berth {
             url: String::new(),
             data_dir,
             _tmp: Some(tmp),
-            extra_env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            extra_env: env,
+            password: String::new(),
         };
         b.spawn(None);
+        b.password = b.login_password(None);
         b
+    }
+
+    /// Runs `berth admin ARGS --data-dir <data dir>` with the server's environment.
+    pub fn admin(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(berth_bin());
+        cmd.arg("admin")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env_remove("BERTH_CONFIG")
+            .env_remove("BERTH_DATA_DIR")
+            .env_remove("BERTH_LISTEN")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null());
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run berth admin")
+    }
+
+    /// Runs `berth admin ARGS`, asserts success, returns its stdout.
+    pub fn admin_ok(&self, args: &[&str]) -> String {
+        let out = self.admin(args);
+        assert!(
+            out.status.success(),
+            "`berth admin {}` failed with {}\n--- stdout\n{}\n--- stderr\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// A registry password (`berth admin get-login-password`) for the root of `account_id`
+    /// (the default account when `None`).
+    pub fn login_password(&self, account_id: Option<&str>) -> String {
+        let mut args = vec!["get-login-password"];
+        if let Some(a) = account_id {
+            args.extend(["--account-id", a]);
+        }
+        let out = self.admin_ok(&args);
+        let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "get-login-password must print exactly one line: {out:?}");
+        lines[0].trim().to_string()
+    }
+
+    /// Creates a repository in the default account (`berth admin create-repository`) with the
+    /// given tag mutability (`MUTABLE`, `IMMUTABLE`, ...); returns the printed JSON.
+    pub fn create_repo(&self, name: &str, mutability: &str) -> serde_json::Value {
+        let out =
+            self.admin_ok(&["create-repository", "--repository-name", name, "--image-tag-mutability", mutability]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("create-repository printed no JSON ({e}): {out}"))
+    }
+
+    /// `Basic base64("AWS:" + password)`.
+    pub fn basic_auth_header(&self) -> String {
+        basic_auth("AWS", &self.password)
+    }
+
+    /// A reqwest client builder sending [`Berth::basic_auth_header`] on every request.
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        auth_client_builder(&self.basic_auth_header())
+    }
+
+    /// A reqwest client (default redirect policy) that authenticates every request.
+    pub fn client(&self) -> reqwest::Client {
+        self.client_builder().build().expect("reqwest client")
     }
 
     /// Start (or restart) the process on the same data dir. `addr` pins the listen address.
@@ -59,10 +174,8 @@ impl Berth {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .env_remove("BERTH_CONFIG")
-            .env(
-                "RUST_LOG",
-                std::env::var("BERTH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env_remove("BERTH_CREATE_ON_PUSH")
+            .env("RUST_LOG", std::env::var("BERTH_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -134,10 +247,7 @@ impl Drop for Berth {
 }
 
 fn unsafe_kill(pid: i32, sig: i32) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status();
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
 }
 
 /// `true` when an external command exists on PATH.
@@ -152,8 +262,63 @@ pub fn have(cmd: &str) -> bool {
 
 /// sha256 digest string (`sha256:<hex>`) of bytes.
 pub fn sha256(data: &[u8]) -> String {
-    format!(
-        "sha256:{}",
-        hex::encode(ring::digest::digest(&ring::digest::SHA256, data))
-    )
+    format!("sha256:{}", hex::encode(ring::digest::digest(&ring::digest::SHA256, data)))
+}
+
+/// `Basic base64("<user>:<password>")`.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    format!("Basic {}", base64_encode(format!("{user}:{password}").as_bytes()))
+}
+
+/// A reqwest client builder sending `Authorization: <auth>` on every request.
+pub fn auth_client_builder(auth: &str) -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(auth).expect("header value");
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder().default_headers(headers)
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+pub fn base64_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Standard base64 (padding required); `None` when malformed.
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.as_bytes();
+    if !s.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    for (ci, chunk) in s.chunks(4).enumerate() {
+        let last = ci == s.len() / 4 - 1;
+        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &chunk[..4 - pad] {
+            let v = B64.iter().position(|&x| x == c)? as u32;
+            n = (n << 6) | v;
+        }
+        n <<= 6 * pad as u32;
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    Some(out)
 }
