@@ -31,6 +31,9 @@ pub struct Config {
     /// Pushes to a repository that does not exist create it (like an ECR repository creation
     /// template applied for CREATE_ON_PUSH). Off: such pushes fail with NAME_UNKNOWN.
     pub create_on_push: bool,
+    /// Registry domain: hosts `<account>.dkr.ecr.<region>.<domain>` address each account's
+    /// registry per region on the data plane, and repository URIs use them.
+    pub registry_domain: Option<String>,
 }
 
 impl Default for Config {
@@ -45,6 +48,7 @@ impl Default for Config {
             regions: vec!["us-east-1".into()],
             server_key: None,
             create_on_push: false,
+            registry_domain: None,
         }
     }
 }
@@ -92,6 +96,9 @@ impl Config {
                 "0" | "false" | "no" | "off" | "" => false,
                 _ => anyhow::bail!("BERTH_CREATE_ON_PUSH must be true or false, got '{v}'"),
             };
+        }
+        if let Some(v) = get("BERTH_REGISTRY_DOMAIN") {
+            self.registry_domain = Some(v).filter(|d| !d.is_empty());
         }
         if let Some(v) = get("BERTH_SERVER_KEY") {
             self.server_key = Some(v);

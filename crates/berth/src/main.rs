@@ -169,6 +169,7 @@ async fn open(cfg: &Config) -> anyhow::Result<(Arc<Registry>, berth_meta::sqlite
         upload_ttl: Duration::from_secs(cfg.upload_ttl_secs),
         regions: cfg.regions.clone(),
         create_on_push: cfg.create_on_push,
+        registry_domain: cfg.registry_domain.clone(),
     };
     let reg = Registry::new(
         Arc::new(meta.clone()),

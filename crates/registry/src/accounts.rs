@@ -4,7 +4,7 @@ use crate::{Error, Registry, Result};
 use berth_auth::secret_box::SecretBox;
 use berth_auth::sigv4::SecretKey;
 use berth_auth::token::{self, Claims, TokenKey};
-use berth_meta::AccessKey;
+use berth_meta::{AccessKey, Namespace};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -240,6 +240,38 @@ impl Registry {
         let token = self.mint_token(&identity);
         token::password_from_basic(&token.authorization_token)
             .map_err(|_| Error::Internal("a minted token does not decode".into()))
+    }
+
+    /// The namespace a data-plane request addresses: `<account>.dkr.ecr.<region>.<domain>` when a
+    /// registry domain is configured and the Host matches it, else the default account and first
+    /// region. `None` for a Host under the domain that names no hosted region or no valid account.
+    pub fn data_plane_namespace(&self, host: &str) -> Option<Namespace> {
+        let Some(domain) = &self.settings.registry_domain else {
+            return Some(self.settings.namespace.clone());
+        };
+        let bare = match host.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        };
+        let Some(prefix) = bare.strip_suffix(domain.as_str()).and_then(|p| p.strip_suffix('.')) else {
+            return Some(self.settings.namespace.clone());
+        };
+        let (account, region) = prefix.split_once(".dkr.ecr.")?;
+        (valid_account_id(account) && self.settings.regions.iter().any(|r| r == region))
+            .then(|| Namespace { account_id: account.to_string(), region: region.to_string() })
+    }
+
+    /// The registry host of a namespace: `<account>.dkr.ecr.<region>.<domain>[:port]` with a
+    /// registry domain, else `fallback` (the host the client addressed).
+    pub fn registry_host(&self, ns: &Namespace, fallback: &str) -> String {
+        match &self.settings.registry_domain {
+            None => fallback.to_string(),
+            Some(d) => {
+                let port = fallback.rsplit_once(':').map(|(_, p)| p).filter(|p| p.bytes().all(|b| b.is_ascii_digit()));
+                let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                format!("{}.dkr.ecr.{}.{d}{port}", ns.account_id, ns.region)
+            }
+        }
     }
 
     /// The deployment's default account (the data plane's registry when no registry domain is

@@ -58,6 +58,9 @@ pub struct Settings {
     pub regions: Vec<String>,
     /// Pushes to a missing repository create it (ECR's CREATE_ON_PUSH template behaviour).
     pub create_on_push: bool,
+    /// With a registry domain, `<account>.dkr.ecr.<region>.<domain>` hosts address each
+    /// account's registry in each region.
+    pub registry_domain: Option<String>,
 }
 
 /// Cached facts about a data-plane repository.
@@ -133,8 +136,8 @@ pub struct Registry {
     settings: Settings,
     keys: Keys,
     auth_cache: accounts::AuthCache,
-    /// Data-plane repositories by name (default namespace): id and tag-mutability settings.
-    repo_ids: RwLock<HashMap<String, Arc<RepoEntry>>>,
+    /// Repositories by namespace and name: id and tag-mutability settings.
+    repo_ids: RwLock<HashMap<Namespace, HashMap<String, Arc<RepoEntry>>>>,
     cache: ManifestCache,
     /// In-memory hash state of uploads, so chunked uploads need not re-read their data.
     hashes: Mutex<HashMap<String, HashState>>,
@@ -187,15 +190,13 @@ impl Registry {
             .map_err(|_| Error::DigestInvalid(format!("invalid digest '{}'", d.chars().take(200).collect::<String>())))
     }
 
-    async fn repo_entry(&self, name: &RepoName) -> Result<Option<Arc<RepoEntry>>> {
-        let ns = self.settings.namespace.clone();
-        self.repo_entry_in(&ns, name.as_str()).await
+    async fn repo_entry(&self, ns: &Namespace, name: &RepoName) -> Result<Option<Arc<RepoEntry>>> {
+        self.repo_entry_in(ns, name.as_str()).await
     }
 
-    /// A repository's id and mutability settings (cached for the data plane's namespace).
+    /// A repository's id and mutability settings (cached).
     async fn repo_entry_in(&self, ns: &Namespace, name: &str) -> Result<Option<Arc<RepoEntry>>> {
-        let cached = *ns == self.settings.namespace;
-        if cached && let Some(e) = self.repo_ids.read().unwrap().get(name) {
+        if let Some(e) = self.repo_ids.read().unwrap().get(ns).and_then(|m| m.get(name)) {
             return Ok(Some(e.clone()));
         }
         let Some(info) = self.meta.repository_info(ns, name).await? else {
@@ -206,59 +207,59 @@ impl Registry {
             exclusions: repos::exclusions_of(&info),
             mutability: info.image_tag_mutability,
         });
-        if cached {
-            self.repo_ids.write().unwrap().insert(name.to_string(), entry.clone());
-        }
+        self.repo_ids.write().unwrap().entry(ns.clone()).or_default().insert(name.to_string(), entry.clone());
         Ok(Some(entry))
     }
 
-    async fn repo_id(&self, name: &RepoName) -> Result<Option<i64>> {
-        Ok(self.repo_entry(name).await?.map(|e| e.id))
+    async fn repo_id(&self, ns: &Namespace, name: &RepoName) -> Result<Option<i64>> {
+        Ok(self.repo_entry(ns, name).await?.map(|e| e.id))
     }
 
     /// Forget cached settings of a data-plane repository after they changed.
     fn forget_repo(&self, ns: &Namespace, name: &str) {
-        if *ns == self.settings.namespace {
-            self.repo_ids.write().unwrap().remove(name);
+        if let Some(m) = self.repo_ids.write().unwrap().get_mut(ns) {
+            m.remove(name);
         }
     }
 
-    async fn existing_repo(&self, name: &RepoName) -> Result<i64> {
-        self.repo_id(name).await?.ok_or_else(|| Error::RepositoryNotFound {
-            name: name.to_string(),
-            registry: self.settings.namespace.account_id.clone(),
-        })
+    async fn existing_repo(&self, ns: &Namespace, name: &RepoName) -> Result<i64> {
+        self.repo_id(ns, name)
+            .await?
+            .ok_or_else(|| Error::RepositoryNotFound { name: name.to_string(), registry: ns.account_id.clone() })
     }
 
     /// Repositories appear on first push.
     /// The repository a push goes to. It must exist, unless `create_on_push` is set (as with
     /// ECR's CREATE_ON_PUSH repository creation templates).
-    async fn repo_for_push(&self, name: &RepoName) -> Result<Arc<RepoEntry>> {
-        if let Some(e) = self.repo_entry(name).await? {
+    async fn repo_for_push(&self, ns: &Namespace, name: &RepoName) -> Result<Arc<RepoEntry>> {
+        if let Some(e) = self.repo_entry(ns, name).await? {
             return Ok(e);
         }
         if !self.settings.create_on_push {
-            return Err(Error::RepositoryNotFound {
-                name: name.to_string(),
-                registry: self.settings.namespace.account_id.clone(),
-            });
+            return Err(Error::RepositoryNotFound { name: name.to_string(), registry: ns.account_id.clone() });
         }
-        self.meta.ensure_repository(&self.settings.namespace, name.as_str(), self.now()).await?;
-        self.repo_entry(name).await?.ok_or_else(|| Error::Internal(format!("repository {name} vanished")))
+        self.meta.ensure_repository(ns, name.as_str(), self.now()).await?;
+        self.repo_entry(ns, name).await?.ok_or_else(|| Error::Internal(format!("repository {name} vanished")))
     }
 
     // ---- blobs ----------------------------------------------------------------------------
 
     /// Size of a blob linked to the repository.
-    pub async fn blob_size(&self, name: &RepoName, digest: &Digest) -> Result<u64> {
-        let repo = self.existing_repo(name).await?;
+    pub async fn blob_size(&self, ns: &Namespace, name: &RepoName, digest: &Digest) -> Result<u64> {
+        let repo = self.existing_repo(ns, name).await?;
         self.meta.blob_in_repo(repo, digest.as_str()).await?.ok_or(Error::BlobUnknown(digest.to_string()))
     }
 
     /// Stream a blob, honouring an HTTP `Range` header.
-    pub async fn blob_read(&self, name: &RepoName, digest: &Digest, range: Option<&str>) -> Result<BlobRead> {
+    pub async fn blob_read(
+        &self,
+        ns: &Namespace,
+        name: &RepoName,
+        digest: &Digest,
+        range: Option<&str>,
+    ) -> Result<BlobRead> {
         use berth_oci::range::{RangeRequest, parse_range};
-        let size = self.blob_size(name, digest).await?;
+        let size = self.blob_size(ns, name, digest).await?;
         let (start, len, range) = match parse_range(range, size) {
             RangeRequest::Full => (0, size, None),
             RangeRequest::Partial(r) => (r.start, r.len(), Some(r)),
@@ -272,8 +273,8 @@ impl Registry {
     }
 
     /// Unlink a blob from the repository (its bytes go when garbage collection finds them unused).
-    pub async fn blob_delete(&self, name: &RepoName, digest: &Digest) -> Result<()> {
-        let repo = self.existing_repo(name).await?;
+    pub async fn blob_delete(&self, ns: &Namespace, name: &RepoName, digest: &Digest) -> Result<()> {
+        let repo = self.existing_repo(ns, name).await?;
         if self.meta.unlink_blob(repo, digest.as_str()).await? {
             Ok(())
         } else {
@@ -283,14 +284,20 @@ impl Registry {
 
     /// Link a blob of repository `from` into `name` (cross-repository mount).
     /// `Ok(None)` when `from` does not hold it (the caller then opens a normal session).
-    pub async fn blob_mount(&self, name: &RepoName, digest: &Digest, from: &RepoName) -> Result<Option<u64>> {
-        let Some(src) = self.repo_id(from).await? else {
+    pub async fn blob_mount(
+        &self,
+        ns: &Namespace,
+        name: &RepoName,
+        digest: &Digest,
+        from: &RepoName,
+    ) -> Result<Option<u64>> {
+        let Some(src) = self.repo_id(ns, from).await? else {
             return Ok(None);
         };
         let Some(size) = self.meta.blob_in_repo(src, digest.as_str()).await? else {
             return Ok(None);
         };
-        let repo = self.repo_for_push(name).await?;
+        let repo = self.repo_for_push(ns, name).await?;
         self.meta.link_blob(repo.id, digest.as_str(), size, self.now()).await?;
         Ok(Some(size))
     }
@@ -298,8 +305,8 @@ impl Registry {
     // ---- uploads --------------------------------------------------------------------------
 
     /// Open an upload session.
-    pub async fn upload_start(&self, name: &RepoName) -> Result<UploadStatus> {
-        let repo = self.repo_for_push(name).await?;
+    pub async fn upload_start(&self, ns: &Namespace, name: &RepoName) -> Result<UploadStatus> {
+        let repo = self.repo_for_push(ns, name).await?;
         self.start_upload_in(repo.id).await
     }
 
@@ -320,8 +327,8 @@ impl Registry {
         self.upload_locks.lock().unwrap().remove(id);
     }
 
-    async fn session(&self, name: &RepoName, id: &str) -> Result<berth_meta::Upload> {
-        let repo = self.repo_id(name).await?;
+    async fn session(&self, ns: &Namespace, name: &RepoName, id: &str) -> Result<berth_meta::Upload> {
+        let repo = self.repo_id(ns, name).await?;
         self.session_in(repo, id).await
     }
 
@@ -339,20 +346,21 @@ impl Registry {
     }
 
     /// Progress of an upload session.
-    pub async fn upload_status(&self, name: &RepoName, id: &str) -> Result<UploadStatus> {
-        let up = self.session(name, id).await?;
+    pub async fn upload_status(&self, ns: &Namespace, name: &RepoName, id: &str) -> Result<UploadStatus> {
+        let up = self.session(ns, name, id).await?;
         Ok(UploadStatus { id: up.id, size: up.size })
     }
 
     /// Append a chunk. `content_range` (inclusive) must start at the current size.
     pub async fn upload_patch(
         &self,
+        ns: &Namespace,
         name: &RepoName,
         id: &str,
         content_range: Option<(u64, u64)>,
         body: ByteStream,
     ) -> Result<UploadStatus> {
-        let repo = self.repo_id(name).await?;
+        let repo = self.repo_id(ns, name).await?;
         self.patch_in(repo, id, content_range, body).await
     }
 
@@ -420,13 +428,14 @@ impl Registry {
     /// Finish an upload (optionally with a last chunk) as blob `digest`.
     pub async fn upload_finish(
         &self,
+        ns: &Namespace,
         name: &RepoName,
         id: &str,
         digest: &Digest,
         content_range: Option<(u64, u64)>,
         body: Option<ByteStream>,
     ) -> Result<u64> {
-        let repo = self.repo_id(name).await?;
+        let repo = self.repo_id(ns, name).await?;
         self.finish_in(repo, id, digest, content_range, body).await
     }
 
@@ -463,9 +472,15 @@ impl Registry {
     }
 
     /// Monolithic upload (`POST ?digest=` with a body).
-    pub async fn upload_monolithic(&self, name: &RepoName, digest: &Digest, body: ByteStream) -> Result<u64> {
-        let up = self.upload_start(name).await?;
-        let r = self.upload_finish(name, &up.id, digest, None, Some(body)).await;
+    pub async fn upload_monolithic(
+        &self,
+        ns: &Namespace,
+        name: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let up = self.upload_start(ns, name).await?;
+        let r = self.upload_finish(ns, name, &up.id, digest, None, Some(body)).await;
         if r.is_err() {
             let _ = self.discard_upload(&up.id).await;
         }
@@ -489,10 +504,10 @@ impl Registry {
     }
 
     /// Cancel an upload session.
-    pub async fn upload_cancel(&self, name: &RepoName, id: &str) -> Result<()> {
+    pub async fn upload_cancel(&self, ns: &Namespace, name: &RepoName, id: &str) -> Result<()> {
         let lock = self.upload_lock(id);
         let _guard = lock.lock().await;
-        self.session(name, id).await?;
+        self.session(ns, name, id).await?;
         self.discard_upload(id).await
     }
 
@@ -523,8 +538,13 @@ impl Registry {
     // ---- manifests ------------------------------------------------------------------------
 
     /// Fetch a manifest by tag or digest.
-    pub async fn manifest_get(&self, name: &RepoName, reference: &Reference) -> Result<Arc<ManifestData>> {
-        let repo = self.existing_repo(name).await?;
+    pub async fn manifest_get(
+        &self,
+        ns: &Namespace,
+        name: &RepoName,
+        reference: &Reference,
+    ) -> Result<Arc<ManifestData>> {
+        let repo = self.existing_repo(ns, name).await?;
         let key = reference.to_string();
         if let Some(m) = self.cache.get(repo, &key) {
             self.note_pull(repo, &m);
@@ -577,13 +597,14 @@ impl Registry {
     /// Push a manifest under `reference`, plus any `extra_tags` (`?tag=`).
     pub async fn manifest_put(
         &self,
+        ns: &Namespace,
         name: &RepoName,
         reference: &Reference,
         content_type: Option<&str>,
         bytes: Bytes,
         extra_tags: &[String],
     ) -> Result<PushedManifest> {
-        let repo = self.repo_for_push(name).await?;
+        let repo = self.repo_for_push(ns, name).await?;
         self.put_manifest_in(&repo, name.as_str(), reference, content_type, bytes, extra_tags).await
     }
 
@@ -658,8 +679,8 @@ impl Registry {
     }
 
     /// Delete a manifest by digest (with its tags), or only a tag.
-    pub async fn manifest_delete(&self, name: &RepoName, reference: &Reference) -> Result<()> {
-        let repo = self.existing_repo(name).await?;
+    pub async fn manifest_delete(&self, ns: &Namespace, name: &RepoName, reference: &Reference) -> Result<()> {
+        let repo = self.existing_repo(ns, name).await?;
         let found = match reference {
             Reference::Digest(d) => self.meta.delete_manifest(repo, d.as_str()).await?,
             Reference::Tag(t) => self.meta.delete_tag(repo, t.as_str()).await?,
@@ -669,8 +690,8 @@ impl Registry {
     }
 
     /// One page of a repository's tags.
-    pub async fn tags(&self, name: &RepoName, last: Option<&str>, n: Option<u32>) -> Result<Page> {
-        let repo = self.existing_repo(name).await?;
+    pub async fn tags(&self, ns: &Namespace, name: &RepoName, last: Option<&str>, n: Option<u32>) -> Result<Page> {
+        let repo = self.existing_repo(ns, name).await?;
         let limit = n.unwrap_or(u32::MAX - 1).min(100_000);
         let mut items = if limit == 0 { Vec::new() } else { self.meta.list_tags(repo, last, limit + 1).await? };
         let more = items.len() > limit as usize;
@@ -679,13 +700,9 @@ impl Registry {
     }
 
     /// One page of the repositories.
-    pub async fn catalog(&self, last: Option<&str>, n: Option<u32>) -> Result<Page> {
+    pub async fn catalog(&self, ns: &Namespace, last: Option<&str>, n: Option<u32>) -> Result<Page> {
         let limit = n.unwrap_or(u32::MAX - 1).min(100_000);
-        let mut items = if limit == 0 {
-            Vec::new()
-        } else {
-            self.meta.list_repositories(&self.settings.namespace, last, limit + 1).await?
-        };
+        let mut items = if limit == 0 { Vec::new() } else { self.meta.list_repositories(ns, last, limit + 1).await? };
         let more = items.len() > limit as usize;
         items.truncate(limit as usize);
         Ok(Page { items, more })
@@ -694,12 +711,13 @@ impl Registry {
     /// Manifests whose subject is `subject`.
     pub async fn referrers(
         &self,
+        ns: &Namespace,
         name: &RepoName,
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Referrer>> {
         // The spec forbids a 404 here: an unknown repository simply has no referrers.
-        let Some(repo) = self.repo_id(name).await? else {
+        let Some(repo) = self.repo_id(ns, name).await? else {
             return Ok(Vec::new());
         };
         Ok(self.meta.referrers(repo, subject.as_str(), artifact_type).await?)

@@ -144,7 +144,11 @@ impl Ctx<'_> {
             "repositoryArn": format!("arn:aws:ecr:{}:{}:repository/{}", info.region, info.account_id, info.name),
             "registryId": info.account_id,
             "repositoryName": info.name,
-            "repositoryUri": format!("{}/{}", self.host, info.name),
+            "repositoryUri": format!(
+                "{}/{}",
+                self.reg.registry_host(&self.reg.namespace(&info.account_id, &info.region), &self.host),
+                info.name
+            ),
             "createdAt": info.created_at as f64 / 1000.0,
             "imageTagMutability": info.image_tag_mutability,
             "imageScanningConfiguration": {"scanOnPush": info.scan_on_push},
@@ -335,7 +339,7 @@ fn get_authorization_token(ctx: &Ctx<'_>, input: GetAuthorizationTokenIn) -> Res
             json!({
                 "authorizationToken": token.authorization_token,
                 "expiresAt": token.expires_at as f64,
-                "proxyEndpoint": format!("http://{}", ctx.host),
+                "proxyEndpoint": format!("http://{}", ctx.reg.registry_host(&ctx.ns(), &ctx.host)),
             })
         })
         .collect();
@@ -1131,6 +1135,11 @@ async fn get_download_url_for_layer(ctx: &Ctx<'_>, input: GetDownloadUrlForLayer
         ));
     }
     ctx.reg.layer_size(&ns, &name, &input.layer_digest).await?.ok_or_else(missing)?;
-    let url = ctx.reg.download_url(&format!("http://{}", ctx.host), &name, &input.layer_digest, &ctx.identity);
+    let url = ctx.reg.download_url(
+        &format!("http://{}", ctx.reg.registry_host(&ns, &ctx.host)),
+        &name,
+        &input.layer_digest,
+        &ctx.identity,
+    );
     Ok(json!({"downloadUrl": url, "layerDigest": input.layer_digest}))
 }

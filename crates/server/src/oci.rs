@@ -5,6 +5,7 @@ use crate::{AppState, query};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
+use berth_meta::Namespace;
 use berth_oci::path::Route;
 use berth_oci::{ErrorCode, Reference, RepoName, media};
 use berth_registry::{Error, Registry};
@@ -33,7 +34,14 @@ pub async fn handle(state: &AppState, req: Request<Body>) -> Response {
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or("localhost")
         .to_string();
-    if let Err(e) = authorize(state, &route, &req) {
+    let Some(ns) = state.registry.data_plane_namespace(&host) else {
+        return Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Body::from("404 page not found\n"))
+            .expect("valid response");
+    };
+    if let Err(e) = authorize(state, &ns, &route, &req) {
         let unauthenticated = matches!(e, Error::Unauthenticated);
         let mut r = ApiError::from(e).into_response();
         if unauthenticated {
@@ -44,7 +52,7 @@ pub async fn handle(state: &AppState, req: Request<Body>) -> Response {
         }
         return r;
     }
-    match serve(state, route, req).await {
+    match serve(state, &ns, route, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -69,7 +77,12 @@ fn action(route: &Route<'_>, method: &Method) -> &'static str {
 
 /// Authenticate the registry token and check the caller's account owns this registry.
 /// (Cross-account access through policies arrives with the access-control work.)
-fn authorize(state: &AppState, route: &Route<'_>, req: &Request<Body>) -> std::result::Result<(), Error> {
+fn authorize(
+    state: &AppState,
+    ns: &Namespace,
+    route: &Route<'_>,
+    req: &Request<Body>,
+) -> std::result::Result<(), Error> {
     let reg = &*state.registry;
     let h = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     // Layer URLs from GetDownloadUrlForLayer carry the token in the query instead.
@@ -83,7 +96,7 @@ fn authorize(state: &AppState, route: &Route<'_>, req: &Request<Body>) -> std::r
         Some(t) => reg.authenticate_password(&t)?,
         None => reg.authenticate(h)?,
     };
-    if who.account_id == reg.default_account() || matches!(route, Route::Base) {
+    if who.account_id == ns.account_id || matches!(route, Route::Base) {
         return Ok(());
     }
     let act = action(route, req.method());
@@ -94,7 +107,7 @@ fn authorize(state: &AppState, route: &Route<'_>, req: &Request<Body>) -> std::r
         | Route::UploadStart { name }
         | Route::Upload { name, .. }
         | Route::Referrers { name, .. } => {
-            format!("arn:aws:ecr:{}:{}:repository/{name}", reg.regions()[0], reg.default_account())
+            format!("arn:aws:ecr:{}:{}:repository/{name}", ns.region, ns.account_id)
         }
         Route::Base | Route::Catalog => "*".into(),
     };
@@ -112,7 +125,7 @@ fn name(n: &str) -> Result<RepoName> {
     Registry::parse_name(n).map_err(ApiError::from)
 }
 
-async fn serve(state: &AppState, route: Route<'_>, req: Request<Body>) -> Result<Response> {
+async fn serve(state: &AppState, ns: &Namespace, route: Route<'_>, req: Request<Body>) -> Result<Response> {
     let reg = &*state.registry;
     let (req, body) = req.into_parts();
     let method = req.method.clone();
@@ -124,12 +137,12 @@ async fn serve(state: &AppState, route: Route<'_>, req: Request<Body>) -> Result
         },
         // GET /v2/_catalog?n=&last=
         Route::Catalog => match method {
-            Method::GET => catalog(reg, &req).await,
+            Method::GET => catalog(reg, ns, &req).await,
             m => Err(unsupported(&m)),
         },
         // GET /v2/<name>/tags/list?n=&last=
         Route::Tags { name: n } => match method {
-            Method::GET => tags(reg, &name(n)?, &req).await,
+            Method::GET => tags(reg, ns, &name(n)?, &req).await,
             m => Err(unsupported(&m)),
         },
         Route::Manifest { name: n, reference } => {
@@ -144,10 +157,12 @@ async fn serve(state: &AppState, route: Route<'_>, req: Request<Body>) -> Result
                 (Err(e), _) => return Err(e),
             };
             match method {
-                Method::GET | Method::HEAD => manifest_get(reg, &name, &reference, &req, method == Method::HEAD).await,
-                Method::PUT => manifest_put(reg, &name, &reference, &req, body).await,
+                Method::GET | Method::HEAD => {
+                    manifest_get(reg, ns, &name, &reference, &req, method == Method::HEAD).await
+                }
+                Method::PUT => manifest_put(reg, ns, &name, &reference, &req, body).await,
                 Method::DELETE => {
-                    reg.manifest_delete(&name, &reference).await?;
+                    reg.manifest_delete(ns, &name, &reference).await?;
                     Ok(empty(StatusCode::ACCEPTED))
                 }
                 m => Err(unsupported(&m)),
@@ -157,29 +172,29 @@ async fn serve(state: &AppState, route: Route<'_>, req: Request<Body>) -> Result
             let name = name(n)?;
             let digest = Registry::parse_digest(digest)?;
             match method {
-                Method::GET | Method::HEAD => blob_get(reg, &name, &digest, &req, method == Method::HEAD).await,
+                Method::GET | Method::HEAD => blob_get(reg, ns, &name, &digest, &req, method == Method::HEAD).await,
                 Method::DELETE => {
-                    reg.blob_delete(&name, &digest).await?;
+                    reg.blob_delete(ns, &name, &digest).await?;
                     Ok(empty(StatusCode::ACCEPTED))
                 }
                 m => Err(unsupported(&m)),
             }
         }
         Route::UploadStart { name: n } => match method {
-            Method::POST => upload_start(reg, &name(n)?, &req, body).await,
+            Method::POST => upload_start(reg, ns, &name(n)?, &req, body).await,
             m => Err(unsupported(&m)),
         },
         Route::Upload { name: n, id } => {
             let name = name(n)?;
             match method {
                 Method::GET => {
-                    let st = reg.upload_status(&name, id).await?;
+                    let st = reg.upload_status(ns, &name, id).await?;
                     Ok(upload_progress(StatusCode::NO_CONTENT, &name, &st.id, st.size))
                 }
-                Method::PATCH => upload_patch(reg, &name, id, &req, body).await,
-                Method::PUT => upload_put(reg, &name, id, &req, body).await,
+                Method::PATCH => upload_patch(reg, ns, &name, id, &req, body).await,
+                Method::PUT => upload_put(reg, ns, &name, id, &req, body).await,
                 Method::DELETE => {
-                    reg.upload_cancel(&name, id).await?;
+                    reg.upload_cancel(ns, &name, id).await?;
                     Ok(empty(StatusCode::NO_CONTENT))
                 }
                 m => Err(unsupported(&m)),
@@ -187,7 +202,7 @@ async fn serve(state: &AppState, route: Route<'_>, req: Request<Body>) -> Result
         }
         // GET /v2/<name>/referrers/<digest>?artifactType=
         Route::Referrers { name: n, digest } => match method {
-            Method::GET => referrers(reg, &name(n)?, digest, &req).await,
+            Method::GET => referrers(reg, ns, &name(n)?, digest, &req).await,
             m => Err(unsupported(&m)),
         },
     }
@@ -246,9 +261,9 @@ fn link_header(r: &mut Response, base: &str, n: Option<u32>, last: &str) {
     r.headers_mut().insert(header::LINK, hv(&format!("<{url}>; rel=\"next\"")));
 }
 
-async fn catalog(reg: &Registry, req: &Parts) -> Result<Response> {
+async fn catalog(reg: &Registry, ns: &Namespace, req: &Parts) -> Result<Response> {
     let (q, n) = page_params(req)?;
-    let page = reg.catalog(query::get(&q, "last"), n).await?;
+    let page = reg.catalog(ns, query::get(&q, "last"), n).await?;
     let mut r = json_response(StatusCode::OK, json!({"repositories": page.items}).to_string(), None);
     if page.more
         && let Some(last) = page.items.last()
@@ -258,9 +273,9 @@ async fn catalog(reg: &Registry, req: &Parts) -> Result<Response> {
     Ok(r)
 }
 
-async fn tags(reg: &Registry, name: &RepoName, req: &Parts) -> Result<Response> {
+async fn tags(reg: &Registry, ns: &Namespace, name: &RepoName, req: &Parts) -> Result<Response> {
     let (q, n) = page_params(req)?;
-    let page = reg.tags(name, query::get(&q, "last"), n).await?;
+    let page = reg.tags(ns, name, query::get(&q, "last"), n).await?;
     let mut r = json_response(StatusCode::OK, json!({"name": name.as_str(), "tags": page.items}).to_string(), None);
     if page.more
         && let Some(last) = page.items.last()
@@ -294,12 +309,13 @@ fn acceptable(headers: &HeaderMap, mt: &str) -> bool {
 // GET|HEAD /v2/<name>/manifests/<reference>   Accept: <media types>
 async fn manifest_get(
     reg: &Registry,
+    ns: &Namespace,
     name: &RepoName,
     reference: &Reference,
     req: &Parts,
     head: bool,
 ) -> Result<Response> {
-    let m = reg.manifest_get(name, reference).await?;
+    let m = reg.manifest_get(ns, name, reference).await?;
     if matches!(reference, Reference::Tag(_)) && !acceptable(&req.headers, &m.media_type) {
         return Err(ApiError::new(
             ErrorCode::ManifestUnknown,
@@ -319,6 +335,7 @@ async fn manifest_get(
 // PUT /v2/<name>/manifests/<reference>[?tag=<tag>...]   Content-Type: <media type>
 async fn manifest_put(
     reg: &Registry,
+    ns: &Namespace,
     name: &RepoName,
     reference: &Reference,
     req: &Parts,
@@ -340,7 +357,7 @@ async fn manifest_put(
         Err(Some(resp)) => return Ok(resp),
         Err(None) => return Err(Error::BodyFailed("manifest body could not be read".into()).into()),
     };
-    let pushed = reg.manifest_put(name, reference, content_type.as_deref(), bytes, &extra_tags).await?;
+    let pushed = reg.manifest_put(ns, name, reference, content_type.as_deref(), bytes, &extra_tags).await?;
     let mut r = empty(StatusCode::CREATED);
     let h = r.headers_mut();
     h.insert(header::LOCATION, hv(&format!("/v2/{name}/manifests/{}", pushed.digest)));
@@ -385,18 +402,19 @@ async fn read_limited(body: Body, limit: usize) -> std::result::Result<bytes::By
 // GET|HEAD /v2/<name>/blobs/<digest>   [Range: bytes=<start>-<end>]
 async fn blob_get(
     reg: &Registry,
+    ns: &Namespace,
     name: &RepoName,
     digest: &berth_oci::Digest,
     req: &Parts,
     head: bool,
 ) -> Result<Response> {
     let mut r = if head {
-        let size = reg.blob_size(name, digest).await?;
+        let size = reg.blob_size(ns, name, digest).await?;
         let mut r = Response::new(Body::empty());
         r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
         r
     } else {
-        let read = match reg.blob_read(name, digest, header_str(&req.headers, header::RANGE)).await {
+        let read = match reg.blob_read(ns, name, digest, header_str(&req.headers, header::RANGE)).await {
             Err(Error::RangeNotSatisfiable { size }) => {
                 let mut e =
                     ApiError::new(ErrorCode::SizeInvalid, "requested range not satisfiable", json!({"size": size}))
@@ -482,27 +500,34 @@ fn content_range(req: &Parts) -> Result<Option<(u64, u64)>> {
 // POST /v2/<name>/blobs/uploads/                       -> 202 session
 // POST /v2/<name>/blobs/uploads/?digest=<digest>       -> 201 monolithic
 // POST /v2/<name>/blobs/uploads/?mount=<digest>&from=<other>  -> 201 mounted | 202 session
-async fn upload_start(reg: &Registry, name: &RepoName, req: &Parts, body: Body) -> Result<Response> {
+async fn upload_start(reg: &Registry, ns: &Namespace, name: &RepoName, req: &Parts, body: Body) -> Result<Response> {
     let q = query::pairs(req.uri.query());
     if let Some(m) = query::get(&q, "mount") {
         let digest = Registry::parse_digest(m)?;
         if let Some(from) = query::get(&q, "from").and_then(|f| f.parse::<RepoName>().ok())
-            && reg.blob_mount(name, &digest, &from).await?.is_some()
+            && reg.blob_mount(ns, name, &digest, &from).await?.is_some()
         {
             return Ok(blob_created(name, &digest));
         }
     } else if let Some(d) = query::get(&q, "digest") {
         let digest = Registry::parse_digest(d)?;
         let body = optional_body(req, body).unwrap_or_else(|| Box::pin(futures::stream::empty()));
-        reg.upload_monolithic(name, &digest, body).await?;
+        reg.upload_monolithic(ns, name, &digest, body).await?;
         return Ok(blob_created(name, &digest));
     }
-    let st = reg.upload_start(name).await?;
+    let st = reg.upload_start(ns, name).await?;
     Ok(upload_progress(StatusCode::ACCEPTED, name, &st.id, st.size))
 }
 
 // PATCH /v2/<name>/blobs/uploads/<id>   [Content-Range: <start>-<end>]  body: chunk
-async fn upload_patch(reg: &Registry, name: &RepoName, id: &str, req: &Parts, body: Body) -> Result<Response> {
+async fn upload_patch(
+    reg: &Registry,
+    ns: &Namespace,
+    name: &RepoName,
+    id: &str,
+    req: &Parts,
+    body: Body,
+) -> Result<Response> {
     let range = content_range(req)?;
     if let (Some((s, e)), Some(len)) =
         (range, header_str(&req.headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()))
@@ -516,7 +541,7 @@ async fn upload_patch(reg: &Registry, name: &RepoName, id: &str, req: &Parts, bo
         .with_status(StatusCode::RANGE_NOT_SATISFIABLE));
     }
     let body = body_stream(body);
-    match reg.upload_patch(name, id, range, body).await {
+    match reg.upload_patch(ns, name, id, range, body).await {
         Ok(st) => Ok(upload_progress(StatusCode::ACCEPTED, name, &st.id, st.size)),
         Err(Error::RangeNotSatisfiable { size }) => Ok(range_error(name, id, size)),
         Err(e) => Err(e.into()),
@@ -524,7 +549,14 @@ async fn upload_patch(reg: &Registry, name: &RepoName, id: &str, req: &Parts, bo
 }
 
 // PUT /v2/<name>/blobs/uploads/<id>?digest=<digest>   [Content-Range]  [body: last chunk]
-async fn upload_put(reg: &Registry, name: &RepoName, id: &str, req: &Parts, body: Body) -> Result<Response> {
+async fn upload_put(
+    reg: &Registry,
+    ns: &Namespace,
+    name: &RepoName,
+    id: &str,
+    req: &Parts,
+    body: Body,
+) -> Result<Response> {
     let q = query::pairs(req.uri.query());
     let Some(d) = query::get(&q, "digest") else {
         return Err(Error::DigestInvalid("the digest query parameter is required".into()).into());
@@ -532,7 +564,7 @@ async fn upload_put(reg: &Registry, name: &RepoName, id: &str, req: &Parts, body
     let digest = Registry::parse_digest(d)?;
     let range = content_range(req)?;
     let body = optional_body(req, body);
-    match reg.upload_finish(name, id, &digest, range, body).await {
+    match reg.upload_finish(ns, name, id, &digest, range, body).await {
         Ok(_) => Ok(blob_created(name, &digest)),
         Err(Error::RangeNotSatisfiable { size }) => Ok(range_error(name, id, size)),
         Err(e) => Err(e.into()),
@@ -540,11 +572,11 @@ async fn upload_put(reg: &Registry, name: &RepoName, id: &str, req: &Parts, body
 }
 
 // GET /v2/<name>/referrers/<digest>[?artifactType=<type>]
-async fn referrers(reg: &Registry, name: &RepoName, digest: &str, req: &Parts) -> Result<Response> {
+async fn referrers(reg: &Registry, ns: &Namespace, name: &RepoName, digest: &str, req: &Parts) -> Result<Response> {
     let digest = Registry::parse_digest(digest)?;
     let q = query::pairs(req.uri.query());
     let filter = query::get(&q, "artifactType").filter(|s| !s.is_empty());
-    let list = reg.referrers(name, &digest, filter).await?;
+    let list = reg.referrers(ns, name, &digest, filter).await?;
     let manifests: Vec<serde_json::Value> = list
         .into_iter()
         .map(|r| {
