@@ -1120,11 +1120,12 @@ struct GetDownloadUrlForLayerIn {
 async fn get_download_url_for_layer(ctx: &Ctx<'_>, input: GetDownloadUrlForLayerIn) -> Result<Value, EcrError> {
     let name = repo_name("repositoryName", &input.repository_name)?;
     let ns = ctx.registry_ns(input.registry_id.as_deref(), "GetDownloadUrlForLayer", Some(&name))?;
+    // ECR's own text lacks the closing quote after the repository name; clients match on it.
     let missing = || {
         EcrError::new(
             "LayersNotFoundException",
             format!(
-                "The layer with digest {} does not exist within the repository with name '{name}' in the registry with id '{}'",
+                "The layer with digest {} does not exist within the repository with name '{name} in the registry with id '{}'",
                 input.layer_digest, ns.account_id
             ),
         )
