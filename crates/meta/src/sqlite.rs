@@ -519,17 +519,7 @@ impl MetadataStore for SqliteStore {
         .await?
         .map(|row| row.get(0));
         let Some(id) = id else { return Ok(None) };
-        for (k, v) in r.tags {
-            sqlx::query(
-                "INSERT INTO repository_tags (repo_id, key, value) VALUES ($1, $2, $3) \
-                 ON CONFLICT (repo_id, key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(id)
-            .bind(k)
-            .bind(v)
-            .execute(&mut *tx)
-            .await?;
-        }
+        upsert_resource_tags(&mut tx, id, r.tags).await?;
         tx.commit().await?;
         Ok(Some(RepositoryInfo {
             id,
@@ -626,17 +616,7 @@ impl MetadataStore for SqliteStore {
 
     async fn tag_repository(&self, repo_id: i64, tags: &[(String, String)], max: usize) -> Result<bool> {
         let mut tx = self.begin().await?;
-        for (k, v) in tags {
-            sqlx::query(
-                "INSERT INTO repository_tags (repo_id, key, value) VALUES ($1, $2, $3) \
-                 ON CONFLICT (repo_id, key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(repo_id)
-            .bind(k)
-            .bind(v)
-            .execute(&mut *tx)
-            .await?;
-        }
+        upsert_resource_tags(&mut tx, repo_id, tags).await?;
         let n: i64 = sqlx::query("SELECT COUNT(*) FROM repository_tags WHERE repo_id = $1")
             .bind(repo_id)
             .fetch_one(&mut *tx)
@@ -676,6 +656,26 @@ fn repo_info(r: sqlx::sqlite::SqliteRow) -> RepositoryInfo {
         encryption_type: r.get(8),
         kms_key: r.get(9),
     }
+}
+
+/// Add or overwrite resource tags of a repository.
+async fn upsert_resource_tags(
+    tx: &mut Transaction<'static, Sqlite>,
+    repo_id: i64,
+    tags: &[(String, String)],
+) -> Result<()> {
+    for (k, v) in tags {
+        sqlx::query(
+            "INSERT INTO repository_tags (repo_id, key, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (repo_id, key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(repo_id)
+        .bind(k)
+        .bind(v)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 async fn link(tx: &mut Transaction<'static, Sqlite>, repo_id: i64, digest: &str, size: u64, now: i64) -> Result<()> {
