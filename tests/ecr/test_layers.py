@@ -149,6 +149,35 @@ def test_download_url_needs_its_token(server, ecr, repo):
     assert r.status_code == 401, (r.status_code, r.text[:300])
 
 
+def test_download_url_grants_that_blob_only(server, ecr, repo):
+    """The URL is signed for one blob of one repository: it is no credential for anything else,
+    and any change to its query, path or expiry is refused."""
+    from urllib.parse import parse_qs, urlencode, urlsplit
+
+    digest, _ = upload_layer(ecr, repo, os.urandom(100))
+    other, _ = upload_layer(ecr, repo, os.urandom(100))
+    url = ecr.get_download_url_for_layer(repositoryName=repo, layerDigest=digest)["downloadUrl"]
+    assert requests.get(url, timeout=30).status_code == 200
+    path, query = url.split("?", 1)
+    q = {k: v[0] for k, v in parse_qs(query).items()}
+    assert set(q) == {"X-Berth-Expires", "X-Berth-Signature"}, q
+    # No registry token in the URL.
+    assert "Token" not in query and "Basic" not in query
+    # Another blob, or the same signature with a later expiry or a flipped byte: refused.
+    cases = [
+        path.replace(digest, other) + "?" + query,
+        path + "?" + urlencode(dict(q, **{"X-Berth-Expires": str(int(q["X-Berth-Expires"]) + 3600)})),
+        path + "?" + urlencode(dict(q, **{"X-Berth-Signature": ("0" if q["X-Berth-Signature"][0] != "0" else "1") + q["X-Berth-Signature"][1:]})),
+    ]
+    for bad in cases:
+        r = requests.get(bad, timeout=30)
+        assert r.status_code == 401, (bad, r.status_code, r.text[:200])
+    # The signed query is no key to the rest of the registry.
+    r = requests.get(f"{server.url}/v2/{repo}/tags/list?{query}", timeout=30)
+    assert r.status_code == 401
+    assert urlsplit(url).path == f"/v2/{repo}/blobs/{digest}"
+
+
 # --------------------------------------------------------------------------------------------
 # BatchCheckLayerAvailability
 

@@ -13,6 +13,8 @@ use std::time::{Duration, UNIX_EPOCH};
 pub struct Keys {
     secrets: SecretBox,
     token: TokenKey,
+    /// Signs layer download URLs (GetDownloadUrlForLayer).
+    pub(crate) urls: ring::hmac::Key,
 }
 
 impl Keys {
@@ -26,7 +28,11 @@ impl Keys {
             out
         };
         let token = TokenKey::new("k1", &derive(b"berth registry token key v1")).expect("valid token key");
-        Keys { secrets: SecretBox::new(&derive(b"berth secret sealing key v1")), token }
+        Keys {
+            secrets: SecretBox::new(&derive(b"berth secret sealing key v1")),
+            token,
+            urls: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derive(b"berth layer url key v1")),
+        }
     }
 }
 
@@ -207,12 +213,6 @@ impl Registry {
         }
         cache.insert(header.to_string(), (identity.clone(), expires_at));
         Ok(identity)
-    }
-
-    /// Authenticate a registry password (the token inside a Basic credential, or the one a
-    /// GetDownloadUrlForLayer URL carries).
-    pub fn authenticate_password(&self, password: &str) -> Result<Identity> {
-        self.verify_password(password).map(|(i, _)| i)
     }
 
     fn verify_password(&self, password: &str) -> Result<(Identity, u64)> {

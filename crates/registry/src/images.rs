@@ -189,19 +189,38 @@ impl Registry {
         self.finish_in(Some(repo.id), id, digest, None, None).await
     }
 
-    /// A short-lived URL that downloads a layer (GetDownloadUrlForLayer): the blob's data-plane
-    /// URL carrying a registry token of the caller in its query.
-    pub fn download_url(&self, base: &str, name: &str, digest: &str, identity: &crate::Identity) -> String {
-        let token = self.mint_token(identity);
-        let password = berth_auth::token::password_from_basic(&token.authorization_token).unwrap_or_default();
-        let mut enc = String::new();
-        for b in password.bytes() {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                enc.push(b as char);
-            } else {
-                enc.push_str(&format!("%{b:02X}"));
-            }
-        }
-        format!("{base}/v2/{name}/blobs/{digest}?X-Berth-Token={enc}")
+    /// A URL that downloads one layer without credentials for an hour (GetDownloadUrlForLayer),
+    /// like ECR's presigned layer URLs: the query carries an expiry and an HMAC (server key) over
+    /// the namespace, repository, digest and expiry, so the URL grants that one blob only.
+    pub fn download_url(&self, base: &str, ns: &Namespace, name: &str, digest: &str) -> String {
+        let expires = (self.now().max(0) / 1000) as u64 + DOWNLOAD_URL_LIFETIME_SECS;
+        let sig = ring::hmac::sign(&self.keys.urls, download_url_message(ns, name, digest, expires).as_bytes());
+        format!("{base}/v2/{name}/blobs/{digest}?X-Berth-Expires={expires}&X-Berth-Signature={}", hex::encode(sig))
     }
+
+    /// Check a download URL's query against the blob it addresses.
+    pub fn verify_download_url(
+        &self,
+        ns: &Namespace,
+        name: &str,
+        digest: &str,
+        expires: &str,
+        sig: &str,
+    ) -> Result<()> {
+        let expires: u64 = expires.parse().map_err(|_| Error::Unauthenticated)?;
+        let sig = hex::decode(sig).map_err(|_| Error::Unauthenticated)?;
+        ring::hmac::verify(&self.keys.urls, download_url_message(ns, name, digest, expires).as_bytes(), &sig)
+            .map_err(|_| Error::Unauthenticated)?;
+        if (self.now().max(0) / 1000) as u64 > expires {
+            return Err(Error::Denied("Request has expired".into()));
+        }
+        Ok(())
+    }
+}
+
+/// How long a layer download URL works.
+const DOWNLOAD_URL_LIFETIME_SECS: u64 = 3600;
+
+fn download_url_message(ns: &Namespace, name: &str, digest: &str, expires: u64) -> String {
+    format!("berth-layer-url\0{}\0{}\0{name}\0{digest}\0{expires}", ns.account_id, ns.region)
 }

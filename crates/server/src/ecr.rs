@@ -1138,9 +1138,9 @@ async fn get_download_url_for_layer(ctx: &Ctx<'_>, input: GetDownloadUrlForLayer
     ctx.reg.layer_size(&ns, &name, &input.layer_digest).await?.ok_or_else(missing)?;
     let url = ctx.reg.download_url(
         &format!("http://{}", ctx.reg.registry_host(&ns, &ctx.host)),
+        &ns,
         &name,
         &input.layer_digest,
-        &ctx.identity,
     );
     Ok(json!({"downloadUrl": url, "layerDigest": input.layer_digest}))
 }

@@ -85,17 +85,14 @@ fn authorize(
 ) -> std::result::Result<(), Error> {
     let reg = &*state.registry;
     let h = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    // Layer URLs from GetDownloadUrlForLayer carry the token in the query instead.
-    let url_token = match (h, route, req.method()) {
-        (None, Route::Blob { .. }, &Method::GET | &Method::HEAD) => {
-            query::pairs(req.uri().query()).into_iter().find(|(k, _)| k == "X-Berth-Token").map(|(_, v)| v)
+    // Layer URLs from GetDownloadUrlForLayer are signed for one blob instead of carrying a token.
+    if let (None, Route::Blob { name, digest }, &Method::GET | &Method::HEAD) = (h, route, req.method()) {
+        let q = query::pairs(req.uri().query());
+        if let (Some(exp), Some(sig)) = (query::get(&q, "X-Berth-Expires"), query::get(&q, "X-Berth-Signature")) {
+            return reg.verify_download_url(ns, name, digest, exp, sig);
         }
-        _ => None,
-    };
-    let who = match url_token {
-        Some(t) => reg.authenticate_password(&t)?,
-        None => reg.authenticate(h)?,
-    };
+    }
+    let who = reg.authenticate(h)?;
     if who.account_id == ns.account_id || matches!(route, Route::Base) {
         return Ok(());
     }
