@@ -230,17 +230,14 @@ async fn default_account(cfg: &Config, meta: &berth_meta::sqlite::SqliteStore) -
     use berth_meta::MetadataStore;
     if let Some(id) = &cfg.account_id {
         anyhow::ensure!(berth_registry::valid_account_id(id), "account_id must be 12 digits, got '{id}'");
-        if meta.setting("default_account").await?.is_none() {
-            meta.set_setting("default_account", id).await?;
-        }
+        meta.init_setting("default_account", id).await?;
         return Ok(id.clone());
     }
     if let Some(id) = meta.setting("default_account").await? {
         return Ok(id);
     }
-    let id = berth_registry::random_account_id();
-    meta.set_setting("default_account", &id).await?;
-    Ok(meta.setting("default_account").await?.unwrap_or(id))
+    // Two processes starting on fresh data (a server and an admin command) agree on one id.
+    Ok(meta.init_setting("default_account", &berth_registry::random_account_id()).await?)
 }
 
 /// First start: create the default account and its root access key, from

@@ -141,3 +141,52 @@ async fn sigterm_finishes_in_flight_requests_then_exits_cleanly() {
 }
 
 use futures::StreamExt;
+
+/// A server and an admin command started together on fresh data agree on the generated default
+/// account and server key: the admin's password works on the server.
+#[tokio::test]
+async fn first_start_races_agree_on_account_and_key() {
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let data_s = data.to_str().unwrap().to_string();
+        let mut server = Command::new(berth_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", &data_s])
+            .env_remove("BERTH_ACCOUNT_ID")
+            .env_remove("BERTH_ROOT_ACCESS_KEY_ID")
+            .env_remove("BERTH_ROOT_SECRET_ACCESS_KEY")
+            .env_remove("BERTH_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let admin = run(&["admin", "get-login-password", "--data-dir", &data_s], &[]);
+        assert!(admin.status.success(), "{}", String::from_utf8_lossy(&admin.stderr));
+        let password = String::from_utf8(admin.stdout).unwrap().trim().to_string();
+        let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+        let mut line = String::new();
+        let url = loop {
+            line.clear();
+            assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0, "server exited");
+            if let Some(u) = line.trim().strip_prefix("berth listening on ") {
+                break u.to_string();
+            }
+        };
+        let r = reqwest::Client::new()
+            .get(format!("{url}/v2/_catalog"))
+            .header("authorization", common::basic_auth("AWS", &password))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        // Exactly one root credentials file, private to the owner.
+        let meta = std::fs::metadata(data.join("root-credentials.json")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let creds: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(data.join("root-credentials.json")).unwrap()).unwrap();
+        assert_eq!(creds["AccountId"].as_str().unwrap().len(), 12);
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+}

@@ -216,8 +216,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn referenced_by_index(&self, repo_id: i64, digest: &str) -> Result<bool>;
     /// A deployment-wide setting.
     async fn setting(&self, key: &str) -> Result<Option<String>>;
-    /// Set a deployment-wide setting.
-    async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+    /// Set a deployment-wide setting unless it is set already (the first writer wins, also
+    /// across processes); returns the stored value.
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
     /// Record an account; `false` when it already exists.
     async fn create_account(&self, account_id: &str, now: i64) -> Result<bool>;
     /// Whether an account exists.

@@ -436,15 +436,15 @@ impl MetadataStore for SqliteStore {
         Ok(r.map(|r| r.get(0)))
     }
 
-    async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO server_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(key)
-        .bind(value)
-        .execute(&self.write)
-        .await?;
-        Ok(())
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
+        sqlx::query("INSERT INTO server_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.write)
+            .await?;
+        let r =
+            sqlx::query("SELECT value FROM server_settings WHERE key = $1").bind(key).fetch_one(&self.write).await?;
+        Ok(r.get(0))
     }
 
     async fn create_account(&self, account_id: &str, now: i64) -> Result<bool> {
