@@ -11,6 +11,10 @@ for pkg_cmd in skopeo:skopeo podman:podman buildah:buildah umoci:umoci jq:jq cur
   pkg=${pkg_cmd%%:*}; cmd=${pkg_cmd##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+# PostgreSQL server and psql: the metadata contract and the integration suite also run on it.
+if ! command -v psql >/dev/null 2>&1 || { ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }; then
+  need_apt+=(postgresql postgresql-client)
+fi
 # podman/buildah need these at run time in a fresh container-less machine.
 for pkg in uidmap fuse-overlayfs; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")

@@ -34,6 +34,10 @@ pub struct Config {
     /// Registry domain: hosts `<account>.dkr.ecr.<region>.<domain>` address each account's
     /// registry per region on the data plane, and repository URIs use them.
     pub registry_domain: Option<String>,
+    /// Metadata database: unset for SQLite in the data dir, or a `postgres://` URL (several
+    /// stateless nodes can share it). Not printed by `berth config` (it may hold a password).
+    #[serde(skip_serializing)]
+    pub metadata: Option<String>,
 }
 
 impl Default for Config {
@@ -49,6 +53,7 @@ impl Default for Config {
             server_key: None,
             create_on_push: false,
             registry_domain: None,
+            metadata: None,
         }
     }
 }
@@ -99,6 +104,9 @@ impl Config {
         }
         if let Some(v) = get("BERTH_REGISTRY_DOMAIN") {
             self.registry_domain = Some(v).filter(|d| !d.is_empty());
+        }
+        if let Some(v) = get("BERTH_METADATA") {
+            self.metadata = Some(v).filter(|m| !m.is_empty());
         }
         if let Some(v) = get("BERTH_SERVER_KEY") {
             self.server_key = Some(v);

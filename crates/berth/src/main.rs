@@ -154,16 +154,53 @@ fn init_tracing(default: &str) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
+/// The configured metadata store.
+#[derive(Clone)]
+enum Meta {
+    Sqlite(berth_meta::sqlite::SqliteStore),
+    Postgres(berth_meta::postgres::PgStore),
+}
+
+impl Meta {
+    /// `metadata = "postgres://..."` selects PostgreSQL; otherwise SQLite in the data dir.
+    async fn open(cfg: &Config) -> anyhow::Result<Meta> {
+        Ok(match cfg.metadata.as_deref() {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Meta::Postgres(berth_meta::postgres::PgStore::open(url).await.context("connecting to PostgreSQL")?)
+            }
+            Some(other) => anyhow::bail!("metadata must be a postgres:// URL (or unset for SQLite), got '{other}'"),
+            None => Meta::Sqlite(
+                berth_meta::sqlite::SqliteStore::open(&cfg.data_dir.join("berth.db"))
+                    .await
+                    .context("opening the metadata database")?,
+            ),
+        })
+    }
+
+    fn store(&self) -> Arc<dyn berth_meta::MetadataStore> {
+        match self {
+            Meta::Sqlite(s) => Arc::new(s.clone()),
+            Meta::Postgres(p) => Arc::new(p.clone()),
+        }
+    }
+
+    async fn close(&self) {
+        match self {
+            Meta::Sqlite(s) => s.close().await,
+            Meta::Postgres(p) => p.close().await,
+        }
+    }
+}
+
 /// Open the stores under the data dir, bootstrap the default account, build the registry.
-async fn open(cfg: &Config) -> anyhow::Result<(Arc<Registry>, berth_meta::sqlite::SqliteStore)> {
+async fn open(cfg: &Config) -> anyhow::Result<(Arc<Registry>, Meta)> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let blobs = berth_storage::fs::FsStore::open(&cfg.data_dir)
         .with_context(|| format!("opening blob store in {}", cfg.data_dir.display()))?;
-    let meta = berth_meta::sqlite::SqliteStore::open(&cfg.data_dir.join("berth.db"))
-        .await
-        .context("opening the metadata database")?;
+    let meta = Meta::open(cfg).await?;
     let server_key = server_key(cfg)?;
-    let default_account = default_account(cfg, &meta).await?;
+    let store = meta.store();
+    let default_account = default_account(cfg, store.as_ref()).await?;
     let settings = Settings {
         namespace: berth_meta::Namespace { account_id: default_account.clone(), region: cfg.regions[0].clone() },
         upload_ttl: Duration::from_secs(cfg.upload_ttl_secs),
@@ -172,13 +209,13 @@ async fn open(cfg: &Config) -> anyhow::Result<(Arc<Registry>, berth_meta::sqlite
         registry_domain: cfg.registry_domain.clone(),
     };
     let reg = Registry::new(
-        Arc::new(meta.clone()),
+        store.clone(),
         Arc::new(blobs),
         Arc::new(SystemClock),
         settings,
         berth_registry::Keys::from_server_key(&server_key),
     );
-    bootstrap(cfg, &reg, &meta, &default_account).await?;
+    bootstrap(cfg, &reg, store.as_ref(), &default_account).await?;
     Ok((Arc::new(reg), meta))
 }
 
@@ -226,8 +263,7 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
 }
 
 /// The default account: configured, else the one recorded at first start, else a new random id.
-async fn default_account(cfg: &Config, meta: &berth_meta::sqlite::SqliteStore) -> anyhow::Result<String> {
-    use berth_meta::MetadataStore;
+async fn default_account(cfg: &Config, meta: &dyn berth_meta::MetadataStore) -> anyhow::Result<String> {
     if let Some(id) = &cfg.account_id {
         anyhow::ensure!(berth_registry::valid_account_id(id), "account_id must be 12 digits, got '{id}'");
         meta.init_setting("default_account", id).await?;
@@ -247,10 +283,9 @@ async fn default_account(cfg: &Config, meta: &berth_meta::sqlite::SqliteStore) -
 async fn bootstrap(
     cfg: &Config,
     reg: &Registry,
-    meta: &berth_meta::sqlite::SqliteStore,
+    meta: &dyn berth_meta::MetadataStore,
     account: &str,
 ) -> anyhow::Result<()> {
-    use berth_meta::MetadataStore;
     let env_key = match (std::env::var("BERTH_ROOT_ACCESS_KEY_ID"), std::env::var("BERTH_ROOT_SECRET_ACCESS_KEY")) {
         (Ok(a), Ok(s)) if !a.is_empty() && !s.is_empty() => Some((a, s)),
         _ => None,

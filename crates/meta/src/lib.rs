@@ -4,6 +4,11 @@
 //! either all of an operation or none of it. Times are epoch milliseconds. Digests are passed as
 //! their validated string form.
 
+#[macro_use]
+mod portable;
+#[cfg(test)]
+mod contract;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -79,7 +79,11 @@ impl Berth {
         Self::start_env(all)
     }
 
-    fn start_env(env: Vec<(String, String)>) -> Berth {
+    fn start_env(mut env: Vec<(String, String)>) -> Berth {
+        if let Some(url) = postgres_database() {
+            env.retain(|(k, _)| k != "BERTH_METADATA");
+            env.push(("BERTH_METADATA".into(), url));
+        }
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
         let mut b = Berth {
@@ -321,4 +325,28 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
         out.extend_from_slice(&bytes[..3 - pad]);
     }
     Some(out)
+}
+
+/// With `BERTH_TEST_BACKEND=postgres`, a fresh database on the server `BERTH_TEST_POSTGRES_URL`
+/// names (created with `psql`), so that every test server runs on PostgreSQL metadata.
+pub fn postgres_database() -> Option<String> {
+    if std::env::var("BERTH_TEST_BACKEND").ok().as_deref() != Some("postgres") {
+        return None;
+    }
+    let url =
+        std::env::var("BERTH_TEST_POSTGRES_URL").expect("BERTH_TEST_BACKEND=postgres needs BERTH_TEST_POSTGRES_URL");
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let db = format!(
+        "berth_it_{}_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let out = Command::new("psql")
+        .args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-q", "-c", &format!("CREATE DATABASE {db}")])
+        .output()
+        .expect("run psql");
+    assert!(out.status.success(), "CREATE DATABASE failed: {}", String::from_utf8_lossy(&out.stderr));
+    let base = url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
+    Some(format!("{base}/{db}"))
 }

@@ -1,0 +1,651 @@
+//! The metadata SQL, written once for SQLite and PostgreSQL: `$n` placeholders, `ON CONFLICT`,
+//! `RETURNING`, explicit `CAST`s where PostgreSQL must infer a parameter's type. Each backend
+//! module expands [`portable_store!`] for its store type, which must provide
+//! `begin()` (a write transaction), `lock_repo()` (serialize manifest writes of one repository),
+//! and the `read` / `write` pools.
+
+/// Implement [`crate::MetadataStore`] for `$store` on database `$db` with row type `$row`.
+macro_rules! portable_store {
+    ($store:ty, $db:ty, $row:ty) => {
+async fn missing(
+    tx: &mut Transaction<'static, $db>,
+    sql: &'static str,
+    repo_id: i64,
+    digests: &[&str],
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for d in digests {
+        let hit = sqlx::query(sql).bind(repo_id).bind(*d).fetch_optional(&mut **tx).await?;
+        if hit.is_none() && !out.iter().any(|x: &String| x == d) {
+            out.push(d.to_string());
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl MetadataStore for $store {
+    async fn repository(&self, ns: &Namespace, name: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT id FROM repositories WHERE account_id = $1 AND region = $2 AND name = $3")
+            .bind(&ns.account_id)
+            .bind(&ns.region)
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn ensure_repository(&self, ns: &Namespace, name: &str, now: i64) -> Result<i64> {
+        if let Some(id) = self.repository(ns, name).await? {
+            return Ok(id);
+        }
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO repositories (account_id, region, name, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (account_id, region, name) DO NOTHING",
+        )
+        .bind(&ns.account_id)
+        .bind(&ns.region)
+        .bind(name)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let id: i64 = sqlx::query("SELECT id FROM repositories WHERE account_id = $1 AND region = $2 AND name = $3")
+            .bind(&ns.account_id)
+            .bind(&ns.region)
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn list_repositories(&self, ns: &Namespace, last: Option<&str>, limit: u32) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT name FROM repositories WHERE account_id = $1 AND region = $2 AND name > $3 \
+             ORDER BY name LIMIT $4",
+        )
+        .bind(&ns.account_id)
+        .bind(&ns.region)
+        .bind(last.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn blob_in_repo(&self, repo_id: i64, digest: &str) -> Result<Option<u64>> {
+        let row = sqlx::query(
+            "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest \
+             WHERE rb.repo_id = $1 AND rb.digest = $2",
+        )
+        .bind(repo_id)
+        .bind(digest)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|r| r.get::<i64, _>(0) as u64))
+    }
+
+    async fn blob(&self, digest: &str) -> Result<Option<u64>> {
+        let row =
+            sqlx::query("SELECT size FROM blobs WHERE digest = $1").bind(digest).fetch_optional(&self.read).await?;
+        Ok(row.map(|r| r.get::<i64, _>(0) as u64))
+    }
+
+    async fn link_blob(&self, repo_id: i64, digest: &str, size: u64, now: i64) -> Result<()> {
+        let mut tx = self.begin().await?;
+        link(&mut tx, repo_id, digest, size, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn unlink_blob(&self, repo_id: i64, digest: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM repo_blobs WHERE repo_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(digest)
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn create_upload(&self, id: &str, repo_id: i64, now: i64) -> Result<()> {
+        sqlx::query("INSERT INTO uploads (id, repo_id, size, created_at, updated_at) VALUES ($1, $2, 0, $3, $3)")
+            .bind(id)
+            .bind(repo_id)
+            .bind(now)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn upload(&self, id: &str) -> Result<Option<Upload>> {
+        let row = sqlx::query("SELECT id, repo_id, size, created_at, updated_at FROM uploads WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| Upload {
+            id: r.get(0),
+            repo_id: r.get(1),
+            size: r.get::<i64, _>(2) as u64,
+            created_at: r.get(3),
+            updated_at: r.get(4),
+        }))
+    }
+
+    async fn set_upload_size(&self, id: &str, old: u64, new: u64, now: i64) -> Result<bool> {
+        let r = sqlx::query("UPDATE uploads SET size = $1, updated_at = $2 WHERE id = $3 AND size = $4")
+            .bind(new as i64)
+            .bind(now)
+            .bind(id)
+            .bind(old as i64)
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn complete_upload(&self, id: &str, repo_id: i64, digest: &str, size: u64, now: i64) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        link(&mut tx, repo_id, digest, size, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_upload(&self, id: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&self.write).await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn stale_uploads(&self, before: i64, limit: u32) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM uploads WHERE updated_at < $1 ORDER BY updated_at LIMIT $2")
+            .bind(before)
+            .bind(limit as i64)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn put_manifest(&self, m: &NewManifest<'_>, tags: &[&str], now: i64) -> Result<PutManifest> {
+        let mut tx = self.begin().await?;
+        self.lock_repo(&mut tx, m.repo_id).await?;
+        for t in m.immutable_tags {
+            let hit = sqlx::query("SELECT 1 FROM tags WHERE repo_id = $1 AND name = $2")
+                .bind(m.repo_id)
+                .bind(*t)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if hit.is_some() {
+                return Ok(PutManifest::TagExists(t.to_string()));
+            }
+        }
+        let blobs =
+            missing(&mut tx, "SELECT 1 FROM repo_blobs WHERE repo_id = $1 AND digest = $2", m.repo_id, m.blobs).await?;
+        if !blobs.is_empty() {
+            return Ok(PutManifest::MissingBlobs(blobs));
+        }
+        let children =
+            missing(&mut tx, "SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2", m.repo_id, m.children)
+                .await?;
+        if !children.is_empty() {
+            return Ok(PutManifest::MissingManifests(children));
+        }
+        let image_size: i64 = match m.image_size {
+            Some(n) => n as i64,
+            None => {
+                let mut max = 0i64;
+                for c in m.children {
+                    let r = sqlx::query("SELECT image_size FROM manifests WHERE repo_id = $1 AND digest = $2")
+                        .bind(m.repo_id)
+                        .bind(*c)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    max = max.max(r.map(|r| r.get::<i64, _>(0)).unwrap_or(0));
+                }
+                max
+            }
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, pushed_at, \
+             config_media_type, image_size) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (repo_id, digest) DO NOTHING",
+        )
+        .bind(m.repo_id)
+        .bind(m.digest)
+        .bind(m.media_type)
+        .bind(m.artifact_type)
+        .bind(m.subject)
+        .bind(m.annotations)
+        .bind(m.content.len() as i64)
+        .bind(m.content)
+        .bind(now)
+        .bind(m.config_media_type)
+        .bind(image_size)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if inserted {
+            for (kind, refs) in [("b", m.blobs), ("m", m.children)] {
+                for r in refs {
+                    sqlx::query(
+                        "INSERT INTO manifest_refs (repo_id, manifest_digest, ref_digest, kind) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(m.repo_id)
+                    .bind(m.digest)
+                    .bind(*r)
+                    .bind(kind)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        for t in tags {
+            sqlx::query(
+                "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+            )
+            .bind(m.repo_id)
+            .bind(*t)
+            .bind(m.digest)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(PutManifest::Stored)
+    }
+
+    async fn manifest(&self, repo_id: i64, digest: &str) -> Result<Option<Manifest>> {
+        let row = sqlx::query("SELECT media_type, content FROM manifests WHERE repo_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(digest)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| Manifest { digest: digest.to_string(), media_type: r.get(0), content: r.get(1) }))
+    }
+
+    async fn resolve_tag(&self, repo_id: i64, tag: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
+            .bind(repo_id)
+            .bind(tag)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn delete_manifest(&self, repo_id: i64, digest: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(digest)
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn delete_tag(&self, repo_id: i64, tag: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND name = $2")
+            .bind(repo_id)
+            .bind(tag)
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn list_tags(&self, repo_id: i64, last: Option<&str>, limit: u32) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT name FROM tags WHERE repo_id = $1 AND name > $2 ORDER BY name LIMIT $3")
+            .bind(repo_id)
+            .bind(last.unwrap_or(""))
+            .bind(limit as i64)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn referrers(&self, repo_id: i64, subject: &str, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
+        let rows = sqlx::query(
+            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests \
+             WHERE repo_id = $1 AND subject = $2 AND (CAST($3 AS TEXT) IS NULL OR artifact_type = $3) ORDER BY pushed_at, digest",
+        )
+        .bind(repo_id)
+        .bind(subject)
+        .bind(artifact_type)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Referrer {
+                digest: r.get(0),
+                media_type: r.get(1),
+                size: r.get::<i64, _>(2) as u64,
+                artifact_type: r.get(3),
+                annotations: r.get(4),
+            })
+            .collect())
+    }
+    async fn images(&self, repo_id: i64) -> Result<Vec<Image>> {
+        let rows = sqlx::query(
+            "SELECT m.digest, m.media_type, m.config_media_type, m.artifact_type, m.subject, m.image_size, m.pushed_at, \
+             m.last_pulled_at, t.name FROM manifests m LEFT JOIN tags t ON t.repo_id = m.repo_id AND t.digest = m.digest \
+             WHERE m.repo_id = $1 ORDER BY m.pushed_at, m.digest, t.name",
+        )
+        .bind(repo_id)
+        .fetch_all(&self.read)
+        .await?;
+        let mut out: Vec<Image> = Vec::new();
+        for r in rows {
+            let digest: String = r.get(0);
+            let tag: Option<String> = r.get(8);
+            if let Some(last) = out.last_mut()
+                && last.digest == digest
+            {
+                last.tags.extend(tag);
+                continue;
+            }
+            out.push(Image {
+                digest,
+                media_type: r.get(1),
+                config_media_type: r.get(2),
+                artifact_type: r.get(3),
+                subject: r.get(4),
+                image_size: r.get::<i64, _>(5) as u64,
+                pushed_at: r.get(6),
+                last_pulled_at: r.get(7),
+                tags: tag.into_iter().collect(),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn record_pull(&self, repo_id: i64, digest: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE manifests SET last_pulled_at = $1 WHERE repo_id = $2 AND digest = $3")
+            .bind(now)
+            .bind(repo_id)
+            .bind(digest)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn referenced_by_index(&self, repo_id: i64, digest: &str) -> Result<bool> {
+        let r =
+            sqlx::query("SELECT 1 FROM manifest_refs WHERE repo_id = $1 AND ref_digest = $2 AND kind = 'm' LIMIT 1")
+                .bind(repo_id)
+                .bind(digest)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(r.is_some())
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>> {
+        let r = sqlx::query("SELECT value FROM server_settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(r.map(|r| r.get(0)))
+    }
+
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
+        sqlx::query("INSERT INTO server_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.write)
+            .await?;
+        let r =
+            sqlx::query("SELECT value FROM server_settings WHERE key = $1").bind(key).fetch_one(&self.write).await?;
+        Ok(r.get(0))
+    }
+
+    async fn create_account(&self, account_id: &str, now: i64) -> Result<bool> {
+        let r = sqlx::query("INSERT INTO accounts (account_id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(account_id)
+            .bind(now)
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn account_exists(&self, account_id: &str) -> Result<bool> {
+        let r = sqlx::query("SELECT 1 FROM accounts WHERE account_id = $1")
+            .bind(account_id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(r.is_some())
+    }
+
+    async fn put_access_key(&self, k: &AccessKey) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO access_keys (access_key_id, account_id, user_name, secret_enc, status, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&k.access_key_id)
+        .bind(&k.account_id)
+        .bind(&k.user_name)
+        .bind(&k.secret_enc)
+        .bind(&k.status)
+        .bind(k.created_at)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>> {
+        let row = sqlx::query(
+            "SELECT access_key_id, account_id, user_name, secret_enc, status, created_at FROM access_keys \
+             WHERE access_key_id = $1",
+        )
+        .bind(access_key_id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|r| AccessKey {
+            access_key_id: r.get(0),
+            account_id: r.get(1),
+            user_name: r.get(2),
+            secret_enc: r.get(3),
+            status: r.get(4),
+            created_at: r.get(5),
+        }))
+    }
+
+    async fn create_repository(&self, r: &NewRepository<'_>, now: i64) -> Result<Option<RepositoryInfo>> {
+        let mut tx = self.begin().await?;
+        let id: Option<i64> = sqlx::query(
+            "INSERT INTO repositories (account_id, region, name, created_at, image_tag_mutability, \
+             mutability_exclusions, scan_on_push, encryption_type, kms_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (account_id, region, name) DO NOTHING RETURNING id",
+        )
+        .bind(&r.ns.account_id)
+        .bind(&r.ns.region)
+        .bind(r.name)
+        .bind(now)
+        .bind(r.image_tag_mutability)
+        .bind(r.mutability_exclusions)
+        .bind(r.scan_on_push)
+        .bind(r.encryption_type)
+        .bind(r.kms_key)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|row| row.get(0));
+        let Some(id) = id else { return Ok(None) };
+        upsert_resource_tags(&mut tx, id, r.tags).await?;
+        tx.commit().await?;
+        Ok(Some(RepositoryInfo {
+            id,
+            account_id: r.ns.account_id.clone(),
+            region: r.ns.region.clone(),
+            name: r.name.to_string(),
+            created_at: now,
+            image_tag_mutability: r.image_tag_mutability.to_string(),
+            mutability_exclusions: r.mutability_exclusions.map(str::to_string),
+            scan_on_push: r.scan_on_push,
+            encryption_type: r.encryption_type.to_string(),
+            kms_key: r.kms_key.map(str::to_string),
+        }))
+    }
+
+    async fn repository_info(&self, ns: &Namespace, name: &str) -> Result<Option<RepositoryInfo>> {
+        let row = sqlx::query(concat!(
+            "SELECT id, account_id, region, name, created_at, image_tag_mutability, mutability_exclusions, ",
+            "scan_on_push, encryption_type, kms_key FROM repositories ",
+            "WHERE account_id = $1 AND region = $2 AND name = $3"
+        ))
+        .bind(&ns.account_id)
+        .bind(&ns.region)
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(repo_info))
+    }
+
+    async fn list_repository_infos(
+        &self,
+        ns: &Namespace,
+        last: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RepositoryInfo>> {
+        let rows = sqlx::query(concat!(
+            "SELECT id, account_id, region, name, created_at, image_tag_mutability, mutability_exclusions, ",
+            "scan_on_push, encryption_type, kms_key FROM repositories ",
+            "WHERE account_id = $1 AND region = $2 AND name > $3 ORDER BY name LIMIT $4"
+        ))
+        .bind(&ns.account_id)
+        .bind(&ns.region)
+        .bind(last.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(repo_info).collect())
+    }
+
+    async fn delete_repository(&self, repo_id: i64, force: bool) -> Result<DeleteRepository> {
+        let mut tx = self.begin().await?;
+        if !force {
+            let has = sqlx::query("SELECT 1 FROM manifests WHERE repo_id = $1 LIMIT 1")
+                .bind(repo_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if has.is_some() {
+                return Ok(DeleteRepository::NotEmpty);
+            }
+        }
+        // Children first: tags and refs reference manifests.
+        for sql in [
+            "DELETE FROM tags WHERE repo_id = $1",
+            "DELETE FROM manifest_refs WHERE repo_id = $1",
+            "DELETE FROM manifests WHERE repo_id = $1",
+            "DELETE FROM repo_blobs WHERE repo_id = $1",
+            "DELETE FROM uploads WHERE repo_id = $1",
+            "DELETE FROM repository_tags WHERE repo_id = $1",
+            "DELETE FROM repositories WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(repo_id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(DeleteRepository::Deleted)
+    }
+
+    async fn set_tag_mutability(&self, repo_id: i64, mutability: &str, exclusions: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE repositories SET image_tag_mutability = $1, mutability_exclusions = $2 WHERE id = $3")
+            .bind(mutability)
+            .bind(exclusions)
+            .bind(repo_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn resource_tags(&self, repo_id: i64) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT key, value FROM repository_tags WHERE repo_id = $1 ORDER BY key")
+            .bind(repo_id)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn tag_repository(&self, repo_id: i64, tags: &[(String, String)], max: usize) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        upsert_resource_tags(&mut tx, repo_id, tags).await?;
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM repository_tags WHERE repo_id = $1")
+            .bind(repo_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        if n as usize > max {
+            return Ok(false); // dropping the transaction rolls back
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn untag_repository(&self, repo_id: i64, keys: &[String]) -> Result<()> {
+        let mut tx = self.begin().await?;
+        for k in keys {
+            sqlx::query("DELETE FROM repository_tags WHERE repo_id = $1 AND key = $2")
+                .bind(repo_id)
+                .bind(k)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn repo_info(r: $row) -> RepositoryInfo {
+    RepositoryInfo {
+        id: r.get(0),
+        account_id: r.get(1),
+        region: r.get(2),
+        name: r.get(3),
+        created_at: r.get(4),
+        image_tag_mutability: r.get(5),
+        mutability_exclusions: r.get(6),
+        scan_on_push: r.get(7),
+        encryption_type: r.get(8),
+        kms_key: r.get(9),
+    }
+}
+
+/// Add or overwrite resource tags of a repository.
+async fn upsert_resource_tags(
+    tx: &mut Transaction<'static, $db>,
+    repo_id: i64,
+    tags: &[(String, String)],
+) -> Result<()> {
+    for (k, v) in tags {
+        sqlx::query(
+            "INSERT INTO repository_tags (repo_id, key, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (repo_id, key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(repo_id)
+        .bind(k)
+        .bind(v)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn link(tx: &mut Transaction<'static, $db>, repo_id: i64, digest: &str, size: u64, now: i64) -> Result<()> {
+    sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING")
+        .bind(digest)
+        .bind(size as i64)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO repo_blobs (repo_id, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT (repo_id, digest) DO NOTHING",
+    )
+    .bind(repo_id)
+    .bind(digest)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+    };
+}
+
+pub(crate) use portable_store;

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL for the tests, on 127.0.0.1 only.
+#   scripts/postgres.sh start DIR   -> initdb + start in DIR, prints the connection URL
+#   scripts/postgres.sh stop DIR    -> stop it (the caller removes DIR)
+# Runs the server as the `postgres` user when invoked as root (initdb refuses root).
+set -euo pipefail
+cmd=${1:?start|stop}; dir=${2:?directory}
+bin=""
+for d in $(command -v initdb >/dev/null 2>&1 && dirname "$(command -v initdb)") /usr/lib/postgresql/*/bin; do
+  [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && { bin=$d; break; }
+done
+[ -n "$bin" ] || { echo "postgres.sh: no initdb/pg_ctl found (apt-get install postgresql)" >&2; exit 1; }
+as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi; }
+case "$cmd" in
+  start)
+    mkdir -p "$dir"
+    [ "$(id -u)" = 0 ] && chown postgres "$dir"
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    as_pg "'$bin/initdb' -D '$dir/data' -U berth --auth=trust -E UTF8 >'$dir/initdb.log' 2>&1"
+    as_pg "'$bin/pg_ctl' -D '$dir/data' -l '$dir/server.log' -w -t 60 \
+      -o \"-c listen_addresses=127.0.0.1 -p $port -k '$dir' -c fsync=off\" start >/dev/null"
+    echo "postgres://berth@127.0.0.1:$port/postgres"
+    ;;
+  stop)
+    as_pg "'$bin/pg_ctl' -D '$dir/data' -m fast -w stop >/dev/null" || true
+    ;;
+  *) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+esac
