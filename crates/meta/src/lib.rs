@@ -179,8 +179,6 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Size of `digest` when it is linked to the repository.
     async fn blob_in_repo(&self, repo_id: i64, digest: &str) -> Result<Option<u64>>;
-    /// Size of `digest` when any repository holds it (committed in storage).
-    async fn blob(&self, digest: &str) -> Result<Option<u64>>;
     /// Record the blob (if new) and link it to the repository.
     async fn link_blob(&self, repo_id: i64, digest: &str, size: u64, now: i64) -> Result<()>;
     /// Unlink a blob from a repository; `false` when it was not linked.

@@ -87,12 +87,6 @@ impl MetadataStore for $store {
         Ok(row.map(|r| r.get::<i64, _>(0) as u64))
     }
 
-    async fn blob(&self, digest: &str) -> Result<Option<u64>> {
-        let row =
-            sqlx::query("SELECT size FROM blobs WHERE digest = $1").bind(digest).fetch_optional(&self.read).await?;
-        Ok(row.map(|r| r.get::<i64, _>(0) as u64))
-    }
-
     async fn link_blob(&self, repo_id: i64, digest: &str, size: u64, now: i64) -> Result<()> {
         let mut tx = self.begin().await?;
         link(&mut tx, repo_id, digest, size, now).await?;

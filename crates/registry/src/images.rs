@@ -81,6 +81,23 @@ impl Registry {
         }
     }
 
+    /// Whether the repository holds manifest `digest`, and whether `tag` (if given) points at it.
+    pub async fn image_state(
+        &self,
+        ns: &Namespace,
+        name: &str,
+        digest: &str,
+        tag: Option<&str>,
+    ) -> Result<(bool, bool)> {
+        let repo = self.repo_in(ns, name).await?;
+        let tagged = match tag {
+            Some(t) => self.meta.resolve_tag(repo.id, t).await?.as_deref() == Some(digest),
+            None => false,
+        };
+        let exists = tagged || self.meta.manifest(repo.id, digest).await?.is_some();
+        Ok((exists, tagged))
+    }
+
     /// The exact bytes of a manifest of the repository.
     pub async fn manifest_bytes(&self, ns: &Namespace, name: &str, digest: &str) -> Result<Option<(String, Vec<u8>)>> {
         let repo = self.repo_in(ns, name).await?;

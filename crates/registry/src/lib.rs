@@ -118,6 +118,8 @@ pub struct PushedManifest {
     pub subject: Option<Digest>,
     /// Every tag now pointing at the manifest (the reference's and the `?tag=` ones).
     pub tags: Vec<Tag>,
+    /// The manifest's effective media type.
+    pub media_type: String,
 }
 
 /// One page of a listing.
@@ -672,7 +674,9 @@ impl Registry {
         self.cache.invalidate(repo.id);
         match outcome {
             PutManifest::TagExists(tag) => Err(Error::TagImmutable { tag, repo: name.to_string() }),
-            PutManifest::Stored => Ok(PushedManifest { digest, subject: parsed.subject, tags }),
+            PutManifest::Stored => {
+                Ok(PushedManifest { digest, subject: parsed.subject, tags, media_type: parsed.media_type })
+            }
             PutManifest::MissingBlobs(b) => Err(Error::ManifestBlobUnknown(b)),
             PutManifest::MissingManifests(m) => Err(Error::ManifestChildUnknown(m)),
         }

@@ -591,22 +591,16 @@ async fn put_image(ctx: &Ctx<'_>, input: PutImageIn) -> Result<Value, EcrError> 
         ));
     }
     // Identical manifest under the same tag (or untagged and already present): ECR refuses.
-    let images = ctx.reg.images(&ns, &name).await?;
-    if let Some(existing) = images.iter().find(|i| i.digest == actual.as_str()) {
-        let same = match &input.image_tag {
-            Some(t) => existing.tags.iter().any(|x| x == t),
-            None => true,
-        };
-        if same {
-            let tag_part = input.image_tag.as_deref().map(|t| format!(" and tag '{t}'")).unwrap_or_default();
-            return Err(EcrError::new(
-                "ImageAlreadyExistsException",
-                format!(
-                    "Image with digest '{actual}'{tag_part} already exists in the repository with name '{name}' in registry with id '{}'",
-                    ns.account_id
-                ),
-            ));
-        }
+    let (exists, tagged) = ctx.reg.image_state(&ns, &name, actual.as_str(), input.image_tag.as_deref()).await?;
+    if (input.image_tag.is_some() && tagged) || (input.image_tag.is_none() && exists) {
+        let tag_part = input.image_tag.as_deref().map(|t| format!(" and tag '{t}'")).unwrap_or_default();
+        return Err(EcrError::new(
+            "ImageAlreadyExistsException",
+            format!(
+                "Image with digest '{actual}'{tag_part} already exists in the repository with name '{name}' in registry with id '{}'",
+                ns.account_id
+            ),
+        ));
     }
     let pushed = ctx
         .reg
@@ -628,10 +622,7 @@ async fn put_image(ctx: &Ctx<'_>, input: PutImageIn) -> Result<Value, EcrError> 
             }
             other => other.into(),
         })?;
-    let media_type = match ctx.reg.manifest_bytes(&ns, &name, pushed.digest.as_str()).await? {
-        Some((mt, _)) => mt,
-        None => input.image_manifest_media_type.clone().unwrap_or_default(),
-    };
+    let media_type = pushed.media_type.clone();
     let mut image_id = json!({"imageDigest": pushed.digest.as_str()});
     if let Some(t) = &input.image_tag {
         image_id["imageTag"] = json!(t);
