@@ -2,6 +2,17 @@
 //! ([`evaluate`]) of identity policies (user inline and managed policies) and resource policies
 //! (ECR repository and registry policies), following AWS's documented evaluation logic.
 //!
+//! Matching rules:
+//! - Actions (`service:Name`, `*` and `?` wildcards) match case-insensitively.
+//! - `Resource` patterns match the whole resource ARN case-sensitively; `*` may span `:`.
+//!   `ArnLike`/`ArnEquals` condition values match each of the six ARN components separately.
+//! - Policy variables (`${aws:username}`, `${*}`, `${?}`, `${$}`, `${key, 'default'}`) are
+//!   substituted only for Version 2012-10-17, in resources and string/ARN condition values; the
+//!   substituted text is literal (never a wildcard). A variable whose key has no single value (and
+//!   no default) makes that resource entry not match and that condition false.
+//! - Wildcard matching is the greedy two-pointer algorithm: no exponential backtracking, and no
+//!   allocation unless a pattern holds policy variables.
+//!
 //! ```
 //! use berth_policy::{evaluate, Context, Decision, Policy, PolicyKind, Principal, Request};
 //!
@@ -185,6 +196,17 @@ impl Context {
     }
 }
 
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Context {
+    /// Builds a context from `(key, value)` pairs; repeated keys accumulate values.
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Context {
+        let mut ctx = Context::new();
+        for (k, v) in pairs {
+            ctx.insert(k, v);
+        }
+        ctx
+    }
+}
+
 /// The outcome of [`evaluate`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Decision {
@@ -258,6 +280,9 @@ mod tests {
         assert_eq!(c.get("EMPTY").unwrap(), [] as [String; 0]);
         c.remove("Aws:TagKeys");
         assert_eq!(c.get("aws:TagKeys"), None);
+        let c: Context = [("k:a", "1"), ("K:A", "2"), ("k:b", "3")].into_iter().collect();
+        assert_eq!(c.get("k:a").unwrap(), ["1", "2"]);
+        assert_eq!(c.get("k:b").unwrap(), ["3"]);
     }
 
     fn msg(principal: &Principal, decision: Decision) -> String {
