@@ -692,9 +692,12 @@ async fn token_of_another_account_is_403_denied() {
     // access is then decided per repository.
     let login = send(other.request(Method::GET, format!("{base}/v2/"))).await;
     assert_eq!(login.status, 200, "{}", login.text());
+    // The catalog lists only what the caller may see: nothing of this registry.
+    let cat = send(other.request(Method::GET, format!("{base}/v2/_catalog"))).await;
+    assert_eq!(cat.status, 200, "{}", cat.text());
+    assert_eq!(serde_json::from_slice::<Value>(&cat.body).unwrap(), serde_json::json!({"repositories": []}));
     let mut results = Vec::new();
     for (m, path) in [
-        (Method::GET, "/v2/_catalog".to_string()),
         (Method::GET, "/v2/app/tags/list".to_string()),
         (Method::GET, format!("/v2/app/blobs/{blob}")),
         (Method::HEAD, format!("/v2/app/blobs/{blob}")),

@@ -8,10 +8,12 @@
 mod portable;
 #[cfg(test)]
 mod contract;
+pub mod iam;
 pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
+pub use iam::{IamEntity, IamStore, IdentityPolicy, ManagedPolicy, Owner};
 
 /// Metadata failures.
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +171,7 @@ pub enum DeleteRepository {
 
 /// The metadata backend.
 #[async_trait]
-pub trait MetadataStore: Send + Sync + 'static {
+pub trait MetadataStore: IamStore + Send + Sync + 'static {
     /// The id of repository `name`, if it exists.
     async fn repository(&self, ns: &Namespace, name: &str) -> Result<Option<i64>>;
     /// The id of repository `name`, creating it if needed.

@@ -10,6 +10,7 @@ use sqlx::{Postgres, Row, Transaction};
 use std::time::Duration;
 
 crate::portable::portable_store!(PgStore, Postgres, sqlx::postgres::PgRow);
+crate::iam::portable_iam!(PgStore, Postgres, sqlx::postgres::PgRow);
 
 /// PostgreSQL-backed [`MetadataStore`].
 #[derive(Debug, Clone)]

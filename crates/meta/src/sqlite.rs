@@ -11,6 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Row, Sqlite, Transaction};
 
 crate::portable::portable_store!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow);
+crate::iam::portable_iam!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow);
 use std::path::Path;
 use std::time::Duration;
 

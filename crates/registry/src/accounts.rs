@@ -69,7 +69,7 @@ pub struct AuthorizationToken {
     pub expires_at: u64,
 }
 
-fn random_chars(alphabet: &[u8], n: usize) -> String {
+pub(crate) fn random_chars(alphabet: &[u8], n: usize) -> String {
     let rng = SystemRandom::new();
     let mut out = String::with_capacity(n);
     let mut buf = [0u8; 1];

@@ -73,6 +73,31 @@ pub enum Error {
     /// More resource tags than a repository may have.
     #[error("{0}")]
     TooManyTags(String),
+    /// An IAM entity (user, group, policy, access key) does not exist (IAM `NoSuchEntity`).
+    #[error("{0}")]
+    NoSuchEntity(String),
+    /// An IAM entity with this name exists (IAM `EntityAlreadyExists`).
+    #[error("{0}")]
+    EntityAlreadyExists(String),
+    /// The entity still owns things that must go first (IAM `DeleteConflict`).
+    #[error("{0}")]
+    DeleteConflict(String),
+    /// A policy document is invalid (IAM `MalformedPolicyDocument`; ECR maps it to
+    /// `InvalidParameterException`).
+    #[error("{0}")]
+    MalformedPolicyDocument(String),
+    /// A quota would be exceeded (IAM `LimitExceeded`).
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// A request parameter breaks IAM's rules (IAM `ValidationError`).
+    #[error("{0}")]
+    Validation(String),
+    #[error(
+        "Repository policy does not exist for the repository with name '{name}' in the registry with id '{registry}'"
+    )]
+    RepositoryPolicyNotFound { name: String, registry: String },
+    #[error("Registry policy does not exist in the registry with id '{0}'")]
+    RegistryPolicyNotFound(String),
     /// A backend failed; details are for logs only.
     #[error("internal error: {0}")]
     Internal(String),

@@ -4,13 +4,16 @@
 //! It knows nothing of HTTP: the server maps [`Error`] to OCI (and later ECR) error shapes.
 
 mod accounts;
+mod authz;
 mod cache;
 mod error;
 mod hash;
+pub mod iam;
 mod images;
 mod repos;
 
 pub use accounts::{AuthorizationToken, Credentials, Identity, Keys, random_account_id, valid_account_id};
+pub use authz::{Caller, EPOCH_CHECK_MS, Target, repository_arn};
 pub use error::Error;
 pub use images::{ImageFailure, ImageId};
 pub use repos::{MAX_RESOURCE_TAGS, RepoSettings, TagFilter, exclusions_of};
@@ -138,6 +141,7 @@ pub struct Registry {
     settings: Settings,
     keys: Keys,
     auth_cache: accounts::AuthCache,
+    authz: authz::Authz,
     /// Repositories by namespace and name: id and tag-mutability settings.
     repo_ids: RwLock<HashMap<Namespace, HashMap<String, Arc<RepoEntry>>>>,
     cache: ManifestCache,
@@ -170,6 +174,7 @@ impl Registry {
             settings,
             keys,
             auth_cache: Default::default(),
+            authz: Default::default(),
             repo_ids: RwLock::default(),
             cache: ManifestCache::default(),
             hashes: Mutex::default(),
@@ -709,6 +714,39 @@ impl Registry {
         let mut items = if limit == 0 { Vec::new() } else { self.meta.list_repositories(ns, last, limit + 1).await? };
         let more = items.len() > limit as usize;
         items.truncate(limit as usize);
+        Ok(Page { items, more })
+    }
+
+    /// One page of the repositories `caller` may see (ecr:DescribeRepositories on each).
+    pub async fn catalog_for(
+        &self,
+        caller: &Caller<'_>,
+        ns: &Namespace,
+        last: Option<&str>,
+        n: Option<u32>,
+    ) -> Result<Page> {
+        let limit = n.unwrap_or(u32::MAX - 1).min(100_000) as usize;
+        let mut items = Vec::new();
+        let mut cursor = last.map(str::to_string);
+        let batch = (limit + 1).clamp(1, 1000) as u32;
+        while limit > 0 && items.len() <= limit {
+            let names = self.meta.list_repositories(ns, cursor.as_deref(), batch).await?;
+            let Some(end) = names.last().cloned() else { break };
+            for name in names {
+                let target = Target::Repository { ns, name: &name };
+                match self.authorize(caller, "ecr:DescribeRepositories", target).await {
+                    Ok(()) => items.push(name),
+                    Err(Error::Denied(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                if items.len() > limit {
+                    break;
+                }
+            }
+            cursor = Some(end);
+        }
+        let more = items.len() > limit;
+        items.truncate(limit);
         Ok(Page { items, more })
     }
 

@@ -249,14 +249,82 @@ impl Registry {
         if !self.meta.tag_repository(info.id, tags, MAX_RESOURCE_TAGS).await? {
             return Err(Error::TooManyTags(format!("Tag limit of {MAX_RESOURCE_TAGS} exceeded for the repository")));
         }
-        Ok(())
+        // Resource tags are condition keys (aws:ResourceTag/...).
+        self.auth_inputs_changed().await
     }
 
     /// Remove resource tags.
     pub async fn untag_repository(&self, ns: &Namespace, name: &str, keys: &[String]) -> Result<()> {
         let info = self.describe_repository(ns, name).await?;
-        Ok(self.meta.untag_repository(info.id, keys).await?)
+        self.meta.untag_repository(info.id, keys).await?;
+        self.auth_inputs_changed().await
     }
+
+    /// Set a repository's policy. Without `force`, a policy that would lock the caller out of
+    /// managing it is refused (ECR's check); Berth's check is that the document is valid.
+    pub async fn set_repository_policy(&self, ns: &Namespace, name: &str, text: &str) -> Result<RepositoryInfo> {
+        let info = self.describe_repository(ns, name).await?;
+        parse_resource_policy(text)?;
+        self.meta.set_repository_policy(info.id, Some(text)).await?;
+        self.authz.invalidate();
+        Ok(info)
+    }
+
+    /// A repository's policy text.
+    pub async fn repository_policy(&self, ns: &Namespace, name: &str) -> Result<(RepositoryInfo, String)> {
+        let info = self.describe_repository(ns, name).await?;
+        match self.meta.repository_policy(info.id).await? {
+            Some(t) => Ok((info, t)),
+            None => Err(Error::RepositoryPolicyNotFound { name: name.to_string(), registry: ns.account_id.clone() }),
+        }
+    }
+
+    /// Delete a repository's policy, returning the text it had.
+    pub async fn delete_repository_policy(&self, ns: &Namespace, name: &str) -> Result<(RepositoryInfo, String)> {
+        let (info, text) = self.repository_policy(ns, name).await?;
+        self.meta.set_repository_policy(info.id, None).await?;
+        self.authz.invalidate();
+        Ok((info, text))
+    }
+
+    /// Set the registry policy of a namespace.
+    pub async fn put_registry_policy(&self, ns: &Namespace, text: &str) -> Result<()> {
+        parse_resource_policy(text)?;
+        self.meta.set_registry_policy(ns, Some(text)).await?;
+        self.authz.invalidate();
+        Ok(())
+    }
+
+    /// The registry policy of a namespace.
+    pub async fn registry_policy(&self, ns: &Namespace) -> Result<String> {
+        self.meta.registry_policy(ns).await?.ok_or_else(|| Error::RegistryPolicyNotFound(ns.account_id.clone()))
+    }
+
+    /// Delete the registry policy, returning the text it had.
+    pub async fn delete_registry_policy(&self, ns: &Namespace) -> Result<String> {
+        let text = self.registry_policy(ns).await?;
+        self.meta.set_registry_policy(ns, None).await?;
+        self.authz.invalidate();
+        Ok(text)
+    }
+}
+
+/// Largest repository or registry policy ECR accepts (characters).
+pub const MAX_RESOURCE_POLICY: usize = 10_240;
+
+/// Validate a repository or registry policy as ECR does.
+fn parse_resource_policy(text: &str) -> Result<berth_policy::Policy> {
+    if text.chars().count() > MAX_RESOURCE_POLICY {
+        return Err(Error::InvalidParameter(format!(
+            "Invalid parameter at 'PolicyText' failed to satisfy constraint: 'Member must have length less than or equal to {MAX_RESOURCE_POLICY}'"
+        )));
+    }
+    berth_policy::Policy::parse(text, berth_policy::PolicyKind::Resource).map_err(|e| {
+        Error::InvalidParameter(format!(
+            "Invalid parameter at 'PolicyText' failed to satisfy constraint: 'Invalid repository policy provided: {}'",
+            e.message()
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@ use axum::body::Body;
 use axum::response::Response;
 use berth_auth::sigv4;
 use berth_meta::{Namespace, RepositoryInfo};
-use berth_registry::{Error, Identity, ImageFailure, ImageId, Registry, RepoSettings, TagFilter, exclusions_of};
+use berth_registry::{
+    Caller, Error, Identity, ImageFailure, ImageId, Registry, RepoSettings, TagFilter, Target, exclusions_of,
+};
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
@@ -63,6 +65,14 @@ impl From<Error> for EcrError {
             Error::RepositoryNotEmpty { .. } => EcrError::new("RepositoryNotEmptyException", msg),
             Error::TooManyTags(_) => EcrError::new("TooManyTagsException", msg),
             Error::InvalidTagParameter(_) => EcrError::new("InvalidTagParameterException", msg),
+            Error::Denied(_) => EcrError::new("AccessDeniedException", msg),
+            Error::Unauthenticated | Error::TokenExpired => EcrError {
+                kind: "UnrecognizedClientException",
+                message: "The security token included in the request is invalid.".into(),
+                status: StatusCode::FORBIDDEN,
+            },
+            Error::RepositoryPolicyNotFound { .. } => EcrError::new("RepositoryPolicyNotFoundException", msg),
+            Error::RegistryPolicyNotFound(_) => EcrError::new("RegistryPolicyNotFoundException", msg),
             Error::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 EcrError {
@@ -105,6 +115,7 @@ fn set_headers(r: &mut Response, request_id: &str) {
 struct Ctx<'a> {
     reg: &'a Registry,
     identity: Identity,
+    source_ip: Option<std::net::IpAddr>,
     region: String,
     /// `host[:port]` the client addressed.
     host: String,
@@ -115,28 +126,43 @@ impl Ctx<'_> {
         self.reg.namespace(&self.identity.account_id, &self.region)
     }
 
-    /// The namespace for an optional `registryId`: only the caller's own account for now.
-    fn registry_ns(&self, registry_id: Option<&str>, action: &str, name: Option<&str>) -> Result<Namespace, EcrError> {
+    fn caller(&self) -> Caller<'_> {
+        Caller { identity: Some(&self.identity), source_ip: self.source_ip, secure_transport: false }
+    }
+
+    /// The namespace of an optional `registryId` (the caller's own account by default), without
+    /// authorizing anything.
+    fn ns_of(&self, registry_id: Option<&str>) -> Result<Namespace, EcrError> {
         match registry_id {
             None => Ok(self.ns()),
             Some(id) if !berth_registry::valid_account_id(id) => Err(EcrError::invalid(
                 "Invalid parameter at 'registryId' failed to satisfy constraint: 'must satisfy regular expression [0-9]{12}'",
             )),
-            Some(id) if id == self.identity.account_id => Ok(self.ns()),
-            Some(id) => {
-                let resource = match name {
-                    Some(n) => format!("arn:aws:ecr:{}:{id}:repository/{n}", self.region),
-                    None => "*".to_string(),
-                };
-                Err(EcrError::new(
-                    "AccessDeniedException",
-                    format!(
-                        "User: {} is not authorized to perform: ecr:{action} on resource: {resource} because no resource-based policy allows the ecr:{action} action",
-                        self.identity.principal_arn
-                    ),
-                ))
-            }
+            Some(id) => Ok(self.reg.namespace(id, &self.region)),
         }
+    }
+
+    /// The namespace of an optional `registryId`, after authorizing `ecr:<action>` on repository
+    /// `name` there (or on all its repositories when `name` is `None`). Another account's
+    /// repository is reachable when its repository policy allows the caller.
+    async fn registry_ns(
+        &self,
+        registry_id: Option<&str>,
+        action: &str,
+        name: Option<&str>,
+    ) -> Result<Namespace, EcrError> {
+        let ns = self.ns_of(registry_id)?;
+        let target = match name {
+            Some(name) => Target::Repository { ns: &ns, name },
+            None => Target::AllRepositories(&ns),
+        };
+        self.reg.authorize(&self.caller(), &format!("ecr:{action}"), target).await?;
+        Ok(ns)
+    }
+
+    /// Authorize an action that has no resource (`*`) in the caller's own account.
+    async fn authorize_account(&self, action: &str) -> Result<(), EcrError> {
+        Ok(self.reg.authorize(&self.caller(), &format!("ecr:{action}"), Target::Account).await?)
     }
 
     fn repo_json(&self, info: &RepositoryInfo) -> Value {
@@ -212,7 +238,8 @@ async fn serve(state: &AppState, parts: &mut Parts, body: Body) -> Result<Value,
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
     let op = target.strip_prefix(TARGET_PREFIX).unwrap_or("");
     let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost").to_string();
-    let ctx = Ctx { reg, identity, region: verified.region, host };
+    let source_ip = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let ctx = Ctx { reg, identity, source_ip, region: verified.region, host };
     let input: Value = if body.is_empty() {
         json!({})
     } else {
@@ -224,7 +251,16 @@ async fn serve(state: &AppState, parts: &mut Parts, body: Body) -> Result<Value,
         return Err(EcrError::new("SerializationException", "Start of structure or map found where not expected."));
     }
     match op {
-        "GetAuthorizationToken" => get_authorization_token(&ctx, parse(input)?),
+        "GetAuthorizationToken" => {
+            ctx.authorize_account("GetAuthorizationToken").await?;
+            get_authorization_token(&ctx, parse(input)?)
+        }
+        "SetRepositoryPolicy" => set_repository_policy(&ctx, parse(input)?).await,
+        "GetRepositoryPolicy" => get_repository_policy(&ctx, parse(input)?).await,
+        "DeleteRepositoryPolicy" => delete_repository_policy(&ctx, parse(input)?).await,
+        "PutRegistryPolicy" => put_registry_policy(&ctx, parse(input)?).await,
+        "GetRegistryPolicy" => get_registry_policy(&ctx).await,
+        "DeleteRegistryPolicy" => delete_registry_policy(&ctx).await,
         "CreateRepository" => create_repository(&ctx, parse(input)?).await,
         "DescribeRepositories" => describe_repositories(&ctx, parse(input)?).await,
         "DeleteRepository" => delete_repository(&ctx, parse(input)?).await,
@@ -243,10 +279,12 @@ async fn serve(state: &AppState, parts: &mut Parts, body: Body) -> Result<Value,
         "UploadLayerPart" => upload_layer_part(&ctx, parse(input)?).await,
         "CompleteLayerUpload" => complete_layer_upload(&ctx, parse(input)?).await,
         "GetDownloadUrlForLayer" => get_download_url_for_layer(&ctx, parse(input)?).await,
-        "DescribeRegistry" => Ok(json!({
-            "registryId": ctx.identity.account_id,
-            "replicationConfiguration": {"rules": []},
-        })),
+        "DescribeRegistry" => ctx.authorize_account("DescribeRegistry").await.map(|()| {
+            json!({
+                "registryId": ctx.identity.account_id,
+                "replicationConfiguration": {"rules": []},
+            })
+        }),
         _ => Err(EcrError::new("UnknownOperationException", "")),
     }
 }
@@ -374,7 +412,7 @@ struct CreateRepositoryIn {
 
 async fn create_repository(ctx: &Ctx<'_>, input: CreateRepositoryIn) -> Result<Value, EcrError> {
     let name = repo_name("repositoryName", &input.repository_name)?;
-    let ns = ctx.registry_ns(input.registry_id.as_deref(), "CreateRepository", Some(&name))?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "CreateRepository", Some(&name)).await?;
     let enc = input.encryption_configuration;
     let settings = RepoSettings {
         image_tag_mutability: input.image_tag_mutability.unwrap_or_else(|| "MUTABLE".into()),
@@ -397,7 +435,7 @@ struct DescribeRepositoriesIn {
 }
 
 async fn describe_repositories(ctx: &Ctx<'_>, input: DescribeRepositoriesIn) -> Result<Value, EcrError> {
-    let ns = ctx.registry_ns(input.registry_id.as_deref(), "DescribeRepositories", None)?;
+    let ns = ctx.ns_of(input.registry_id.as_deref())?;
     if let Some(names) = input.repository_names {
         if input.max_results.is_some() || input.next_token.is_some() {
             return Err(EcrError::invalid(
@@ -412,15 +450,42 @@ async fn describe_repositories(ctx: &Ctx<'_>, input: DescribeRepositoriesIn) -> 
         let mut out = Vec::new();
         for n in &names {
             let n = repo_name("repositoryNames", n)?;
+            ctx.reg
+                .authorize(&ctx.caller(), "ecr:DescribeRepositories", Target::Repository { ns: &ns, name: &n })
+                .await?;
             out.push(ctx.repo_json(&ctx.reg.describe_repository(&ns, &n).await?));
         }
         return Ok(json!({"repositories": out}));
     }
     let limit = max_results(input.max_results, 1000, 100)?;
     let last = decode_token(input.next_token.as_deref())?;
-    let (items, more) = ctx.reg.list_repository_infos(&ns, last.as_deref(), limit).await?;
-    let mut v = json!({"repositories": items.iter().map(|i| ctx.repo_json(i)).collect::<Vec<_>>()});
-    if more && let Some(l) = items.last() {
+    // Only the repositories the caller may describe are listed (none of another account's
+    // unless its repository policies allow the caller).
+    let mut visible = Vec::new();
+    let mut cursor = last;
+    let mut more = false;
+    loop {
+        let (items, page_more) = ctx.reg.list_repository_infos(&ns, cursor.as_deref(), limit).await?;
+        cursor = items.last().map(|i| i.name.clone());
+        for info in items {
+            if visible.len() == limit as usize {
+                more = true;
+                break;
+            }
+            let target = Target::Repository { ns: &ns, name: &info.name };
+            match ctx.reg.authorize(&ctx.caller(), "ecr:DescribeRepositories", target).await {
+                Ok(()) => visible.push(info),
+                Err(Error::Denied(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if more || !page_more {
+            more = more || (page_more && visible.len() == limit as usize);
+            break;
+        }
+    }
+    let mut v = json!({"repositories": visible.iter().map(|i| ctx.repo_json(i)).collect::<Vec<_>>()});
+    if more && let Some(l) = visible.last() {
         v["nextToken"] = json!(hex::encode(&l.name));
     }
     Ok(v)
@@ -437,7 +502,7 @@ struct DeleteRepositoryIn {
 
 async fn delete_repository(ctx: &Ctx<'_>, input: DeleteRepositoryIn) -> Result<Value, EcrError> {
     let name = repo_name("repositoryName", &input.repository_name)?;
-    let ns = ctx.registry_ns(input.registry_id.as_deref(), "DeleteRepository", Some(&name))?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "DeleteRepository", Some(&name)).await?;
     let info = ctx.reg.delete_repository(&ns, &name, input.force).await?;
     Ok(json!({"repository": ctx.repo_json(&info)}))
 }
@@ -453,7 +518,7 @@ struct PutImageTagMutabilityIn {
 
 async fn put_image_tag_mutability(ctx: &Ctx<'_>, input: PutImageTagMutabilityIn) -> Result<Value, EcrError> {
     let name = repo_name("repositoryName", &input.repository_name)?;
-    let ns = ctx.registry_ns(input.registry_id.as_deref(), "PutImageTagMutability", Some(&name))?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "PutImageTagMutability", Some(&name)).await?;
     let filters = input.image_tag_mutability_exclusion_filters.unwrap_or_default();
     let info = ctx.reg.set_tag_mutability(&ns, &name, &input.image_tag_mutability, &filters).await?;
     let mut v = json!({
@@ -468,7 +533,7 @@ async fn put_image_tag_mutability(ctx: &Ctx<'_>, input: PutImageTagMutabilityIn)
 }
 
 /// Resolve a repository ARN of the caller's account and region to a name.
-fn arn_repo(ctx: &Ctx<'_>, arn: &str, action: &str) -> Result<(Namespace, String), EcrError> {
+async fn arn_repo(ctx: &Ctx<'_>, arn: &str, action: &str) -> Result<(Namespace, String), EcrError> {
     let bad = || EcrError::invalid("Invalid parameter at 'resourceArn' failed to satisfy constraint: 'Invalid ARN'");
     let rest = arn.strip_prefix("arn:aws:ecr:").ok_or_else(bad)?;
     let mut it = rest.splitn(3, ':');
@@ -484,7 +549,7 @@ fn arn_repo(ctx: &Ctx<'_>, arn: &str, action: &str) -> Result<(Namespace, String
             ctx.region
         )));
     }
-    let ns = ctx.registry_ns(Some(account), action, Some(&name))?;
+    let ns = ctx.registry_ns(Some(account), action, Some(&name)).await?;
     Ok((ns, name))
 }
 
@@ -496,7 +561,7 @@ struct TagResourceIn {
 }
 
 async fn tag_resource(ctx: &Ctx<'_>, input: TagResourceIn) -> Result<Value, EcrError> {
-    let (ns, name) = arn_repo(ctx, &input.resource_arn, "TagResource")?;
+    let (ns, name) = arn_repo(ctx, &input.resource_arn, "TagResource").await?;
     ctx.reg.tag_repository(&ns, &name, &tag_pairs(Some(input.tags))).await?;
     Ok(json!({}))
 }
@@ -509,7 +574,7 @@ struct UntagResourceIn {
 }
 
 async fn untag_resource(ctx: &Ctx<'_>, input: UntagResourceIn) -> Result<Value, EcrError> {
-    let (ns, name) = arn_repo(ctx, &input.resource_arn, "UntagResource")?;
+    let (ns, name) = arn_repo(ctx, &input.resource_arn, "UntagResource").await?;
     ctx.reg.untag_repository(&ns, &name, &input.tag_keys).await?;
     Ok(json!({}))
 }
@@ -521,7 +586,7 @@ struct ListTagsForResourceIn {
 }
 
 async fn list_tags_for_resource(ctx: &Ctx<'_>, input: ListTagsForResourceIn) -> Result<Value, EcrError> {
-    let (ns, name) = arn_repo(ctx, &input.resource_arn, "ListTagsForResource")?;
+    let (ns, name) = arn_repo(ctx, &input.resource_arn, "ListTagsForResource").await?;
     let tags = ctx.reg.resource_tags(&ns, &name).await?;
     Ok(json!({"tags": tags.into_iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>()}))
 }
@@ -553,7 +618,7 @@ struct PutImageIn {
 
 async fn put_image(ctx: &Ctx<'_>, input: PutImageIn) -> Result<Value, EcrError> {
     let name = repo_name("repositoryName", &input.repository_name)?;
-    let ns = ctx.registry_ns(input.registry_id.as_deref(), "PutImage", Some(&name))?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "PutImage", Some(&name)).await?;
     if input.image_manifest.len() > berth_oci::MAX_MANIFEST_BYTES {
         return Err(EcrError::invalid(
             "Invalid parameter at 'imageManifest' failed to satisfy constraint: 'Member must have length less than or equal to 4194304'",
@@ -660,7 +725,7 @@ struct BatchGetImageIn {
 
 async fn batch_get_image(ctx: &Ctx<'_>, input: BatchGetImageIn) -> Result<Value, EcrError> {
     let name = repo_name("repositoryName", &input.repository_name)?;
-    let ns = ctx.registry_ns(input.registry_id.as_deref(), "BatchGetImage", Some(&name))?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "BatchGetImage", Some(&name)).await?;
     image_ids(&input.image_ids)?;
     let images = ctx.reg.images(&ns, &name).await?;
     let (mut out, mut failures) = (Vec::new(), Vec::new());
@@ -707,7 +772,7 @@ struct BatchDeleteImageIn {
 
 async fn batch_delete_image(ctx: &Ctx<'_>, input: BatchDeleteImageIn) -> Result<Value, EcrError> {
     let name = repo_name("repositoryName", &input.repository_name)?;
-    let ns = ctx.registry_ns(input.registry_id.as_deref(), "BatchDeleteImage", Some(&name))?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "BatchDeleteImage", Some(&name)).await?;
     image_ids(&input.image_ids)?;
     let (mut deleted, mut failures) = (Vec::new(), Vec::new());
     for id in &input.image_ids {
@@ -793,7 +858,7 @@ fn image_detail(ns: &Namespace, name: &str, i: &berth_meta::Image) -> Value {
 
 async fn describe_images(ctx: &Ctx<'_>, input: DescribeImagesIn) -> Result<Value, EcrError> {
     let name = repo_name("repositoryName", &input.repository_name)?;
-    let ns = ctx.registry_ns(input.registry_id.as_deref(), "DescribeImages", Some(&name))?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "DescribeImages", Some(&name)).await?;
     let images = ctx.reg.images(&ns, &name).await?;
     if let Some(ids) = &input.image_ids {
         if input.max_results.is_some() || input.next_token.is_some() {
@@ -851,7 +916,7 @@ struct ListImagesIn {
 
 async fn list_images(ctx: &Ctx<'_>, input: ListImagesIn) -> Result<Value, EcrError> {
     let name = repo_name("repositoryName", &input.repository_name)?;
-    let ns = ctx.registry_ns(input.registry_id.as_deref(), "ListImages", Some(&name))?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "ListImages", Some(&name)).await?;
     let limit = max_results(input.max_results, 1000, 100)?;
     let images = ctx.reg.images(&ns, &name).await?;
     // One id per tag, and a digest-only id for untagged images.
@@ -902,7 +967,7 @@ struct ListImageReferrersIn {
 
 async fn list_image_referrers(ctx: &Ctx<'_>, input: ListImageReferrersIn) -> Result<Value, EcrError> {
     let name = repo_name("repositoryName", &input.repository_name)?;
-    let ns = ctx.registry_ns(input.registry_id.as_deref(), "ListImageReferrers", Some(&name))?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "ListImageReferrers", Some(&name)).await?;
     let subject = input.subject_id.image_digest.parse::<berth_oci::Digest>().map_err(|_| {
         EcrError::invalid("Invalid parameter at 'subjectId.imageDigest' failed to satisfy constraint: 'must satisfy regular expression '[a-zA-Z0-9-_+.]+:[a-fA-F0-9]+''")
     })?;
@@ -952,7 +1017,7 @@ async fn batch_check_layer_availability(
     input: BatchCheckLayerAvailabilityIn,
 ) -> Result<Value, EcrError> {
     let name = repo_name("repositoryName", &input.repository_name)?;
-    let ns = ctx.registry_ns(input.registry_id.as_deref(), "BatchCheckLayerAvailability", Some(&name))?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "BatchCheckLayerAvailability", Some(&name)).await?;
     if input.layer_digests.is_empty() || input.layer_digests.len() > 100 {
         return Err(EcrError::invalid(
             "Invalid parameter at 'layerDigests' failed to satisfy constraint: 'Member must have length between 1 and 100'",
@@ -991,7 +1056,7 @@ const PART_SIZE: u64 = 10 * 1024 * 1024;
 
 async fn initiate_layer_upload(ctx: &Ctx<'_>, input: InitiateLayerUploadIn) -> Result<Value, EcrError> {
     let name = repo_name("repositoryName", &input.repository_name)?;
-    let ns = ctx.registry_ns(input.registry_id.as_deref(), "InitiateLayerUpload", Some(&name))?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "InitiateLayerUpload", Some(&name)).await?;
     let st = ctx.reg.initiate_layer_upload(&ns, &name).await?;
     Ok(json!({"uploadId": st.id, "partSize": PART_SIZE}))
 }
@@ -1020,7 +1085,7 @@ fn upload_not_found(id: &str, name: &str, ns: &Namespace) -> EcrError {
 async fn upload_layer_part(ctx: &Ctx<'_>, input: UploadLayerPartIn) -> Result<Value, EcrError> {
     use base64::Engine;
     let name = repo_name("repositoryName", &input.repository_name)?;
-    let ns = ctx.registry_ns(input.registry_id.as_deref(), "UploadLayerPart", Some(&name))?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "UploadLayerPart", Some(&name)).await?;
     let blob = base64::engine::general_purpose::STANDARD
         .decode(input.layer_part_blob.as_bytes())
         .map_err(|_| EcrError::new("SerializationException", "layerPartBlob is not valid base64"))?;
@@ -1064,7 +1129,7 @@ struct CompleteLayerUploadIn {
 
 async fn complete_layer_upload(ctx: &Ctx<'_>, input: CompleteLayerUploadIn) -> Result<Value, EcrError> {
     let name = repo_name("repositoryName", &input.repository_name)?;
-    let ns = ctx.registry_ns(input.registry_id.as_deref(), "CompleteLayerUpload", Some(&name))?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "CompleteLayerUpload", Some(&name)).await?;
     let [d] = input.layer_digests.as_slice() else {
         return Err(EcrError::invalid(
             "Invalid parameter at 'layerDigests' failed to satisfy constraint: 'Member must have length equal to 1'",
@@ -1110,7 +1175,7 @@ struct GetDownloadUrlForLayerIn {
 
 async fn get_download_url_for_layer(ctx: &Ctx<'_>, input: GetDownloadUrlForLayerIn) -> Result<Value, EcrError> {
     let name = repo_name("repositoryName", &input.repository_name)?;
-    let ns = ctx.registry_ns(input.registry_id.as_deref(), "GetDownloadUrlForLayer", Some(&name))?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "GetDownloadUrlForLayer", Some(&name)).await?;
     // ECR's own text lacks the closing quote after the repository name; clients match on it.
     let missing = || {
         EcrError::new(
@@ -1134,4 +1199,67 @@ async fn get_download_url_for_layer(ctx: &Ctx<'_>, input: GetDownloadUrlForLayer
         &input.layer_digest,
     );
     Ok(json!({"downloadUrl": url, "layerDigest": input.layer_digest}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SetRepositoryPolicyIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    policy_text: String,
+    #[serde(default)]
+    force: bool,
+}
+
+async fn set_repository_policy(ctx: &Ctx<'_>, input: SetRepositoryPolicyIn) -> Result<Value, EcrError> {
+    let name = repo_name("repositoryName", &input.repository_name)?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "SetRepositoryPolicy", Some(&name)).await?;
+    let _ = input.force; // Berth does not refuse policies that lock the caller out; `force` is accepted.
+    let info = ctx.reg.set_repository_policy(&ns, &name, &input.policy_text).await?;
+    Ok(json!({"registryId": info.account_id, "repositoryName": info.name, "policyText": input.policy_text}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RepositoryPolicyIn {
+    registry_id: Option<String>,
+    repository_name: String,
+}
+
+async fn get_repository_policy(ctx: &Ctx<'_>, input: RepositoryPolicyIn) -> Result<Value, EcrError> {
+    let name = repo_name("repositoryName", &input.repository_name)?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "GetRepositoryPolicy", Some(&name)).await?;
+    let (info, text) = ctx.reg.repository_policy(&ns, &name).await?;
+    Ok(json!({"registryId": info.account_id, "repositoryName": info.name, "policyText": text}))
+}
+
+async fn delete_repository_policy(ctx: &Ctx<'_>, input: RepositoryPolicyIn) -> Result<Value, EcrError> {
+    let name = repo_name("repositoryName", &input.repository_name)?;
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "DeleteRepositoryPolicy", Some(&name)).await?;
+    let (info, text) = ctx.reg.delete_repository_policy(&ns, &name).await?;
+    Ok(json!({"registryId": info.account_id, "repositoryName": info.name, "policyText": text}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PutRegistryPolicyIn {
+    policy_text: String,
+}
+
+async fn put_registry_policy(ctx: &Ctx<'_>, input: PutRegistryPolicyIn) -> Result<Value, EcrError> {
+    ctx.authorize_account("PutRegistryPolicy").await?;
+    ctx.reg.put_registry_policy(&ctx.ns(), &input.policy_text).await?;
+    Ok(json!({"registryId": ctx.identity.account_id, "policyText": input.policy_text}))
+}
+
+async fn get_registry_policy(ctx: &Ctx<'_>) -> Result<Value, EcrError> {
+    ctx.authorize_account("GetRegistryPolicy").await?;
+    let text = ctx.reg.registry_policy(&ctx.ns()).await?;
+    Ok(json!({"registryId": ctx.identity.account_id, "policyText": text}))
+}
+
+async fn delete_registry_policy(ctx: &Ctx<'_>) -> Result<Value, EcrError> {
+    ctx.authorize_account("DeleteRegistryPolicy").await?;
+    let text = ctx.reg.delete_registry_policy(&ctx.ns()).await?;
+    Ok(json!({"registryId": ctx.identity.account_id, "policyText": text}))
 }

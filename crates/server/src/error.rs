@@ -92,7 +92,15 @@ impl From<Error> for ApiError {
             | Error::TooManyTags(_)
             | Error::InvalidTagParameter(_)
             | Error::AccountExists(_)
-            | Error::AccountUnknown(_) => {
+            | Error::AccountUnknown(_)
+            | Error::NoSuchEntity(_)
+            | Error::EntityAlreadyExists(_)
+            | Error::DeleteConflict(_)
+            | Error::MalformedPolicyDocument(_)
+            | Error::LimitExceeded(_)
+            | Error::Validation(_)
+            | Error::RepositoryPolicyNotFound { .. }
+            | Error::RegistryPolicyNotFound(_) => {
                 ApiError::new(C::Unsupported, msg, Value::Null).with_status(StatusCode::BAD_REQUEST)
             }
             Error::Internal(detail) => {

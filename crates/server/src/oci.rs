@@ -8,7 +8,7 @@ use axum::response::Response;
 use berth_meta::Namespace;
 use berth_oci::path::Route;
 use berth_oci::{ErrorCode, Reference, RepoName, media};
-use berth_registry::{Error, Registry};
+use berth_registry::{Caller, Error, Identity, Registry, Target};
 use berth_storage::ByteStream;
 use futures::TryStreamExt;
 use http::request::Parts;
@@ -41,18 +41,22 @@ pub async fn handle(state: &AppState, req: Request<Body>) -> Response {
             .body(Body::from("404 page not found\n"))
             .expect("valid response");
     };
-    if let Err(e) = authorize(state, &ns, &route, &req) {
-        let unauthenticated = matches!(e, Error::Unauthenticated);
-        let mut r = ApiError::from(e).into_response();
-        if unauthenticated {
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                hv(&format!("Basic realm=\"http://{host}/\",service=\"ecr.amazonaws.com\"")),
-            );
+    let (parts, body) = req.into_parts();
+    let caller = match authorize(state, &ns, &route, &parts).await {
+        Ok(c) => c,
+        Err(e) => {
+            let unauthenticated = matches!(e, Error::Unauthenticated);
+            let mut r = ApiError::from(e).into_response();
+            if unauthenticated {
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    hv(&format!("Basic realm=\"http://{host}/\",service=\"ecr.amazonaws.com\"")),
+                );
+            }
+            return r;
         }
-        return r;
-    }
-    match serve(state, &ns, route, req).await {
+    };
+    match serve(state, &ns, &caller, route, Request::from_parts(parts, body)).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -75,43 +79,70 @@ fn action(route: &Route<'_>, method: &Method) -> &'static str {
     }
 }
 
-/// Authenticate the registry token and check the caller's account owns this registry.
-/// (Cross-account access through policies arrives with the access-control work.)
-fn authorize(
+/// Who made a data-plane request: `None` identity for an anonymous caller (and for a signed
+/// layer URL, which authorizes itself).
+pub(crate) struct DataCaller {
+    identity: Option<Identity>,
+    source_ip: Option<std::net::IpAddr>,
+}
+
+impl DataCaller {
+    fn caller(&self) -> Caller<'_> {
+        Caller { identity: self.identity.as_ref(), source_ip: self.source_ip, secure_transport: false }
+    }
+}
+
+/// Authenticate the caller (a registry token, or nobody) and authorize the request's ECR action
+/// on its repository through IAM policy evaluation. An anonymous caller that no policy allows
+/// gets 401 (so clients log in), an authenticated one 403 DENIED naming the action.
+async fn authorize(
     state: &AppState,
     ns: &Namespace,
     route: &Route<'_>,
-    req: &Request<Body>,
-) -> std::result::Result<(), Error> {
+    req: &Parts,
+) -> std::result::Result<DataCaller, Error> {
     let reg = &*state.registry;
-    let h = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let source_ip = req.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let h = req.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     // Layer URLs from GetDownloadUrlForLayer are signed for one blob instead of carrying a token.
-    if let (None, Route::Blob { name, digest }, &Method::GET | &Method::HEAD) = (h, route, req.method()) {
-        let q = query::pairs(req.uri().query());
+    if let (None, Route::Blob { name, digest }, &Method::GET | &Method::HEAD) = (h, route, &req.method) {
+        let q = query::pairs(req.uri.query());
         if let (Some(exp), Some(sig)) = (query::get(&q, "X-Berth-Expires"), query::get(&q, "X-Berth-Signature")) {
-            return reg.verify_download_url(ns, name, digest, exp, sig);
+            reg.verify_download_url(ns, name, digest, exp, sig)?;
+            return Ok(DataCaller { identity: None, source_ip });
         }
     }
-    let who = reg.authenticate(h)?;
-    if who.account_id == ns.account_id || matches!(route, Route::Base) {
-        return Ok(());
-    }
-    let act = action(route, req.method());
-    let resource = match route {
+    let identity = match h {
+        None => None,
+        Some(_) => Some(reg.authenticate(h)?),
+    };
+    let dc = DataCaller { identity, source_ip };
+    let caller = dc.caller();
+    let act = action(route, &req.method);
+    let name = match route {
         Route::Tags { name }
         | Route::Manifest { name, .. }
         | Route::Blob { name, .. }
         | Route::UploadStart { name }
         | Route::Upload { name, .. }
-        | Route::Referrers { name, .. } => {
-            format!("arn:aws:ecr:{}:{}:repository/{name}", ns.region, ns.account_id)
+        | Route::Referrers { name, .. } => *name,
+        // The base endpoint checks credentials only; the catalog is filtered per repository.
+        Route::Base | Route::Catalog => {
+            let Some(id) = &dc.identity else { return Err(Error::Unauthenticated) };
+            reg.authorize(&caller, "ecr:GetAuthorizationToken", Target::Account).await.or_else(|e| match e {
+                Error::Denied(_) => Ok(()),
+                e => Err(e),
+            })?;
+            let _ = id;
+            return Ok(dc);
         }
-        Route::Base | Route::Catalog => "*".into(),
     };
-    Err(Error::Denied(format!(
-        "User: {} is not authorized to perform: ecr:{act} on resource: {resource} because no resource-based policy allows the ecr:{act} action",
-        who.principal_arn
-    )))
+    match reg.authorize(&caller, &format!("ecr:{act}"), Target::Repository { ns, name }).await {
+        Ok(()) => Ok(dc),
+        // Nothing about a repository leaks to anonymous callers: they are asked to log in.
+        Err(Error::Denied(_)) if dc.identity.is_none() => Err(Error::Unauthenticated),
+        Err(e) => Err(e),
+    }
 }
 
 fn unsupported(method: &Method) -> ApiError {
@@ -122,7 +153,13 @@ fn name(n: &str) -> Result<RepoName> {
     Registry::parse_name(n).map_err(ApiError::from)
 }
 
-async fn serve(state: &AppState, ns: &Namespace, route: Route<'_>, req: Request<Body>) -> Result<Response> {
+async fn serve(
+    state: &AppState,
+    ns: &Namespace,
+    caller: &DataCaller,
+    route: Route<'_>,
+    req: Request<Body>,
+) -> Result<Response> {
     let reg = &*state.registry;
     let (req, body) = req.into_parts();
     let method = req.method.clone();
@@ -134,7 +171,7 @@ async fn serve(state: &AppState, ns: &Namespace, route: Route<'_>, req: Request<
         },
         // GET /v2/_catalog?n=&last=
         Route::Catalog => match method {
-            Method::GET => catalog(reg, ns, &req).await,
+            Method::GET => catalog(reg, ns, &caller.caller(), &req).await,
             m => Err(unsupported(&m)),
         },
         // GET /v2/<name>/tags/list?n=&last=
@@ -258,9 +295,9 @@ fn link_header(r: &mut Response, base: &str, n: Option<u32>, last: &str) {
     r.headers_mut().insert(header::LINK, hv(&format!("<{url}>; rel=\"next\"")));
 }
 
-async fn catalog(reg: &Registry, ns: &Namespace, req: &Parts) -> Result<Response> {
+async fn catalog(reg: &Registry, ns: &Namespace, caller: &Caller<'_>, req: &Parts) -> Result<Response> {
     let (q, n) = page_params(req)?;
-    let page = reg.catalog(ns, query::get(&q, "last"), n).await?;
+    let page = reg.catalog_for(caller, ns, query::get(&q, "last"), n).await?;
     let mut r = json_response(StatusCode::OK, json!({"repositories": page.items}).to_string(), None);
     if page.more
         && let Some(last) = page.items.last()

@@ -1,0 +1,386 @@
+//! Authorization: every request is decided by IAM policy evaluation ([`berth_policy`]) over the
+//! caller's identity policies and the target's resource policy.
+//!
+//! Decision inputs are cached per node: the caller's principal and parsed identity policies (per
+//! access key) and each repository's parsed policy and resource tags (per repository id). Every
+//! change that can alter a decision moves the authorization epoch in the metadata store; a node
+//! re-reads the epoch at most every [`EPOCH_CHECK_MS`] and drops its caches when it moved, and
+//! drops them at once after a change it made itself. A request therefore costs a hash lookup and
+//! the evaluation of the few statements that apply, with no database round trip.
+
+use crate::accounts::Identity;
+use crate::iam::aws_managed_document;
+use crate::{Error, Registry, Result};
+use berth_meta::Namespace;
+use berth_policy::{Context, Decision, Policy, PolicyKind, Principal};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// How stale (milliseconds) a node's view of other nodes' policy changes may be.
+pub const EPOCH_CHECK_MS: i64 = 1000;
+/// Cached principals or repositories at most (a full cache is cleared).
+const MAX_ENTRIES: usize = 50_000;
+
+/// Who is calling and how.
+#[derive(Debug, Clone, Default)]
+pub struct Caller<'a> {
+    /// `None` for an anonymous caller.
+    pub identity: Option<&'a Identity>,
+    /// The client's address (`aws:SourceIp`).
+    pub source_ip: Option<IpAddr>,
+    /// Whether the request came over TLS (`aws:SecureTransport`).
+    pub secure_transport: bool,
+}
+
+/// What a request acts on.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// A repository (whether it exists or not).
+    Repository { ns: &'a Namespace, name: &'a str },
+    /// An action without a resource (`*`), in the caller's own account, e.g. GetAuthorizationToken.
+    Account,
+    /// Every repository of a registry (`arn:aws:ecr:<region>:<account>:repository/*`), e.g.
+    /// listing repositories.
+    AllRepositories(&'a Namespace),
+    /// An IAM resource of the caller's account, by ARN.
+    Iam(&'a str),
+}
+
+/// The cached decision inputs of one caller.
+#[derive(Debug)]
+struct PrincipalEntry {
+    /// `false` when the key was deleted or deactivated, or its user is gone.
+    valid: bool,
+    principal: Principal,
+    user_id: Option<String>,
+    policies: Vec<Arc<Policy>>,
+    /// A stored policy no longer parses: deny everything rather than ignore a Deny.
+    broken: bool,
+}
+
+/// The cached decision inputs of one repository.
+#[derive(Debug)]
+struct RepoEntry {
+    policy: Option<Policy>,
+    broken: bool,
+    tags: Vec<(String, String)>,
+}
+
+/// Per-node caches of authorization inputs.
+#[derive(Debug, Default)]
+pub(crate) struct Authz {
+    epoch: AtomicI64,
+    /// When the epoch was last read (ms); 0 forces a read.
+    checked_at: AtomicI64,
+    /// Bumped whenever the caches are cleared, so a load that raced a clear is not cached.
+    generation: AtomicU64,
+    principals: RwLock<HashMap<String, Arc<PrincipalEntry>>>,
+    repos: RwLock<HashMap<i64, Arc<RepoEntry>>>,
+    aws_managed: RwLock<HashMap<String, Arc<Policy>>>,
+}
+
+impl Authz {
+    /// Drop every cached input (after a local change) and re-read the epoch on the next request.
+    pub(crate) fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.principals.write().unwrap().clear();
+        self.repos.write().unwrap().clear();
+        self.checked_at.store(0, Ordering::SeqCst);
+    }
+}
+
+fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &RwLock<HashMap<K, V>>, k: K, v: V) {
+    let mut m = map.write().unwrap();
+    if m.len() >= MAX_ENTRIES {
+        m.clear();
+    }
+    m.insert(k, v);
+}
+
+/// The user name of a user ARN (`arn:aws:iam::<acct>:user/<path>/<name>`).
+pub(crate) fn user_name_of(arn: &str) -> Option<&str> {
+    let rest = arn.split_once(":user/")?.1;
+    Some(rest.rsplit('/').next().unwrap_or(rest))
+}
+
+/// `arn:aws:ecr:<region>:<account>:repository/<name>`.
+pub fn repository_arn(ns: &Namespace, name: &str) -> String {
+    format!("arn:aws:ecr:{}:{}:repository/{name}", ns.region, ns.account_id)
+}
+
+impl Registry {
+    /// Decide whether `caller` may perform `action` (e.g. `ecr:BatchGetImage`) on `target`.
+    ///
+    /// `Error::Denied` with AWS's AccessDenied message when not allowed; `Error::Unauthenticated`
+    /// when the caller's credentials were revoked (key deleted or deactivated, user deleted).
+    pub async fn authorize(&self, caller: &Caller<'_>, action: &str, target: Target<'_>) -> Result<()> {
+        self.sync_auth_epoch().await?;
+        let entry = match caller.identity {
+            Some(id) => Some(self.principal_entry(id).await?),
+            None => None,
+        };
+        if let Some(e) = &entry
+            && !e.valid
+        {
+            return Err(Error::Unauthenticated);
+        }
+        let anonymous = Principal::Anonymous;
+        let principal = entry.as_ref().map(|e| &e.principal).unwrap_or(&anonymous);
+        let (resource, resource_account, repo) = match target {
+            Target::Repository { ns, name } => {
+                let repo = match self.repo_entry_in(ns, name).await? {
+                    Some(r) => Some(self.repo_auth(r.id).await?),
+                    None => None,
+                };
+                (repository_arn(ns, name), Some(ns.account_id.as_str()), repo)
+            }
+            Target::AllRepositories(ns) => (
+                format!("arn:aws:ecr:{}:{}:repository/*", ns.region, ns.account_id),
+                Some(ns.account_id.as_str()),
+                None,
+            ),
+            Target::Account => ("*".to_string(), None, None),
+            Target::Iam(arn) => (arn.to_string(), None, None),
+        };
+        let mut ctx = Context::new();
+        self.fill_context(&mut ctx, caller, principal, entry.as_deref(), resource_account);
+        if let Some(r) = &repo {
+            for (k, v) in &r.tags {
+                ctx.insert(format!("aws:ResourceTag/{k}"), v.clone());
+                ctx.insert(format!("ecr:ResourceTag/{k}"), v.clone());
+            }
+        }
+        let req = berth_policy::Request { principal, action, resource: &resource, resource_account, context: &ctx };
+        let broken = entry.as_ref().is_some_and(|e| e.broken) || repo.as_ref().is_some_and(|r| r.broken);
+        let decision = if broken {
+            Decision::ExplicitDeny { in_resource_policy: repo.as_ref().is_some_and(|r| r.broken) }
+        } else {
+            let identity: Vec<&Policy> =
+                entry.as_ref().map(|e| e.policies.iter().map(|p| &**p).collect()).unwrap_or_default();
+            berth_policy::evaluate(&req, &identity, repo.as_ref().and_then(|r| r.policy.as_ref()))
+        };
+        match decision {
+            Decision::Allow => Ok(()),
+            d => Err(Error::Denied(berth_policy::denial_message(&req, &d))),
+        }
+    }
+
+    fn fill_context(
+        &self,
+        ctx: &mut Context,
+        caller: &Caller<'_>,
+        principal: &Principal,
+        entry: Option<&PrincipalEntry>,
+        resource_account: Option<&str>,
+    ) {
+        let now_ms = self.now();
+        match principal {
+            Principal::Anonymous => {
+                ctx.insert("aws:PrincipalType", "Anonymous");
+            }
+            Principal::Root { account_id } => {
+                ctx.insert("aws:PrincipalType", "Account")
+                    .insert("aws:PrincipalAccount", account_id.clone())
+                    .insert("aws:PrincipalArn", principal.to_string())
+                    .insert("aws:userid", account_id.clone());
+            }
+            Principal::User { account_id, name, arn } => {
+                ctx.insert("aws:PrincipalType", "User")
+                    .insert("aws:PrincipalAccount", account_id.clone())
+                    .insert("aws:PrincipalArn", arn.clone())
+                    .insert("aws:username", name.clone());
+                if let Some(id) = entry.and_then(|e| e.user_id.clone()) {
+                    ctx.insert("aws:userid", id);
+                }
+            }
+        }
+        if let Some(ip) = caller.source_ip {
+            ctx.insert("aws:SourceIp", ip.to_string());
+        }
+        ctx.insert("aws:SecureTransport", if caller.secure_transport { "true" } else { "false" })
+            .insert("aws:CurrentTime", iso8601(now_ms))
+            .insert("aws:EpochTime", (now_ms / 1000).to_string());
+        if let Some(a) = resource_account.or(principal.account_id()) {
+            ctx.insert("aws:ResourceAccount", a.to_string());
+        }
+    }
+
+    /// Re-read the authorization epoch when the last read is older than [`EPOCH_CHECK_MS`].
+    async fn sync_auth_epoch(&self) -> Result<()> {
+        let now = self.now();
+        if now - self.authz.checked_at.load(Ordering::Relaxed) < EPOCH_CHECK_MS {
+            return Ok(());
+        }
+        let epoch = self.meta.auth_epoch().await?;
+        if self.authz.epoch.swap(epoch, Ordering::SeqCst) != epoch {
+            self.authz.invalidate();
+        }
+        self.authz.checked_at.store(now, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn principal_entry(&self, id: &Identity) -> Result<Arc<PrincipalEntry>> {
+        let key = if id.access_key_id.is_empty() { id.principal_arn.clone() } else { id.access_key_id.clone() };
+        if let Some(e) = self.authz.principals.read().unwrap().get(&key) {
+            return Ok(e.clone());
+        }
+        let generation = self.authz.generation.load(Ordering::SeqCst);
+        let entry = Arc::new(self.load_principal(id).await?);
+        if self.authz.generation.load(Ordering::SeqCst) == generation {
+            insert_bounded(&self.authz.principals, key, entry.clone());
+        }
+        Ok(entry)
+    }
+
+    async fn load_principal(&self, id: &Identity) -> Result<PrincipalEntry> {
+        let invalid = || PrincipalEntry {
+            valid: false,
+            principal: Principal::Anonymous,
+            user_id: None,
+            policies: Vec::new(),
+            broken: false,
+        };
+        let user = if id.access_key_id.is_empty() {
+            // Tokens minted by `berth admin get-login-password` carry no key: the account's root.
+            if user_name_of(&id.principal_arn).is_some() || !self.meta.account_exists(&id.account_id).await? {
+                return Ok(invalid());
+            }
+            None
+        } else {
+            let Some(k) = self.meta.access_key(&id.access_key_id).await? else {
+                return Ok(invalid());
+            };
+            if k.status != "Active" || k.account_id != id.account_id {
+                return Ok(invalid());
+            }
+            k.user_name
+        };
+        let Some(user) = user else {
+            return Ok(PrincipalEntry {
+                valid: true,
+                principal: Principal::Root { account_id: id.account_id.clone() },
+                user_id: None,
+                policies: Vec::new(),
+                broken: false,
+            });
+        };
+        let Some(u) = self.meta.user(&id.account_id, &user).await? else {
+            return Ok(invalid());
+        };
+        let mut policies = Vec::new();
+        let mut broken = false;
+        for p in self.meta.identity_policies(&id.account_id, &u.name).await? {
+            let parsed = match (&p.document, &p.arn) {
+                (Some(doc), _) => Policy::parse(doc, PolicyKind::Identity).map(Arc::new),
+                (None, Some(arn)) => match self.aws_managed_policy(arn) {
+                    Some(p) => Ok(p),
+                    None => continue, // attached ARN of a policy that no longer exists
+                },
+                (None, None) => continue,
+            };
+            match parsed {
+                Ok(p) => policies.push(p),
+                Err(e) => {
+                    tracing::error!(user = %u.name, error = %e, "stored identity policy does not parse; denying");
+                    broken = true;
+                }
+            }
+        }
+        Ok(PrincipalEntry {
+            valid: true,
+            principal: Principal::User {
+                account_id: id.account_id.clone(),
+                arn: format!("arn:aws:iam::{}:user{}{}", id.account_id, u.path, u.name),
+                name: u.name,
+            },
+            user_id: Some(u.id),
+            policies,
+            broken,
+        })
+    }
+
+    fn aws_managed_policy(&self, arn: &str) -> Option<Arc<Policy>> {
+        if let Some(p) = self.authz.aws_managed.read().unwrap().get(arn) {
+            return Some(p.clone());
+        }
+        let p = Arc::new(Policy::parse(aws_managed_document(arn)?, PolicyKind::Identity).ok()?);
+        self.authz.aws_managed.write().unwrap().insert(arn.to_string(), p.clone());
+        Some(p)
+    }
+
+    async fn repo_auth(&self, repo_id: i64) -> Result<Arc<RepoEntry>> {
+        if let Some(e) = self.authz.repos.read().unwrap().get(&repo_id) {
+            return Ok(e.clone());
+        }
+        let generation = self.authz.generation.load(Ordering::SeqCst);
+        let (policy, broken) = match self.meta.repository_policy(repo_id).await? {
+            None => (None, false),
+            Some(doc) => match Policy::parse(&doc, PolicyKind::Resource) {
+                Ok(p) => (Some(p), false),
+                Err(e) => {
+                    tracing::error!(repo_id, error = %e, "stored repository policy does not parse; denying");
+                    (None, true)
+                }
+            },
+        };
+        let tags = self.meta.resource_tags(repo_id).await?;
+        let entry = Arc::new(RepoEntry { policy, broken, tags });
+        if self.authz.generation.load(Ordering::SeqCst) == generation {
+            insert_bounded(&self.authz.repos, repo_id, entry.clone());
+        }
+        Ok(entry)
+    }
+
+    /// Forget verified data-plane credentials (after a key is deactivated or deleted).
+    pub(crate) fn forget_credentials(&self) {
+        self.auth_cache.write().unwrap().clear();
+    }
+
+    /// Tell this node's caches that something authorization depends on changed, and every
+    /// other node through the epoch.
+    pub(crate) async fn auth_inputs_changed(&self) -> Result<()> {
+        self.meta.bump_auth_epoch().await?;
+        self.authz.invalidate();
+        Ok(())
+    }
+}
+
+/// `2026-11-25T19:00:00Z` for epoch milliseconds.
+fn iso8601(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso8601_known_dates() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso8601(1_700_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn user_names_from_arns() {
+        assert_eq!(user_name_of("arn:aws:iam::123456789012:user/ci"), Some("ci"));
+        assert_eq!(user_name_of("arn:aws:iam::123456789012:user/a/b/ci"), Some("ci"));
+        assert_eq!(user_name_of("arn:aws:iam::123456789012:root"), None);
+    }
+}
