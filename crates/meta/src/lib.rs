@@ -99,7 +99,7 @@ where
         migrator.run_direct(None, conn, false).await?;
     } else if !pending.is_empty() || !unknown.is_empty() {
         return Err(MetaError::SchemaNotCurrent {
-            pending: pending.iter().map(|m| format!("{:04}_{}", m.version, m.description)).collect(),
+            pending: pending.iter().map(|m| format!("{:04}_{}", m.version, m.description.replace(' ', "_"))).collect(),
             unknown,
         });
     }

@@ -8,6 +8,7 @@ mod cache;
 mod error;
 mod hash;
 mod images;
+pub mod jobs;
 mod repos;
 
 pub use accounts::{AuthorizationToken, Credentials, Identity, Keys, random_account_id, valid_account_id};
