@@ -38,6 +38,20 @@ pub struct Config {
     /// stateless nodes can share it). Not printed by `berth config` (it may hold a password).
     #[serde(skip_serializing)]
     pub metadata: Option<String>,
+    /// This node's id for background-job leases; must differ between the nodes sharing a
+    /// metadata database. Random at each start when unset.
+    pub node_id: Option<String>,
+    /// A claimed background job belongs to its node this long unless renewed; a node that dies
+    /// holding one delays it by at most this.
+    pub job_lease_ms: u64,
+    /// How often a node renews the lease of a job it runs (less than `job_lease_ms`).
+    pub job_renew_ms: u64,
+    /// How often an idle node looks for due jobs.
+    pub job_poll_ms: u64,
+    /// Background jobs one node runs at once.
+    pub job_workers: u64,
+    /// Done jobs are deleted after this many days (failed ones are kept).
+    pub job_retention_days: u64,
 }
 
 impl Default for Config {
@@ -54,6 +68,12 @@ impl Default for Config {
             create_on_push: false,
             registry_domain: None,
             metadata: None,
+            node_id: None,
+            job_lease_ms: 30_000,
+            job_renew_ms: 10_000,
+            job_poll_ms: 1_000,
+            job_workers: 1,
+            job_retention_days: 7,
         }
     }
 }
@@ -110,6 +130,23 @@ impl Config {
         }
         if let Some(v) = get("BERTH_SERVER_KEY") {
             self.server_key = Some(v);
+        }
+        if let Some(v) = get("BERTH_NODE_ID") {
+            self.node_id = Some(v).filter(|n| !n.is_empty());
+        }
+        for (key, field) in [
+            ("BERTH_JOB_LEASE_MS", &mut self.job_lease_ms),
+            ("BERTH_JOB_RENEW_MS", &mut self.job_renew_ms),
+            ("BERTH_JOB_POLL_MS", &mut self.job_poll_ms),
+            ("BERTH_JOB_WORKERS", &mut self.job_workers),
+            ("BERTH_JOB_RETENTION_DAYS", &mut self.job_retention_days),
+        ] {
+            if let Some(v) = get(key) {
+                *field = num(key, v)?;
+            }
+        }
+        if self.job_renew_ms == 0 || self.job_renew_ms >= self.job_lease_ms {
+            anyhow::bail!("job_renew_ms must be more than 0 and less than job_lease_ms");
         }
         if self.regions.is_empty() {
             anyhow::bail!("at least one region must be configured (regions / BERTH_REGIONS)");

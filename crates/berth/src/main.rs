@@ -3,6 +3,8 @@
 mod config;
 
 use anyhow::Context;
+use berth_meta::{AppliedMigration, Job, MetadataStore, NewJob, SchemaMode};
+use berth_registry::jobs::{self, JobRunner, RunnerConfig};
 use berth_registry::{Clock, Registry, Settings, SystemClock};
 use clap::{Parser, Subcommand};
 use config::Config;
@@ -32,7 +34,13 @@ enum Command {
         /// Address to listen on (`127.0.0.1:5000` by default; port 0 picks a free port).
         #[arg(long, env = "BERTH_LISTEN", value_name = "ADDR")]
         listen: Option<String>,
+        /// Do not apply schema migrations at start; refuse to start unless the schema is
+        /// current (apply them with `berth migrate`).
+        #[arg(long, env = "BERTH_NO_MIGRATE", value_parser = clap::builder::FalseyValueParser::new())]
+        no_migrate: bool,
     },
+    /// Apply pending schema migrations to the configured metadata database, print them, exit.
+    Migrate,
     /// Print the effective configuration (after file, environment and flags) as TOML.
     Config,
     /// Remove expired upload sessions and orphaned upload areas now (safe while a server runs).
@@ -74,6 +82,27 @@ enum AdminCommand {
         #[arg(long = "exclusion-filter")]
         exclusion_filters: Vec<String>,
     },
+    /// List background jobs, newest first, as JSON.
+    Jobs {
+        /// Only jobs of this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Enqueue a background job of a kind the servers run; prints its id (null when a job of
+    /// that kind and key is already pending or running).
+    EnqueueJob {
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        key: String,
+        /// JSON payload handed to the job.
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        #[arg(long, default_value_t = 3)]
+        max_attempts: u32,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,26 +111,38 @@ fn main() -> anyhow::Result<()> {
     if let Some(d) = cli.data_dir {
         cfg.data_dir = d;
     }
-    if let Command::Serve { listen: Some(l) } = &cli.command {
+    if let Command::Serve { listen: Some(l), .. } = &cli.command {
         cfg.listen = l.clone();
     }
     init_tracing(&cfg.log);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Serve { .. } => rt.block_on(serve(cfg)),
+        Command::Serve { no_migrate, .. } => rt.block_on(serve(cfg, no_migrate)),
+        Command::Migrate => rt.block_on(async {
+            std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+            let (meta, applied) = Meta::open(&cfg, SchemaMode::Migrate).await?;
+            meta.close().await;
+            for m in &applied {
+                println!("applied {:04}_{}", m.version, m.description.replace(' ', "_"));
+            }
+            if applied.is_empty() {
+                println!("schema is current; nothing to apply");
+            }
+            Ok(())
+        }),
         Command::Config => {
             print!("{}", toml::to_string(&cfg)?);
             Ok(())
         }
         Command::Admin { command } => rt.block_on(async {
-            let (reg, meta) = open(&cfg).await?;
-            let out = admin(&reg, command).await;
+            let (reg, meta) = open(&cfg, SchemaMode::Migrate).await?;
+            let out = admin(&reg, meta.store().as_ref(), command).await;
             meta.close().await;
             println!("{}", out?);
             Ok(())
         }),
         Command::ExpireUploads => rt.block_on(async {
-            let (reg, meta) = open(&cfg).await?;
+            let (reg, meta) = open(&cfg, SchemaMode::Migrate).await?;
             let n = reg.expire_uploads().await.map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("removed {n} expired upload(s)");
             meta.close().await;
@@ -110,7 +151,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn admin(reg: &Registry, command: AdminCommand) -> anyhow::Result<String> {
+async fn admin(reg: &Registry, meta: &dyn MetadataStore, command: AdminCommand) -> anyhow::Result<String> {
     let err = |e: berth_registry::Error| anyhow::anyhow!("{e}");
     Ok(match command {
         AdminCommand::CreateAccount { account_id } => {
@@ -145,7 +186,78 @@ async fn admin(reg: &Registry, command: AdminCommand) -> anyhow::Result<String> 
                 "imageTagMutability": info.image_tag_mutability,
             }))?
         }
+        AdminCommand::Jobs { kind, limit } => {
+            let jobs = meta.jobs(kind.as_deref(), limit).await?;
+            serde_json::to_string_pretty(&jobs.iter().map(job_json).collect::<Vec<_>>())?
+        }
+        AdminCommand::EnqueueJob { kind, key, payload, max_attempts } => {
+            let known = job_kinds();
+            anyhow::ensure!(known.contains(&kind.as_str()), "unknown job kind '{kind}' (known: {})", known.join(", "));
+            serde_json::from_str::<serde_json::Value>(&payload).context("--payload must be JSON")?;
+            let now = SystemClock.now_ms();
+            let job = NewJob { kind: &kind, key: &key, payload: &payload, run_after: now, max_attempts, once: false };
+            serde_json::to_string_pretty(&serde_json::json!({ "id": meta.enqueue_job(&job, now).await? }))?
+        }
     })
+}
+
+fn job_json(j: &Job) -> serde_json::Value {
+    serde_json::json!({
+        "id": j.id,
+        "kind": j.kind,
+        "key": j.key,
+        "payload": j.payload,
+        "state": j.state.as_str(),
+        "attempts": j.attempts,
+        "maxAttempts": j.max_attempts,
+        "runAfter": j.run_after,
+        "leaseOwner": j.lease_owner,
+        "leaseExpiresAt": j.lease_expires_at,
+        "lastError": j.last_error,
+        "createdAt": j.created_at,
+        "updatedAt": j.updated_at,
+    })
+}
+
+/// `BERTH_TEST_JOBS=1` adds job kinds for the integration tests: `noop` and `sleep` (payload
+/// `{"ms": N}`), which append `<event> <kind> <key> <node> <attempt>` lines to the file
+/// `BERTH_TEST_JOBS_LOG` names (if any).
+fn test_jobs_enabled() -> bool {
+    std::env::var("BERTH_TEST_JOBS").is_ok_and(|v| v == "1")
+}
+
+/// Job kinds this binary runs.
+fn job_kinds() -> Vec<&'static str> {
+    let mut k = vec![jobs::EXPIRE_UPLOADS, jobs::PURGE_JOBS];
+    if test_jobs_enabled() {
+        k.extend(["noop", "sleep"]);
+    }
+    k
+}
+
+fn register_test_jobs(runner: &mut JobRunner) {
+    fn record(event: &str, job: &Job, node: &str) -> Result<(), String> {
+        let Ok(path) = std::env::var("BERTH_TEST_JOBS_LOG") else { return Ok(()) };
+        let line = format!("{event} {} {} {node} {}\n", job.kind, job.key, job.attempts);
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| e.to_string())?;
+        // One write of a short line to an O_APPEND file: lines of several processes never mix.
+        f.write_all(line.as_bytes()).map_err(|e| e.to_string())
+    }
+    let node = runner.config().node_id.clone();
+    let n = node.clone();
+    runner.handle("noop", move |job| {
+        let r = record("ran", &job, &n);
+        async move { r }
+    });
+    runner.handle("sleep", move |job| {
+        let node = node.clone();
+        async move {
+            let ms = serde_json::from_str::<serde_json::Value>(&job.payload).ok().and_then(|v| v["ms"].as_u64());
+            record("start", &job, &node)?;
+            tokio::time::sleep(Duration::from_millis(ms.unwrap_or(1000))).await;
+            record("end", &job, &node)
+        }
+    });
 }
 
 fn init_tracing(default: &str) {
@@ -163,21 +275,26 @@ enum Meta {
 
 impl Meta {
     /// `metadata = "postgres://..."` selects PostgreSQL; otherwise SQLite in the data dir.
-    async fn open(cfg: &Config) -> anyhow::Result<Meta> {
+    /// Migrates or only checks the schema per `mode`; returns the migrations applied.
+    async fn open(cfg: &Config, mode: SchemaMode) -> anyhow::Result<(Meta, Vec<AppliedMigration>)> {
         Ok(match cfg.metadata.as_deref() {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                Meta::Postgres(berth_meta::postgres::PgStore::open(url).await.context("connecting to PostgreSQL")?)
+                let (s, applied) = berth_meta::postgres::PgStore::open_with(url, mode)
+                    .await
+                    .context("opening the PostgreSQL metadata database")?;
+                (Meta::Postgres(s), applied)
             }
             Some(other) => anyhow::bail!("metadata must be a postgres:// URL (or unset for SQLite), got '{other}'"),
-            None => Meta::Sqlite(
-                berth_meta::sqlite::SqliteStore::open(&cfg.data_dir.join("berth.db"))
+            None => {
+                let (s, applied) = berth_meta::sqlite::SqliteStore::open_with(&cfg.data_dir.join("berth.db"), mode)
                     .await
-                    .context("opening the metadata database")?,
-            ),
+                    .context("opening the metadata database")?;
+                (Meta::Sqlite(s), applied)
+            }
         })
     }
 
-    fn store(&self) -> Arc<dyn berth_meta::MetadataStore> {
+    fn store(&self) -> Arc<dyn MetadataStore> {
         match self {
             Meta::Sqlite(s) => Arc::new(s.clone()),
             Meta::Postgres(p) => Arc::new(p.clone()),
@@ -193,11 +310,14 @@ impl Meta {
 }
 
 /// Open the stores under the data dir, bootstrap the default account, build the registry.
-async fn open(cfg: &Config) -> anyhow::Result<(Arc<Registry>, Meta)> {
+async fn open(cfg: &Config, mode: SchemaMode) -> anyhow::Result<(Arc<Registry>, Meta)> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let blobs = berth_storage::fs::FsStore::open(&cfg.data_dir)
         .with_context(|| format!("opening blob store in {}", cfg.data_dir.display()))?;
-    let meta = Meta::open(cfg).await?;
+    let (meta, applied) = Meta::open(cfg, mode).await?;
+    for m in applied {
+        tracing::info!(version = m.version, description = m.description, "applied schema migration");
+    }
     let server_key = server_key(cfg)?;
     let store = meta.store();
     let default_account = default_account(cfg, store.as_ref()).await?;
@@ -309,8 +429,9 @@ async fn bootstrap(
     Ok(())
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
-    let (reg, meta) = open(&cfg).await?;
+async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
+    let mode = if no_migrate { SchemaMode::Check } else { SchemaMode::Migrate };
+    let (reg, meta) = open(&cfg, mode).await?;
     let listener =
         tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
@@ -321,20 +442,25 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "berth serving");
 
-    // Upload expiry: once at start (cleans areas a crash left behind), then periodically.
-    let janitor = {
-        let reg = reg.clone();
-        let every = Duration::from_secs((cfg.upload_ttl_secs / 4).clamp(1, 600));
-        tokio::spawn(async move {
-            loop {
-                match reg.expire_uploads().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(removed = n, "expired upload sessions"),
-                    Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
-                }
-                tokio::time::sleep(every).await;
-            }
-        })
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let grace = Duration::from_secs(cfg.shutdown_timeout_secs);
+    // Background jobs, upload expiry among them (each period's expiry runs on one node).
+    let jobs = {
+        let node_id = cfg.node_id.clone().unwrap_or_else(random_node_id);
+        let mut rc = RunnerConfig::new(node_id.clone());
+        rc.lease = Duration::from_millis(cfg.job_lease_ms);
+        rc.renew_every = Duration::from_millis(cfg.job_renew_ms);
+        rc.poll_every = Duration::from_millis(cfg.job_poll_ms.max(10));
+        rc.workers = cfg.job_workers.clamp(1, 64) as usize;
+        let mut runner = JobRunner::new(meta.store(), Arc::new(SystemClock), rc);
+        let expire_every = Duration::from_secs((cfg.upload_ttl_secs / 4).clamp(1, 600));
+        let retention = Duration::from_secs(cfg.job_retention_days.saturating_mul(86_400));
+        runner.with_builtin_jobs(reg.clone(), expire_every, retention);
+        if test_jobs_enabled() {
+            register_test_jobs(&mut runner);
+        }
+        tracing::info!(node_id, kinds = ?runner.kinds(), "running background jobs");
+        Arc::new(runner).start(stop_rx.clone(), grace)
     };
 
     let app = berth_server::router(berth_server::AppState { registry: reg.clone() });
@@ -342,7 +468,6 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown({
             let mut rx = stop_rx.clone();
@@ -354,14 +479,22 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     let _ = stop_tx.send(true);
-    let grace = Duration::from_secs(cfg.shutdown_timeout_secs);
-    if tokio::time::timeout(grace, server).await.is_err() {
+    // Jobs get the same grace, then release what they hold (bounded by the database calls).
+    let (served, _) =
+        tokio::join!(tokio::time::timeout(grace, server), tokio::time::timeout(grace + Duration::from_secs(10), jobs));
+    if served.is_err() {
         tracing::warn!(?grace, "in-flight requests did not finish in time; closing");
     }
-    janitor.abort();
     meta.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `node-<12 hex digits>`, random.
+fn random_node_id() -> String {
+    let mut b = [0u8; 6];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    format!("node-{}", hex::encode(b))
 }
 
 async fn shutdown_signal() {

@@ -3,6 +3,7 @@
 //! `BERTH_REQUIRE_POSTGRES=1` a missing server fails the test instead of skipping it).
 
 use crate::*;
+use std::sync::Arc;
 
 async fn contract(s: &dyn MetadataStore) {
     let ns = Namespace { account_id: "1".into(), region: "r".into() };
@@ -112,12 +113,143 @@ async fn contract(s: &dyn MetadataStore) {
     assert_eq!(s.setting("k").await.unwrap().as_deref(), Some("first"));
 }
 
+fn job<'a>(kind: &'a str, key: &'a str, max_attempts: u32) -> NewJob<'a> {
+    NewJob { kind, key, payload: "{}", run_after: 0, max_attempts, once: false }
+}
+
+/// The job queue: idempotent enqueue, exclusive claims, leases, retries.
+async fn jobs_contract(s: Arc<dyn MetadataStore>) {
+    // Enqueue is idempotent per (kind, key) while pending or running.
+    let a = s.enqueue_job(&job("e", "k1", 3), 1).await.unwrap().expect("enqueued");
+    assert_eq!(s.enqueue_job(&job("e", "k1", 3), 2).await.unwrap(), None, "same kind+key pending");
+    assert!(s.enqueue_job(&job("e", "k2", 3), 2).await.unwrap().is_some(), "other key");
+    assert!(s.enqueue_job(&job("e2", "k1", 3), 2).await.unwrap().is_some(), "other kind");
+    let j = s.claim_job("n1", &["e"], 10, 1000).await.unwrap().expect("claimed");
+    assert_eq!((j.id, j.state, j.attempts, j.lease_owner.as_deref()), (a, JobState::Running, 1, Some("n1")));
+    assert_eq!(j.lease_expires_at, Some(1010));
+    assert_eq!(s.enqueue_job(&job("e", "k1", 3), 11).await.unwrap(), None, "same kind+key running");
+    assert!(s.complete_job(a, "n1", 12).await.unwrap());
+    // Finished: a new run may be enqueued, unless `once` asks for one job per key ever.
+    assert_eq!(s.enqueue_job(&NewJob { once: true, ..job("e", "k1", 3) }, 13).await.unwrap(), None);
+    let b = s.enqueue_job(&job("e", "k1", 3), 13).await.unwrap().expect("re-enqueued after done");
+    assert_ne!(a, b);
+    assert!(s.enqueue_job(&NewJob { once: true, ..job("e", "k3", 3) }, 13).await.unwrap().is_some());
+    assert_eq!(s.enqueue_job(&NewJob { once: true, ..job("e", "k3", 3) }, 14).await.unwrap(), None);
+
+    // Only due jobs of the asked kinds are claimed.
+    s.enqueue_job(&NewJob { run_after: 500, ..job("later", "x", 3) }, 1).await.unwrap().unwrap();
+    assert!(s.claim_job("n1", &["nothing"], 1000, 100).await.unwrap().is_none());
+    assert!(s.claim_job("n1", &[], 1000, 100).await.unwrap().is_none());
+    assert!(s.claim_job("n1", &["later"], 499, 100).await.unwrap().is_none(), "not due yet");
+    let l = s.claim_job("n1", &["nothing", "later"], 500, 100).await.unwrap().expect("due");
+    assert_eq!(l.kind, "later");
+
+    // Lease expiry hands a running job to another node; the old owner can no longer act on it.
+    let id = s.enqueue_job(&job("lease", "x", 3), 1).await.unwrap().unwrap();
+    let j = s.claim_job("dead", &["lease"], 1000, 100).await.unwrap().unwrap();
+    assert_eq!(j.id, id);
+    assert!(s.claim_job("live", &["lease"], 1099, 100).await.unwrap().is_none(), "lease still held");
+    assert!(s.renew_lease(id, "dead", 1050, 100).await.unwrap(), "owner renews");
+    assert!(s.claim_job("live", &["lease"], 1149, 100).await.unwrap().is_none(), "renewed lease holds");
+    assert!(!s.renew_lease(id, "live", 1100, 100).await.unwrap(), "non-owner cannot renew");
+    assert!(!s.complete_job(id, "live", 1100).await.unwrap(), "non-owner cannot complete");
+    assert!(!s.fail_job(id, "live", "x", 0, 1100).await.unwrap(), "non-owner cannot fail");
+    assert!(!s.release_job(id, "live", 1100).await.unwrap(), "non-owner cannot release");
+    let j = s.claim_job("live", &["lease"], 1150, 100).await.unwrap().expect("expired lease taken over");
+    assert_eq!((j.id, j.attempts, j.lease_owner.as_deref()), (id, 2, Some("live")));
+    assert!(!s.renew_lease(id, "dead", 1160, 100).await.unwrap(), "lease lost");
+    assert!(!s.complete_job(id, "dead", 1160).await.unwrap(), "lease lost");
+    assert!(s.renew_lease(id, "live", 1160, 100).await.unwrap());
+    assert!(s.complete_job(id, "live", 1170).await.unwrap());
+    assert!(!s.complete_job(id, "live", 1171).await.unwrap(), "completes once");
+    let done = s.jobs(Some("lease"), 10).await.unwrap();
+    assert_eq!((done.len(), done[0].state, done[0].lease_expires_at), (1, JobState::Done, None));
+
+    // Failures retry after `retry_at` until max_attempts, then the job is failed.
+    let id = s.enqueue_job(&job("flaky", "x", 2), 1).await.unwrap().unwrap();
+    s.claim_job("n1", &["flaky"], 2000, 100).await.unwrap().unwrap();
+    assert!(s.fail_job(id, "n1", "boom 1", 2500, 2001).await.unwrap());
+    let j = &s.jobs(Some("flaky"), 1).await.unwrap()[0];
+    assert_eq!((j.state, j.run_after, j.last_error.as_deref()), (JobState::Pending, 2500, Some("boom 1")));
+    assert!(s.claim_job("n1", &["flaky"], 2499, 100).await.unwrap().is_none(), "backing off");
+    let j = s.claim_job("n2", &["flaky"], 2500, 100).await.unwrap().unwrap();
+    assert_eq!(j.attempts, 2);
+    assert!(s.fail_job(id, "n2", "boom 2", 3000, 2501).await.unwrap());
+    let j = &s.jobs(Some("flaky"), 1).await.unwrap()[0];
+    assert_eq!((j.state, j.attempts, j.last_error.as_deref()), (JobState::Failed, 2, Some("boom 2")));
+    assert!(s.claim_job("n1", &["flaky"], 9999, 100).await.unwrap().is_none(), "failed is final");
+    assert!(s.enqueue_job(&job("flaky", "x", 2), 1).await.unwrap().is_some(), "a failed job frees its key");
+
+    // A lease that expires on the last attempt fails the job instead of running it again.
+    let id = s.enqueue_job(&job("once", "x", 1), 1).await.unwrap().unwrap();
+    s.claim_job("dead", &["once"], 3000, 100).await.unwrap().unwrap();
+    assert!(s.claim_job("live", &["once"], 3100, 100).await.unwrap().is_none());
+    let j = &s.jobs(Some("once"), 1).await.unwrap()[0];
+    assert_eq!((j.id, j.state), (id, JobState::Failed));
+
+    // Release (graceful shutdown) gives the job back without counting the attempt.
+    let id = s.enqueue_job(&job("rel", "x", 1), 1).await.unwrap().unwrap();
+    s.claim_job("n1", &["rel"], 4000, 100).await.unwrap().unwrap();
+    assert!(s.release_job(id, "n1", 4001).await.unwrap());
+    let j = s.claim_job("n2", &["rel"], 4001, 100).await.unwrap().expect("released job is due");
+    assert_eq!((j.id, j.attempts), (id, 1));
+
+    // Concurrent claimers never get the same job: 8 workers drain 50 jobs, each claimed once.
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        ids.push(s.enqueue_job(&job("race", &i.to_string(), 1), 1).await.unwrap().unwrap());
+    }
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let s = s.clone();
+        workers.push(tokio::spawn(async move {
+            let node = format!("w{w}");
+            let mut got = Vec::new();
+            for _ in 0..100 {
+                let Some(j) = s.claim_job(&node, &["race"], 5000, 60_000).await.unwrap() else { break };
+                assert!(s.complete_job(j.id, &node, 5001).await.unwrap());
+                got.push(j.id);
+                tokio::task::yield_now().await;
+            }
+            got
+        }));
+    }
+    let mut claimed = Vec::new();
+    for w in workers {
+        claimed.extend(w.await.unwrap());
+    }
+    claimed.sort();
+    ids.sort();
+    assert_eq!(claimed, ids, "every job claimed exactly once");
+
+    // Listing and purging finished jobs.
+    assert_eq!(s.jobs(Some("race"), 10).await.unwrap().len(), 10);
+    assert!(s.jobs(None, 1000).await.unwrap().len() > 50);
+    let failed_before = s.jobs(None, 1000).await.unwrap().iter().filter(|j| j.state == JobState::Failed).count();
+    assert_eq!(s.purge_done_jobs(5001).await.unwrap(), 2, "done before 5001 purged");
+    assert_eq!(s.jobs(Some("race"), 100).await.unwrap().len(), 50, "done at 5001 kept");
+    assert_eq!(s.purge_done_jobs(5002).await.unwrap(), 50);
+    let left = s.jobs(None, 1000).await.unwrap();
+    assert!(left.iter().all(|j| j.state != JobState::Done));
+    assert_eq!(left.iter().filter(|j| j.state == JobState::Failed).count(), failed_before, "failed jobs kept");
+}
+
 #[tokio::test]
 async fn sqlite_contract() {
     let dir = tempfile::tempdir().unwrap();
-    let s = sqlite::SqliteStore::open(&dir.path().join("m.db")).await.unwrap();
+    let (s, applied) = sqlite::SqliteStore::open_with(&dir.path().join("m.db"), SchemaMode::Migrate).await.unwrap();
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
     contract(&s).await;
+    jobs_contract(Arc::new(s.clone())).await;
     s.close().await;
+    // Reopening applies nothing; a check passes on a current schema.
+    let (s, applied) = sqlite::SqliteStore::open_with(&dir.path().join("m.db"), SchemaMode::Check).await.unwrap();
+    assert!(applied.is_empty());
+    s.close().await;
+    // A check on an unmigrated database refuses it.
+    let err = sqlite::SqliteStore::open_with(&dir.path().join("new.db"), SchemaMode::Check).await.unwrap_err();
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 4), "{err}");
+    assert!(err.to_string().contains("berth migrate"), "{err}");
 }
 
 #[tokio::test]
@@ -140,8 +272,16 @@ async fn postgres_contract() {
     let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&mut admin).await.unwrap();
     let base = url.rsplit_once('/').map(|(b, _)| b).unwrap();
-    let s = postgres::PgStore::open(&format!("{base}/{db}")).await.unwrap();
+    let url = format!("{base}/{db}");
+    let err = postgres::PgStore::open_with(&url, SchemaMode::Check).await.unwrap_err();
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 4), "{err}");
+    let (s, applied) = postgres::PgStore::open_with(&url, SchemaMode::Migrate).await.unwrap();
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
     contract(&s).await;
+    jobs_contract(Arc::new(s.clone())).await;
+    s.close().await;
+    let (s, applied) = postgres::PgStore::open_with(&url, SchemaMode::Check).await.unwrap();
+    assert!(applied.is_empty());
     s.close().await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {db}"))).execute(&mut admin).await.unwrap();
 }

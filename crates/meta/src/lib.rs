@@ -24,10 +24,166 @@ pub enum MetaError {
     /// Schema migration failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The store was opened with [`SchemaMode::Check`] and its schema is not the one this build
+    /// expects: migrations are pending, or the database has migrations this build does not know
+    /// (it was migrated by a newer version).
+    #[error(
+        "the metadata schema is not current: {} pending migration(s){}{}; run `berth migrate` (with this version)",
+        pending.len(),
+        if pending.is_empty() { String::new() } else { format!(" ({})", pending.join(", ")) },
+        if unknown.is_empty() { String::new() } else { format!(", unknown applied version(s) {unknown:?}") }
+    )]
+    SchemaNotCurrent {
+        /// `<version>_<description>` of each migration not applied yet.
+        pending: Vec<String>,
+        /// Versions applied in the database that this build does not know.
+        unknown: Vec<i64>,
+    },
 }
 
 /// Result alias for metadata operations.
 pub type Result<T> = std::result::Result<T, MetaError>;
+
+/// What opening a store does about schema migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaMode {
+    /// Apply pending migrations (serialized across processes).
+    Migrate,
+    /// Apply nothing; fail with [`MetaError::SchemaNotCurrent`] unless every migration this build
+    /// knows is applied and no unknown one is.
+    Check,
+}
+
+/// A schema migration that opening a store applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedMigration {
+    pub version: i64,
+    pub description: String,
+}
+
+/// Compare the migrations recorded in the database with those of `migrator`; with `apply`, run
+/// the pending ones. Returns the migrations that were pending (applied now when `apply`).
+async fn migrate_conn<C>(migrator: &sqlx::migrate::Migrator, conn: &mut C, apply: bool) -> Result<Vec<AppliedMigration>>
+where
+    C: sqlx::migrate::Migrate,
+{
+    if apply {
+        // Held while listing and applying, so that what is reported as applied is what this
+        // call applied (PostgreSQL advisory locks nest with the one `run_direct` takes).
+        conn.lock().await?;
+        let r = migrate_locked(migrator, conn, true).await;
+        let unlocked = conn.unlock().await;
+        let applied = r?;
+        unlocked?;
+        return Ok(applied);
+    }
+    migrate_locked(migrator, conn, false).await
+}
+
+async fn migrate_locked<C>(
+    migrator: &sqlx::migrate::Migrator,
+    conn: &mut C,
+    apply: bool,
+) -> Result<Vec<AppliedMigration>>
+where
+    C: sqlx::migrate::Migrate,
+{
+    conn.ensure_migrations_table("_sqlx_migrations").await?;
+    let applied = conn.list_applied_migrations("_sqlx_migrations").await?;
+    let pending: Vec<AppliedMigration> = migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration() && !applied.iter().any(|a| a.version == m.version))
+        .map(|m| AppliedMigration { version: m.version, description: m.description.to_string() })
+        .collect();
+    let unknown: Vec<i64> =
+        applied.iter().map(|a| a.version).filter(|v| !migrator.iter().any(|m| m.version == *v)).collect();
+    if apply {
+        migrator.run_direct(None, conn, false).await?;
+    } else if !pending.is_empty() || !unknown.is_empty() {
+        return Err(MetaError::SchemaNotCurrent {
+            pending: pending.iter().map(|m| format!("{:04}_{}", m.version, m.description.replace(' ', "_"))).collect(),
+            unknown,
+        });
+    }
+    Ok(pending)
+}
+
+/// State of a background job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobState {
+    /// Waiting to be claimed once `run_after` has passed.
+    Pending,
+    /// Claimed by `lease_owner` until `lease_expires_at`; after that any node may claim it again.
+    Running,
+    /// Completed by its lease owner. Final.
+    Done,
+    /// Failed on its last allowed attempt. Final.
+    Failed,
+}
+
+impl JobState {
+    /// The stored (and printed) name: `pending`, `running`, `done` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> JobState {
+        match s {
+            "pending" => JobState::Pending,
+            "running" => JobState::Running,
+            "done" => JobState::Done,
+            _ => JobState::Failed,
+        }
+    }
+}
+
+/// A background job as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: i64,
+    /// What to run (the handler's name), e.g. `expire-uploads`.
+    pub kind: String,
+    /// Identity of the work within its kind (a time bucket, a repository id ...).
+    pub key: String,
+    /// Handler input, JSON text.
+    pub payload: String,
+    pub state: JobState,
+    /// Claims so far (a lease taken over from a dead node counts as an attempt).
+    pub attempts: u32,
+    pub max_attempts: u32,
+    /// Not claimed before this time (epoch ms).
+    pub run_after: i64,
+    /// The node holding (or that last held) the lease.
+    pub lease_owner: Option<String>,
+    /// While running: when the lease ends unless renewed.
+    pub lease_expires_at: Option<i64>,
+    /// Error of the last failed attempt.
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    pub kind: &'a str,
+    pub key: &'a str,
+    /// JSON text handed to the handler.
+    pub payload: &'a str,
+    /// Not claimed before this time (epoch ms).
+    pub run_after: i64,
+    /// Claims allowed before the job is marked failed (at least 1).
+    pub max_attempts: u32,
+    /// Also refuse when a job of this kind and key exists in any state, finished ones included:
+    /// periodic work keyed by a time bucket then runs once per bucket however many nodes
+    /// schedule it.
+    pub once: bool,
+}
 
 /// The account and region a repository lives in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -254,4 +410,39 @@ pub trait MetadataStore: IamStore + Send + Sync + 'static {
     async fn tag_repository(&self, repo_id: i64, tags: &[(String, String)], max: usize) -> Result<bool>;
     /// Remove resource tags by key.
     async fn untag_repository(&self, repo_id: i64, keys: &[String]) -> Result<()>;
+
+    // ---- background jobs ------------------------------------------------------------------
+    //
+    // Delivery is at least once; effects are committed once when handlers are idempotent:
+    // `complete_job` succeeds only for the node holding the lease, and a node that lost its
+    // lease (it stalled past `lease_expires_at` and another node claimed the job) learns so
+    // from `renew_lease`/`complete_job` returning `false` and must treat its work as possibly
+    // duplicated.
+
+    /// Enqueue a pending job; `None` (nothing changed) when a job of the same kind and key is
+    /// already pending or running (or, with [`NewJob::once`], exists in any state).
+    async fn enqueue_job(&self, job: &NewJob<'_>, now: i64) -> Result<Option<i64>>;
+    /// Atomically claim one due job of one of `kinds` for `node_id`: a pending job whose
+    /// `run_after` has passed, or a running job whose lease expired (its node died or
+    /// stalled). The job becomes running, leased to `node_id` until `now + lease_ms`, with one
+    /// more attempt. Oldest due first. A running job whose lease expired on its last allowed
+    /// attempt is marked failed instead. Concurrent claimers (threads, processes, nodes) never
+    /// get the same job while its lease holds.
+    async fn claim_job(&self, node_id: &str, kinds: &[&str], now: i64, lease_ms: i64) -> Result<Option<Job>>;
+    /// Extend the lease of a running job to `now + lease_ms`; `false` when `node_id` no longer
+    /// holds it (another node claimed it after it expired, or it is no longer running).
+    async fn renew_lease(&self, id: i64, node_id: &str, now: i64, lease_ms: i64) -> Result<bool>;
+    /// Mark a running job done; `false` (nothing changed) when `node_id` does not hold its lease.
+    async fn complete_job(&self, id: i64, node_id: &str, now: i64) -> Result<bool>;
+    /// Record a failed attempt: back to pending with `run_after = retry_at` when attempts are
+    /// left, else failed. `false` (nothing changed) when `node_id` does not hold the lease.
+    async fn fail_job(&self, id: i64, node_id: &str, error: &str, retry_at: i64, now: i64) -> Result<bool>;
+    /// Give a running job back unfinished (graceful shutdown): pending again, due now, and the
+    /// attempt does not count. `false` when `node_id` does not hold the lease.
+    async fn release_job(&self, id: i64, node_id: &str, now: i64) -> Result<bool>;
+    /// Jobs (of `kind` when given), newest first, at most `limit`.
+    async fn jobs(&self, kind: Option<&str>, limit: u32) -> Result<Vec<Job>>;
+    /// Delete done jobs last updated before `before`; returns how many. Failed jobs are kept
+    /// for inspection.
+    async fn purge_done_jobs(&self, before: i64) -> Result<u64>;
 }

@@ -2,11 +2,22 @@
 //! `RETURNING`, explicit `CAST`s where PostgreSQL must infer a parameter's type. Each backend
 //! module expands [`portable_store!`] for its store type, which must provide
 //! `begin()` (a write transaction), `lock_repo()` (serialize manifest writes of one repository),
-//! and the `read` / `write` pools.
+//! and the `read` / `write` pools. The one backend difference in the SQL itself is passed as
+//! `$skip_locked`: the row-locking clause that lets concurrent job claimers pass each other
+//! (`FOR UPDATE SKIP LOCKED` on PostgreSQL; empty on SQLite, where `BEGIN IMMEDIATE` already
+//! serializes writers).
+
+/// The columns [`job_from_row`] reads, in order.
+macro_rules! job_columns {
+    () => {
+        "id, kind, key, payload, state, attempts, max_attempts, run_after, lease_owner, lease_expires_at, \
+         last_error, created_at, updated_at"
+    };
+}
 
 /// Implement [`crate::MetadataStore`] for `$store` on database `$db` with row type `$row`.
 macro_rules! portable_store {
-    ($store:ty, $db:ty, $row:ty) => {
+    ($store:ty, $db:ty, $row:ty, $skip_locked:literal) => {
 async fn missing(
     tx: &mut Transaction<'static, $db>,
     sql: &'static str,
@@ -584,6 +595,173 @@ impl MetadataStore for $store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn enqueue_job(&self, job: &NewJob<'_>, now: i64) -> Result<Option<i64>> {
+        // Without `once`, the partial unique index on (kind, key) of pending/running jobs makes
+        // the insert a no-op; with it, any existing job of that kind and key does too. Two
+        // concurrent `once` inserts both pass NOT EXISTS, and the index keeps one.
+        let sql = if job.once {
+            "INSERT INTO jobs (kind, key, payload, state, attempts, max_attempts, run_after, created_at, updated_at) \
+             SELECT $1, $2, $3, 'pending', 0, $4, $5, $6, $6 \
+             WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE kind = $1 AND key = $2) \
+             ON CONFLICT DO NOTHING RETURNING id"
+        } else {
+            "INSERT INTO jobs (kind, key, payload, state, attempts, max_attempts, run_after, created_at, updated_at) \
+             VALUES ($1, $2, $3, 'pending', 0, $4, $5, $6, $6) ON CONFLICT DO NOTHING RETURNING id"
+        };
+        let row = sqlx::query(sql)
+            .bind(job.kind)
+            .bind(job.key)
+            .bind(job.payload)
+            .bind(i64::from(job.max_attempts.max(1)))
+            .bind(job.run_after)
+            .bind(now)
+            .fetch_optional(&self.write)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn claim_job(&self, node_id: &str, kinds: &[&str], now: i64, lease_ms: i64) -> Result<Option<Job>> {
+        if kinds.is_empty() {
+            return Ok(None);
+        }
+        // `kind IN ($2, $3, ...)`: only generated placeholders go into the text.
+        let list = (0..kinds.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
+        let mut tx = self.begin().await?;
+        // A lease that expired on the last allowed attempt ends the job.
+        let exhausted = format!(
+            "UPDATE jobs SET state = 'failed', last_error = 'lease expired on the last attempt', \
+             lease_expires_at = NULL, updated_at = $1 WHERE id IN (SELECT id FROM jobs WHERE kind IN ({list}) \
+             AND state = 'running' AND lease_expires_at <= $1 AND attempts >= max_attempts{})",
+            $skip_locked
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(exhausted)).bind(now);
+        for k in kinds {
+            q = q.bind(*k);
+        }
+        q.execute(&mut *tx).await?;
+        let due = format!(
+            "SELECT id FROM jobs WHERE kind IN ({list}) AND ((state = 'pending' AND run_after <= $1) \
+             OR (state = 'running' AND lease_expires_at <= $1)) ORDER BY run_after, id LIMIT 1{}",
+            $skip_locked
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(due)).bind(now);
+        for k in kinds {
+            q = q.bind(*k);
+        }
+        let Some(id) = q.fetch_optional(&mut *tx).await?.map(|r| r.get::<i64, _>(0)) else {
+            tx.commit().await?; // keep the failed exhausted leases
+            return Ok(None);
+        };
+        let row = sqlx::query(concat!(
+            "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, ",
+            "updated_at = $3 WHERE id = $4 RETURNING ",
+            job_columns!()
+        ))
+        .bind(node_id)
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(job_from_row(row)))
+    }
+
+    async fn renew_lease(&self, id: i64, node_id: &str, now: i64, lease_ms: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = $1, updated_at = $2 \
+             WHERE id = $3 AND state = 'running' AND lease_owner = $4",
+        )
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(id)
+        .bind(node_id)
+        .execute(&self.write)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn complete_job(&self, id: i64, node_id: &str, now: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'done', lease_expires_at = NULL, updated_at = $1 \
+             WHERE id = $2 AND state = 'running' AND lease_owner = $3",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(node_id)
+        .execute(&self.write)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn fail_job(&self, id: i64, node_id: &str, error: &str, retry_at: i64, now: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END, \
+             run_after = $1, last_error = $2, lease_expires_at = NULL, updated_at = $3 \
+             WHERE id = $4 AND state = 'running' AND lease_owner = $5",
+        )
+        .bind(retry_at)
+        .bind(error)
+        .bind(now)
+        .bind(id)
+        .bind(node_id)
+        .execute(&self.write)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn release_job(&self, id: i64, node_id: &str, now: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'pending', run_after = $1, attempts = attempts - 1, lease_expires_at = NULL, \
+             updated_at = $1 WHERE id = $2 AND state = 'running' AND lease_owner = $3",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(node_id)
+        .execute(&self.write)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn jobs(&self, kind: Option<&str>, limit: u32) -> Result<Vec<Job>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE (CAST($1 AS TEXT) IS NULL OR kind = $1) ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(kind)
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(job_from_row).collect())
+    }
+
+    async fn purge_done_jobs(&self, before: i64) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM jobs WHERE state = 'done' AND updated_at < $1")
+            .bind(before)
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected())
+    }
+}
+
+fn job_from_row(r: $row) -> Job {
+    Job {
+        id: r.get(0),
+        kind: r.get(1),
+        key: r.get(2),
+        payload: r.get(3),
+        state: JobState::parse(r.get::<&str, _>(4)),
+        attempts: r.get::<i64, _>(5) as u32,
+        max_attempts: r.get::<i64, _>(6) as u32,
+        run_after: r.get(7),
+        lease_owner: r.get(8),
+        lease_expires_at: r.get(9),
+        last_error: r.get(10),
+        created_at: r.get(11),
+        updated_at: r.get(12),
     }
 }
 

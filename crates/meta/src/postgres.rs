@@ -9,7 +9,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 use std::time::Duration;
 
-crate::portable::portable_store!(PgStore, Postgres, sqlx::postgres::PgRow);
+crate::portable::portable_store!(PgStore, Postgres, sqlx::postgres::PgRow, " FOR UPDATE SKIP LOCKED");
 crate::iam::portable_iam!(PgStore, Postgres, sqlx::postgres::PgRow);
 
 /// PostgreSQL-backed [`MetadataStore`].
@@ -22,10 +22,20 @@ pub struct PgStore {
 impl PgStore {
     /// Connect to `url` (`postgres://...`) and apply pending migrations.
     pub async fn open(url: &str) -> Result<PgStore> {
+        Ok(Self::open_with(url, SchemaMode::Migrate).await?.0)
+    }
+
+    /// Connect to `url`, applying pending migrations or only checking that there are none, per
+    /// `mode`. Returns the store and the migrations applied now. Concurrent migrators are
+    /// serialized by an advisory lock (sqlx's).
+    pub async fn open_with(url: &str, mode: SchemaMode) -> Result<(PgStore, Vec<AppliedMigration>)> {
         let pool =
             PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(60)).connect(url).await?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PgStore { read: pool.clone(), write: pool })
+        let applied = {
+            let mut conn = pool.acquire().await?;
+            migrate_conn(&sqlx::migrate!("./migrations/postgres"), &mut *conn, mode == SchemaMode::Migrate).await?
+        };
+        Ok((PgStore { read: pool.clone(), write: pool }, applied))
     }
 
     /// Close the pool.

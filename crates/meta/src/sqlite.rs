@@ -10,7 +10,7 @@ use crate::*;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, Transaction};
 
-crate::portable::portable_store!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow);
+crate::portable::portable_store!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow, "");
 crate::iam::portable_iam!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow);
 use std::path::Path;
 use std::time::Duration;
@@ -24,10 +24,17 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Open (creating and migrating as needed) the database file at `path`.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        Ok(Self::open_with(path, SchemaMode::Migrate).await?.0)
+    }
+
+    /// Open the database file at `path` (created if missing), applying pending migrations or
+    /// only checking that there are none, per `mode`. Returns the store and the migrations
+    /// applied now.
     ///
     /// Opening (and migrating) holds an exclusive lock on `<path>.lock`, so a server and an admin
     /// command started together on fresh data do not migrate the same file at once.
-    pub async fn open(path: &Path) -> Result<SqliteStore> {
+    pub async fn open_with(path: &Path, mode: SchemaMode) -> Result<(SqliteStore, Vec<AppliedMigration>)> {
         let lock_path = path.with_extension("db.lock");
         let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
             let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(lock_path)?;
@@ -52,7 +59,10 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(opts.clone())
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+        let applied = {
+            let mut conn = write.acquire().await?;
+            migrate_conn(&sqlx::migrate!("./migrations/sqlite"), &mut *conn, mode == SchemaMode::Migrate).await?
+        };
         let read = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
@@ -60,7 +70,7 @@ impl SqliteStore {
             .connect_with(opts.read_only(true))
             .await?;
         drop(lock);
-        Ok(SqliteStore { read, write })
+        Ok((SqliteStore { read, write }, applied))
     }
 
     /// Close both pools, checkpointing the WAL.

@@ -10,6 +10,7 @@ mod error;
 mod hash;
 pub mod iam;
 mod images;
+pub mod jobs;
 mod repos;
 
 pub use accounts::{AuthorizationToken, Credentials, Identity, Keys, random_account_id, valid_account_id};

@@ -100,6 +100,27 @@ impl Berth {
         b
     }
 
+    /// Start another `berth serve` process on the same data dir and metadata database (a
+    /// second node), with the same environment except for `env`, which overrides it.
+    pub fn another_node(&self, env: &[(&str, &str)]) -> Berth {
+        let mut extra_env = self.extra_env.clone();
+        for (k, v) in env {
+            extra_env.retain(|(key, _)| key != k);
+            extra_env.push((k.to_string(), v.to_string()));
+        }
+        let mut b = Berth {
+            child: None,
+            addr: String::new(),
+            url: String::new(),
+            data_dir: self.data_dir.clone(),
+            _tmp: None,
+            extra_env,
+            password: self.password.clone(),
+        };
+        b.spawn(None);
+        b
+    }
+
     /// Runs `berth admin ARGS --data-dir <data dir>` with the server's environment.
     pub fn admin(&self, args: &[&str]) -> std::process::Output {
         let mut cmd = Command::new(berth_bin());
