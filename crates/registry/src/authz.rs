@@ -348,7 +348,7 @@ impl Registry {
 }
 
 /// `2026-11-25T19:00:00Z` for epoch milliseconds.
-fn iso8601(ms: i64) -> String {
+pub fn iso8601(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);

@@ -14,7 +14,7 @@ pub mod jobs;
 mod repos;
 
 pub use accounts::{AuthorizationToken, Credentials, Identity, Keys, random_account_id, valid_account_id};
-pub use authz::{Caller, EPOCH_CHECK_MS, Target, repository_arn};
+pub use authz::{Caller, EPOCH_CHECK_MS, Target, iso8601, repository_arn};
 pub use error::Error;
 pub use images::{ImageFailure, ImageId};
 pub use repos::{MAX_RESOURCE_TAGS, RepoSettings, TagFilter, exclusions_of};

@@ -191,6 +191,49 @@ impl Ctx<'_> {
     }
 }
 
+/// Why a SigV4-signed request was refused.
+pub(crate) enum SignedError {
+    Sig(sigv4::SigV4Error),
+    Registry(Error),
+}
+
+/// Verify a SigV4-signed request for `service` (credential scope region among `regions`) and
+/// return the caller's identity with what the signature established.
+pub(crate) async fn verify_signed(
+    reg: &Registry,
+    parts: &mut Parts,
+    body: &[u8],
+    service: &str,
+    regions: &[String],
+) -> Result<(Identity, sigv4::Verified), SignedError> {
+    // HTTP/2 carries the host as :authority; SigV4 signs it as `host`.
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(a) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(header::HOST, a);
+    }
+    let body_sha = hex_sha256(body);
+    let sreq = sigv4::Request {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &parts.headers,
+        body_sha256: &body_sha,
+    };
+    let parsed = sigv4::parse(&sreq, service, regions, SystemTime::now()).map_err(SignedError::Sig)?;
+    let (identity, secret) = reg
+        .access_key_secret(parsed.access_key_id())
+        .await
+        .map_err(SignedError::Registry)?
+        .ok_or(SignedError::Sig(sigv4::SigV4Error::UnrecognizedClient))?;
+    if parsed.session_token().is_some() {
+        // Berth issues no session credentials: a session token is never valid.
+        return Err(SignedError::Sig(sigv4::SigV4Error::UnrecognizedClient));
+    }
+    let verified = parsed.verify(&sreq, &secret).map_err(SignedError::Sig)?;
+    Ok((identity, verified))
+}
+
 /// Serve one control-plane request.
 pub async fn handle(state: &AppState, mut parts: Parts, body: Body) -> Response {
     let request_id = uuid_like();
@@ -213,28 +256,10 @@ async fn serve(state: &AppState, parts: &mut Parts, body: Body) -> Result<Value,
     let body = axum::body::to_bytes(body, MAX_BODY)
         .await
         .map_err(|_| EcrError::new("SerializationException", "The request body could not be read or is too large."))?;
-    // HTTP/2 carries the host as :authority; SigV4 signs it as `host`.
-    if !parts.headers.contains_key(header::HOST)
-        && let Some(a) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    {
-        parts.headers.insert(header::HOST, a);
-    }
-    let body_sha = hex_sha256(&body);
-    let sreq = sigv4::Request {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query().unwrap_or(""),
-        headers: &parts.headers,
-        body_sha256: &body_sha,
-    };
-    let parsed = sigv4::parse(&sreq, "ecr", reg.regions(), SystemTime::now())?;
-    let (identity, secret) =
-        reg.access_key_secret(parsed.access_key_id()).await?.ok_or(sigv4::SigV4Error::UnrecognizedClient)?;
-    if parsed.session_token().is_some() {
-        // Berth issues no session credentials: a session token is never valid.
-        return Err(sigv4::SigV4Error::UnrecognizedClient.into());
-    }
-    let verified = parsed.verify(&sreq, &secret)?;
+    let (identity, verified) = verify_signed(reg, parts, &body, "ecr", reg.regions()).await.map_err(|e| match e {
+        SignedError::Sig(e) => EcrError::from(e),
+        SignedError::Registry(e) => EcrError::from(e),
+    })?;
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
     let op = target.strip_prefix(TARGET_PREFIX).unwrap_or("");
     let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost").to_string();

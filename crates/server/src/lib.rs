@@ -1,9 +1,10 @@
-//! HTTP glue: one listener serves the OCI distribution API under `/v2/` (and, in later
-//! issues, the ECR control plane at `POST /`). Requests are parsed into a typed route by
+//! HTTP glue: one listener serves the OCI distribution API under `/v2/`, the ECR control plane
+//! (`POST /`, AWS JSON) and the IAM and STS Query APIs (`POST /`, form-encoded). Requests are parsed into a typed route by
 //! [`berth_oci::path::parse`] before anything else happens.
 
 mod ecr;
 mod error;
+mod iam;
 mod oci;
 mod query;
 
@@ -35,6 +36,15 @@ async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response
     // POST / with an X-Amz-Target is the ECR control plane; everything else the data plane.
     if req.uri().path() == "/" && req.method() == http::Method::POST {
         let (parts, body) = req.into_parts();
+        // IAM and STS speak the Query protocol (form-encoded); ECR speaks AWS JSON.
+        let form = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if form {
+            return iam::handle(&state, parts, body).await;
+        }
         return ecr::handle(&state, parts, body).await;
     }
     let mut resp = oci::handle(&state, req).await;
