@@ -113,6 +113,120 @@ async fn contract(s: &dyn MetadataStore) {
     assert_eq!(s.setting("k").await.unwrap().as_deref(), Some("first"));
 }
 
+/// IAM entities, policies and the authorization epoch.
+async fn iam_contract(s: &dyn MetadataStore) {
+    let a = "123456789012";
+    assert!(s.create_account(a, 1).await.unwrap());
+    let e0 = s.auth_epoch().await.unwrap();
+    let user = |name: &str, id: &str| IamEntity {
+        account_id: a.into(),
+        name: name.into(),
+        id: id.into(),
+        path: "/".into(),
+        created_at: 5,
+    };
+    assert!(s.create_user(&user("CI", "AIDA1")).await.unwrap());
+    assert!(!s.create_user(&user("ci", "AIDA2")).await.unwrap(), "names are unique without regard to case");
+    assert!(s.auth_epoch().await.unwrap() > e0, "a change moves the epoch");
+    let u = s.user(a, "ci").await.unwrap().unwrap();
+    assert_eq!((u.name.as_str(), u.id.as_str()), ("CI", "AIDA1"));
+    assert!(s.user("999999999999", "ci").await.unwrap().is_none());
+    assert!(s.create_user(&IamEntity { path: "/eng/".into(), ..user("bob", "AIDA3") }).await.unwrap());
+    let names = |v: Vec<IamEntity>| v.into_iter().map(|u| u.name).collect::<Vec<_>>();
+    assert_eq!(names(s.list_users(a, "/", "", 10).await.unwrap()), ["bob", "CI"]);
+    assert_eq!(names(s.list_users(a, "/eng/", "", 10).await.unwrap()), ["bob"]);
+    assert_eq!(names(s.list_users(a, "/", "bob", 10).await.unwrap()), ["CI"]);
+
+    // Groups and policies; identity_policies gathers the user's and its groups'.
+    assert!(s.create_group(&IamEntity { id: "AGPA1".into(), ..user("devs", "") }).await.unwrap());
+    s.add_group_member(a, "DEVS", "ci").await.unwrap();
+    s.add_group_member(a, "devs", "ci").await.unwrap();
+    assert_eq!(names(s.groups_of_user(a, "CI").await.unwrap()), ["devs"]);
+    assert_eq!(names(s.group_members(a, "devs").await.unwrap()), ["CI"]);
+    s.put_inline_policy(a, Owner::User("CI"), "p1", "{1}").await.unwrap();
+    s.put_inline_policy(a, Owner::User("ci"), "p1", "{1b}").await.unwrap();
+    s.put_inline_policy(a, Owner::Group("devs"), "g1", "{2}").await.unwrap();
+    assert_eq!(s.inline_policy(a, Owner::User("ci"), "p1").await.unwrap().as_deref(), Some("{1b}"));
+    assert_eq!(s.inline_policy_names(a, Owner::User("ci")).await.unwrap(), ["p1"]);
+    let mp = ManagedPolicy {
+        account_id: a.into(),
+        name: "Pull".into(),
+        id: "ANPA1".into(),
+        path: "/".into(),
+        arn: format!("arn:aws:iam::{a}:policy/Pull"),
+        document: "{3}".into(),
+        description: None,
+        created_at: 1,
+        updated_at: 1,
+    };
+    assert!(s.create_managed_policy(&mp).await.unwrap());
+    assert!(!s.create_managed_policy(&ManagedPolicy { id: "ANPA2".into(), ..mp.clone() }).await.unwrap());
+    assert_eq!(s.managed_policy(&mp.arn).await.unwrap().unwrap(), mp);
+    assert_eq!(s.list_managed_policies(a, "/", "", 10).await.unwrap(), vec![mp.clone()]);
+    s.attach_policy(a, Owner::Group("devs"), &mp.arn).await.unwrap();
+    s.attach_policy(a, Owner::User("ci"), "arn:aws:iam::aws:policy/X").await.unwrap();
+    assert_eq!(s.policy_attachment_count(&mp.arn).await.unwrap(), 1);
+    let mut got = s.identity_policies(a, "ci").await.unwrap();
+    got.sort_by(|x, y| (&x.document, &x.arn).cmp(&(&y.document, &y.arn)));
+    let want = vec![
+        IdentityPolicy { document: None, arn: Some("arn:aws:iam::aws:policy/X".into()) },
+        IdentityPolicy { document: Some("{1b}".into()), arn: None },
+        IdentityPolicy { document: Some("{2}".into()), arn: None },
+        IdentityPolicy { document: Some("{3}".into()), arn: Some(mp.arn.clone()) },
+    ];
+    assert_eq!(got, want);
+    assert!(s.identity_policies(a, "bob").await.unwrap().is_empty());
+    assert!(s.detach_policy(a, Owner::Group("devs"), &mp.arn).await.unwrap());
+    assert!(!s.detach_policy(a, Owner::Group("devs"), &mp.arn).await.unwrap());
+    assert!(s.remove_group_member(a, "devs", "CI").await.unwrap());
+    assert_eq!(s.identity_policies(a, "ci").await.unwrap().len(), 2);
+    assert!(s.delete_inline_policy(a, Owner::User("ci"), "p1").await.unwrap());
+    assert!(!s.delete_inline_policy(a, Owner::User("ci"), "p1").await.unwrap());
+    assert!(s.delete_managed_policy(&mp.arn).await.unwrap());
+    assert!(s.delete_group(a, "devs").await.unwrap());
+    assert!(s.delete_user(a, "ci").await.unwrap());
+    assert!(!s.delete_user(a, "ci").await.unwrap());
+
+    // Access keys of root and users; status and deletion move the epoch.
+    let key = |id: &str, user: Option<&str>| AccessKey {
+        access_key_id: id.into(),
+        account_id: a.into(),
+        user_name: user.map(str::to_string),
+        secret_enc: "x".into(),
+        status: "Active".into(),
+        created_at: 1,
+    };
+    s.put_access_key(&key("AKIAROOTIAM", None)).await.unwrap();
+    s.put_access_key(&key("AKIABOBIAM", Some("Bob"))).await.unwrap();
+    assert_eq!(s.access_keys_of(a, None).await.unwrap(), vec![key("AKIAROOTIAM", None)]);
+    assert_eq!(s.access_keys_of(a, Some("bob")).await.unwrap(), vec![key("AKIABOBIAM", Some("Bob"))]);
+    let e1 = s.auth_epoch().await.unwrap();
+    assert!(s.set_access_key_status("AKIABOBIAM", "Inactive").await.unwrap());
+    assert_eq!(s.access_key("AKIABOBIAM").await.unwrap().unwrap().status, "Inactive");
+    assert!(s.auth_epoch().await.unwrap() > e1);
+    assert!(s.delete_access_key("AKIABOBIAM").await.unwrap());
+    assert!(!s.delete_access_key("AKIABOBIAM").await.unwrap());
+
+    // Resource policies: repository (gone with its repository) and registry.
+    let ns = Namespace { account_id: a.into(), region: "r".into() };
+    let repo = s.ensure_repository(&ns, "pol", 1).await.unwrap();
+    assert!(s.set_repository_policy(repo, Some("{r1}")).await.unwrap());
+    assert!(s.set_repository_policy(repo, Some("{r2}")).await.unwrap());
+    assert_eq!(s.repository_policy(repo).await.unwrap().as_deref(), Some("{r2}"));
+    assert!(s.set_repository_policy(repo, None).await.unwrap());
+    assert!(!s.set_repository_policy(repo, None).await.unwrap());
+    s.set_repository_policy(repo, Some("{r3}")).await.unwrap();
+    assert_eq!(s.delete_repository(repo, true).await.unwrap(), DeleteRepository::Deleted);
+    assert!(s.repository_policy(repo).await.unwrap().is_none());
+    assert!(s.registry_policy(&ns).await.unwrap().is_none());
+    assert!(s.set_registry_policy(&ns, Some("{g}")).await.unwrap());
+    assert_eq!(s.registry_policy(&ns).await.unwrap().as_deref(), Some("{g}"));
+    assert!(s.set_registry_policy(&ns, None).await.unwrap());
+    let e2 = s.auth_epoch().await.unwrap();
+    s.bump_auth_epoch().await.unwrap();
+    assert_eq!(s.auth_epoch().await.unwrap(), e2 + 1);
+}
+
 fn job<'a>(kind: &'a str, key: &'a str, max_attempts: u32) -> NewJob<'a> {
     NewJob { kind, key, payload: "{}", run_after: 0, max_attempts, once: false }
 }
@@ -240,6 +354,7 @@ async fn sqlite_contract() {
     let (s, applied) = sqlite::SqliteStore::open_with(&dir.path().join("m.db"), SchemaMode::Migrate).await.unwrap();
     assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
     contract(&s).await;
+    iam_contract(&s).await;
     jobs_contract(Arc::new(s.clone())).await;
     s.close().await;
     // Reopening applies nothing; a check passes on a current schema.
@@ -278,6 +393,7 @@ async fn postgres_contract() {
     let (s, applied) = postgres::PgStore::open_with(&url, SchemaMode::Migrate).await.unwrap();
     assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
     contract(&s).await;
+    iam_contract(&s).await;
     jobs_contract(Arc::new(s.clone())).await;
     s.close().await;
     let (s, applied) = postgres::PgStore::open_with(&url, SchemaMode::Check).await.unwrap();

@@ -253,7 +253,7 @@ macro_rules! portable_iam {
             ) -> Result<Vec<IamEntity>> {
                 let rows = sqlx::query(
                     "SELECT account_id, user_name, user_id, path, created_at FROM iam_users \
-                     WHERE account_id = $1 AND name_key > $2 AND substr(path, 1, $3) = $4 \
+                     WHERE account_id = $1 AND name_key > $2 AND substr(path, 1, CAST($3 AS INTEGER)) = $4 \
                      ORDER BY name_key LIMIT $5",
                 )
                 .bind(account_id)
@@ -314,7 +314,7 @@ macro_rules! portable_iam {
             ) -> Result<Vec<IamEntity>> {
                 let rows = sqlx::query(
                     "SELECT account_id, group_name, group_id, path, created_at FROM iam_groups \
-                     WHERE account_id = $1 AND name_key > $2 AND substr(path, 1, $3) = $4 \
+                     WHERE account_id = $1 AND name_key > $2 AND substr(path, 1, CAST($3 AS INTEGER)) = $4 \
                      ORDER BY name_key LIMIT $5",
                 )
                 .bind(account_id)
@@ -498,7 +498,7 @@ macro_rules! portable_iam {
                 let rows = sqlx::query(
                     "SELECT account_id, policy_name, policy_id, path, arn, document, description, created_at, \
                      updated_at FROM iam_managed_policies \
-                     WHERE account_id = $1 AND name_key > $2 AND substr(path, 1, $3) = $4 \
+                     WHERE account_id = $1 AND name_key > $2 AND substr(path, 1, CAST($3 AS INTEGER)) = $4 \
                      ORDER BY name_key LIMIT $5",
                 )
                 .bind(account_id)
