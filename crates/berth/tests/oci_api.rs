@@ -804,6 +804,18 @@ async fn base_endpoint_returns_200_with_api_version_header() {
 }
 
 #[tokio::test]
+async fn health_and_readiness_probes_answer_without_credentials() {
+    let berth = Berth::start();
+    let c = Client::new();
+    for (path, body) in [("/healthz", "ok\n"), ("/readyz", "ready\n")] {
+        let r = c.get(format!("{}{path}", berth.url)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert_eq!(r.headers()[CONTENT_TYPE], "text/plain; charset=utf-8", "{path}");
+        assert_eq!(r.text().await.unwrap(), body, "{path}");
+    }
+}
+
+#[tokio::test]
 async fn unknown_paths_are_404() {
     let reg = Reg::start();
     for p in [

@@ -718,6 +718,17 @@ impl Registry {
         Ok(Page { items, more })
     }
 
+    /// Readiness: the metadata store answers and the blob store answers (a stat of a digest that
+    /// does not exist).
+    pub async fn ready(&self) -> Result<()> {
+        self.meta.auth_epoch().await?;
+        let probe: Digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+            .parse()
+            .map_err(|_| Error::Internal("probe digest".into()))?;
+        self.blobs.stat(&probe).await.map_err(storage_err)?;
+        Ok(())
+    }
+
     /// One page of the repositories `caller` may see (ecr:DescribeRepositories on each).
     pub async fn catalog_for(
         &self,

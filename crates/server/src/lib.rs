@@ -15,7 +15,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use berth_registry::Registry;
-use http::HeaderValue;
+use http::{HeaderValue, StatusCode};
 use std::sync::Arc;
 
 /// Shared state of all handlers.
@@ -47,7 +47,30 @@ async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response
         }
         return ecr::handle(&state, parts, body).await;
     }
+    // Probes for load balancers and orchestrators.
+    if req.method() == http::Method::GET {
+        match req.uri().path() {
+            "/healthz" => return probe(StatusCode::OK, "ok\n"),
+            "/readyz" => {
+                return match state.registry.ready().await {
+                    Ok(()) => probe(StatusCode::OK, "ready\n"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "readiness check failed");
+                        probe(StatusCode::SERVICE_UNAVAILABLE, "not ready: a backend is unreachable\n")
+                    }
+                };
+            }
+            _ => {}
+        }
+    }
     let mut resp = oci::handle(&state, req).await;
     resp.headers_mut().insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
     resp
+}
+
+fn probe(status: StatusCode, text: &'static str) -> Response {
+    let mut r = Response::new(Body::from(text));
+    *r.status_mut() = status;
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
 }
