@@ -1,5 +1,6 @@
 //! The `berth` binary: `berth serve` and the admin subcommands.
 
+mod admin_iam;
 mod config;
 
 use anyhow::Context;
@@ -60,10 +61,14 @@ enum AdminCommand {
         #[arg(long)]
         account_id: Option<String>,
     },
-    /// Create another root access key for an account; prints the credentials as JSON.
+    /// Create another root access key for an account (the default account when --account-id is
+    /// omitted); prints the credentials as JSON. With --user-name, a key of that IAM user,
+    /// printed as {"AccessKey": ...}.
     CreateAccessKey {
         #[arg(long)]
-        account_id: String,
+        account_id: Option<String>,
+        #[arg(long)]
+        user_name: Option<String>,
     },
     /// Print a registry password for an account's root (as `aws ecr get-login-password` does).
     GetLoginPassword {
@@ -103,6 +108,8 @@ enum AdminCommand {
         #[arg(long, default_value_t = 3)]
         max_attempts: u32,
     },
+    #[command(flatten)]
+    Iam(admin_iam::IamCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -134,13 +141,25 @@ fn main() -> anyhow::Result<()> {
             print!("{}", toml::to_string(&cfg)?);
             Ok(())
         }
-        Command::Admin { command } => rt.block_on(async {
-            let (reg, meta) = open(&cfg, SchemaMode::Migrate).await?;
-            let out = admin(&reg, meta.store().as_ref(), command).await;
-            meta.close().await;
-            println!("{}", out?);
+        Command::Admin { command } => {
+            let out = rt.block_on(async {
+                let (reg, meta) = open(&cfg, SchemaMode::Migrate).await?;
+                let out = admin(&reg, meta.store().as_ref(), command).await;
+                meta.close().await;
+                out
+            });
+            match out {
+                // Commands IAM answers with nothing (delete-user, ...) print nothing.
+                Ok(out) if out.is_empty() => {}
+                Ok(out) => println!("{out}"),
+                // One line for scripts (the message and its causes), never a backtrace.
+                Err(e) => {
+                    eprintln!("Error: {e:#}");
+                    std::process::exit(1);
+                }
+            }
             Ok(())
-        }),
+        }
         Command::ExpireUploads => rt.block_on(async {
             let (reg, meta) = open(&cfg, SchemaMode::Migrate).await?;
             let n = reg.expire_uploads().await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -157,8 +176,12 @@ async fn admin(reg: &Registry, meta: &dyn MetadataStore, command: AdminCommand) 
         AdminCommand::CreateAccount { account_id } => {
             serde_json::to_string_pretty(&reg.create_account(account_id.as_deref()).await.map_err(err)?)?
         }
-        AdminCommand::CreateAccessKey { account_id } => {
-            serde_json::to_string_pretty(&reg.create_access_key(&account_id, None, None).await.map_err(err)?)?
+        AdminCommand::CreateAccessKey { account_id, user_name: Some(user) } => {
+            serde_json::to_string_pretty(&admin_iam::create_access_key(reg, meta, account_id, &user).await?)?
+        }
+        AdminCommand::CreateAccessKey { account_id, user_name: None } => {
+            let account = account_id.unwrap_or_else(|| reg.default_account().to_string());
+            serde_json::to_string_pretty(&reg.create_access_key(&account, None, None).await.map_err(err)?)?
         }
         AdminCommand::GetLoginPassword { account_id } => {
             let account = account_id.unwrap_or_else(|| reg.default_account().to_string());
@@ -198,6 +221,10 @@ async fn admin(reg: &Registry, meta: &dyn MetadataStore, command: AdminCommand) 
             let job = NewJob { kind: &kind, key: &key, payload: &payload, run_after: now, max_attempts, once: false };
             serde_json::to_string_pretty(&serde_json::json!({ "id": meta.enqueue_job(&job, now).await? }))?
         }
+        AdminCommand::Iam(command) => match admin_iam::run(reg, meta, command).await? {
+            Some(v) => serde_json::to_string_pretty(&v)?,
+            None => String::new(),
+        },
     })
 }
 
