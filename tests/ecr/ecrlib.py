@@ -512,3 +512,205 @@ def utcnow():
 
 def b64decode(s):
     return base64.b64decode(s + "=" * (-len(s) % 4))
+
+
+# --------------------------------------------------------------------------------------------
+# IAM and STS (Query API on the same port)
+
+IAM_NS = "https://iam.amazonaws.com/doc/2010-05-08/"
+STS_NS = "https://sts.amazonaws.com/doc/2011-06-15/"
+FORM_CT = "application/x-www-form-urlencoded; charset=utf-8"
+
+
+def make_iam(server, akid=ROOT_AKID, secret=ROOT_SECRET, validate=True, service="iam"):
+    """A boto3 `iam` (or `sts`, with service="sts") client against Berth."""
+    return boto3.client(
+        service,
+        endpoint_url=server.url,
+        region_name=REGION,
+        aws_access_key_id=akid,
+        aws_secret_access_key=secret,
+        config=Config(
+            retries=NO_RETRY,
+            parameter_validation=validate,
+            connect_timeout=10,
+            read_timeout=60,
+        ),
+    )
+
+
+def make_sts(server, akid=ROOT_AKID, secret=ROOT_SECRET):
+    return make_iam(server, akid, secret, service="sts")
+
+
+def query_call(
+    server, params, *, akid=ROOT_AKID, secret=ROOT_SECRET, service="iam", region=REGION, send_body=None
+):
+    """POST / with a form-encoded Query API body, signed by botocore's SigV4Auth."""
+    from urllib.parse import urlencode
+
+    params = dict(params)
+    params.setdefault("Version", "2011-06-15" if service == "sts" else "2010-05-08")
+    body = urlencode(params).encode()
+    req = AWSRequest(method="POST", url=server.url + "/", data=body, headers={"Content-Type": FORM_CT})
+    botocore.auth.SigV4Auth(Credentials(akid, secret), service, region).add_auth(req)
+    prepared = req.prepare()
+    return requests.post(
+        server.url + "/",
+        data=send_body if send_body is not None else prepared.body,
+        headers=dict(prepared.headers.items()),
+        timeout=30,
+    )
+
+
+def aws_cmd(server, service, *args, akid=ROOT_AKID, secret=ROOT_SECRET, region=REGION, timeout=120):
+    """`aws <service> <args...> --endpoint-url <server>` (AWS CLI v1) with the given credentials."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID=akid,
+        AWS_SECRET_ACCESS_KEY=secret,
+        AWS_CONFIG_FILE="/nonexistent/berth-ecr-tests/config",
+        AWS_SHARED_CREDENTIALS_FILE="/nonexistent/berth-ecr-tests/credentials",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    exe = shutil.which("aws")
+    cmd = [exe] if exe else [sys.executable, "-m", "awscli"]
+    cmd += [service, *args, "--endpoint-url", server.url, "--region", region, "--output", "json"]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def purge_iam_user(iam, name):
+    """Delete a user and everything it owns (keys, policies, memberships); ignores absence."""
+    try:
+        for k in iam.list_access_keys(UserName=name)["AccessKeyMetadata"]:
+            iam.delete_access_key(UserName=name, AccessKeyId=k["AccessKeyId"])
+        for p in iam.list_user_policies(UserName=name)["PolicyNames"]:
+            iam.delete_user_policy(UserName=name, PolicyName=p)
+        for p in iam.list_attached_user_policies(UserName=name)["AttachedPolicies"]:
+            iam.detach_user_policy(UserName=name, PolicyArn=p["PolicyArn"])
+        for g in iam.list_groups_for_user(UserName=name)["Groups"]:
+            iam.remove_user_from_group(GroupName=g["GroupName"], UserName=name)
+        iam.delete_user(UserName=name)
+    except ClientError as e:
+        if e.response["Error"]["Code"] != "NoSuchEntity":
+            raise
+
+
+def purge_iam_group(iam, name):
+    """Delete a group with its members removed and policies deleted; ignores absence."""
+    try:
+        for u in iam.get_group(GroupName=name)["Users"]:
+            iam.remove_user_from_group(GroupName=name, UserName=u["UserName"])
+        for p in iam.list_group_policies(GroupName=name)["PolicyNames"]:
+            iam.delete_group_policy(GroupName=name, PolicyName=p)
+        for p in iam.list_attached_group_policies(GroupName=name)["AttachedPolicies"]:
+            iam.detach_group_policy(GroupName=name, PolicyArn=p["PolicyArn"])
+        iam.delete_group(GroupName=name)
+    except ClientError as e:
+        if e.response["Error"]["Code"] != "NoSuchEntity":
+            raise
+
+
+# --------------------------------------------------------------------------------------------
+# Access control (test_access.py): a berth with extra settings, IAM users with keys, tokens.
+# Kept in this block; appended only.
+
+
+def start_berth(extra_env=None):
+    """Start `berth serve` like the `server` fixture, with `extra_env` added (e.g. a registry
+    domain); returns the Server. Stop it with `stop_berth`."""
+    binary = os.environ.get("BERTH_BIN") or str(REPO_ROOT / "target" / "debug" / "berth")
+    if not Path(binary).exists():
+        pytest.fail(f"berth binary not found at {binary} (build it or set BERTH_BIN)")
+    tmp = Path(tempfile.mkdtemp(prefix="berth-access-"))
+    (tmp / "data").mkdir()
+    env = _server_env()
+    env.update(extra_env or {})
+    log = open(tmp / "server.log", "w")
+    proc = subprocess.Popen(
+        [binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp / "data")],
+        env=env, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1,
+    )
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+    deadline, url = time.monotonic() + 60, None
+    while url is None and time.monotonic() < deadline and proc.poll() is None:
+        try:
+            m = re.search(r"berth listening on (http://127\.0\.0\.1:\d+)", lines.get(timeout=0.2))
+            url = m.group(1) if m else None
+        except queue.Empty:
+            pass
+    if url is None:
+        proc.kill()
+        proc.wait()
+        log.close()
+        pytest.fail(f"berth did not start:\n{(tmp / 'server.log').read_text(errors='replace')[-4000:]}")
+    srv = Server(binary, tmp / "data", env, proc, url, tmp / "server.log")
+    srv._tmp, srv._logfile = tmp, log
+    return srv
+
+
+def stop_berth(srv):
+    srv.proc.terminate()
+    try:
+        srv.proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        srv.proc.kill()
+        srv.proc.wait()
+    srv._logfile.close()
+    if os.environ.get("BERTH_KEEP_DATA"):
+        print(f"berth data kept in {srv._tmp}")
+    else:
+        shutil.rmtree(srv._tmp, ignore_errors=True)
+
+
+class IamUser:
+    """An IAM user with one access key (`akid`, `secret`)."""
+
+    def __init__(self, server, account, name, arn, akid, secret):
+        self.server, self.account, self.name, self.arn = server, account, name, arn
+        self.akid, self.secret = akid, secret
+
+    def ecr(self, region=REGION):
+        return make_client(self.server, region=region, akid=self.akid, secret=self.secret)
+
+    def token(self):
+        """The authorizationToken (base64 of `AWS:<password>`), usable as the Basic credential."""
+        return self.ecr().get_authorization_token()["authorizationData"][0]["authorizationToken"]
+
+    def password(self):
+        return b64decode(self.token()).decode().split(":", 1)[1]
+
+
+def create_iam_user(server, name, *, inline=None, managed=(), root=(ROOT_AKID, ROOT_SECRET)):
+    """Create user `name` in the account of `root` credentials, with inline policies
+    ({policy name: document}) and attached managed policy ARNs, and one access key."""
+    iam = make_iam(server, *root)
+    u = iam.create_user(UserName=name)["User"]
+    for pname, doc in (inline or {}).items():
+        iam.put_user_policy(UserName=name, PolicyName=pname, PolicyDocument=json.dumps(doc))
+    for arn in managed:
+        iam.attach_user_policy(UserName=name, PolicyArn=arn)
+    k = iam.create_access_key(UserName=name)["AccessKey"]
+    account = u["Arn"].split(":")[4]
+    return IamUser(server, account, name, u["Arn"], k["AccessKeyId"], k["SecretAccessKey"])
+
+
+def root_token(server, akid=ROOT_AKID, secret=ROOT_SECRET):
+    c = make_client(server, akid=akid, secret=secret)
+    return c.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+
+
+def deny_message(principal_arn, action, resource, reason):
+    """AWS's AccessDenied text. reason: "identity"/"resource" (no policy allows) or
+    "identity-deny"/"resource-deny" (explicit deny)."""
+    head = f"User: {principal_arn} is not authorized to perform: {action} on resource: {resource}"
+    if reason.endswith("-deny"):
+        kind = "an identity-based" if reason.startswith("identity") else "a resource-based"
+        return f"{head} with an explicit deny in {kind} policy"
+    kind = "identity-based" if reason == "identity" else "resource-based"
+    return f"{head} because no {kind} policy allows the {action} action"
+
+
+# end of the access-control block
+# --------------------------------------------------------------------------------------------

@@ -113,7 +113,11 @@ fn check_name(field: &str, name: &str, max: usize) -> Result<()> {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
     if ok {
         Ok(())
-    } else if name.is_empty() || name.chars().count() > max {
+    } else if name.is_empty() {
+        Err(Error::Validation(format!(
+            "1 validation error detected: Value '{name}' at '{field}' failed to satisfy constraint: Member must have length greater than or equal to 1"
+        )))
+    } else if name.chars().count() > max {
         Err(Error::Validation(format!(
             "1 validation error detected: Value '{name}' at '{field}' failed to satisfy constraint: Member must have length less than or equal to {max}"
         )))
@@ -465,45 +469,56 @@ impl Registry {
                 "1 validation error detected: Value '{scope}' at 'scope' failed to satisfy constraint: Member must satisfy enum value set: [All, AWS, Local]"
             )));
         }
-        // Order: AWS managed first ("aws:" prefixed keys sort before local names), then local.
-        let mut items: Vec<(String, PolicyInfo)> = Vec::new();
-        if scope != "Local" {
+        // Order: AWS managed first ("0aws:" keys sort before the "1<name>" keys of local ones).
+        // Collect one more than the page to know whether more follow; with OnlyAttached, keep
+        // reading past unattached policies until the page is full or none are left.
+        let mut out: Vec<(String, PolicyInfo)> = Vec::new();
+        let full = |out: &Vec<(String, PolicyInfo)>| out.len() > limit as usize;
+        if scope != "Local" && prefix == "/" {
             for (n, d, doc) in AWS_MANAGED {
                 let key = format!("0aws:{}", n.to_lowercase());
-                if key.as_str() > after.as_str() && prefix == "/" {
-                    items.push((key, aws_managed_info(n, d, doc)));
+                if full(&out) || key.as_str() <= after.as_str() {
+                    continue;
+                }
+                let mut info = aws_managed_info(n, d, doc);
+                info.attachment_count = self.meta.policy_attachment_count(&info.arn).await?;
+                if !only_attached || info.attachment_count > 0 {
+                    out.push((key, info));
                 }
             }
         }
         if scope != "AWS" {
-            let local_after = after.strip_prefix("1").unwrap_or("");
-            let local_after = if after.starts_with('1') { local_after.to_string() } else { String::new() };
-            for p in self.meta.list_managed_policies(account, prefix, &local_after, limit + 1).await? {
-                items.push((
-                    format!("1{}", p.name.to_lowercase()),
-                    PolicyInfo {
-                        name: p.name,
-                        id: p.id,
-                        arn: p.arn,
-                        path: p.path,
-                        document: p.document,
-                        description: p.description,
-                        created_at: p.created_at,
-                        updated_at: p.updated_at,
-                        attachment_count: 0,
-                    },
-                ));
-            }
-        }
-        let mut out = Vec::new();
-        for (key, mut info) in items {
-            info.attachment_count = self.meta.policy_attachment_count(&info.arn).await?;
-            if only_attached && info.attachment_count == 0 {
-                continue;
-            }
-            out.push((key, info));
-            if out.len() > limit as usize {
-                break;
+            let mut cursor = after.strip_prefix('1').unwrap_or("").to_string();
+            while !full(&out) {
+                let batch = self.meta.list_managed_policies(account, prefix, &cursor, limit + 1).await?;
+                let exhausted = batch.len() <= limit as usize;
+                for p in batch {
+                    cursor = p.name.to_lowercase();
+                    let attachment_count = self.meta.policy_attachment_count(&p.arn).await?;
+                    if only_attached && attachment_count == 0 {
+                        continue;
+                    }
+                    out.push((
+                        format!("1{cursor}"),
+                        PolicyInfo {
+                            name: p.name,
+                            id: p.id,
+                            arn: p.arn,
+                            path: p.path,
+                            document: p.document,
+                            description: p.description,
+                            created_at: p.created_at,
+                            updated_at: p.updated_at,
+                            attachment_count,
+                        },
+                    ));
+                    if full(&out) {
+                        break;
+                    }
+                }
+                if exhausted {
+                    break;
+                }
             }
         }
         let page = paginate(out, limit, |(k, _)| k.clone());

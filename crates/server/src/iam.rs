@@ -150,7 +150,13 @@ fn group_xml(g: &IamEntity) -> String {
     x.0
 }
 
+/// A `Policy` element as CreatePolicy and GetPolicy return it (with its description).
 fn policy_xml(p: &PolicyInfo) -> String {
+    policy_xml_with(p, true)
+}
+
+/// A `Policy` element; ListPolicies leaves the description out.
+fn policy_xml_with(p: &PolicyInfo, with_description: bool) -> String {
     let mut x = Xml::default();
     x.el("PolicyName", &p.name)
         .el("DefaultVersionId", "v1")
@@ -160,7 +166,7 @@ fn policy_xml(p: &PolicyInfo) -> String {
         .el("AttachmentCount", &p.attachment_count.to_string())
         .el("PermissionsBoundaryUsageCount", "0")
         .el("IsAttachable", "true");
-    if let Some(d) = &p.description {
+    if let Some(d) = p.description.as_ref().filter(|_| with_description) {
         x.el("Description", d);
     }
     x.el("CreateDate", &date(p.created_at)).el("UpdateDate", &date(p.updated_at));
@@ -324,6 +330,30 @@ impl Ctx<'_> {
         format!("arn:aws:iam::{}:{kind}/{name}", self.account())
     }
 
+    /// The ARN of a user as IAM authorizes actions on it: with the user's path when the user
+    /// exists (`arn:aws:iam::<acct>:user/<path><name>`), else as named.
+    async fn user_resource(&self, name: &str) -> String {
+        match self.reg.get_user(self.account(), name).await {
+            Ok(u) => format!("arn:aws:iam::{}:user{}{}", u.account_id, u.path, u.name),
+            Err(_) => self.arn("user", name),
+        }
+    }
+
+    /// The ARN of a group, with its path when it exists.
+    async fn group_resource(&self, name: &str) -> String {
+        match self.reg.get_group(self.account(), name).await {
+            Ok(g) => format!("arn:aws:iam::{}:group{}{}", g.account_id, g.path, g.name),
+            Err(_) => self.arn("group", name),
+        }
+    }
+
+    /// The resource IAM names for a listing under a path prefix: `arn:aws:iam::<acct>:user/`
+    /// (ListUsers), `...:group/<prefix>` (ListGroups).
+    fn list_resource(&self, kind: &str) -> String {
+        let prefix = self.opt("PathPrefix").unwrap_or("/");
+        format!("arn:aws:iam::{}:{kind}{prefix}", self.account())
+    }
+
     async fn get_caller_identity(&self) -> Out {
         let (user_id, arn) = match self.own_user() {
             Some(u) => {
@@ -343,7 +373,8 @@ impl Ctx<'_> {
         match action {
             "CreateUser" => {
                 let name = self.req("UserName")?;
-                self.authorize(action, &self.arn("user", name)).await?;
+                let path = self.opt("Path").unwrap_or("/");
+                self.authorize(action, &format!("arn:aws:iam::{acct}:user{path}{name}")).await?;
                 let u = self.reg.create_user(acct, name, self.opt("Path")).await?;
                 Ok(Some(Xml::default().raw("User", &user_xml(&u)).0.clone()))
             }
@@ -355,19 +386,19 @@ impl Ctx<'_> {
                     x.el("UserId", acct).el("Arn", &self.identity.principal_arn).el("CreateDate", &date(0));
                     return Ok(Some(Xml::default().raw("User", &x.0).0.clone()));
                 };
-                self.authorize(action, &self.arn("user", name)).await?;
+                self.authorize(action, &self.user_resource(name).await).await?;
                 let u = self.reg.get_user(acct, name).await?;
                 Ok(Some(Xml::default().raw("User", &user_xml(&u)).0.clone()))
             }
             "ListUsers" => {
-                self.authorize(action, &self.arn("user", "*")).await?;
+                self.authorize(action, &self.list_resource("user")).await?;
                 let page =
                     self.reg.list_users(acct, self.opt("PathPrefix"), self.opt("Marker"), self.max_items()?).await?;
                 Ok(Some(list(page, "Users", user_xml)))
             }
             "DeleteUser" => {
                 let name = self.req("UserName")?;
-                self.authorize(action, &self.arn("user", name)).await?;
+                self.authorize(action, &self.user_resource(name).await).await?;
                 self.reg.delete_user(acct, name).await?;
                 Ok(None)
             }
@@ -376,22 +407,22 @@ impl Ctx<'_> {
             }
             "PutUserPolicy" | "GetUserPolicy" | "ListUserPolicies" | "DeleteUserPolicy" => {
                 let name = self.req("UserName")?;
-                self.authorize(action, &self.arn("user", name)).await?;
+                self.authorize(action, &self.user_resource(name).await).await?;
                 self.inline(action, acct, Owner::User(name), "UserName").await
             }
             "PutGroupPolicy" | "GetGroupPolicy" | "ListGroupPolicies" | "DeleteGroupPolicy" => {
                 let name = self.req("GroupName")?;
-                self.authorize(action, &self.arn("group", name)).await?;
+                self.authorize(action, &self.group_resource(name).await).await?;
                 self.inline(action, acct, Owner::Group(name), "GroupName").await
             }
             "AttachUserPolicy" | "DetachUserPolicy" | "ListAttachedUserPolicies" => {
                 let name = self.req("UserName")?;
-                self.authorize(action, &self.arn("user", name)).await?;
+                self.authorize(action, &self.user_resource(name).await).await?;
                 self.attached(action, acct, Owner::User(name)).await
             }
             "AttachGroupPolicy" | "DetachGroupPolicy" | "ListAttachedGroupPolicies" => {
                 let name = self.req("GroupName")?;
-                self.authorize(action, &self.arn("group", name)).await?;
+                self.authorize(action, &self.group_resource(name).await).await?;
                 self.attached(action, acct, Owner::Group(name)).await
             }
             "CreatePolicy" => {
@@ -429,7 +460,9 @@ impl Ctx<'_> {
                 Ok(Some(Xml::default().raw("PolicyVersion", &x.0).0.clone()))
             }
             "ListPolicies" => {
-                self.authorize(action, &self.arn("policy", "*")).await?;
+                // IAM names no ARN here: "on resource: policy path /".
+                let prefix = self.opt("PathPrefix").unwrap_or("/");
+                self.authorize(action, &format!("policy path {prefix}")).await?;
                 let only_attached = self.opt("OnlyAttached") == Some("true");
                 let page = self
                     .reg
@@ -442,7 +475,7 @@ impl Ctx<'_> {
                         self.max_items()?,
                     )
                     .await?;
-                Ok(Some(list(page, "Policies", policy_xml)))
+                Ok(Some(list(page, "Policies", |p| policy_xml_with(p, false))))
             }
             "DeletePolicy" => {
                 let arn = self.req("PolicyArn")?;
@@ -452,13 +485,14 @@ impl Ctx<'_> {
             }
             "CreateGroup" => {
                 let name = self.req("GroupName")?;
-                self.authorize(action, &self.arn("group", name)).await?;
+                let path = self.opt("Path").unwrap_or("/");
+                self.authorize(action, &format!("arn:aws:iam::{acct}:group{path}{name}")).await?;
                 let g = self.reg.create_group(acct, name, self.opt("Path")).await?;
                 Ok(Some(Xml::default().raw("Group", &group_xml(&g)).0.clone()))
             }
             "GetGroup" => {
                 let name = self.req("GroupName")?;
-                self.authorize(action, &self.arn("group", name)).await?;
+                self.authorize(action, &self.group_resource(name).await).await?;
                 let g = self.reg.get_group(acct, name).await?;
                 let users = self.reg.group_users(acct, name).await?;
                 let mut x = Xml::default();
@@ -466,14 +500,14 @@ impl Ctx<'_> {
                 Ok(Some(x.0))
             }
             "ListGroups" => {
-                self.authorize(action, &self.arn("group", "*")).await?;
+                self.authorize(action, &self.list_resource("group")).await?;
                 let page =
                     self.reg.list_groups(acct, self.opt("PathPrefix"), self.opt("Marker"), self.max_items()?).await?;
                 Ok(Some(list(page, "Groups", group_xml)))
             }
             "ListGroupsForUser" => {
                 let name = self.req("UserName")?;
-                self.authorize(action, &self.arn("user", name)).await?;
+                self.authorize(action, &self.user_resource(name).await).await?;
                 let groups = self.reg.groups_for_user(acct, name).await?;
                 let mut x = Xml::default();
                 x.members("Groups", &groups, group_xml).page(None);
@@ -481,14 +515,14 @@ impl Ctx<'_> {
             }
             "DeleteGroup" => {
                 let name = self.req("GroupName")?;
-                self.authorize(action, &self.arn("group", name)).await?;
+                self.authorize(action, &self.group_resource(name).await).await?;
                 self.reg.delete_group(acct, name).await?;
                 Ok(None)
             }
             "AddUserToGroup" | "RemoveUserFromGroup" => {
                 let group = self.req("GroupName")?;
                 let user = self.req("UserName")?;
-                self.authorize(action, &self.arn("group", group)).await?;
+                self.authorize(action, &self.group_resource(group).await).await?;
                 if action == "AddUserToGroup" {
                     self.reg.add_user_to_group(acct, group, user).await?;
                 } else {
@@ -509,7 +543,7 @@ impl Ctx<'_> {
         // Without UserName, the key operations act on the caller (the root or the signing user).
         let user = self.opt("UserName").or(self.own_user());
         let resource = match user {
-            Some(u) => self.arn("user", u),
+            Some(u) => self.user_resource(u).await,
             None => self.identity.principal_arn.clone(),
         };
         self.authorize(action, &resource).await?;
@@ -529,10 +563,8 @@ impl Ctx<'_> {
             "ListAccessKeys" => {
                 let keys = self.reg.list_access_keys(acct, user).await?;
                 let mut x = Xml::default();
+                // ListAccessKeysResult has no UserName of its own (each key's metadata names it).
                 x.members("AccessKeyMetadata", &keys, key_metadata_xml).page(None);
-                if let Some(u) = user {
-                    x.el("UserName", u);
-                }
                 Ok(Some(x.0))
             }
             "UpdateAccessKey" => {
