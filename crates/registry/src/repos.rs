@@ -261,12 +261,16 @@ impl Registry {
     }
 
     /// Set a repository's policy. Without `force`, a policy that would lock the caller out of
-    /// managing it is refused (ECR's check); Berth's check is that the document is valid.
+    /// managing it is refused (ECR's check); Berth's check is that the document is valid. The
+    /// policy is stored (and returned by Set/Get/DeleteRepositoryPolicy) in ECR's normalized
+    /// form, see [`normalized_policy_text`].
     pub async fn set_repository_policy(&self, ns: &Namespace, name: &str, text: &str) -> Result<RepositoryInfo> {
         let info = self.describe_repository(ns, name).await?;
-        parse_resource_policy(text)?;
-        self.meta.set_repository_policy(info.id, Some(text)).await?;
-        self.authz.invalidate();
+        parse_resource_policy(text, PolicyScope::Repository)?;
+        let stored = normalized_policy_text(text);
+        self.meta.set_repository_policy(info.id, Some(&stored)).await?;
+        // Other nodes learn of the change through the authorization epoch.
+        self.auth_inputs_changed().await?;
         Ok(info)
     }
 
@@ -283,16 +287,15 @@ impl Registry {
     pub async fn delete_repository_policy(&self, ns: &Namespace, name: &str) -> Result<(RepositoryInfo, String)> {
         let (info, text) = self.repository_policy(ns, name).await?;
         self.meta.set_repository_policy(info.id, None).await?;
-        self.authz.invalidate();
+        self.auth_inputs_changed().await?;
         Ok((info, text))
     }
 
     /// Set the registry policy of a namespace.
     pub async fn put_registry_policy(&self, ns: &Namespace, text: &str) -> Result<()> {
-        parse_resource_policy(text)?;
+        parse_resource_policy(text, PolicyScope::Registry)?;
         self.meta.set_registry_policy(ns, Some(text)).await?;
-        self.authz.invalidate();
-        Ok(())
+        self.auth_inputs_changed().await
     }
 
     /// The registry policy of a namespace.
@@ -304,7 +307,7 @@ impl Registry {
     pub async fn delete_registry_policy(&self, ns: &Namespace) -> Result<String> {
         let text = self.registry_policy(ns).await?;
         self.meta.set_registry_policy(ns, None).await?;
-        self.authz.invalidate();
+        self.auth_inputs_changed().await?;
         Ok(text)
     }
 }
@@ -312,19 +315,85 @@ impl Registry {
 /// Largest repository or registry policy ECR accepts (characters).
 pub const MAX_RESOURCE_POLICY: usize = 10_240;
 
-/// Validate a repository or registry policy as ECR does.
-fn parse_resource_policy(text: &str) -> Result<berth_policy::Policy> {
+/// Which resource policy is being validated (the error texts differ).
+#[derive(Clone, Copy)]
+enum PolicyScope {
+    Repository,
+    Registry,
+}
+
+/// Validate a repository or registry policy as ECR does. ECR's message does not say what is
+/// wrong (`… 'Invalid repository policy provided'`); the reason is logged.
+fn parse_resource_policy(text: &str, scope: PolicyScope) -> Result<berth_policy::Policy> {
     if text.chars().count() > MAX_RESOURCE_POLICY {
         return Err(Error::InvalidParameter(format!(
             "Invalid parameter at 'PolicyText' failed to satisfy constraint: 'Member must have length less than or equal to {MAX_RESOURCE_POLICY}'"
         )));
     }
     berth_policy::Policy::parse(text, berth_policy::PolicyKind::Resource).map_err(|e| {
+        let kind = match scope {
+            PolicyScope::Repository => "repository",
+            PolicyScope::Registry => "registry",
+        };
+        tracing::info!(error = %e.message(), "{kind} policy refused");
         Error::InvalidParameter(format!(
-            "Invalid parameter at 'PolicyText' failed to satisfy constraint: 'Invalid repository policy provided: {}'",
-            e.message()
+            "Invalid parameter at 'PolicyText' failed to satisfy constraint: 'Invalid {kind} policy provided'"
         ))
     })
+}
+
+/// A policy document as ECR stores and returns repository policies: re-serialized by Jackson's
+/// default pretty printer (`"Key" : value`, two-space indentation, arrays on one line as
+/// `[ a, b ]`, empty containers `{ }` / `[ ]`), keys in document order. Text that is not JSON is
+/// kept as it is.
+pub(crate) fn normalized_policy_text(text: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) => {
+            let mut out = String::with_capacity(text.len() + text.len() / 4);
+            jackson_pretty(&v, 0, &mut out);
+            out
+        }
+        Err(_) => text.to_string(),
+    }
+}
+
+fn jackson_pretty(v: &serde_json::Value, depth: usize, out: &mut String) {
+    use serde_json::Value;
+    let indent = |out: &mut String, depth: usize| {
+        out.push('\n');
+        out.extend(std::iter::repeat_n(' ', depth * 2));
+    };
+    match v {
+        Value::Object(m) if m.is_empty() => out.push_str("{ }"),
+        Value::Object(m) => {
+            out.push('{');
+            for (i, (k, v)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                indent(out, depth + 1);
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push_str(" : ");
+                jackson_pretty(v, depth + 1, out);
+            }
+            indent(out, depth);
+            out.push('}');
+        }
+        Value::Array(a) if a.is_empty() => out.push_str("[ ]"),
+        Value::Array(a) => {
+            out.push_str("[ ");
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                // Arrays do not indent (Jackson's inline array indenter): nested objects keep
+                // the enclosing object's depth.
+                jackson_pretty(x, depth, out);
+            }
+            out.push_str(" ]");
+        }
+        other => out.push_str(&other.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -340,5 +409,32 @@ mod tests {
         assert!(m("*-rc*", "1.0-rc2"));
         assert!(m("*", ""));
         assert!(!m("a*b", "ab-"));
+    }
+
+    #[test]
+    fn policies_are_normalized_like_ecr() {
+        // The example of `aws ecr set-repository-policy` (awscli examples/ecr).
+        let input = r#"{
+            "Version" : "2008-10-17",
+            "Statement" : [
+                {
+                    "Sid" : "allow public pull",
+                    "Effect" : "Allow",
+                    "Principal" : "*",
+                    "Action" : [
+                        "ecr:BatchCheckLayerAvailability",
+                        "ecr:BatchGetImage",
+                        "ecr:GetDownloadUrlForLayer"
+                    ]
+                }
+            ]
+        }"#;
+        let want = "{\n  \"Version\" : \"2008-10-17\",\n  \"Statement\" : [ {\n    \"Sid\" : \"allow public pull\",\n    \"Effect\" : \"Allow\",\n    \"Principal\" : \"*\",\n    \"Action\" : [ \"ecr:BatchCheckLayerAvailability\", \"ecr:BatchGetImage\", \"ecr:GetDownloadUrlForLayer\" ]\n  } ]\n}";
+        assert_eq!(super::normalized_policy_text(input), want);
+        assert_eq!(super::normalized_policy_text(want), want);
+        assert_eq!(
+            super::normalized_policy_text(r#"{"a":{},"b":[],"c":{"d":[1,true,null]}}"#),
+            "{\n  \"a\" : { },\n  \"b\" : [ ],\n  \"c\" : {\n    \"d\" : [ 1, true, null ]\n  }\n}"
+        );
     }
 }

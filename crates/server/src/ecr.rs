@@ -1240,8 +1240,10 @@ async fn set_repository_policy(ctx: &Ctx<'_>, input: SetRepositoryPolicyIn) -> R
     let name = repo_name("repositoryName", &input.repository_name)?;
     let ns = ctx.registry_ns(input.registry_id.as_deref(), "SetRepositoryPolicy", Some(&name)).await?;
     let _ = input.force; // Berth does not refuse policies that lock the caller out; `force` is accepted.
-    let info = ctx.reg.set_repository_policy(&ns, &name, &input.policy_text).await?;
-    Ok(json!({"registryId": info.account_id, "repositoryName": info.name, "policyText": input.policy_text}))
+    ctx.reg.set_repository_policy(&ns, &name, &input.policy_text).await?;
+    // ECR answers with the policy as it stored it (normalized), not as sent.
+    let (info, text) = ctx.reg.repository_policy(&ns, &name).await?;
+    Ok(json!({"registryId": info.account_id, "repositoryName": info.name, "policyText": text}))
 }
 
 #[derive(Deserialize)]

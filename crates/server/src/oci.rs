@@ -103,7 +103,9 @@ async fn authorize(
 ) -> std::result::Result<DataCaller, Error> {
     let reg = &*state.registry;
     let source_ip = req.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-    let h = req.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    // Empty Basic credentials are no credentials: containers/image clients (skopeo, podman) send
+    // `Basic Og==` after a Basic challenge when they have none, e.g. to pull a public repository.
+    let h = req.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).filter(|h| !empty_basic(h));
     // Layer URLs from GetDownloadUrlForLayer are signed for one blob instead of carrying a token.
     if let (None, Route::Blob { name, digest }, &Method::GET | &Method::HEAD) = (h, route, &req.method) {
         let q = query::pairs(req.uri.query());
@@ -137,11 +139,52 @@ async fn authorize(
             return Ok(dc);
         }
     };
-    match reg.authorize(&caller, &format!("ecr:{act}"), Target::Repository { ns, name }).await {
+    // A monolithic upload (POST with `?digest=`, no mount) initiates, uploads and completes the
+    // layer in one request: it needs all three push actions.
+    let monolithic: &[&str] = match (route, &req.method) {
+        (Route::UploadStart { .. }, &Method::POST) => {
+            let q = query::pairs(req.uri.query());
+            if query::get(&q, "mount").is_none() && query::get(&q, "digest").is_some() {
+                &["ecr:UploadLayerPart", "ecr:CompleteLayerUpload"]
+            } else {
+                &[]
+            }
+        }
+        _ => &[],
+    };
+    let target = Target::Repository { ns, name };
+    let mut result = reg.authorize(&caller, &format!("ecr:{act}"), target).await;
+    for extra in monolithic {
+        if result.is_err() {
+            break;
+        }
+        result = reg.authorize(&caller, extra, target).await;
+    }
+    match result {
         Ok(()) => Ok(dc),
         // Nothing about a repository leaks to anonymous callers: they are asked to log in.
         Err(Error::Denied(_)) if dc.identity.is_none() => Err(Error::Unauthenticated),
         Err(e) => Err(e),
+    }
+}
+
+/// `Basic` credentials with an empty user name and password (or none at all).
+fn empty_basic(h: &str) -> bool {
+    use base64::Engine;
+    let Some(cred) = h.strip_prefix("Basic ").or_else(|| h.strip_prefix("basic ")).map(str::trim) else {
+        return false;
+    };
+    cred.is_empty() || base64::engine::general_purpose::STANDARD.decode(cred).is_ok_and(|d| d == b":")
+}
+
+/// Whether the caller may read layers of repository `from` (a cross-repository mount source);
+/// a mount the caller may not read from falls back to a regular upload session.
+async fn may_read_layers(reg: &Registry, ns: &Namespace, caller: &DataCaller, from: &RepoName) -> Result<bool> {
+    let target = Target::Repository { ns, name: from.as_str() };
+    match reg.authorize(&caller.caller(), "ecr:GetDownloadUrlForLayer", target).await {
+        Ok(()) => Ok(true),
+        Err(Error::Denied(_) | Error::Unauthenticated) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -215,7 +258,7 @@ async fn serve(
             }
         }
         Route::UploadStart { name: n } => match method {
-            Method::POST => upload_start(reg, ns, &name(n)?, &req, body).await,
+            Method::POST => upload_start(reg, ns, caller, &name(n)?, &req, body).await,
             m => Err(unsupported(&m)),
         },
         Route::Upload { name: n, id } => {
@@ -534,11 +577,19 @@ fn content_range(req: &Parts) -> Result<Option<(u64, u64)>> {
 // POST /v2/<name>/blobs/uploads/                       -> 202 session
 // POST /v2/<name>/blobs/uploads/?digest=<digest>       -> 201 monolithic
 // POST /v2/<name>/blobs/uploads/?mount=<digest>&from=<other>  -> 201 mounted | 202 session
-async fn upload_start(reg: &Registry, ns: &Namespace, name: &RepoName, req: &Parts, body: Body) -> Result<Response> {
+async fn upload_start(
+    reg: &Registry,
+    ns: &Namespace,
+    caller: &DataCaller,
+    name: &RepoName,
+    req: &Parts,
+    body: Body,
+) -> Result<Response> {
     let q = query::pairs(req.uri.query());
     if let Some(m) = query::get(&q, "mount") {
         let digest = Registry::parse_digest(m)?;
         if let Some(from) = query::get(&q, "from").and_then(|f| f.parse::<RepoName>().ok())
+            && may_read_layers(reg, ns, caller, &from).await?
             && reg.blob_mount(ns, name, &digest, &from).await?.is_some()
         {
             return Ok(blob_created(name, &digest));
