@@ -266,7 +266,11 @@ def test_seeds_policy_catalog_and_describe(w):
     r = w.dp.req("GET", "/v2/_catalog", w.tokens["seeds"])
     assert r.status_code == 200 and r.json() == {"repositories": []}, r.text
     c = w.seeds.ecr()
-    assert c.describe_repositories()["repositories"] == []
+    # Listing is one request on repository/*, as in ECR: refused, not filtered.
+    err = client_error(c.describe_repositories)
+    check_error(err, "AccessDeniedException",
+                deny_message(w.seeds.arn, "ecr:DescribeRepositories",
+                             f"arn:aws:ecr:us-east-1:{A}:repository/*", "identity"))
     err = client_error(c.describe_repositories, repositoryNames=["app"])
     check_error(err, "AccessDeniedException",
                 deny_message(w.seeds.arn, "ecr:DescribeRepositories", arn("app"), "identity"))
@@ -275,7 +279,8 @@ def test_seeds_policy_catalog_and_describe(w):
         {"Effect": "Allow", "Action": PUSH_PULL + ["ecr:DescribeRepositories"], "Resource": arn("app")}, LOGIN)})
     r = w.dp.req("GET", "/v2/_catalog", u.token())
     assert r.status_code == 200 and r.json() == {"repositories": ["app"]}, r.text
-    assert [x["repositoryName"] for x in u.ecr().describe_repositories()["repositories"]] == ["app"]
+    assert [x["repositoryName"] for x in u.ecr().describe_repositories(repositoryNames=["app"])["repositories"]] \
+        == ["app"]
     # the readonly user (DescribeRepositories on *) sees everything; root too
     everything = {"repositories": ["app", "other", "public"]}
     assert w.dp.req("GET", "/v2/_catalog", w.tokens["readonly"]).json() == everything

@@ -1146,7 +1146,6 @@ def test_aws_managed_read_only_policy_effect(server, iam, ecr, users, repos):
     )
 
 
-@pytest.mark.xfail(reason="ecr.rs describe_repositories filters instead of denying (not in this change's files)")
 def test_describe_all_repositories_without_permission_is_denied(server, iam, users):
     # AWS authorizes listing on repository/* and refuses a caller no policy allows.
     name = users("nodesc")

@@ -34,6 +34,10 @@ pub struct Config {
     /// Registry domain: hosts `<account>.dkr.ecr.<region>.<domain>` address each account's
     /// registry per region on the data plane, and repository URIs use them.
     pub registry_domain: Option<String>,
+    /// Behind a proxy that sets `X-Forwarded-For` / `X-Forwarded-Proto` (and overwrites what
+    /// clients send): policies see the forwarded client address and scheme (`aws:SourceIp`,
+    /// `aws:SecureTransport`). Off: the TCP peer, and `aws:SecureTransport` false.
+    pub trust_forwarded: bool,
     /// Metadata database: unset for SQLite in the data dir, or a `postgres://` URL (several
     /// stateless nodes can share it). Not printed by `berth config` (it may hold a password).
     #[serde(skip_serializing)]
@@ -67,6 +71,7 @@ impl Default for Config {
             server_key: None,
             create_on_push: false,
             registry_domain: None,
+            trust_forwarded: false,
             metadata: None,
             node_id: None,
             job_lease_ms: 30_000,
@@ -120,6 +125,13 @@ impl Config {
                 "1" | "true" | "yes" | "on" => true,
                 "0" | "false" | "no" | "off" | "" => false,
                 _ => anyhow::bail!("BERTH_CREATE_ON_PUSH must be true or false, got '{v}'"),
+            };
+        }
+        if let Some(v) = get("BERTH_TRUST_FORWARDED") {
+            self.trust_forwarded = match v.as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" | "" => false,
+                _ => anyhow::bail!("BERTH_TRUST_FORWARDED must be true or false, got '{v}'"),
             };
         }
         if let Some(v) = get("BERTH_REGISTRY_DOMAIN") {

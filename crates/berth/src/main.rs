@@ -490,7 +490,8 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
         Arc::new(runner).start(stop_rx.clone(), grace)
     };
 
-    let app = berth_server::router(berth_server::AppState { registry: reg.clone() });
+    let app =
+        berth_server::router(berth_server::AppState { registry: reg.clone(), trust_forwarded: cfg.trust_forwarded });
     use axum::serve::ListenerExt;
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);

@@ -115,7 +115,7 @@ fn set_headers(r: &mut Response, request_id: &str) {
 struct Ctx<'a> {
     reg: &'a Registry,
     identity: Identity,
-    source_ip: Option<std::net::IpAddr>,
+    origin: crate::Origin,
     region: String,
     /// `host[:port]` the client addressed.
     host: String,
@@ -127,7 +127,7 @@ impl Ctx<'_> {
     }
 
     fn caller(&self) -> Caller<'_> {
-        Caller { identity: Some(&self.identity), source_ip: self.source_ip, secure_transport: false }
+        Caller { identity: Some(&self.identity), source_ip: self.origin.ip, secure_transport: self.origin.secure }
     }
 
     /// The namespace of an optional `registryId` (the caller's own account by default), without
@@ -263,8 +263,8 @@ async fn serve(state: &AppState, parts: &mut Parts, body: Body) -> Result<Value,
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
     let op = target.strip_prefix(TARGET_PREFIX).unwrap_or("");
     let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost").to_string();
-    let source_ip = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-    let ctx = Ctx { reg, identity, source_ip, region: verified.region, host };
+    let origin = crate::origin(state.trust_forwarded, parts);
+    let ctx = Ctx { reg, identity, origin, region: verified.region, host };
     let input: Value = if body.is_empty() {
         json!({})
     } else {
@@ -484,31 +484,9 @@ async fn describe_repositories(ctx: &Ctx<'_>, input: DescribeRepositoriesIn) -> 
     }
     let limit = max_results(input.max_results, 1000, 100)?;
     let last = decode_token(input.next_token.as_deref())?;
-    // Only the repositories the caller may describe are listed (none of another account's
-    // unless its repository policies allow the caller).
-    let mut visible = Vec::new();
-    let mut cursor = last;
-    let mut more = false;
-    loop {
-        let (items, page_more) = ctx.reg.list_repository_infos(&ns, cursor.as_deref(), limit).await?;
-        cursor = items.last().map(|i| i.name.clone());
-        for info in items {
-            if visible.len() == limit as usize {
-                more = true;
-                break;
-            }
-            let target = Target::Repository { ns: &ns, name: &info.name };
-            match ctx.reg.authorize(&ctx.caller(), "ecr:DescribeRepositories", target).await {
-                Ok(()) => visible.push(info),
-                Err(Error::Denied(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if more || !page_more {
-            more = more || (page_more && visible.len() == limit as usize);
-            break;
-        }
-    }
+    // As in ECR, listing is one request on `repository/*`: allowed or AccessDeniedException.
+    ctx.reg.authorize(&ctx.caller(), "ecr:DescribeRepositories", Target::AllRepositories(&ns)).await?;
+    let (visible, more) = ctx.reg.list_repository_infos(&ns, last.as_deref(), limit).await?;
     let mut v = json!({"repositories": visible.iter().map(|i| ctx.repo_json(i)).collect::<Vec<_>>()});
     if more && let Some(l) = visible.last() {
         v["nextToken"] = json!(hex::encode(&l.name));

@@ -247,8 +247,8 @@ async fn serve(state: &AppState, parts: &mut Parts, body: Body, request_id: &str
         Err(SignedError::Sig(e)) => return Err((ns, e.into())),
         Err(SignedError::Registry(e)) => return Err((ns, e.into())),
     };
-    let source_ip = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-    let ctx = Ctx { reg, identity: &identity, source_ip, params: &params };
+    let origin = crate::origin(state.trust_forwarded, parts);
+    let ctx = Ctx { reg, identity: &identity, origin, params: &params };
     let result = if service == "sts" {
         match action.as_str() {
             "GetCallerIdentity" => ctx.get_caller_identity().await,
@@ -285,7 +285,7 @@ type Out = Result<Option<String>, QueryError>;
 struct Ctx<'a> {
     reg: &'a Registry,
     identity: &'a Identity,
-    source_ip: Option<std::net::IpAddr>,
+    origin: crate::Origin,
     params: &'a [(String, String)],
 }
 
@@ -322,7 +322,8 @@ impl Ctx<'_> {
 
     /// Authorize `iam:<action>` on an IAM resource of the caller's account.
     async fn authorize(&self, action: &str, resource: &str) -> Result<(), QueryError> {
-        let caller = Caller { identity: Some(self.identity), source_ip: self.source_ip, secure_transport: false };
+        let caller =
+            Caller { identity: Some(self.identity), source_ip: self.origin.ip, secure_transport: self.origin.secure };
         Ok(self.reg.authorize(&caller, &format!("iam:{action}"), Target::Iam(resource)).await?)
     }
 

@@ -22,6 +22,40 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
+    /// Take the client's address and scheme from `X-Forwarded-For` / `X-Forwarded-Proto` (set
+    /// only behind a proxy that overwrites them): the last address of `X-Forwarded-For` is the
+    /// one the proxy saw.
+    pub trust_forwarded: bool,
+}
+
+/// Where a request came from, as policies see it (`aws:SourceIp`, `aws:SecureTransport`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Origin {
+    pub ip: Option<std::net::IpAddr>,
+    pub secure: bool,
+}
+
+/// The request's origin: the TCP peer, or what a trusted proxy forwarded.
+pub(crate) fn origin(trust_forwarded: bool, parts: &http::request::Parts) -> Origin {
+    let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    if !trust_forwarded {
+        return Origin { ip: peer, secure: false };
+    }
+    let last = |name: &str| {
+        parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .last()
+            .map(str::to_string)
+    };
+    let ip = last("x-forwarded-for").and_then(|v| v.parse().ok()).or(peer);
+    let secure = last("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    Origin { ip, secure }
 }
 
 /// Header every response carries.
@@ -73,4 +107,30 @@ fn probe(status: StatusCode, text: &'static str) -> Response {
     *r.status_mut() = status;
     r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = http::Request::builder().uri("/v2/");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let (mut p, _) = b.body(()).unwrap().into_parts();
+        p.extensions.insert(axum::extract::ConnectInfo(std::net::SocketAddr::from(([192, 0, 2, 1], 5000))));
+        p
+    }
+
+    #[test]
+    fn origin_is_the_peer_unless_forwarding_is_trusted() {
+        let fwd = [("x-forwarded-for", "203.0.113.9, 10.1.2.3"), ("x-forwarded-proto", "https")];
+        let o = origin(false, &parts(&fwd));
+        assert_eq!((o.ip, o.secure), (Some("192.0.2.1".parse().unwrap()), false));
+        let o = origin(true, &parts(&fwd));
+        assert_eq!((o.ip, o.secure), (Some("10.1.2.3".parse().unwrap()), true), "the address the proxy saw");
+        let o = origin(true, &parts(&[("x-forwarded-for", "not-an-ip"), ("x-forwarded-proto", "http")]));
+        assert_eq!((o.ip, o.secure), (Some("192.0.2.1".parse().unwrap()), false));
+    }
 }

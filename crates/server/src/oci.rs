@@ -83,12 +83,12 @@ fn action(route: &Route<'_>, method: &Method) -> &'static str {
 /// layer URL, which authorizes itself).
 pub(crate) struct DataCaller {
     identity: Option<Identity>,
-    source_ip: Option<std::net::IpAddr>,
+    origin: crate::Origin,
 }
 
 impl DataCaller {
     fn caller(&self) -> Caller<'_> {
-        Caller { identity: self.identity.as_ref(), source_ip: self.source_ip, secure_transport: false }
+        Caller { identity: self.identity.as_ref(), source_ip: self.origin.ip, secure_transport: self.origin.secure }
     }
 }
 
@@ -102,7 +102,7 @@ async fn authorize(
     req: &Parts,
 ) -> std::result::Result<DataCaller, Error> {
     let reg = &*state.registry;
-    let source_ip = req.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let origin = crate::origin(state.trust_forwarded, req);
     // Empty Basic credentials are no credentials: containers/image clients (skopeo, podman) send
     // `Basic Og==` after a Basic challenge when they have none, e.g. to pull a public repository.
     let h = req.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).filter(|h| !empty_basic(h));
@@ -111,14 +111,14 @@ async fn authorize(
         let q = query::pairs(req.uri.query());
         if let (Some(exp), Some(sig)) = (query::get(&q, "X-Berth-Expires"), query::get(&q, "X-Berth-Signature")) {
             reg.verify_download_url(ns, name, digest, exp, sig)?;
-            return Ok(DataCaller { identity: None, source_ip });
+            return Ok(DataCaller { identity: None, origin });
         }
     }
     let identity = match h {
         None => None,
         Some(_) => Some(reg.authenticate(h)?),
     };
-    let dc = DataCaller { identity, source_ip };
+    let dc = DataCaller { identity, origin };
     let caller = dc.caller();
     let act = action(route, &req.method);
     let name = match route {
