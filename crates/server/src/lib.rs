@@ -49,8 +49,7 @@ pub(crate) fn origin(trust_forwarded: bool, parts: &http::request::Parts) -> Ori
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .last()
+            .rfind(|v| !v.is_empty())
             .map(str::to_string)
     };
     let ip = last("x-forwarded-for").and_then(|v| v.parse().ok()).or(peer);
