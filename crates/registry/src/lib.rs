@@ -514,7 +514,8 @@ impl Registry {
     }
 
     /// Remove sessions idle for longer than the upload TTL, and upload areas without a session
-    /// (left by a crash). Returns how many were removed.
+    /// (left by a crash); release the storage's stale partial writes. Returns how many sessions
+    /// and areas were removed.
     pub async fn expire_uploads(&self) -> Result<usize> {
         let before = self.now() - self.settings.upload_ttl.as_millis() as i64;
         let mut n = 0;
@@ -533,6 +534,13 @@ impl Registry {
                 self.blobs.upload_abort(&id).await.map_err(storage_err)?;
                 n += 1;
             }
+        }
+        // Backend leftovers of writes that crashed (S3: incomplete multipart uploads), past the
+        // same TTL so that no write still in progress is cut off.
+        match self.blobs.cleanup_stale(self.settings.upload_ttl).await {
+            Ok(0) => {}
+            Ok(k) => tracing::info!(released = k, "released stale storage writes"),
+            Err(e) => tracing::warn!(error = %e, "releasing stale storage writes failed"),
         }
         Ok(n)
     }
