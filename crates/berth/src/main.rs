@@ -195,8 +195,7 @@ impl Meta {
 /// Open the stores under the data dir, bootstrap the default account, build the registry.
 async fn open(cfg: &Config) -> anyhow::Result<(Arc<Registry>, Meta)> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let blobs = berth_storage::fs::FsStore::open(&cfg.data_dir)
-        .with_context(|| format!("opening blob store in {}", cfg.data_dir.display()))?;
+    let blobs = blob_store(cfg).await?;
     let meta = Meta::open(cfg).await?;
     let server_key = server_key(cfg)?;
     let store = meta.store();
@@ -210,13 +209,41 @@ async fn open(cfg: &Config) -> anyhow::Result<(Arc<Registry>, Meta)> {
     };
     let reg = Registry::new(
         store.clone(),
-        Arc::new(blobs),
+        blobs,
         Arc::new(SystemClock),
         settings,
         berth_registry::Keys::from_server_key(&server_key),
     );
     bootstrap(cfg, &reg, store.as_ref(), &default_account).await?;
     Ok((Arc::new(reg), meta))
+}
+
+/// The configured blob store: `storage = "s3://bucket/prefix"` selects an S3-compatible bucket
+/// (created when missing), a path or nothing the filesystem store (under `data_dir` when unset).
+async fn blob_store(cfg: &Config) -> anyhow::Result<Arc<dyn berth_storage::BlobStore>> {
+    match cfg.storage.as_deref() {
+        Some(url) if url.starts_with("s3://") => {
+            let s3 = berth_storage::s3::S3Config {
+                region: cfg.s3_region.clone(),
+                access_key_id: cfg.s3_access_key_id.clone(),
+                secret_access_key: cfg.s3_secret_access_key.clone(),
+                ..berth_storage::s3::S3Config::from_url(url).map_err(|e| anyhow::anyhow!("storage: {e}"))?
+            }
+            .with_endpoint(cfg.s3_endpoint.clone());
+            let store = berth_storage::s3::S3Store::connect(&s3).await.context("configuring S3 storage")?;
+            store.ensure_bucket().await.with_context(|| format!("opening S3 bucket {}", s3.bucket))?;
+            Ok(Arc::new(store))
+        }
+        Some(other) if other.contains("://") => {
+            anyhow::bail!("storage must be s3://bucket/prefix or a directory, got '{other}'")
+        }
+        path => {
+            let dir = path.map_or_else(|| cfg.data_dir.clone(), PathBuf::from);
+            let store = berth_storage::fs::FsStore::open(&dir)
+                .with_context(|| format!("opening blob store in {}", dir.display()))?;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// The server key: configured (hex), or generated once into `<data_dir>/server.key` (mode 0600).
