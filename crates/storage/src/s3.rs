@@ -31,8 +31,8 @@
 //!    multipart upload), starting a new segment every `segment_max` bytes.
 //!
 //! Every object write replaces its key atomically, so a crash or a failed body at any point
-//! leaves an area whose first `offset` bytes are intact. Memory per request is bounded by one
-//! part buffer ([`PART_SIZE`]) whatever the body size.
+//! leaves an area whose first `offset` bytes are intact. Memory per request is bounded by two
+//! part buffers ([`PART_SIZE`]: one filling, one being sent) whatever the body size.
 //!
 //! # Commit
 //!
@@ -588,41 +588,65 @@ impl S3Store {
                 return Ok(parts);
             }
         }
-        // Fallback: stream the bytes through this node in PART_SIZE parts.
-        let mut src = self.area_stream(id, 0, size).await?;
+        // Fallback: stream the bytes through this node in PART_SIZE parts (the caller aborts
+        // the multipart upload on failure).
         let mut seg = SegmentUpload::new(dst.to_string());
         seg.upload_id = Some(upload_id.to_string());
-        while let Some(chunk) = src.next().await {
-            let mut chunk = chunk?;
-            while !chunk.is_empty() {
-                let n = chunk.len().min(PART_SIZE - seg.buf.len());
-                seg.buf.extend_from_slice(&chunk.split_to(n));
-                if seg.buf.len() == PART_SIZE {
-                    seg.flush_part(self).await?;
+        let r = async {
+            let mut src = self.area_stream(id, 0, size).await?;
+            while let Some(chunk) = src.next().await {
+                let mut chunk = chunk?;
+                while !chunk.is_empty() {
+                    let n = chunk.len().min(PART_SIZE - seg.buf.len());
+                    seg.buf.extend_from_slice(&chunk.split_to(n));
+                    if seg.buf.len() == PART_SIZE {
+                        seg.flush_part(self).await?;
+                    }
                 }
             }
+            if !seg.buf.is_empty() || (seg.parts.is_empty() && seg.inflight.is_none()) {
+                seg.flush_part(self).await?;
+            }
+            seg.settle().await
         }
-        if !seg.buf.is_empty() || seg.parts.is_empty() {
-            seg.flush_part(self).await?;
+        .await;
+        if let Err(e) = r {
+            if let Some(h) = seg.inflight.take() {
+                h.abort();
+            }
+            return Err(e);
         }
         Ok(seg.parts)
     }
 }
 
-/// One object being written: buffered until a part is full, then a multipart upload.
+/// One object being written: buffered until a part is full, then a multipart upload whose
+/// parts are sent one at a time in the background while the next part fills (at most two parts,
+/// 2 × [`PART_SIZE`], in memory).
 struct SegmentUpload {
     key: String,
     buf: BytesMut,
     upload_id: Option<String>,
     parts: Vec<CompletedPart>,
+    inflight: Option<tokio::task::JoinHandle<Result<CompletedPart>>>,
 }
 
 impl SegmentUpload {
     fn new(key: String) -> SegmentUpload {
-        SegmentUpload { key, buf: BytesMut::new(), upload_id: None, parts: Vec::new() }
+        SegmentUpload { key, buf: BytesMut::new(), upload_id: None, parts: Vec::new(), inflight: None }
     }
 
-    /// Upload the buffer as the next part (starting the multipart upload when needed).
+    /// Wait for the part in flight, if any.
+    async fn settle(&mut self) -> Result<()> {
+        if let Some(h) = self.inflight.take() {
+            let part = h.await.map_err(|e| StorageError::Io(io::Error::other(e)))??;
+            self.parts.push(part);
+        }
+        Ok(())
+    }
+
+    /// Send the buffer as the next part (starting the multipart upload when needed), once the
+    /// previous part is stored.
     async fn flush_part(&mut self, s: &S3Store) -> Result<()> {
         let upload_id = match &self.upload_id {
             Some(u) => u.clone(),
@@ -640,9 +664,10 @@ impl SegmentUpload {
                 u
             }
         };
+        self.settle().await?;
         let number = self.parts.len() as i32 + 1;
         let data = self.buf.split().freeze();
-        let out = s
+        let req = s
             .client
             .upload_part()
             .bucket(&s.bucket)
@@ -650,12 +675,12 @@ impl SegmentUpload {
             .upload_id(&upload_id)
             .part_number(number)
             .content_length(data.len() as i64)
-            .body(S3Body::from(data))
-            .send()
-            .await
-            .map_err(|e| io_err("UploadPart", &self.key, e))?;
-        self.parts
-            .push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag().map(str::to_string)).build());
+            .body(S3Body::from(data));
+        let key = self.key.clone();
+        self.inflight = Some(tokio::spawn(async move {
+            let out = req.send().await.map_err(|e| io_err("UploadPart", &key, e))?;
+            Ok(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag().map(str::to_string)).build())
+        }));
         Ok(())
     }
 
@@ -679,6 +704,7 @@ impl SegmentUpload {
             if !self.buf.is_empty() {
                 self.flush_part(s).await?;
             }
+            self.settle().await?;
             s.client
                 .complete_multipart_upload()
                 .bucket(&s.bucket)
@@ -692,12 +718,17 @@ impl SegmentUpload {
         }
         .await;
         if r.is_err() {
-            s.abort_multipart(&self.key, &upload_id).await;
+            self.abort(s).await;
         }
         r
     }
 
-    async fn abort(&self, s: &S3Store) {
+    /// Stop the part in flight and abort the multipart upload (nothing becomes visible).
+    async fn abort(&mut self, s: &S3Store) {
+        if let Some(h) = self.inflight.take() {
+            h.abort();
+            let _ = h.await;
+        }
         if let Some(u) = &self.upload_id {
             s.abort_multipart(&self.key, u).await;
         }
