@@ -50,6 +50,9 @@ pub struct Config {
     /// S3 secret access key. Not printed by `berth config`.
     #[serde(skip_serializing)]
     pub s3_secret_access_key: Option<String>,
+    /// With S3 storage, blob `GET`s redirect (307) to a presigned bucket URL instead of
+    /// streaming through Berth; clients must reach the S3 endpoint.
+    pub s3_redirect: bool,
 }
 
 impl Default for Config {
@@ -71,6 +74,7 @@ impl Default for Config {
             s3_region: None,
             s3_access_key_id: None,
             s3_secret_access_key: None,
+            s3_redirect: false,
         }
     }
 }
@@ -113,11 +117,7 @@ impl Config {
             self.regions = v.split(',').map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect();
         }
         if let Some(v) = get("BERTH_CREATE_ON_PUSH") {
-            self.create_on_push = match v.as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" | "" => false,
-                _ => anyhow::bail!("BERTH_CREATE_ON_PUSH must be true or false, got '{v}'"),
-            };
+            self.create_on_push = parse_bool("BERTH_CREATE_ON_PUSH", &v)?;
         }
         if let Some(v) = get("BERTH_REGISTRY_DOMAIN") {
             self.registry_domain = Some(v).filter(|d| !d.is_empty());
@@ -141,6 +141,9 @@ impl Config {
         if let Some(v) = get("BERTH_S3_SECRET_ACCESS_KEY") {
             self.s3_secret_access_key = opt(v);
         }
+        if let Some(v) = get("BERTH_S3_REDIRECT") {
+            self.s3_redirect = parse_bool("BERTH_S3_REDIRECT", &v)?;
+        }
         if let Some(v) = get("BERTH_SERVER_KEY") {
             self.server_key = Some(v);
         }
@@ -149,6 +152,14 @@ impl Config {
         }
         Ok(())
     }
+}
+
+fn parse_bool(key: &str, v: &str) -> anyhow::Result<bool> {
+    Ok(match v {
+        "1" | "true" | "yes" | "on" => true,
+        "0" | "false" | "no" | "off" | "" => false,
+        _ => anyhow::bail!("{key} must be true or false, got '{v}'"),
+    })
 }
 
 #[cfg(test)]

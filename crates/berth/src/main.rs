@@ -206,6 +206,7 @@ async fn open(cfg: &Config) -> anyhow::Result<(Arc<Registry>, Meta)> {
         regions: cfg.regions.clone(),
         create_on_push: cfg.create_on_push,
         registry_domain: cfg.registry_domain.clone(),
+        blob_redirect_ttl: cfg.s3_redirect.then_some(BLOB_REDIRECT_TTL),
     };
     let reg = Registry::new(
         store.clone(),
@@ -217,6 +218,9 @@ async fn open(cfg: &Config) -> anyhow::Result<(Arc<Registry>, Meta)> {
     bootstrap(cfg, &reg, store.as_ref(), &default_account).await?;
     Ok((Arc::new(reg), meta))
 }
+
+/// How long a blob redirect's presigned URL stays valid.
+const BLOB_REDIRECT_TTL: Duration = Duration::from_secs(20 * 60);
 
 /// The configured blob store: `storage = "s3://bucket/prefix"` selects an S3-compatible bucket
 /// (created when missing), a path or nothing the filesystem store (under `data_dir` when unset).
@@ -234,6 +238,7 @@ async fn blob_store(cfg: &Config) -> anyhow::Result<Arc<dyn berth_storage::BlobS
             store.ensure_bucket().await.with_context(|| format!("opening S3 bucket {}", s3.bucket))?;
             Ok(Arc::new(store))
         }
+        _ if cfg.s3_redirect => anyhow::bail!("s3_redirect needs S3 storage (storage = \"s3://bucket/prefix\")"),
         Some(other) if other.contains("://") => {
             anyhow::bail!("storage must be s3://bucket/prefix or a directory, got '{other}'")
         }

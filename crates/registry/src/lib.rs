@@ -61,6 +61,9 @@ pub struct Settings {
     /// With a registry domain, `<account>.dkr.ecr.<region>.<domain>` hosts address each
     /// account's registry in each region.
     pub registry_domain: Option<String>,
+    /// Blob `GET`s answer with a redirect to a storage URL valid this long, where the storage
+    /// has such URLs ([`BlobStore::presign_get`]); `None`: blobs stream through the registry.
+    pub blob_redirect_ttl: Option<Duration>,
 }
 
 /// Cached facts about a data-plane repository.
@@ -272,6 +275,16 @@ impl Registry {
             other => storage_err(other),
         })?;
         Ok(BlobRead { size, range, body })
+    }
+
+    /// Where a client may fetch a blob of the repository directly (a presigned storage URL),
+    /// when blob redirects are configured and the storage offers one; `None`: stream it.
+    pub async fn blob_redirect(&self, ns: &Namespace, name: &RepoName, digest: &Digest) -> Result<Option<String>> {
+        let Some(ttl) = self.settings.blob_redirect_ttl else {
+            return Ok(None);
+        };
+        self.blob_size(ns, name, digest).await?;
+        self.blobs.presign_get(digest, ttl).await.map_err(storage_err)
     }
 
     /// Unlink a blob from the repository (its bytes go when garbage collection finds them unused).

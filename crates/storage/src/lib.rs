@@ -64,6 +64,13 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn upload_abort(&self, id: &str) -> Result<()>;
     /// Ids of all upload areas (for cleaning up areas whose metadata is gone).
     async fn upload_list(&self) -> Result<Vec<String>>;
+    /// A URL from which a client may `GET` the committed blob directly for the next `ttl`
+    /// (for HTTP redirects), or `None` when the backend has no such URL (the default). Only for
+    /// stores whose bytes need no transformation on the way out (no server-side decryption).
+    async fn presign_get(&self, digest: &Digest, ttl: Duration) -> Result<Option<String>> {
+        let _ = (digest, ttl);
+        Ok(None)
+    }
     /// Release backend resources that crashed writes left behind and that are older than
     /// `older_than` (for S3: incomplete multipart uploads under the store's prefix). Upload
     /// areas are not touched. Returns how many were released; the default does nothing.

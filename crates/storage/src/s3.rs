@@ -497,23 +497,6 @@ impl S3Store {
         Ok(n)
     }
 
-    /// A presigned `GET` URL for a committed blob, valid for `ttl` (at most 7 days). Only
-    /// useful when clients may fetch the bytes straight from the bucket.
-    pub async fn presign_get(&self, digest: &Digest, ttl: Duration) -> Result<String> {
-        let key = self.blob_key(digest);
-        let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)
-            .map_err(|e| StorageError::Io(io::Error::new(io::ErrorKind::InvalidInput, e.to_string())))?;
-        let req = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .presigned(cfg)
-            .await
-            .map_err(|e| io_err("presign GetObject", &key, e))?;
-        Ok(req.uri().to_string())
-    }
-
     /// Copy the area's bytes `[0, size)` to `dst` as a multipart upload.
     async fn assemble(&self, prefix: &str, id: &str, segs: &[Segment], dst: &str, size: u64) -> Result<()> {
         let create = self
@@ -864,6 +847,23 @@ impl BlobStore for S3Store {
             self.delete_key(&k).await?;
         }
         Ok(())
+    }
+
+    /// A presigned `GetObject` URL for the blob key, valid for `ttl` (at most 7 days; the
+    /// blob's existence is not checked).
+    async fn presign_get(&self, digest: &Digest, ttl: Duration) -> Result<Option<String>> {
+        let key = self.blob_key(digest);
+        let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)
+            .map_err(|e| StorageError::Io(io::Error::new(io::ErrorKind::InvalidInput, e.to_string())))?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .presigned(cfg)
+            .await
+            .map_err(|e| io_err("presign GetObject", &key, e))?;
+        Ok(Some(req.uri().to_string()))
     }
 
     async fn cleanup_stale(&self, older_than: Duration) -> Result<usize> {

@@ -365,3 +365,17 @@ fn config_from_url() {
     let c = S3Config { secret_access_key: Some("hunter2".into()), ..Default::default() };
     assert!(!format!("{c:?}").contains("hunter2"));
 }
+
+#[tokio::test]
+async fn presigned_get_urls_serve_the_blob() {
+    let server = server_or_skip!();
+    let s = store(&server, "presign").await;
+    s.upload_create("p").await.unwrap();
+    let content = data(3000, 7);
+    s.upload_append("p", 0, body(&content, 1000)).await.unwrap();
+    let d = commit_and_verify(&s, "p", &content).await;
+    let url = s.presign_get(&d, Duration::from_secs(300)).await.unwrap().expect("S3 presigns");
+    let r = reqwest::get(&url).await.unwrap();
+    assert_eq!(r.status(), 200, "GET {url}");
+    assert!(r.bytes().await.unwrap() == content);
+}
