@@ -108,6 +108,29 @@ impl Berth {
         b
     }
 
+    /// Another node of the same deployment: a second `berth serve` with its own (empty) data
+    /// dir but the same environment (so the same metadata database and blob storage) and the
+    /// same server key. Only a deployment with shared metadata and storage (PostgreSQL and S3)
+    /// makes it see the first node's data.
+    pub fn another_node(&self) -> Berth {
+        let key = std::fs::read_to_string(self.data_dir.join("server.key")).expect("<data_dir>/server.key");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut env = self.extra_env.clone();
+        env.retain(|(k, _)| k != "BERTH_SERVER_KEY");
+        env.push(("BERTH_SERVER_KEY".into(), key.trim().to_string()));
+        let mut b = Berth {
+            child: None,
+            addr: String::new(),
+            url: String::new(),
+            data_dir: tmp.path().join("data"),
+            _tmp: Some(tmp),
+            extra_env: env,
+            password: self.password.clone(),
+        };
+        b.spawn(None);
+        b
+    }
+
     /// Runs `berth admin ARGS --data-dir <data dir>` with the server's environment.
     pub fn admin(&self, args: &[&str]) -> std::process::Output {
         let mut cmd = Command::new(berth_bin());
