@@ -254,6 +254,19 @@ impl S3Store {
         Ok(format!("{}uploads/{id}/", self.root))
     }
 
+    /// The `x-amz-copy-source` value for `key` of this bucket: `bucket/key`, URL-encoded.
+    fn copy_source(&self, key: &str) -> String {
+        let mut out = format!("{}/", self.bucket);
+        for b in key.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+
     /// Every object key under `prefix` with its size, in key order.
     async fn list_all(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
@@ -542,7 +555,7 @@ impl S3Store {
         if self.part_copy.load(Ordering::Relaxed) {
             let mut parts = Vec::new();
             for (i, (seg, off, n)) in Self::pieces(segs, 0, size)?.into_iter().enumerate() {
-                let src = format!("{}/{prefix}{}", self.bucket, segment_name(seg));
+                let src = self.copy_source(&format!("{prefix}{}", segment_name(seg)));
                 let r = self
                     .client
                     .upload_part_copy()
@@ -819,7 +832,7 @@ impl BlobStore for S3Store {
                         .map_err(|e| io_err("PutObject", &dst, e))?;
                 }
                 [(seg, 0, n)] if *n <= COPY_MAX && segs.iter().any(|s| s.start == *seg && s.size == *n) => {
-                    let src = format!("{}/{prefix}{}", self.bucket, segment_name(*seg));
+                    let src = self.copy_source(&format!("{prefix}{}", segment_name(*seg)));
                     self.client
                         .copy_object()
                         .bucket(&self.bucket)

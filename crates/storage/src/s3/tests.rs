@@ -308,6 +308,22 @@ async fn multi_segment_commit_streams_when_part_copy_is_unavailable() {
 }
 
 #[tokio::test]
+async fn prefixes_needing_url_encoding_work() {
+    let server = server_or_skip!();
+    let s = store(&server, "odd prefix+=/é").await;
+    s.upload_create("o").await.unwrap();
+    let parts = [data(6 * MIB, 1), data(10, 2)];
+    let chunks: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let all = append_all(&s, "o", &chunks, MIB).await;
+    assert_eq!(s.segments("o").await.unwrap().len(), 2);
+    commit_and_verify(&s, "o", &all).await;
+    // Single segment: CopyObject.
+    s.upload_create("q").await.unwrap();
+    let all = append_all(&s, "q", &[b"short"], 2).await;
+    commit_and_verify(&s, "q", &all).await;
+}
+
+#[tokio::test]
 async fn abort_list_and_unknown_areas() {
     let server = server_or_skip!();
     let s = store(&server, "list").await;
