@@ -36,6 +36,13 @@ if ! python3 -c "import boto3, pytest, requests" >/dev/null 2>&1 || ! command -v
   python3 -m pip install --quiet --disable-pip-version-check -r tests/ecr/requirements.txt
 fi
 
+# s3s-fs: the S3-compatible server that the S3 blob store tests and the distributed run use.
+# 0.14.1 is the last release that builds with our toolchain.
+if ! { command -v s3s-fs >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/s3s-fs" ]; } \
+  || ! cargo install --list | grep -q '^s3s-fs v0.14.1:'; then
+  cargo install s3s-fs@0.14.1 --locked --features binary
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi

@@ -56,6 +56,21 @@ pub struct Config {
     pub job_workers: u64,
     /// Done jobs are deleted after this many days (failed ones are kept).
     pub job_retention_days: u64,
+    /// Blob storage: unset (or a directory path) for the filesystem store under `data_dir`, or
+    /// `s3://bucket/prefix` for an S3-compatible bucket shared by every node.
+    pub storage: Option<String>,
+    /// Endpoint URL of an S3-compatible server (path-style addressing); unset for AWS S3.
+    pub s3_endpoint: Option<String>,
+    /// Region to sign S3 requests for (default: `AWS_REGION`, else `us-east-1`).
+    pub s3_region: Option<String>,
+    /// S3 access key id; unset: the standard AWS credential chain (environment, profile, IMDS).
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key. Not printed by `berth config`.
+    #[serde(skip_serializing)]
+    pub s3_secret_access_key: Option<String>,
+    /// With S3 storage, blob `GET`s redirect (307) to a presigned bucket URL instead of
+    /// streaming through Berth; clients must reach the S3 endpoint.
+    pub s3_redirect: bool,
 }
 
 impl Default for Config {
@@ -79,6 +94,12 @@ impl Default for Config {
             job_poll_ms: 1_000,
             job_workers: 1,
             job_retention_days: 7,
+            storage: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_redirect: false,
         }
     }
 }
@@ -121,11 +142,7 @@ impl Config {
             self.regions = v.split(',').map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect();
         }
         if let Some(v) = get("BERTH_CREATE_ON_PUSH") {
-            self.create_on_push = match v.as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" | "" => false,
-                _ => anyhow::bail!("BERTH_CREATE_ON_PUSH must be true or false, got '{v}'"),
-            };
+            self.create_on_push = parse_bool("BERTH_CREATE_ON_PUSH", &v)?;
         }
         if let Some(v) = get("BERTH_TRUST_FORWARDED") {
             self.trust_forwarded = match v.as_str() {
@@ -139,6 +156,25 @@ impl Config {
         }
         if let Some(v) = get("BERTH_METADATA") {
             self.metadata = Some(v).filter(|m| !m.is_empty());
+        }
+        let opt = |v: String| Some(v).filter(|v| !v.is_empty());
+        if let Some(v) = get("BERTH_STORAGE") {
+            self.storage = opt(v);
+        }
+        if let Some(v) = get("BERTH_S3_ENDPOINT") {
+            self.s3_endpoint = opt(v);
+        }
+        if let Some(v) = get("BERTH_S3_REGION") {
+            self.s3_region = opt(v);
+        }
+        if let Some(v) = get("BERTH_S3_ACCESS_KEY_ID") {
+            self.s3_access_key_id = opt(v);
+        }
+        if let Some(v) = get("BERTH_S3_SECRET_ACCESS_KEY") {
+            self.s3_secret_access_key = opt(v);
+        }
+        if let Some(v) = get("BERTH_S3_REDIRECT") {
+            self.s3_redirect = parse_bool("BERTH_S3_REDIRECT", &v)?;
         }
         if let Some(v) = get("BERTH_SERVER_KEY") {
             self.server_key = Some(v);
@@ -167,6 +203,14 @@ impl Config {
     }
 }
 
+fn parse_bool(key: &str, v: &str) -> anyhow::Result<bool> {
+    Ok(match v {
+        "1" | "true" | "yes" | "on" => true,
+        "0" | "false" | "no" | "off" | "" => false,
+        _ => anyhow::bail!("{key} must be true or false, got '{v}'"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +225,12 @@ mod tests {
         c.apply_env(|k| (k == "BERTH_UPLOAD_TTL_SECS").then(|| "7".to_string())).unwrap();
         assert_eq!(c.upload_ttl_secs, 7);
         assert!(c.apply_env(|k| (k == "BERTH_UPLOAD_TTL_SECS").then(|| "x".to_string())).is_err());
+        let mut c: Config = toml::from_str("storage = \"s3://b/p\"\ns3_region = \"eu-west-1\"").unwrap();
+        c.apply_env(|k| (k == "BERTH_S3_ENDPOINT").then(|| "http://127.0.0.1:9".to_string())).unwrap();
+        assert_eq!(c.storage.as_deref(), Some("s3://b/p"));
+        assert_eq!(c.s3_region.as_deref(), Some("eu-west-1"));
+        assert_eq!(c.s3_endpoint.as_deref(), Some("http://127.0.0.1:9"));
+        c.s3_secret_access_key = Some("hunter2".into());
+        assert!(!toml::to_string(&c).unwrap().contains("hunter2"));
     }
 }

@@ -339,8 +339,7 @@ impl Meta {
 /// Open the stores under the data dir, bootstrap the default account, build the registry.
 async fn open(cfg: &Config, mode: SchemaMode) -> anyhow::Result<(Arc<Registry>, Meta)> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let blobs = berth_storage::fs::FsStore::open(&cfg.data_dir)
-        .with_context(|| format!("opening blob store in {}", cfg.data_dir.display()))?;
+    let blobs = blob_store(cfg).await?;
     let (meta, applied) = Meta::open(cfg, mode).await?;
     for m in applied {
         tracing::info!(version = m.version, description = m.description, "applied schema migration");
@@ -354,16 +353,49 @@ async fn open(cfg: &Config, mode: SchemaMode) -> anyhow::Result<(Arc<Registry>, 
         regions: cfg.regions.clone(),
         create_on_push: cfg.create_on_push,
         registry_domain: cfg.registry_domain.clone(),
+        blob_redirect_ttl: cfg.s3_redirect.then_some(BLOB_REDIRECT_TTL),
     };
     let reg = Registry::new(
         store.clone(),
-        Arc::new(blobs),
+        blobs,
         Arc::new(SystemClock),
         settings,
         berth_registry::Keys::from_server_key(&server_key),
     );
     bootstrap(cfg, &reg, store.as_ref(), &default_account).await?;
     Ok((Arc::new(reg), meta))
+}
+
+/// How long a blob redirect's presigned URL stays valid.
+const BLOB_REDIRECT_TTL: Duration = Duration::from_secs(20 * 60);
+
+/// The configured blob store: `storage = "s3://bucket/prefix"` selects an S3-compatible bucket
+/// (created when missing), a path or nothing the filesystem store (under `data_dir` when unset).
+async fn blob_store(cfg: &Config) -> anyhow::Result<Arc<dyn berth_storage::BlobStore>> {
+    match cfg.storage.as_deref() {
+        Some(url) if url.starts_with("s3://") => {
+            let s3 = berth_storage::s3::S3Config {
+                region: cfg.s3_region.clone(),
+                access_key_id: cfg.s3_access_key_id.clone(),
+                secret_access_key: cfg.s3_secret_access_key.clone(),
+                ..berth_storage::s3::S3Config::from_url(url).map_err(|e| anyhow::anyhow!("storage: {e}"))?
+            }
+            .with_endpoint(cfg.s3_endpoint.clone());
+            let store = berth_storage::s3::S3Store::connect(&s3).await.context("configuring S3 storage")?;
+            store.ensure_bucket().await.with_context(|| format!("opening S3 bucket {}", s3.bucket))?;
+            Ok(Arc::new(store))
+        }
+        _ if cfg.s3_redirect => anyhow::bail!("s3_redirect needs S3 storage (storage = \"s3://bucket/prefix\")"),
+        Some(other) if other.contains("://") => {
+            anyhow::bail!("storage must be s3://bucket/prefix or a directory, got '{other}'")
+        }
+        path => {
+            let dir = path.map_or_else(|| cfg.data_dir.clone(), PathBuf::from);
+            let store = berth_storage::fs::FsStore::open(&dir)
+                .with_context(|| format!("opening blob store in {}", dir.display()))?;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// The server key: configured (hex), or generated once into `<data_dir>/server.key` (mode 0600).

@@ -65,6 +65,9 @@ pub struct Settings {
     /// With a registry domain, `<account>.dkr.ecr.<region>.<domain>` hosts address each
     /// account's registry in each region.
     pub registry_domain: Option<String>,
+    /// Blob `GET`s answer with a redirect to a storage URL valid this long, where the storage
+    /// has such URLs ([`BlobStore::presign_get`]); `None`: blobs stream through the registry.
+    pub blob_redirect_ttl: Option<Duration>,
 }
 
 /// Cached facts about a data-plane repository.
@@ -278,6 +281,16 @@ impl Registry {
             other => storage_err(other),
         })?;
         Ok(BlobRead { size, range, body })
+    }
+
+    /// Where a client may fetch a blob of the repository directly (a presigned storage URL),
+    /// when blob redirects are configured and the storage offers one; `None`: stream it.
+    pub async fn blob_redirect(&self, ns: &Namespace, name: &RepoName, digest: &Digest) -> Result<Option<String>> {
+        let Some(ttl) = self.settings.blob_redirect_ttl else {
+            return Ok(None);
+        };
+        self.blob_size(ns, name, digest).await?;
+        self.blobs.presign_get(digest, ttl).await.map_err(storage_err)
     }
 
     /// Unlink a blob from the repository (its bytes go when garbage collection finds them unused).
@@ -520,7 +533,8 @@ impl Registry {
     }
 
     /// Remove sessions idle for longer than the upload TTL, and upload areas without a session
-    /// (left by a crash). Returns how many were removed.
+    /// (left by a crash); release the storage's stale partial writes. Returns how many sessions
+    /// and areas were removed.
     pub async fn expire_uploads(&self) -> Result<usize> {
         let before = self.now() - self.settings.upload_ttl.as_millis() as i64;
         let mut n = 0;
@@ -539,6 +553,13 @@ impl Registry {
                 self.blobs.upload_abort(&id).await.map_err(storage_err)?;
                 n += 1;
             }
+        }
+        // Backend leftovers of writes that crashed (S3: incomplete multipart uploads), past the
+        // same TTL so that no write still in progress is cut off.
+        match self.blobs.cleanup_stale(self.settings.upload_ttl).await {
+            Ok(0) => {}
+            Ok(k) => tracing::info!(released = k, "released stale storage writes"),
+            Err(e) => tracing::warn!(error = %e, "releasing stale storage writes failed"),
         }
         Ok(n)
     }

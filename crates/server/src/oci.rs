@@ -477,6 +477,7 @@ async fn read_limited(body: Body, limit: usize) -> std::result::Result<bytes::By
 }
 
 // GET|HEAD /v2/<name>/blobs/<digest>   [Range: bytes=<start>-<end>]
+// With blob redirects on, a GET without Range answers 307 Temporary Redirect, Location: <storage URL>.
 async fn blob_get(
     reg: &Registry,
     ns: &Namespace,
@@ -485,7 +486,17 @@ async fn blob_get(
     req: &Parts,
     head: bool,
 ) -> Result<Response> {
-    let mut r = if head {
+    let redirect = match (head, header_str(&req.headers, header::RANGE)) {
+        (false, None) => reg.blob_redirect(ns, name, digest).await?,
+        _ => None,
+    };
+    let mut r = if let Some(url) = redirect {
+        // Blob redirects (s3_redirect): the client fetches the bytes from the storage.
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        r.headers_mut().insert(header::LOCATION, hv(&url));
+        r
+    } else if head {
         let size = reg.blob_size(ns, name, digest).await?;
         let mut r = Response::new(Body::empty());
         r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));

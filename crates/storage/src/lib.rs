@@ -1,4 +1,5 @@
-//! Content-addressed blob storage.
+//! Content-addressed blob storage: [`fs::FsStore`] on a local directory, [`s3::S3Store`] on an
+//! S3-compatible bucket.
 //!
 //! [`BlobStore`] holds bytes only: committed blobs addressed by digest, and upload areas
 //! addressed by an upload id. Which blob belongs to which repository is metadata, not storage.
@@ -6,6 +7,7 @@
 //! visible under its digest or not at all, whatever crashes.
 
 pub mod fs;
+pub mod s3;
 
 use async_trait::async_trait;
 use berth_oci::Digest;
@@ -13,6 +15,7 @@ use bytes::Bytes;
 use futures::Stream;
 use std::io;
 use std::pin::Pin;
+use std::time::Duration;
 
 /// A stream of body bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -61,4 +64,18 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn upload_abort(&self, id: &str) -> Result<()>;
     /// Ids of all upload areas (for cleaning up areas whose metadata is gone).
     async fn upload_list(&self) -> Result<Vec<String>>;
+    /// A URL from which a client may `GET` the committed blob directly for the next `ttl`
+    /// (for HTTP redirects), or `None` when the backend has no such URL (the default). Only for
+    /// stores whose bytes need no transformation on the way out (no server-side decryption).
+    async fn presign_get(&self, digest: &Digest, ttl: Duration) -> Result<Option<String>> {
+        let _ = (digest, ttl);
+        Ok(None)
+    }
+    /// Release backend resources that crashed writes left behind and that are older than
+    /// `older_than` (for S3: incomplete multipart uploads under the store's prefix). Upload
+    /// areas are not touched. Returns how many were released; the default does nothing.
+    async fn cleanup_stale(&self, older_than: Duration) -> Result<usize> {
+        let _ = older_than;
+        Ok(0)
+    }
 }

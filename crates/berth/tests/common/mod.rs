@@ -7,6 +7,10 @@
 //! harness asks `berth admin get-login-password` for a password, and [`Berth::client`] sends
 //! it on every request. [`Berth::start`] also turns on create-on-push (so pushes to new
 //! repositories work as before); [`Berth::start_strict`] does not.
+//!
+//! Backends: `BERTH_TEST_BACKEND=postgres` puts each server's metadata in a fresh PostgreSQL
+//! database ([`postgres_database`]); `BERTH_TEST_STORAGE=s3` puts its blobs under a fresh prefix
+//! of an S3-compatible bucket ([`s3_storage`]; `scripts/s3.sh` starts one).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -84,6 +88,10 @@ impl Berth {
             env.retain(|(k, _)| k != "BERTH_METADATA");
             env.push(("BERTH_METADATA".into(), url));
         }
+        if let Some(url) = s3_storage() {
+            env.retain(|(k, _)| k != "BERTH_STORAGE");
+            env.push(("BERTH_STORAGE".into(), url));
+        }
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
         let mut b = Berth {
@@ -115,6 +123,29 @@ impl Berth {
             data_dir: self.data_dir.clone(),
             _tmp: None,
             extra_env,
+            password: self.password.clone(),
+        };
+        b.spawn(None);
+        b
+    }
+
+    /// Another node of the same deployment: a second `berth serve` with its own (empty) data
+    /// dir but the same environment (so the same metadata database and blob storage) and the
+    /// same server key. Only a deployment with shared metadata and storage (PostgreSQL and S3)
+    /// makes it see the first node's data.
+    pub fn separate_node(&self) -> Berth {
+        let key = std::fs::read_to_string(self.data_dir.join("server.key")).expect("<data_dir>/server.key");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut env = self.extra_env.clone();
+        env.retain(|(k, _)| k != "BERTH_SERVER_KEY");
+        env.push(("BERTH_SERVER_KEY".into(), key.trim().to_string()));
+        let mut b = Berth {
+            child: None,
+            addr: String::new(),
+            url: String::new(),
+            data_dir: tmp.path().join("data"),
+            _tmp: Some(tmp),
+            extra_env: env,
             password: self.password.clone(),
         };
         b.spawn(None);
@@ -370,4 +401,27 @@ pub fn postgres_database() -> Option<String> {
     assert!(out.status.success(), "CREATE DATABASE failed: {}", String::from_utf8_lossy(&out.stderr));
     let base = url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
     Some(format!("{base}/{db}"))
+}
+
+/// With `BERTH_TEST_STORAGE=s3`, `s3://<fresh bucket>/p` for one test server, so that its blobs
+/// live in the S3-compatible server that `BERTH_S3_ENDPOINT` (with `BERTH_S3_ACCESS_KEY_ID`,
+/// `BERTH_S3_SECRET_ACCESS_KEY`, passed on to the server) names. The server creates the bucket.
+///
+/// A bucket per server rather than a prefix per server in one bucket: s3s-fs answers every
+/// listing by walking the whole bucket, so a shared bucket makes each upload slower as the suite
+/// fills it. The key prefix is kept so that prefixed keys are exercised all the same; it is short
+/// because s3s-fs keeps each object's metadata in a file named after the base64 of bucket and
+/// key, and keys past ~160 bytes fail there (`blobs/sha512/xx/<128 hex>` already takes 144).
+pub fn s3_storage() -> Option<String> {
+    if std::env::var("BERTH_TEST_STORAGE").ok().as_deref() != Some("s3") {
+        return None;
+    }
+    assert!(
+        std::env::var("BERTH_S3_ENDPOINT").is_ok_and(|e| !e.is_empty()),
+        "BERTH_TEST_STORAGE=s3 needs BERTH_S3_ENDPOINT (and credentials): see scripts/s3.sh"
+    );
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let unique = (nanos ^ (u64::from(std::process::id()) << 24)) & 0xff_ffff_ffff;
+    Some(format!("s3://it-{unique:010x}-{}/p", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)))
 }
