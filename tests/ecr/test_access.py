@@ -13,6 +13,7 @@ policy re-serialized by Jackson's pretty printer), and public ECR errors for inv
 
 import base64
 import json
+import time
 import os
 import tempfile
 import uuid
@@ -596,6 +597,24 @@ def test_condition_resource_tag(w):
     check_denied(w.dp.get_manifest(repo, "v1", t), denied)  # immediately
     w.ecr.tag_resource(resourceArn=info["repositoryArn"], tags=[{"Key": "team", "Value": "red"}])
     check_denied(w.dp.get_manifest(repo, "v1", t), denied)
+
+
+def test_condition_current_time_is_not_cached(w):
+    # Decisions are cached per caller and repository, except when a policy reads the clock: a
+    # grant that ends in a few seconds must end then, however often it was used before.
+    repo = uid("clock")
+    w.ecr.create_repository(repositoryName=repo)
+    w.dp.push(repo, w.base, "v1", w.root)
+    until = time.time() + 4
+    until_s = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until))
+    u = create_iam_user(w.srv, uid("brief"), inline={"brief": doc(LOGIN, {
+        "Effect": "Allow", "Action": PULL, "Resource": arn(repo),
+        "Condition": {"DateLessThan": {"aws:CurrentTime": until_s}}})})
+    t = u.token()
+    for _ in range(3):
+        assert w.dp.get_manifest(repo, "v1", t).status_code == 200
+    time.sleep(max(0.0, until + 1.2 - time.time()))
+    check_denied(w.dp.get_manifest(repo, "v1", t), deny_message(u.arn, "ecr:BatchGetImage", arn(repo), "identity"))
 
 
 def test_policy_variable_username(w):

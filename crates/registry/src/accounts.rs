@@ -40,7 +40,9 @@ impl Keys {
 const AUTH_CACHE_ENTRIES: usize = 10_000;
 
 /// Verified data-plane credentials: header value -> (identity, token expiry in epoch seconds).
-pub(crate) type AuthCache = std::sync::RwLock<std::collections::HashMap<String, (Identity, u64)>>;
+/// Keyed by the whole header (kilobytes): hashed with foldhash (seeded per process), not SipHash.
+pub(crate) type AuthCache =
+    std::sync::RwLock<std::collections::HashMap<String, (Identity, u64), foldhash::fast::RandomState>>;
 
 /// Credentials as `berth admin` prints them.
 #[derive(Debug, Clone, serde::Serialize)]

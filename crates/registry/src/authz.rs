@@ -58,14 +58,39 @@ struct PrincipalEntry {
     policies: Vec<Arc<Policy>>,
     /// A stored policy no longer parses: deny everything rather than ignore a Deny.
     broken: bool,
+    /// Some policy reads the clock (`aws:CurrentTime`, `aws:EpochTime`): decisions are not cached.
+    time_dependent: bool,
 }
 
-/// The cached decision inputs of one repository.
+/// The cached decision inputs of one repository, and the decisions made on it.
 #[derive(Debug)]
 struct RepoEntry {
     policy: Option<Policy>,
     broken: bool,
     tags: Vec<(String, String)>,
+    time_dependent: bool,
+    /// Decisions by (caller, action, source address, transport): everything else a decision
+    /// depends on is in this entry or the caller's, and both are dropped when the epoch moves.
+    decisions: RwLock<HashMap<DecisionKey, Option<Arc<str>>>>,
+}
+
+/// What a cached decision on a repository was made for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DecisionKey {
+    /// Access key id, principal ARN (keyless root tokens) or empty (anonymous).
+    caller: String,
+    action: String,
+    ip: Option<IpAddr>,
+    secure: bool,
+}
+
+/// Cached decisions per repository at most (a full map is cleared).
+const MAX_DECISIONS: usize = 4096;
+
+/// Whether a policy document reads the clock (a cached decision could go stale with time).
+fn reads_clock(doc: &str) -> bool {
+    let d = doc.to_ascii_lowercase();
+    d.contains("aws:currenttime") || d.contains("aws:epochtime")
 }
 
 /// Per-node caches of authorization inputs.
@@ -97,6 +122,11 @@ fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &RwLock<HashMap<K, V>>, k: K,
         m.clear();
     }
     m.insert(k, v);
+}
+
+/// The cache key of a caller: its access key id, or its ARN for a keyless (admin-minted) token.
+fn principal_key(id: &Identity) -> String {
+    if id.access_key_id.is_empty() { id.principal_arn.clone() } else { id.access_key_id.clone() }
 }
 
 /// The user name of a user ARN (`arn:aws:iam::<acct>:user/<path>/<name>`).
@@ -144,6 +174,24 @@ impl Registry {
             Target::Account => ("*".to_string(), None, None),
             Target::Iam(arn) => (arn.to_string(), None, None),
         };
+        // A decision on an existing repository is cached unless a policy involved reads the clock.
+        let key = match (&repo, &entry) {
+            (Some(r), e) if !r.time_dependent && !e.as_ref().is_some_and(|e| e.time_dependent) => Some(DecisionKey {
+                caller: caller.identity.map(principal_key).unwrap_or_default(),
+                action: action.to_string(),
+                ip: caller.source_ip,
+                secure: caller.secure_transport,
+            }),
+            _ => None,
+        };
+        if let (Some(k), Some(r)) = (&key, &repo)
+            && let Some(d) = r.decisions.read().unwrap().get(k)
+        {
+            return match d {
+                None => Ok(()),
+                Some(msg) => Err(Error::Denied(msg.to_string())),
+            };
+        }
         let mut ctx = Context::new();
         self.fill_context(&mut ctx, caller, principal, entry.as_deref(), resource_account);
         if let Some(r) = &repo {
@@ -161,9 +209,20 @@ impl Registry {
                 entry.as_ref().map(|e| e.policies.iter().map(|p| &**p).collect()).unwrap_or_default();
             berth_policy::evaluate(&req, &identity, repo.as_ref().and_then(|r| r.policy.as_ref()))
         };
-        match decision {
-            Decision::Allow => Ok(()),
-            d => Err(Error::Denied(berth_policy::denial_message(&req, &d))),
+        let outcome: Option<Arc<str>> = match decision {
+            Decision::Allow => None,
+            d => Some(berth_policy::denial_message(&req, &d).into()),
+        };
+        if let (Some(k), Some(r)) = (key, &repo) {
+            let mut m = r.decisions.write().unwrap();
+            if m.len() >= MAX_DECISIONS {
+                m.clear();
+            }
+            m.insert(k, outcome.clone());
+        }
+        match outcome {
+            None => Ok(()),
+            Some(msg) => Err(Error::Denied(msg.to_string())),
         }
     }
 
@@ -222,7 +281,7 @@ impl Registry {
     }
 
     async fn principal_entry(&self, id: &Identity) -> Result<Arc<PrincipalEntry>> {
-        let key = if id.access_key_id.is_empty() { id.principal_arn.clone() } else { id.access_key_id.clone() };
+        let key = principal_key(id);
         if let Some(e) = self.authz.principals.read().unwrap().get(&key) {
             return Ok(e.clone());
         }
@@ -241,6 +300,7 @@ impl Registry {
             user_id: None,
             policies: Vec::new(),
             broken: false,
+            time_dependent: false,
         };
         let user = if id.access_key_id.is_empty() {
             // Tokens minted by `berth admin get-login-password` carry no key: the account's root.
@@ -264,6 +324,7 @@ impl Registry {
                 user_id: None,
                 policies: Vec::new(),
                 broken: false,
+                time_dependent: false,
             });
         };
         let Some(u) = self.meta.user(&id.account_id, &user).await? else {
@@ -271,7 +332,9 @@ impl Registry {
         };
         let mut policies = Vec::new();
         let mut broken = false;
+        let mut time_dependent = false;
         for p in self.meta.identity_policies(&id.account_id, &u.name).await? {
+            time_dependent |= p.document.as_deref().is_some_and(reads_clock);
             let parsed = match (&p.document, &p.arn) {
                 (Some(doc), _) => Policy::parse(doc, PolicyKind::Identity).map(Arc::new),
                 (None, Some(arn)) => match self.aws_managed_policy(arn) {
@@ -298,6 +361,7 @@ impl Registry {
             user_id: Some(u.id),
             policies,
             broken,
+            time_dependent,
         })
     }
 
@@ -315,7 +379,9 @@ impl Registry {
             return Ok(e.clone());
         }
         let generation = self.authz.generation.load(Ordering::SeqCst);
-        let (policy, broken) = match self.meta.repository_policy(repo_id).await? {
+        let doc = self.meta.repository_policy(repo_id).await?;
+        let time_dependent = doc.as_deref().is_some_and(reads_clock);
+        let (policy, broken) = match doc {
             None => (None, false),
             Some(doc) => match Policy::parse(&doc, PolicyKind::Resource) {
                 Ok(p) => (Some(p), false),
@@ -326,7 +392,7 @@ impl Registry {
             },
         };
         let tags = self.meta.resource_tags(repo_id).await?;
-        let entry = Arc::new(RepoEntry { policy, broken, tags });
+        let entry = Arc::new(RepoEntry { policy, broken, tags, time_dependent, decisions: RwLock::default() });
         if self.authz.generation.load(Ordering::SeqCst) == generation {
             insert_bounded(&self.authz.repos, repo_id, entry.clone());
         }

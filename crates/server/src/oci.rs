@@ -62,20 +62,20 @@ pub async fn handle(state: &AppState, req: Request<Body>) -> Response {
     }
 }
 
-/// The ECR action a data-plane request performs (what IAM will authorize).
+/// The ECR action a data-plane request performs (what IAM will authorize), e.g. `ecr:PutImage`.
 fn action(route: &Route<'_>, method: &Method) -> &'static str {
     match (route, method) {
-        (Route::Base, _) => "GetAuthorizationToken",
-        (Route::Catalog, _) => "DescribeRepositories",
-        (Route::Tags { .. }, _) => "ListImages",
-        (Route::Manifest { .. }, &Method::PUT) => "PutImage",
-        (Route::Manifest { .. }, &Method::DELETE) | (Route::Blob { .. }, &Method::DELETE) => "BatchDeleteImage",
-        (Route::Manifest { .. }, _) | (Route::Referrers { .. }, _) => "BatchGetImage",
-        (Route::Blob { .. }, &Method::HEAD) => "BatchCheckLayerAvailability",
-        (Route::Blob { .. }, _) => "GetDownloadUrlForLayer",
-        (Route::UploadStart { .. }, _) => "InitiateLayerUpload",
-        (Route::Upload { .. }, &Method::PUT) => "CompleteLayerUpload",
-        (Route::Upload { .. }, _) => "UploadLayerPart",
+        (Route::Base, _) => "ecr:GetAuthorizationToken",
+        (Route::Catalog, _) => "ecr:DescribeRepositories",
+        (Route::Tags { .. }, _) => "ecr:ListImages",
+        (Route::Manifest { .. }, &Method::PUT) => "ecr:PutImage",
+        (Route::Manifest { .. }, &Method::DELETE) | (Route::Blob { .. }, &Method::DELETE) => "ecr:BatchDeleteImage",
+        (Route::Manifest { .. }, _) | (Route::Referrers { .. }, _) => "ecr:BatchGetImage",
+        (Route::Blob { .. }, &Method::HEAD) => "ecr:BatchCheckLayerAvailability",
+        (Route::Blob { .. }, _) => "ecr:GetDownloadUrlForLayer",
+        (Route::UploadStart { .. }, _) => "ecr:InitiateLayerUpload",
+        (Route::Upload { .. }, &Method::PUT) => "ecr:CompleteLayerUpload",
+        (Route::Upload { .. }, _) => "ecr:UploadLayerPart",
     }
 }
 
@@ -153,7 +153,7 @@ async fn authorize(
         _ => &[],
     };
     let target = Target::Repository { ns, name };
-    let mut result = reg.authorize(&caller, &format!("ecr:{act}"), target).await;
+    let mut result = reg.authorize(&caller, act, target).await;
     for extra in monolithic {
         if result.is_err() {
             break;
@@ -174,7 +174,9 @@ fn empty_basic(h: &str) -> bool {
     let Some(cred) = h.strip_prefix("Basic ").or_else(|| h.strip_prefix("basic ")).map(str::trim) else {
         return false;
     };
-    cred.is_empty() || base64::engine::general_purpose::STANDARD.decode(cred).is_ok_and(|d| d == b":")
+    // Only a short value can encode ":" (a registry token is kilobytes: not worth decoding).
+    cred.is_empty()
+        || (cred.len() <= 8 && base64::engine::general_purpose::STANDARD.decode(cred).is_ok_and(|d| d == b":"))
 }
 
 /// Whether the caller may read layers of repository `from` (a cross-repository mount source);
