@@ -9,24 +9,26 @@ One Berth server; the same small image pushed to repositories `bench` and `pub`.
     AmazonEC2ContainerRegistryReadOnly attached, a group policy, and a repository policy on the
     repository with an explicit Deny for another user;
   - anonymous, on `pub`, whose repository policy allows pull to Principal "*";
-  - optionally a Berth build without data-plane auth (BERTH_PREAUTH_BIN): the unauthenticated
-    baseline.
+  - optionally a Berth build from before access control (BERTH_BASELINE_BIN, e.g. f430327:
+    registry tokens verified, no policies), with the root token: the baseline.
 Runs are interleaved over --rounds rounds and the median req/s of each case is reported.
 
-Usage: python3 bench/authz.py [--seconds N] [--rounds R]   (BERTH_BIN, BERTH_PREAUTH_BIN)
+Usage: python3 bench/authz.py [--seconds N] [--rounds R]   (BERTH_BIN, BERTH_BASELINE_BIN)
 """
 
 import argparse
+import base64
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 
 import boto3
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ecr import AKID, REPO, SECRET, lua, push_plain, start, wrk  # noqa: E402
+from ecr import AKID, ENV, REPO, SECRET, lua, push_plain, start, wrk  # noqa: E402
 
 ACCOUNT = "111111111111"
 ACCEPT = "application/vnd.oci.image.manifest.v1+json"
@@ -92,7 +94,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     berth = os.environ.get("BERTH_BIN", os.path.join(REPO, "target/release/berth"))
-    preauth = os.environ.get("BERTH_PREAUTH_BIN")
+    baseline = os.environ.get("BERTH_BASELINE_BIN")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         servers = []
@@ -106,11 +108,16 @@ def main():
                  {"Authorization": user_auth}),
                 ("anonymous, public repository policy", url + "/v2/pub/manifests/v0", {}),
             ]
-            if preauth:
-                p0, url0 = start(preauth, os.path.join(tmp, "data-preauth"))
+            if baseline:
+                p0, url0 = start(baseline, os.path.join(tmp, "data-baseline"))
                 servers.append(p0)
-                push_plain(url0)
-                cases.append(("build without data-plane auth", url0 + "/v2/bench/manifests/v0", {}))
+                pw = subprocess.run([baseline, "admin", "get-login-password", "--data-dir",
+                                     os.path.join(tmp, "data-baseline")], capture_output=True, text=True,
+                                    env=dict(os.environ, **ENV), check=True).stdout.strip()
+                auth0 = "Basic " + base64.b64encode(f"AWS:{pw}".encode()).decode()
+                push_plain(url0, auth0)
+                cases.append(("build before access control, root token", url0 + "/v2/bench/manifests/v0",
+                              {"Authorization": auth0}))
             for i, (name, u, hdr) in enumerate(cases):
                 lua(f"{tmp}/c{i}.lua", "GET", dict(hdr, Accept=ACCEPT))
             for _ in range(args.rounds):
@@ -128,7 +135,7 @@ def main():
         p50 = statistics.median(r[1] for r in runs)
         p99 = statistics.median(r[2] for r in runs)
         print(f"| {name} | {rps:,.0f} | {p50:.2f} ms | {p99:.2f} ms |")
-    base_name = "build without data-plane auth" if preauth else "root token (no policies)"
+    base_name = "build before access control, root token" if baseline else "root token (no policies)"
     base = med[base_name]
     print()
     for name, rps in med.items():

@@ -6,6 +6,7 @@ use berth_auth::sigv4::SecretKey;
 use berth_auth::token::{self, Claims, TokenKey};
 use berth_meta::{AccessKey, Namespace};
 use ring::rand::{SecureRandom, SystemRandom};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Server secrets derived from one server key: the sealing key for stored secrets and the
@@ -42,7 +43,7 @@ const AUTH_CACHE_ENTRIES: usize = 10_000;
 /// Verified data-plane credentials: header value -> (identity, token expiry in epoch seconds).
 /// Keyed by the whole header (kilobytes): hashed with foldhash (seeded per process), not SipHash.
 pub(crate) type AuthCache =
-    std::sync::RwLock<std::collections::HashMap<String, (Identity, u64), foldhash::fast::RandomState>>;
+    std::sync::RwLock<std::collections::HashMap<String, (Arc<Identity>, u64), foldhash::fast::RandomState>>;
 
 /// Credentials as `berth admin` prints them.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -196,7 +197,7 @@ impl Registry {
     ///
     /// Verified credentials are remembered (keyed by the exact header value, until the token
     /// expires) so that repeated requests skip decoding and the MAC: a hit is one hash lookup.
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Identity> {
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Arc<Identity>> {
         let header = authorization.ok_or(Error::Unauthenticated)?;
         let now_s = (self.now().max(0) / 1000) as u64;
         if let Some((identity, expires_at)) = self.auth_cache.read().unwrap().get(header) {
@@ -209,6 +210,7 @@ impl Registry {
             header.strip_prefix("Basic ").or_else(|| header.strip_prefix("basic ")).ok_or(Error::Unauthenticated)?;
         let password = token::password_from_basic(cred.trim()).map_err(|_| Error::Unauthenticated)?;
         let (identity, expires_at) = self.verify_password(&password)?;
+        let identity = Arc::new(identity);
         let mut cache = self.auth_cache.write().unwrap();
         if cache.len() >= AUTH_CACHE_ENTRIES {
             cache.clear();

@@ -14,6 +14,7 @@ use crate::{Error, Registry, Result};
 use berth_meta::Namespace;
 use berth_policy::{Context, Decision, Policy, PolicyKind, Principal};
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -51,6 +52,8 @@ pub enum Target<'a> {
 /// The cached decision inputs of one caller.
 #[derive(Debug)]
 struct PrincipalEntry {
+    /// Unique for the life of the process (never reused), so decisions can be keyed by it.
+    id: u64,
     /// `false` when the key was deleted or deactivated, or its user is gone.
     valid: bool,
     principal: Principal,
@@ -71,18 +74,25 @@ struct RepoEntry {
     time_dependent: bool,
     /// Decisions by (caller, action, source address, transport): everything else a decision
     /// depends on is in this entry or the caller's, and both are dropped when the epoch moves.
-    decisions: RwLock<HashMap<DecisionKey, Option<Arc<str>>>>,
+    decisions: RwLock<Decisions>,
 }
 
-/// What a cached decision on a repository was made for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Cached decisions: the action they were made for, and `None` (allowed) or the denial message.
+type Decisions = HashMap<DecisionKey, (Box<str>, Option<Arc<str>>), foldhash::fast::RandomState>;
+
+/// What a cached decision on a repository was made for. The action is stored next to the
+/// decision and compared on a hit, so a hash collision can only cause a miss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct DecisionKey {
-    /// Access key id, principal ARN (keyless root tokens) or empty (anonymous).
-    caller: String,
-    action: String,
+    /// [`PrincipalEntry::id`], 0 for anonymous.
+    caller: u64,
+    action_hash: u64,
     ip: Option<IpAddr>,
     secure: bool,
 }
+
+/// Source of [`PrincipalEntry::id`].
+static NEXT_PRINCIPAL_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Cached decisions per repository at most (a full map is cleared).
 const MAX_DECISIONS: usize = 4096;
@@ -101,9 +111,10 @@ pub(crate) struct Authz {
     checked_at: AtomicI64,
     /// Bumped whenever the caches are cleared, so a load that raced a clear is not cached.
     generation: AtomicU64,
-    principals: RwLock<HashMap<String, Arc<PrincipalEntry>>>,
+    principals: RwLock<HashMap<String, Arc<PrincipalEntry>, foldhash::fast::RandomState>>,
     repos: RwLock<HashMap<i64, Arc<RepoEntry>>>,
     aws_managed: RwLock<HashMap<String, Arc<Policy>>>,
+    action_hasher: foldhash::fast::RandomState,
 }
 
 impl Authz {
@@ -116,7 +127,7 @@ impl Authz {
     }
 }
 
-fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &RwLock<HashMap<K, V>>, k: K, v: V) {
+fn insert_bounded<K: std::hash::Hash + Eq, V, S: BuildHasher>(map: &RwLock<HashMap<K, V, S>>, k: K, v: V) {
     let mut m = map.write().unwrap();
     if m.len() >= MAX_ENTRIES {
         m.clear();
@@ -158,40 +169,40 @@ impl Registry {
         }
         let anonymous = Principal::Anonymous;
         let principal = entry.as_ref().map(|e| &e.principal).unwrap_or(&anonymous);
-        let (resource, resource_account, repo) = match target {
-            Target::Repository { ns, name } => {
-                let repo = match self.repo_entry_in(ns, name).await? {
-                    Some(r) => Some(self.repo_auth(r.id).await?),
-                    None => None,
-                };
-                (repository_arn(ns, name), Some(ns.account_id.as_str()), repo)
-            }
-            Target::AllRepositories(ns) => (
-                format!("arn:aws:ecr:{}:{}:repository/*", ns.region, ns.account_id),
-                Some(ns.account_id.as_str()),
-                None,
-            ),
-            Target::Account => ("*".to_string(), None, None),
-            Target::Iam(arn) => (arn.to_string(), None, None),
+        let repo = match target {
+            Target::Repository { ns, name } => match self.repo_entry_in(ns, name).await? {
+                Some(r) => Some(self.repo_auth(r.id).await?),
+                None => None,
+            },
+            _ => None,
         };
         // A decision on an existing repository is cached unless a policy involved reads the clock.
         let key = match (&repo, &entry) {
             (Some(r), e) if !r.time_dependent && !e.as_ref().is_some_and(|e| e.time_dependent) => Some(DecisionKey {
-                caller: caller.identity.map(principal_key).unwrap_or_default(),
-                action: action.to_string(),
+                caller: e.as_ref().map_or(0, |e| e.id),
+                action_hash: self.authz.action_hasher.hash_one(action),
                 ip: caller.source_ip,
                 secure: caller.secure_transport,
             }),
             _ => None,
         };
         if let (Some(k), Some(r)) = (&key, &repo)
-            && let Some(d) = r.decisions.read().unwrap().get(k)
+            && let Some((act, d)) = r.decisions.read().unwrap().get(k)
+            && **act == *action
         {
             return match d {
                 None => Ok(()),
                 Some(msg) => Err(Error::Denied(msg.to_string())),
             };
         }
+        let (resource, resource_account) = match target {
+            Target::Repository { ns, name } => (repository_arn(ns, name), Some(ns.account_id.as_str())),
+            Target::AllRepositories(ns) => {
+                (format!("arn:aws:ecr:{}:{}:repository/*", ns.region, ns.account_id), Some(ns.account_id.as_str()))
+            }
+            Target::Account => ("*".to_string(), None),
+            Target::Iam(arn) => (arn.to_string(), None),
+        };
         let mut ctx = Context::new();
         self.fill_context(&mut ctx, caller, principal, entry.as_deref(), resource_account);
         if let Some(r) = &repo {
@@ -218,7 +229,7 @@ impl Registry {
             if m.len() >= MAX_DECISIONS {
                 m.clear();
             }
-            m.insert(k, outcome.clone());
+            m.insert(k, (action.into(), outcome.clone()));
         }
         match outcome {
             None => Ok(()),
@@ -294,7 +305,9 @@ impl Registry {
     }
 
     async fn load_principal(&self, id: &Identity) -> Result<PrincipalEntry> {
+        let id_ = NEXT_PRINCIPAL_ID.fetch_add(1, Ordering::Relaxed);
         let invalid = || PrincipalEntry {
+            id: id_,
             valid: false,
             principal: Principal::Anonymous,
             user_id: None,
@@ -319,6 +332,7 @@ impl Registry {
         };
         let Some(user) = user else {
             return Ok(PrincipalEntry {
+                id: id_,
                 valid: true,
                 principal: Principal::Root { account_id: id.account_id.clone() },
                 user_id: None,
@@ -352,6 +366,7 @@ impl Registry {
             }
         }
         Ok(PrincipalEntry {
+            id: id_,
             valid: true,
             principal: Principal::User {
                 account_id: id.account_id.clone(),

@@ -82,13 +82,13 @@ fn action(route: &Route<'_>, method: &Method) -> &'static str {
 /// Who made a data-plane request: `None` identity for an anonymous caller (and for a signed
 /// layer URL, which authorizes itself).
 pub(crate) struct DataCaller {
-    identity: Option<Identity>,
+    identity: Option<std::sync::Arc<Identity>>,
     origin: crate::Origin,
 }
 
 impl DataCaller {
     fn caller(&self) -> Caller<'_> {
-        Caller { identity: self.identity.as_ref(), source_ip: self.origin.ip, secure_transport: self.origin.secure }
+        Caller { identity: self.identity.as_deref(), source_ip: self.origin.ip, secure_transport: self.origin.secure }
     }
 }
 
