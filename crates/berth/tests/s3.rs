@@ -96,3 +96,99 @@ async fn an_upload_moves_between_nodes() {
         assert!(r.bytes().await.unwrap() == blob, "blob served by {}", node.url);
     }
 }
+
+/// Push through node A, pull through node B; then begin an upload on A, kill A (SIGKILL) in the
+/// middle of it, and finish the upload, the push and the pull through B and a fresh node C.
+#[tokio::test]
+async fn push_on_one_node_pull_on_another_and_survive_a_killed_node() {
+    if common::s3_storage().is_none() || std::env::var("BERTH_TEST_BACKEND").ok().as_deref() != Some("postgres") {
+        eprintln!("NOTICE: needs BERTH_TEST_STORAGE=s3 and BERTH_TEST_BACKEND=postgres; skipping");
+        return;
+    }
+    let mut a = Berth::start();
+    let b = a.separate_node();
+    let (ca, cb) = (a.client(), b.client());
+    const MT: &str = "application/vnd.oci.image.manifest.v1+json";
+    async fn monolithic(c: &reqwest::Client, base: &str, repo: &str, data: &[u8]) -> String {
+        let d = sha256(data);
+        let r = c.post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}")).body(data.to_vec()).send().await.unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+        d
+    }
+    fn manifest(config: &str, config_len: usize, layer: &str, layer_len: usize) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": MT,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_len},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_len}],
+        }))
+        .unwrap()
+    }
+
+    // 1. A whole image pushed through A is pulled, byte for byte, through B.
+    let (cfg, layer) = (b"{\"os\":\"linux\"}".to_vec(), vec![7u8; 300_000]);
+    let (cd, ld) = (monolithic(&ca, &a.url, "app", &cfg).await, monolithic(&ca, &a.url, "app", &layer).await);
+    let m = manifest(&cd, cfg.len(), &ld, layer.len());
+    let r = ca.put(format!("{}/v2/app/manifests/v1", a.url)).header("content-type", MT).body(m.clone()).send().await;
+    assert_eq!(r.unwrap().status(), 201);
+    let r = cb.get(format!("{}/v2/app/manifests/v1", b.url)).header("accept", MT).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), m);
+    for (d, bytes) in [(&cd, &cfg), (&ld, &layer)] {
+        let r = cb.get(format!("{}/v2/app/blobs/{d}", b.url)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.bytes().await.unwrap() == *bytes);
+    }
+
+    // 2. An upload begun on A, which dies after its first chunk, is finished through B.
+    let big: Vec<u8> = (0..(9usize << 20)).map(|i| (i.wrapping_mul(131) >> 3) as u8).collect();
+    let cut = 6 << 20;
+    let r = ca.post(format!("{}/v2/app/blobs/uploads/", a.url)).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let path = if location.starts_with('/') {
+        location
+    } else {
+        location.split_once("/v2/").map(|(_, p)| format!("/v2/{p}")).unwrap()
+    };
+    let r = ca
+        .patch(format!("{}{path}", a.url))
+        .header("content-type", "application/octet-stream")
+        .header("content-range", format!("0-{}", cut - 1))
+        .body(big[..cut].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    a.kill9();
+    // B reports the progress A made durable, takes the rest, and completes.
+    let r = cb.get(format!("{}{path}", b.url)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["range"], format!("0-{}", cut - 1).as_str());
+    let r = cb
+        .patch(format!("{}{path}", b.url))
+        .header("content-type", "application/octet-stream")
+        .header("content-range", format!("{cut}-{}", big.len() - 1))
+        .body(big[cut..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
+    let big_d = sha256(&big);
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let r = cb.put(format!("{}{path}{sep}digest={big_d}", b.url)).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    let m2 = manifest(&cd, cfg.len(), &big_d, big.len());
+    let r = cb.put(format!("{}/v2/app/manifests/v2", b.url)).header("content-type", MT).body(m2.clone()).send().await;
+    assert_eq!(r.unwrap().status(), 201);
+
+    // 3. A fresh node serves all of it.
+    let c_node = b.separate_node();
+    let cc = c_node.client();
+    let r = cc.get(format!("{}/v2/app/manifests/v2", c_node.url)).header("accept", MT).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap(), m2);
+    let r = cc.get(format!("{}/v2/app/blobs/{big_d}", c_node.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap() == big, "the blob finished on B after A died");
+    let r = cc.get(format!("{}/v2/app/tags/list", c_node.url)).send().await.unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["tags"], serde_json::json!(["v1", "v2"]));
+}

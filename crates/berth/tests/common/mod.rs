@@ -134,7 +134,10 @@ impl Berth {
     /// same server key. Only a deployment with shared metadata and storage (PostgreSQL and S3)
     /// makes it see the first node's data.
     pub fn separate_node(&self) -> Berth {
-        let key = std::fs::read_to_string(self.data_dir.join("server.key")).expect("<data_dir>/server.key");
+        let key = match self.extra_env.iter().find(|(k, _)| k == "BERTH_SERVER_KEY") {
+            Some((_, v)) => v.clone(),
+            None => std::fs::read_to_string(self.data_dir.join("server.key")).expect("<data_dir>/server.key"),
+        };
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut env = self.extra_env.clone();
         env.retain(|(k, _)| k != "BERTH_SERVER_KEY");
