@@ -92,8 +92,10 @@ http:
     boto3.client("s3", endpoint_url=s3["BERTH_S3_ENDPOINT"], region_name="us-east-1",
                  aws_access_key_id=s3["BERTH_S3_ACCESS_KEY_ID"],
                  aws_secret_access_key=s3["BERTH_S3_SECRET_ACCESS_KEY"]).create_bucket(Bucket="dist")
+    # The AWS SDK in Distribution refuses a custom CA bundle with its transport: drop AWS_* settings.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     p = subprocess.Popen([binary, "serve", f"{work}/dist.yml"], stdout=subprocess.DEVNULL,
-                         stderr=open(f"{work}/dist.log", "w"))
+                         stderr=open(f"{work}/dist.log", "w"), env=env)
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:
@@ -103,7 +105,7 @@ http:
             pass
         time.sleep(0.05)
     p.kill()
-    sys.exit("docker-registry did not start; see " + work + "/dist.log")
+    sys.exit("docker-registry did not start:\n" + open(f"{work}/dist.log").read()[:1500])
 
 
 def free_port():
@@ -208,7 +210,7 @@ def main():
         procs.append(e)
         results.append(run_load("Berth, one node (SQLite + filesystem)", [url_e], [url_e], berth_auth(url_e), args))
         e.kill()
-        if os.path.exists(dist):
+        if os.path.exists(dist) and not os.environ.get("BENCH_SKIP_DIST"):
             d, url_d = start_dist(dist, work, s3)
             procs.append(d)
             results.append(run_load("Distribution 2.8 (S3 driver, same s3s-fs)", [url_d], [url_d], None, args))
@@ -227,10 +229,12 @@ def main():
     print("|---|---|---|---|")
     for r in results:
         print(f"| {r['name']} | {r['images_per_s']:.1f} | {r['mb_per_s']:.1f} | {len(r['errors'])} / {args.clients} |")
-    failed = [r for r in results if r["errors"]]
-    for r in failed:
-        print(f"\n{r['name']}: first errors: {r['errors'][:3]}", file=sys.stderr)
-    sys.exit(1 if failed else 0)
+    for r in results:
+        if r["errors"]:
+            print(f"\n{r['name']}: first errors: {r['errors'][:3]}", file=sys.stderr)
+    # Berth must see no error; Distribution's failures are reported (its S3 driver needs
+    # ListMultipartUploads, which s3s-fs does not implement).
+    sys.exit(1 if any(r["errors"] for r in results if r["name"].startswith("Berth")) else 0)
 
 
 if __name__ == "__main__":
