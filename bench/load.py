@@ -13,8 +13,10 @@ monolithic POST+PUT uploads, then the manifest by tag), then pull it back (manif
 blobs) and check every digest. The test fails (exit 1) on any error or mismatch; it reports
 images/s (push + pull of one image = one operation) and MB/s moved.
 
-Usage: python3 bench/load.py [--clients 16] [--iterations 20] [--layer-kib 1024]
+Usage: python3 bench/load.py [--clients 16] [--iterations 20] [--layer-kib 1024] [--s3 s3s-fs|moto]
        (BERTH_BIN, DIST_BIN; needs s3s-fs and PostgreSQL binaries: bash scripts/install-test-deps.sh)
+--s3 moto runs the S3 server of PyPI's moto (`pip install "moto[server]"`) instead of s3s-fs:
+Distribution's S3 driver needs ListMultipartUploads, which s3s-fs does not implement.
 """
 
 import argparse
@@ -108,6 +110,23 @@ http:
     sys.exit("docker-registry did not start:\n" + open(f"{work}/dist.log").read()[:1500])
 
 
+def start_moto(work):
+    """moto's S3 server on 127.0.0.1 (in memory); returns the process and the BERTH_S3_* settings."""
+    port = free_port()
+    p = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                         stderr=open(f"{work}/moto.log", "w"))
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            requests.get(url, timeout=1)
+            return p, {"BERTH_S3_ENDPOINT": url, "BERTH_S3_REGION": "us-east-1",
+                       "BERTH_S3_ACCESS_KEY_ID": "testing", "BERTH_S3_SECRET_ACCESS_KEY": "testing"}
+        except requests.RequestException:
+            time.sleep(0.05)
+    p.kill()
+    sys.exit("moto_server did not start")
+
+
 def free_port():
     import socket
     s = socket.socket()
@@ -185,6 +204,7 @@ def main():
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--layer-kib", type=int, default=1024)
+    ap.add_argument("--s3", choices=["s3s-fs", "moto"], default="s3s-fs")
     args = ap.parse_args()
     berth = os.environ.get("BERTH_BIN", os.path.join(REPO, "target/release/berth"))
     dist = os.environ.get("DIST_BIN", "/usr/bin/docker-registry")
@@ -194,8 +214,12 @@ def main():
     try:
         pg_url = subprocess.run(["bash", f"{REPO}/scripts/postgres.sh", "start", f"{work}/pg"],
                                 capture_output=True, text=True, check=True).stdout.strip()
-        s3 = sh_exports(subprocess.run(["bash", f"{REPO}/scripts/s3.sh", "start", f"{work}/s3"],
-                                       capture_output=True, text=True, check=True).stdout)
+        if args.s3 == "moto":
+            m, s3 = start_moto(work)
+            procs.append(m)
+        else:
+            s3 = sh_exports(subprocess.run(["bash", f"{REPO}/scripts/s3.sh", "start", f"{work}/s3"],
+                                           capture_output=True, text=True, check=True).stdout)
         dist_env = dict(s3, BERTH_METADATA=pg_url, BERTH_STORAGE="s3://berth-load/two")
         a, url_a = start_berth(berth, f"{work}/a", dist_env)
         b, url_b = start_berth(berth, f"{work}/b", dist_env)
@@ -213,7 +237,7 @@ def main():
         if os.path.exists(dist) and not os.environ.get("BENCH_SKIP_DIST"):
             d, url_d = start_dist(dist, work, s3)
             procs.append(d)
-            results.append(run_load("Distribution 2.8 (S3 driver, same s3s-fs)", [url_d], [url_d], None, args))
+            results.append(run_load(f"Distribution 2.8 (S3 driver, same {args.s3})", [url_d], [url_d], None, args))
             d.kill()
         else:
             print(f"note: {dist} not installed; Distribution not measured", file=sys.stderr)
@@ -224,7 +248,7 @@ def main():
         subprocess.run(["bash", f"{REPO}/scripts/postgres.sh", "stop", f"{work}/pg"], check=False)
         shutil.rmtree(work, ignore_errors=True)
     print(f"{args.clients} clients x {args.iterations} images of one {args.layer_kib} KiB layer; "
-          "each image pushed then pulled back and verified\n")
+          f"each image pushed then pulled back and verified; S3 server: {args.s3}\n")
     print("| Configuration | images/s | MB/s | failed clients |")
     print("|---|---|---|---|")
     for r in results:
