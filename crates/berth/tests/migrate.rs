@@ -38,7 +38,7 @@ fn migrate_applies_once_and_no_migrate_refuses_a_stale_schema() {
     let out = berth(&data, &["migrate"], &env);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for m in ["applied 0001_core", "applied 0004_jobs", "applied 0005_iam"] {
+    for m in ["applied 0001_core", "applied 0004_jobs", "applied 0005_iam", "applied 0006_data_epoch"] {
         assert!(stdout.contains(m), "{stdout}");
     }
     let out = berth(&data, &["migrate"], &env);

@@ -192,3 +192,59 @@ async fn push_on_one_node_pull_on_another_and_survive_a_killed_node() {
     let r = cc.get(format!("{}/v2/app/tags/list", c_node.url)).send().await.unwrap();
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["tags"], serde_json::json!(["v1", "v2"]));
 }
+
+/// A node's read caches follow other nodes' writes: a tag moved, or deleted, through node A is
+/// seen through node B (which had the old manifest cached) within about a second.
+#[tokio::test]
+async fn tag_moves_on_one_node_are_seen_by_another() {
+    if common::s3_storage().is_none() || std::env::var("BERTH_TEST_BACKEND").ok().as_deref() != Some("postgres") {
+        eprintln!("NOTICE: needs BERTH_TEST_STORAGE=s3 and BERTH_TEST_BACKEND=postgres; skipping");
+        return;
+    }
+    const MT: &str = "application/vnd.oci.image.manifest.v1+json";
+    let a = Berth::start();
+    let b = a.separate_node();
+    let (ca, cb) = (a.client(), b.client());
+    let cfg = b"{}".to_vec();
+    let cd = sha256(&cfg);
+    let r = ca.post(format!("{}/v2/app/blobs/uploads/?digest={cd}", a.url)).body(cfg).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let manifest = |n: u32| {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": MT,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": cd, "size": 2},
+            "layers": [], "annotations": {"n": n.to_string()},
+        }))
+        .unwrap()
+    };
+    let put = |m: Vec<u8>| ca.put(format!("{}/v2/app/manifests/latest", a.url)).header("content-type", MT).body(m);
+    let get = || cb.get(format!("{}/v2/app/manifests/latest", b.url)).header("accept", MT);
+    assert_eq!(put(manifest(1)).send().await.unwrap().status(), 201);
+    for _ in 0..3 {
+        // B serves (and caches) the first manifest.
+        let r = get().send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.unwrap(), manifest(1));
+    }
+    assert_eq!(put(manifest(2)).send().await.unwrap().status(), 201);
+    let mut seen = false;
+    for _ in 0..40 {
+        if get().send().await.unwrap().bytes().await.unwrap() == manifest(2) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(seen, "node B still serves the old manifest of a tag moved on node A after 4 s");
+    let r = ca.delete(format!("{}/v2/app/manifests/{}", a.url, sha256(&manifest(2)))).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let mut gone = false;
+    for _ in 0..40 {
+        if get().send().await.unwrap().status() == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "node B still serves a manifest deleted on node A after 4 s");
+}

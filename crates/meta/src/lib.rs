@@ -365,6 +365,10 @@ pub trait MetadataStore: IamStore + Send + Sync + 'static {
     async fn delete_manifest(&self, repo_id: i64, digest: &str) -> Result<bool>;
     /// Delete one tag; `false` when absent.
     async fn delete_tag(&self, repo_id: i64, tag: &str) -> Result<bool>;
+    /// The data epoch: it moves with every write that changes what a repository's tags and
+    /// manifests resolve to (manifest put/delete, tag delete, repository delete, tag mutability),
+    /// so a node can tell its read caches may hold another node's stale view.
+    async fn data_epoch(&self) -> Result<i64>;
     /// Tags after `last` in lexical order, at most `limit`.
     async fn list_tags(&self, repo_id: i64, last: Option<&str>, limit: u32) -> Result<Vec<String>>;
     /// Manifests whose subject is `subject`, optionally only those of `artifact_type`.

@@ -258,6 +258,7 @@ impl MetadataStore for $store {
             .execute(&mut *tx)
             .await?;
         }
+        bump_data(&mut tx).await?;
         tx.commit().await?;
         Ok(PutManifest::Stored)
     }
@@ -281,21 +282,31 @@ impl MetadataStore for $store {
     }
 
     async fn delete_manifest(&self, repo_id: i64, digest: &str) -> Result<bool> {
+        let mut tx = self.begin().await?;
         let r = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
             .bind(repo_id)
             .bind(digest)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
+        bump_data(&mut tx).await?;
+        tx.commit().await?;
         Ok(r.rows_affected() > 0)
     }
 
     async fn delete_tag(&self, repo_id: i64, tag: &str) -> Result<bool> {
+        let mut tx = self.begin().await?;
         let r = sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND name = $2")
             .bind(repo_id)
             .bind(tag)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
+        bump_data(&mut tx).await?;
+        tx.commit().await?;
         Ok(r.rows_affected() > 0)
+    }
+
+    async fn data_epoch(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT epoch FROM data_epoch WHERE id = 1").fetch_one(&self.read).await?.get(0))
     }
 
     async fn list_tags(&self, repo_id: i64, last: Option<&str>, limit: u32) -> Result<Vec<String>> {
@@ -547,17 +558,21 @@ impl MetadataStore for $store {
         ] {
             sqlx::query(sql).bind(repo_id).execute(&mut *tx).await?;
         }
+        bump_data(&mut tx).await?;
         tx.commit().await?;
         Ok(DeleteRepository::Deleted)
     }
 
     async fn set_tag_mutability(&self, repo_id: i64, mutability: &str, exclusions: Option<&str>) -> Result<()> {
+        let mut tx = self.begin().await?;
         sqlx::query("UPDATE repositories SET image_tag_mutability = $1, mutability_exclusions = $2 WHERE id = $3")
             .bind(mutability)
             .bind(exclusions)
             .bind(repo_id)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
+        bump_data(&mut tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -797,6 +812,12 @@ async fn upsert_resource_tags(
         .execute(&mut **tx)
         .await?;
     }
+    Ok(())
+}
+
+/// Move the data epoch on (last statement of a write transaction: the row lock is held briefly).
+async fn bump_data(tx: &mut Transaction<'static, $db>) -> Result<()> {
+    sqlx::query("UPDATE data_epoch SET epoch = epoch + 1 WHERE id = 1").execute(&mut **tx).await?;
     Ok(())
 }
 

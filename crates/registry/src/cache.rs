@@ -15,7 +15,15 @@ const MAX_ENTRIES: usize = 4096;
 struct Inner {
     repos: HashMap<i64, HashMap<String, Arc<ManifestData>>>,
     generations: HashMap<i64, u64>,
+    /// Bumped by [`ManifestCache::clear`]; part of every generation.
+    global: u64,
     entries: usize,
+}
+
+impl Inner {
+    fn generation(&self, repo: i64) -> u64 {
+        (self.global << 32).wrapping_add(self.generations.get(&repo).copied().unwrap_or(0))
+    }
 }
 
 /// Cache of manifests by (repository, reference).
@@ -32,13 +40,13 @@ impl ManifestCache {
 
     /// The repository's generation, read before a lookup that may fill the cache.
     pub fn generation(&self, repo: i64) -> u64 {
-        self.inner.read().unwrap().generations.get(&repo).copied().unwrap_or(0)
+        self.inner.read().unwrap().generation(repo)
     }
 
     /// Fill, unless the repository changed since `generation` was read.
     pub fn insert(&self, repo: i64, generation: u64, reference: String, data: Arc<ManifestData>) {
         let mut g = self.inner.write().unwrap();
-        if g.generations.get(&repo).copied().unwrap_or(0) != generation {
+        if g.generation(repo) != generation {
             return;
         }
         if g.entries >= MAX_ENTRIES {
@@ -48,6 +56,14 @@ impl ManifestCache {
         if g.repos.entry(repo).or_default().insert(reference, data).is_none() {
             g.entries += 1;
         }
+    }
+
+    /// Drop everything (another node wrote); fills begun before are not stored.
+    pub fn clear(&self) {
+        let mut g = self.inner.write().unwrap();
+        g.global += 1;
+        g.repos.clear();
+        g.entries = 0;
     }
 
     /// Drop the repository's entries after a write.

@@ -149,6 +149,9 @@ pub struct Registry {
     /// Repositories by namespace and name: id and tag-mutability settings.
     repo_ids: RwLock<HashMap<Namespace, HashMap<String, Arc<RepoEntry>>>>,
     cache: ManifestCache,
+    /// The data epoch last read from the metadata store, and when (ms): other nodes' writes.
+    data_epoch: AtomicI64,
+    data_checked_at: AtomicI64,
     /// In-memory hash state of uploads, so chunked uploads need not re-read their data.
     hashes: Mutex<HashMap<String, HashState>>,
     /// Serializes requests on the same upload session within this node.
@@ -181,6 +184,8 @@ impl Registry {
             authz: Default::default(),
             repo_ids: RwLock::default(),
             cache: ManifestCache::default(),
+            data_epoch: AtomicI64::new(i64::MIN),
+            data_checked_at: AtomicI64::new(0),
             hashes: Mutex::default(),
             upload_locks: Mutex::default(),
         }
@@ -205,8 +210,29 @@ impl Registry {
         self.repo_entry_in(ns, name.as_str()).await
     }
 
+    /// How stale (ms) a node's read caches may be with respect to other nodes' writes.
+    const DATA_EPOCH_CHECK_MS: i64 = 500;
+
+    /// Drop the read caches (repository ids and settings, manifests by reference) when another
+    /// node wrote since the last look; looks at most every [`Self::DATA_EPOCH_CHECK_MS`].
+    async fn sync_data_epoch(&self) -> Result<()> {
+        let now = self.now();
+        if now - self.data_checked_at.load(Ordering::Relaxed) < Self::DATA_EPOCH_CHECK_MS {
+            return Ok(());
+        }
+        let epoch = self.meta.data_epoch().await?;
+        let before = self.data_epoch.swap(epoch, Ordering::SeqCst);
+        if before != epoch && before != i64::MIN {
+            self.repo_ids.write().unwrap().clear();
+            self.cache.clear();
+        }
+        self.data_checked_at.store(now, Ordering::SeqCst);
+        Ok(())
+    }
+
     /// A repository's id and mutability settings (cached).
     async fn repo_entry_in(&self, ns: &Namespace, name: &str) -> Result<Option<Arc<RepoEntry>>> {
+        self.sync_data_epoch().await?;
         if let Some(e) = self.repo_ids.read().unwrap().get(ns).and_then(|m| m.get(name)) {
             return Ok(Some(e.clone()));
         }
