@@ -9,6 +9,9 @@
 pub mod fs;
 pub mod s3;
 
+#[cfg(test)]
+mod contract;
+
 use async_trait::async_trait;
 use berth_oci::Digest;
 use bytes::Bytes;

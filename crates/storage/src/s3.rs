@@ -28,7 +28,9 @@
 //!    body becomes new segment(s) at `offset`; when `k < MIN_PART` the segment is *folded*: its
 //!    first `k` bytes (read back, under 5 MiB) and the body are rewritten under its own key;
 //! 3. the body is streamed in [`PART_SIZE`] parts (a `PutObject` when it fits one part, else a
-//!    multipart upload), starting a new segment every `segment_max` bytes.
+//!    multipart upload), starting a new segment every `segment_max` bytes. An empty body writes
+//!    nothing, but bytes the holding segment stores past `offset` are still discarded (an empty
+//!    segment at `offset` ends a long holder; a short one is rewritten with its `k` bytes).
 //!
 //! Every object write replaces its key atomically, so a crash or a failed body at any point
 //! leaves an area whose first `offset` bytes are intact. Memory per request is bounded by two
@@ -412,6 +414,19 @@ impl S3Store {
         }
     }
 
+    /// The first `kept` bytes (under [`MIN_PART`]) of segment `seg` of area `prefix`.
+    async fn kept_bytes(&self, prefix: &str, seg: Segment, kept: u64) -> Result<Bytes> {
+        let mut keep = BytesMut::with_capacity(kept as usize);
+        let mut old = self.get_range(&format!("{prefix}{}", segment_name(seg.start)), 0, kept).await?;
+        while let Some(c) = old.next().await {
+            keep.extend_from_slice(&c?);
+        }
+        if keep.len() as u64 != kept {
+            return Err(StorageError::Inconsistent(format!("segment at {} is short", seg.start)));
+        }
+        Ok(keep.freeze())
+    }
+
     /// Write `first` then the rest of `body` as segments of area `prefix`, the first one at
     /// `seg_start` beginning with the kept bytes `keep`. Returns the body bytes written.
     async fn write_segments(
@@ -784,29 +799,34 @@ impl BlobStore for S3Store {
         for s in segs.iter().filter(|s| s.start > holder.start) {
             self.delete_key(&format!("{prefix}{}", segment_name(s.start))).await?;
         }
-        // Nothing to write for an empty body: leave the area as it is.
         let first = loop {
             match body.next().await {
-                None => return Ok(0),
+                None => break None,
                 Some(Ok(c)) if c.is_empty() => {}
-                Some(Ok(c)) => break c,
+                Some(Ok(c)) => break Some(c),
                 Some(Err(e)) => return Err(StorageError::Body(e)),
             }
         };
         let kept = offset - holder.start;
+        let Some(first) = first else {
+            // Nothing to write, but what the holder stores past `offset` is still discarded: a
+            // long holder ends where an empty segment at `offset` begins, a short one is rewritten.
+            if holder.start + holder.size > offset {
+                let mut seg = SegmentUpload::new(format!("{prefix}{}", segment_name(offset)));
+                if kept < MIN_PART {
+                    seg = SegmentUpload::new(format!("{prefix}{}", segment_name(holder.start)));
+                    seg.buf.extend_from_slice(&self.kept_bytes(&prefix, holder, kept).await?);
+                }
+                seg.finish(self).await?;
+            }
+            return Ok(0);
+        };
         if kept >= MIN_PART {
             return self.write_segments(&prefix, offset, Bytes::new(), first, &mut body).await;
         }
         // Fold: rewrite the short holder with its kept bytes followed by the body.
-        let mut keep = BytesMut::with_capacity(kept as usize);
-        let mut old = self.get_range(&format!("{prefix}{}", segment_name(holder.start)), 0, kept).await?;
-        while let Some(c) = old.next().await {
-            keep.extend_from_slice(&c?);
-        }
-        if keep.len() as u64 != kept {
-            return Err(StorageError::Inconsistent(format!("segment at {} is short", holder.start)));
-        }
-        self.write_segments(&prefix, holder.start, keep.freeze(), first, &mut body).await
+        let keep = self.kept_bytes(&prefix, holder, kept).await?;
+        self.write_segments(&prefix, holder.start, keep, first, &mut body).await
     }
 
     async fn upload_read(&self, id: &str, start: u64, len: u64) -> Result<ByteStream> {
@@ -915,4 +935,4 @@ impl BlobStore for S3Store {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -13,7 +13,7 @@ const ACCESS_KEY: &str = "berth-test";
 const SECRET_KEY: &str = "berth-test-secret";
 
 /// A running s3s-fs, killed on drop.
-struct S3Server {
+pub(crate) struct S3Server {
     child: Child,
     endpoint: String,
     _dir: tempfile::TempDir,
@@ -38,7 +38,8 @@ fn s3s_fs_bin() -> Option<PathBuf> {
     dirs.into_iter().map(|d| d.join("s3s-fs")).find(|p| p.is_file())
 }
 
-fn start_server() -> Option<S3Server> {
+/// Start s3s-fs; `None` (skip) when it is missing and `CI` is unset, panics when `CI` is set.
+pub(crate) fn start_server() -> Option<S3Server> {
     let Some(bin) = s3s_fs_bin() else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -70,7 +71,8 @@ fn start_server() -> Option<S3Server> {
     panic!("s3s-fs did not listen on port {port}");
 }
 
-async fn store(server: &S3Server, prefix: &str) -> S3Store {
+/// A store on bucket `berth-test` under `prefix` (created when missing).
+pub(crate) async fn store(server: &S3Server, prefix: &str) -> S3Store {
     let cfg = S3Config {
         region: Some("us-east-1".into()),
         access_key_id: Some(ACCESS_KEY.into()),
