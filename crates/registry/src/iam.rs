@@ -43,6 +43,23 @@ pub struct PolicyInfo {
     pub attachment_count: i64,
 }
 
+impl PolicyInfo {
+    /// A customer managed policy with its attachment count.
+    fn customer(p: ManagedPolicy, attachment_count: i64) -> PolicyInfo {
+        PolicyInfo {
+            name: p.name,
+            id: p.id,
+            arn: p.arn,
+            path: p.path,
+            document: p.document,
+            description: p.description,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+            attachment_count,
+        }
+    }
+}
+
 /// The AWS managed policies Berth knows: (name, description, document).
 const AWS_MANAGED: &[(&str, &str, &str)] = &[
     (
@@ -413,17 +430,7 @@ impl Registry {
             )));
         }
         self.changed().await;
-        Ok(PolicyInfo {
-            name: p.name,
-            id: p.id,
-            arn: p.arn,
-            path: p.path,
-            document: p.document,
-            description: p.description,
-            created_at: p.created_at,
-            updated_at: p.updated_at,
-            attachment_count: 0,
-        })
+        Ok(PolicyInfo::customer(p, 0))
     }
 
     /// A managed policy (customer managed in `account`, or AWS managed) by ARN.
@@ -437,17 +444,7 @@ impl Registry {
         }
         let p = self.meta.managed_policy(arn).await?.filter(|p| p.account_id == account).ok_or_else(missing)?;
         let attachment_count = self.meta.policy_attachment_count(arn).await?;
-        Ok(PolicyInfo {
-            name: p.name,
-            id: p.id,
-            arn: p.arn,
-            path: p.path,
-            document: p.document,
-            description: p.description,
-            created_at: p.created_at,
-            updated_at: p.updated_at,
-            attachment_count,
-        })
+        Ok(PolicyInfo::customer(p, attachment_count))
     }
 
     /// Managed policies: `scope` `Local` (the account's), `AWS` or `All` (default).
@@ -498,20 +495,7 @@ impl Registry {
                     if only_attached && attachment_count == 0 {
                         continue;
                     }
-                    out.push((
-                        format!("1{cursor}"),
-                        PolicyInfo {
-                            name: p.name,
-                            id: p.id,
-                            arn: p.arn,
-                            path: p.path,
-                            document: p.document,
-                            description: p.description,
-                            created_at: p.created_at,
-                            updated_at: p.updated_at,
-                            attachment_count,
-                        },
-                    ));
+                    out.push((format!("1{cursor}"), PolicyInfo::customer(p, attachment_count)));
                     if full(&out) {
                         break;
                     }
