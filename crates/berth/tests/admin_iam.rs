@@ -747,3 +747,57 @@ async fn repository_policy_set_get_delete() {
         format!("region 'eu-west-1' is not hosted by this deployment (regions: {REGION})")
     );
 }
+
+/// With create-on-push, a push that would create the repository also needs
+/// `ecr:CreateRepository` on it (as ECR's repository creation templates require); pushes to an
+/// existing repository do not.
+#[tokio::test]
+async fn create_on_push_needs_create_repository() {
+    let b = Berth::start(); // create-on-push on
+    let tmp = tempfile::tempdir().unwrap();
+    admin_json(&b, &["create-user", "--user-name", "pusher"]);
+    let key = create_key(&b, "pusher");
+    let doc = file_arg(tmp.path(), "p.json", &push_pull_policy("fresh"));
+    admin_silent(&b, &["put-user-policy", "--user-name", "pusher", "--policy-name", "pp", "--policy-document", &doc]);
+    let c = registry_client(&login_when_allowed(&b, &key).await);
+
+    let (status, body) = put_blob(&c, &b.url, "fresh", b"first layer").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(oci_code(body.as_bytes()), "DENIED", "{body}");
+    let want = format!(
+        "User: arn:aws:iam::{ACCOUNT_ID}:user/pusher is not authorized to perform: ecr:CreateRepository on resource: {} because no identity-based policy allows the ecr:CreateRepository action",
+        app_arn("fresh")
+    );
+    assert!(body.contains(&want), "{body}");
+    let (status, _) = ecr(&b, &key_root(), "DescribeRepositories", &json!({"repositoryNames": ["fresh"]})).await;
+    assert_eq!(status, 400, "nothing was created");
+
+    // With CreateRepository on that repository the same push creates it.
+    let create = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "ecr:CreateRepository", "Resource": app_arn("fresh")}]})
+    .to_string();
+    let doc = file_arg(tmp.path(), "c.json", &create);
+    admin_silent(
+        &b,
+        &["put-user-policy", "--user-name", "pusher", "--policy-name", "create", "--policy-document", &doc],
+    );
+    let mut status = 0;
+    for _ in 0..POLL_ROUNDS {
+        status = put_blob(&c, &b.url, "fresh", b"first layer").await.0;
+        if status == 201 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 201);
+    push_image(&c, &b.url, "fresh", "v1", "fresh").await;
+
+    // Once it exists, pushing needs only the push actions.
+    admin_silent(&b, &["delete-user-policy", "--user-name", "pusher", "--policy-name", "create"]);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    push_image(&c, &b.url, "fresh", "v2", "again").await;
+}
+
+fn key_root() -> Key {
+    Key { id: ACCESS_KEY_ID.to_string(), secret: SECRET_ACCESS_KEY.to_string() }
+}

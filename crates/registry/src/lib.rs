@@ -265,7 +265,12 @@ impl Registry {
             .ok_or_else(|| Error::RepositoryNotFound { name: name.to_string(), registry: ns.account_id.clone() })
     }
 
-    /// Repositories appear on first push.
+    /// Whether a push to `name` would create the repository (it is missing and create-on-push is
+    /// on): the pusher then also needs `ecr:CreateRepository`, as with ECR's creation templates.
+    pub async fn push_creates_repository(&self, ns: &Namespace, name: &str) -> Result<bool> {
+        Ok(self.settings.create_on_push && self.repo_entry_in(ns, name).await?.is_none())
+    }
+
     /// The repository a push goes to. It must exist, unless `create_on_push` is set (as with
     /// ECR's CREATE_ON_PUSH repository creation templates).
     async fn repo_for_push(&self, ns: &Namespace, name: &RepoName) -> Result<Arc<RepoEntry>> {

@@ -154,7 +154,15 @@ async fn authorize(
     };
     let target = Target::Repository { ns, name };
     let mut result = reg.authorize(&caller, act, target).await;
-    for extra in monolithic {
+    // A push that creates the repository (create-on-push) also needs ecr:CreateRepository.
+    let pushes =
+        matches!(act, "ecr:InitiateLayerUpload" | "ecr:UploadLayerPart" | "ecr:CompleteLayerUpload" | "ecr:PutImage");
+    let creates: &[&str] = if pushes && result.is_ok() && reg.push_creates_repository(ns, name).await? {
+        &["ecr:CreateRepository"]
+    } else {
+        &[]
+    };
+    for extra in monolithic.iter().chain(creates) {
         if result.is_err() {
             break;
         }
