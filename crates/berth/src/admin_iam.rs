@@ -294,6 +294,25 @@ pub enum IamCommand {
 /// Pages read at most by a listing (of up to 1000 items each).
 const MAX_PAGES: usize = 10_000;
 
+/// Every item of a paginated listing, as JSON: `page(marker)` fetches one page.
+async fn all_pages<T, F, Fut>(mut page: F, to_json: fn(&T) -> Value) -> anyhow::Result<Vec<Value>>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = berth_registry::Result<berth_registry::iam::Page<T>>>,
+{
+    let mut out = Vec::new();
+    let mut marker = None;
+    for _ in 0..MAX_PAGES {
+        let p = page(marker).await.map_err(reg_err)?;
+        out.extend(p.items.iter().map(to_json));
+        marker = p.marker;
+        if marker.is_none() {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 fn reg_err(e: berth_registry::Error) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
@@ -422,19 +441,10 @@ pub async fn run(reg: &Registry, meta: &dyn MetadataStore, command: IamCommand) 
         }
         C::ListUsers { account_id, path_prefix } => {
             let acct = account(reg, meta, account_id).await?;
-            let mut users = Vec::new();
-            let mut marker: Option<String> = None;
-            for _ in 0..MAX_PAGES {
-                let page = reg
-                    .list_users(&acct, path_prefix.as_deref(), marker.as_deref(), Some(1000))
-                    .await
-                    .map_err(reg_err)?;
-                users.extend(page.items.iter().map(user_json));
-                marker = page.marker;
-                if marker.is_none() {
-                    break;
-                }
-            }
+            let (acct, prefix) = (acct.as_str(), path_prefix.as_deref());
+            let users =
+                all_pages(|m| async move { reg.list_users(acct, prefix, m.as_deref(), Some(1000)).await }, user_json)
+                    .await?;
             Some(json!({"Users": users}))
         }
         C::DeleteUser { account_id, user_name } => {
@@ -494,20 +504,11 @@ pub async fn run(reg: &Registry, meta: &dyn MetadataStore, command: IamCommand) 
         }
         C::ListPolicies { account_id, scope, only_attached } => {
             let acct = account(reg, meta, account_id).await?;
-            let mut policies = Vec::new();
-            let mut marker: Option<String> = None;
-            for _ in 0..MAX_PAGES {
-                let page = reg
-                    .list_policies(&acct, scope.as_deref(), only_attached, None, marker.as_deref(), Some(1000))
-                    .await
-                    .map_err(reg_err)?;
-                policies.extend(page.items.iter().map(policy_json));
-                marker = page.marker;
-                if marker.is_none() {
-                    break;
-                }
-            }
-            Some(json!({"Policies": policies}))
+            let (acct, scope) = (acct.as_str(), scope.as_deref());
+            let page = |m: Option<String>| async move {
+                reg.list_policies(acct, scope, only_attached, None, m.as_deref(), Some(1000)).await
+            };
+            Some(json!({"Policies": all_pages(page, policy_json).await?}))
         }
         C::DeletePolicy { account_id, policy_arn } => {
             let acct = account(reg, meta, account_id).await?;
@@ -544,16 +545,10 @@ pub async fn run(reg: &Registry, meta: &dyn MetadataStore, command: IamCommand) 
         }
         C::ListGroups { account_id } => {
             let acct = account(reg, meta, account_id).await?;
-            let mut groups = Vec::new();
-            let mut marker: Option<String> = None;
-            for _ in 0..MAX_PAGES {
-                let page = reg.list_groups(&acct, None, marker.as_deref(), Some(1000)).await.map_err(reg_err)?;
-                groups.extend(page.items.iter().map(group_json));
-                marker = page.marker;
-                if marker.is_none() {
-                    break;
-                }
-            }
+            let acct = acct.as_str();
+            let groups =
+                all_pages(|m| async move { reg.list_groups(acct, None, m.as_deref(), Some(1000)).await }, group_json)
+                    .await?;
             Some(json!({"Groups": groups}))
         }
         C::DeleteGroup { account_id, group_name } => {
