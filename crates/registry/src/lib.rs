@@ -761,15 +761,6 @@ impl Registry {
         Ok(Page { items, more })
     }
 
-    /// One page of the repositories.
-    pub async fn catalog(&self, ns: &Namespace, last: Option<&str>, n: Option<u32>) -> Result<Page> {
-        let limit = n.unwrap_or(u32::MAX - 1).min(100_000);
-        let mut items = if limit == 0 { Vec::new() } else { self.meta.list_repositories(ns, last, limit + 1).await? };
-        let more = items.len() > limit as usize;
-        items.truncate(limit as usize);
-        Ok(Page { items, more })
-    }
-
     /// Readiness: the metadata store answers and the blob store answers (a stat of a digest that
     /// does not exist).
     pub async fn ready(&self) -> Result<()> {
