@@ -1,0 +1,76 @@
+//! Blobs of a repository: size, reads (with ranges and redirects), unlinking and mounts.
+
+use crate::{BlobRead, Error, Registry, Result, storage_err};
+use berth_meta::Namespace;
+use berth_oci::{Digest, RepoName};
+use berth_storage::StorageError;
+
+impl Registry {
+    /// Size of a blob linked to the repository.
+    pub async fn blob_size(&self, ns: &Namespace, name: &RepoName, digest: &Digest) -> Result<u64> {
+        let repo = self.existing_repo(ns, name).await?;
+        self.meta.blob_in_repo(repo, digest.as_str()).await?.ok_or(Error::BlobUnknown(digest.to_string()))
+    }
+
+    /// Stream a blob, honouring an HTTP `Range` header.
+    pub async fn blob_read(
+        &self,
+        ns: &Namespace,
+        name: &RepoName,
+        digest: &Digest,
+        range: Option<&str>,
+    ) -> Result<BlobRead> {
+        use berth_oci::range::{RangeRequest, parse_range};
+        let size = self.blob_size(ns, name, digest).await?;
+        let (start, len, range) = match parse_range(range, size) {
+            RangeRequest::Full => (0, size, None),
+            RangeRequest::Partial(r) => (r.start, r.len(), Some(r)),
+            RangeRequest::Unsatisfiable => return Err(Error::RangeNotSatisfiable { size }),
+        };
+        let body = self.blobs.read(digest, start, len).await.map_err(|e| match e {
+            StorageError::NotFound => Error::Internal(format!("blob {digest} is in metadata but not in storage")),
+            other => storage_err(other),
+        })?;
+        Ok(BlobRead { size, range, body })
+    }
+
+    /// Where a client may fetch a blob of the repository directly (a presigned storage URL),
+    /// when blob redirects are configured and the storage offers one; `None`: stream it.
+    pub async fn blob_redirect(&self, ns: &Namespace, name: &RepoName, digest: &Digest) -> Result<Option<String>> {
+        let Some(ttl) = self.settings.blob_redirect_ttl else {
+            return Ok(None);
+        };
+        self.blob_size(ns, name, digest).await?;
+        self.blobs.presign_get(digest, ttl).await.map_err(storage_err)
+    }
+
+    /// Unlink a blob from the repository (its bytes go when garbage collection finds them unused).
+    pub async fn blob_delete(&self, ns: &Namespace, name: &RepoName, digest: &Digest) -> Result<()> {
+        let repo = self.existing_repo(ns, name).await?;
+        if self.meta.unlink_blob(repo, digest.as_str()).await? {
+            Ok(())
+        } else {
+            Err(Error::BlobUnknown(digest.to_string()))
+        }
+    }
+
+    /// Link a blob of repository `from` into `name` (cross-repository mount).
+    /// `Ok(None)` when `from` does not hold it (the caller then opens a normal session).
+    pub async fn blob_mount(
+        &self,
+        ns: &Namespace,
+        name: &RepoName,
+        digest: &Digest,
+        from: &RepoName,
+    ) -> Result<Option<u64>> {
+        let Some(src) = self.repo_id(ns, from).await? else {
+            return Ok(None);
+        };
+        let Some(size) = self.meta.blob_in_repo(src, digest.as_str()).await? else {
+            return Ok(None);
+        };
+        let repo = self.repo_for_push(ns, name).await?;
+        self.meta.link_blob(repo.id, digest.as_str(), size, self.now()).await?;
+        Ok(Some(size))
+    }
+}

@@ -1,0 +1,235 @@
+//! Manifests, tags, referrers and the catalog.
+
+use crate::hash::HashState;
+use crate::{Caller, Error, ManifestData, Page, PushedManifest, Registry, RepoEntry, Result, Target, storage_err};
+use berth_meta::{Namespace, PutManifest, Referrer};
+use berth_oci::manifest::{self, Kind};
+use berth_oci::{Algorithm, Digest, Reference, RepoName, Tag};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+impl Registry {
+    /// Fetch a manifest by tag or digest.
+    pub async fn manifest_get(
+        &self,
+        ns: &Namespace,
+        name: &RepoName,
+        reference: &Reference,
+    ) -> Result<Arc<ManifestData>> {
+        let repo = self.existing_repo(ns, name).await?;
+        let key = reference.to_string();
+        if let Some(m) = self.cache.get(repo, &key) {
+            self.note_pull(repo, &m);
+            return Ok(m);
+        }
+        let generation = self.cache.generation(repo);
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(t) => {
+                let d = self
+                    .meta
+                    .resolve_tag(repo, t.as_str())
+                    .await?
+                    .ok_or_else(|| Error::ManifestUnknown(key.clone()))?;
+                Self::parse_digest(&d)?
+            }
+        };
+        let m = self.meta.manifest(repo, digest.as_str()).await?.ok_or_else(|| Error::ManifestUnknown(key.clone()))?;
+        let data = Arc::new(ManifestData {
+            digest,
+            media_type: m.media_type,
+            bytes: Bytes::from(m.content),
+            pull_recorded_at: AtomicI64::new(0),
+        });
+        self.cache.insert(repo, generation, key, data.clone());
+        self.note_pull(repo, &data);
+        Ok(data)
+    }
+
+    /// Record a pull (for `lastRecordedPullTime`) at most once an hour per cached manifest,
+    /// off the request path.
+    pub(crate) fn note_pull(&self, repo: i64, m: &ManifestData) {
+        const EVERY_MS: i64 = 3_600_000;
+        let now = self.now();
+        let last = m.pull_recorded_at.load(Ordering::Relaxed);
+        if now - last < EVERY_MS
+            || m.pull_recorded_at.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            return;
+        }
+        let meta = self.meta.clone();
+        let digest = m.digest.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = meta.record_pull(repo, &digest, now).await {
+                tracing::warn!(error = %e, "recording a pull failed");
+            }
+        });
+    }
+
+    /// Push a manifest under `reference`, plus any `extra_tags` (`?tag=`).
+    pub async fn manifest_put(
+        &self,
+        ns: &Namespace,
+        name: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+        extra_tags: &[String],
+    ) -> Result<PushedManifest> {
+        let repo = self.repo_for_push(ns, name).await?;
+        self.put_manifest_in(&repo, name.as_str(), reference, content_type, bytes, extra_tags).await
+    }
+
+    /// Push a manifest into a resolved repository (data plane and ECR PutImage).
+    pub(crate) async fn put_manifest_in(
+        &self,
+        repo: &RepoEntry,
+        name: &str,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+        extra_tags: &[String],
+    ) -> Result<PushedManifest> {
+        if bytes.len() > berth_oci::MAX_MANIFEST_BYTES {
+            return Err(Error::ManifestTooLarge);
+        }
+        let parsed = manifest::parse(content_type, &bytes).map_err(|e| Error::ManifestInvalid(e.to_string()))?;
+        let algorithm = match reference {
+            Reference::Digest(d) => d.algorithm(),
+            Reference::Tag(_) => Algorithm::Sha256,
+        };
+        let mut h = HashState::with_algorithm(algorithm);
+        h.update(&bytes);
+        let digest = h.finish();
+        let mut tags: Vec<Tag> = Vec::new();
+        match reference {
+            Reference::Digest(d) if d != &digest => {
+                return Err(Error::DigestInvalid(format!("manifest digest {digest} does not match reference {d}")));
+            }
+            Reference::Digest(_) => {}
+            Reference::Tag(t) => tags.push(t.clone()),
+        }
+        for t in extra_tags {
+            let t: Tag = t.parse().map_err(|_| Error::TagInvalid(t.chars().take(200).collect()))?;
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+        let blob_refs: Vec<String> = parsed.blobs.iter().map(|(d, _)| d.to_string()).collect();
+        let child_refs: Vec<String> = parsed.children.iter().map(|d| d.to_string()).collect();
+        let blob_refs: Vec<&str> = blob_refs.iter().map(String::as_str).collect();
+        let child_refs: Vec<&str> = child_refs.iter().map(String::as_str).collect();
+        let annotations = parsed.annotations.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default());
+        let subject = parsed.subject.as_ref().map(|d| d.to_string());
+        let tag_refs: Vec<&str> = tags.iter().map(Tag::as_str).collect();
+        let immutable: Vec<&str> = tag_refs.iter().copied().filter(|t| repo.tag_is_immutable(t)).collect();
+        let new = berth_meta::NewManifest {
+            repo_id: repo.id,
+            immutable_tags: &immutable,
+            config_media_type: parsed.config_media_type.as_deref(),
+            image_size: match parsed.kind {
+                Kind::Image => Some(parsed.blobs.iter().map(|(_, s)| *s as u64).sum()),
+                Kind::Index => None,
+            },
+            digest: digest.as_str(),
+            media_type: &parsed.media_type,
+            artifact_type: parsed.artifact_type.as_deref(),
+            subject: subject.as_deref(),
+            annotations: annotations.as_deref(),
+            content: &bytes,
+            blobs: &blob_refs,
+            children: if parsed.kind == Kind::Index { &child_refs } else { &[] },
+        };
+        let outcome = self.meta.put_manifest(&new, &tag_refs, self.now()).await?;
+        self.cache.invalidate(repo.id);
+        match outcome {
+            PutManifest::TagExists(tag) => Err(Error::TagImmutable { tag, repo: name.to_string() }),
+            PutManifest::Stored => {
+                Ok(PushedManifest { digest, subject: parsed.subject, tags, media_type: parsed.media_type })
+            }
+            PutManifest::MissingBlobs(b) => Err(Error::ManifestBlobUnknown(b)),
+            PutManifest::MissingManifests(m) => Err(Error::ManifestChildUnknown(m)),
+        }
+    }
+
+    /// Delete a manifest by digest (with its tags), or only a tag.
+    pub async fn manifest_delete(&self, ns: &Namespace, name: &RepoName, reference: &Reference) -> Result<()> {
+        let repo = self.existing_repo(ns, name).await?;
+        let found = match reference {
+            Reference::Digest(d) => self.meta.delete_manifest(repo, d.as_str()).await?,
+            Reference::Tag(t) => self.meta.delete_tag(repo, t.as_str()).await?,
+        };
+        self.cache.invalidate(repo);
+        if found { Ok(()) } else { Err(Error::ManifestUnknown(reference.to_string())) }
+    }
+
+    /// One page of a repository's tags.
+    pub async fn tags(&self, ns: &Namespace, name: &RepoName, last: Option<&str>, n: Option<u32>) -> Result<Page> {
+        let repo = self.existing_repo(ns, name).await?;
+        let limit = n.unwrap_or(u32::MAX - 1).min(100_000);
+        let mut items = if limit == 0 { Vec::new() } else { self.meta.list_tags(repo, last, limit + 1).await? };
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        Ok(Page { items, more })
+    }
+
+    /// Readiness: the metadata store answers and the blob store answers (a stat of a digest that
+    /// does not exist).
+    pub async fn ready(&self) -> Result<()> {
+        self.meta.auth_epoch().await?;
+        let probe: Digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+            .parse()
+            .map_err(|_| Error::Internal("probe digest".into()))?;
+        self.blobs.stat(&probe).await.map_err(storage_err)?;
+        Ok(())
+    }
+
+    /// One page of the repositories `caller` may see (ecr:DescribeRepositories on each).
+    pub async fn catalog_for(
+        &self,
+        caller: &Caller<'_>,
+        ns: &Namespace,
+        last: Option<&str>,
+        n: Option<u32>,
+    ) -> Result<Page> {
+        let limit = n.unwrap_or(u32::MAX - 1).min(100_000) as usize;
+        let mut items = Vec::new();
+        let mut cursor = last.map(str::to_string);
+        let batch = (limit + 1).clamp(1, 1000) as u32;
+        while limit > 0 && items.len() <= limit {
+            let names = self.meta.list_repositories(ns, cursor.as_deref(), batch).await?;
+            let Some(end) = names.last().cloned() else { break };
+            for name in names {
+                let target = Target::Repository { ns, name: &name };
+                match self.authorize(caller, "ecr:DescribeRepositories", target).await {
+                    Ok(()) => items.push(name),
+                    Err(Error::Denied(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                if items.len() > limit {
+                    break;
+                }
+            }
+            cursor = Some(end);
+        }
+        let more = items.len() > limit;
+        items.truncate(limit);
+        Ok(Page { items, more })
+    }
+
+    /// Manifests whose subject is `subject`.
+    pub async fn referrers(
+        &self,
+        ns: &Namespace,
+        name: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
+        // The spec forbids a 404 here: an unknown repository simply has no referrers.
+        let Some(repo) = self.repo_id(ns, name).await? else {
+            return Ok(Vec::new());
+        };
+        Ok(self.meta.referrers(repo, subject.as_str(), artifact_type).await?)
+    }
+}
