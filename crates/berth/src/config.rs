@@ -71,6 +71,16 @@ pub struct Config {
     /// With S3 storage, blob `GET`s redirect (307) to a presigned bucket URL instead of
     /// streaming through Berth; clients must reach the S3 endpoint.
     pub s3_redirect: bool,
+    /// Once the first byte of a request head arrived, the head must arrive within this many
+    /// seconds, or the connection is closed.
+    pub header_timeout_secs: u64,
+    /// A keep-alive connection with no request in flight is closed after this many seconds
+    /// without a byte (longer than Go clients' 90 s, so that they close first).
+    pub idle_timeout_secs: u64,
+    /// A request body that pauses for this many seconds between two chunks fails.
+    pub body_timeout_secs: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: u64,
 }
 
 impl Default for Config {
@@ -100,11 +110,27 @@ impl Default for Config {
             s3_access_key_id: None,
             s3_secret_access_key: None,
             s3_redirect: false,
+            header_timeout_secs: 30,
+            idle_timeout_secs: 95,
+            body_timeout_secs: 300,
+            max_connections: 8192,
         }
     }
 }
 
 impl Config {
+    /// The HTTP connection limits.
+    pub fn conn_limits(&self) -> berth_server::ConnLimits {
+        use std::time::Duration;
+        berth_server::ConnLimits {
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            body_timeout: Duration::from_secs(self.body_timeout_secs),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            ..Default::default()
+        }
+    }
+
     /// Defaults, overridden by `file` (if any), overridden by the environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         let mut cfg = match file {
@@ -188,6 +214,10 @@ impl Config {
             ("BERTH_JOB_POLL_MS", &mut self.job_poll_ms),
             ("BERTH_JOB_WORKERS", &mut self.job_workers),
             ("BERTH_JOB_RETENTION_DAYS", &mut self.job_retention_days),
+            ("BERTH_HEADER_TIMEOUT_SECS", &mut self.header_timeout_secs),
+            ("BERTH_IDLE_TIMEOUT_SECS", &mut self.idle_timeout_secs),
+            ("BERTH_BODY_TIMEOUT_SECS", &mut self.body_timeout_secs),
+            ("BERTH_MAX_CONNECTIONS", &mut self.max_connections),
         ] {
             if let Some(v) = get(key) {
                 *field = num(key, v)?;
@@ -195,6 +225,16 @@ impl Config {
         }
         if self.job_renew_ms == 0 || self.job_renew_ms >= self.job_lease_ms {
             anyhow::bail!("job_renew_ms must be more than 0 and less than job_lease_ms");
+        }
+        for (key, v) in [
+            ("header_timeout_secs", self.header_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("body_timeout_secs", self.body_timeout_secs),
+            ("max_connections", self.max_connections),
+        ] {
+            if v == 0 {
+                anyhow::bail!("{key} (BERTH_{}) must be more than 0", key.to_uppercase());
+            }
         }
         if self.regions.is_empty() {
             anyhow::bail!("at least one region must be configured (regions / BERTH_REGIONS)");

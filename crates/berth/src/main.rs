@@ -524,18 +524,13 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
 
     let app =
         berth_server::router(berth_server::AppState { registry: reg.clone(), trust_forwarded: cfg.trust_forwarded });
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
+    let server = berth_server::serve(listener, app, cfg.conn_limits(), {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
     });
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown({
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        });
-    let server = tokio::spawn(async move { server.await });
+    let server = tokio::spawn(server);
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     let _ = stop_tx.send(true);

@@ -2,12 +2,14 @@
 //! (`POST /`, AWS JSON) and the IAM and STS Query APIs (`POST /`, form-encoded). Requests are parsed into a typed route by
 //! [`berth_oci::path::parse`] before anything else happens.
 
+mod conn;
 mod ecr;
 mod error;
 mod iam;
 mod oci;
 mod query;
 
+pub use conn::{ConnLimits, serve};
 pub use error::ApiError;
 
 use axum::Router;
