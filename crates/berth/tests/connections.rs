@@ -343,3 +343,19 @@ fn connection_limit_holds_new_connections_until_one_closes() {
     let a = extra.read(false).expect("served once a connection closed");
     assert_eq!(a.status, 200);
 }
+
+/// A handler that panics answers 500 with a request id; the server goes on serving.
+#[test]
+fn a_panicking_handler_answers_500_and_the_server_goes_on() {
+    let b = Berth::start_with_env(&[("BERTH_TEST_HOOKS", "1")]);
+    for _ in 0..3 {
+        let mut c = Conn::open(&b);
+        let a = c.call("GET", "/__berth/test/panic", &[], b"");
+        assert_eq!((a.status, a.error_code().as_str()), (500, "UNKNOWN"), "{a:?}");
+        let id = a.header("x-request-id").expect("a request id").to_string();
+        let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(v["errors"][0]["detail"]["requestId"], id);
+        let mut c = Conn::open(&b);
+        assert_eq!(c.call("GET", "/v2/", &[], b"").status, 200);
+    }
+}

@@ -21,6 +21,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use bytes::Bytes;
+use futures::FutureExt;
 use http::{HeaderValue, Request, Response, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -145,9 +146,10 @@ async fn handle(
     let tracked = Tracked { inner: Some(body), timeout: limits.body_timeout, sleep: None, polled: false, tx: Some(tx) };
     let mut req = Request::from_parts(parts, Body::new(tracked));
     req.extensions_mut().insert(ConnectInfo(peer));
-    let mut resp = match app.oneshot(req).await {
-        Ok(r) => r,
-        Err(e) => match e {},
+    let mut resp = match std::panic::AssertUnwindSafe(app.oneshot(req)).catch_unwind().await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => match e {},
+        Err(panic) => panicked(http1, panic),
     };
     if has_body && http1 {
         let keep = match rx.try_recv() {
@@ -165,6 +167,34 @@ async fn handle(
         }
     }
     Ok(resp.map(|b| DoneBody { inner: b, _done: done }))
+}
+
+/// The answer to a request whose handler panicked: 500 with a request id that the log names
+/// too; the connection closes after it (the body's state is unknown).
+fn panicked(http1: bool, panic: Box<dyn std::any::Any + Send>) -> Response<Body> {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    let request_id = uuid::Uuid::new_v4().to_string();
+    tracing::error!(request_id, panic = %what, "a request handler panicked");
+    let body = serde_json::json!({"errors": [{
+        "code": "UNKNOWN",
+        "message": "internal server error",
+        "detail": {"requestId": request_id},
+    }]});
+    let mut r = Response::new(Body::from(body.to_string()));
+    *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    let h = r.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("x-request-id", v);
+    }
+    if http1 {
+        h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
 }
 
 /// Read and discard what is left of a body, if it is small and arrives promptly.

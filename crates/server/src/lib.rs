@@ -95,12 +95,20 @@ async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response
                     }
                 };
             }
+            // A handler that panics, for tests of the panic guard (only with BERTH_TEST_HOOKS=1).
+            "/__berth/test/panic" if test_hooks() => panic!("test panic requested"),
             _ => {}
         }
     }
     let mut resp = oci::handle(&state, req).await;
     resp.headers_mut().insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
     resp
+}
+
+/// Test-only endpoints are served (`BERTH_TEST_HOOKS=1`); never set it in production.
+fn test_hooks() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("BERTH_TEST_HOOKS").is_ok_and(|v| v == "1"))
 }
 
 fn probe(status: StatusCode, text: &'static str) -> Response {
