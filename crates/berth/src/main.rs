@@ -10,7 +10,7 @@ use berth_registry::{Clock, Registry, Settings, SystemClock};
 use clap::{Parser, Subcommand};
 use config::Config;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,6 +113,12 @@ enum AdminCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Everything Berth creates (data dir, database, keys, blobs, uploads) is for its owner only,
+    // whatever umask it was started with.
+    // SAFETY: umask only sets this process's file creation mask; no memory is involved.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = Cli::parse();
     let mut cfg = Config::load(cli.config.as_deref())?;
     if let Some(d) = cli.data_dir {
@@ -126,7 +132,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { no_migrate, .. } => rt.block_on(serve(cfg, no_migrate)),
         Command::Migrate => rt.block_on(async {
-            std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+            make_data_dir(&cfg.data_dir)?;
             let (meta, applied) = Meta::open(&cfg, SchemaMode::Migrate).await?;
             meta.close().await;
             for m in &applied {
@@ -337,8 +343,35 @@ impl Meta {
 }
 
 /// Open the stores under the data dir, bootstrap the default account, build the registry.
+/// Create the data dir (mode 0700), or make an existing one owner-only, with the files Berth
+/// keeps at its top (the SQLite database and its journal, the server key) mode 0600.
+fn make_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the data dir {}", dir.display()))?;
+    let restrict = |p: &Path, mode: u32| -> anyhow::Result<()> {
+        match std::fs::metadata(p) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                    .with_context(|| format!("making {} readable by its owner only", p.display()))?;
+                tracing::warn!(path = %p.display(), "was readable by others: now owner-only");
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    };
+    restrict(dir, 0o700)?;
+    for f in ["berth.db", "berth.db-wal", "berth.db-shm", "server.key", "root-credentials.json"] {
+        restrict(&dir.join(f), 0o600)?;
+    }
+    Ok(())
+}
+
 async fn open(cfg: &Config, mode: SchemaMode) -> anyhow::Result<(Arc<Registry>, Meta)> {
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    make_data_dir(&cfg.data_dir)?;
     let blobs = blob_store(cfg).await?;
     let (meta, applied) = Meta::open(cfg, mode).await?;
     for m in applied {

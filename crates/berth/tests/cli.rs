@@ -190,3 +190,38 @@ async fn first_start_races_agree_on_account_and_key() {
         let _ = server.wait();
     }
 }
+
+/// Everything in the data dir is its owner's only, whatever umask the server started with
+/// (the test process's umask, usually 022, is what the server inherits).
+#[tokio::test]
+async fn data_dir_and_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let b = Berth::start();
+    let client = b.client();
+    let blob = b"owner-only bytes".to_vec();
+    let digest = common::sha256(&blob);
+    let r =
+        client.post(format!("{}/v2/modes/repo/blobs/uploads/?digest={digest}", b.url)).body(blob).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    // An upload left open, so that the uploads area holds something too.
+    let r = client.post(format!("{}/v2/modes/repo/blobs/uploads/", b.url)).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let mut seen = 0;
+    let mut stack = vec![b.data_dir().to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::metadata(&p).unwrap();
+        let mode = m.permissions().mode() & 0o777;
+        if m.is_dir() {
+            assert_eq!(mode, 0o700, "directory {} has mode {mode:o}", p.display());
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(mode & 0o077, 0, "file {} has mode {mode:o}", p.display());
+        }
+        seen += 1;
+    }
+    assert!(seen >= 2, "only {seen} entries in the data dir");
+    if common::postgres_database().is_none() && common::s3_storage().is_none() {
+        // The embedded store: the database and its WAL, blobs/ with the blob, uploads/.
+        assert!(seen >= 7, "only {seen} entries in the data dir");
+    }
+}
