@@ -3,8 +3,10 @@ registry tokens from GetAuthorizationToken signed as each principal, and the dat
 with skopeo and raw HTTP (exact statuses and OCI error bodies).
 
 One berth for the whole module, with a registry domain so that another account's registry can
-be addressed on the data plane (`<acct>.dkr.ecr.<region>.<domain>`); requests to 127.0.0.1
-address the default account 111111111111 (A). Account B is 222222222222.
+be addressed on the data plane (`<acct>.dkr.ecr.<region>.<domain>`); requests to 127.0.0.1 (the
+plain address) address the registry of the caller's own account, and the default account
+111111111111 (A) for anonymous callers. Account B is 222222222222: it reaches A's registry through
+A's host.
 
 Expected texts: /work/shared/reference/ECR-BEHAVIOUR.md (DENIED / AccessDeniedException wording,
 401 Basic challenge), the awscli examples of set/get/delete-repository-policy (ECR returns the
@@ -175,6 +177,8 @@ def w():
         x.srv = srv
         x.dp = DP(srv)
         x.port = srv.hostport.rsplit(":", 1)[1]
+        x.host_a = f"{A}.dkr.ecr.{REGION}.{DOMAIN}:{x.port}"
+        x.dp_a = DP(srv, host=x.host_a)
         x.ecr = make_client(srv)
         x.iam = make_iam(srv)
         x.root = root_token(srv)
@@ -288,7 +292,7 @@ def test_seeds_policy_catalog_and_describe(w):
     got = w.dp.req("GET", "/v2/_catalog", w.root).json()["repositories"]
     assert set(everything["repositories"]) <= set(got)
     # another account's root sees none of A's (no repository policy allows it to describe)
-    assert w.dp.req("GET", "/v2/_catalog", w.tokens["other-account-root"]).json() == {"repositories": []}
+    assert w.dp_a.req("GET", "/v2/_catalog", w.tokens["other-account-root"]).json() == {"repositories": []}
 
 
 def test_user_without_policy_cannot_log_in(w):
@@ -354,7 +358,8 @@ ECR_ACTION = {"pull manifest": "ecr:BatchGetImage", "HEAD blob": "ecr:BatchCheck
 
 
 def _cell(w, token, action, repo):
-    dp = w.dp
+    # Another account's caller reaches A's registry through A's host.
+    dp = w.dp_a if token == w.tokens["other-account-root"] else w.dp
     cfg = w.base.config
     if action == "pull manifest":
         return dp.get_manifest(repo, "v1", token)
@@ -458,9 +463,9 @@ def test_cross_account_pull(w):
     bu = b_user.token()
 
     # no repository policy: B is refused, by its root and by its user
-    check_denied(w.dp.get_manifest(repo, "v1", b_root),
+    check_denied(w.dp_a.get_manifest(repo, "v1", b_root),
                  deny_message(b_root_arn, "ecr:BatchGetImage", arn(repo), "resource"))
-    check_denied(w.dp.get_manifest(repo, "v1", bu),
+    check_denied(w.dp_a.get_manifest(repo, "v1", bu),
                  deny_message(b_user.arn, "ecr:BatchGetImage", arn(repo), "resource"))
     b_cli = {"akid": w.b_creds[0], "secret": w.b_creds[1]}
     res = aws_cli(w.srv, "batch-get-image", "--registry-id", A, "--repository-name", repo,
@@ -472,23 +477,27 @@ def test_cross_account_pull(w):
                   "Action": PULL})
     w.ecr.set_repository_policy(repositoryName=repo, policyText=json.dumps(policy))
 
-    # B's root pulls, with skopeo, from A's registry (the default host addresses A)
+    # B's root pulls, with skopeo, from A's registry, addressed by A's host (the name resolves
+    # nowhere, so skopeo reaches berth as its HTTP proxy; berth serves absolute-form requests by
+    # their Host). On the plain address B's token addresses B's own registry.
     need("skopeo")
     with tempfile.TemporaryDirectory(prefix="berth-access-") as tmp:
         creds = "AWS:" + base64.b64decode(b_root).decode().split(":", 1)[1]
-        skopeo_copy(f"docker://{w.srv.hostport}/{repo}:v1", f"dir:{Path(tmp) / 'x'}", "--src-tls-verify=false",
-                    "--src-creds", creds, env=skopeo_env(tmp))
+        env = {k: v for k, v in skopeo_env(tmp).items() if k.lower() not in ("no_proxy", "https_proxy")}
+        env["HTTP_PROXY"] = w.srv.url
+        skopeo_copy(f"docker://{w.host_a}/{repo}:v1", f"dir:{Path(tmp) / 'x'}", "--src-tls-verify=false",
+                    "--src-creds", creds, env=env)
         assert (Path(tmp) / "x" / "manifest.json").read_text() == w.base.manifest
     # ... but not push (not in the policy)
-    check_denied(w.dp.req("POST", f"/v2/{repo}/blobs/uploads/", b_root),
+    check_denied(w.dp_a.req("POST", f"/v2/{repo}/blobs/uploads/", b_root),
                  deny_message(b_root_arn, "ecr:InitiateLayerUpload", arn(repo), "resource"))
     # B's user: the repository policy allows its account, its own identity policy does not
-    check_denied(w.dp.get_manifest(repo, "v1", bu),
+    check_denied(w.dp_a.get_manifest(repo, "v1", bu),
                  deny_message(b_user.arn, "ecr:BatchGetImage", arn(repo), "identity"))
     make_iam(w.srv, *w.b_creds).put_user_policy(
         UserName="puller", PolicyName="pull-a",
         PolicyDocument=json.dumps(doc({"Effect": "Allow", "Action": PULL, "Resource": arn(repo)})))
-    r = w.dp.get_manifest(repo, "v1", bu)
+    r = w.dp_a.get_manifest(repo, "v1", bu)
     assert r.status_code == 200 and r.text == w.base.manifest, r.text
     # control plane: batch-get-image --registry-id A as B now works
     res = aws_cli(w.srv, "batch-get-image", "--registry-id", A, "--repository-name", repo,
@@ -501,7 +510,7 @@ def test_cross_account_pull(w):
                  deny_message(w.nopolicy.arn, "ecr:BatchGetImage", arn(repo), "identity"))
     # revoking the repository policy revokes B at once
     w.ecr.delete_repository_policy(repositoryName=repo)
-    check_denied(w.dp.get_manifest(repo, "v1", b_root),
+    check_denied(w.dp_a.get_manifest(repo, "v1", b_root),
                  deny_message(b_root_arn, "ecr:BatchGetImage", arn(repo), "resource"))
 
 

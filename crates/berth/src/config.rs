@@ -131,6 +131,14 @@ impl Config {
         }
     }
 
+    /// `listen` must be `HOST:PORT`.
+    pub fn check_listen(&self) -> anyhow::Result<()> {
+        match self.listen.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+            _ => anyhow::bail!("BERTH_LISTEN (listen, serve --listen): expected HOST:PORT, got '{}'", self.listen),
+        }
+    }
+
     /// Defaults, overridden by `file` (if any), overridden by the environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         let mut cfg = match file {
@@ -235,6 +243,19 @@ impl Config {
             if v == 0 {
                 anyhow::bail!("{key} (BERTH_{}) must be more than 0", key.to_uppercase());
             }
+        }
+        self.check_listen()?;
+        if let Some(id) = &self.account_id {
+            anyhow::ensure!(
+                berth_registry::valid_account_id(id),
+                "BERTH_ACCOUNT_ID (account_id): expected 12 digits, got '{id}'"
+            );
+        }
+        let root_key = |k: &str| get(k).filter(|v| !v.is_empty()).is_some();
+        match (root_key("BERTH_ROOT_ACCESS_KEY_ID"), root_key("BERTH_ROOT_SECRET_ACCESS_KEY")) {
+            (true, false) => anyhow::bail!("BERTH_ROOT_ACCESS_KEY_ID is set without BERTH_ROOT_SECRET_ACCESS_KEY"),
+            (false, true) => anyhow::bail!("BERTH_ROOT_SECRET_ACCESS_KEY is set without BERTH_ROOT_ACCESS_KEY_ID"),
+            _ => {}
         }
         if self.regions.is_empty() {
             anyhow::bail!("at least one region must be configured (regions / BERTH_REGIONS)");

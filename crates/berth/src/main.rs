@@ -112,7 +112,19 @@ enum AdminCommand {
     Iam(admin_iam::IamCommand),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // A person reads this: the message and its causes on one line, never a backtrace
+        // (whatever RUST_BACKTRACE says).
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     // Everything Berth creates (data dir, database, keys, blobs, uploads) is for its owner only,
     // whatever umask it was started with.
     // SAFETY: umask only sets this process's file creation mask; no memory is involved.
@@ -126,6 +138,7 @@ fn main() -> anyhow::Result<()> {
     }
     if let Command::Serve { listen: Some(l), .. } = &cli.command {
         cfg.listen = l.clone();
+        cfg.check_listen()?;
     }
     init_tracing(&cfg.log);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -144,6 +157,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }),
         Command::Config => {
+            // The effective default account: the one fixed at the first start, when there was one.
+            if cfg.account_id.is_none() {
+                cfg.account_id = rt.block_on(stored_default_account(&cfg));
+            }
             print!("{}", toml::to_string(&cfg)?);
             Ok(())
         }
@@ -296,7 +313,12 @@ fn register_test_jobs(runner: &mut JobRunner) {
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }
 
 /// The configured metadata store.
@@ -477,9 +499,18 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
 /// The default account: configured, else the one recorded at first start, else a new random id.
 async fn default_account(cfg: &Config, meta: &dyn berth_meta::MetadataStore) -> anyhow::Result<String> {
     if let Some(id) = &cfg.account_id {
-        anyhow::ensure!(berth_registry::valid_account_id(id), "account_id must be 12 digits, got '{id}'");
-        meta.init_setting("default_account", id).await?;
-        return Ok(id.clone());
+        anyhow::ensure!(
+            berth_registry::valid_account_id(id),
+            "BERTH_ACCOUNT_ID (account_id): expected 12 digits, got '{id}'"
+        );
+        let stored = meta.init_setting("default_account", id).await?;
+        anyhow::ensure!(
+            stored == *id,
+            "BERTH_ACCOUNT_ID (account_id) is {id}, but the default account of this data is {stored}: it was \
+             fixed at the first start. Unset BERTH_ACCOUNT_ID (or set it to {stored}); to add account {id}, run \
+             `berth admin create-account --account-id {id}` and address it with its credentials"
+        );
+        return Ok(stored);
     }
     if let Some(id) = meta.setting("default_account").await? {
         return Ok(id);
@@ -487,6 +518,22 @@ async fn default_account(cfg: &Config, meta: &dyn berth_meta::MetadataStore) -> 
     // Two processes starting on fresh data (a server and an admin command) agree on one id.
     Ok(meta.init_setting("default_account", &berth_registry::random_account_id()).await?)
 }
+
+/// The default account recorded in existing data (`None` when there is no data yet or it
+/// cannot be read); never creates anything.
+async fn stored_default_account(cfg: &Config) -> Option<String> {
+    if cfg.metadata.is_none() && !cfg.data_dir.join("berth.db").exists() {
+        return None;
+    }
+    let (meta, _) = Meta::open(cfg, SchemaMode::Check).await.ok()?;
+    let id = meta.store().setting("default_account").await.ok().flatten();
+    meta.close().await;
+    id
+}
+
+/// Set when this process created the default account's root key (the server then also prints
+/// how to log in, once it knows its address).
+static FIRST_START: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// First start: create the default account and its root access key, from
 /// `BERTH_ROOT_ACCESS_KEY_ID`/`BERTH_ROOT_SECRET_ACCESS_KEY` when set, else generated, printed
@@ -504,6 +551,9 @@ async fn bootstrap(
     };
     let now = SystemClock.now_ms();
     let created = meta.create_account(account, now).await?;
+    if created {
+        tracing::info!(account, "created the default account");
+    }
     if let Some((akid, secret)) = &env_key {
         if !reg.access_key_exists(akid).await.map_err(|e| anyhow::anyhow!("{e}"))? {
             reg.create_access_key(account, None, Some((akid, secret))).await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -512,11 +562,19 @@ async fn bootstrap(
         let creds = reg.create_access_key(account, None, None).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let path = cfg.data_dir.join("root-credentials.json");
         write_private(&path, serde_json::to_string_pretty(&creds)?.as_bytes())?;
+        let dir = std::fs::canonicalize(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone());
         eprintln!(
-            "berth: created account {account}; root credentials (shown once) written to {}:\n{}",
-            path.display(),
-            serde_json::to_string_pretty(&creds)?
+            "berth: first start: data in {dir}\n\
+             berth: created account {account}; its root credentials (shown once) are saved in {path}.\n\
+             berth: use them with:\n\
+             \n    export AWS_ACCESS_KEY_ID={akid} AWS_SECRET_ACCESS_KEY={secret} AWS_DEFAULT_REGION={region}\n",
+            dir = dir.display(),
+            path = path.display(),
+            akid = creds.access_key_id,
+            secret = creds.secret_access_key,
+            region = cfg.regions[0],
         );
+        FIRST_START.store(true, std::sync::atomic::Ordering::SeqCst);
     }
     Ok(())
 }
@@ -530,6 +588,12 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "berth listening on http://{addr}")?;
+        if FIRST_START.load(std::sync::atomic::Ordering::SeqCst) {
+            eprintln!(
+                "berth: then log in (docker, podman or skopeo login alike):\n\
+                 \n    aws ecr get-login-password --endpoint-url http://{addr} | docker login --username AWS --password-stdin {addr}\n"
+            );
+        }
         out.flush()?;
     }
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "berth serving");

@@ -670,7 +670,9 @@ async fn aws_cli_get_login_password_works_against_the_data_plane() {
 
 #[tokio::test]
 async fn token_of_another_account_is_403_denied() {
-    let berth = Berth::start();
+    // Another account's registry is addressed by its per-account host (the plain address serves
+    // each caller its own account's registry).
+    let berth = Berth::start_with_env(&[("BERTH_REGISTRY_DOMAIN", "registry.test")]);
     let base = berth.url.as_str();
     let c = berth.client();
     let manifest = push_image_blobs(&c, base, "app", 6).await;
@@ -687,7 +689,17 @@ async fn token_of_another_account_is_403_denied() {
     assert_ne!(pw2, berth.password);
     assert_eq!(claims_of(&pw2)["account_id"], "222222222222");
 
-    let other = authed(&common::basic_auth("AWS", &pw2));
+    let port = berth.addr.rsplit_once(':').unwrap().1;
+    let a_host = format!("{}.dkr.ecr.us-east-1.registry.test:{port}", common::ACCOUNT_ID);
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::HOST, a_host.parse().unwrap());
+    headers.insert(reqwest::header::AUTHORIZATION, common::basic_auth("AWS", &pw2).parse().unwrap());
+    let other = reqwest::Client::builder()
+        .default_headers(headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
     // A valid token logs in anywhere (as with ECR: `docker login` only checks the token);
     // access is then decided per repository.
     let login = send(other.request(Method::GET, format!("{base}/v2/"))).await;

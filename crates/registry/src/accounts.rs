@@ -250,31 +250,36 @@ impl Registry {
     /// registry domain is configured and the Host matches it, else the default account and first
     /// region. `None` for a Host under the domain that names no hosted region or no valid account.
     pub fn data_plane_namespace(&self, host: &str) -> Option<Namespace> {
+        self.data_plane_host(host).map(|(ns, _)| ns)
+    }
+
+    /// The namespace a data-plane `Host` addresses, and whether the host names it: a per-account
+    /// host `<account>.dkr.ecr.<region>.<domain>` does (`true`); any other host is the plain
+    /// address (`false`), which serves the account of the credentials presented and, for
+    /// anonymous callers, the default account returned here. `None` for a per-account host of
+    /// a region this deployment does not host.
+    pub fn data_plane_host(&self, host: &str) -> Option<(Namespace, bool)> {
+        let plain = Some((self.settings.namespace.clone(), false));
         let Some(domain) = &self.settings.registry_domain else {
-            return Some(self.settings.namespace.clone());
+            return plain;
         };
-        let bare = match host.rsplit_once(':') {
-            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-            _ => host,
-        };
-        let Some(prefix) = bare.strip_suffix(domain.as_str()).and_then(|p| p.strip_suffix('.')) else {
-            return Some(self.settings.namespace.clone());
+        let domain = strip_port(domain);
+        let bare = strip_port(host);
+        let Some(prefix) = bare.strip_suffix(domain).and_then(|p| p.strip_suffix('.')) else {
+            return plain;
         };
         let (account, region) = prefix.split_once(".dkr.ecr.")?;
         (valid_account_id(account) && self.settings.regions.iter().any(|r| r == region))
-            .then(|| Namespace { account_id: account.to_string(), region: region.to_string() })
+            .then(|| (Namespace { account_id: account.to_string(), region: region.to_string() }, true))
     }
 
-    /// The registry host of a namespace: `<account>.dkr.ecr.<region>.<domain>[:port]` with a
-    /// registry domain, else `fallback` (the host the client addressed).
+    /// The registry host of a namespace: `<account>.dkr.ecr.<region>.<domain>` with a registry
+    /// domain (taken verbatim: a port the public address needs is part of the domain, never the
+    /// one Berth listens on), else `fallback` (the host the client addressed).
     pub fn registry_host(&self, ns: &Namespace, fallback: &str) -> String {
         match &self.settings.registry_domain {
             None => fallback.to_string(),
-            Some(d) => {
-                let port = fallback.rsplit_once(':').map(|(_, p)| p).filter(|p| p.bytes().all(|b| b.is_ascii_digit()));
-                let port = port.map(|p| format!(":{p}")).unwrap_or_default();
-                format!("{}.dkr.ecr.{}.{d}{port}", ns.account_id, ns.region)
-            }
+            Some(d) => format!("{}.dkr.ecr.{}.{d}", ns.account_id, ns.region),
         }
     }
 
@@ -282,5 +287,13 @@ impl Registry {
     /// configured).
     pub fn default_account(&self) -> &str {
         &self.settings.namespace.account_id
+    }
+}
+
+/// `host` without a trailing `:port`.
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
     }
 }

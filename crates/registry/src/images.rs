@@ -212,7 +212,14 @@ impl Registry {
     pub fn download_url(&self, base: &str, ns: &Namespace, name: &str, digest: &str) -> String {
         let expires = (self.now().max(0) / 1000) as u64 + DOWNLOAD_URL_LIFETIME_SECS;
         let sig = ring::hmac::sign(&self.keys.urls, download_url_message(ns, name, digest, expires).as_bytes());
-        format!("{base}/v2/{name}/blobs/{digest}?X-Berth-Expires={expires}&X-Berth-Signature={}", hex::encode(sig))
+        let mut url =
+            format!("{base}/v2/{name}/blobs/{digest}?X-Berth-Expires={expires}&X-Berth-Signature={}", hex::encode(sig));
+        // The plain address serves the default account to a caller without credentials: name
+        // any other account (the signature covers it).
+        if self.settings.registry_domain.is_none() && ns.account_id != self.settings.namespace.account_id {
+            url.push_str(&format!("&X-Berth-Account={}", ns.account_id));
+        }
+        url
     }
 
     /// Check a download URL's query against the blob it addresses.

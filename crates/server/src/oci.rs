@@ -34,7 +34,7 @@ pub async fn handle(state: &AppState, req: Request<Body>) -> Response {
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or("localhost")
         .to_string();
-    let Some(ns) = state.registry.data_plane_namespace(&host) else {
+    let Some((mut ns, explicit)) = state.registry.data_plane_host(&host) else {
         return Response::builder()
             .status(StatusCode::NOT_FOUND)
             .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
@@ -42,7 +42,7 @@ pub async fn handle(state: &AppState, req: Request<Body>) -> Response {
             .expect("valid response");
     };
     let (parts, body) = req.into_parts();
-    let caller = match authorize(state, &ns, &route, &parts).await {
+    let caller = match authorize(state, &mut ns, explicit, &route, &parts).await {
         Ok(c) => c,
         Err(e) => {
             let unauthenticated = matches!(e, Error::Unauthenticated);
@@ -95,9 +95,15 @@ impl DataCaller {
 /// Authenticate the caller (a registry token, or nobody) and authorize the request's ECR action
 /// on its repository through IAM policy evaluation. An anonymous caller that no policy allows
 /// gets 401 (so clients log in), an authenticated one 403 DENIED naming the action.
+///
+/// On the plain address (`explicit` false: not a per-account host) the registry is the one of
+/// the account whose credentials are presented (a registry token names its account), so every
+/// account's repository URIs without a registry domain work for its callers; anonymous callers
+/// get the default account's, and `ns` is updated to the account served.
 async fn authorize(
     state: &AppState,
-    ns: &Namespace,
+    ns: &mut Namespace,
+    explicit: bool,
     route: &Route<'_>,
     req: &Parts,
 ) -> std::result::Result<DataCaller, Error> {
@@ -110,6 +116,10 @@ async fn authorize(
     if let (None, Route::Blob { name, digest }, &Method::GET | &Method::HEAD) = (h, route, &req.method) {
         let q = query::pairs(req.uri.query());
         if let (Some(exp), Some(sig)) = (query::get(&q, "X-Berth-Expires"), query::get(&q, "X-Berth-Signature")) {
+            // A URL for another account's blob on the plain address names the account (signed).
+            if let (false, Some(acct)) = (explicit, query::get(&q, "X-Berth-Account")) {
+                ns.account_id = acct.to_string();
+            }
             reg.verify_download_url(ns, name, digest, exp, sig)?;
             return Ok(DataCaller { identity: None, origin });
         }
@@ -118,6 +128,10 @@ async fn authorize(
         None => None,
         Some(_) => Some(reg.authenticate(h)?),
     };
+    if let (false, Some(id)) = (explicit, &identity) {
+        ns.account_id.clone_from(&id.account_id);
+    }
+    let ns = &*ns;
     let dc = DataCaller { identity, origin };
     let caller = dc.caller();
     let act = action(route, &req.method);
