@@ -245,6 +245,9 @@ impl Config {
             }
         }
         self.check_listen()?;
+        if let Some(k) = &self.server_key {
+            parse_server_key(k)?;
+        }
         if let Some(id) = &self.account_id {
             anyhow::ensure!(
                 berth_registry::valid_account_id(id),
@@ -262,6 +265,14 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A configured server key: hex, at least 32 bytes.
+pub fn parse_server_key(hex: &str) -> anyhow::Result<Vec<u8>> {
+    let key =
+        hex::decode(hex.trim()).map_err(|_| anyhow::anyhow!("BERTH_SERVER_KEY (server_key): expected hex digits"))?;
+    anyhow::ensure!(key.len() >= 32, "BERTH_SERVER_KEY (server_key): expected at least 32 bytes (64 hex digits)");
+    Ok(key)
 }
 
 fn parse_bool(key: &str, v: &str) -> anyhow::Result<bool> {

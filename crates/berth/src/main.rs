@@ -401,6 +401,7 @@ async fn open(cfg: &Config, mode: SchemaMode) -> anyhow::Result<(Arc<Registry>, 
     }
     let server_key = server_key(cfg)?;
     let store = meta.store();
+    check_server_key(&server_key, store.as_ref()).await?;
     let default_account = default_account(cfg, store.as_ref()).await?;
     let settings = Settings {
         namespace: berth_meta::Namespace { account_id: default_account.clone(), region: cfg.regions[0].clone() },
@@ -453,12 +454,26 @@ async fn blob_store(cfg: &Config) -> anyhow::Result<Arc<dyn berth_storage::BlobS
     }
 }
 
+/// Every node sharing a metadata database must use the same server key (it seals secrets and
+/// signs registry tokens): the database keeps a check value of the key it was set up with (an
+/// HMAC of a fixed text, never the key), and a node with another key refuses to start.
+async fn check_server_key(key: &[u8], meta: &dyn MetadataStore) -> anyhow::Result<()> {
+    let mac = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), b"berth server key check v1");
+    let mine = hex::encode(mac.as_ref());
+    let stored = meta.init_setting("server_key_check", &mine).await?;
+    anyhow::ensure!(
+        berth_auth::secret_box::constant_time_eq(stored.as_bytes(), mine.as_bytes()),
+        "BERTH_SERVER_KEY (server_key) differs from the key this metadata database was set up with: every \
+         node sharing it needs the same server key (set BERTH_SERVER_KEY to the other nodes' key, or use the \
+         data dir's server.key)"
+    );
+    Ok(())
+}
+
 /// The server key: configured (hex), or generated once into `<data_dir>/server.key` (mode 0600).
 fn server_key(cfg: &Config) -> anyhow::Result<Vec<u8>> {
     if let Some(hex) = &cfg.server_key {
-        let key = hex::decode(hex.trim()).context("server_key must be hex")?;
-        anyhow::ensure!(key.len() >= 32, "server_key must be at least 32 bytes (64 hex digits)");
-        return Ok(key);
+        return config::parse_server_key(hex);
     }
     let path = cfg.data_dir.join("server.key");
     match std::fs::read_to_string(&path) {

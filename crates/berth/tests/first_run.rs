@@ -249,3 +249,29 @@ async fn the_plain_address_serves_the_account_of_the_credentials() {
     let r = c.get(format!("{}/v2/team/app/manifests/v1", b.url)).send().await.unwrap();
     assert_eq!(r.status(), 401);
 }
+
+/// A node whose server key differs from the one the metadata database was set up with refuses
+/// to start, naming the setting (it would silently reject the other nodes' registry tokens).
+#[test]
+fn a_node_with_another_server_key_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut first = serve(&data, &[]);
+    listening(&mut first);
+    // A second node on the same data with another key, while the first runs.
+    let other = "ab".repeat(32);
+    let (code, err) = exits(serve(&data, &[("BERTH_SERVER_KEY", &other)]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("BERTH_SERVER_KEY (server_key) differs from the key this metadata database"), "{err}");
+    assert!(!err.contains(&other), "the key is never printed: {err}");
+    // The database's own key (server.key) works for a second node.
+    let key = std::fs::read_to_string(data.join("server.key")).unwrap();
+    let mut second = serve(&data, &[("BERTH_SERVER_KEY", key.trim())]);
+    listening(&mut second);
+    stop(second);
+    stop(first);
+    // A malformed key is a configuration error, before anything is touched.
+    let (code, err) = exits(serve(&tmp.path().join("fresh"), &[("BERTH_SERVER_KEY", "xyz")]));
+    assert_eq!((code, err.trim()), (1, "Error: BERTH_SERVER_KEY (server_key): expected hex digits"));
+    assert!(!tmp.path().join("fresh").exists());
+}
