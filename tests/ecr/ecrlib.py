@@ -163,6 +163,12 @@ def _server_env():
         BERTH_ROOT_SECRET_ACCESS_KEY=ROOT_SECRET,
         BERTH_REGIONS=f"{REGION},{OTHER_REGION}",
     )
+    # BERTH_TEST_BACKEND=postgres: each server gets a fresh database on BERTH_TEST_POSTGRES_URL.
+    if os.environ.get("BERTH_TEST_BACKEND") == "postgres":
+        url = os.environ["BERTH_TEST_POSTGRES_URL"]
+        db = f"berth_py_{os.getpid()}_{time.time_ns()}"
+        subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-q", "-c", f"CREATE DATABASE {db}"], check=True)
+        env["BERTH_METADATA"] = url.rsplit("/", 1)[0] + "/" + db
     return env
 
 

@@ -602,13 +602,13 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "berth listening on http://{addr}")?;
         if FIRST_START.load(std::sync::atomic::Ordering::SeqCst) {
             eprintln!(
                 "berth: then log in (docker, podman or skopeo login alike):\n\
                  \n    aws ecr get-login-password --endpoint-url http://{addr} | docker login --username AWS --password-stdin {addr}\n"
             );
         }
+        writeln!(out, "berth listening on http://{addr}")?;
         out.flush()?;
     }
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "berth serving");

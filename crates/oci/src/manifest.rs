@@ -152,6 +152,12 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<Parsed, Manifes
             }
         }
     }
+    // Media types follow RFC 6838: no control characters (nor can every store keep them).
+    let types = [Some(&media_type), raw.artifact_type.as_ref(), config_media_type.as_ref()];
+    let layer_types = raw.layers.iter().flatten().chain(raw.manifests.iter().flatten()).map(|d| Some(&d.media_type));
+    if let Some(bad) = types.into_iter().chain(layer_types).flatten().find(|t| t.chars().any(char::is_control)) {
+        return Err(ManifestError::Invalid(format!("media type {bad:?} holds control characters")));
+    }
     let artifact_type = raw.artifact_type.clone().filter(|a| !a.is_empty()).or_else(|| match kind {
         Kind::Image if media_type == media::OCI_MANIFEST => config_media_type.clone(),
         _ => None,

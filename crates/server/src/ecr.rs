@@ -221,6 +221,7 @@ pub(crate) async fn verify_signed(
         body_sha256: &body_sha,
     };
     let parsed = sigv4::parse(&sreq, service, regions, SystemTime::now()).map_err(SignedError::Sig)?;
+    require_signed(parts)?;
     let (identity, secret) = reg
         .access_key_secret(parsed.access_key_id())
         .await
@@ -232,6 +233,54 @@ pub(crate) async fn verify_signed(
     }
     let verified = parsed.verify(&sreq, &secret).map_err(SignedError::Sig)?;
     Ok((identity, verified))
+}
+
+/// The headers that choose the operation (`X-Amz-Target`) and the protocol (`Content-Type`:
+/// ECR's JSON or the IAM/STS Query API) must be signed when present; otherwise a captured
+/// request could be replayed as another operation within the signing window.
+fn require_signed(parts: &Parts) -> Result<(), SignedError> {
+    let from_header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split_once("SignedHeaders=").map(|(_, rest)| rest.split([',', ' ']).next().unwrap_or("")))
+        .map(str::to_string);
+    let signed = from_header.or_else(|| {
+        let q = crate::query::pairs(parts.uri.query());
+        crate::query::get(&q, "X-Amz-SignedHeaders").map(str::to_string)
+    });
+    let signed = signed.unwrap_or_default().to_ascii_lowercase();
+    let signed: Vec<&str> = signed.split(';').collect();
+    for (name, shown) in [("x-amz-target", "X-Amz-Target"), ("content-type", "Content-Type")] {
+        if parts.headers.contains_key(name) && !signed.contains(&name) {
+            return Err(SignedError::Sig(sigv4::SigV4Error::IncompleteSignature(format!(
+                "'{shown}' must be a 'SignedHeader' in the AWS Authorization."
+            ))));
+        }
+    }
+    Ok(())
+}
+
+/// The first string in `v` (at any depth) that holds a control character other than tab, line
+/// feed and carriage return, as the path of its field (`tags[0].value`). No AWS API accepts
+/// them (their patterns exclude them), and some stores cannot keep them (PostgreSQL text).
+pub(crate) fn control_char_field(v: &Value, path: &str) -> Option<String> {
+    match v {
+        Value::String(s) => has_control_chars(s).then(|| path.to_string()),
+        Value::Array(a) => a.iter().enumerate().find_map(|(i, x)| control_char_field(x, &format!("{path}[{i}]"))),
+        Value::Object(m) => m.iter().find_map(|(k, x)| {
+            if has_control_chars(k) {
+                return Some(path.to_string());
+            }
+            control_char_field(x, &if path.is_empty() { k.clone() } else { format!("{path}.{k}") })
+        }),
+        _ => None,
+    }
+}
+
+/// Whether `s` holds a control character other than tab, line feed and carriage return.
+pub(crate) fn has_control_chars(s: &str) -> bool {
+    s.chars().any(|c| (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{fffe}' | '\u{ffff}'))
 }
 
 /// Serve one control-plane request.
@@ -275,6 +324,11 @@ async fn serve(state: &AppState, parts: &mut Parts, body: Body) -> Result<Value,
     if !input.is_object() {
         return Err(EcrError::new("SerializationException", "Start of structure or map found where not expected."));
     }
+    if let Some(field) = control_char_field(&input, "") {
+        return Err(EcrError::invalid(format!(
+            "Invalid parameter at '{field}' failed to satisfy constraint: 'must not contain control characters'"
+        )));
+    }
     match op {
         "GetAuthorizationToken" => {
             ctx.authorize_account("GetAuthorizationToken").await?;
@@ -310,7 +364,20 @@ async fn serve(state: &AppState, parts: &mut Parts, body: Body) -> Result<Value,
                 "replicationConfiguration": {"rules": []},
             })
         }),
-        _ => Err(EcrError::new("UnknownOperationException", "")),
+        "" if !target.starts_with(TARGET_PREFIX) => Err(EcrError::new(
+            "UnknownOperationException",
+            format!(
+                "Berth does not serve the target '{}': ECR operations are '{TARGET_PREFIX}<Operation>'",
+                target.chars().filter(|c| !c.is_control()).take(200).collect::<String>()
+            ),
+        )),
+        other => Err(EcrError::new(
+            "UnknownOperationException",
+            format!(
+                "Berth does not implement ecr:{}",
+                other.chars().filter(|c| !c.is_control()).take(200).collect::<String>()
+            ),
+        )),
     }
 }
 

@@ -81,6 +81,17 @@ impl From<SigV4Error> for QueryError {
     }
 }
 
+/// A parameter name as AWS shows it in validation messages (`UserName` -> `userName`), without
+/// control characters.
+fn esc_name(name: &str) -> String {
+    let clean: String = name.chars().filter(|c| !c.is_control()).take(100).collect();
+    let mut c = clean.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => clean,
+    }
+}
+
 /// XML text escaping.
 fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -91,6 +102,10 @@ fn esc(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            // XML 1.0 cannot carry these even as character references: show them escaped.
+            c if (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{fffe}' | '\u{ffff}') => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -231,6 +246,7 @@ async fn serve(state: &AppState, parts: &mut Parts, body: Body, request_id: &str
     };
     let params = form(&body);
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let bad = params.iter().find(|(n, v)| crate::ecr::has_control_chars(n) || crate::ecr::has_control_chars(v));
     let action = get("Action").unwrap_or("").to_string();
     // The credential scope names the service; IAM and STS share the endpoint.
     let auth = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -247,6 +263,16 @@ async fn serve(state: &AppState, parts: &mut Parts, body: Body, request_id: &str
         Err(SignedError::Sig(e)) => return Err((ns, e.into())),
         Err(SignedError::Registry(e)) => return Err((ns, e.into())),
     };
+    if let Some((name, _)) = bad {
+        return Err((
+            ns,
+            QueryError::validation(format!(
+                "1 validation error detected: Value at '{}' failed to satisfy constraint: Member must not contain \
+                 control characters",
+                esc_name(name)
+            )),
+        ));
+    }
     let origin = crate::origin(state.trust_forwarded, parts);
     let ctx = Ctx { reg, identity: &identity, origin, params: &params };
     let result = if service == "sts" {

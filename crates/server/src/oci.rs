@@ -350,6 +350,14 @@ fn page_params(req: &Parts) -> Result<PageParams> {
                 .with_status(StatusCode::BAD_REQUEST)
         })?),
     };
+    // No tag or repository name holds control characters, and some stores cannot compare with
+    // them (PostgreSQL text): refuse them instead of answering 500.
+    if let Some(last) = query::get(&q, "last")
+        && crate::ecr::has_control_chars(last)
+    {
+        return Err(ApiError::new(ErrorCode::Unsupported, "invalid 'last': control characters", json!({"last": last}))
+            .with_status(StatusCode::BAD_REQUEST));
+    }
     Ok((q, n))
 }
 
@@ -696,7 +704,11 @@ async fn referrers(reg: &Registry, ns: &Namespace, name: &RepoName, digest: &str
     let digest = Registry::parse_digest(digest)?;
     let q = query::pairs(req.uri.query());
     let filter = query::get(&q, "artifactType").filter(|s| !s.is_empty());
-    let list = reg.referrers(ns, name, &digest, filter).await?;
+    // A media type never holds control characters: such a filter matches nothing.
+    let list = match filter {
+        Some(f) if crate::ecr::has_control_chars(f) => Vec::new(),
+        _ => reg.referrers(ns, name, &digest, filter).await?,
+    };
     let manifests: Vec<serde_json::Value> = list
         .into_iter()
         .map(|r| {
