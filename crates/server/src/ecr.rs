@@ -707,6 +707,16 @@ async fn put_image(ctx: &Ctx<'_>, input: PutImageIn) -> Result<Value, EcrError> 
             EcrError::invalid("Invalid parameter at 'imageDigest' failed to satisfy constraint: 'must satisfy regular expression '[a-zA-Z0-9-_+.]+:[a-fA-F0-9]+''")
         })?),
     };
+    // ECR needs a media type: the manifest's own `mediaType`, or `imageManifestMediaType`.
+    if input.image_manifest_media_type.is_none()
+        && serde_json::from_str::<Value>(&input.image_manifest)
+            .map(|m| !m.get("mediaType").is_some_and(Value::is_string))
+            .unwrap_or(true)
+    {
+        return Err(EcrError::invalid(
+            "Invalid parameter at 'ImageManifest' failed to satisfy constraint: 'Invalid JSON syntax'",
+        ));
+    }
     let bytes = bytes::Bytes::from(input.image_manifest.clone().into_bytes());
     // The digest of the bytes as pushed (sha256 unless the caller named another algorithm).
     let actual = {
