@@ -76,6 +76,33 @@ async fn contract(s: &dyn MetadataStore) {
         s.list_repository_infos(&ns2, None, 10).await.unwrap().into_iter().map(|r| r.name).collect();
     assert_eq!(names, ["B", "_", "a", "z/app"]);
     assert_eq!(s.list_repositories(&ns2, Some("_"), 1).await.unwrap(), ["a"]);
+    // Filtered listings: by name prefix, and the repositories with a policy.
+    for n in ["ab", "ab/c", "abc", "b"] {
+        let r = NewRepository { name: n, tags: &[], ..new.clone() };
+        s.create_repository(&r, 12).await.unwrap();
+    }
+    let ns2_ = &ns2;
+    let prefixed = |p: &'static str, last: Option<&'static str>, limit| async move {
+        s.list_repositories_where(ns2_, RepoFilter::Prefix(p), last, limit).await.unwrap()
+    };
+    assert_eq!(prefixed("ab", None, 10).await, ["ab", "ab/c", "abc"]);
+    assert_eq!(prefixed("ab", Some("ab"), 1).await, ["ab/c"]);
+    assert_eq!(prefixed("ab", Some("ab/c"), 10).await, ["abc"]);
+    assert_eq!(prefixed("ab/", Some("_"), 10).await, ["ab/c"]);
+    assert_eq!(prefixed("ab", Some("abc"), 10).await, Vec::<String>::new());
+    assert_eq!(prefixed("c", None, 10).await, Vec::<String>::new());
+    assert_eq!(prefixed("", Some("b"), 10).await, ["z/app"]);
+    let with_policy = |last: Option<&'static str>| async move {
+        s.list_repositories_where(ns2_, RepoFilter::WithPolicy, last, 10).await.unwrap()
+    };
+    assert_eq!(with_policy(None).await, Vec::<String>::new());
+    for n in ["abc", "_"] {
+        let id = s.repository_info(&ns2, n).await.unwrap().unwrap().id;
+        s.set_repository_policy(id, Some("{}")).await.unwrap();
+    }
+    assert_eq!(with_policy(None).await, ["_", "abc"]);
+    assert_eq!(with_policy(Some("_")).await, ["abc"]);
+    assert_eq!(s.list_repositories_where(&ns, RepoFilter::WithPolicy, None, 10).await.unwrap(), Vec::<String>::new());
     // An immutable tag cannot move; images list tags.
     s.link_blob(info.id, "sha256:b", 5, 13).await.unwrap();
     let m2 = NewManifest { repo_id: info.id, digest: "sha256:n", subject: None, immutable_tags: &["v1"], ..m.clone() };

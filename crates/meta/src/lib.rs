@@ -325,6 +325,15 @@ pub enum DeleteRepository {
     NotEmpty,
 }
 
+/// Which repositories [`MetadataStore::list_repositories_where`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoFilter<'a> {
+    /// Names starting with this text.
+    Prefix(&'a str),
+    /// Repositories that have a repository policy.
+    WithPolicy,
+}
+
 /// The metadata backend.
 #[async_trait]
 pub trait MetadataStore: IamStore + Send + Sync + 'static {
@@ -334,6 +343,15 @@ pub trait MetadataStore: IamStore + Send + Sync + 'static {
     async fn ensure_repository(&self, ns: &Namespace, name: &str, now: i64) -> Result<i64>;
     /// Repository names after `last` in lexical order, at most `limit`.
     async fn list_repositories(&self, ns: &Namespace, last: Option<&str>, limit: u32) -> Result<Vec<String>>;
+    /// Like [`MetadataStore::list_repositories`], only the names that pass `filter`; the
+    /// database reads only those (an index range for a prefix).
+    async fn list_repositories_where(
+        &self,
+        ns: &Namespace,
+        filter: RepoFilter<'_>,
+        last: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>>;
 
     /// Size of `digest` when it is linked to the repository.
     async fn blob_in_repo(&self, repo_id: i64, digest: &str) -> Result<Option<u64>>;

@@ -86,6 +86,51 @@ impl MetadataStore for $store {
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
+    async fn list_repositories_where(
+        &self,
+        ns: &Namespace,
+        filter: crate::RepoFilter<'_>,
+        last: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        let rows = match filter {
+            crate::RepoFilter::Prefix(prefix) => {
+                // Bytewise order (SQLite BINARY, PostgreSQL COLLATE "C"): the names starting with
+                // `prefix` lie in [prefix, prefix + U+10FFFF); the substr test makes it exact.
+                let upper = format!("{prefix}\u{10FFFF}");
+                let from = match last {
+                    Some(l) if l >= prefix => l,
+                    _ => "",
+                };
+                sqlx::query(
+                    "SELECT name FROM repositories WHERE account_id = $1 AND region = $2 AND name > $3 \
+                     AND name >= $4 AND name < $5 AND substr(name, 1, length($4)) = $4 ORDER BY name LIMIT $6",
+                )
+                .bind(&ns.account_id)
+                .bind(&ns.region)
+                .bind(from)
+                .bind(prefix)
+                .bind(upper)
+                .bind(limit as i64)
+                .fetch_all(&self.read)
+                .await?
+            }
+            crate::RepoFilter::WithPolicy => {
+                sqlx::query(
+                    "SELECT r.name FROM repositories r JOIN repository_policies p ON p.repo_id = r.id \
+                     WHERE r.account_id = $1 AND r.region = $2 AND r.name > $3 ORDER BY r.name LIMIT $4",
+                )
+                .bind(&ns.account_id)
+                .bind(&ns.region)
+                .bind(last.unwrap_or(""))
+                .bind(limit as i64)
+                .fetch_all(&self.read)
+                .await?
+            }
+        };
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
     async fn blob_in_repo(&self, repo_id: i64, digest: &str) -> Result<Option<u64>> {
         let row = sqlx::query(
             "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest \

@@ -40,6 +40,7 @@
 mod condition;
 mod eval;
 mod parse;
+mod reach;
 mod vars;
 mod wildcard;
 
@@ -47,6 +48,7 @@ use std::fmt;
 
 pub use eval::evaluate;
 pub use parse::{Effect, Policy, Statement, Version};
+pub use reach::{Reach, reach};
 pub use wildcard::wildcard_match;
 
 /// Largest policy document [`Policy::parse`] accepts, in bytes; larger ones are rejected unparsed.

@@ -97,6 +97,27 @@ impl Template {
         Some(Cow::Owned(out))
     }
 
+    /// The literal text every match starts with: the characters before the first wildcard or
+    /// variable, and whether that is the whole template (it then matches exactly that text).
+    pub(crate) fn literal_prefix(&self) -> (String, bool) {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(s) => {
+                    for c in s.chars() {
+                        if c == '*' || c == '?' {
+                            return (out, false);
+                        }
+                        out.push(c);
+                    }
+                }
+                Part::Literal(s) => out.push_str(s),
+                Part::Var { .. } => return (out, false),
+            }
+        }
+        (out, true)
+    }
+
     /// Whether `text` matches this template as a glob; false when a variable cannot be resolved.
     pub(crate) fn glob_match(&self, ctx: &Context, text: &str) -> bool {
         match self.toks(ctx) {

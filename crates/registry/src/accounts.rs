@@ -12,7 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 /// Server secrets derived from one server key: the sealing key for stored secrets and the
 /// token-signing key. Every node of a deployment must use the same server key.
 pub struct Keys {
-    secrets: SecretBox,
+    pub(crate) secrets: SecretBox,
     token: TokenKey,
     /// Signs layer download URLs (GetDownloadUrlForLayer).
     pub(crate) urls: ring::hmac::Key,

@@ -151,6 +151,17 @@ pub fn repository_arn(ns: &Namespace, name: &str) -> String {
     format!("arn:aws:ecr:{}:{}:repository/{name}", ns.region, ns.account_id)
 }
 
+/// Which repositories of a registry a caller could possibly be allowed an action on, decided
+/// without looking at any repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// Any repository.
+    All,
+    /// Repositories whose name starts with one of these (the caller's identity policies allow
+    /// nothing else), and any repository with a repository policy (which may allow anyone).
+    PrefixesOrPolicy(Vec<String>),
+}
+
 impl Registry {
     /// Decide whether `caller` may perform `action` (e.g. `ecr:BatchGetImage`) on `target`.
     ///
@@ -235,6 +246,39 @@ impl Registry {
             None => Ok(()),
             Some(msg) => Err(Error::Denied(msg.to_string())),
         }
+    }
+
+    /// Which repositories of `ns` `caller` could possibly be allowed `action` on: decided from
+    /// the caller's identity policies alone (see [`berth_policy::reach`]). Repositories with a
+    /// repository policy are always possible (it may name the caller, another account or `*`).
+    ///
+    /// `Error::Unauthenticated` when the caller's credentials were revoked.
+    pub(crate) async fn reach(&self, caller: &Caller<'_>, action: &str, ns: &Namespace) -> Result<Reach> {
+        self.sync_auth_epoch().await?;
+        let Some(id) = caller.identity else { return Ok(Reach::PrefixesOrPolicy(Vec::new())) };
+        let entry = self.principal_entry(id).await?;
+        if !entry.valid {
+            return Err(Error::Unauthenticated);
+        }
+        if entry.broken {
+            // Every decision is an explicit deny.
+            return Ok(Reach::PrefixesOrPolicy(Vec::new()));
+        }
+        let same_account = entry.principal.account_id() == Some(ns.account_id.as_str());
+        let reach = match &entry.principal {
+            // Another account's principals need a repository policy; anonymous ones too.
+            _ if !same_account => berth_policy::Reach::Nothing,
+            Principal::Root { .. } => berth_policy::Reach::Everything,
+            _ => {
+                let policies: Vec<&Policy> = entry.policies.iter().map(|p| &**p).collect();
+                berth_policy::reach(&policies, action, &repository_arn(ns, ""))
+            }
+        };
+        Ok(match reach {
+            berth_policy::Reach::Everything => Reach::All,
+            berth_policy::Reach::Nothing => Reach::PrefixesOrPolicy(Vec::new()),
+            berth_policy::Reach::Prefixes(p) => Reach::PrefixesOrPolicy(p),
+        })
     }
 
     fn fill_context(

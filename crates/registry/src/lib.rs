@@ -20,6 +20,7 @@ pub use accounts::{AuthorizationToken, Credentials, Identity, Keys, random_accou
 pub use authz::{Caller, EPOCH_CHECK_MS, Target, iso8601, repository_arn};
 pub use error::Error;
 pub use images::{ImageFailure, ImageId};
+pub use manifests::{CATALOG_EXAMINE_MAX, CatalogPage};
 pub use repos::{MAX_RESOURCE_TAGS, RepoSettings, TagFilter, exclusions_of};
 
 use berth_meta::{MetadataStore, Namespace};

@@ -1,13 +1,30 @@
 //! Manifests, tags, referrers and the catalog.
 
+use crate::authz::Reach;
 use crate::hash::HashState;
 use crate::{Caller, Error, ManifestData, Page, PushedManifest, Registry, RepoEntry, Result, Target, storage_err};
-use berth_meta::{Namespace, PutManifest, Referrer};
+use berth_meta::{Namespace, PutManifest, Referrer, RepoFilter};
 use berth_oci::manifest::{self, Kind};
 use berth_oci::{Algorithm, Digest, Reference, RepoName, Tag};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Repositories one catalog request authorizes at most (see [`Registry::catalog_for`]).
+pub const CATALOG_EXAMINE_MAX: usize = 1000;
+
+/// Identity policies allowing more name prefixes than this are not worth one query per prefix:
+/// the catalog then walks every repository (still within [`CATALOG_EXAMINE_MAX`] per request).
+const MAX_PREFIX_QUERIES: usize = 16;
+
+/// One page of the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogPage {
+    /// The repositories the caller may see, in name order.
+    pub items: Vec<String>,
+    /// When more may follow: the `last` value that continues the walk.
+    pub next: Option<String>,
+}
 
 impl Registry {
     /// Fetch a manifest by tag or digest.
@@ -185,37 +202,98 @@ impl Registry {
         Ok(())
     }
 
-    /// One page of the repositories `caller` may see (ecr:DescribeRepositories on each).
+    /// One page of the repositories `caller` may see (ecr:DescribeRepositories on each), after
+    /// `last` (a repository name, or a [`CatalogPage::next`] cursor), at most `n`.
+    ///
+    /// Only repositories the caller could possibly see are read and authorized: those the
+    /// caller's identity policies could allow (by name prefix, see [`berth_policy::reach`]) and
+    /// those with a repository policy. At most [`CATALOG_EXAMINE_MAX`] are authorized per call, so
+    /// the cost of a call does not grow with the registry: when the budget runs out first the
+    /// page holds fewer than `n` names (possibly none) and `next` continues the walk. `next` is
+    /// a repository name only when the page ends on one the caller sees; otherwise it is sealed
+    /// with the server key, so that a cursor never reveals a repository the caller cannot see.
     pub async fn catalog_for(
         &self,
         caller: &Caller<'_>,
         ns: &Namespace,
         last: Option<&str>,
         n: Option<u32>,
-    ) -> Result<Page> {
+    ) -> Result<CatalogPage> {
         let limit = n.unwrap_or(u32::MAX - 1).min(100_000) as usize;
-        let mut items = Vec::new();
-        let mut cursor = last.map(str::to_string);
-        let batch = (limit + 1).clamp(1, 1000) as u32;
-        while limit > 0 && items.len() <= limit {
-            let names = self.meta.list_repositories(ns, cursor.as_deref(), batch).await?;
-            let Some(end) = names.last().cloned() else { break };
-            for name in names {
-                let target = Target::Repository { ns, name: &name };
-                match self.authorize(caller, "ecr:DescribeRepositories", target).await {
-                    Ok(()) => items.push(name),
-                    Err(Error::Denied(_)) => {}
-                    Err(e) => return Err(e),
-                }
-                if items.len() > limit {
-                    break;
-                }
-            }
-            cursor = Some(end);
+        if limit == 0 {
+            return Ok(CatalogPage { items: Vec::new(), next: None });
         }
-        let more = items.len() > limit;
-        items.truncate(limit);
-        Ok(Page { items, more })
+        let reach = self.reach(caller, "ecr:DescribeRepositories", ns).await?;
+        let after = last.map(|l| self.open_catalog_cursor(ns, l));
+        let after = after.as_deref();
+        let batch = CATALOG_EXAMINE_MAX as u32;
+        let mut lists = Vec::new();
+        match &reach {
+            Reach::PrefixesOrPolicy(prefixes) if prefixes.len() <= MAX_PREFIX_QUERIES => {
+                for p in prefixes {
+                    lists.push(self.meta.list_repositories_where(ns, RepoFilter::Prefix(p), after, batch).await?);
+                }
+                lists.push(self.meta.list_repositories_where(ns, RepoFilter::WithPolicy, after, batch).await?);
+            }
+            _ => lists.push(self.meta.list_repositories(ns, after, batch).await?),
+        }
+        // Every candidate up to the horizon was listed: a full list may continue past its end.
+        let horizon = lists.iter().filter(|l| l.len() == batch as usize).filter_map(|l| l.last()).min().cloned();
+        let mut candidates: Vec<String> =
+            lists.into_iter().flatten().filter(|name| horizon.as_ref().is_none_or(|h| name <= h)).collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        let mut items = Vec::new();
+        let mut examined = 0;
+        for name in &candidates {
+            if items.len() > limit || examined == CATALOG_EXAMINE_MAX {
+                break;
+            }
+            examined += 1;
+            let target = Target::Repository { ns, name };
+            match self.authorize(caller, "ecr:DescribeRepositories", target).await {
+                Ok(()) => items.push(name.clone()),
+                Err(Error::Denied(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::debug!(examined, candidates = candidates.len(), listed = items.len(), "catalog page");
+        if items.len() > limit {
+            items.truncate(limit);
+            let next = items.last().cloned();
+            return Ok(CatalogPage { items, next });
+        }
+        if examined == candidates.len() && horizon.is_none() {
+            return Ok(CatalogPage { items, next: None });
+        }
+        // The budget ran out, or a listing was cut: continue after the last one examined.
+        let Some(end) = examined.checked_sub(1).map(|i| &candidates[i]) else {
+            return Ok(CatalogPage { items, next: None });
+        };
+        let next = if items.last() == Some(end) { end.clone() } else { self.seal_catalog_cursor(ns, end)? };
+        Ok(CatalogPage { items, next: Some(next) })
+    }
+
+    fn catalog_cursor_context(ns: &Namespace) -> Vec<u8> {
+        format!("berth catalog cursor {}/{}", ns.account_id, ns.region).into_bytes()
+    }
+
+    fn seal_catalog_cursor(&self, ns: &Namespace, name: &str) -> Result<String> {
+        self.keys
+            .secrets
+            .seal(name.as_bytes(), &Self::catalog_cursor_context(ns))
+            .map_err(|e| Error::Internal(format!("sealing a catalog cursor: {e}")))
+    }
+
+    /// The repository name a `last` parameter continues after: a sealed cursor's name, else
+    /// `last` itself (names never look like sealed cursors: they hold no `:`).
+    fn open_catalog_cursor(&self, ns: &Namespace, last: &str) -> String {
+        self.keys
+            .secrets
+            .open(last, &Self::catalog_cursor_context(ns))
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_else(|| last.to_string())
     }
 
     /// Manifests whose subject is `subject`.

@@ -374,10 +374,8 @@ async fn catalog(reg: &Registry, ns: &Namespace, caller: &Caller<'_>, req: &Part
     let (q, n) = page_params(req)?;
     let page = reg.catalog_for(caller, ns, query::get(&q, "last"), n).await?;
     let mut r = json_response(StatusCode::OK, json!({"repositories": page.items}).to_string(), None);
-    if page.more
-        && let Some(last) = page.items.last()
-    {
-        link_header(&mut r, "/v2/_catalog", n, last);
+    if let Some(next) = &page.next {
+        link_header(&mut r, "/v2/_catalog", n, next);
     }
     Ok(r)
 }
