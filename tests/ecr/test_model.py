@@ -258,3 +258,28 @@ def test_put_image_needs_a_media_type(server, ecr):
     out = ecr.put_image(repositoryName=name, imageManifest=text, imageTag="typed",
                         imageManifestMediaType="application/vnd.oci.image.manifest.v1+json")
     assert out["image"]["imageId"]["imageTag"] == "typed"
+
+
+def test_resource_policies_are_validated_as_ecr_does(ecr):
+    """Repository policies: duplicate Sids, no Resource and Version 2008-10-17 are fine. Registry
+    policies may grant only the replication and pull-through-cache actions."""
+    name = unique("model-pol")
+    ecr.create_repository(repositoryName=name)
+    policy = {"Version": "2008-10-17", "Statement": [
+        {"Sid": "same", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"},
+         "Action": "ecr:BatchGetImage"},
+        {"Sid": "same", "Effect": "Allow", "Principal": "*", "Action": ["ecr:GetDownloadUrlForLayer"]}]}
+    ecr.set_repository_policy(repositoryName=name, policyText=json.dumps(policy))
+    assert json.loads(ecr.get_repository_policy(repositoryName=name)["policyText"]) == policy
+    bad = {"Version": "2012-10-17", "Statement": [
+        {"Sid": "pull", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"},
+         "Action": ["ecr:ReplicateImage", "ecr:BatchGetImage"],
+         "Resource": f"arn:aws:ecr:{REGION}:{ACCOUNT_ID}:repository/*"}]}
+    with pytest.raises(ecr.exceptions.InvalidParameterException) as e:
+        ecr.put_registry_policy(policyText=json.dumps(bad))
+    assert e.value.response["Error"]["Message"] == (
+        "Invalid parameter at 'PolicyText' failed to satisfy constraint: 'Invalid registry policy provided'")
+    good = dict(bad, Statement=[dict(bad["Statement"][0], Action=["ecr:ReplicateImage", "ecr:CreateRepository"]),
+                                dict(bad["Statement"][0], Sid="pull", Action="ecr:BatchImportUpstreamImage")])
+    ecr.put_registry_policy(policyText=json.dumps(good))
+    ecr.delete_registry_policy()

@@ -130,7 +130,10 @@ impl Policy {
         for raw in raw_statements {
             let Value::Object(obj) = raw else { return Err(syntax()) };
             let statement = Statement::parse(obj, kind, substitute)?;
+            // IAM identity policies need unique Sids; resource policies (ECR repository and
+            // registry policies) accept duplicates, as ECR does.
             if let Some(sid) = &statement.sid
+                && kind == PolicyKind::Identity
                 && !sids.insert(sid.clone())
             {
                 return Err(PolicyError::new("Statement IDs (SID) in a single policy must be unique."));

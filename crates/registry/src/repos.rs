@@ -330,6 +330,14 @@ fn parse_resource_policy(text: &str, scope: PolicyScope) -> Result<berth_policy:
             "Invalid parameter at 'PolicyText' failed to satisfy constraint: 'Member must have length less than or equal to {MAX_RESOURCE_POLICY}'"
         )));
     }
+    if let PolicyScope::Registry = scope
+        && let Some(why) = registry_policy_actions_refused(text)
+    {
+        tracing::info!(reason = why, "registry policy refused");
+        return Err(Error::InvalidParameter(
+            "Invalid parameter at 'PolicyText' failed to satisfy constraint: 'Invalid registry policy provided'".into(),
+        ));
+    }
     berth_policy::Policy::parse(text, berth_policy::PolicyKind::Resource).map_err(|e| {
         let kind = match scope {
             PolicyScope::Repository => "repository",
@@ -340,6 +348,35 @@ fn parse_resource_policy(text: &str, scope: PolicyScope) -> Result<berth_policy:
             "Invalid parameter at 'PolicyText' failed to satisfy constraint: 'Invalid {kind} policy provided'"
         ))
     })
+}
+
+/// The actions a registry policy can grant: replication and pull through cache (ECR's registry
+/// permissions). Anything else, `NotAction` or a wildcard, makes the policy invalid.
+const REGISTRY_POLICY_ACTIONS: [&str; 3] =
+    ["ecr:ReplicateImage", "ecr:CreateRepository", "ecr:BatchImportUpstreamImage"];
+
+/// Why a registry policy's actions are refused (`None`: they are all grantable there).
+fn registry_policy_actions_refused(text: &str) -> Option<&'static str> {
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(text) else { return None };
+    let statements = match doc.get("Statement") {
+        Some(serde_json::Value::Array(a)) => a.clone(),
+        Some(one) => vec![one.clone()],
+        None => return None,
+    };
+    for st in &statements {
+        if st.get("NotAction").is_some() {
+            return Some("NotAction in a registry policy");
+        }
+        let actions = match st.get("Action") {
+            Some(serde_json::Value::String(a)) => vec![a.as_str()],
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect(),
+            _ => continue,
+        };
+        if actions.iter().any(|a| !REGISTRY_POLICY_ACTIONS.iter().any(|ok| ok.eq_ignore_ascii_case(a))) {
+            return Some("an action a registry policy cannot grant");
+        }
+    }
+    None
 }
 
 /// A policy document as ECR stores and returns repository policies: re-serialized by Jackson's
