@@ -27,7 +27,6 @@ use berth_oci::{Digest, RepoName, Tag};
 use berth_storage::{BlobStore, ByteStream, StorageError};
 use bytes::Bytes;
 use cache::ManifestCache;
-use hash::HashState;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -154,7 +153,7 @@ pub struct Registry {
     data_epoch: AtomicI64,
     data_checked_at: AtomicI64,
     /// In-memory hash state of uploads, so chunked uploads need not re-read their data.
-    hashes: Mutex<HashMap<String, HashState>>,
+    hashes: Mutex<HashMap<String, uploads::TaggedHash>>,
     /// Serializes requests on the same upload session within this node.
     upload_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
