@@ -107,7 +107,12 @@ async fn racing_patches_never_commit_a_losers_bytes() {
         let mut whole = prefix;
         whole.extend_from_slice(&data(3000 + i as usize, 2 * i));
         let digest = sha256(&whole);
-        let r = c.post(format!("{url_a}/v2/clean/blobs/uploads/?digest={digest}")).body(whole.clone()).send().await.unwrap();
+        let r = c
+            .post(format!("{url_a}/v2/clean/blobs/uploads/?digest={digest}"))
+            .body(whole.clone())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 201, "round {i}: clean push");
         let r = c.get(format!("{url_b}/v2/clean/blobs/{digest}")).send().await.unwrap();
         assert_eq!(r.status(), 200);

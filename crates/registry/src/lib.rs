@@ -154,7 +154,8 @@ pub struct Registry {
     data_checked_at: AtomicI64,
     /// In-memory hash state of uploads, so chunked uploads need not re-read their data.
     hashes: Mutex<HashMap<String, uploads::TaggedHash>>,
-    /// Serializes requests on the same upload session within this node.
+    /// Serializes requests on the same upload session within this node; an entry lives only
+    /// while a request holds or waits for it (ids are checked first).
     upload_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 

@@ -180,8 +180,7 @@ impl Registry {
             }
             None => (body, None),
         };
-        let appended =
-            self.blobs.upload_append(&up.id, &up.state, up.size, body).await.map_err(area_err(&up.id))?;
+        let appended = self.blobs.upload_append(&up.id, &up.state, up.size, body).await.map_err(area_err(&up.id))?;
         let hash = match hasher {
             Some(h) => Some(h.finish().await),
             None => None,
@@ -201,7 +200,10 @@ impl Registry {
             .filter(|n| *n <= berth_oci::range::MAX_UPLOAD_END)
             .ok_or_else(|| Error::BlobUploadInvalid("the upload is too large".into()))?;
         if appended.state != up.state
-            && !self.meta.advance_upload(&up.id, (up.size, up.state.as_str()), (new, appended.state.as_str()), self.now()).await?
+            && !self
+                .meta
+                .advance_upload(&up.id, (up.size, up.state.as_str()), (new, appended.state.as_str()), self.now())
+                .await?
         {
             return Err(Error::BlobUploadUnknown(up.id.clone()));
         }

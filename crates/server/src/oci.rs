@@ -593,8 +593,12 @@ fn content_range(req: &Parts) -> Result<Option<ChunkRange>> {
         None => Ok(None),
         Some(v) => berth_oci::range::parse_content_range(v).map(Some).map_err(|e| {
             let shown: String = v.chars().take(100).collect();
-            ApiError::new(ErrorCode::BlobUploadInvalid, format!("invalid Content-Range: {e}"), json!({"Content-Range": shown}))
-                .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+            ApiError::new(
+                ErrorCode::BlobUploadInvalid,
+                format!("invalid Content-Range: {e}"),
+                json!({"Content-Range": shown}),
+            )
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
         }),
     }
 }

@@ -143,7 +143,8 @@ async fn check_state(store: &dyn BlobStore, id: &str, state: &str, model: &[u8])
 /// commits through that state yield exactly that writer's bytes, never a loser's; a store may
 /// refuse a writer whose state was superseded (`NotFound`).
 async fn racing_writers(store: &dyn BlobStore) {
-    for (round, (prefix_len, body_len)) in [(0, 100), (40, 60), (6 * MIB, 3000), (100, 6 * MIB)].into_iter().enumerate() {
+    for (round, (prefix_len, body_len)) in [(0, 100), (40, 60), (6 * MIB, 3000), (100, 6 * MIB)].into_iter().enumerate()
+    {
         let id = ["race-0", "race-1", "race-2", "race-3"][round];
         let mut r = Rec::create(store, id).await;
         if prefix_len > 0 {

@@ -274,7 +274,10 @@ impl BlobStore for FsStore {
         let (dir, from) = self.state_path(id, state)?;
         let claimed = blocking(move || {
             if from.is_none() && offset > 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("empty upload area, offset {offset}")));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("empty upload area, offset {offset}"),
+                ));
             }
             let (nonce, path, f) = claim(&dir, from.as_deref())?;
             let len = f.metadata()?.len();

@@ -875,7 +875,10 @@ impl BlobStore for S3Store {
         let prefix = self.area_prefix(id)?;
         let area = Area::parse(state)?;
         if offset > area.end {
-            return Err(StorageError::Inconsistent(format!("upload area holds {} bytes, offset is {offset}", area.end)));
+            return Err(StorageError::Inconsistent(format!(
+                "upload area holds {} bytes, offset is {offset}",
+                area.end
+            )));
         }
         let mut base = area.cut(offset);
         let first = loop {
@@ -941,7 +944,11 @@ impl BlobStore for S3Store {
                                 .send()
                                 .await
                                 .map_err(|e| {
-                                    if is_not_found(&e) { StorageError::NotFound } else { io_err("CopyObject", &dst, e) }
+                                    if is_not_found(&e) {
+                                        StorageError::NotFound
+                                    } else {
+                                        io_err("CopyObject", &dst, e)
+                                    }
                                 })?;
                         }
                         Some(_) => self.assemble(&prefix, id, state, &dst, size).await?,
