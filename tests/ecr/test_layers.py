@@ -258,7 +258,10 @@ def test_initiate_invalid_name(ecr):
 
 @pytest.mark.parametrize(
     "case",
-    ["gap", "overlap", "repeat-first", "not-from-zero", "size-mismatch", "last-before-first"],
+    [
+        "gap", "overlap", "repeat-first", "not-from-zero", "size-mismatch", "last-before-first",
+        "last-max-long", "first-and-last-max-long", "last-max-long-from-received",
+    ],
 )
 def test_upload_part_not_consecutive(ecr, repo, case):
     data = os.urandom(300)
@@ -281,10 +284,26 @@ def test_upload_part_not_consecutive(ecr, repo, case):
                 ecr.upload_layer_part, repositoryName=repo, uploadId=uid,
                 partFirstByte=100, partLastByte=250, layerPartBlob=data[100:200],
             )
-        else:
+        elif case == "last-before-first":
             err = client_error(
                 ecr.upload_layer_part, repositoryName=repo, uploadId=uid,
                 partFirstByte=100, partLastByte=90, layerPartBlob=data[100:200],
+            )
+        else:
+            # Numbers whose length (last - first + 1) does not fit a Long: refused, never
+            # wrapped (which could make a bogus part look consecutive) and never a crash.
+            first, last = {
+                "last-max-long": (0, 2**63 - 1),
+                "first-and-last-max-long": (2**63 - 1, 2**63 - 1),
+                "last-max-long-from-received": (100, 2**63 - 1),
+            }[case]
+            err = client_error(
+                ecr.upload_layer_part, repositoryName=repo, uploadId=uid,
+                partFirstByte=first, partLastByte=last, layerPartBlob=data[100:200],
+            )
+            check_error(
+                err, "InvalidLayerPartException",
+                prefix="The layer part size is not valid, or the first byte specified is not consecutive",
             )
         check_error(err, "InvalidLayerPartException")
     # the failed part changed nothing: the upload continues where it was and completes intact

@@ -1618,6 +1618,51 @@ async fn upload_size_mismatch_between_content_range_and_body_is_rejected() {
     reg.patch_chunk(&loc, 0, &data).await.expect(202).expect_header("range", "0-99");
 }
 
+/// Content-Range numbers are checked, never computed with: ranges whose length overflows, that
+/// reach past the largest upload, or that end before they start get `416 BLOB_UPLOAD_INVALID`
+/// (the answer for a chunk that does not fit the upload), on PATCH and on the closing PUT, and
+/// leave the session intact.
+#[tokio::test]
+async fn upload_overflowing_and_reversed_content_ranges_are_416() {
+    let reg = Reg::start();
+    let data = random_bytes(100, 24);
+    let d = sha256(&data);
+    let loc = reg.start_upload("repo").await;
+    reg.patch_chunk(&loc, 0, &data[..40]).await.expect(202).expect_header("range", "0-39");
+    let cases = [
+        "0-18446744073709551615",
+        "40-18446744073709551615",
+        "18446744073709551615-18446744073709551615",
+        "40-9223372036854775807",
+        "0-18446744073709551616",
+        "40-39",
+        "59-40",
+    ];
+    for range in cases {
+        for method in [Method::PATCH, Method::PUT] {
+            let url = if method == Method::PUT { Reg::with_digest(&loc, &d) } else { loc.clone() };
+            let r = reg
+                .send(
+                    reg.req_url(method.clone(), url)
+                        .header(CONTENT_TYPE, OCTET)
+                        .header(CONTENT_RANGE, range)
+                        .header(CONTENT_LENGTH, "20")
+                        .body(data[40..60].to_vec()),
+                )
+                .await;
+            r.expect_error(416, "BLOB_UPLOAD_INVALID");
+        }
+    }
+    // Nothing was taken: the session continues where it was.
+    let st = reg.send(reg.req_url(Method::GET, loc.clone())).await;
+    st.expect(204).expect_header("range", "0-39");
+    let r = reg.patch_chunk(&loc, 40, &data[40..]).await;
+    r.expect(202).expect_header("range", "0-99");
+    let loc = reg.url(r.must_header("location"));
+    reg.put_close(&loc, &d).await.expect(201).expect_header("docker-content-digest", &d);
+    reg.check_blob("repo", &d, &data).await;
+}
+
 #[tokio::test]
 async fn upload_sha512_digests() {
     let reg = Reg::start();

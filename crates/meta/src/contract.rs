@@ -36,8 +36,12 @@ async fn contract(s: &dyn MetadataStore) {
     assert!(s.delete_manifest(repo, "sha256:m").await.unwrap());
     assert!(s.list_tags(repo, None, 10).await.unwrap().is_empty());
     s.create_upload("u", repo, 1).await.unwrap();
-    assert!(s.set_upload_size("u", 0, 10, 2).await.unwrap());
-    assert!(!s.set_upload_size("u", 0, 20, 2).await.unwrap());
+    assert_eq!(s.upload("u").await.unwrap().unwrap().state, "");
+    assert!(s.advance_upload("u", (0, ""), (10, "s1"), 2).await.unwrap());
+    assert!(!s.advance_upload("u", (0, ""), (20, "s2"), 2).await.unwrap(), "the size moved");
+    assert!(!s.advance_upload("u", (10, "s0"), (20, "s2"), 2).await.unwrap(), "same size, another state");
+    let up = s.upload("u").await.unwrap().unwrap();
+    assert_eq!((up.size, up.state.as_str()), (10, "s1"));
     assert_eq!(s.stale_uploads(3, 10).await.unwrap(), vec!["u".to_string()]);
     s.complete_upload("u", repo, "sha256:c", 10, 5).await.unwrap();
     assert!(s.upload("u").await.unwrap().is_none());
@@ -379,7 +383,7 @@ async fn jobs_contract(s: Arc<dyn MetadataStore>) {
 async fn sqlite_contract() {
     let dir = tempfile::tempdir().unwrap();
     let (s, applied) = sqlite::SqliteStore::open_with(&dir.path().join("m.db"), SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7]);
     contract(&s).await;
     iam_contract(&s).await;
     jobs_contract(Arc::new(s.clone())).await;
@@ -390,7 +394,7 @@ async fn sqlite_contract() {
     s.close().await;
     // A check on an unmigrated database refuses it.
     let err = sqlite::SqliteStore::open_with(&dir.path().join("new.db"), SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 6), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 7), "{err}");
     assert!(err.to_string().contains("berth migrate"), "{err}");
 }
 
@@ -416,9 +420,9 @@ async fn postgres_contract() {
     let base = url.rsplit_once('/').map(|(b, _)| b).unwrap();
     let url = format!("{base}/{db}");
     let err = postgres::PgStore::open_with(&url, SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 6), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 7), "{err}");
     let (s, applied) = postgres::PgStore::open_with(&url, SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7]);
     contract(&s).await;
     iam_contract(&s).await;
     jobs_contract(Arc::new(s.clone())).await;

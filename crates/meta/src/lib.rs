@@ -199,6 +199,8 @@ pub struct Upload {
     pub repo_id: i64,
     /// Bytes durably stored so far.
     pub size: u64,
+    /// The blob store's state of the upload area holding them (`berth_storage` area state).
+    pub state: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -364,8 +366,9 @@ pub trait MetadataStore: IamStore + Send + Sync + 'static {
     async fn create_upload(&self, id: &str, repo_id: i64, now: i64) -> Result<()>;
     /// An upload session by id.
     async fn upload(&self, id: &str) -> Result<Option<Upload>>;
-    /// Move an upload's size from `old` to `new`; `false` when its size was not `old` (or it is gone).
-    async fn set_upload_size(&self, id: &str, old: u64, new: u64, now: i64) -> Result<bool>;
+    /// Move an upload's `(size, area state)` from `old` to `new` in one compare-and-set; `false`
+    /// when it was not exactly `old` (another writer won, or the session is gone).
+    async fn advance_upload(&self, id: &str, old: (u64, &str), new: (u64, &str), now: i64) -> Result<bool>;
     /// Remove the session and link the committed blob, in one transaction.
     async fn complete_upload(&self, id: &str, repo_id: i64, digest: &str, size: u64, now: i64) -> Result<()>;
     /// Remove a session; `false` when it did not exist.

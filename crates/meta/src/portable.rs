@@ -170,7 +170,7 @@ impl MetadataStore for $store {
     }
 
     async fn upload(&self, id: &str) -> Result<Option<Upload>> {
-        let row = sqlx::query("SELECT id, repo_id, size, created_at, updated_at FROM uploads WHERE id = $1")
+        let row = sqlx::query("SELECT id, repo_id, size, state, created_at, updated_at FROM uploads WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.read)
             .await?;
@@ -178,19 +178,24 @@ impl MetadataStore for $store {
             id: r.get(0),
             repo_id: r.get(1),
             size: r.get::<i64, _>(2) as u64,
-            created_at: r.get(3),
-            updated_at: r.get(4),
+            state: r.get(3),
+            created_at: r.get(4),
+            updated_at: r.get(5),
         }))
     }
 
-    async fn set_upload_size(&self, id: &str, old: u64, new: u64, now: i64) -> Result<bool> {
-        let r = sqlx::query("UPDATE uploads SET size = $1, updated_at = $2 WHERE id = $3 AND size = $4")
-            .bind(new as i64)
-            .bind(now)
-            .bind(id)
-            .bind(old as i64)
-            .execute(&self.write)
-            .await?;
+    async fn advance_upload(&self, id: &str, old: (u64, &str), new: (u64, &str), now: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE uploads SET size = $1, state = $2, updated_at = $3 WHERE id = $4 AND size = $5 AND state = $6",
+        )
+        .bind(new.0 as i64)
+        .bind(new.1)
+        .bind(now)
+        .bind(id)
+        .bind(old.0 as i64)
+        .bind(old.1)
+        .execute(&self.write)
+        .await?;
         Ok(r.rows_affected() == 1)
     }
 

@@ -177,19 +177,18 @@ impl Registry {
         self.start_upload_in(repo.id).await
     }
 
-    /// Append a part (UploadLayerPart); `first` must be where the upload ends.
+    /// Append a part (UploadLayerPart); `range` must start where the upload ends.
     pub async fn upload_layer_part(
         &self,
         ns: &Namespace,
         name: &str,
         id: &str,
-        first: u64,
-        last: u64,
+        range: berth_oci::range::ChunkRange,
         part: Bytes,
     ) -> Result<u64> {
         let repo = self.repo_in(ns, name).await?;
         let body: ByteStream = Box::pin(futures::stream::once(async move { Ok(part) }));
-        Ok(self.patch_in(Some(repo.id), id, Some((first, last)), body).await?.size)
+        Ok(self.patch_in(Some(repo.id), id, Some(range), body).await?.size)
     }
 
     /// Complete a layer upload as `digest` (CompleteLayerUpload).

@@ -28,7 +28,6 @@ use berth_oci::{Digest, RepoName, Tag};
 use berth_storage::{BlobStore, ByteStream, StorageError};
 use bytes::Bytes;
 use cache::ManifestCache;
-use hash::HashState;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -155,8 +154,9 @@ pub struct Registry {
     data_epoch: AtomicI64,
     data_checked_at: AtomicI64,
     /// In-memory hash state of uploads, so chunked uploads need not re-read their data.
-    hashes: Mutex<HashMap<String, HashState>>,
-    /// Serializes requests on the same upload session within this node.
+    hashes: Mutex<HashMap<String, uploads::TaggedHash>>,
+    /// Serializes requests on the same upload session within this node; an entry lives only
+    /// while a request holds or waits for it (ids are checked first).
     upload_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 

@@ -1170,7 +1170,8 @@ async fn upload_layer_part(ctx: &Ctx<'_>, input: UploadLayerPartIn) -> Result<Va
         .decode(input.layer_part_blob.as_bytes())
         .map_err(|_| EcrError::new("SerializationException", "layerPartBlob is not valid base64"))?;
     let (first, last) = (input.part_first_byte, input.part_last_byte);
-    if first < 0 || last < first || (last - first + 1) as usize != blob.len() {
+    let range = berth_oci::range::ChunkRange::from_signed(first, last).ok().filter(|r| r.len() == blob.len() as u64);
+    let Some(range) = range else {
         return Err(EcrError::new(
             "InvalidLayerPartException",
             format!(
@@ -1178,8 +1179,8 @@ async fn upload_layer_part(ctx: &Ctx<'_>, input: UploadLayerPartIn) -> Result<Va
                 blob.len()
             ),
         ));
-    }
-    match ctx.reg.upload_layer_part(&ns, &name, &input.upload_id, first as u64, last as u64, blob.into()).await {
+    };
+    match ctx.reg.upload_layer_part(&ns, &name, &input.upload_id, range, blob.into()).await {
         Ok(size) => Ok(json!({
             "registryId": ns.account_id,
             "repositoryName": name,

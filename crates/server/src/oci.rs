@@ -7,6 +7,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use berth_meta::Namespace;
 use berth_oci::path::Route;
+use berth_oci::range::ChunkRange;
 use berth_oci::{ErrorCode, Reference, RepoName, media};
 use berth_registry::{Caller, Error, Identity, Registry, Target};
 use berth_storage::ByteStream;
@@ -605,12 +606,19 @@ fn range_error(name: &RepoName, id: &str, size: u64) -> Response {
     r
 }
 
-fn content_range(req: &Parts) -> Result<Option<(u64, u64)>> {
+/// The chunk's `Content-Range`, checked (`start <= end`, no overflow): anything else is
+/// `416 BLOB_UPLOAD_INVALID`, as for a chunk that does not fit the upload.
+fn content_range(req: &Parts) -> Result<Option<ChunkRange>> {
     match header_str(&req.headers, header::CONTENT_RANGE) {
         None => Ok(None),
-        Some(v) => berth_oci::range::parse_content_range(v).map(Some).ok_or_else(|| {
-            ApiError::new(ErrorCode::BlobUploadInvalid, "invalid Content-Range", json!({"Content-Range": v}))
-                .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+        Some(v) => berth_oci::range::parse_content_range(v).map(Some).map_err(|e| {
+            let shown: String = v.chars().take(100).collect();
+            ApiError::new(
+                ErrorCode::BlobUploadInvalid,
+                format!("invalid Content-Range: {e}"),
+                json!({"Content-Range": shown}),
+            )
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
         }),
     }
 }
@@ -655,14 +663,14 @@ async fn upload_patch(
     body: Body,
 ) -> Result<Response> {
     let range = content_range(req)?;
-    if let (Some((s, e)), Some(len)) =
+    if let (Some(r), Some(len)) =
         (range, header_str(&req.headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()))
-        && len != e - s + 1
+        && len != r.len()
     {
         return Err(ApiError::new(
             ErrorCode::BlobUploadInvalid,
             "Content-Length does not match Content-Range",
-            json!({"Content-Length": len, "Content-Range": format!("{s}-{e}")}),
+            json!({"Content-Length": len, "Content-Range": r.to_string()}),
         )
         .with_status(StatusCode::RANGE_NOT_SATISFIABLE));
     }

@@ -3,13 +3,22 @@
 //! ```text
 //! <root>/
 //!   blobs/<algorithm>/<first two hex>/<hex>   committed blobs, immutable
-//!   uploads/<id>                              upload areas (appended, then renamed into blobs/)
+//!   uploads/<id>/<nonce>                      upload areas (appended, then renamed into blobs/)
 //! ```
+//! An upload area is a directory holding the area's data file, named by a fresh random nonce
+//! that is the area's state (the empty area, state `""`, has no data file yet). Every writer
+//! first *claims* the file by renaming it to a new nonce, and only then changes it (append,
+//! truncate, commit); a rename succeeds for one claimant only, so of several writers starting
+//! from the same state (nodes sharing the directory, racing on one session) one proceeds and
+//! the others get `NotFound` before writing a byte. The bytes a state names thus never change
+//! while that state is current, and a losing writer's bytes cannot be read or committed through
+//! the winner's state. A crash between a claim and the caller recording the new state loses the
+//! session (the caller's state names a file that is gone), never its integrity.
 //! Commits are `fsync(file)` + `rename` + `fsync(dir)`: a blob path either holds the complete,
 //! durable blob or does not exist. Reads and writes run on blocking threads and stream through
 //! bounded channels, so memory stays flat whatever the blob size.
 
-use crate::{BlobStore, ByteStream, Result, StorageError};
+use crate::{Appended, BlobStore, ByteStream, Result, StorageError};
 use async_trait::async_trait;
 use berth_oci::Digest;
 use bytes::Bytes;
@@ -50,6 +59,62 @@ impl FsStore {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "invalid upload id"));
         }
         Ok(self.root.join("uploads").join(id))
+    }
+
+    /// The data file of area `id` in `state` (`None` for the empty state).
+    fn state_path(&self, id: &str, state: &str) -> Result<(PathBuf, Option<PathBuf>)> {
+        let dir = self.upload_path(id)?;
+        if state.is_empty() {
+            return Ok((dir, None));
+        }
+        if !valid_nonce(state) {
+            return Err(StorageError::Inconsistent(format!(
+                "invalid upload area state '{}'",
+                state.chars().take(80).collect::<String>()
+            )));
+        }
+        let file = dir.join(state);
+        Ok((dir, Some(file)))
+    }
+}
+
+/// Nonces (area states) are 32 lowercase hex digits.
+fn valid_nonce(n: &str) -> bool {
+    n.len() == 32 && n.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn new_nonce() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Claim the data file of an area: rename `from` (the current state's file; `None`: the empty
+/// state, which has no file) to a fresh name in `dir` and open it. `NotFound` when the area or
+/// the state's file is gone (another writer claimed it, or the area was removed).
+fn claim(dir: &Path, from: Option<&Path>) -> io::Result<(String, PathBuf, File)> {
+    let nonce = new_nonce();
+    let to = dir.join(&nonce);
+    match from {
+        Some(from) => std::fs::rename(from, &to)?,
+        None => {
+            if !dir.is_dir() {
+                return Err(io::Error::new(io::ErrorKind::NotFound, "no upload area"));
+            }
+            drop(OpenOptions::new().write(true).create_new(true).mode_owner_only().open(&to)?);
+        }
+    }
+    let f = OpenOptions::new().read(true).write(true).open(&to)?;
+    Ok((nonce, to, f))
+}
+
+/// Owner-only creation mode for files of the store.
+trait OwnerOnly {
+    fn mode_owner_only(&mut self) -> &mut Self;
+}
+
+impl OwnerOnly for OpenOptions {
+    fn mode_owner_only(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o600)
     }
 }
 
@@ -197,16 +262,30 @@ impl BlobStore for FsStore {
 
     async fn upload_create(&self, id: &str) -> Result<()> {
         let p = self.upload_path(id)?;
-        blocking(move || OpenOptions::new().write(true).create_new(true).open(p).map(|_| ())).await?;
+        blocking(move || {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().mode(0o700).create(p)
+        })
+        .await?;
         Ok(())
     }
 
-    async fn upload_append(&self, id: &str, offset: u64, mut body: ByteStream) -> Result<u64> {
-        let p = self.upload_path(id)?;
-        let file = blocking(move || {
-            let f = OpenOptions::new().write(true).open(p)?;
+    async fn upload_append(&self, id: &str, state: &str, offset: u64, mut body: ByteStream) -> Result<Appended> {
+        let (dir, from) = self.state_path(id, state)?;
+        let claimed = blocking(move || {
+            if from.is_none() && offset > 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("empty upload area, offset {offset}"),
+                ));
+            }
+            let (nonce, path, f) = claim(&dir, from.as_deref())?;
             let len = f.metadata()?.len();
             if len < offset {
+                // Give the file back to its state: nothing was changed.
+                if let Some(from) = &from {
+                    std::fs::rename(&path, from)?;
+                }
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!("upload area has {len} bytes, metadata says {offset}"),
@@ -215,7 +294,7 @@ impl BlobStore for FsStore {
             if len > offset {
                 f.set_len(offset)?;
             }
-            Ok(f)
+            Ok((nonce, path, f, dir, from))
         })
         .await
         .map_err(|e| match e.kind() {
@@ -223,8 +302,9 @@ impl BlobStore for FsStore {
             io::ErrorKind::UnexpectedEof => StorageError::Inconsistent(e.to_string()),
             _ => StorageError::Io(e),
         })?;
+        let (nonce, path, file, dir, from) = claimed;
         let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
-        let writer = tokio::task::spawn_blocking(move || -> io::Result<u64> {
+        let writer = tokio::task::spawn_blocking(move || -> io::Result<(u64, File)> {
             let mut pos = offset;
             let mut writeback = Writeback::new(offset);
             while let Some(chunk) = rx.blocking_recv() {
@@ -233,7 +313,7 @@ impl BlobStore for FsStore {
                 writeback.wrote(&file, pos);
             }
             file.sync_data()?;
-            Ok(pos - offset)
+            Ok((pos - offset, file))
         });
         let mut body_err = None;
         while let Some(item) = body.next().await {
@@ -251,24 +331,64 @@ impl BlobStore for FsStore {
             }
         }
         drop(tx);
-        let written = writer.await.map_err(io::Error::other)??;
-        if let Some(e) = body_err {
-            return Err(StorageError::Body(e));
+        let r = writer.await.map_err(io::Error::other).and_then(|r| r);
+        let failure = match (r, body_err) {
+            (Ok((written, _)), None) => {
+                let d = dir.clone();
+                blocking(move || sync_dir(&d)).await?;
+                return Ok(Appended { written, state: nonce });
+            }
+            (_, Some(e)) => StorageError::Body(e),
+            (Err(e), None) => StorageError::Io(e),
+        };
+        // Give the area back to the state the caller still records: its first `offset` bytes
+        // (the only ones it names) are unchanged.
+        let restore = blocking(move || {
+            let f = OpenOptions::new().write(true).open(&path)?;
+            f.set_len(offset)?;
+            f.sync_data()?;
+            match from {
+                Some(from) => std::fs::rename(&path, from)?,
+                None => std::fs::remove_file(&path)?,
+            }
+            sync_dir(&dir)
+        })
+        .await;
+        if let Err(e) = restore {
+            tracing::warn!(error = %e, "restoring an upload area after a failed append failed");
         }
-        Ok(written)
+        Err(failure)
     }
 
-    async fn upload_read(&self, id: &str, start: u64, len: u64) -> Result<ByteStream> {
-        stream_file(self.upload_path(id)?, start, len).await
+    async fn upload_read(&self, id: &str, state: &str, start: u64, len: u64) -> Result<ByteStream> {
+        let (dir, file) = self.state_path(id, state)?;
+        match file {
+            Some(file) => stream_file(file, start, len).await,
+            None if start == 0 && len == 0 => {
+                if tokio::fs::metadata(&dir).await.map_err(map_nf)?.is_dir() {
+                    Ok(Box::pin(futures::stream::empty()))
+                } else {
+                    Err(StorageError::NotFound)
+                }
+            }
+            None => Err(StorageError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "the upload area is empty"))),
+        }
     }
 
-    async fn upload_commit(&self, id: &str, digest: &Digest, size: u64) -> Result<()> {
-        let src = self.upload_path(id)?;
+    async fn upload_commit(&self, id: &str, state: &str, digest: &Digest, size: u64) -> Result<()> {
+        let (dir, from) = self.state_path(id, state)?;
         let dst = self.blob_path(digest);
         blocking(move || {
-            let f = OpenOptions::new().write(true).open(&src)?;
+            if from.is_none() && size > 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the upload area is empty"));
+            }
+            // Claim the file first: no other writer can change it from here on.
+            let (_, src, f) = claim(&dir, from.as_deref())?;
             let len = f.metadata()?.len();
             if len < size {
+                if let Some(from) = &from {
+                    std::fs::rename(&src, from)?;
+                }
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "upload shorter than committed size"));
             }
             if len > size {
@@ -276,16 +396,15 @@ impl BlobStore for FsStore {
             }
             f.sync_all()?;
             drop(f);
-            if dst.exists() {
-                // Put-if-absent: the same content is already durable.
-                std::fs::remove_file(&src)?;
-                return Ok(());
+            if !dst.exists() {
+                let blob_dir = dst.parent().expect("blob path has a parent");
+                std::fs::create_dir_all(blob_dir)?;
+                std::fs::rename(&src, &dst)?;
+                sync_dir(blob_dir)?;
             }
-            let dir = dst.parent().expect("blob path has a parent");
-            std::fs::create_dir_all(dir)?;
-            std::fs::rename(&src, &dst)?;
-            sync_dir(dir)?;
-            if let Some(up) = src.parent() {
+            // Put-if-absent: an existing blob is the same content, already durable.
+            std::fs::remove_dir_all(&dir)?;
+            if let Some(up) = dir.parent() {
                 sync_dir(up)?;
             }
             Ok(())
@@ -300,7 +419,16 @@ impl BlobStore for FsStore {
 
     async fn upload_abort(&self, id: &str) -> Result<()> {
         let p = self.upload_path(id)?;
-        not_found_as_none(tokio::fs::remove_file(p).await)?;
+        blocking(move || {
+            // A directory, or the single file of areas from before area states.
+            let r = match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
+                Ok(_) => std::fs::remove_file(&p),
+                Err(e) => Err(e),
+            };
+            not_found_as_none(r).map(|_| ())
+        })
+        .await?;
         Ok(())
     }
 
@@ -343,13 +471,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = FsStore::open(dir.path()).unwrap();
         s.upload_create("u1").await.unwrap();
-        assert_eq!(s.upload_append("u1", 0, body(vec![b"hello ", b"wor"])).await.unwrap(), 9);
-        // A failed request left junk past the recorded offset: it is discarded.
-        assert_eq!(s.upload_append("u1", 9, body(vec![b"JUNK"])).await.unwrap(), 4);
-        assert_eq!(s.upload_append("u1", 9, body(vec![b"ld"])).await.unwrap(), 2);
-        assert!(matches!(s.upload_append("u1", 100, body(vec![b"x"])).await, Err(StorageError::Inconsistent(_))));
+        let a = s.upload_append("u1", "", 0, body(vec![b"hello ", b"wor"])).await.unwrap();
+        assert_eq!(a.written, 9);
+        // Junk written past the recorded offset (its state never recorded) is discarded.
+        let junk = s.upload_append("u1", &a.state, 9, body(vec![b"JUNK"])).await.unwrap();
+        assert_eq!(junk.written, 4);
+        let b = s.upload_append("u1", &junk.state, 9, body(vec![b"ld"])).await.unwrap();
+        assert_eq!(b.written, 2);
+        // The state the junk append started from was claimed by it: gone.
+        assert!(matches!(s.upload_append("u1", &a.state, 9, body(vec![b"x"])).await, Err(StorageError::NotFound)));
+        assert!(matches!(
+            s.upload_append("u1", &b.state, 100, body(vec![b"x"])).await,
+            Err(StorageError::Inconsistent(_))
+        ));
         let d = Digest::from_raw(Algorithm::Sha256, &[7; 32]);
-        s.upload_commit("u1", &d, 11).await.unwrap();
+        s.upload_commit("u1", &b.state, &d, 11).await.unwrap();
         assert_eq!(s.stat(&d).await.unwrap(), Some(11));
         assert_eq!(collect(s.read(&d, 0, 11).await.unwrap()).await, b"hello world");
         assert_eq!(collect(s.read(&d, 6, 5).await.unwrap()).await, b"world");

@@ -40,6 +40,18 @@ pub enum StorageError {
     Io(#[from] io::Error),
 }
 
+/// The state of a freshly created upload area: no bytes.
+pub const EMPTY_AREA: &str = "";
+
+/// What [`BlobStore::upload_append`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// Bytes of the body written.
+    pub written: u64,
+    /// The area's new state: opaque, at most a few bytes per segment of the area.
+    pub state: String,
+}
+
 /// Result alias for storage operations.
 pub type Result<T> = std::result::Result<T, StorageError>;
 
@@ -52,20 +64,41 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn read(&self, digest: &Digest, start: u64, len: u64) -> Result<ByteStream>;
     /// Remove a committed blob (no error when absent).
     async fn delete(&self, digest: &Digest) -> Result<()>;
-    /// Create an empty upload area.
+    /// Create an empty upload area. Its state (see [`BlobStore::upload_append`]) is
+    /// [`EMPTY_AREA`]. Cheap: a store may write nothing until the first append.
     async fn upload_create(&self, id: &str) -> Result<()>;
-    /// Write `body` into the upload at `offset`, discarding anything stored past `offset`
-    /// (left over from a request that failed before its size was recorded). Durable when it returns.
-    /// Returns the number of bytes written.
-    async fn upload_append(&self, id: &str, offset: u64, body: ByteStream) -> Result<u64>;
-    /// Stream `len` bytes of an upload area from `start` (used to re-hash a resumed upload).
-    async fn upload_read(&self, id: &str, start: u64, len: u64) -> Result<ByteStream>;
-    /// Atomically publish the first `size` bytes of the upload as blob `digest` (put-if-absent:
-    /// an existing blob is kept) and remove the upload area. The caller verified the digest.
-    async fn upload_commit(&self, id: &str, digest: &Digest, size: u64) -> Result<()>;
+    /// Write `body` into the area at `offset`, on top of the first `offset` bytes of the area as
+    /// described by `state` (what the caller recorded from [`BlobStore::upload_create`] or an
+    /// earlier append; anything `state` names past `offset` is left out of the new state).
+    /// Returns the bytes written and the area's new state, which the caller records (together
+    /// with the size) in one compare-and-set; durable when it returns.
+    ///
+    /// States are claims, not locations: an append never changes the bytes that another state
+    /// names below its end, and bytes written by an append are reachable only through the state
+    /// it returned. So when several writers append from the same state concurrently (nodes
+    /// racing on one session), the caller's compare-and-set picks one winner and no byte of a
+    /// loser can ever be read or committed through the winner's state. A store may refuse an
+    /// append whose `state` was already superseded (`NotFound`). An append does not check that
+    /// the area was created: the caller's metadata decides that (a write to an aborted area
+    /// leaves an orphan that [`BlobStore::upload_list`] finds).
+    ///
+    /// Errors: `Inconsistent` when `state` holds fewer than `offset` bytes or cannot be parsed;
+    /// `NotFound` when the bytes `state` names are gone (aborted, committed or superseded);
+    /// `Body` when the body failed (nothing the caller recorded is changed).
+    async fn upload_append(&self, id: &str, state: &str, offset: u64, body: ByteStream) -> Result<Appended>;
+    /// Stream `len` bytes of the area as described by `state`, from `start` (used to re-hash a
+    /// resumed upload). Fails (`Inconsistent`, or `NotFound` when the bytes are gone, possibly
+    /// only while streaming) rather than yield anything else than those bytes.
+    async fn upload_read(&self, id: &str, state: &str, start: u64, len: u64) -> Result<ByteStream>;
+    /// Atomically publish the first `size` bytes of the area as described by `state` as blob
+    /// `digest` (put-if-absent: an existing blob is kept) and remove the upload area. The
+    /// caller verified the digest over exactly those bytes (read through the same `state`,
+    /// which the store guarantees to be the bytes it publishes).
+    async fn upload_commit(&self, id: &str, state: &str, digest: &Digest, size: u64) -> Result<()>;
     /// Remove an upload area (no error when absent).
     async fn upload_abort(&self, id: &str) -> Result<()>;
-    /// Ids of all upload areas (for cleaning up areas whose metadata is gone).
+    /// Ids of the upload areas that store anything (for cleaning up areas whose metadata is
+    /// gone); an area that was created but never written to may be left out.
     async fn upload_list(&self) -> Result<Vec<String>>;
     /// A URL from which a client may `GET` the committed blob directly for the next `ttl`
     /// (for HTTP redirects), or `None` when the backend has no such URL (the default). Only for

@@ -11,41 +11,54 @@
 //!
 //! # Upload areas
 //!
-//! An area is a run of segment objects named by the offset of their first byte (zero-padded so
-//! that key order is offset order). `upload_create` writes the empty segment `0`. Segment `i`
-//! holds the bytes `[start_i, start_{i+1})` of the upload: a segment may be physically longer
-//! than that (bytes left by a request that failed before its size was recorded), and the later
-//! segment wins. The last segment holds `[start_last, start_last + its size)`.
+//! An area is a run of segment objects `uploads/<id>/<start, 20 digits>.<nonce>`, where `start`
+//! is the offset in the upload of the segment's first byte and `nonce` is fresh and random for
+//! every append: an append only ever writes keys of its own nonce, so it never overwrites a
+//! byte that another append wrote. Which segments make up the area is not found by listing but
+//! named by the *area state* that `upload_append` returns and the caller records in its
+//! metadata with the size, in one compare-and-set:
+//!
+//! ```text
+//! <end>/<start>.<nonce>,<start>.<nonce>,...      ("" for the empty area)
+//! ```
+//!
+//! Segment `i` of a state holds the bytes `[start_i, start_{i+1})` of the upload, the last one
+//! `[start_last, end)`; an object may be physically longer (a later rewind). Two nodes appending
+//! from the same state at the same offset write disjoint keys and return different states; only
+//! the state that wins the caller's compare-and-set is ever read or committed, so a losing
+//! writer's bytes can never end up in a blob (its keys are garbage, removed with the area).
+//! `upload_create` writes nothing.
 //!
 //! Invariant: every segment but the last covers at least [`MIN_PART`] bytes (S3's minimum
 //! multipart part size) and at most `segment_max` bytes (below the 5 GiB copy limit), so a
 //! commit can assemble the blob inside the bucket with one `UploadPartCopy` per segment.
 //!
-//! `upload_append(id, offset, body)`:
-//! 1. lists the area; segments starting past `offset` are leftovers of failed requests and are
-//!    deleted (they hold nothing the metadata counts);
-//! 2. the segment holding `offset` keeps `k = offset - start` bytes. When `k >= MIN_PART` the
+//! `upload_append(id, state, offset, body)`:
+//! 1. the state is cut at `offset` (segments starting at or past it are dropped from it);
+//! 2. the last remaining segment keeps `k = offset - start` bytes. When `k >= MIN_PART` the
 //!    body becomes new segment(s) at `offset`; when `k < MIN_PART` the segment is *folded*: its
-//!    first `k` bytes (read back, under 5 MiB) and the body are rewritten under its own key;
+//!    first `k` bytes (read back, under 5 MiB) and the body are written as a new segment at its
+//!    start, under the new nonce, replacing it in the new state;
 //! 3. the body is streamed in [`PART_SIZE`] parts (a `PutObject` when it fits one part, else a
 //!    multipart upload), starting a new segment every `segment_max` bytes. An empty body writes
-//!    nothing, but bytes the holding segment stores past `offset` are still discarded (an empty
-//!    segment at `offset` ends a long holder; a short one is rewritten with its `k` bytes).
+//!    nothing: the new state is the cut state.
 //!
-//! Every object write replaces its key atomically, so a crash or a failed body at any point
-//! leaves an area whose first `offset` bytes are intact. Memory per request is bounded by two
-//! part buffers ([`PART_SIZE`]: one filling, one being sent) whatever the body size.
+//! Objects are written whole (`PutObject` or `CompleteMultipartUpload`) and never rewritten, so
+//! a crash or a failed body at any point leaves every recorded state intact. Memory per request
+//! is bounded by two part buffers ([`PART_SIZE`]: one filling, one being sent) whatever the body
+//! size.
 //!
 //! # Commit
 //!
-//! `upload_commit` keeps an existing blob (put-if-absent); otherwise it copies the area's first
-//! `size` bytes to the blob key with `CopyObject` (one segment holding exactly those bytes) or a
-//! multipart upload of `UploadPartCopy` parts (one per segment, ranged), falling back to
-//! streaming the bytes through this node when the server does not implement `UploadPartCopy`.
-//! The multipart upload is aborted on any failure; `CompleteMultipartUpload` publishes the blob
-//! atomically. The area is deleted afterwards.
+//! `upload_commit` keeps an existing blob (put-if-absent); otherwise it copies the first `size`
+//! bytes that the state names to the blob key with `CopyObject` (one segment holding exactly
+//! those bytes) or a multipart upload of `UploadPartCopy` parts (one per segment, ranged),
+//! falling back to streaming the bytes through this node when the server does not implement
+//! `UploadPartCopy`. The multipart upload is aborted on any failure; `CompleteMultipartUpload`
+//! publishes the blob atomically. The area (every key under `uploads/<id>/`, losers' included)
+//! is deleted afterwards.
 
-use crate::{BlobStore, ByteStream, Result, StorageError};
+use crate::{Appended, BlobStore, ByteStream, Result, StorageError};
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
@@ -129,13 +142,100 @@ impl S3Config {
     }
 }
 
-/// One segment of an upload area, as listed.
-#[derive(Debug, Clone, Copy)]
+/// One segment of an upload area, as named by an area state.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Segment {
     /// Offset in the upload of the segment's first byte.
     start: u64,
-    /// Size of the object.
-    size: u64,
+    /// The nonce of the append that wrote it.
+    nonce: String,
+}
+
+/// A parsed area state (see the module documentation).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Area {
+    /// Bytes the area holds.
+    end: u64,
+    /// Segments by offset: the first starts at 0, starts increase, the last starts before `end`.
+    segs: Vec<Segment>,
+}
+
+fn bad_state(state: &str) -> StorageError {
+    StorageError::Inconsistent(format!("invalid upload area state '{}'", state.chars().take(80).collect::<String>()))
+}
+
+impl Area {
+    fn parse(state: &str) -> Result<Area> {
+        if state.is_empty() {
+            return Ok(Area::default());
+        }
+        let (end, list) = state.split_once('/').ok_or_else(|| bad_state(state))?;
+        let end: u64 = end.parse().map_err(|_| bad_state(state))?;
+        let mut segs: Vec<Segment> = Vec::new();
+        for item in list.split(',') {
+            let (start, nonce) = item.split_once('.').ok_or_else(|| bad_state(state))?;
+            let start: u64 = start.parse().map_err(|_| bad_state(state))?;
+            let ordered = match segs.last() {
+                None => start == 0,
+                Some(prev) => start > prev.start,
+            };
+            if !ordered || start >= end || !valid_nonce(nonce) {
+                return Err(bad_state(state));
+            }
+            segs.push(Segment { start, nonce: nonce.to_string() });
+        }
+        Ok(Area { end, segs })
+    }
+
+    fn render(&self) -> String {
+        if self.segs.is_empty() {
+            return String::new();
+        }
+        let list: Vec<String> = self.segs.iter().map(|s| format!("{}.{}", s.start, s.nonce)).collect();
+        format!("{}/{}", self.end, list.join(","))
+    }
+
+    /// The area's first `offset` bytes (`offset <= end`).
+    fn cut(&self, offset: u64) -> Area {
+        let segs = self.segs.iter().filter(|s| s.start < offset).cloned().collect();
+        Area { end: offset.min(self.end), segs }
+    }
+
+    /// End of segment `i`'s extent.
+    fn extent_end(&self, i: usize) -> u64 {
+        self.segs.get(i + 1).map_or(self.end, |n| n.start)
+    }
+
+    /// Bytes `[start, end)` of the area as (segment index, offset in segment, length) pieces.
+    /// `Inconsistent` when the area holds fewer than `end` bytes.
+    fn pieces(&self, start: u64, end: u64) -> Result<Vec<(usize, u64, u64)>> {
+        if end > self.end || start > end {
+            return Err(StorageError::Inconsistent(format!("upload area holds {} bytes, {end} needed", self.end)));
+        }
+        let mut out = Vec::new();
+        let mut pos = start;
+        for (i, s) in self.segs.iter().enumerate() {
+            if pos >= end {
+                break;
+            }
+            let to = self.extent_end(i).min(end);
+            if pos >= to {
+                continue;
+            }
+            out.push((i, pos - s.start, to - pos));
+            pos = to;
+        }
+        Ok(out)
+    }
+}
+
+/// Nonces are 32 lowercase hex digits.
+fn valid_nonce(n: &str) -> bool {
+    n.len() == 32 && n.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn new_nonce() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// A [`BlobStore`] on an S3-compatible bucket.
@@ -169,8 +269,8 @@ fn is_not_found<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool 
     matches!(e.code(), Some("NoSuchKey" | "NotFound" | "NoSuchUpload")) || status(e) == Some(404)
 }
 
-fn segment_name(start: u64) -> String {
-    format!("{start:0width$}", width = OFFSET_DIGITS)
+fn segment_name(seg: &Segment) -> String {
+    format!("{:0width$}.{}", seg.start, seg.nonce, width = OFFSET_DIGITS)
 }
 
 impl S3Store {
@@ -297,55 +397,6 @@ impl S3Store {
         Ok(out)
     }
 
-    /// The segments of an area, by offset; `NotFound` when the area does not exist.
-    async fn segments(&self, id: &str) -> Result<Vec<Segment>> {
-        let prefix = self.area_prefix(id)?;
-        let mut segs: Vec<Segment> = self
-            .list_all(&prefix)
-            .await?
-            .into_iter()
-            .filter_map(|(k, size)| {
-                let name = &k[prefix.len()..];
-                (name.len() == OFFSET_DIGITS)
-                    .then(|| name.parse::<u64>().ok())
-                    .flatten()
-                    .map(|start| Segment { start, size })
-            })
-            .collect();
-        segs.sort_by_key(|s| s.start);
-        if segs.first().is_none_or(|s| s.start != 0) {
-            return Err(StorageError::NotFound);
-        }
-        Ok(segs)
-    }
-
-    /// Bytes `[start, end)` of the area as (segment start, offset in segment, length) pieces.
-    /// `Inconsistent` when the area holds fewer than `end` bytes.
-    fn pieces(segs: &[Segment], start: u64, end: u64) -> Result<Vec<(u64, u64, u64)>> {
-        let mut out = Vec::new();
-        let mut pos = start;
-        for (i, s) in segs.iter().enumerate() {
-            let stored_end = s.start + s.size;
-            let logical_end = segs.get(i + 1).map_or(stored_end, |n| n.start);
-            if logical_end > stored_end {
-                return Err(StorageError::Inconsistent(format!("segment at {} is shorter than its extent", s.start)));
-            }
-            if pos >= end {
-                break;
-            }
-            if pos >= logical_end {
-                continue;
-            }
-            let to = logical_end.min(end);
-            out.push((s.start, pos - s.start, to - pos));
-            pos = to;
-        }
-        if pos < end {
-            return Err(StorageError::Inconsistent(format!("upload area holds {pos} bytes, {end} needed")));
-        }
-        Ok(out)
-    }
-
     /// Stream `len` bytes of `key` from `start` (nothing requested when `len` is 0).
     async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<ByteStream> {
         if len == 0 {
@@ -378,16 +429,17 @@ impl S3Store {
         })))
     }
 
-    /// Stream the area's bytes `[start, start + len)`, opening one segment at a time.
-    async fn area_stream(&self, id: &str, start: u64, len: u64) -> Result<ByteStream> {
+    /// Stream the area's bytes `[start, start + len)` as `state` names them, opening one
+    /// segment at a time.
+    async fn area_stream(&self, id: &str, state: &str, start: u64, len: u64) -> Result<ByteStream> {
         let end = start.checked_add(len).ok_or_else(|| StorageError::Inconsistent("range overflows".into()))?;
-        let segs = self.segments(id).await?;
         let prefix = self.area_prefix(id)?;
-        let pieces = Self::pieces(&segs, start, end)?;
+        let area = Area::parse(state)?;
+        let pieces = area.pieces(start, end)?;
         let this = self.clone();
-        let streams = futures::stream::iter(pieces).then(move |(seg, off, n)| {
+        let streams = futures::stream::iter(pieces).then(move |(i, off, n)| {
             let this = this.clone();
-            let key = format!("{prefix}{}", segment_name(seg));
+            let key = format!("{prefix}{}", segment_name(&area.segs[i]));
             async move {
                 match this.get_range(&key, off, n).await {
                     Ok(s) => s,
@@ -396,6 +448,15 @@ impl S3Store {
             }
         });
         Ok(Box::pin(streams.flatten()))
+    }
+
+    /// Size of object `key`, `None` when absent.
+    async fn object_size(&self, key: &str) -> Result<Option<u64>> {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(io_err("HeadObject", key, e)),
+        }
     }
 
     async fn delete_key(&self, key: &str) -> Result<()> {
@@ -414,30 +475,56 @@ impl S3Store {
         }
     }
 
-    /// The first `kept` bytes (under [`MIN_PART`]) of segment `seg` of area `prefix`.
-    async fn kept_bytes(&self, prefix: &str, seg: Segment, kept: u64) -> Result<Bytes> {
+    /// The first `kept` bytes (under [`MIN_PART`]) of object `key`.
+    async fn kept_bytes(&self, key: &str, kept: u64) -> Result<Bytes> {
         let mut keep = BytesMut::with_capacity(kept as usize);
-        let mut old = self.get_range(&format!("{prefix}{}", segment_name(seg.start)), 0, kept).await?;
+        let mut old = self.get_range(key, 0, kept).await?;
         while let Some(c) = old.next().await {
             keep.extend_from_slice(&c?);
         }
         if keep.len() as u64 != kept {
-            return Err(StorageError::Inconsistent(format!("segment at {} is short", seg.start)));
+            return Err(StorageError::Inconsistent(format!("segment {key} is short")));
         }
         Ok(keep.freeze())
     }
 
-    /// Write `first` then the rest of `body` as segments of area `prefix`, the first one at
-    /// `seg_start` beginning with the kept bytes `keep`. Returns the body bytes written.
+    /// Write `first` then the rest of `body` as segments of nonce `nonce` in area `prefix`, the
+    /// first one at `seg_start` beginning with the kept bytes `keep`. Returns the body bytes
+    /// written and the starts of the segments written. On failure, the segments already
+    /// written are deleted (best effort: they are garbage of the area either way).
     async fn write_segments(
         &self,
         prefix: &str,
+        nonce: &str,
+        seg_start: u64,
+        keep: Bytes,
+        first: Bytes,
+        body: &mut ByteStream,
+    ) -> Result<(u64, Vec<u64>)> {
+        let mut starts = Vec::new();
+        let r = self.write_segments_inner(prefix, nonce, seg_start, keep, first, body, &mut starts).await;
+        if r.is_err() {
+            for start in starts.drain(..) {
+                let key = format!("{prefix}{}", segment_name(&Segment { start, nonce: nonce.to_string() }));
+                let _ = self.delete_key(&key).await;
+            }
+        }
+        r.map(|written| (written, starts))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn write_segments_inner(
+        &self,
+        prefix: &str,
+        nonce: &str,
         mut seg_start: u64,
         keep: Bytes,
         first: Bytes,
         body: &mut ByteStream,
+        starts: &mut Vec<u64>,
     ) -> Result<u64> {
-        let mut seg = SegmentUpload::new(format!("{prefix}{}", segment_name(seg_start)));
+        let key = |start: u64| format!("{prefix}{}", segment_name(&Segment { start, nonce: nonce.to_string() }));
+        let mut seg = SegmentUpload::new(key(seg_start));
         seg.buf.extend_from_slice(&keep);
         let mut seg_len = keep.len() as u64;
         let mut written = 0u64;
@@ -463,8 +550,9 @@ impl S3Store {
                 written += n as u64;
                 if seg_len == self.segment_max {
                     seg.finish(self).await?;
+                    starts.push(seg_start);
                     seg_start += seg_len;
-                    seg = SegmentUpload::new(format!("{prefix}{}", segment_name(seg_start)));
+                    seg = SegmentUpload::new(key(seg_start));
                     seg_len = 0;
                 } else if seg.buf.len() == PART_SIZE
                     && let Err(e) = seg.flush_part(self).await
@@ -476,6 +564,7 @@ impl S3Store {
         }
         if seg_len > 0 {
             seg.finish(self).await?;
+            starts.push(seg_start);
         }
         Ok(written)
     }
@@ -526,7 +615,7 @@ impl S3Store {
     }
 
     /// Copy the area's bytes `[0, size)` to `dst` as a multipart upload.
-    async fn assemble(&self, prefix: &str, id: &str, segs: &[Segment], dst: &str, size: u64) -> Result<()> {
+    async fn assemble(&self, prefix: &str, id: &str, state: &str, dst: &str, size: u64) -> Result<()> {
         let create = self
             .client
             .create_multipart_upload()
@@ -536,7 +625,7 @@ impl S3Store {
             .await
             .map_err(|e| io_err("CreateMultipartUpload", dst, e))?;
         let upload_id = create.upload_id().unwrap_or_default().to_string();
-        let r = self.assemble_parts(prefix, id, segs, dst, &upload_id, size).await;
+        let r = self.assemble_parts(prefix, id, state, dst, &upload_id, size).await;
         let r = match r {
             Ok(parts) => self
                 .client
@@ -561,7 +650,7 @@ impl S3Store {
         &self,
         prefix: &str,
         id: &str,
-        segs: &[Segment],
+        state: &str,
         dst: &str,
         upload_id: &str,
         size: u64,
@@ -569,8 +658,9 @@ impl S3Store {
         use std::sync::atomic::Ordering;
         if self.part_copy.load(Ordering::Relaxed) {
             let mut parts = Vec::new();
-            for (i, (seg, off, n)) in Self::pieces(segs, 0, size)?.into_iter().enumerate() {
-                let src = self.copy_source(&format!("{prefix}{}", segment_name(seg)));
+            let area = Area::parse(state)?;
+            for (i, (seg, off, n)) in area.pieces(0, size)?.into_iter().enumerate() {
+                let src = self.copy_source(&format!("{prefix}{}", segment_name(&area.segs[seg])));
                 let r = self
                     .client
                     .upload_part_copy()
@@ -592,6 +682,7 @@ impl S3Store {
                         self.part_copy.store(false, Ordering::Relaxed);
                         break;
                     }
+                    Err(e) if is_not_found(&e) => return Err(StorageError::NotFound),
                     Err(e) => return Err(io_err("UploadPartCopy", dst, e)),
                 }
             }
@@ -604,7 +695,7 @@ impl S3Store {
         let mut seg = SegmentUpload::new(dst.to_string());
         seg.upload_id = Some(upload_id.to_string());
         let r = async {
-            let mut src = self.area_stream(id, 0, size).await?;
+            let mut src = self.area_stream(id, state, 0, size).await?;
             while let Some(chunk) = src.next().await {
                 let mut chunk = chunk?;
                 while !chunk.is_empty() {
@@ -775,30 +866,21 @@ impl BlobStore for S3Store {
     }
 
     async fn upload_create(&self, id: &str) -> Result<()> {
-        let key = format!("{}{}", self.area_prefix(id)?, segment_name(0));
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .content_length(0)
-            .body(S3Body::from(Bytes::new()))
-            .send()
-            .await
-            .map_err(|e| io_err("PutObject", &key, e))?;
+        // Nothing to write: the empty area is the empty state.
+        self.area_prefix(id)?;
         Ok(())
     }
 
-    async fn upload_append(&self, id: &str, offset: u64, mut body: ByteStream) -> Result<u64> {
+    async fn upload_append(&self, id: &str, state: &str, offset: u64, mut body: ByteStream) -> Result<Appended> {
         let prefix = self.area_prefix(id)?;
-        let segs = self.segments(id).await?;
-        // The segment holding `offset`: the last one starting before it (segment 0 for 0).
-        let holder = *segs.iter().rev().find(|s| s.start < offset).unwrap_or(&segs[0]);
-        // Check the area holds `offset` bytes before touching anything.
-        Self::pieces(&segs, 0, offset)?;
-        // Leftovers of failed requests.
-        for s in segs.iter().filter(|s| s.start > holder.start) {
-            self.delete_key(&format!("{prefix}{}", segment_name(s.start))).await?;
+        let area = Area::parse(state)?;
+        if offset > area.end {
+            return Err(StorageError::Inconsistent(format!(
+                "upload area holds {} bytes, offset is {offset}",
+                area.end
+            )));
         }
+        let mut base = area.cut(offset);
         let first = loop {
             match body.next().await {
                 None => break None,
@@ -807,38 +889,36 @@ impl BlobStore for S3Store {
                 Some(Err(e)) => return Err(StorageError::Body(e)),
             }
         };
-        let kept = offset - holder.start;
         let Some(first) = first else {
-            // Nothing to write, but what the holder stores past `offset` is still discarded: a
-            // long holder ends where an empty segment at `offset` begins, a short one is rewritten.
-            if holder.start + holder.size > offset {
-                let mut seg = SegmentUpload::new(format!("{prefix}{}", segment_name(offset)));
-                if kept < MIN_PART {
-                    seg = SegmentUpload::new(format!("{prefix}{}", segment_name(holder.start)));
-                    seg.buf.extend_from_slice(&self.kept_bytes(&prefix, holder, kept).await?);
-                }
-                seg.finish(self).await?;
-            }
-            return Ok(0);
+            return Ok(Appended { written: 0, state: base.render() });
         };
-        if kept >= MIN_PART {
-            return self.write_segments(&prefix, offset, Bytes::new(), first, &mut body).await;
-        }
-        // Fold: rewrite the short holder with its kept bytes followed by the body.
-        let keep = self.kept_bytes(&prefix, holder, kept).await?;
-        self.write_segments(&prefix, holder.start, keep, first, &mut body).await
+        let nonce = new_nonce();
+        // The segment holding `offset` (the last one of the cut state) keeps `offset - start`
+        // bytes: a short one is folded into the new segment.
+        let (seg_start, keep) = match base.segs.last() {
+            Some(h) if offset - h.start < MIN_PART => {
+                let h = base.segs.pop().expect("a last segment");
+                let keep = self.kept_bytes(&format!("{prefix}{}", segment_name(&h)), offset - h.start).await?;
+                (h.start, keep)
+            }
+            _ => (offset, Bytes::new()),
+        };
+        let (written, starts) = self.write_segments(&prefix, &nonce, seg_start, keep, first, &mut body).await?;
+        base.segs.extend(starts.into_iter().map(|start| Segment { start, nonce: nonce.clone() }));
+        base.end = offset + written;
+        Ok(Appended { written, state: base.render() })
     }
 
-    async fn upload_read(&self, id: &str, start: u64, len: u64) -> Result<ByteStream> {
-        self.area_stream(id, start, len).await
+    async fn upload_read(&self, id: &str, state: &str, start: u64, len: u64) -> Result<ByteStream> {
+        self.area_stream(id, state, start, len).await
     }
 
-    async fn upload_commit(&self, id: &str, digest: &Digest, size: u64) -> Result<()> {
+    async fn upload_commit(&self, id: &str, state: &str, digest: &Digest, size: u64) -> Result<()> {
         let prefix = self.area_prefix(id)?;
-        let segs = self.segments(id).await?;
+        let area = Area::parse(state)?;
+        let pieces = area.pieces(0, size)?;
         let dst = self.blob_key(digest);
         if self.stat(digest).await?.is_none() {
-            let pieces = Self::pieces(&segs, 0, size)?;
             match pieces.as_slice() {
                 [] => {
                     self.client
@@ -851,29 +931,39 @@ impl BlobStore for S3Store {
                         .await
                         .map_err(|e| io_err("PutObject", &dst, e))?;
                 }
-                [(seg, 0, n)] if *n <= COPY_MAX && segs.iter().any(|s| s.start == *seg && s.size == *n) => {
-                    let src = self.copy_source(&format!("{prefix}{}", segment_name(*seg)));
-                    self.client
-                        .copy_object()
-                        .bucket(&self.bucket)
-                        .key(&dst)
-                        .copy_source(&src)
-                        .send()
-                        .await
-                        .map_err(|e| io_err("CopyObject", &dst, e))?;
+                [(seg, 0, n)] if *n <= COPY_MAX => {
+                    let key = format!("{prefix}{}", segment_name(&area.segs[*seg]));
+                    match self.object_size(&key).await? {
+                        None => return Err(StorageError::NotFound),
+                        Some(len) if len == *n => {
+                            self.client
+                                .copy_object()
+                                .bucket(&self.bucket)
+                                .key(&dst)
+                                .copy_source(self.copy_source(&key))
+                                .send()
+                                .await
+                                .map_err(|e| {
+                                    if is_not_found(&e) {
+                                        StorageError::NotFound
+                                    } else {
+                                        io_err("CopyObject", &dst, e)
+                                    }
+                                })?;
+                        }
+                        Some(_) => self.assemble(&prefix, id, state, &dst, size).await?,
+                    }
                 }
-                _ => self.assemble(&prefix, id, &segs, &dst, size).await?,
+                _ => self.assemble(&prefix, id, state, &dst, size).await?,
             }
-        } else {
-            // Put-if-absent: the same content is already published.
-            Self::pieces(&segs, 0, size)?;
         }
         self.upload_abort(id).await
     }
 
     async fn upload_abort(&self, id: &str) -> Result<()> {
         let prefix = self.area_prefix(id)?;
-        // Segment 0 last: an area is listed (and found) until it is wholly gone.
+        // Ordered by key, the longest-lived segment (at 0) last: the area stays listed until it
+        // is wholly gone, so an interrupted abort is finished by the next cleanup.
         let mut keys: Vec<String> = self.list_all(&prefix).await?.into_iter().map(|(k, _)| k).collect();
         keys.reverse();
         for k in keys {

@@ -118,31 +118,39 @@ fn digest_of(bytes: &[u8]) -> Digest {
 }
 
 /// Every segment but the last covers at least MIN_PART bytes and at most the segment maximum.
-async fn check_invariant(s: &S3Store, id: &str, len: u64) {
-    let segs = s.segments(id).await.unwrap();
-    for w in segs.windows(2) {
+fn check_invariant(s: &S3Store, state: &str, len: u64) {
+    let area = Area::parse(state).unwrap();
+    assert_eq!(area.end, len, "state {state}");
+    for w in area.segs.windows(2) {
         let extent = w[1].start - w[0].start;
-        assert!(extent >= MIN_PART, "segment at {} covers {extent} bytes: {segs:?}", w[0].start);
-        assert!(extent <= s.segment_max, "segment at {} covers {extent} bytes: {segs:?}", w[0].start);
+        assert!(extent >= MIN_PART, "segment at {} covers {extent} bytes: {state}", w[0].start);
+        assert!(extent <= s.segment_max, "segment at {} covers {extent} bytes: {state}", w[0].start);
     }
-    S3Store::pieces(&segs, 0, len).unwrap();
+    area.pieces(0, len).unwrap();
 }
 
-/// Append `chunks` in order (each one a request), checking the area after each.
-async fn append_all(s: &S3Store, id: &str, chunks: &[&[u8]], piece: usize) -> Vec<u8> {
+fn segments(state: &str) -> usize {
+    Area::parse(state).unwrap().segs.len()
+}
+
+/// Append `chunks` in order (each one a request), checking the area after each. Returns the
+/// bytes and the area's state.
+async fn append_all(s: &S3Store, id: &str, chunks: &[&[u8]], piece: usize) -> (Vec<u8>, String) {
     let mut all = Vec::new();
+    let mut state = String::new();
     for c in chunks {
-        let n = s.upload_append(id, all.len() as u64, body(c, piece)).await.unwrap();
-        assert_eq!(n, c.len() as u64);
+        let a = s.upload_append(id, &state, all.len() as u64, body(c, piece)).await.unwrap();
+        assert_eq!(a.written, c.len() as u64);
+        state = a.state;
         all.extend_from_slice(c);
-        check_invariant(s, id, all.len() as u64).await;
+        check_invariant(s, &state, all.len() as u64);
     }
-    all
+    (all, state)
 }
 
-async fn commit_and_verify(s: &S3Store, id: &str, all: &[u8]) -> Digest {
+async fn commit_and_verify(s: &S3Store, id: &str, state: &str, all: &[u8]) -> Digest {
     let d = digest_of(all);
-    s.upload_commit(id, &d, all.len() as u64).await.unwrap();
+    s.upload_commit(id, state, &d, all.len() as u64).await.unwrap();
     assert_eq!(s.stat(&d).await.unwrap(), Some(all.len() as u64));
     let got = collect(s.read(&d, 0, all.len() as u64).await.unwrap()).await;
     assert!(got == all, "committed blob differs from what was appended");
@@ -164,13 +172,14 @@ async fn tiny_chunks() {
     let server = server_or_skip!();
     let s = store(&server, "tiny").await;
     s.upload_create("u1").await.unwrap();
+    assert!(s.upload_list().await.unwrap().is_empty(), "upload_create writes nothing");
     let one: Vec<Vec<u8>> = (0..20).map(|i| vec![i as u8]).collect();
     let hundred: Vec<Vec<u8>> = (0..10).map(|i| data(100, i)).collect();
     let chunks: Vec<&[u8]> = one.iter().chain(hundred.iter()).map(Vec::as_slice).collect();
-    let all = append_all(&s, "u1", &chunks, 7).await;
-    assert_eq!(s.segments("u1").await.unwrap().len(), 1, "small appends fold into one segment");
-    assert_eq!(collect(s.upload_read("u1", 5, 30).await.unwrap()).await, &all[5..35]);
-    commit_and_verify(&s, "u1", &all).await;
+    let (all, state) = append_all(&s, "u1", &chunks, 7).await;
+    assert_eq!(segments(&state), 1, "small appends fold into one segment");
+    assert_eq!(collect(s.upload_read("u1", &state, 5, 30).await.unwrap()).await, &all[5..35]);
+    commit_and_verify(&s, "u1", &state, &all).await;
 }
 
 #[tokio::test]
@@ -181,14 +190,14 @@ async fn chunks_around_part_boundaries() {
     let m = MIN_PART as usize;
     let parts = [data(m - 1, 1), data(1, 2), data(1, 3), data(m + 1, 4), data(PART_SIZE, 5), data(3, 6)];
     let chunks: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-    let all = append_all(&s, "u", &chunks, 64 * 1024).await;
-    assert!(s.segments("u").await.unwrap().len() >= 2);
+    let (all, state) = append_all(&s, "u", &chunks, 64 * 1024).await;
+    assert!(segments(&state) >= 2);
     // Reads across segment boundaries.
     for (start, len) in [(0, 10), (m as u64 - 2, 5), (m as u64 + 1, 2 * m as u64), (all.len() as u64 - 4, 4)] {
-        let got = collect(s.upload_read("u", start, len).await.unwrap()).await;
+        let got = collect(s.upload_read("u", &state, start, len).await.unwrap()).await;
         assert!(got == all[start as usize..(start + len) as usize], "upload_read({start}, {len})");
     }
-    let d = commit_and_verify(&s, "u", &all).await;
+    let d = commit_and_verify(&s, "u", &state, &all).await;
     // Ranged reads of the committed blob.
     let got = collect(s.read(&d, m as u64 - 3, 7).await.unwrap()).await;
     assert_eq!(got, &all[m - 3..m + 4]);
@@ -204,10 +213,10 @@ async fn twenty_mib_in_uneven_chunks_with_segment_rollover() {
     let all = data(20 * MIB, 9);
     let cuts = [0, 3 * MIB, 3 * MIB + 7, 12 * MIB + 5, 12 * MIB + 1000, 20 * MIB];
     let chunks: Vec<&[u8]> = cuts.windows(2).map(|w| &all[w[0]..w[1]]).collect();
-    let got = append_all(&s, "big", &chunks, 65_536 + 13).await;
+    let (got, state) = append_all(&s, "big", &chunks, 65_536 + 13).await;
     assert!(got == all);
-    assert!(s.segments("big").await.unwrap().len() >= 2);
-    let d = commit_and_verify(&s, "big", &all).await;
+    assert!(segments(&state) >= 2);
+    let d = commit_and_verify(&s, "big", &state, &all).await;
     assert!(s.part_copy.load(std::sync::atomic::Ordering::Relaxed), "assembled with UploadPartCopy");
     let got = collect(s.read(&d, 11 * MIB as u64, 3 * MIB as u64).await.unwrap()).await;
     assert!(got == all[11 * MIB..14 * MIB]);
@@ -218,37 +227,40 @@ async fn append_at_an_earlier_offset_discards_what_follows() {
     let server = server_or_skip!();
     let s = store(&server, "trunc").await;
     s.upload_create("t").await.unwrap();
-    // Small: 100 bytes stored, the metadata only recorded 50.
+    // Small: 100 bytes stored, the caller only keeps 50.
     let a = data(100, 1);
-    s.upload_append("t", 0, body(&a, 30)).await.unwrap();
+    let st = s.upload_append("t", "", 0, body(&a, 30)).await.unwrap().state;
     let b = data(20, 2);
-    assert_eq!(s.upload_append("t", 50, body(&b, 30)).await.unwrap(), 20);
+    let ap = s.upload_append("t", &st, 50, body(&b, 30)).await.unwrap();
+    assert_eq!(ap.written, 20);
     let mut want = a[..50].to_vec();
     want.extend_from_slice(&b);
-    assert_eq!(collect(s.upload_read("t", 0, 70).await.unwrap()).await, want);
+    assert_eq!(collect(s.upload_read("t", &ap.state, 0, 70).await.unwrap()).await, want);
+    // The earlier state still names its own bytes: appends never rewrite an object.
+    assert_eq!(collect(s.upload_read("t", &st, 0, 100).await.unwrap()).await, a);
 
-    // Large: a 7 MiB segment, then junk past 6 MiB in it and in a later segment.
+    // Large: a 7 MiB segment, then more past 6 MiB in it and in a later segment.
     s.upload_abort("t").await.unwrap();
     s.upload_create("t").await.unwrap();
     let big = data(7 * MIB, 3);
-    s.upload_append("t", 0, body(&big, MIB)).await.unwrap();
-    s.upload_append("t", 7 * MIB as u64, body(&data(6 * MIB, 4), MIB)).await.unwrap();
+    let st = s.upload_append("t", "", 0, body(&big, MIB)).await.unwrap().state;
+    let st = s.upload_append("t", &st, 7 * MIB as u64, body(&data(6 * MIB, 4), MIB)).await.unwrap().state;
     let tail = data(MIB + 17, 5);
-    s.upload_append("t", 6 * MIB as u64, body(&tail, 4096)).await.unwrap();
+    let st = s.upload_append("t", &st, 6 * MIB as u64, body(&tail, 4096)).await.unwrap().state;
     let mut want = big[..6 * MIB].to_vec();
     want.extend_from_slice(&tail);
-    check_invariant(&s, "t", want.len() as u64).await;
-    assert!(collect(s.upload_read("t", 0, want.len() as u64).await.unwrap()).await == want);
+    check_invariant(&s, &st, want.len() as u64);
+    assert!(collect(s.upload_read("t", &st, 0, want.len() as u64).await.unwrap()).await == want);
     // Only the first `size` bytes are published, even with more stored.
     let d = digest_of(&want[..6 * MIB + 5]);
-    s.upload_commit("t", &d, 6 * MIB as u64 + 5).await.unwrap();
+    s.upload_commit("t", &st, &d, 6 * MIB as u64 + 5).await.unwrap();
     assert!(collect(s.read(&d, 0, 6 * MIB as u64 + 5).await.unwrap()).await == want[..6 * MIB + 5]);
 
-    // The area must hold the offset the metadata records.
+    // The area must hold the offset asked for.
     s.upload_create("short").await.unwrap();
-    s.upload_append("short", 0, body(b"abc", 1)).await.unwrap();
-    assert!(matches!(s.upload_append("short", 10, body(b"x", 1)).await, Err(StorageError::Inconsistent(_))));
-    assert!(matches!(s.upload_commit("short", &d, 10).await, Err(StorageError::Inconsistent(_))));
+    let st = s.upload_append("short", "", 0, body(b"abc", 1)).await.unwrap().state;
+    assert!(matches!(s.upload_append("short", &st, 10, body(b"x", 1)).await, Err(StorageError::Inconsistent(_))));
+    assert!(matches!(s.upload_commit("short", &st, &d, 10).await, Err(StorageError::Inconsistent(_))));
 }
 
 #[tokio::test]
@@ -257,16 +269,16 @@ async fn a_failing_body_leaves_the_recorded_bytes_intact() {
     let s = store(&server, "fail").await;
     s.upload_create("f").await.unwrap();
     let a = data(1000, 1);
-    s.upload_append("f", 0, body(&a, 100)).await.unwrap();
+    let st = s.upload_append("f", "", 0, body(&a, 100)).await.unwrap().state;
     for size in [10, 9 * MIB] {
         let bad: ByteStream = Box::pin(futures::stream::iter(vec![
             Ok(Bytes::from(data(size, 2))),
             Err(io::Error::new(io::ErrorKind::ConnectionReset, "client went away")),
         ]));
-        assert!(matches!(s.upload_append("f", 1000, bad).await, Err(StorageError::Body(_))));
-        assert_eq!(collect(s.upload_read("f", 0, 1000).await.unwrap()).await, a);
+        assert!(matches!(s.upload_append("f", &st, 1000, bad).await, Err(StorageError::Body(_))));
+        assert_eq!(collect(s.upload_read("f", &st, 0, 1000).await.unwrap()).await, a);
     }
-    commit_and_verify(&s, "f", &a).await;
+    commit_and_verify(&s, "f", &st, &a).await;
 }
 
 #[tokio::test]
@@ -275,22 +287,23 @@ async fn commit_is_put_if_absent_and_handles_empty_blobs() {
     let s = store(&server, "commit").await;
     let content = data(5000, 1);
     s.upload_create("a").await.unwrap();
-    s.upload_append("a", 0, body(&content, 999)).await.unwrap();
-    let d = commit_and_verify(&s, "a", &content).await;
+    let st = s.upload_append("a", "", 0, body(&content, 999)).await.unwrap().state;
+    let d = commit_and_verify(&s, "a", &st, &content).await;
     // Same digest again: the blob is kept, the area removed.
     s.upload_create("b").await.unwrap();
-    s.upload_append("b", 0, body(&content, 5000)).await.unwrap();
-    s.upload_commit("b", &d, 5000).await.unwrap();
+    let st = s.upload_append("b", "", 0, body(&content, 5000)).await.unwrap().state;
+    s.upload_commit("b", &st, &d, 5000).await.unwrap();
     assert!(s.upload_list().await.unwrap().is_empty());
     assert_eq!(collect(s.read(&d, 0, 5000).await.unwrap()).await, content);
     // Empty blob.
     s.upload_create("e").await.unwrap();
-    assert_eq!(s.upload_append("e", 0, body(&[], 1)).await.unwrap(), 0);
-    commit_and_verify(&s, "e", &[]).await;
-    // Commit of an unknown area.
-    assert!(matches!(s.upload_commit("nope", &d, 1).await, Err(StorageError::NotFound)));
-    // Delete.
+    let ap = s.upload_append("e", "", 0, body(&[], 1)).await.unwrap();
+    assert_eq!((ap.written, ap.state.as_str()), (0, ""));
+    commit_and_verify(&s, "e", "", &[]).await;
+    // Commit of an area whose segment is gone.
     s.delete(&d).await.unwrap();
+    assert!(matches!(s.upload_commit("b", &st, &d, 1).await, Err(StorageError::NotFound)));
+    // Delete.
     s.delete(&d).await.unwrap();
     assert_eq!(s.stat(&d).await.unwrap(), None);
     assert!(matches!(s.read(&d, 0, 10).await, Err(StorageError::NotFound)));
@@ -304,9 +317,9 @@ async fn multi_segment_commit_streams_when_part_copy_is_unavailable() {
     s.upload_create("s").await.unwrap();
     let parts = [data(6 * MIB, 1), data(100, 2), data(6 * MIB, 3)];
     let chunks: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-    let all = append_all(&s, "s", &chunks, MIB).await;
-    assert!(s.segments("s").await.unwrap().len() >= 2);
-    commit_and_verify(&s, "s", &all).await;
+    let (all, state) = append_all(&s, "s", &chunks, MIB).await;
+    assert!(segments(&state) >= 2);
+    commit_and_verify(&s, "s", &state, &all).await;
 }
 
 #[tokio::test]
@@ -316,13 +329,13 @@ async fn prefixes_needing_url_encoding_work() {
     s.upload_create("o").await.unwrap();
     let parts = [data(6 * MIB, 1), data(10, 2)];
     let chunks: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-    let all = append_all(&s, "o", &chunks, MIB).await;
-    assert_eq!(s.segments("o").await.unwrap().len(), 2);
-    commit_and_verify(&s, "o", &all).await;
+    let (all, state) = append_all(&s, "o", &chunks, MIB).await;
+    assert_eq!(segments(&state), 2);
+    commit_and_verify(&s, "o", &state, &all).await;
     // Single segment: CopyObject.
     s.upload_create("q").await.unwrap();
-    let all = append_all(&s, "q", &[b"short"], 2).await;
-    commit_and_verify(&s, "q", &all).await;
+    let (all, state) = append_all(&s, "q", &[b"short"], 2).await;
+    commit_and_verify(&s, "q", &state, &all).await;
 }
 
 #[tokio::test]
@@ -331,11 +344,13 @@ async fn abort_list_and_unknown_areas() {
     let s = store(&server, "list").await;
     let other = store(&server, "list-other").await;
     other.upload_create("elsewhere").await.unwrap();
+    other.upload_append("elsewhere", "", 0, body(b"x", 1)).await.unwrap();
     assert!(s.upload_list().await.unwrap().is_empty());
     s.upload_create("a-1").await.unwrap();
+    s.upload_append("a-1", "", 0, body(b"a", 1)).await.unwrap();
     s.upload_create("b-2").await.unwrap();
-    s.upload_append("b-2", 0, body(&data(6 * MIB, 1), MIB)).await.unwrap();
-    s.upload_append("b-2", 6 * MIB as u64, body(b"tail", 2)).await.unwrap();
+    let st = s.upload_append("b-2", "", 0, body(&data(6 * MIB, 1), MIB)).await.unwrap().state;
+    let st = s.upload_append("b-2", &st, 6 * MIB as u64, body(b"tail", 2)).await.unwrap().state;
     let mut ids = s.upload_list().await.unwrap();
     ids.sort();
     assert_eq!(ids, ["a-1", "b-2"]);
@@ -343,12 +358,25 @@ async fn abort_list_and_unknown_areas() {
     s.upload_abort("b-2").await.unwrap();
     s.upload_abort("never").await.unwrap();
     assert_eq!(s.upload_list().await.unwrap(), ["a-1"]);
-    assert!(matches!(s.upload_append("b-2", 0, body(b"x", 1)).await, Err(StorageError::NotFound)));
-    assert!(matches!(s.upload_read("b-2", 0, 1).await, Err(StorageError::NotFound)));
+    let e = match s.upload_read("b-2", &st, 0, 1).await {
+        Ok(r) => collect_err(r).await,
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("not found"), "{e}");
     assert!(s.upload_create("../x").await.is_err());
+    assert!(matches!(s.upload_append("b-2", "garbage", 0, body(b"x", 1)).await, Err(StorageError::Inconsistent(_))));
     assert_eq!(other.upload_list().await.unwrap(), ["elsewhere"]);
     // s3s-fs does not list multipart uploads: nothing to do, and no error.
     assert_eq!(s.cleanup_stale(Duration::from_secs(0)).await.unwrap(), 0);
+}
+
+async fn collect_err(mut s: ByteStream) -> String {
+    while let Some(b) = s.next().await {
+        if let Err(e) = b {
+            return e.to_string();
+        }
+    }
+    "no error".into()
 }
 
 #[tokio::test]
@@ -359,14 +387,39 @@ async fn an_upload_continues_on_another_node() {
     a.upload_create("x").await.unwrap();
     let parts = [data(3 * MIB, 1), data(3 * MIB, 2), data(10, 3), data(6 * MIB, 4)];
     let mut all = Vec::new();
+    let mut state = String::new();
     for (i, p) in parts.iter().enumerate() {
         let node = if i % 2 == 0 { &a } else { &b };
-        node.upload_append("x", all.len() as u64, body(p, 100_000)).await.unwrap();
+        state = node.upload_append("x", &state, all.len() as u64, body(p, 100_000)).await.unwrap().state;
         all.extend_from_slice(p);
     }
-    assert!(collect(a.upload_read("x", 0, all.len() as u64).await.unwrap()).await == all);
-    let d = commit_and_verify(&b, "x", &all).await;
+    assert!(collect(a.upload_read("x", &state, 0, all.len() as u64).await.unwrap()).await == all);
+    let d = commit_and_verify(&b, "x", &state, &all).await;
     assert_eq!(a.stat(&d).await.unwrap(), Some(all.len() as u64));
+}
+
+#[test]
+fn area_states_parse_strictly() {
+    let n = "0123456789abcdef0123456789abcdef";
+    let ok = format!("100/0.{n},60.{n}");
+    assert_eq!(Area::parse(&ok).unwrap().render(), ok);
+    assert_eq!(Area::parse("").unwrap(), Area::default());
+    for bad in [
+        format!("100/5.{n}"),
+        format!("100/0.{n},0.{n}"),
+        format!("100/0.{n},100.{n}"),
+        format!("x/0.{n}"),
+        "100/0.xyz".to_string(),
+        format!("100/0.{n},"),
+        "100".to_string(),
+    ] {
+        assert!(matches!(Area::parse(&bad), Err(StorageError::Inconsistent(_))), "{bad}");
+    }
+    let a = Area::parse(&ok).unwrap();
+    assert_eq!(a.cut(60).render(), format!("60/0.{n}"));
+    assert_eq!(a.cut(0).render(), "");
+    assert_eq!(a.pieces(50, 70).unwrap(), vec![(0, 50, 10), (1, 0, 10)]);
+    assert!(a.pieces(0, 101).is_err());
 }
 
 #[test]
@@ -390,8 +443,8 @@ async fn presigned_get_urls_serve_the_blob() {
     let s = store(&server, "presign").await;
     s.upload_create("p").await.unwrap();
     let content = data(3000, 7);
-    s.upload_append("p", 0, body(&content, 1000)).await.unwrap();
-    let d = commit_and_verify(&s, "p", &content).await;
+    let st = s.upload_append("p", "", 0, body(&content, 1000)).await.unwrap().state;
+    let d = commit_and_verify(&s, "p", &st, &content).await;
     let url = s.presign_get(&d, Duration::from_secs(300)).await.unwrap().expect("S3 presigns");
     let r = reqwest::get(&url).await.unwrap();
     assert_eq!(r.status(), 200, "GET {url}");
