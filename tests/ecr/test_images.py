@@ -385,6 +385,52 @@ def test_put_image_referenced_images_not_found(ecr, repo):
     assert state(ecr, repo) == before
 
 
+def size_mismatch_msg(digest, declared, stored):
+    """Berth's text (ECR documents no exception for this; PutImage's manifest checks answer
+    InvalidParameterException)."""
+    return (
+        "Invalid parameter at 'ImageManifest' failed to satisfy constraint: "
+        f"'The size {declared} declared for {digest} does not match the stored size {stored}'"
+    )
+
+
+def with_layer_size(built, size):
+    """The same image, its first layer descriptor declaring `size`."""
+    doc = json.loads(built.manifest)
+    doc["layers"][0]["size"] = size
+    return type(built)(json.dumps(doc), built.media_type, built.config, built.layers, built.config_media_type)
+
+
+@pytest.mark.parametrize("declared", [5_000_000_000, 1], ids=["huge", "small"])
+def test_put_image_declared_layer_size_must_be_stored_size(ecr, repo, declared):
+    built = oci_image(n_layers=1)
+    upload_blobs(ecr, repo, built)
+    before = state(ecr, repo)
+    lying = with_layer_size(built, declared)
+    err = client_error(put, ecr, repo, lying, tag="v1")
+    layer = built.layers[0]
+    check_error(err, "InvalidParameterException", size_mismatch_msg(sha256(layer), declared, len(layer)))
+    assert state(ecr, repo) == before
+    # The truthful manifest goes in, and DescribeImages reports the stored sizes.
+    put(ecr, repo, built, tag="v1")
+    assert the_detail(ecr, repo, imageTag="v1")["imageSizeInBytes"] == len(built.config) + len(layer)
+
+
+def test_put_image_index_child_size_must_be_manifest_size(ecr, repo):
+    child = api_image(ecr, repo, tag=None, n_layers=1)
+    idx = index_of([child])
+    doc = json.loads(idx.manifest)
+    true_size = doc["manifests"][0]["size"]
+    doc["manifests"][0]["size"] = true_size + 7
+    lying = type(idx)(json.dumps(doc), idx.media_type)
+    before = state(ecr, repo)
+    err = client_error(put, ecr, repo, lying, tag="multi")
+    check_error(err, "InvalidParameterException", size_mismatch_msg(child.digest, true_size + 7, true_size))
+    assert state(ecr, repo) == before
+    put(ecr, repo, idx, tag="multi")
+    assert the_detail(ecr, repo, imageTag="multi")["imageSizeInBytes"] == child.size
+
+
 def test_put_image_digest_does_not_match(ecr, repo):
     built = oci_image()
     upload_blobs(ecr, repo, built)

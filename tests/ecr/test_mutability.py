@@ -1,5 +1,10 @@
 """Tag mutability at creation and through PutImageTagMutability (with exclusion filters)."""
 
+import re
+import subprocess
+import time
+import types
+
 import pytest
 
 from ecrlib import (
@@ -8,9 +13,11 @@ from ecrlib import (
     assert_absent,
     check_error,
     client_error,
+    make_client,
     not_found_msg,
     unique,
 )
+from imagelib import oci_image, put, upload_blobs
 
 DEV = {"filterType": "WILDCARD", "filter": "dev-*"}
 LATEST = {"filterType": "WILDCARD", "filter": "latest"}
@@ -204,3 +211,65 @@ def test_put_image_tag_mutability_invalid(ecr, repo, mode, filters):
     err = client_error(ecr.put_image_tag_mutability, **kwargs)
     check_error(err, "InvalidParameterException")
     assert describe(ecr, repo) == before
+
+
+# ------------------------------------------------------------------------------------------
+# A flip on one node binds PutImage on another at once
+
+
+@pytest.fixture
+def second_node(server):
+    """Another `berth serve` on the same data directory (SQLite file and blob directory): a
+    second node of the embedded deployment."""
+    proc = subprocess.Popen(
+        [server.binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(server.data_dir)],
+        env=server.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    url, deadline = None, time.monotonic() + 60
+    while url is None and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        m = re.search(r"berth listening on (http://127\.0\.0\.1:\d+)", line)
+        url = m.group(1) if m else None
+    if url is None:
+        proc.kill()
+        pytest.fail("the second node did not start")
+    try:
+        yield types.SimpleNamespace(url=url)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+FLIPS = [
+    ("IMMUTABLE", [], "v", "v"),
+    ("IMMUTABLE_WITH_EXCLUSION", [DEV], "release", "dev-1"),
+    ("MUTABLE_WITH_EXCLUSION", [DEV], "dev-1", "release"),
+]
+
+
+def test_flip_on_one_node_binds_put_image_on_another(ecr, repo, second_node):
+    """Node A flips the mode; PutImage through node B, which had just served the repository,
+    refuses to move a protected tag at once, in every mode, every round."""
+    other = make_client(second_node)
+    for round_ in range(6):
+        mode, filters, protected, free = FLIPS[round_ % len(FLIPS)]
+        ecr.put_image_tag_mutability(repositoryName=repo, imageTagMutability="MUTABLE")
+        for tag in {protected, free}:
+            built = oci_image(n_layers=1)
+            upload_blobs(other, repo, built)
+            put(other, repo, built, tag=tag)  # mutable: B moves it (and caches the repository)
+        kw = {"imageTagMutabilityExclusionFilters": filters} if filters else {}
+        ecr.put_image_tag_mutability(repositoryName=repo, imageTagMutability=mode, **kw)
+        built = oci_image(n_layers=1)
+        upload_blobs(other, repo, built)
+        err = client_error(put, other, repo, built, tag=protected)
+        check_error(
+            err,
+            "ImageTagAlreadyExistsException",
+            f"The image tag '{protected}' already exists in the '{repo}' repository and cannot be "
+            "overwritten because the repository is immutable.",
+        )
+        if free != protected:
+            assert put(other, repo, built, tag=free)["image"]["imageId"]["imageTag"] == free

@@ -18,11 +18,10 @@ async fn contract(s: &dyn MetadataStore) {
         subject: Some("sha256:s"),
         annotations: None,
         content: b"{}",
-        blobs: &["sha256:b"],
+        blobs: &[("sha256:b", 5)],
         children: &[],
-        immutable_tags: &[],
         config_media_type: None,
-        image_size: Some(5),
+        index: false,
     };
     assert_eq!(s.put_manifest(&m, &["t"], 3).await.unwrap(), PutManifest::MissingBlobs(vec!["sha256:b".into()]));
     s.link_blob(repo, "sha256:b", 5, 3).await.unwrap();
@@ -109,7 +108,8 @@ async fn contract(s: &dyn MetadataStore) {
     assert_eq!(s.list_repositories_where(&ns, RepoFilter::WithPolicy, None, 10).await.unwrap(), Vec::<String>::new());
     // An immutable tag cannot move; images list tags.
     s.link_blob(info.id, "sha256:b", 5, 13).await.unwrap();
-    let m2 = NewManifest { repo_id: info.id, digest: "sha256:n", subject: None, immutable_tags: &["v1"], ..m.clone() };
+    let m2 = NewManifest { repo_id: info.id, digest: "sha256:n", subject: None, ..m.clone() };
+    s.set_tag_mutability(info.id, "IMMUTABLE", None).await.unwrap();
     assert_eq!(s.put_manifest(&m2, &["v1"], 14).await.unwrap(), PutManifest::Stored);
     let m3 = NewManifest { digest: "sha256:o", ..m2.clone() };
     assert_eq!(s.put_manifest(&m3, &["v1"], 15).await.unwrap(), PutManifest::TagExists("v1".into()));
@@ -119,6 +119,7 @@ async fn contract(s: &dyn MetadataStore) {
         (images[0].digest.as_str(), images[0].tags.clone(), images[0].image_size),
         ("sha256:n", vec!["v1".to_string()], 5)
     );
+    writes_check_rules_in_the_transaction(s, &m, info.id).await;
     s.record_pull(info.id, "sha256:n", 99).await.unwrap();
     assert_eq!(s.images(info.id).await.unwrap()[0].last_pulled_at, Some(99));
     assert!(!s.referenced_by_index(info.id, "sha256:n").await.unwrap());
@@ -142,6 +143,76 @@ async fn contract(s: &dyn MetadataStore) {
     assert_eq!(s.init_setting("k", "first").await.unwrap(), "first");
     assert_eq!(s.init_setting("k", "second").await.unwrap(), "first");
     assert_eq!(s.setting("k").await.unwrap().as_deref(), Some("first"));
+}
+
+/// The rules a manifest write obeys are read inside its transaction: the repository's committed
+/// mutability settings (every mode, with wildcard exclusions), its existence, and the stored
+/// sizes of what the manifest references; each write moves only its repository's epoch.
+async fn writes_check_rules_in_the_transaction(s: &dyn MetadataStore, base: &NewManifest<'_>, repo: i64) {
+    let ns = Namespace { account_id: "333333333333".into(), region: "r".into() };
+    let other = s.ensure_repository(&ns, "other", 1).await.unwrap();
+    let e_other = s.repository_epoch(other).await.unwrap().unwrap();
+    let m = |digest: &'static str| NewManifest { repo_id: repo, digest, subject: None, ..base.clone() };
+    // IMMUTABLE (set just before by the caller): "v1" exists and cannot move, even to its digest.
+    assert_eq!(s.put_manifest(&m("sha256:n"), &["v1"], 20).await.unwrap(), PutManifest::TagExists("v1".into()));
+    let e0 = s.repository_epoch(repo).await.unwrap().unwrap();
+    s.set_tag_mutability(repo, "MUTABLE", None).await.unwrap();
+    let e1 = s.repository_epoch(repo).await.unwrap().unwrap();
+    assert!(e1 > e0, "a mutability change moves the epoch");
+    assert_eq!(s.put_manifest(&m("sha256:p"), &["v1", "dev-1", "latest"], 21).await.unwrap(), PutManifest::Stored);
+    assert!(s.repository_epoch(repo).await.unwrap().unwrap() > e1, "a manifest write moves the epoch");
+    assert_eq!(s.repository_epoch(other).await.unwrap(), Some(e_other), "writes elsewhere do not move it");
+    let filters = r#"[{"filterType":"WILDCARD","filter":"dev-*"},{"filterType":"WILDCARD","filter":"latest"}]"#;
+    s.set_tag_mutability(repo, "IMMUTABLE_WITH_EXCLUSION", Some(filters)).await.unwrap();
+    assert_eq!(s.put_manifest(&m("sha256:q"), &["dev-1", "latest"], 22).await.unwrap(), PutManifest::Stored);
+    assert_eq!(
+        s.put_manifest(&m("sha256:q"), &["latest", "v1"], 23).await.unwrap(),
+        PutManifest::TagExists("v1".into())
+    );
+    assert_eq!(s.resolve_tag(repo, "latest").await.unwrap().as_deref(), Some("sha256:q"), "nothing changed");
+    s.set_tag_mutability(repo, "MUTABLE_WITH_EXCLUSION", Some(filters)).await.unwrap();
+    assert_eq!(s.put_manifest(&m("sha256:p"), &["v1", "new"], 24).await.unwrap(), PutManifest::Stored);
+    assert_eq!(s.put_manifest(&m("sha256:p"), &["dev-1"], 25).await.unwrap(), PutManifest::TagExists("dev-1".into()));
+    assert_eq!(s.put_manifest(&m("sha256:p"), &["latest"], 25).await.unwrap(), PutManifest::TagExists("latest".into()));
+    assert_eq!(s.put_manifest(&m("sha256:p"), &["dev"], 25).await.unwrap(), PutManifest::Stored);
+    // Declared sizes must be the stored ones; the image size is what is stored.
+    let big = [("sha256:b", 5_000_000_000u64)];
+    let lying = NewManifest { blobs: &big, ..m("sha256:r") };
+    assert_eq!(
+        s.put_manifest(&lying, &["x"], 26).await.unwrap(),
+        PutManifest::SizeMismatch { digest: "sha256:b".into(), declared: 5_000_000_000, stored: 5 }
+    );
+    assert!(s.manifest(repo, "sha256:r").await.unwrap().is_none());
+    assert_eq!(s.resolve_tag(repo, "x").await.unwrap(), None);
+    let img = s.images(repo).await.unwrap().into_iter().find(|i| i.digest == "sha256:p").unwrap();
+    assert_eq!(img.image_size, 5);
+    // An index's children: declared size = stored manifest bytes (`{}`: 2).
+    let kids = [("sha256:p", 3u64)];
+    let index = NewManifest { blobs: &[], children: &kids, index: true, ..m("sha256:i") };
+    assert_eq!(
+        s.put_manifest(&index, &[], 27).await.unwrap(),
+        PutManifest::SizeMismatch { digest: "sha256:p".into(), declared: 3, stored: 2 }
+    );
+    let kids = [("sha256:p", 2u64)];
+    let index = NewManifest { blobs: &[], children: &kids, index: true, ..m("sha256:i") };
+    assert_eq!(s.put_manifest(&index, &[], 28).await.unwrap(), PutManifest::Stored);
+    let img = s.images(repo).await.unwrap().into_iter().find(|i| i.digest == "sha256:i").unwrap();
+    assert_eq!(img.image_size, 5, "an index's size is its largest child's");
+    // A deleted repository takes no writes, and has no epoch.
+    assert_eq!(s.delete_repository(other, true).await.unwrap(), DeleteRepository::Deleted);
+    assert_eq!(s.repository_epoch(other).await.unwrap(), None);
+    assert_eq!(s.repository_version(&ns, "other").await.unwrap(), None);
+    let dead = NewManifest { repo_id: other, blobs: &[], ..m("sha256:z") };
+    assert_eq!(s.put_manifest(&dead, &["t"], 29).await.unwrap(), PutManifest::RepositoryGone);
+    assert!(!s.delete_tag(other, "t").await.unwrap());
+    assert!(!s.delete_manifest(other, "sha256:z").await.unwrap());
+    assert!(s.manifest(other, "sha256:z").await.unwrap().is_none());
+    // Back to the caller's state: "v1" on sha256:n only.
+    s.set_tag_mutability(repo, "MUTABLE", None).await.unwrap();
+    for d in ["sha256:i", "sha256:p", "sha256:q"] {
+        assert!(s.delete_manifest(repo, d).await.unwrap());
+    }
+    assert_eq!(s.put_manifest(&m("sha256:n"), &["v1"], 30).await.unwrap(), PutManifest::Stored);
 }
 
 /// IAM entities, policies and the authorization epoch.
@@ -383,7 +454,7 @@ async fn jobs_contract(s: Arc<dyn MetadataStore>) {
 async fn sqlite_contract() {
     let dir = tempfile::tempdir().unwrap();
     let (s, applied) = sqlite::SqliteStore::open_with(&dir.path().join("m.db"), SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8]);
     contract(&s).await;
     iam_contract(&s).await;
     jobs_contract(Arc::new(s.clone())).await;
@@ -394,7 +465,7 @@ async fn sqlite_contract() {
     s.close().await;
     // A check on an unmigrated database refuses it.
     let err = sqlite::SqliteStore::open_with(&dir.path().join("new.db"), SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 7), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 8), "{err}");
     assert!(err.to_string().contains("berth migrate"), "{err}");
 }
 
@@ -420,9 +491,9 @@ async fn postgres_contract() {
     let base = url.rsplit_once('/').map(|(b, _)| b).unwrap();
     let url = format!("{base}/{db}");
     let err = postgres::PgStore::open_with(&url, SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 7), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 8), "{err}");
     let (s, applied) = postgres::PgStore::open_with(&url, SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8]);
     contract(&s).await;
     iam_contract(&s).await;
     jobs_contract(Arc::new(s.clone())).await;

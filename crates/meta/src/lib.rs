@@ -9,6 +9,7 @@ mod portable;
 #[cfg(test)]
 mod contract;
 pub mod iam;
+pub mod mutability;
 pub mod postgres;
 pub mod sqlite;
 
@@ -216,17 +217,17 @@ pub struct NewManifest<'a> {
     /// Annotations as a JSON object string.
     pub annotations: Option<&'a str>,
     pub content: &'a [u8],
-    /// Blobs that must be linked to the repository.
-    pub blobs: &'a [&'a str],
-    /// Manifests that must exist in the repository.
-    pub children: &'a [&'a str],
-    /// Tags (among those being set) that must not exist yet (immutable tags).
-    pub immutable_tags: &'a [&'a str],
+    /// Blobs that must be linked to the repository, each with the size its descriptor
+    /// declares (which must be the stored blob's size).
+    pub blobs: &'a [(&'a str, u64)],
+    /// Manifests that must exist in the repository, each with the size its descriptor declares
+    /// (which must be the stored manifest's byte length).
+    pub children: &'a [(&'a str, u64)],
     /// Config media type (image manifests).
     pub config_media_type: Option<&'a str>,
-    /// Bytes of the blobs an image manifest references; `None` for an index, whose size is the
-    /// largest of its children's.
-    pub image_size: Option<u64>,
+    /// An index: its image size is the largest of its children's; otherwise the sum of the
+    /// stored sizes of its blobs.
+    pub index: bool,
 }
 
 /// Result of [`MetadataStore::put_manifest`].
@@ -234,11 +235,17 @@ pub struct NewManifest<'a> {
 pub enum PutManifest {
     /// Stored (or already present) and tags updated.
     Stored,
+    /// The repository does not exist (any more); nothing changed.
+    RepositoryGone,
     /// These blobs are not linked to the repository; nothing changed.
     MissingBlobs(Vec<String>),
     /// These child manifests are not in the repository; nothing changed.
     MissingManifests(Vec<String>),
-    /// This immutable tag already exists; nothing changed.
+    /// A descriptor declares a size other than the stored blob's (or child manifest's); nothing
+    /// changed.
+    SizeMismatch { digest: String, declared: u64, stored: u64 },
+    /// This tag exists and the repository's mutability settings, as committed when the write
+    /// ran, forbid moving it; nothing changed.
     TagExists(String),
 }
 
@@ -376,7 +383,12 @@ pub trait MetadataStore: IamStore + Send + Sync + 'static {
     /// Sessions not updated since `before`, at most `limit`.
     async fn stale_uploads(&self, before: i64, limit: u32) -> Result<Vec<String>>;
 
-    /// Store a manifest (idempotent) and point `tags` at it, after checking its references.
+    /// Store a manifest (idempotent) and point `tags` at it. In the same transaction, and
+    /// serialized with every other write to the repository (and its deletion and mutability
+    /// changes), it checks that the repository exists, that every tag may move under the
+    /// repository's mutability settings ([`mutability::tag_is_immutable`]), that every blob and
+    /// child manifest is present with the size its descriptor declares; the image size is
+    /// computed from the stored sizes. On any failed check nothing changes.
     async fn put_manifest(&self, m: &NewManifest<'_>, tags: &[&str], now: i64) -> Result<PutManifest>;
     /// A manifest of the repository by digest.
     async fn manifest(&self, repo_id: i64, digest: &str) -> Result<Option<Manifest>>;
@@ -386,10 +398,15 @@ pub trait MetadataStore: IamStore + Send + Sync + 'static {
     async fn delete_manifest(&self, repo_id: i64, digest: &str) -> Result<bool>;
     /// Delete one tag; `false` when absent.
     async fn delete_tag(&self, repo_id: i64, tag: &str) -> Result<bool>;
-    /// The data epoch: it moves with every write that changes what a repository's tags and
-    /// manifests resolve to (manifest put/delete, tag delete, repository delete, tag mutability),
-    /// so a node can tell its read caches may hold another node's stale view.
-    async fn data_epoch(&self) -> Result<i64>;
+    /// The id of repository `name` and its data epoch, read together (see
+    /// [`MetadataStore::repository_epoch`]).
+    async fn repository_version(&self, ns: &Namespace, name: &str) -> Result<Option<(i64, i64)>>;
+    /// A repository's data epoch, `None` when the repository no longer exists. It moves with
+    /// every committed write that changes what the repository's tags and manifests resolve to
+    /// or its tag mutability (manifest put, manifest and tag delete, mutability change), and
+    /// only with writes to that repository, so a node can tell that its read caches of that
+    /// repository may hold a stale view, and writes to different repositories never contend.
+    async fn repository_epoch(&self, repo_id: i64) -> Result<Option<i64>>;
     /// Tags after `last` in lexical order, at most `limit`.
     async fn list_tags(&self, repo_id: i64, last: Option<&str>, limit: u32) -> Result<Vec<String>>;
     /// Manifests whose subject is `subject`, optionally only those of `artifact_type`.
@@ -427,7 +444,9 @@ pub trait MetadataStore: IamStore + Send + Sync + 'static {
     ) -> Result<Vec<RepositoryInfo>>;
     /// Delete a repository (and, with `force`, everything in it).
     async fn delete_repository(&self, repo_id: i64, force: bool) -> Result<DeleteRepository>;
-    /// Change tag mutability and its exclusion filters.
+    /// Change tag mutability and its exclusion filters (moves the repository's data epoch;
+    /// serialized with the repository's manifest writes, so every push that commits after this
+    /// obeys the new settings).
     async fn set_tag_mutability(&self, repo_id: i64, mutability: &str, exclusions: Option<&str>) -> Result<()>;
     /// Resource tags of a repository, by key.
     async fn resource_tags(&self, repo_id: i64) -> Result<Vec<(String, String)>>;

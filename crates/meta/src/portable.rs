@@ -1,9 +1,8 @@
 //! The metadata SQL, written once for SQLite and PostgreSQL: `$n` placeholders, `ON CONFLICT`,
 //! `RETURNING`, explicit `CAST`s where PostgreSQL must infer a parameter's type. Each backend
-//! module expands [`portable_store!`] for its store type, which must provide
-//! `begin()` (a write transaction), `lock_repo()` (serialize manifest writes of one repository),
-//! and the `read` / `write` pools. The one backend difference in the SQL itself is passed as
-//! `$skip_locked`: the row-locking clause that lets concurrent job claimers pass each other
+//! module expands [`portable_store!`] for its store type, which must provide `begin()` (a write
+//! transaction) and the `read` / `write` pools. The one backend difference in the SQL itself is
+//! passed as `$skip_locked`: the row-locking clause that lets concurrent job claimers pass each other
 //! (`FOR UPDATE SKIP LOCKED` on PostgreSQL; empty on SQLite, where `BEGIN IMMEDIATE` already
 //! serializes writers).
 
@@ -18,22 +17,6 @@ macro_rules! job_columns {
 /// Implement [`crate::MetadataStore`] for `$store` on database `$db` with row type `$row`.
 macro_rules! portable_store {
     ($store:ty, $db:ty, $row:ty, $skip_locked:literal) => {
-async fn missing(
-    tx: &mut Transaction<'static, $db>,
-    sql: &'static str,
-    repo_id: i64,
-    digests: &[&str],
-) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for d in digests {
-        let hit = sqlx::query(sql).bind(repo_id).bind(*d).fetch_optional(&mut **tx).await?;
-        if hit.is_none() && !out.iter().any(|x: &String| x == d) {
-            out.push(d.to_string());
-        }
-    }
-    Ok(out)
-}
-
 #[async_trait]
 impl MetadataStore for $store {
     async fn repository(&self, ns: &Namespace, name: &str) -> Result<Option<i64>> {
@@ -223,8 +206,16 @@ impl MetadataStore for $store {
 
     async fn put_manifest(&self, m: &NewManifest<'_>, tags: &[&str], now: i64) -> Result<PutManifest> {
         let mut tx = self.begin().await?;
-        self.lock_repo(&mut tx, m.repo_id).await?;
-        for t in m.immutable_tags {
+        // First statement: lock the repository row (serializing this write with every other
+        // write to the repository, its deletion and mutability changes), move its data epoch,
+        // and read the settings as committed.
+        let Some((mutability, exclusions)) = touch_repo(&mut tx, m.repo_id).await? else {
+            return Ok(PutManifest::RepositoryGone);
+        };
+        for t in tags {
+            if !crate::mutability::tag_is_immutable(&mutability, exclusions.as_deref(), t) {
+                continue;
+            }
             let hit = sqlx::query("SELECT 1 FROM tags WHERE repo_id = $1 AND name = $2")
                 .bind(m.repo_id)
                 .bind(*t)
@@ -234,32 +225,64 @@ impl MetadataStore for $store {
                 return Ok(PutManifest::TagExists(t.to_string()));
             }
         }
-        let blobs =
-            missing(&mut tx, "SELECT 1 FROM repo_blobs WHERE repo_id = $1 AND digest = $2", m.repo_id, m.blobs).await?;
-        if !blobs.is_empty() {
-            return Ok(PutManifest::MissingBlobs(blobs));
-        }
-        let children =
-            missing(&mut tx, "SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2", m.repo_id, m.children)
-                .await?;
-        if !children.is_empty() {
-            return Ok(PutManifest::MissingManifests(children));
-        }
-        let image_size: i64 = match m.image_size {
-            Some(n) => n as i64,
-            None => {
-                let mut max = 0i64;
-                for c in m.children {
-                    let r = sqlx::query("SELECT image_size FROM manifests WHERE repo_id = $1 AND digest = $2")
-                        .bind(m.repo_id)
-                        .bind(*c)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    max = max.max(r.map(|r| r.get::<i64, _>(0)).unwrap_or(0));
+        let mut missing: Vec<String> = Vec::new();
+        let mut image_size: i64 = 0;
+        for (d, declared) in m.blobs {
+            let stored = sqlx::query(
+                "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest \
+                 WHERE rb.repo_id = $1 AND rb.digest = $2",
+            )
+            .bind(m.repo_id)
+            .bind(*d)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.get::<i64, _>(0));
+            match stored {
+                None => {
+                    if !missing.iter().any(|x| x == d) {
+                        missing.push(d.to_string());
+                    }
                 }
-                max
+                Some(size) if size as u64 != *declared => {
+                    return Ok(PutManifest::SizeMismatch {
+                        digest: d.to_string(),
+                        declared: *declared,
+                        stored: size as u64,
+                    });
+                }
+                Some(size) => image_size = image_size.saturating_add(size),
             }
-        };
+        }
+        if !missing.is_empty() {
+            return Ok(PutManifest::MissingBlobs(missing));
+        }
+        let mut largest_child: i64 = 0;
+        for (d, declared) in m.children {
+            let row = sqlx::query("SELECT size, image_size FROM manifests WHERE repo_id = $1 AND digest = $2")
+                .bind(m.repo_id)
+                .bind(*d)
+                .fetch_optional(&mut *tx)
+                .await?;
+            match row.map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1))) {
+                None => {
+                    if !missing.iter().any(|x| x == d) {
+                        missing.push(d.to_string());
+                    }
+                }
+                Some((size, _)) if size as u64 != *declared => {
+                    return Ok(PutManifest::SizeMismatch {
+                        digest: d.to_string(),
+                        declared: *declared,
+                        stored: size as u64,
+                    });
+                }
+                Some((_, child_image)) => largest_child = largest_child.max(child_image),
+            }
+        }
+        if !missing.is_empty() {
+            return Ok(PutManifest::MissingManifests(missing));
+        }
+        let image_size = if m.index { largest_child } else { image_size };
         let inserted = sqlx::query(
             "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, pushed_at, \
              config_media_type, image_size) \
@@ -282,7 +305,7 @@ impl MetadataStore for $store {
             > 0;
         if inserted {
             for (kind, refs) in [("b", m.blobs), ("m", m.children)] {
-                for r in refs {
+                for (r, _) in refs {
                     sqlx::query(
                         "INSERT INTO manifest_refs (repo_id, manifest_digest, ref_digest, kind) VALUES ($1, $2, $3, $4) \
                          ON CONFLICT DO NOTHING",
@@ -308,7 +331,6 @@ impl MetadataStore for $store {
             .execute(&mut *tx)
             .await?;
         }
-        bump_data(&mut tx).await?;
         tx.commit().await?;
         Ok(PutManifest::Stored)
     }
@@ -333,30 +355,50 @@ impl MetadataStore for $store {
 
     async fn delete_manifest(&self, repo_id: i64, digest: &str) -> Result<bool> {
         let mut tx = self.begin().await?;
+        if touch_repo(&mut tx, repo_id).await?.is_none() {
+            return Ok(false);
+        }
         let r = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
             .bind(repo_id)
             .bind(digest)
             .execute(&mut *tx)
             .await?;
-        bump_data(&mut tx).await?;
         tx.commit().await?;
         Ok(r.rows_affected() > 0)
     }
 
     async fn delete_tag(&self, repo_id: i64, tag: &str) -> Result<bool> {
         let mut tx = self.begin().await?;
+        if touch_repo(&mut tx, repo_id).await?.is_none() {
+            return Ok(false);
+        }
         let r = sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND name = $2")
             .bind(repo_id)
             .bind(tag)
             .execute(&mut *tx)
             .await?;
-        bump_data(&mut tx).await?;
         tx.commit().await?;
         Ok(r.rows_affected() > 0)
     }
 
-    async fn data_epoch(&self) -> Result<i64> {
-        Ok(sqlx::query("SELECT epoch FROM data_epoch WHERE id = 1").fetch_one(&self.read).await?.get(0))
+    async fn repository_version(&self, ns: &Namespace, name: &str) -> Result<Option<(i64, i64)>> {
+        let row = sqlx::query(
+            "SELECT id, data_epoch FROM repositories WHERE account_id = $1 AND region = $2 AND name = $3",
+        )
+        .bind(&ns.account_id)
+        .bind(&ns.region)
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    async fn repository_epoch(&self, repo_id: i64) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT data_epoch FROM repositories WHERE id = $1")
+            .bind(repo_id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     async fn list_tags(&self, repo_id: i64, last: Option<&str>, limit: u32) -> Result<Vec<String>> {
@@ -608,21 +650,20 @@ impl MetadataStore for $store {
         ] {
             sqlx::query(sql).bind(repo_id).execute(&mut *tx).await?;
         }
-        bump_data(&mut tx).await?;
         tx.commit().await?;
         Ok(DeleteRepository::Deleted)
     }
 
     async fn set_tag_mutability(&self, repo_id: i64, mutability: &str, exclusions: Option<&str>) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query("UPDATE repositories SET image_tag_mutability = $1, mutability_exclusions = $2 WHERE id = $3")
-            .bind(mutability)
-            .bind(exclusions)
-            .bind(repo_id)
-            .execute(&mut *tx)
-            .await?;
-        bump_data(&mut tx).await?;
-        tx.commit().await?;
+        sqlx::query(
+            "UPDATE repositories SET image_tag_mutability = $1, mutability_exclusions = $2, \
+             data_epoch = data_epoch + 1 WHERE id = $3",
+        )
+        .bind(mutability)
+        .bind(exclusions)
+        .bind(repo_id)
+        .execute(&self.write)
+        .await?;
         Ok(())
     }
 
@@ -865,10 +906,21 @@ async fn upsert_resource_tags(
     Ok(())
 }
 
-/// Move the data epoch on (last statement of a write transaction: the row lock is held briefly).
-async fn bump_data(tx: &mut Transaction<'static, $db>) -> Result<()> {
-    sqlx::query("UPDATE data_epoch SET epoch = epoch + 1 WHERE id = 1").execute(&mut **tx).await?;
-    Ok(())
+/// Lock a repository's row for the rest of the transaction and move its data epoch on; returns
+/// its tag mutability and exclusion filters as committed, or `None` when the repository does not
+/// exist. The first statement of every write to a repository's manifests and tags: concurrent
+/// writes to one repository (from any node) queue on its row, writes to different
+/// repositories never meet, and a concurrent deletion or mutability change is ordered before or
+/// after the whole write.
+async fn touch_repo(tx: &mut Transaction<'static, $db>, repo_id: i64) -> Result<Option<(String, Option<String>)>> {
+    let row = sqlx::query(
+        "UPDATE repositories SET data_epoch = data_epoch + 1 WHERE id = $1 \
+         RETURNING image_tag_mutability, mutability_exclusions",
+    )
+    .bind(repo_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
 async fn link(tx: &mut Transaction<'static, $db>, repo_id: i64, digest: &str, size: u64, now: i64) -> Result<()> {

@@ -1,8 +1,10 @@
 //! PostgreSQL metadata store (for many stateless nodes).
 //!
 //! The same portable SQL as SQLite ([`crate::portable`]). Transactions run at READ COMMITTED;
-//! manifest writes of one repository are serialized with a transaction-scoped advisory lock, so
-//! the immutable-tag and reference checks cannot race a concurrent push on another node.
+//! writes to one repository's manifests and tags are serialized by their first statement, which
+//! updates (and so locks) the repository's row, so the mutability, reference and size checks
+//! cannot race a concurrent push, deletion or mutability change on another node, while writes
+//! to different repositories never wait for each other.
 
 use crate::*;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -45,11 +47,5 @@ impl PgStore {
 
     async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
         Ok(self.write.begin().await?)
-    }
-
-    /// Serialize manifest writes of one repository across nodes (released at commit/rollback).
-    async fn lock_repo(&self, tx: &mut Transaction<'static, Postgres>, repo_id: i64) -> Result<()> {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(repo_id).execute(&mut **tx).await?;
-        Ok(())
     }
 }

@@ -83,9 +83,4 @@ impl SqliteStore {
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
         Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
     }
-
-    /// Writes are already serialized (one write connection, `BEGIN IMMEDIATE`).
-    async fn lock_repo(&self, _tx: &mut Transaction<'static, Sqlite>, _repo_id: i64) -> Result<()> {
-        Ok(())
-    }
 }

@@ -55,10 +55,11 @@ pub struct Parsed {
     /// The effective media type (body `mediaType`, else `Content-Type`, else inferred).
     pub media_type: String,
     pub kind: Kind,
-    /// Blobs the manifest needs in the repository (config + distributable layers).
+    /// Blobs the manifest needs in the repository (config + distributable layers), with their
+    /// declared sizes.
     pub blobs: Vec<(Digest, i64)>,
-    /// Child manifests (indexes only).
-    pub children: Vec<Digest>,
+    /// Child manifests (indexes only), with their declared sizes.
+    pub children: Vec<(Digest, i64)>,
     pub subject: Option<Digest>,
     /// `artifactType`, else (image manifests) the config media type, as the referrers API reports it.
     pub artifact_type: Option<String>,
@@ -148,7 +149,7 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<Parsed, Manifes
             }
             let ms = raw.manifests.as_ref().ok_or_else(|| ManifestError::Invalid("manifests is missing".into()))?;
             for m in ms {
-                children.push(digest_of(m, "manifest")?);
+                children.push((digest_of(m, "manifest")?, m.size));
             }
         }
     }

@@ -18,6 +18,10 @@ pub enum Error {
     DigestInvalid(String),
     #[error("manifest invalid: {0}")]
     ManifestInvalid(String),
+    /// A descriptor of the manifest declares a size other than the stored blob's (or child
+    /// manifest's) size.
+    #[error("manifest invalid: the descriptor of {digest} declares {declared} bytes but {stored} bytes are stored")]
+    ManifestSizeMismatch { digest: String, declared: u64, stored: u64 },
     #[error("manifest too large")]
     ManifestTooLarge,
     /// Blobs the manifest references are not in the repository.

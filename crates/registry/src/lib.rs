@@ -27,10 +27,10 @@ use berth_meta::{MetadataStore, Namespace};
 use berth_oci::{Digest, RepoName, Tag};
 use berth_storage::{BlobStore, ByteStream, StorageError};
 use bytes::Bytes;
-use cache::ManifestCache;
+use cache::{ManifestCache, RepoCache, RepoEntry};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Result alias of registry operations.
@@ -69,27 +69,6 @@ pub struct Settings {
     /// Blob `GET`s answer with a redirect to a storage URL valid this long, where the storage
     /// has such URLs ([`BlobStore::presign_get`]); `None`: blobs stream through the registry.
     pub blob_redirect_ttl: Option<Duration>,
-}
-
-/// Cached facts about a data-plane repository.
-#[derive(Debug)]
-struct RepoEntry {
-    id: i64,
-    mutability: String,
-    exclusions: Vec<TagFilter>,
-}
-
-impl RepoEntry {
-    /// Whether an existing `tag` may not be moved.
-    fn tag_is_immutable(&self, tag: &str) -> bool {
-        let matched = self.exclusions.iter().any(|f| repos::wildcard_match(&f.filter, tag));
-        match self.mutability.as_str() {
-            "IMMUTABLE" => true,
-            "IMMUTABLE_WITH_EXCLUSION" => !matched,
-            "MUTABLE_WITH_EXCLUSION" => matched,
-            _ => false,
-        }
-    }
 }
 
 /// A stored manifest, ready to serve.
@@ -147,12 +126,9 @@ pub struct Registry {
     keys: Keys,
     auth_cache: accounts::AuthCache,
     authz: authz::Authz,
-    /// Repositories by namespace and name: id and tag-mutability settings.
-    repo_ids: RwLock<HashMap<Namespace, HashMap<String, Arc<RepoEntry>>>>,
+    /// Repositories by namespace and name (read cache; writes check the store).
+    repos: RepoCache,
     cache: ManifestCache,
-    /// The data epoch last read from the metadata store, and when (ms): other nodes' writes.
-    data_epoch: AtomicI64,
-    data_checked_at: AtomicI64,
     /// In-memory hash state of uploads, so chunked uploads need not re-read their data.
     hashes: Mutex<HashMap<String, uploads::TaggedHash>>,
     /// Serializes requests on the same upload session within this node; an entry lives only
@@ -184,10 +160,8 @@ impl Registry {
             keys,
             auth_cache: Default::default(),
             authz: Default::default(),
-            repo_ids: RwLock::default(),
+            repos: RepoCache::default(),
             cache: ManifestCache::default(),
-            data_epoch: AtomicI64::new(i64::MIN),
-            data_checked_at: AtomicI64::new(0),
             hashes: Mutex::default(),
             upload_locks: Mutex::default(),
         }
@@ -212,41 +186,43 @@ impl Registry {
         self.repo_entry_in(ns, name.as_str()).await
     }
 
-    /// How stale (ms) a node's read caches may be with respect to other nodes' writes.
+    /// How stale (ms) a node's read caches of a repository may be with respect to other nodes'
+    /// writes to it.
     const DATA_EPOCH_CHECK_MS: i64 = 500;
 
-    /// Drop the read caches (repository ids and settings, manifests by reference) when another
-    /// node wrote since the last look; looks at most every [`Self::DATA_EPOCH_CHECK_MS`].
-    async fn sync_data_epoch(&self) -> Result<()> {
-        let now = self.now();
-        if now - self.data_checked_at.load(Ordering::Relaxed) < Self::DATA_EPOCH_CHECK_MS {
-            return Ok(());
-        }
-        let epoch = self.meta.data_epoch().await?;
-        let before = self.data_epoch.swap(epoch, Ordering::SeqCst);
-        if before != epoch && before != i64::MIN {
-            self.repo_ids.write().unwrap().clear();
-            self.cache.clear();
-        }
-        self.data_checked_at.store(now, Ordering::SeqCst);
-        Ok(())
-    }
-
-    /// A repository's id and mutability settings (cached).
+    /// A repository's id (cached), its read caches brought up to date: at most every
+    /// [`Self::DATA_EPOCH_CHECK_MS`] per repository, its data epoch is compared with the store's;
+    /// when another node wrote to the repository since, its cached manifests are dropped, and
+    /// when it was deleted (or deleted and created again) its cached id is. Writes to other
+    /// repositories invalidate nothing here.
     async fn repo_entry_in(&self, ns: &Namespace, name: &str) -> Result<Option<Arc<RepoEntry>>> {
-        self.sync_data_epoch().await?;
-        if let Some(e) = self.repo_ids.read().unwrap().get(ns).and_then(|m| m.get(name)) {
-            return Ok(Some(e.clone()));
+        let now = self.now();
+        if let Some(e) = self.repos.get(ns, name) {
+            if now - e.checked_at.load(Ordering::Acquire) < Self::DATA_EPOCH_CHECK_MS {
+                return Ok(Some(e));
+            }
+            match self.meta.repository_epoch(e.id).await? {
+                Some(epoch) => {
+                    if e.epoch.swap(epoch, Ordering::AcqRel) != epoch {
+                        self.cache.invalidate(e.id);
+                    }
+                    e.checked_at.store(now, Ordering::Release);
+                    return Ok(Some(e));
+                }
+                None => {
+                    self.repos.remove(ns, name);
+                    self.cache.invalidate(e.id);
+                }
+            }
         }
-        let Some(info) = self.meta.repository_info(ns, name).await? else {
+        let generation = self.repos.generation();
+        let Some((id, epoch)) = self.meta.repository_version(ns, name).await? else {
             return Ok(None);
         };
-        let entry = Arc::new(RepoEntry {
-            id: info.id,
-            exclusions: repos::exclusions_of(&info),
-            mutability: info.image_tag_mutability,
-        });
-        self.repo_ids.write().unwrap().entry(ns.clone()).or_default().insert(name.to_string(), entry.clone());
+        let entry = Arc::new(RepoEntry { id, epoch: AtomicI64::new(epoch), checked_at: AtomicI64::new(now) });
+        // Manifests cached under an earlier look at this id may predate `epoch`.
+        self.cache.invalidate(id);
+        self.repos.insert(generation, ns, name, entry.clone());
         Ok(Some(entry))
     }
 
@@ -254,11 +230,10 @@ impl Registry {
         Ok(self.repo_entry(ns, name).await?.map(|e| e.id))
     }
 
-    /// Forget cached settings of a data-plane repository after they changed.
-    fn forget_repo(&self, ns: &Namespace, name: &str) {
-        if let Some(m) = self.repo_ids.write().unwrap().get_mut(ns) {
-            m.remove(name);
-        }
+    /// Forget a repository this node found deleted or deleted itself.
+    fn forget_repo(&self, ns: &Namespace, name: &str, id: i64) {
+        self.repos.remove(ns, name);
+        self.cache.invalidate(id);
     }
 
     async fn existing_repo(&self, ns: &Namespace, name: &RepoName) -> Result<i64> {

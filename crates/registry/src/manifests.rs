@@ -95,12 +95,14 @@ impl Registry {
         extra_tags: &[String],
     ) -> Result<PushedManifest> {
         let repo = self.repo_for_push(ns, name).await?;
-        self.put_manifest_in(&repo, name.as_str(), reference, content_type, bytes, extra_tags).await
+        self.put_manifest_in(ns, &repo, name.as_str(), reference, content_type, bytes, extra_tags).await
     }
 
     /// Push a manifest into a resolved repository (data plane and ECR PutImage).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn put_manifest_in(
         &self,
+        ns: &Namespace,
         repo: &RepoEntry,
         name: &str,
         reference: &Reference,
@@ -134,21 +136,19 @@ impl Registry {
             }
         }
         let blob_refs: Vec<String> = parsed.blobs.iter().map(|(d, _)| d.to_string()).collect();
-        let child_refs: Vec<String> = parsed.children.iter().map(|d| d.to_string()).collect();
-        let blob_refs: Vec<&str> = blob_refs.iter().map(String::as_str).collect();
-        let child_refs: Vec<&str> = child_refs.iter().map(String::as_str).collect();
+        let child_refs: Vec<String> = parsed.children.iter().map(|(d, _)| d.to_string()).collect();
+        let blob_refs: Vec<(&str, u64)> =
+            blob_refs.iter().zip(&parsed.blobs).map(|(d, (_, size))| (d.as_str(), *size as u64)).collect();
+        let child_refs: Vec<(&str, u64)> =
+            child_refs.iter().zip(&parsed.children).map(|(d, (_, size))| (d.as_str(), *size as u64)).collect();
         let annotations = parsed.annotations.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default());
         let subject = parsed.subject.as_ref().map(|d| d.to_string());
         let tag_refs: Vec<&str> = tags.iter().map(Tag::as_str).collect();
-        let immutable: Vec<&str> = tag_refs.iter().copied().filter(|t| repo.tag_is_immutable(t)).collect();
+        let index = parsed.kind == Kind::Index;
         let new = berth_meta::NewManifest {
             repo_id: repo.id,
-            immutable_tags: &immutable,
             config_media_type: parsed.config_media_type.as_deref(),
-            image_size: match parsed.kind {
-                Kind::Image => Some(parsed.blobs.iter().map(|(_, s)| *s as u64).sum()),
-                Kind::Index => None,
-            },
+            index,
             digest: digest.as_str(),
             media_type: &parsed.media_type,
             artifact_type: parsed.artifact_type.as_deref(),
@@ -156,17 +156,25 @@ impl Registry {
             annotations: annotations.as_deref(),
             content: &bytes,
             blobs: &blob_refs,
-            children: if parsed.kind == Kind::Index { &child_refs } else { &[] },
+            children: if index { &child_refs } else { &[] },
         };
+        // Mutability, existence and sizes are checked by the store in the write's transaction.
         let outcome = self.meta.put_manifest(&new, &tag_refs, self.now()).await?;
         self.cache.invalidate(repo.id);
         match outcome {
-            PutManifest::TagExists(tag) => Err(Error::TagImmutable { tag, repo: name.to_string() }),
             PutManifest::Stored => {
                 Ok(PushedManifest { digest, subject: parsed.subject, tags, media_type: parsed.media_type })
             }
+            PutManifest::TagExists(tag) => Err(Error::TagImmutable { tag, repo: name.to_string() }),
+            PutManifest::RepositoryGone => {
+                self.forget_repo(ns, name, repo.id);
+                Err(Error::RepositoryNotFound { name: name.to_string(), registry: ns.account_id.clone() })
+            }
             PutManifest::MissingBlobs(b) => Err(Error::ManifestBlobUnknown(b)),
             PutManifest::MissingManifests(m) => Err(Error::ManifestChildUnknown(m)),
+            PutManifest::SizeMismatch { digest, declared, stored } => {
+                Err(Error::ManifestSizeMismatch { digest, declared, stored })
+            }
         }
     }
 

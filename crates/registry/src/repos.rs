@@ -119,29 +119,8 @@ pub fn exclusions_of(info: &RepositoryInfo) -> Vec<TagFilter> {
     info.mutability_exclusions.as_deref().and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default()
 }
 
-/// ECR's WILDCARD filter: `*` matches any run of characters, everything else itself.
-pub fn wildcard_match(pattern: &str, s: &str) -> bool {
-    let (p, s) = (pattern.as_bytes(), s.as_bytes());
-    let (mut pi, mut si) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while si < s.len() {
-        if pi < p.len() && p[pi] != b'*' && p[pi] == s[si] {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some(pi);
-            mark = si;
-            pi += 1;
-        } else if let Some(st) = star {
-            pi = st + 1;
-            mark += 1;
-            si = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
-}
+#[cfg(test)]
+use berth_meta::mutability::wildcard_match;
 
 impl Registry {
     /// The namespace of `account` in `region`.
@@ -215,8 +194,7 @@ impl Registry {
             }
             DeleteRepository::Deleted => {}
         }
-        self.forget_repo(ns, name);
-        self.cache.invalidate(info.id);
+        self.forget_repo(ns, name, info.id);
         Ok(info)
     }
 
@@ -231,8 +209,8 @@ impl Registry {
         validate_mutability(mutability, exclusions)?;
         let info = self.describe_repository(ns, name).await?;
         let json = exclusions_json(exclusions);
+        // Pushes read the settings in their own transaction: nothing cached to update.
         self.meta.set_tag_mutability(info.id, mutability, json.as_deref()).await?;
-        self.forget_repo(ns, name);
         Ok(RepositoryInfo { image_tag_mutability: mutability.to_string(), mutability_exclusions: json, ..info })
     }
 

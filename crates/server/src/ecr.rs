@@ -762,6 +762,11 @@ async fn put_image(ctx: &Ctx<'_>, input: PutImageIn) -> Result<Value, EcrError> 
                 ),
             ),
             Error::TagImmutable { .. } => EcrError::new("ImageTagAlreadyExistsException", e.to_string()),
+            // ECR documents no exception of its own for a descriptor whose size is not the
+            // stored layer's; PutImage's manifest checks answer InvalidParameterException.
+            Error::ManifestSizeMismatch { digest, declared, stored } => EcrError::invalid(format!(
+                "Invalid parameter at 'ImageManifest' failed to satisfy constraint: 'The size {declared} declared for {digest} does not match the stored size {stored}'"
+            )),
             Error::ManifestInvalid(_) | Error::DigestInvalid(_) | Error::TagInvalid(_) | Error::ManifestTooLarge => {
                 EcrError::invalid(format!("Invalid parameter at 'ImageManifest' failed to satisfy constraint: '{e}'"))
             }

@@ -63,6 +63,12 @@ impl From<Error> for ApiError {
                 ApiError::new(C::DigestInvalid, "provided digest did not match uploaded content", json!(m))
             }
             Error::ManifestInvalid(m) => ApiError::new(C::ManifestInvalid, "manifest invalid", json!(m)),
+            Error::ManifestSizeMismatch { ref digest, declared, stored } => ApiError::new(
+                C::ManifestInvalid,
+                msg.clone(),
+                json!({"digest": digest, "declaredSize": declared, "storedSize": stored}),
+            )
+            .with_status(StatusCode::BAD_REQUEST),
             Error::ManifestTooLarge => ApiError::new(
                 C::SizeInvalid,
                 format!("manifest exceeds the {} byte limit", berth_oci::MAX_MANIFEST_BYTES),
