@@ -31,13 +31,7 @@ fn check(auth: Option<&str>, date: &str, query: &str) {
     if let Ok(d) = HeaderValue::from_str(date) {
         headers.insert("x-amz-date", d);
     }
-    let req = sigv4::Request {
-        method: "POST",
-        path: "/",
-        query,
-        headers: &headers,
-        body_sha256: sigv4::EMPTY_SHA256,
-    };
+    let req = sigv4::Request { method: "POST", path: "/", query, headers: &headers, body_sha256: sigv4::EMPTY_SHA256 };
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_704_067_200);
     let _ = sigv4::parse(&req, "ecr", &["us-east-1".to_string()], now);
 }

@@ -305,4 +305,24 @@ mod tests {
         c.s3_secret_access_key = Some("hunter2".into());
         assert!(!toml::to_string(&c).unwrap().contains("hunter2"));
     }
+
+    proptest::proptest! {
+        /// No configuration text, and no environment value, panics the loader: it is either a
+        /// configuration or an error naming what is wrong.
+        #[test]
+        fn any_toml_or_env_is_a_config_or_an_error(
+            text in "\\PC{0,200}",
+            key in proptest::sample::select(vec![
+                "listen", "upload_ttl_secs", "regions", "account_id", "server_key", "storage",
+                "header_timeout_secs", "max_connections", "registry_domain", "job_lease_ms",
+            ]),
+            value in "[ -~]{0,40}",
+        ) {
+            let _ = toml::from_str::<Config>(&text);
+            let _ = toml::from_str::<Config>(&format!("{key} = {value}"));
+            let mut c = Config::default();
+            let env_key = format!("BERTH_{}", key.to_uppercase());
+            let _ = c.apply_env(|k| (k == env_key).then(|| value.clone()));
+        }
+    }
 }
