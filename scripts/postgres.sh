@@ -2,6 +2,7 @@
 # A throwaway PostgreSQL for the tests, on 127.0.0.1 only.
 #   scripts/postgres.sh start DIR   -> initdb + start in DIR, prints the connection URL
 #   scripts/postgres.sh stop DIR    -> stop it (the caller removes DIR)
+#   scripts/postgres.sh resume DIR  -> start a stopped one again, on the same port (outage tests)
 # Runs the server as the `postgres` user when invoked as root (initdb refuses root).
 set -euo pipefail
 cmd=${1:?start|stop}; dir=${2:?directory}
@@ -19,10 +20,16 @@ case "$cmd" in
     as_pg "'$bin/initdb' -D '$dir/data' -U berth --auth=trust -E UTF8 >'$dir/initdb.log' 2>&1"
     as_pg "'$bin/pg_ctl' -D '$dir/data' -l '$dir/server.log' -w -t 60 \
       -o \"-c listen_addresses=127.0.0.1 -p $port -k '$dir' -c fsync=off\" start >/dev/null"
+    echo "$port" > "$dir/port"
     echo "postgres://berth@127.0.0.1:$port/postgres"
+    ;;
+  resume)
+    port=$(cat "$dir/port")
+    as_pg "'$bin/pg_ctl' -D '$dir/data' -l '$dir/server.log' -w -t 60 \
+      -o \"-c listen_addresses=127.0.0.1 -p $port -k '$dir' -c fsync=off\" start >/dev/null"
     ;;
   stop)
     as_pg "'$bin/pg_ctl' -D '$dir/data' -m fast -w stop >/dev/null" || true
     ;;
-  *) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|resume DIR" >&2; exit 2 ;;
 esac

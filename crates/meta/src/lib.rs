@@ -42,6 +42,24 @@ pub enum MetaError {
     },
 }
 
+impl MetaError {
+    /// Whether the database could not be reached (down, restarting, no connection within the
+    /// pool's bounded wait) rather than refusing the operation: worth retrying later.
+    pub fn is_unavailable(&self) -> bool {
+        let MetaError::Db(e) = self else { return false };
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => {
+                true
+            }
+            sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+                // PostgreSQL: connection exceptions (08xxx), admin/crash shutdown, cannot connect now.
+                c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
+            }),
+            _ => false,
+        }
+    }
+}
+
 /// Result alias for metadata operations.
 pub type Result<T> = std::result::Result<T, MetaError>;
 

@@ -8,6 +8,10 @@
 
 use crate::*;
 use sqlx::postgres::{PgPool, PgPoolOptions};
+
+/// How long an operation waits for a pooled connection before it fails as unavailable (the
+/// pool keeps retrying to connect until then).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 use sqlx::{Postgres, Row, Transaction};
 use std::time::Duration;
 
@@ -31,8 +35,9 @@ impl PgStore {
     /// `mode`. Returns the store and the migrations applied now. Concurrent migrators are
     /// serialized by an advisory lock (sqlx's).
     pub async fn open_with(url: &str, mode: SchemaMode) -> Result<(PgStore, Vec<AppliedMigration>)> {
-        let pool =
-            PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(60)).connect(url).await?;
+        // A request waits at most ACQUIRE_TIMEOUT for a connection: while the database is down,
+        // requests fail fast (503 with Retry-After) instead of hanging for the outage.
+        let pool = PgPoolOptions::new().max_connections(16).acquire_timeout(ACQUIRE_TIMEOUT).connect(url).await?;
         let applied = {
             let mut conn = pool.acquire().await?;
             migrate_conn(&sqlx::migrate!("./migrations/postgres"), &mut *conn, mode == SchemaMode::Migrate).await?

@@ -36,6 +36,9 @@ pub enum ErrorCode {
     Unsupported,
     TooManyRequests,
     TagInvalid,
+    /// A backend the registry needs (metadata database, blob storage) is unavailable for now
+    /// (503, with `Retry-After`; Distribution's `UNAVAILABLE`).
+    Unavailable,
     /// An unexpected server failure (500).
     Unknown,
 }
@@ -59,6 +62,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
             ErrorCode::TagInvalid => "TAG_INVALID",
+            ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Unknown => "UNKNOWN",
         }
     }
@@ -74,6 +78,7 @@ impl ErrorCode {
             ErrorCode::Denied => 403,
             ErrorCode::Unsupported => 405,
             ErrorCode::TooManyRequests => 429,
+            ErrorCode::Unavailable => 503,
             ErrorCode::Unknown => 500,
             _ => 400,
         }

@@ -47,6 +47,10 @@ pub enum Error {
     Denied(String),
     #[error("request body failed: {0}")]
     BodyFailed(String),
+    /// A backend (metadata database, blob storage) cannot be reached for now: retry later
+    /// (503 with `Retry-After`). Nothing was changed.
+    #[error("{0}")]
+    Unavailable(String),
     /// A control-plane parameter is invalid (ECR `InvalidParameterException`).
     #[error("{0}")]
     InvalidParameter(String),
@@ -109,6 +113,10 @@ pub enum Error {
 
 impl From<berth_meta::MetaError> for Error {
     fn from(e: berth_meta::MetaError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "the metadata database is unavailable");
+            return Error::Unavailable("the metadata database is unavailable; retry later".into());
+        }
         Error::Internal(e.to_string())
     }
 }

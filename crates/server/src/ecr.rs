@@ -50,6 +50,9 @@ impl EcrError {
         let mut r = Response::new(Body::from(body));
         *r.status_mut() = self.status;
         set_headers(&mut r, request_id);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(crate::error::RETRY_AFTER_SECS));
+        }
         r
     }
 }
@@ -73,6 +76,9 @@ impl From<Error> for EcrError {
             },
             Error::RepositoryPolicyNotFound { .. } => EcrError::new("RepositoryPolicyNotFoundException", msg),
             Error::RegistryPolicyNotFound(_) => EcrError::new("RegistryPolicyNotFoundException", msg),
+            Error::Unavailable(_) => {
+                EcrError { kind: "ServerException", message: msg, status: StatusCode::SERVICE_UNAVAILABLE }
+            }
             Error::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 EcrError {

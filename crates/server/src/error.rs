@@ -8,6 +8,9 @@ use berth_registry::Error;
 use http::{StatusCode, header};
 use serde_json::{Value, json};
 
+/// Seconds a client is asked to wait (`Retry-After`) when a backend is unavailable.
+pub const RETRY_AFTER_SECS: &str = "5";
+
 /// An OCI error response about to be sent.
 #[derive(Debug)]
 pub struct ApiError {
@@ -34,14 +37,14 @@ impl ApiError {
         self
     }
 
-    /// The HTTP response.
+    /// The HTTP response (503s say when to retry).
     pub fn into_response(self) -> Response {
         let body = json!({"errors": [{"code": self.code.as_str(), "message": self.message, "detail": self.detail}]});
-        Response::builder()
-            .status(self.status)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(body.to_string()))
-            .expect("valid response")
+        let mut b = Response::builder().status(self.status).header(header::CONTENT_TYPE, "application/json");
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            b = b.header(header::RETRY_AFTER, RETRY_AFTER_SECS);
+        }
+        b.body(Body::from(body.to_string())).expect("valid response")
     }
 }
 
@@ -91,6 +94,7 @@ impl From<Error> for ApiError {
             Error::ManifestUnknown(r) => ApiError::new(C::ManifestUnknown, msg, json!({"reference": r})),
             Error::TagInvalid(t) => ApiError::new(C::TagInvalid, msg, json!({"tag": t})),
             Error::BodyFailed(m) => ApiError::new(C::BlobUploadInvalid, "request body could not be read", json!(m)),
+            Error::Unavailable(m) => ApiError::new(C::Unavailable, m, Value::Null),
             Error::RepositoryNotFound { name, .. } => ApiError::new(C::NameUnknown, msg, json!({"name": name})),
             Error::InvalidParameter(_)
             | Error::RepositoryAlreadyExists { .. }

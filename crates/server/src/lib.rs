@@ -87,7 +87,13 @@ async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response
         match req.uri().path() {
             "/healthz" => return probe(StatusCode::OK, "ok\n"),
             "/readyz" => {
-                return match state.registry.ready().await {
+                // Answer at once: a backend that does not answer within a second is not ready.
+                let ready = tokio::time::timeout(std::time::Duration::from_secs(1), state.registry.ready())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(berth_registry::Error::Unavailable("a backend did not answer in 1 s".into()))
+                    });
+                return match ready {
                     Ok(()) => probe(StatusCode::OK, "ready\n"),
                     Err(e) => {
                         tracing::warn!(error = %e, "readiness check failed");
