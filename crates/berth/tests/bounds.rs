@@ -4,6 +4,7 @@
 //!   its operation may carry, before it reads any of the body: the refusal comes without a
 //!   `100 Continue`, and many unauthenticated large bodies leave the server's peak memory where
 //!   it was.
+//! - Slow uploads hold no shared capacity: hundreds of PATCHes trickling bytes do not stall pulls.
 //!
 //! Every wait is bounded; no timing decides a pass except as a generous liveness bound.
 
@@ -419,4 +420,134 @@ async fn upload_layer_part_carries_the_largest_part() {
     let r = post_expecting(&b, &headers, 32 * MIB, b"A").await;
     assert_refused_unread(&r, "UploadLayerPart", 400, "InvalidParameterException");
     assert_eq!(r.json()["message"], limit_message);
+}
+
+/// 300 uploads trickling their PATCH bodies a byte a second hold no blocking threads: pulls of
+/// an existing blob and manifest keep being answered; once the uploads finish their bodies,
+/// every PATCH is acknowledged and the server is healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_uploads_do_not_starve_pulls() {
+    let b = Berth::start();
+    let c = b.client();
+    let repo = "bounds/slow";
+    // Something to pull.
+    let blob = b"layer bytes for the pull".to_vec();
+    let blob_digest = format!("sha256:{}", hex_sha256(&blob));
+    let r = c
+        .post(format!("{}/v2/{repo}/blobs/uploads/?digest={blob_digest}", b.url))
+        .body(blob.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let config = b"{}".to_vec();
+    let config_digest = format!("sha256:{}", hex_sha256(&config));
+    let r = c
+        .post(format!("{}/v2/{repo}/blobs/uploads/?digest={config_digest}", b.url))
+        .body(config.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": blob_digest, "size": blob.len()}],
+    })
+    .to_string();
+    let r = c
+        .put(format!("{}/v2/{repo}/manifests/v1", b.url))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // 300 uploads, each a PATCH of 30 bytes sent a byte a second: they outlast the pulls below
+    // (each bounded by LIVENESS) unless ended early.
+    let uploads = 300;
+    let body_len = 30usize;
+    let mut locations = Vec::new();
+    for _ in 0..uploads {
+        let r = c.post(format!("{}/v2/{repo}/blobs/uploads/", b.url)).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+        let loc = r.headers()["location"].to_str().unwrap().to_string();
+        assert!(loc.starts_with("/v2/"), "{loc}");
+        locations.push(loc);
+    }
+    let (go_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut patches = Vec::new();
+    for loc in &locations {
+        let path = loc.clone();
+        let addr = b.addr.clone();
+        let auth = b.basic_auth_header();
+        let mut go = go_tx.subscribe();
+        patches.push(tokio::spawn(async move {
+            let s = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+            let (mut rd, mut wr) = s.into_split();
+            let head = format!(
+                "PATCH {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nContent-Type: application/octet-stream\r\nContent-Length: {body_len}\r\n\r\n"
+            );
+            wr.write_all(head.as_bytes()).await.expect("head");
+            // A byte a second until told to finish (bounded: at most the whole body).
+            let mut sent = 0;
+            while sent < body_len - 1 {
+                wr.write_all(b"x").await.expect("trickle");
+                sent += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = go.recv() => break,
+                }
+            }
+            wr.write_all(&vec![b'x'; body_len - sent]).await.expect("rest of the body");
+            let raw = read_response(&mut rd, Vec::new(), false).await;
+            drop(wr);
+            raw
+        }));
+    }
+    // Every upload is now receiving its body; pulls must keep being answered.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for round in 0..3 {
+        let r = tokio::time::timeout(LIVENESS, async {
+            let r = c.get(format!("{}/v2/{repo}/blobs/{blob_digest}", b.url)).send().await.unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!("round {round}: blob pull not answered within {LIVENESS:?} during {uploads} slow uploads")
+        });
+        assert_eq!(r, (200, blob.clone()), "round {round}");
+        let r = tokio::time::timeout(LIVENESS, async {
+            let r = c
+                .get(format!("{}/v2/{repo}/manifests/v1", b.url))
+                .header("accept", "application/vnd.oci.image.manifest.v1+json")
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!("round {round}: manifest pull not answered within {LIVENESS:?} during {uploads} slow uploads")
+        });
+        assert_eq!(r, (200, manifest.clone()), "round {round}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // End the trickles: every PATCH is acknowledged with all its bytes.
+    let _ = go_tx.send(());
+    for (i, p) in patches.into_iter().enumerate() {
+        let r = tokio::time::timeout(Duration::from_secs(60), p).await.expect("PATCH answered").unwrap();
+        assert_eq!(r.status, 202, "upload {i}: {r:?}");
+        assert_eq!(r.header("range"), Some(&*format!("0-{}", body_len - 1)), "upload {i}");
+    }
+    // Healthy: a fresh push of one of them completes, and pulls still work.
+    let expected = vec![b'x'; body_len];
+    let digest = format!("sha256:{}", hex_sha256(&expected));
+    let r = c.put(format!("{}{}?digest={digest}", b.url, locations[0])).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let r = c.get(format!("{}/v2/{repo}/blobs/{digest}", b.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().to_vec(), expected);
 }
