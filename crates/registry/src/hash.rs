@@ -1,5 +1,6 @@
-//! Streaming digests. Hashing runs on its own blocking thread, fed through a bounded channel,
-//! so that receiving, writing and hashing a blob overlap.
+//! Streaming digests. Hashing runs on its own task, fed through a bounded channel, so that
+//! receiving, writing and hashing a blob overlap; it holds a blocking thread only while there
+//! are bytes to hash.
 
 use berth_oci::{Algorithm, Digest};
 use berth_storage::ByteStream;
@@ -76,19 +77,23 @@ pub struct Hasher {
     handle: tokio::task::JoinHandle<HashState>,
 }
 
-/// Chunks buffered between the stream and the hashing thread.
+/// Chunks buffered between the stream and the hashing task.
 const DEPTH: usize = 8;
+/// A chunk this small that arrives alone is hashed on the async task (a few microseconds)
+/// rather than handed to a blocking thread.
+const INLINE_BYTES: usize = 16 * 1024;
+/// Bytes hashed, at most, per turn on a blocking thread before it is given back.
+const RUN_BYTES: usize = 64 * 1024 * 1024;
 
 impl Hasher {
     /// Wrap `body` so that every chunk it yields is also hashed into `state`.
-    pub fn tap(mut state: HashState, body: ByteStream) -> (ByteStream, Hasher) {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
-        let handle = tokio::task::spawn_blocking(move || {
-            while let Some(b) = rx.blocking_recv() {
-                state.update(&b);
-            }
-            state
-        });
+    ///
+    /// The hashing runs on its own task, so that receiving, writing and hashing overlap. It
+    /// takes a blocking thread only while chunks are waiting to be hashed, never while waiting
+    /// for the client: a slow upload costs a task and at most [`DEPTH`] chunks, not a thread.
+    pub fn tap(state: HashState, body: ByteStream) -> (ByteStream, Hasher) {
+        let (tx, rx) = mpsc::channel::<Bytes>(DEPTH);
+        let handle = tokio::spawn(hash_from(state, rx));
         let stream = futures::stream::unfold((body, Some(tx)), |(mut body, tx)| async move {
             let item = body.next().await?;
             let mut tx = tx;
@@ -108,8 +113,34 @@ impl Hasher {
     /// Wait for the hash of everything the stream yielded. Only meaningful when the stream
     /// was consumed to its end (it is dropped by then, which closes the channel).
     pub async fn finish(self) -> HashState {
-        self.handle.await.expect("hasher thread panicked")
+        self.handle.await.expect("hashing task panicked")
     }
+}
+
+/// Hash every chunk `rx` yields until it closes. Each chunk awaited here is hashed, with the
+/// chunks queued behind it (up to [`RUN_BYTES`]), in one short turn on a blocking thread.
+async fn hash_from(mut state: HashState, mut rx: mpsc::Receiver<Bytes>) -> HashState {
+    while let Some(first) = rx.recv().await {
+        if first.len() <= INLINE_BYTES && rx.is_empty() {
+            state.update(&first);
+            continue;
+        }
+        (state, rx) = tokio::task::spawn_blocking(move || {
+            let mut next = Some(first);
+            let mut run = 0;
+            while let Some(chunk) = next.take() {
+                state.update(&chunk);
+                run += chunk.len();
+                if run < RUN_BYTES {
+                    next = rx.try_recv().ok();
+                }
+            }
+            (state, rx)
+        })
+        .await
+        .expect("hashing panicked");
+    }
+    state
 }
 
 #[cfg(test)]

@@ -19,8 +19,6 @@ use std::time::SystemTime;
 
 /// Prefix of every ECR `X-Amz-Target`.
 pub const TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
-/// Largest control-plane request body accepted (UploadLayerPart carries layer parts).
-const MAX_BODY: usize = 32 * 1024 * 1024;
 
 /// An ECR error response.
 #[derive(Debug)]
@@ -203,29 +201,34 @@ pub(crate) enum SignedError {
     Registry(Error),
 }
 
-/// Verify a SigV4-signed request for `service` (credential scope region among `regions`) and
-/// return the caller's identity with what the signature established.
-pub(crate) async fn verify_signed(
+/// A request whose SigV4 header part checked out (form, syntax, credential scope, time, an
+/// active access key, no session token); the signature itself, which covers the body, is
+/// checked by [`HeaderAuth::verify`] once the body is read.
+pub(crate) struct HeaderAuth {
+    identity: Identity,
+    parsed: sigv4::ParsedSignature,
+    secret: sigv4::SecretKey,
+}
+
+/// Check everything of a SigV4-signed request for `service` (credential scope region among
+/// `regions`) that does not need its body, so that a request without valid credentials is
+/// refused before any body byte is read. Errors as [`sigv4::parse`], then
+/// [`sigv4::SigV4Error::UnrecognizedClient`] for an unknown or inactive access key or a session
+/// token.
+pub(crate) async fn authenticate_headers(
     reg: &Registry,
     parts: &mut Parts,
-    body: &[u8],
     service: &str,
     regions: &[String],
-) -> Result<(Identity, sigv4::Verified), SignedError> {
+) -> Result<HeaderAuth, SignedError> {
     // HTTP/2 carries the host as :authority; SigV4 signs it as `host`.
     if !parts.headers.contains_key(header::HOST)
         && let Some(a) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     {
         parts.headers.insert(header::HOST, a);
     }
-    let body_sha = hex_sha256(body);
-    let sreq = sigv4::Request {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query().unwrap_or(""),
-        headers: &parts.headers,
-        body_sha256: &body_sha,
-    };
+    // `parse` does not look at the body hash.
+    let sreq = signed_request(parts, sigv4::EMPTY_SHA256);
     let parsed = sigv4::parse(&sreq, service, regions, SystemTime::now()).map_err(SignedError::Sig)?;
     require_signed(parts)?;
     let (identity, secret) = reg
@@ -237,8 +240,70 @@ pub(crate) async fn verify_signed(
         // Berth issues no session credentials: a session token is never valid.
         return Err(SignedError::Sig(sigv4::SigV4Error::UnrecognizedClient));
     }
-    let verified = parsed.verify(&sreq, &secret).map_err(SignedError::Sig)?;
-    Ok((identity, verified))
+    Ok(HeaderAuth { identity, parsed, secret })
+}
+
+impl HeaderAuth {
+    /// Check the signature over the request and its whole `body`; the caller's identity with
+    /// what the signature established.
+    pub(crate) fn verify(self, parts: &Parts, body: &[u8]) -> Result<(Identity, sigv4::Verified), SignedError> {
+        let body_sha = hex_sha256(body);
+        let verified = self.parsed.verify(&signed_request(parts, &body_sha), &self.secret).map_err(SignedError::Sig)?;
+        Ok((self.identity, verified))
+    }
+}
+
+fn signed_request<'a>(parts: &'a Parts, body_sha256: &'a str) -> sigv4::Request<'a> {
+    sigv4::Request {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &parts.headers,
+        body_sha256,
+    }
+}
+
+impl From<SignedError> for EcrError {
+    fn from(e: SignedError) -> EcrError {
+        match e {
+            SignedError::Sig(e) => EcrError::from(e),
+            SignedError::Registry(e) => EcrError::from(e),
+        }
+    }
+}
+
+/// Largest `layerPartBlob` (decoded), as ECR's API model.
+const MAX_PART_BLOB: u64 = 20 * 1024 * 1024;
+/// Room for the JSON around the one large member of a request.
+const JSON_SLACK: u64 = 64 * 1024;
+/// Largest body of an operation without a large member.
+const SMALL_BODY: u64 = 1024 * 1024;
+
+/// The largest request body `op` may carry: an UploadLayerPart carries a base64 part of up to
+/// [`MAX_PART_BLOB`], a PutImage a manifest of up to 4 MiB that JSON escaping may triple
+/// (`\u00e9` for a two-byte character); everything else is small.
+fn body_limit(op: &str) -> u64 {
+    match op {
+        "UploadLayerPart" => MAX_PART_BLOB.div_ceil(3) * 4 + JSON_SLACK,
+        "PutImage" => 3 * berth_oci::MAX_MANIFEST_BYTES as u64 + JSON_SLACK,
+        _ => SMALL_BODY,
+    }
+}
+
+/// The refusal of a body over [`body_limit`].
+fn too_large(op: &str, limit: u64) -> EcrError {
+    match op {
+        "UploadLayerPart" => EcrError::invalid(format!(
+            "Invalid parameter at 'layerPartBlob' failed to satisfy constraint: 'Member must have length less than or equal to {MAX_PART_BLOB}'"
+        )),
+        "PutImage" => EcrError::invalid(format!(
+            "Invalid parameter at 'imageManifest' failed to satisfy constraint: 'Member must have length less than or equal to {}'",
+            berth_oci::MAX_MANIFEST_BYTES
+        )),
+        _ => {
+            EcrError::invalid(format!("The request body is larger than the {limit} bytes allowed for this operation."))
+        }
+    }
 }
 
 /// The headers that choose the operation (`X-Amz-Target`) and the protocol (`Content-Type`:
@@ -290,33 +355,47 @@ pub(crate) fn has_control_chars(s: &str) -> bool {
 }
 
 /// Serve one control-plane request.
-pub async fn handle(state: &AppState, mut parts: Parts, body: Body) -> Response {
+pub async fn handle(state: &AppState, mut parts: Parts, mut body: Body) -> Response {
     let request_id = uuid_like();
-    match serve(state, &mut parts, body).await {
+    let mut r = match serve(state, &mut parts, &mut body).await {
         Ok(v) => {
             let mut r = Response::new(Body::from(v.to_string()));
             set_headers(&mut r, &request_id);
             r
         }
         Err(e) => e.into_response(&request_id),
-    }
+    };
+    crate::body::finish(&mut body, &mut r).await;
+    r
 }
 
 fn uuid_like() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-async fn serve(state: &AppState, parts: &mut Parts, body: Body) -> Result<Value, EcrError> {
+/// Serve one request: the signature's header part first, then the body (bounded by the
+/// operation's limit and the shared body budget, see [`crate::body`]), then the signature.
+async fn serve(state: &AppState, parts: &mut Parts, body: &mut Body) -> Result<Value, EcrError> {
     let reg = &*state.registry;
-    let body = axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| EcrError::new("SerializationException", "The request body could not be read or is too large."))?;
-    let (identity, verified) = verify_signed(reg, parts, &body, "ecr", reg.regions()).await.map_err(|e| match e {
-        SignedError::Sig(e) => EcrError::from(e),
-        SignedError::Registry(e) => EcrError::from(e),
-    })?;
+    let auth = authenticate_headers(reg, parts, "ecr", reg.regions()).await?;
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let op = target.strip_prefix(TARGET_PREFIX).unwrap_or("");
+    let op = target.strip_prefix(TARGET_PREFIX).unwrap_or("").to_string();
+    let op = op.as_str();
+    let limit = body_limit(op);
+    let declared = crate::body::declared_len(&parts.headers);
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(op, limit));
+    }
+    let _reservation = crate::body::reserve(declared.unwrap_or(limit))
+        .await
+        .ok_or_else(|| EcrError::new("ThrottlingException", "Rate exceeded"))?;
+    let body = crate::body::read(body, limit, declared.unwrap_or(0)).await.map_err(|e| match e {
+        crate::body::ReadError::TooLarge => too_large(op, limit),
+        crate::body::ReadError::Failed => {
+            EcrError::new("SerializationException", "The request body could not be read.")
+        }
+    })?;
+    let (identity, verified) = auth.verify(parts, &body)?;
     let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost").to_string();
     let origin = crate::origin(state.trust_forwarded, parts);
     let ctx = Ctx { reg, identity, origin, region: verified.region, host };
@@ -1180,6 +1259,9 @@ async fn upload_layer_part(ctx: &Ctx<'_>, input: UploadLayerPartIn) -> Result<Va
     let blob = base64::engine::general_purpose::STANDARD
         .decode(input.layer_part_blob.as_bytes())
         .map_err(|_| EcrError::new("SerializationException", "layerPartBlob is not valid base64"))?;
+    if blob.len() as u64 > MAX_PART_BLOB {
+        return Err(too_large("UploadLayerPart", body_limit("UploadLayerPart")));
+    }
     let (first, last) = (input.part_first_byte, input.part_last_byte);
     let range = berth_oci::range::ChunkRange::from_signed(first, last).ok().filter(|r| r.len() == blob.len() as u64);
     let Some(range) = range else {

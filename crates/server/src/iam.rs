@@ -4,7 +4,7 @@
 //! <Type>Sender</Type><Code>NoSuchEntity</Code>...`.
 
 use crate::AppState;
-use crate::ecr::{SignedError, verify_signed};
+use crate::ecr::{SignedError, authenticate_headers};
 use axum::body::Body;
 use axum::response::Response;
 use berth_auth::sigv4::SigV4Error;
@@ -18,7 +18,7 @@ use std::fmt::Write;
 const IAM_NS: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
 const STS_NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 /// Largest Query API body (policy documents are the big part).
-const MAX_BODY: usize = 256 * 1024;
+const MAX_BODY: u64 = 256 * 1024;
 
 /// An IAM/STS error response.
 #[derive(Debug)]
@@ -210,9 +210,9 @@ fn form(body: &[u8]) -> Vec<(String, String)> {
 }
 
 /// Serve one IAM or STS Query API request.
-pub async fn handle(state: &AppState, mut parts: Parts, body: Body) -> Response {
+pub async fn handle(state: &AppState, mut parts: Parts, mut body: Body) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let (ns, result) = match serve(state, &mut parts, body, &request_id).await {
+    let (ns, result) = match serve(state, &mut parts, &mut body, &request_id).await {
         Ok((ns, xml)) => (ns, Ok(xml)),
         Err((ns, e)) => (ns, Err(e)),
     };
@@ -235,20 +235,16 @@ pub async fn handle(state: &AppState, mut parts: Parts, body: Body) -> Response 
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         r.headers_mut().insert("x-amzn-requestid", v);
     }
+    crate::body::finish(&mut body, &mut r).await;
     r
 }
 
 type Served = Result<(&'static str, String), (&'static str, QueryError)>;
 
-async fn serve(state: &AppState, parts: &mut Parts, body: Body, request_id: &str) -> Served {
+/// Serve one request: the signature's header part first, then the body (bounded, see
+/// [`crate::body`]), then the signature over it.
+async fn serve(state: &AppState, parts: &mut Parts, body: &mut Body, request_id: &str) -> Served {
     let reg = &*state.registry;
-    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return Err((IAM_NS, QueryError::validation("The request body could not be read or is too large.")));
-    };
-    let params = form(&body);
-    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let bad = params.iter().find(|(n, v)| crate::ecr::has_control_chars(n) || crate::ecr::has_control_chars(v));
-    let action = get("Action").unwrap_or("").to_string();
     // The credential scope names the service; IAM and STS share the endpoint.
     let auth = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
     let service = if auth.contains("/sts/aws4_request") { "sts" } else { "iam" };
@@ -259,12 +255,29 @@ async fn serve(state: &AppState, parts: &mut Parts, body: Body, request_id: &str
             regions.push(r.to_string());
         }
     }
-    let (identity, _) = match verify_signed(reg, parts, &body, service, &regions).await {
-        Ok(v) => v,
-        Err(SignedError::Sig(e)) => return Err((ns, e.into())),
-        Err(SignedError::Registry(e)) => return Err((ns, e.into())),
+    let signed = |e: SignedError| match e {
+        SignedError::Sig(e) => (ns, QueryError::from(e)),
+        SignedError::Registry(e) => (ns, QueryError::from(e)),
     };
-    if let Some((name, _)) = bad {
+    let auth = authenticate_headers(reg, parts, service, &regions).await.map_err(signed)?;
+    let too_large = || (ns, QueryError::validation("The request body could not be read or is too large."));
+    let declared = crate::body::declared_len(&parts.headers);
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(too_large());
+    }
+    let Some(_reservation) = crate::body::reserve(declared.unwrap_or(MAX_BODY)).await else {
+        return Err((ns, QueryError::new(StatusCode::BAD_REQUEST, "Throttling", "Rate exceeded")));
+    };
+    let Ok(body) = crate::body::read(body, MAX_BODY, declared.unwrap_or(0)).await else {
+        return Err(too_large());
+    };
+    let params = form(&body);
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let action = get("Action").unwrap_or("").to_string();
+    let (identity, _) = auth.verify(parts, &body).map_err(signed)?;
+    if let Some((name, _)) =
+        params.iter().find(|(n, v)| crate::ecr::has_control_chars(n) || crate::ecr::has_control_chars(v))
+    {
         return Err((
             ns,
             QueryError::validation(format!(

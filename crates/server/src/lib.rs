@@ -2,6 +2,7 @@
 //! (`POST /`, AWS JSON) and the IAM and STS Query APIs (`POST /`, form-encoded). Requests are parsed into a typed route by
 //! [`berth_oci::path::parse`] before anything else happens.
 
+mod body;
 mod conn;
 mod ecr;
 mod error;

@@ -240,6 +240,37 @@ impl Writeback {
     }
 }
 
+/// Bytes written, at most, per turn on a blocking thread before it is given back.
+const WRITE_RUN: u64 = 64 * 1024 * 1024;
+
+/// Write every chunk `rx` yields to `file` from `offset` on, then `fsync`; the bytes written.
+/// Chunks are awaited here, and each one is written, with the chunks queued behind it (up to
+/// [`WRITE_RUN`]), in one short turn on a blocking thread: a slow client never holds a thread.
+async fn write_from(file: File, offset: u64, mut rx: mpsc::Receiver<Bytes>) -> io::Result<u64> {
+    let mut sink = (file, Writeback::new(offset), offset);
+    while let Some(first) = rx.recv().await {
+        (sink, rx) = blocking(move || {
+            let (file, mut writeback, mut pos) = sink;
+            let mut next = Some(first);
+            let mut run = 0;
+            while let Some(chunk) = next.take() {
+                file.write_all_at(&chunk, pos)?;
+                pos += chunk.len() as u64;
+                run += chunk.len() as u64;
+                writeback.wrote(&file, pos);
+                if run < WRITE_RUN {
+                    next = rx.try_recv().ok();
+                }
+            }
+            Ok(((file, writeback, pos), rx))
+        })
+        .await?;
+    }
+    let (file, _, pos) = sink;
+    blocking(move || file.sync_data()).await?;
+    Ok(pos - offset)
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -303,18 +334,8 @@ impl BlobStore for FsStore {
             _ => StorageError::Io(e),
         })?;
         let (nonce, path, file, dir, from) = claimed;
-        let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
-        let writer = tokio::task::spawn_blocking(move || -> io::Result<(u64, File)> {
-            let mut pos = offset;
-            let mut writeback = Writeback::new(offset);
-            while let Some(chunk) = rx.blocking_recv() {
-                file.write_all_at(&chunk, pos)?;
-                pos += chunk.len() as u64;
-                writeback.wrote(&file, pos);
-            }
-            file.sync_data()?;
-            Ok((pos - offset, file))
-        });
+        let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+        let writer = tokio::spawn(write_from(file, offset, rx));
         let mut body_err = None;
         while let Some(item) = body.next().await {
             match item {
@@ -333,7 +354,7 @@ impl BlobStore for FsStore {
         drop(tx);
         let r = writer.await.map_err(io::Error::other).and_then(|r| r);
         let failure = match (r, body_err) {
-            (Ok((written, _)), None) => {
+            (Ok(written), None) => {
                 let d = dir.clone();
                 blocking(move || sync_dir(&d)).await?;
                 return Ok(Appended { written, state: nonce });

@@ -332,6 +332,10 @@ where
 ///
 /// Errors: every [`SigV4Error`] variant except `UnrecognizedClient`, `SignatureDoesNotMatch` and
 /// `ContentSha256Mismatch`.
+///
+/// Does not look at [`Request::body_sha256`]: a server can refuse a request without valid
+/// credentials before it reads the body (pass any value, e.g. [`EMPTY_SHA256`], then give
+/// [`ParsedSignature::verify`] the real hash).
 pub fn parse(
     req: &Request<'_>,
     service: &str,
