@@ -81,6 +81,8 @@ pub struct Config {
     pub body_timeout_secs: u64,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: u64,
+    /// `/readyz` answers 503 when the filesystem storage has less free space than this (MiB).
+    pub min_free_mb: u64,
 }
 
 impl Default for Config {
@@ -114,6 +116,7 @@ impl Default for Config {
             idle_timeout_secs: 95,
             body_timeout_secs: 300,
             max_connections: 8192,
+            min_free_mb: 64,
         }
     }
 }
@@ -226,6 +229,7 @@ impl Config {
             ("BERTH_IDLE_TIMEOUT_SECS", &mut self.idle_timeout_secs),
             ("BERTH_BODY_TIMEOUT_SECS", &mut self.body_timeout_secs),
             ("BERTH_MAX_CONNECTIONS", &mut self.max_connections),
+            ("BERTH_MIN_FREE_MB", &mut self.min_free_mb),
         ] {
             if let Some(v) = get(key) {
                 *field = num(key, v)?;

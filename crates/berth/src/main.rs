@@ -410,6 +410,7 @@ async fn open(cfg: &Config, mode: SchemaMode) -> anyhow::Result<(Arc<Registry>, 
         create_on_push: cfg.create_on_push,
         registry_domain: cfg.registry_domain.clone(),
         blob_redirect_ttl: cfg.s3_redirect.then_some(BLOB_REDIRECT_TTL),
+        min_free_bytes: cfg.min_free_mb.saturating_mul(1 << 20),
     };
     let reg = Registry::new(
         store.clone(),

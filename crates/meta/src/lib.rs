@@ -43,6 +43,12 @@ pub enum MetaError {
 }
 
 impl MetaError {
+    /// Whether the database is out of space (SQLite `SQLITE_FULL`, PostgreSQL `53100`).
+    pub fn is_full(&self) -> bool {
+        let MetaError::Db(sqlx::Error::Database(d)) = self else { return false };
+        d.code().is_some_and(|c| matches!(c.as_ref(), "13" | "53100"))
+    }
+
     /// Whether the database could not be reached (down, restarting, no connection within the
     /// pool's bounded wait) rather than refusing the operation: worth retrying later.
     pub fn is_unavailable(&self) -> bool {

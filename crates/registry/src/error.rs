@@ -51,6 +51,10 @@ pub enum Error {
     /// (503 with `Retry-After`). Nothing was changed.
     #[error("{0}")]
     Unavailable(String),
+    /// The storage (or the metadata database's disk) is full: the write was refused and its
+    /// partial bytes released; retry once space is freed (507 with `Retry-After`).
+    #[error("{0}")]
+    StorageFull(String),
     /// A control-plane parameter is invalid (ECR `InvalidParameterException`).
     #[error("{0}")]
     InvalidParameter(String),
@@ -113,6 +117,10 @@ pub enum Error {
 
 impl From<berth_meta::MetaError> for Error {
     fn from(e: berth_meta::MetaError) -> Self {
+        if e.is_full() {
+            tracing::warn!(error = %e, "the metadata database is out of space");
+            return Error::StorageFull("the registry's storage is full; retry once space is freed".into());
+        }
         if e.is_unavailable() {
             tracing::warn!(error = %e, "the metadata database is unavailable");
             return Error::Unavailable("the metadata database is unavailable; retry later".into());

@@ -69,6 +69,8 @@ pub struct Settings {
     /// Blob `GET`s answer with a redirect to a storage URL valid this long, where the storage
     /// has such URLs ([`BlobStore::presign_get`]); `None`: blobs stream through the registry.
     pub blob_redirect_ttl: Option<Duration>,
+    /// `/readyz` reports the storage not ready when it has less free space than this (bytes).
+    pub min_free_bytes: u64,
 }
 
 /// A stored manifest, ready to serve.
@@ -139,6 +141,14 @@ pub struct Registry {
 fn storage_err(e: StorageError) -> Error {
     match e {
         StorageError::Body(e) => Error::BodyFailed(e.to_string()),
+        e if e.is_full() => {
+            tracing::warn!(error = %e, "the blob storage is full");
+            Error::StorageFull("the registry's storage is full; retry once space is freed".into())
+        }
+        e if e.is_unavailable() => {
+            tracing::warn!(error = %e, "the blob storage is unavailable");
+            Error::Unavailable("the blob storage is unavailable; retry later".into())
+        }
         other => Error::Internal(other.to_string()),
     }
 }

@@ -207,6 +207,14 @@ impl Registry {
             .parse()
             .map_err(|_| Error::Internal("probe digest".into()))?;
         self.blobs.stat(&probe).await.map_err(storage_err)?;
+        if let Some(free) = self.blobs.free_space().await.map_err(storage_err)?
+            && free < self.settings.min_free_bytes
+        {
+            return Err(Error::StorageFull(format!(
+                "the storage has {free} bytes free, less than min_free_mb ({} bytes)",
+                self.settings.min_free_bytes
+            )));
+        }
         Ok(())
     }
 

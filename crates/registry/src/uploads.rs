@@ -284,10 +284,13 @@ impl Registry {
         Ok(h.finish())
     }
 
+    /// Remove a session: its bytes first (so that cleanup frees space and works on a full disk),
+    /// then its row. A row left by a failed delete names an area that is gone: later requests
+    /// find the session unknown, and expiry removes the row.
     pub(crate) async fn discard_upload(&self, id: &str) -> Result<()> {
-        self.meta.delete_upload(id).await?;
         self.blobs.upload_abort(id).await.map_err(storage_err)?;
         self.forget_upload(id);
+        self.meta.delete_upload(id).await?;
         Ok(())
     }
 
@@ -348,6 +351,7 @@ mod tests {
             create_on_push: true,
             registry_domain: None,
             blob_redirect_ttl: None,
+            min_free_bytes: 0,
         };
         Registry::new(Arc::new(meta), Arc::new(blobs), Arc::new(SystemClock), settings, Keys::from_server_key(&[7; 32]))
     }

@@ -74,7 +74,7 @@ impl From<Error> for EcrError {
             },
             Error::RepositoryPolicyNotFound { .. } => EcrError::new("RepositoryPolicyNotFoundException", msg),
             Error::RegistryPolicyNotFound(_) => EcrError::new("RegistryPolicyNotFoundException", msg),
-            Error::Unavailable(_) => {
+            Error::Unavailable(_) | Error::StorageFull(_) => {
                 EcrError { kind: "ServerException", message: msg, status: StatusCode::SERVICE_UNAVAILABLE }
             }
             Error::Internal(detail) => {

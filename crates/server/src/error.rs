@@ -41,7 +41,7 @@ impl ApiError {
     pub fn into_response(self) -> Response {
         let body = json!({"errors": [{"code": self.code.as_str(), "message": self.message, "detail": self.detail}]});
         let mut b = Response::builder().status(self.status).header(header::CONTENT_TYPE, "application/json");
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(self.status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::INSUFFICIENT_STORAGE) {
             b = b.header(header::RETRY_AFTER, RETRY_AFTER_SECS);
         }
         b.body(Body::from(body.to_string())).expect("valid response")
@@ -95,6 +95,9 @@ impl From<Error> for ApiError {
             Error::TagInvalid(t) => ApiError::new(C::TagInvalid, msg, json!({"tag": t})),
             Error::BodyFailed(m) => ApiError::new(C::BlobUploadInvalid, "request body could not be read", json!(m)),
             Error::Unavailable(m) => ApiError::new(C::Unavailable, m, Value::Null),
+            Error::StorageFull(m) => {
+                ApiError::new(C::Unavailable, m, Value::Null).with_status(StatusCode::INSUFFICIENT_STORAGE)
+            }
             Error::RepositoryNotFound { name, .. } => ApiError::new(C::NameUnknown, msg, json!({"name": name})),
             Error::InvalidParameter(_)
             | Error::RepositoryAlreadyExists { .. }

@@ -57,7 +57,9 @@ impl From<Error> for QueryError {
                 "InvalidClientTokenId",
                 "The security token included in the request is invalid.",
             ),
-            Error::Unavailable(_) => QueryError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", msg),
+            Error::Unavailable(_) | Error::StorageFull(_) => {
+                QueryError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", msg)
+            }
             other => {
                 tracing::error!(error = %other, "IAM request failed");
                 QueryError::new(StatusCode::INTERNAL_SERVER_ERROR, "ServiceFailure", "An internal error occurred.")

@@ -96,6 +96,10 @@ async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response
                     });
                 return match ready {
                     Ok(()) => probe(StatusCode::OK, "ready\n"),
+                    Err(berth_registry::Error::StorageFull(why)) => {
+                        tracing::warn!(why, "readiness check failed");
+                        probe(StatusCode::SERVICE_UNAVAILABLE, "not ready: the storage is full\n")
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "readiness check failed");
                         probe(StatusCode::SERVICE_UNAVAILABLE, "not ready: a backend is unreachable\n")

@@ -453,6 +453,22 @@ impl BlobStore for FsStore {
         Ok(())
     }
 
+    async fn free_space(&self) -> Result<Option<u64>> {
+        let root = self.root.clone();
+        let free = blocking(move || {
+            use std::os::unix::ffi::OsStrExt;
+            let path = std::ffi::CString::new(root.as_os_str().as_bytes()).map_err(io::Error::other)?;
+            let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+            // SAFETY: `path` is a valid NUL-terminated string and `st` a writable statvfs.
+            if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+        })
+        .await?;
+        Ok(Some(free))
+    }
+
     async fn upload_list(&self) -> Result<Vec<String>> {
         let dir = self.root.join("uploads");
         let names = blocking(move || {

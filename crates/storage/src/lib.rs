@@ -52,6 +52,30 @@ pub struct Appended {
     pub state: String,
 }
 
+impl StorageError {
+    /// Whether the backend is out of space (ENOSPC, EDQUOT, a quota): retry once space is freed.
+    pub fn is_full(&self) -> bool {
+        let StorageError::Io(e) = self else { return false };
+        matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+            || matches!(e.raw_os_error(), Some(28 | 122))
+    }
+
+    /// Whether the backend could not be reached or asked to slow down: retry later.
+    pub fn is_unavailable(&self) -> bool {
+        let StorageError::Io(e) = self else { return false };
+        matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::NotConnected
+                | io::ErrorKind::TimedOut
+                | io::ErrorKind::HostUnreachable
+                | io::ErrorKind::NetworkUnreachable
+        )
+    }
+}
+
 /// Result alias for storage operations.
 pub type Result<T> = std::result::Result<T, StorageError>;
 
@@ -105,6 +129,10 @@ pub trait BlobStore: Send + Sync + 'static {
     /// stores whose bytes need no transformation on the way out (no server-side decryption).
     async fn presign_get(&self, digest: &Digest, ttl: Duration) -> Result<Option<String>> {
         let _ = (digest, ttl);
+        Ok(None)
+    }
+    /// Bytes free for new data where the store writes (`None`: unknown or unbounded, e.g. S3).
+    async fn free_space(&self) -> Result<Option<u64>> {
         Ok(None)
     }
     /// Release backend resources that crashed writes left behind and that are older than

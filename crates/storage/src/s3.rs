@@ -256,8 +256,22 @@ impl std::fmt::Debug for S3Store {
     }
 }
 
-fn io_err(op: &str, key: &str, e: impl std::error::Error) -> StorageError {
-    StorageError::Io(io::Error::other(format!("s3 {op} {key}: {}", DisplayErrorContext(e))))
+fn io_err<E: std::error::Error>(op: &str, key: &str, e: E) -> StorageError {
+    let text = format!("s3 {op} {key}: {}", DisplayErrorContext(&e));
+    // The SDK's transport failures (no connection, timeouts) and throttling/unavailable answers
+    // that survived its retries are "unavailable": the caller answers 503 and retries later.
+    let kind = if text.contains("dispatch failure") || text.contains("Connection refused") {
+        io::ErrorKind::ConnectionRefused
+    } else if text.contains("timeout") || text.contains("TimedOut") {
+        io::ErrorKind::TimedOut
+    } else if text.contains("SlowDown") || text.contains("ServiceUnavailable") || text.contains("503") {
+        io::ErrorKind::ConnectionAborted
+    } else if text.contains("QuotaExceeded") || text.contains("EntityTooLarge") {
+        io::ErrorKind::QuotaExceeded
+    } else {
+        io::ErrorKind::Other
+    };
+    StorageError::Io(io::Error::new(kind, text))
 }
 
 /// HTTP status of a failed request, when the server answered.
