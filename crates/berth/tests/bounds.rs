@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::{amz_date, hex_sha256, hmac};
+
 use common::{ACCESS_KEY_ID, Berth, REGION, SECRET_ACCESS_KEY};
 use serde_json::{Value, json};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,31 +22,6 @@ const JSON_CT: &str = "application/x-amz-json-1.1";
 const MIB: usize = 1024 * 1024;
 /// Liveness bound for one exchange that must not wait for anything slow.
 const LIVENESS: Duration = Duration::from_secs(10);
-
-fn hex_sha256(data: &[u8]) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, data))
-}
-
-fn hmac(key: &[u8], data: &str) -> Vec<u8> {
-    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
-    ring::hmac::sign(&k, data.as_bytes()).as_ref().to_vec()
-}
-
-/// `YYYYMMDDTHHMMSSZ` of epoch seconds (UTC).
-fn amz_date(secs: u64) -> String {
-    let secs = secs as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
 
 /// Request headers, in order.
 type Headers = Vec<(String, String)>;

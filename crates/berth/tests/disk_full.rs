@@ -5,10 +5,10 @@
 
 mod common;
 
-use common::{ACCESS_KEY_ID, ACCOUNT_ID, SECRET_ACCESS_KEY, basic_auth, berth_bin, sha256};
-use std::io::{BufRead, BufReader, Write};
+use common::{ACCESS_KEY_ID, ACCOUNT_ID, SECRET_ACCESS_KEY, basic_auth, sha256};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 struct Mount(PathBuf);
 
@@ -53,22 +53,9 @@ async fn a_full_disk_is_reported_cleaned_up_and_survived() {
         ("BERTH_CREATE_ON_PUSH", "true"),
         ("BERTH_MIN_FREE_MB", "2"),
     ];
-    let mut cmd = Command::new(berth_bin());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("BERTH_") {
-            cmd.env_remove(&k);
-        }
-    }
-    cmd.envs(env).env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let (child, base) = common::spawn_plain(&data, &env);
     let _server = Server(child);
-    let base = line.trim().strip_prefix("berth listening on ").expect("listening").to_string();
-    let mut admin = Command::new(berth_bin());
-    admin.args(["admin", "get-login-password", "--data-dir"]).arg(&data).envs(env);
-    let auth = basic_auth("AWS", String::from_utf8(admin.output().unwrap().stdout).unwrap().trim());
+    let auth = basic_auth("AWS", &common::plain_login_password(&data, &env));
     let c = reqwest::Client::new();
     let repo = format!("{base}/v2/full/app");
 

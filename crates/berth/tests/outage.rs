@@ -6,10 +6,9 @@
 
 mod common;
 
-use common::{ACCESS_KEY_ID, ACCOUNT_ID, SECRET_ACCESS_KEY, basic_auth, berth_bin, sha256};
-use std::io::{BufRead, BufReader};
+use common::{ACCESS_KEY_ID, ACCOUNT_ID, SECRET_ACCESS_KEY, basic_auth, sha256};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn pg(cmd: &str, dir: &Path) -> String {
@@ -47,22 +46,8 @@ async fn a_database_outage_fails_fast_and_recovers() {
         ("BERTH_ROOT_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY),
         ("BERTH_CREATE_ON_PUSH", "true"),
     ];
-    let mut cmd = Command::new(berth_bin());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("BERTH_") {
-            cmd.env_remove(&k);
-        }
-    }
-    cmd.envs(env).env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let base = line.trim().strip_prefix("berth listening on ").expect("listening").to_string();
-    let mut admin = Command::new(berth_bin());
-    admin.args(["admin", "get-login-password", "--data-dir"]).arg(&data).envs(env);
-    let pw = String::from_utf8(admin.output().unwrap().stdout).unwrap();
-    let auth = basic_auth("AWS", pw.trim());
+    let (mut child, base) = common::spawn_plain(&data, &env);
+    let auth = basic_auth("AWS", &common::plain_login_password(&data, &env));
     let c = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
 
     let push = |tag: &'static str, cfg: Vec<u8>| {

@@ -428,3 +428,65 @@ pub fn s3_storage() -> Option<String> {
     let unique = (nanos ^ (u64::from(std::process::id()) << 24)) & 0xff_ffff_ffff;
     Some(format!("s3://it-{unique:010x}-{}/p", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)))
 }
+
+// ---- SigV4 signing primitives (the tests sign ECR requests themselves) ----------------------
+
+/// HMAC-SHA256 of `data` under `key`.
+pub fn hmac(key: &[u8], data: &str) -> Vec<u8> {
+    ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), data.as_bytes()).as_ref().to_vec()
+}
+
+/// Lowercase hex SHA-256 of `data`.
+pub fn hex_sha256(data: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, data))
+}
+
+/// `YYYYMMDDTHHMMSSZ` of epoch seconds (UTC).
+pub fn amz_date(secs: u64) -> String {
+    let secs = secs as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+// ---- A server outside the harness ------------------------------------------------------------
+
+/// `berth serve` on `data_dir` with exactly `env` (no inherited `BERTH_*` setting, so never the
+/// harness's PostgreSQL or S3), on a free port; returns the process and its base URL once it
+/// listens. For tests that control the server's surroundings (its own database, a small disk).
+pub fn spawn_plain(data_dir: &Path, env: &[(&str, &str)]) -> (std::process::Child, String) {
+    let mut cmd = Command::new(berth_bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("BERTH_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.envs(env.iter().copied()).env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("start berth");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let base = line.trim().strip_prefix("berth listening on ").expect("berth listening").to_string();
+    (child, base)
+}
+
+/// `berth admin get-login-password` for a server started by [`spawn_plain`] with `env`.
+pub fn plain_login_password(data_dir: &Path, env: &[(&str, &str)]) -> String {
+    let mut admin = Command::new(berth_bin());
+    admin.args(["admin", "get-login-password", "--data-dir"]).arg(data_dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("BERTH_") {
+            admin.env_remove(&k);
+        }
+    }
+    let out = admin.envs(env.iter().copied()).output().expect("berth admin");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
