@@ -5,15 +5,12 @@
 
 mod common;
 
-use common::{amz_date, hex_sha256, hmac};
-
 use common::{ACCESS_KEY_ID, ACCOUNT_ID, Berth, REGION, SECRET_ACCESS_KEY, have, sha256};
 use reqwest::Client;
 use serde_json::{Value, json};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const ECR_TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
 /// Upper bound for any one HTTP request.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Policy changes reach a running server's caches within a second (`EPOCH_CHECK_MS`); polls for
@@ -137,42 +134,7 @@ fn create_key(b: &Berth, user: &str) -> Key {
 /// One ECR operation signed with SigV4 (service `ecr`, region [`REGION`]) by `key`; returns the
 /// HTTP status and the JSON body.
 async fn ecr(b: &Berth, key: &Key, op: &str, body: &Value) -> (u16, Value) {
-    let body = body.to_string();
-    let target = format!("{ECR_TARGET_PREFIX}{op}");
-    let stamp = amz_date(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs());
-    let day = &stamp[..8];
-    let scope = format!("{day}/{REGION}/ecr/aws4_request");
-    let signed = "content-type;host;x-amz-date;x-amz-target";
-    let canonical = format!(
-        "POST\n/\n\ncontent-type:application/x-amz-json-1.1\nhost:{}\nx-amz-date:{stamp}\nx-amz-target:{target}\n\n{signed}\n{}",
-        b.addr,
-        hex_sha256(body.as_bytes())
-    );
-    let to_sign = format!("AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}", hex_sha256(canonical.as_bytes()));
-    let mut k = format!("AWS4{}", key.secret).into_bytes();
-    for part in [day, REGION, "ecr", "aws4_request"] {
-        k = hmac(&k, part);
-    }
-    let auth = format!(
-        "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={}",
-        key.id,
-        hex::encode(hmac(&k, &to_sign))
-    );
-    let resp = Client::new()
-        .post(format!("{}/", b.url))
-        .header("content-type", "application/x-amz-json-1.1")
-        .header("x-amz-date", &stamp)
-        .header("x-amz-target", &target)
-        .header("authorization", auth)
-        .body(body)
-        .timeout(HTTP_TIMEOUT)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{op}: {e}"));
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{op}: response is not JSON ({e}): {text}"));
-    (status, v)
+    common::ecr_call(b, &key.id, &key.secret, op, body).await
 }
 
 /// GetAuthorizationToken with `key`, checked to succeed; returns the registry password.

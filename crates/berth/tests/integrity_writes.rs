@@ -8,54 +8,15 @@
 
 mod common;
 
-use common::{amz_date, hex_sha256, hmac};
-
-use common::{ACCESS_KEY_ID, Berth, REGION, SECRET_ACCESS_KEY, sha256};
-use reqwest::Client;
+use common::{ACCESS_KEY_ID, Berth, SECRET_ACCESS_KEY, sha256};
 use serde_json::{Value, json};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const MT: &str = "application/vnd.oci.image.manifest.v1+json";
 const INDEX_MT: &str = "application/vnd.oci.image.index.v1+json";
-const ECR_TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
-const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One ECR operation on node `b`, SigV4-signed with the root key; returns status and JSON body.
 async fn ecr(b: &Berth, op: &str, body: &Value) -> (u16, Value) {
-    let body = body.to_string();
-    let target = format!("{ECR_TARGET_PREFIX}{op}");
-    let stamp = amz_date(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs());
-    let day = &stamp[..8];
-    let scope = format!("{day}/{REGION}/ecr/aws4_request");
-    let signed = "content-type;host;x-amz-date;x-amz-target";
-    let canonical = format!(
-        "POST\n/\n\ncontent-type:application/x-amz-json-1.1\nhost:{}\nx-amz-date:{stamp}\nx-amz-target:{target}\n\n{signed}\n{}",
-        b.addr,
-        hex_sha256(body.as_bytes())
-    );
-    let to_sign = format!("AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}", hex_sha256(canonical.as_bytes()));
-    let mut k = format!("AWS4{SECRET_ACCESS_KEY}").into_bytes();
-    for part in [day, REGION, "ecr", "aws4_request"] {
-        k = hmac(&k, part);
-    }
-    let auth = format!(
-        "AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/{scope}, SignedHeaders={signed}, Signature={}",
-        hex::encode(hmac(&k, &to_sign))
-    );
-    let resp = Client::new()
-        .post(format!("{}/", b.url))
-        .header("content-type", "application/x-amz-json-1.1")
-        .header("x-amz-date", &stamp)
-        .header("x-amz-target", &target)
-        .header("authorization", auth)
-        .body(body)
-        .timeout(HTTP_TIMEOUT)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{op}: {e}"));
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{op}: not JSON ({e}): {text}")))
+    common::ecr_call(b, ACCESS_KEY_ID, SECRET_ACCESS_KEY, op, body).await
 }
 
 /// `ecr` that must answer 200.

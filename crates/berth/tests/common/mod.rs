@@ -490,3 +490,49 @@ pub fn plain_login_password(data_dir: &Path, env: &[(&str, &str)]) -> String {
     let out = admin.envs(env.iter().copied()).output().expect("berth admin");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// One ECR operation on `b`, SigV4-signed (service `ecr`, region `us-east-1`) with the access key
+/// `key_id`/`secret`; returns the HTTP status and the JSON body.
+pub async fn ecr_call(
+    b: &Berth,
+    key_id: &str,
+    secret: &str,
+    op: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    const REGION: &str = "us-east-1";
+    let body = body.to_string();
+    let target = format!("AmazonEC2ContainerRegistry_V20150921.{op}");
+    let stamp = amz_date(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs());
+    let day = &stamp[..8];
+    let scope = format!("{day}/{REGION}/ecr/aws4_request");
+    let signed = "content-type;host;x-amz-date;x-amz-target";
+    let canonical = format!(
+        "POST\n/\n\ncontent-type:application/x-amz-json-1.1\nhost:{}\nx-amz-date:{stamp}\nx-amz-target:{target}\n\n{signed}\n{}",
+        b.addr,
+        hex_sha256(body.as_bytes())
+    );
+    let to_sign = format!("AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}", hex_sha256(canonical.as_bytes()));
+    let mut k = format!("AWS4{secret}").into_bytes();
+    for part in [day, REGION, "ecr", "aws4_request"] {
+        k = hmac(&k, part);
+    }
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential={key_id}/{scope}, SignedHeaders={signed}, Signature={}",
+        hex::encode(hmac(&k, &to_sign))
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("{}/", b.url))
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amz-date", &stamp)
+        .header("x-amz-target", &target)
+        .header("authorization", auth)
+        .body(body)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{op}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{op}: response is not JSON ({e}): {text}")))
+}
