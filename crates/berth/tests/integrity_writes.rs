@@ -145,6 +145,38 @@ async fn a_push_into_a_repository_deleted_on_another_node_fails() {
     }
 }
 
+/// Blobs linked into a repository deleted on another node meanwhile (a monolithic upload, a
+/// cross-repository mount) are refused with NAME_UNKNOWN, never a 500 from a foreign key.
+#[tokio::test]
+async fn blobs_into_a_repository_deleted_on_another_node_are_name_unknown() {
+    let a = Berth::start_strict();
+    let b = a.another_node(&[]);
+    ecr_ok(&a, "CreateRepository", json!({"repositoryName": "source"})).await;
+    let kept = blob(&b, "source", b"kept in the source").await;
+    for round in 0..3 {
+        let repo = format!("vanishing-{round}");
+        ecr_ok(&a, "CreateRepository", json!({"repositoryName": repo})).await;
+        blob(&b, &repo, format!("warm {round}").as_bytes()).await; // B knows the repository now
+        ecr_ok(&a, "DeleteRepository", json!({"repositoryName": repo, "force": true})).await;
+        let data = format!("late {round}");
+        let d = sha256(data.as_bytes());
+        let r =
+            b.client().post(format!("{}/v2/{repo}/blobs/uploads/?digest={d}", b.url)).body(data).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!((status, body["errors"][0]["code"].as_str()), (404, Some("NAME_UNKNOWN")), "round {round}: {body}");
+        let r = b
+            .client()
+            .post(format!("{}/v2/{repo}/blobs/uploads/?mount={kept}&from=source", b.url))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!((status, body["errors"][0]["code"].as_str()), (404, Some("NAME_UNKNOWN")), "round {round}: {body}");
+    }
+}
+
 /// A manifest's descriptors must declare the stored sizes: a 5-byte blob declared as 5 GB is
 /// refused with MANIFEST_INVALID naming the digest and both sizes, so is an index whose child
 /// descriptor lies about the child manifest's length; DescribeImages reports stored sizes.

@@ -25,6 +25,9 @@ pub enum MetaError {
     /// Schema migration failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The repository a write names was deleted (by another node, meanwhile): nothing was written.
+    #[error("the repository no longer exists")]
+    RepositoryGone,
     /// The store was opened with [`SchemaMode::Check`] and its schema is not the one this build
     /// expects: migrations are pending, or the database has migrations this build does not know
     /// (it was migrated by a newer version).
@@ -43,6 +46,16 @@ pub enum MetaError {
 }
 
 impl MetaError {
+    /// Whether a write failed because its repository was deleted meanwhile (checked, or caught
+    /// by a foreign key: PostgreSQL `23503`, SQLite `787`).
+    pub fn is_repository_gone(&self) -> bool {
+        match self {
+            MetaError::RepositoryGone => true,
+            MetaError::Db(sqlx::Error::Database(d)) => d.code().is_some_and(|c| matches!(c.as_ref(), "23503" | "787")),
+            _ => false,
+        }
+    }
+
     /// Whether the database is out of space (SQLite `SQLITE_FULL`, PostgreSQL `53100`).
     pub fn is_full(&self) -> bool {
         let MetaError::Db(sqlx::Error::Database(d)) = self else { return false };

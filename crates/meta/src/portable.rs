@@ -924,6 +924,10 @@ async fn touch_repo(tx: &mut Transaction<'static, $db>, repo_id: i64) -> Result<
 }
 
 async fn link(tx: &mut Transaction<'static, $db>, repo_id: i64, digest: &str, size: u64, now: i64) -> Result<()> {
+    // The repository may have been deleted by another node since the caller looked it up.
+    if sqlx::query("SELECT 1 FROM repositories WHERE id = $1").bind(repo_id).fetch_optional(&mut **tx).await?.is_none() {
+        return Err(MetaError::RepositoryGone);
+    }
     sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING")
         .bind(digest)
         .bind(size as i64)

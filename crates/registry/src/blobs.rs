@@ -70,7 +70,10 @@ impl Registry {
             return Ok(None);
         };
         let repo = self.repo_for_push(ns, name).await?;
-        self.meta.link_blob(repo.id, digest.as_str(), size, self.now()).await?;
+        self.meta
+            .link_blob(repo.id, digest.as_str(), size, self.now())
+            .await
+            .map_err(|e| Error::from(e).gone_as_not_found(name.as_str(), &ns.account_id))?;
         Ok(Some(size))
     }
 }

@@ -1,5 +1,17 @@
 //! The registry's one error enum. The server maps it to OCI error bodies (and ECR exceptions).
 
+impl Error {
+    /// [`Error::RepositoryGone`] as [`Error::RepositoryNotFound`] naming `name` in `registry`.
+    pub fn gone_as_not_found(self, name: &str, registry: &str) -> Error {
+        match self {
+            Error::RepositoryGone => {
+                Error::RepositoryNotFound { name: name.to_string(), registry: registry.to_string() }
+            }
+            other => other,
+        }
+    }
+}
+
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -51,6 +63,10 @@ pub enum Error {
     /// (503 with `Retry-After`). Nothing was changed.
     #[error("{0}")]
     Unavailable(String),
+    /// The repository was deleted while the operation ran (callers that know its name answer
+    /// [`Error::RepositoryNotFound`]).
+    #[error("the repository no longer exists")]
+    RepositoryGone,
     /// The storage (or the metadata database's disk) is full: the write was refused and its
     /// partial bytes released; retry once space is freed (507 with `Retry-After`).
     #[error("{0}")]
@@ -117,6 +133,9 @@ pub enum Error {
 
 impl From<berth_meta::MetaError> for Error {
     fn from(e: berth_meta::MetaError) -> Self {
+        if e.is_repository_gone() {
+            return Error::RepositoryGone;
+        }
         if e.is_full() {
             tracing::warn!(error = %e, "the metadata database is out of space");
             return Error::StorageFull("the registry's storage is full; retry once space is freed".into());

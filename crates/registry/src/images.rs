@@ -202,7 +202,9 @@ impl Registry {
             self.discard_upload(id).await?;
             return Err(Error::LayerAlreadyExists(digest.to_string()));
         }
-        self.finish_in(Some(repo.id), id, digest, None, None).await
+        self.finish_in(Some(repo.id), id, digest, None, None)
+            .await
+            .map_err(|e| e.gone_as_not_found(name, &ns.account_id))
     }
 
     /// A URL that downloads one layer without credentials for an hour (GetDownloadUrlForLayer),

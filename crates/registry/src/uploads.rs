@@ -224,7 +224,9 @@ impl Registry {
         body: Option<ByteStream>,
     ) -> Result<u64> {
         let repo = self.repo_id(ns, name).await?;
-        self.finish_in(repo, id, digest, content_range, body).await
+        self.finish_in(repo, id, digest, content_range, body)
+            .await
+            .map_err(|e| e.gone_as_not_found(name.as_str(), &ns.account_id))
     }
 
     pub(crate) async fn finish_in(

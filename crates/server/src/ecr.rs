@@ -61,7 +61,9 @@ impl From<Error> for EcrError {
         let msg = e.to_string();
         match e {
             Error::InvalidParameter(_) => EcrError::invalid(msg),
-            Error::RepositoryNotFound { .. } => EcrError::new("RepositoryNotFoundException", msg),
+            Error::RepositoryNotFound { .. } | Error::RepositoryGone => {
+                EcrError::new("RepositoryNotFoundException", msg)
+            }
             Error::RepositoryAlreadyExists { .. } => EcrError::new("RepositoryAlreadyExistsException", msg),
             Error::RepositoryNotEmpty { .. } => EcrError::new("RepositoryNotEmptyException", msg),
             Error::TooManyTags(_) => EcrError::new("TooManyTagsException", msg),

@@ -99,6 +99,7 @@ impl From<Error> for ApiError {
                 ApiError::new(C::Unavailable, m, Value::Null).with_status(StatusCode::INSUFFICIENT_STORAGE)
             }
             Error::RepositoryNotFound { name, .. } => ApiError::new(C::NameUnknown, msg, json!({"name": name})),
+            Error::RepositoryGone => ApiError::new(C::NameUnknown, msg, Value::Null),
             Error::InvalidParameter(_)
             | Error::RepositoryAlreadyExists { .. }
             | Error::RepositoryNotEmpty { .. }
