@@ -12,14 +12,12 @@
 //!   reservation within [`BUDGET_WAIT`] is refused as throttled (the caller answers ECR's
 //!   `ThrottlingException`, which SDKs retry with backoff); its body is never read.
 //!
-//! An answer sent before the body was read to its end goes through [`finish`]: the rest of
-//! the body is read and discarded up to [`DRAIN_LIMIT`] bytes within [`DRAIN_TIMEOUT`] so that
-//! the connection stays usable for the next request; past that the answer says
-//! `Connection: close`.
+//! An answer sent before the body was read to its end keeps the connection usable through the
+//! connection layer (`conn.rs`), which drains what is left or announces `Connection: close`.
 
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, header};
 use http_body_util::BodyExt;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -31,10 +29,6 @@ pub const BUDGET_BYTES: usize = 256 * 1024 * 1024;
 pub const BUDGET_WAIT: Duration = Duration::from_secs(5);
 /// A body that sends nothing for this long fails.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Body bytes discarded, at most, after an early answer to keep the connection reusable.
-pub const DRAIN_LIMIT: u64 = 1024 * 1024;
-/// Time spent, at most, discarding the rest of a body after an early answer.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 static BUDGET: LazyLock<Arc<Semaphore>> = LazyLock::new(|| Arc::new(Semaphore::new(BUDGET_BYTES)));
 
@@ -90,42 +84,6 @@ pub async fn read(body: &mut Body, limit: u64, capacity: u64) -> Result<Bytes, R
     }
 }
 
-/// Make an answer safe to send whatever was read of `body`: discard what is left of it (at most
-/// [`DRAIN_LIMIT`] bytes, within [`DRAIN_TIMEOUT`]) and, when that does not reach its end, mark
-/// `resp` `Connection: close`. Returns immediately for a body already read to its end.
-pub async fn finish(body: &mut Body, resp: &mut http::Response<Body>) {
-    if !drain(body).await {
-        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-}
-
-async fn drain(body: &mut Body) -> bool {
-    use axum::body::HttpBody as _;
-    if body.is_end_stream() {
-        return true;
-    }
-    // For a body with a length, the lower bound is exactly what is left.
-    if body.size_hint().lower() > DRAIN_LIMIT {
-        return false;
-    }
-    let discard = async {
-        let mut seen = 0u64;
-        loop {
-            match body.frame().await {
-                None => return true,
-                Some(Err(_)) => return false,
-                Some(Ok(f)) => {
-                    seen += f.data_ref().map_or(0, |d| d.len() as u64);
-                    if seen > DRAIN_LIMIT {
-                        return false;
-                    }
-                }
-            }
-        }
-    };
-    tokio::time::timeout(DRAIN_TIMEOUT, discard).await.unwrap_or(false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,17 +94,6 @@ mod tests {
         assert_eq!(read(&mut b, 100, 100).await.unwrap().len(), 100);
         let mut b = Body::from(vec![7u8; 101]);
         assert_eq!(read(&mut b, 100, 100).await, Err(ReadError::TooLarge));
-    }
-
-    #[tokio::test]
-    async fn finish_drains_small_bodies_and_closes_on_large_ones() {
-        let mut resp = http::Response::new(Body::empty());
-        let mut b = Body::from(vec![1u8; 1000]);
-        finish(&mut b, &mut resp).await;
-        assert!(resp.headers().get(header::CONNECTION).is_none());
-        let mut b = Body::from(vec![1u8; DRAIN_LIMIT as usize + 1]);
-        finish(&mut b, &mut resp).await;
-        assert_eq!(resp.headers()[header::CONNECTION], "close");
     }
 
     #[tokio::test]

@@ -359,16 +359,14 @@ pub(crate) fn has_control_chars(s: &str) -> bool {
 /// Serve one control-plane request.
 pub async fn handle(state: &AppState, mut parts: Parts, mut body: Body) -> Response {
     let request_id = uuid_like();
-    let mut r = match serve(state, &mut parts, &mut body).await {
+    match serve(state, &mut parts, &mut body).await {
         Ok(v) => {
             let mut r = Response::new(Body::from(v.to_string()));
             set_headers(&mut r, &request_id);
             r
         }
         Err(e) => e.into_response(&request_id),
-    };
-    crate::body::finish(&mut body, &mut r).await;
-    r
+    }
 }
 
 fn uuid_like() -> String {

@@ -237,7 +237,6 @@ pub async fn handle(state: &AppState, mut parts: Parts, mut body: Body) -> Respo
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         r.headers_mut().insert("x-amzn-requestid", v);
     }
-    crate::body::finish(&mut body, &mut r).await;
     r
 }
 
