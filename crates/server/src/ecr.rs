@@ -232,7 +232,7 @@ pub(crate) async fn authenticate_headers(
     // `parse` does not look at the body hash.
     let sreq = signed_request(parts, sigv4::EMPTY_SHA256);
     let parsed = sigv4::parse(&sreq, service, regions, SystemTime::now()).map_err(SignedError::Sig)?;
-    require_signed(parts)?;
+    require_signed(parts, &parsed)?;
     let (identity, secret) = reg
         .access_key_secret(parsed.access_key_id())
         .await
@@ -311,21 +311,9 @@ fn too_large(op: &str, limit: u64) -> EcrError {
 /// The headers that choose the operation (`X-Amz-Target`) and the protocol (`Content-Type`:
 /// ECR's JSON or the IAM/STS Query API) must be signed when present; otherwise a captured
 /// request could be replayed as another operation within the signing window.
-fn require_signed(parts: &Parts) -> Result<(), SignedError> {
-    let from_header = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|a| a.split_once("SignedHeaders=").map(|(_, rest)| rest.split([',', ' ']).next().unwrap_or("")))
-        .map(str::to_string);
-    let signed = from_header.or_else(|| {
-        let q = crate::query::pairs(parts.uri.query());
-        crate::query::get(&q, "X-Amz-SignedHeaders").map(str::to_string)
-    });
-    let signed = signed.unwrap_or_default().to_ascii_lowercase();
-    let signed: Vec<&str> = signed.split(';').collect();
+fn require_signed(parts: &Parts, parsed: &sigv4::ParsedSignature) -> Result<(), SignedError> {
     for (name, shown) in [("x-amz-target", "X-Amz-Target"), ("content-type", "Content-Type")] {
-        if parts.headers.contains_key(name) && !signed.contains(&name) {
+        if parts.headers.contains_key(name) && !parsed.signs_header(name) {
             return Err(SignedError::Sig(sigv4::SigV4Error::IncompleteSignature(format!(
                 "'{shown}' must be a 'SignedHeader' in the AWS Authorization."
             ))));
@@ -339,21 +327,16 @@ fn require_signed(parts: &Parts) -> Result<(), SignedError> {
 /// them (their patterns exclude them), and some stores cannot keep them (PostgreSQL text).
 pub(crate) fn control_char_field(v: &Value, path: &str) -> Option<String> {
     match v {
-        Value::String(s) => has_control_chars(s).then(|| path.to_string()),
+        Value::String(s) => crate::has_control_chars(s).then(|| path.to_string()),
         Value::Array(a) => a.iter().enumerate().find_map(|(i, x)| control_char_field(x, &format!("{path}[{i}]"))),
         Value::Object(m) => m.iter().find_map(|(k, x)| {
-            if has_control_chars(k) {
+            if crate::has_control_chars(k) {
                 return Some(path.to_string());
             }
             control_char_field(x, &if path.is_empty() { k.clone() } else { format!("{path}.{k}") })
         }),
         _ => None,
     }
-}
-
-/// Whether `s` holds a control character other than tab, line feed and carriage return.
-pub(crate) fn has_control_chars(s: &str) -> bool {
-    s.chars().any(|c| (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{fffe}' | '\u{ffff}'))
 }
 
 /// Serve one control-plane request.

@@ -106,9 +106,7 @@ fn esc(s: &str) -> String {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
             // XML 1.0 cannot carry these even as character references: show them escaped.
-            c if (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{fffe}' | '\u{ffff}') => {
-                out.push_str(&format!("\\u{:04x}", c as u32))
-            }
+            c if crate::is_forbidden_char(c) => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
     }
@@ -276,9 +274,7 @@ async fn serve(state: &AppState, parts: &mut Parts, body: &mut Body, request_id:
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let action = get("Action").unwrap_or("").to_string();
     let (identity, _) = auth.verify(parts, &body).map_err(signed)?;
-    if let Some((name, _)) =
-        params.iter().find(|(n, v)| crate::ecr::has_control_chars(n) || crate::ecr::has_control_chars(v))
-    {
+    if let Some((name, _)) = params.iter().find(|(n, v)| crate::has_control_chars(n) || crate::has_control_chars(v)) {
         return Err((
             ns,
             QueryError::validation(format!(

@@ -60,6 +60,17 @@ pub(crate) fn origin(trust_forwarded: bool, parts: &http::request::Parts) -> Ori
     Origin { ip, secure }
 }
 
+/// Whether `s` holds a control character other than tab, line feed and carriage return.
+pub(crate) fn has_control_chars(s: &str) -> bool {
+    s.chars().any(is_forbidden_char)
+}
+
+/// A character no API input may hold and XML cannot carry: a control character other than tab,
+/// line feed and carriage return, or a noncharacter U+FFFE/U+FFFF.
+pub(crate) fn is_forbidden_char(c: char) -> bool {
+    (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{fffe}' | '\u{ffff}')
+}
+
 /// Header every response carries.
 pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
 

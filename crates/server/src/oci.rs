@@ -354,7 +354,7 @@ fn page_params(req: &Parts) -> Result<PageParams> {
     // No tag or repository name holds control characters, and some stores cannot compare with
     // them (PostgreSQL text): refuse them instead of answering 500.
     if let Some(last) = query::get(&q, "last")
-        && crate::ecr::has_control_chars(last)
+        && crate::has_control_chars(last)
     {
         return Err(ApiError::new(ErrorCode::Unsupported, "invalid 'last': control characters", json!({"last": last}))
             .with_status(StatusCode::BAD_REQUEST));
@@ -712,7 +712,7 @@ async fn referrers(reg: &Registry, ns: &Namespace, name: &RepoName, digest: &str
     let filter = query::get(&q, "artifactType").filter(|s| !s.is_empty());
     // A media type never holds control characters: such a filter matches nothing.
     let list = match filter {
-        Some(f) if crate::ecr::has_control_chars(f) => Vec::new(),
+        Some(f) if crate::has_control_chars(f) => Vec::new(),
         _ => reg.referrers(ns, name, &digest, filter).await?,
     };
     let manifests: Vec<serde_json::Value> = list

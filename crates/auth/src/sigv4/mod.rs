@@ -220,6 +220,11 @@ impl ParsedSignature {
         &self.region
     }
 
+    /// Whether `name` (lowercase) is one of the signed headers.
+    pub fn signs_header(&self, name: &str) -> bool {
+        self.signed_headers.split(';').any(|h| h.eq_ignore_ascii_case(name))
+    }
+
     /// `X-Amz-Security-Token`, if the request has one.
     pub fn session_token(&self) -> Option<&str> {
         self.session_token.as_deref()
