@@ -30,9 +30,9 @@ async fn contract(s: &dyn MetadataStore) {
     assert_eq!(s.list_tags(repo, Some("t"), 10).await.unwrap(), vec!["u".to_string()]);
     assert_eq!(s.referrers(repo, "sha256:s", None).await.unwrap().len(), 1);
     assert_eq!(s.referrers(repo, "sha256:s", Some("y")).await.unwrap().len(), 0);
-    assert!(s.delete_tag(repo, "t").await.unwrap());
+    assert!(s.delete_tag(repo, "t", 0).await.unwrap());
     assert!(s.manifest(repo, "sha256:m").await.unwrap().is_some());
-    assert!(s.delete_manifest(repo, "sha256:m").await.unwrap());
+    assert!(s.delete_manifest(repo, "sha256:m", 0).await.unwrap());
     assert!(s.list_tags(repo, None, 10).await.unwrap().is_empty());
     s.create_upload("u", repo, 1).await.unwrap();
     assert_eq!(s.upload("u").await.unwrap().unwrap().state, "");
@@ -68,7 +68,7 @@ async fn contract(s: &dyn MetadataStore) {
     assert!(s.tag_repository(info.id, &[("k".into(), "v".into())], 50).await.unwrap());
     s.untag_repository(info.id, &["team".into()]).await.unwrap();
     assert_eq!(s.resource_tags(info.id).await.unwrap(), vec![("k".to_string(), "v".to_string())]);
-    s.set_tag_mutability(info.id, "MUTABLE", None).await.unwrap();
+    s.set_tag_mutability(info.id, "MUTABLE", None, 0).await.unwrap();
     assert_eq!(s.repository_info(&ns2, "z/app").await.unwrap().unwrap().image_tag_mutability, "MUTABLE");
     // Bytewise name order for pagination.
     for n in ["B", "a", "_"] {
@@ -101,7 +101,7 @@ async fn contract(s: &dyn MetadataStore) {
     assert_eq!(with_policy(None).await, Vec::<String>::new());
     for n in ["abc", "_"] {
         let id = s.repository_info(&ns2, n).await.unwrap().unwrap().id;
-        s.set_repository_policy(id, Some("{}")).await.unwrap();
+        s.set_repository_policy(id, Some("{}"), 0).await.unwrap();
     }
     assert_eq!(with_policy(None).await, ["_", "abc"]);
     assert_eq!(with_policy(Some("_")).await, ["abc"]);
@@ -109,7 +109,7 @@ async fn contract(s: &dyn MetadataStore) {
     // An immutable tag cannot move; images list tags.
     s.link_blob(info.id, "sha256:b", 5, 13).await.unwrap();
     let m2 = NewManifest { repo_id: info.id, digest: "sha256:n", subject: None, ..m.clone() };
-    s.set_tag_mutability(info.id, "IMMUTABLE", None).await.unwrap();
+    s.set_tag_mutability(info.id, "IMMUTABLE", None, 0).await.unwrap();
     assert_eq!(s.put_manifest(&m2, &["v1"], 14).await.unwrap(), PutManifest::Stored);
     let m3 = NewManifest { digest: "sha256:o", ..m2.clone() };
     assert_eq!(s.put_manifest(&m3, &["v1"], 15).await.unwrap(), PutManifest::TagExists("v1".into()));
@@ -123,8 +123,8 @@ async fn contract(s: &dyn MetadataStore) {
     s.record_pull(info.id, "sha256:n", 99).await.unwrap();
     assert_eq!(s.images(info.id).await.unwrap()[0].last_pulled_at, Some(99));
     assert!(!s.referenced_by_index(info.id, "sha256:n").await.unwrap());
-    assert_eq!(s.delete_repository(info.id, false).await.unwrap(), DeleteRepository::NotEmpty);
-    assert_eq!(s.delete_repository(info.id, true).await.unwrap(), DeleteRepository::Deleted);
+    assert_eq!(s.delete_repository(info.id, false, 0).await.unwrap(), DeleteRepository::NotEmpty);
+    assert_eq!(s.delete_repository(info.id, true, 0).await.unwrap(), DeleteRepository::Deleted);
     assert!(s.repository_info(&ns2, "z/app").await.unwrap().is_none());
     // Accounts, keys, settings.
     assert!(s.create_account("222222222222", 1).await.unwrap());
@@ -156,21 +156,21 @@ async fn writes_check_rules_in_the_transaction(s: &dyn MetadataStore, base: &New
     // IMMUTABLE (set just before by the caller): "v1" exists and cannot move, even to its digest.
     assert_eq!(s.put_manifest(&m("sha256:n"), &["v1"], 20).await.unwrap(), PutManifest::TagExists("v1".into()));
     let e0 = s.repository_epoch(repo).await.unwrap().unwrap();
-    s.set_tag_mutability(repo, "MUTABLE", None).await.unwrap();
+    s.set_tag_mutability(repo, "MUTABLE", None, 0).await.unwrap();
     let e1 = s.repository_epoch(repo).await.unwrap().unwrap();
     assert!(e1 > e0, "a mutability change moves the epoch");
     assert_eq!(s.put_manifest(&m("sha256:p"), &["v1", "dev-1", "latest"], 21).await.unwrap(), PutManifest::Stored);
     assert!(s.repository_epoch(repo).await.unwrap().unwrap() > e1, "a manifest write moves the epoch");
     assert_eq!(s.repository_epoch(other).await.unwrap(), Some(e_other), "writes elsewhere do not move it");
     let filters = r#"[{"filterType":"WILDCARD","filter":"dev-*"},{"filterType":"WILDCARD","filter":"latest"}]"#;
-    s.set_tag_mutability(repo, "IMMUTABLE_WITH_EXCLUSION", Some(filters)).await.unwrap();
+    s.set_tag_mutability(repo, "IMMUTABLE_WITH_EXCLUSION", Some(filters), 0).await.unwrap();
     assert_eq!(s.put_manifest(&m("sha256:q"), &["dev-1", "latest"], 22).await.unwrap(), PutManifest::Stored);
     assert_eq!(
         s.put_manifest(&m("sha256:q"), &["latest", "v1"], 23).await.unwrap(),
         PutManifest::TagExists("v1".into())
     );
     assert_eq!(s.resolve_tag(repo, "latest").await.unwrap().as_deref(), Some("sha256:q"), "nothing changed");
-    s.set_tag_mutability(repo, "MUTABLE_WITH_EXCLUSION", Some(filters)).await.unwrap();
+    s.set_tag_mutability(repo, "MUTABLE_WITH_EXCLUSION", Some(filters), 0).await.unwrap();
     assert_eq!(s.put_manifest(&m("sha256:p"), &["v1", "new"], 24).await.unwrap(), PutManifest::Stored);
     assert_eq!(s.put_manifest(&m("sha256:p"), &["dev-1"], 25).await.unwrap(), PutManifest::TagExists("dev-1".into()));
     assert_eq!(s.put_manifest(&m("sha256:p"), &["latest"], 25).await.unwrap(), PutManifest::TagExists("latest".into()));
@@ -199,18 +199,18 @@ async fn writes_check_rules_in_the_transaction(s: &dyn MetadataStore, base: &New
     let img = s.images(repo).await.unwrap().into_iter().find(|i| i.digest == "sha256:i").unwrap();
     assert_eq!(img.image_size, 5, "an index's size is its largest child's");
     // A deleted repository takes no writes, and has no epoch.
-    assert_eq!(s.delete_repository(other, true).await.unwrap(), DeleteRepository::Deleted);
+    assert_eq!(s.delete_repository(other, true, 0).await.unwrap(), DeleteRepository::Deleted);
     assert_eq!(s.repository_epoch(other).await.unwrap(), None);
     assert_eq!(s.repository_version(&ns, "other").await.unwrap(), None);
     let dead = NewManifest { repo_id: other, blobs: &[], ..m("sha256:z") };
     assert_eq!(s.put_manifest(&dead, &["t"], 29).await.unwrap(), PutManifest::RepositoryGone);
-    assert!(!s.delete_tag(other, "t").await.unwrap());
-    assert!(!s.delete_manifest(other, "sha256:z").await.unwrap());
+    assert!(!s.delete_tag(other, "t", 0).await.unwrap());
+    assert!(!s.delete_manifest(other, "sha256:z", 0).await.unwrap());
     assert!(s.manifest(other, "sha256:z").await.unwrap().is_none());
     // Back to the caller's state: "v1" on sha256:n only.
-    s.set_tag_mutability(repo, "MUTABLE", None).await.unwrap();
+    s.set_tag_mutability(repo, "MUTABLE", None, 0).await.unwrap();
     for d in ["sha256:i", "sha256:p", "sha256:q"] {
-        assert!(s.delete_manifest(repo, d).await.unwrap());
+        assert!(s.delete_manifest(repo, d, 0).await.unwrap());
     }
     assert_eq!(s.put_manifest(&m("sha256:n"), &["v1"], 30).await.unwrap(), PutManifest::Stored);
 }
@@ -312,18 +312,18 @@ async fn iam_contract(s: &dyn MetadataStore) {
     // Resource policies: repository (gone with its repository) and registry.
     let ns = Namespace { account_id: a.into(), region: "r".into() };
     let repo = s.ensure_repository(&ns, "pol", 1).await.unwrap();
-    assert!(s.set_repository_policy(repo, Some("{r1}")).await.unwrap());
-    assert!(s.set_repository_policy(repo, Some("{r2}")).await.unwrap());
+    assert!(s.set_repository_policy(repo, Some("{r1}"), 0).await.unwrap());
+    assert!(s.set_repository_policy(repo, Some("{r2}"), 0).await.unwrap());
     assert_eq!(s.repository_policy(repo).await.unwrap().as_deref(), Some("{r2}"));
-    assert!(s.set_repository_policy(repo, None).await.unwrap());
-    assert!(!s.set_repository_policy(repo, None).await.unwrap());
-    s.set_repository_policy(repo, Some("{r3}")).await.unwrap();
-    assert_eq!(s.delete_repository(repo, true).await.unwrap(), DeleteRepository::Deleted);
+    assert!(s.set_repository_policy(repo, None, 0).await.unwrap());
+    assert!(!s.set_repository_policy(repo, None, 0).await.unwrap());
+    s.set_repository_policy(repo, Some("{r3}"), 0).await.unwrap();
+    assert_eq!(s.delete_repository(repo, true, 0).await.unwrap(), DeleteRepository::Deleted);
     assert!(s.repository_policy(repo).await.unwrap().is_none());
     assert!(s.registry_policy(&ns).await.unwrap().is_none());
-    assert!(s.set_registry_policy(&ns, Some("{g}")).await.unwrap());
+    assert!(s.set_registry_policy(&ns, Some("{g}"), 0).await.unwrap());
     assert_eq!(s.registry_policy(&ns).await.unwrap().as_deref(), Some("{g}"));
-    assert!(s.set_registry_policy(&ns, None).await.unwrap());
+    assert!(s.set_registry_policy(&ns, None, 0).await.unwrap());
     let e2 = s.auth_epoch().await.unwrap();
     s.bump_auth_epoch().await.unwrap();
     assert_eq!(s.auth_epoch().await.unwrap(), e2 + 1);
@@ -450,14 +450,198 @@ async fn jobs_contract(s: Arc<dyn MetadataStore>) {
     assert_eq!(left.iter().filter(|j| j.state == JobState::Failed).count(), failed_before, "failed jobs kept");
 }
 
+/// Every event after `c`, and the cursor after the last.
+async fn drain(s: &dyn MetadataStore, c: events::Cursor) -> (Vec<events::Event>, events::Cursor) {
+    let evs = s.events_after(c, 1000).await.unwrap();
+    let end = evs.last().map(|e| e.cursor()).unwrap_or(c);
+    (evs, end)
+}
+
+async fn events_contract(s: &dyn MetadataStore) {
+    use events::{Cursor, DeliveryOutcome, NewDelivery, NewWebhook, kind};
+    let (_, start) = drain(s, Cursor::default()).await;
+    let ns = Namespace { account_id: "ev".into(), region: "r".into() };
+    let repo = s
+        .create_repository(
+            &NewRepository {
+                ns: &ns,
+                name: "app",
+                image_tag_mutability: "MUTABLE",
+                mutability_exclusions: None,
+                scan_on_push: false,
+                encryption_type: "AES256",
+                kms_key: None,
+                tags: &[],
+            },
+            10,
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    s.link_blob(repo, "sha256:cfg", 2, 10).await.unwrap();
+    let m = |digest: &'static str| NewManifest {
+        repo_id: repo,
+        digest,
+        media_type: "application/vnd.oci.image.manifest.v1+json",
+        artifact_type: None,
+        subject: None,
+        annotations: None,
+        content: digest.as_bytes(),
+        blobs: &[("sha256:cfg", 2)],
+        children: &[],
+        config_media_type: Some("application/vnd.oci.image.config.v1+json"),
+        index: false,
+    };
+    assert_eq!(s.put_manifest(&m("sha256:one"), &["v1"], 11).await.unwrap(), PutManifest::Stored);
+    // The same push again changes nothing and appends nothing.
+    assert_eq!(s.put_manifest(&m("sha256:one"), &["v1"], 12).await.unwrap(), PutManifest::Stored);
+    assert_eq!(s.put_manifest(&m("sha256:two"), &[], 13).await.unwrap(), PutManifest::Stored);
+    assert_eq!(s.put_manifest(&m("sha256:two"), &["v1", "latest"], 14).await.unwrap(), PutManifest::Stored);
+    // A failed write appends nothing.
+    let bad = NewManifest { blobs: &[("sha256:missing", 1)], ..m("sha256:bad") };
+    assert!(matches!(s.put_manifest(&bad, &["x"], 15).await.unwrap(), PutManifest::MissingBlobs(_)));
+    assert!(s.delete_tag(repo, "latest", 16).await.unwrap());
+    assert!(!s.delete_tag(repo, "latest", 16).await.unwrap());
+    assert!(s.delete_manifest(repo, "sha256:two", 17).await.unwrap());
+    assert!(s.delete_manifest(repo, "sha256:one", 18).await.unwrap());
+    s.set_tag_mutability(repo, "IMMUTABLE", None, 19).await.unwrap();
+    s.set_repository_policy(repo, Some("{}"), 20).await.unwrap();
+    s.set_registry_policy(&ns, Some("{}"), 21).await.unwrap();
+    assert_eq!(s.delete_repository(repo, true, 22).await.unwrap(), DeleteRepository::Deleted);
+
+    let (evs, end) = drain(s, start).await;
+    let got: Vec<(&str, Option<&str>, Option<&str>, Option<&str>, i64)> = evs
+        .iter()
+        .map(|e| {
+            let d: serde_json::Value = serde_json::from_str(&e.detail).unwrap();
+            assert_eq!((e.account_id.as_str(), e.region.as_str()), ("ev", "r"));
+            let leak = |k: &str| d.get(k).and_then(|v| v.as_str()).map(|v| &*v.to_string().leak());
+            (e.kind.as_str(), leak("action-type"), leak("image-digest"), leak("image-tag"), e.created_at)
+        })
+        .collect();
+    let push = Some("PUSH");
+    let del = Some("DELETE");
+    assert_eq!(
+        got,
+        vec![
+            (kind::REPOSITORY_CREATE, None, None, None, 10),
+            (kind::IMAGE_PUSH, push, Some("sha256:one"), Some("v1"), 11),
+            (kind::IMAGE_PUSH, push, Some("sha256:two"), None, 13),
+            (kind::IMAGE_PUSH, push, Some("sha256:two"), Some("v1"), 14),
+            (kind::IMAGE_PUSH, push, Some("sha256:two"), Some("latest"), 14),
+            (kind::IMAGE_DELETE, del, Some("sha256:two"), Some("latest"), 16),
+            (kind::IMAGE_DELETE, del, Some("sha256:two"), Some("v1"), 17),
+            (kind::IMAGE_DELETE, del, Some("sha256:one"), None, 18),
+            (kind::REPOSITORY_MUTABILITY, None, None, None, 19),
+            (kind::REPOSITORY_POLICY, None, None, None, 20),
+            (kind::REGISTRY_POLICY, None, None, None, 21),
+            (kind::REPOSITORY_DELETE, None, None, None, 22),
+        ]
+    );
+    let first: serde_json::Value = serde_json::from_str(&evs[1].detail).unwrap();
+    assert_eq!(
+        first,
+        serde_json::json!({"result": "SUCCESS", "repository-name": "app", "image-digest": "sha256:one",
+            "action-type": "PUSH", "image-tag": "v1",
+            "manifest-media-type": "application/vnd.oci.image.manifest.v1+json",
+            "artifact-media-type": "application/vnd.oci.image.config.v1+json"})
+    );
+    assert!(evs.windows(2).all(|w| w[0].cursor() < w[1].cursor()), "log order");
+    assert!(s.events_after(end, 10).await.unwrap().is_empty());
+    assert_eq!(s.events_pending(start, 5).await.unwrap(), 5, "counted up to the cap");
+    assert_eq!(s.events_pending(start, 100).await.unwrap(), 12);
+    // Paging by cursor returns the same events.
+    let (page, mid) = (s.events_after(start, 5).await.unwrap(), evs[4].cursor());
+    assert_eq!(page, evs[..5]);
+    assert_eq!(s.events_after(mid, 100).await.unwrap(), evs[5..]);
+
+    // Cursors: compare-and-set, with the consumer's deliveries in the same transaction.
+    assert_eq!(s.event_cursor("hooks").await.unwrap(), Cursor::default());
+    let wh = |id: &'static str| NewWebhook {
+        id,
+        account_id: "ev",
+        url: "http://127.0.0.1:1/",
+        events: "[\"all\"]",
+        repository_filter: None,
+        secret_enc: "sealed",
+    };
+    s.create_webhook(&wh("wh-1"), 30).await.unwrap();
+    s.create_webhook(&wh("wh-2"), 31).await.unwrap();
+    let d = |w: &'static str, e: &'static str| NewDelivery { webhook_id: w, event_id: e, body: e };
+    assert!(
+        s.advance_event_cursor("hooks", Cursor::default(), mid, &[d("wh-1", "e1"), d("wh-1", "e2")], 40).await.unwrap()
+    );
+    assert_eq!(s.event_cursor("hooks").await.unwrap(), mid);
+    // A racing node that read the old cursor loses and records nothing.
+    assert!(!s.advance_event_cursor("hooks", Cursor::default(), end, &[d("wh-1", "e9")], 41).await.unwrap());
+    // The same event again (a retried consumer) is not delivered twice; unknown webhooks are skipped.
+    assert!(
+        s.advance_event_cursor("hooks", mid, end, &[d("wh-1", "e2"), d("wh-1", "e3"), d("gone", "e3")], 42)
+            .await
+            .unwrap()
+    );
+    let counts = |w: &events::Webhook| (w.pending, w.delivered, w.dead);
+    let hooks = s.webhooks(Some("ev")).await.unwrap();
+    assert_eq!(
+        hooks.iter().map(|w| (w.id.as_str(), counts(w))).collect::<Vec<_>>(),
+        [("wh-1", (3, 0, 0)), ("wh-2", (0, 0, 0))]
+    );
+    assert!(s.webhooks(Some("other")).await.unwrap().is_empty());
+
+    // Per-endpoint order: the oldest pending delivery is the only one attempted.
+    assert_eq!(s.webhooks_due(50).await.unwrap(), ["wh-1"]);
+    let head = s.next_delivery("wh-1").await.unwrap().unwrap();
+    assert_eq!((head.event_id.as_str(), head.attempts), ("e1", 0));
+    s.record_delivery(head.id, DeliveryOutcome::Retry { at: 100, status: Some(503), error: "HTTP 503" }, 51)
+        .await
+        .unwrap();
+    assert!(s.webhooks_due(99).await.unwrap().is_empty(), "the head is not due, so nothing is");
+    assert_eq!(s.next_delivery("wh-1").await.unwrap().unwrap().event_id, "e1");
+    assert_eq!(s.webhooks_due(100).await.unwrap(), ["wh-1"]);
+    s.record_delivery(head.id, DeliveryOutcome::Dead { status: None, error: "connection refused" }, 101).await.unwrap();
+    let next = s.next_delivery("wh-1").await.unwrap().unwrap();
+    assert_eq!(next.event_id, "e2");
+    s.record_delivery(next.id, DeliveryOutcome::Delivered { status: 204 }, 102).await.unwrap();
+    // Recording twice (a node that lost its lease) changes nothing.
+    s.record_delivery(next.id, DeliveryOutcome::Dead { status: None, error: "late" }, 103).await.unwrap();
+    let w = &s.webhooks(Some("ev")).await.unwrap()[0];
+    assert_eq!((counts(w), w.last_error.as_deref()), ((1, 1, 1), Some("connection refused")));
+    assert_eq!(s.redrive_webhook("other", "wh-1", 104).await.unwrap(), 0, "another account's webhook");
+    assert_eq!(s.redrive_webhook("ev", "wh-1", 104).await.unwrap(), 1);
+    let again = s.next_delivery("wh-1").await.unwrap().unwrap();
+    assert_eq!((again.event_id.as_str(), again.attempts, again.next_attempt_at), ("e1", 0, 104), "back at the head");
+
+    // Delivery leases.
+    assert!(s.lease_webhook("wh-1", "n1", 200, 1000).await.unwrap());
+    assert!(!s.lease_webhook("wh-1", "n2", 500, 1000).await.unwrap());
+    assert!(s.lease_webhook("wh-1", "n1", 500, 1000).await.unwrap(), "renewed by its holder");
+    assert!(s.lease_webhook("wh-1", "n2", 1501, 1000).await.unwrap(), "taken over after expiry");
+    s.release_webhook("wh-1", "n1").await.unwrap();
+    assert!(!s.lease_webhook("wh-1", "n1", 1600, 1000).await.unwrap(), "only the holder releases");
+    s.release_webhook("wh-1", "n2").await.unwrap();
+    assert!(s.lease_webhook("wh-1", "n1", 1600, 1000).await.unwrap());
+
+    // Retention: only events every consumer has passed go; finished deliveries go.
+    assert!(s.advance_event_cursor("slow", Cursor::default(), mid, &[], 300).await.unwrap());
+    let purged = s.purge_events(i64::MAX).await.unwrap();
+    assert!(purged >= 5, "{purged}");
+    assert_eq!(s.events_after(mid, 100).await.unwrap(), evs[5..], "events a consumer still needs are kept");
+    assert_eq!(s.webhooks(Some("ev")).await.unwrap()[0].delivered, 0, "delivered rows purged");
+    assert!(s.delete_webhook("ev", "wh-1").await.unwrap());
+    assert!(!s.delete_webhook("ev", "wh-1").await.unwrap());
+    assert!(s.next_delivery("wh-1").await.unwrap().is_none(), "its deliveries went with it");
+}
+
 #[tokio::test]
 async fn sqlite_contract() {
     let dir = tempfile::tempdir().unwrap();
     let (s, applied) = sqlite::SqliteStore::open_with(&dir.path().join("m.db"), SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     contract(&s).await;
     iam_contract(&s).await;
     jobs_contract(Arc::new(s.clone())).await;
+    events_contract(&s).await;
     s.close().await;
     // Reopening applies nothing; a check passes on a current schema.
     let (s, applied) = sqlite::SqliteStore::open_with(&dir.path().join("m.db"), SchemaMode::Check).await.unwrap();
@@ -465,7 +649,7 @@ async fn sqlite_contract() {
     s.close().await;
     // A check on an unmigrated database refuses it.
     let err = sqlite::SqliteStore::open_with(&dir.path().join("new.db"), SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 8), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 9), "{err}");
     assert!(err.to_string().contains("berth migrate"), "{err}");
 }
 
@@ -491,12 +675,35 @@ async fn postgres_contract() {
     let base = url.rsplit_once('/').map(|(b, _)| b).unwrap();
     let url = format!("{base}/{db}");
     let err = postgres::PgStore::open_with(&url, SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 8), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 9), "{err}");
     let (s, applied) = postgres::PgStore::open_with(&url, SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     contract(&s).await;
     iam_contract(&s).await;
     jobs_contract(Arc::new(s.clone())).await;
+    events_contract(&s).await;
+    // An event whose transaction is still open holds back every event committed after it
+    // started: a consumer never passes a position behind which an event can still appear.
+    {
+        let (_, start) = drain(&s, events::Cursor::default()).await;
+        let mut slow = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql("BEGIN").execute(&mut slow).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO events (event_id, account_id, region, kind, detail, created_at) \
+             VALUES ('slow', 'a', 'r', 'test', '{}', 1)",
+        )
+        .execute(&mut slow)
+        .await
+        .unwrap();
+        let ns = Namespace { account_id: "a".into(), region: "r".into() };
+        s.ensure_repository(&ns, "later", 2).await.unwrap();
+        assert!(s.events_after(start, 10).await.unwrap().is_empty(), "held back by the open transaction");
+        sqlx::raw_sql("COMMIT").execute(&mut slow).await.unwrap();
+        let (evs, _) = drain(&s, start).await;
+        assert_eq!(evs.iter().map(|e| e.id.as_str()).next(), Some("slow"), "the older transaction's event first");
+        assert_eq!(evs.len(), 2);
+        assert_eq!(evs[1].repository.as_deref(), Some("later"));
+    }
     s.close().await;
     let (s, applied) = postgres::PgStore::open_with(&url, SchemaMode::Check).await.unwrap();
     assert!(applied.is_empty());

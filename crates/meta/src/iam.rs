@@ -145,11 +145,11 @@ pub trait IamStore: Send + Sync + 'static {
     /// A repository's policy.
     async fn repository_policy(&self, repo_id: i64) -> Result<Option<String>>;
     /// Set (`Some`) or delete (`None`) a repository's policy; `false` when deleting an absent one.
-    async fn set_repository_policy(&self, repo_id: i64, document: Option<&str>) -> Result<bool>;
+    async fn set_repository_policy(&self, repo_id: i64, document: Option<&str>, now: i64) -> Result<bool>;
     /// A registry's policy.
     async fn registry_policy(&self, ns: &Namespace) -> Result<Option<String>>;
     /// Set or delete a registry's policy; `false` when deleting an absent one.
-    async fn set_registry_policy(&self, ns: &Namespace, document: Option<&str>) -> Result<bool>;
+    async fn set_registry_policy(&self, ns: &Namespace, document: Option<&str>, now: i64) -> Result<bool>;
 }
 
 /// Implement [`IamStore`] for `$store` on database `$db` with row type `$row` (portable SQL).
@@ -628,22 +628,32 @@ macro_rules! portable_iam {
                 Ok(r.map(|r| r.get(0)))
             }
 
-            async fn set_repository_policy(&self, repo_id: i64, document: Option<&str>) -> Result<bool> {
+            async fn set_repository_policy(&self, repo_id: i64, document: Option<&str>, now: i64) -> Result<bool> {
+                let mut tx = self.begin().await?;
                 let n = match document {
-                    Some(d) => write_bumping!(
-                        self,
-                        sqlx::query(
-                            "INSERT INTO repository_policies (repo_id, document) VALUES ($1, $2) \
-                             ON CONFLICT (repo_id) DO UPDATE SET document = excluded.document",
-                        )
+                    Some(d) => sqlx::query(
+                        "INSERT INTO repository_policies (repo_id, document) VALUES ($1, $2) \
+                         ON CONFLICT (repo_id) DO UPDATE SET document = excluded.document",
+                    )
+                    .bind(repo_id)
+                    .bind(d),
+                    None => sqlx::query("DELETE FROM repository_policies WHERE repo_id = $1").bind(repo_id),
+                }
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n > 0 {
+                    bump(&mut tx).await?;
+                    let row = sqlx::query("SELECT account_id, region, name FROM repositories WHERE id = $1")
                         .bind(repo_id)
-                        .bind(d)
-                    ),
-                    None => write_bumping!(
-                        self,
-                        sqlx::query("DELETE FROM repository_policies WHERE repo_id = $1").bind(repo_id)
-                    ),
-                };
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let (account, region, name): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+                    let detail = serde_json::json!({"repository-name": name, "action": if document.is_some() { "SET" } else { "DELETE" }});
+                    append_event(&mut tx, &account, &region, crate::events::kind::REPOSITORY_POLICY, Some(&name), &detail, now)
+                        .await?;
+                }
+                tx.commit().await?;
                 Ok(n > 0)
             }
 
@@ -656,25 +666,30 @@ macro_rules! portable_iam {
                 Ok(r.map(|r| r.get(0)))
             }
 
-            async fn set_registry_policy(&self, ns: &Namespace, document: Option<&str>) -> Result<bool> {
+            async fn set_registry_policy(&self, ns: &Namespace, document: Option<&str>, now: i64) -> Result<bool> {
+                let mut tx = self.begin().await?;
                 let n = match document {
-                    Some(d) => write_bumping!(
-                        self,
-                        sqlx::query(
-                            "INSERT INTO registry_policies (account_id, region, document) VALUES ($1, $2, $3) \
-                             ON CONFLICT (account_id, region) DO UPDATE SET document = excluded.document",
-                        )
+                    Some(d) => sqlx::query(
+                        "INSERT INTO registry_policies (account_id, region, document) VALUES ($1, $2, $3) \
+                         ON CONFLICT (account_id, region) DO UPDATE SET document = excluded.document",
+                    )
+                    .bind(&ns.account_id)
+                    .bind(&ns.region)
+                    .bind(d),
+                    None => sqlx::query("DELETE FROM registry_policies WHERE account_id = $1 AND region = $2")
                         .bind(&ns.account_id)
-                        .bind(&ns.region)
-                        .bind(d)
-                    ),
-                    None => write_bumping!(
-                        self,
-                        sqlx::query("DELETE FROM registry_policies WHERE account_id = $1 AND region = $2")
-                            .bind(&ns.account_id)
-                            .bind(&ns.region)
-                    ),
-                };
+                        .bind(&ns.region),
+                }
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n > 0 {
+                    bump(&mut tx).await?;
+                    let detail = serde_json::json!({"action": if document.is_some() { "SET" } else { "DELETE" }});
+                    append_event(&mut tx, &ns.account_id, &ns.region, crate::events::kind::REGISTRY_POLICY, None, &detail, now)
+                        .await?;
+                }
+                tx.commit().await?;
                 Ok(n > 0)
             }
         }

@@ -8,12 +8,14 @@
 mod portable;
 #[cfg(test)]
 mod contract;
+pub mod events;
 pub mod iam;
 pub mod mutability;
 pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
+pub use events::EventStore;
 pub use iam::{IamEntity, IamStore, IdentityPolicy, ManagedPolicy, Owner};
 
 /// Metadata failures.
@@ -382,7 +384,7 @@ pub enum RepoFilter<'a> {
 
 /// The metadata backend.
 #[async_trait]
-pub trait MetadataStore: IamStore + Send + Sync + 'static {
+pub trait MetadataStore: IamStore + EventStore + Send + Sync + 'static {
     /// The id of repository `name`, if it exists.
     async fn repository(&self, ns: &Namespace, name: &str) -> Result<Option<i64>>;
     /// The id of repository `name`, creating it if needed.
@@ -432,9 +434,9 @@ pub trait MetadataStore: IamStore + Send + Sync + 'static {
     /// The digest a tag points to.
     async fn resolve_tag(&self, repo_id: i64, tag: &str) -> Result<Option<String>>;
     /// Delete a manifest and every tag pointing to it; `false` when absent.
-    async fn delete_manifest(&self, repo_id: i64, digest: &str) -> Result<bool>;
+    async fn delete_manifest(&self, repo_id: i64, digest: &str, now: i64) -> Result<bool>;
     /// Delete one tag; `false` when absent.
-    async fn delete_tag(&self, repo_id: i64, tag: &str) -> Result<bool>;
+    async fn delete_tag(&self, repo_id: i64, tag: &str, now: i64) -> Result<bool>;
     /// The id of repository `name` and its data epoch, read together (see
     /// [`MetadataStore::repository_epoch`]).
     async fn repository_version(&self, ns: &Namespace, name: &str) -> Result<Option<(i64, i64)>>;
@@ -480,11 +482,17 @@ pub trait MetadataStore: IamStore + Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<RepositoryInfo>>;
     /// Delete a repository (and, with `force`, everything in it).
-    async fn delete_repository(&self, repo_id: i64, force: bool) -> Result<DeleteRepository>;
+    async fn delete_repository(&self, repo_id: i64, force: bool, now: i64) -> Result<DeleteRepository>;
     /// Change tag mutability and its exclusion filters (moves the repository's data epoch;
     /// serialized with the repository's manifest writes, so every push that commits after this
     /// obeys the new settings).
-    async fn set_tag_mutability(&self, repo_id: i64, mutability: &str, exclusions: Option<&str>) -> Result<()>;
+    async fn set_tag_mutability(
+        &self,
+        repo_id: i64,
+        mutability: &str,
+        exclusions: Option<&str>,
+        now: i64,
+    ) -> Result<()>;
     /// Resource tags of a repository, by key.
     async fn resource_tags(&self, repo_id: i64) -> Result<Vec<(String, String)>>;
     /// Add or overwrite resource tags; `false` (nothing changed) when the result would exceed `max`.

@@ -6,6 +6,16 @@
 //! (`FOR UPDATE SKIP LOCKED` on PostgreSQL; empty on SQLite, where `BEGIN IMMEDIATE` already
 //! serializes writers).
 
+/// A repository row locked by `touch_repo`: its mutability settings as committed and its
+/// identity (for the events the write appends).
+pub(crate) struct TouchedRepo {
+    pub mutability: String,
+    pub exclusions: Option<String>,
+    pub account_id: String,
+    pub region: String,
+    pub name: String,
+}
+
 /// The columns [`job_from_row`] reads, in order.
 macro_rules! job_columns {
     () => {
@@ -34,7 +44,7 @@ impl MetadataStore for $store {
             return Ok(id);
         }
         let mut tx = self.begin().await?;
-        sqlx::query(
+        let created = sqlx::query(
             "INSERT INTO repositories (account_id, region, name, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (account_id, region, name) DO NOTHING",
         )
@@ -43,7 +53,14 @@ impl MetadataStore for $store {
         .bind(name)
         .bind(now)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected()
+            > 0;
+        if created {
+            let detail = serde_json::json!({"repository-name": name, "created-by": "push"});
+            append_event(&mut tx, &ns.account_id, &ns.region, crate::events::kind::REPOSITORY_CREATE, Some(name), &detail, now)
+                .await?;
+        }
         let id: i64 = sqlx::query("SELECT id FROM repositories WHERE account_id = $1 AND region = $2 AND name = $3")
             .bind(&ns.account_id)
             .bind(&ns.region)
@@ -209,11 +226,11 @@ impl MetadataStore for $store {
         // First statement: lock the repository row (serializing this write with every other
         // write to the repository, its deletion and mutability changes), move its data epoch,
         // and read the settings as committed.
-        let Some((mutability, exclusions)) = touch_repo(&mut tx, m.repo_id).await? else {
+        let Some(repo) = touch_repo(&mut tx, m.repo_id).await? else {
             return Ok(PutManifest::RepositoryGone);
         };
         for t in tags {
-            if !crate::mutability::tag_is_immutable(&mutability, exclusions.as_deref(), t) {
+            if !crate::mutability::tag_is_immutable(&repo.mutability, repo.exclusions.as_deref(), t) {
                 continue;
             }
             let hit = sqlx::query("SELECT 1 FROM tags WHERE repo_id = $1 AND name = $2")
@@ -319,17 +336,36 @@ impl MetadataStore for $store {
                 }
             }
         }
+        // A tag already on this digest is left alone (no event: nothing changed).
+        let mut moved: Vec<&str> = Vec::new();
         for t in tags {
-            sqlx::query(
+            let changed = sqlx::query(
                 "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+                 ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at \
+                 WHERE tags.digest <> excluded.digest RETURNING 1",
             )
             .bind(m.repo_id)
             .bind(*t)
             .bind(m.digest)
             .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+            if changed && !moved.contains(t) {
+                moved.push(t);
+            }
+        }
+        let image = crate::events::ImageRef {
+            repository: &repo.name,
+            digest: m.digest,
+            media_type: Some(m.media_type),
+            artifact_media_type: m.config_media_type.or(m.artifact_type),
+        };
+        if inserted && moved.is_empty() {
+            repo_event(&mut tx, &repo, crate::events::kind::IMAGE_PUSH, &image.action("PUSH", None), now).await?;
+        }
+        for t in moved {
+            repo_event(&mut tx, &repo, crate::events::kind::IMAGE_PUSH, &image.action("PUSH", Some(t)), now).await?;
         }
         tx.commit().await?;
         Ok(PutManifest::Stored)
@@ -353,32 +389,74 @@ impl MetadataStore for $store {
         Ok(row.map(|r| r.get(0)))
     }
 
-    async fn delete_manifest(&self, repo_id: i64, digest: &str) -> Result<bool> {
+    async fn delete_manifest(&self, repo_id: i64, digest: &str, now: i64) -> Result<bool> {
         let mut tx = self.begin().await?;
-        if touch_repo(&mut tx, repo_id).await?.is_none() {
+        let Some(repo) = touch_repo(&mut tx, repo_id).await? else {
             return Ok(false);
-        }
-        let r = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
+        };
+        let tags: Vec<String> = sqlx::query("SELECT name FROM tags WHERE repo_id = $1 AND digest = $2 ORDER BY name")
             .bind(repo_id)
             .bind(digest)
-            .execute(&mut *tx)
-            .await?;
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        let Some(row) = sqlx::query(
+            "DELETE FROM manifests WHERE repo_id = $1 AND digest = $2 \
+             RETURNING media_type, config_media_type, artifact_type",
+        )
+        .bind(repo_id)
+        .bind(digest)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(false);
+        };
+        let (media_type, config, artifact): (String, Option<String>, Option<String>) = (row.get(0), row.get(1), row.get(2));
+        let image = crate::events::ImageRef {
+            repository: &repo.name,
+            digest,
+            media_type: Some(&media_type),
+            artifact_media_type: config.as_deref().or(artifact.as_deref()),
+        };
+        if tags.is_empty() {
+            repo_event(&mut tx, &repo, crate::events::kind::IMAGE_DELETE, &image.action("DELETE", None), now).await?;
+        }
+        for t in &tags {
+            repo_event(&mut tx, &repo, crate::events::kind::IMAGE_DELETE, &image.action("DELETE", Some(t)), now)
+                .await?;
+        }
         tx.commit().await?;
-        Ok(r.rows_affected() > 0)
+        Ok(true)
     }
 
-    async fn delete_tag(&self, repo_id: i64, tag: &str) -> Result<bool> {
+    async fn delete_tag(&self, repo_id: i64, tag: &str, now: i64) -> Result<bool> {
         let mut tx = self.begin().await?;
-        if touch_repo(&mut tx, repo_id).await?.is_none() {
+        let Some(repo) = touch_repo(&mut tx, repo_id).await? else {
             return Ok(false);
-        }
-        let r = sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND name = $2")
-            .bind(repo_id)
-            .bind(tag)
-            .execute(&mut *tx)
-            .await?;
+        };
+        let Some(row) = sqlx::query(
+            "DELETE FROM tags WHERE repo_id = $1 AND name = $2 RETURNING digest, \
+             (SELECT media_type FROM manifests m WHERE m.repo_id = tags.repo_id AND m.digest = tags.digest)",
+        )
+        .bind(repo_id)
+        .bind(tag)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(false);
+        };
+        let (digest, media_type): (String, Option<String>) = (row.get(0), row.get(1));
+        let image = crate::events::ImageRef {
+            repository: &repo.name,
+            digest: &digest,
+            media_type: media_type.as_deref(),
+            artifact_media_type: None,
+        };
+        repo_event(&mut tx, &repo, crate::events::kind::IMAGE_DELETE, &image.action("DELETE", Some(tag)), now).await?;
         tx.commit().await?;
-        Ok(r.rows_affected() > 0)
+        Ok(true)
     }
 
     async fn repository_version(&self, ns: &Namespace, name: &str) -> Result<Option<(i64, i64)>> {
@@ -578,6 +656,14 @@ impl MetadataStore for $store {
         .map(|row| row.get(0));
         let Some(id) = id else { return Ok(None) };
         upsert_resource_tags(&mut tx, id, r.tags).await?;
+        let detail = serde_json::json!({
+            "repository-name": r.name,
+            "image-tag-mutability": r.image_tag_mutability,
+            "scan-on-push": r.scan_on_push,
+            "encryption-type": r.encryption_type,
+        });
+        append_event(&mut tx, &r.ns.account_id, &r.ns.region, crate::events::kind::REPOSITORY_CREATE, Some(r.name), &detail, now)
+            .await?;
         tx.commit().await?;
         Ok(Some(RepositoryInfo {
             id,
@@ -627,8 +713,11 @@ impl MetadataStore for $store {
         Ok(rows.into_iter().map(repo_info).collect())
     }
 
-    async fn delete_repository(&self, repo_id: i64, force: bool) -> Result<DeleteRepository> {
+    async fn delete_repository(&self, repo_id: i64, force: bool, now: i64) -> Result<DeleteRepository> {
         let mut tx = self.begin().await?;
+        let Some(repo) = touch_repo(&mut tx, repo_id).await? else {
+            return Ok(DeleteRepository::Deleted);
+        };
         if !force {
             let has = sqlx::query("SELECT 1 FROM manifests WHERE repo_id = $1 LIMIT 1")
                 .bind(repo_id)
@@ -650,20 +739,31 @@ impl MetadataStore for $store {
         ] {
             sqlx::query(sql).bind(repo_id).execute(&mut *tx).await?;
         }
+        let detail = serde_json::json!({"repository-name": repo.name, "force": force});
+        repo_event(&mut tx, &repo, crate::events::kind::REPOSITORY_DELETE, &detail, now).await?;
         tx.commit().await?;
         Ok(DeleteRepository::Deleted)
     }
 
-    async fn set_tag_mutability(&self, repo_id: i64, mutability: &str, exclusions: Option<&str>) -> Result<()> {
-        sqlx::query(
-            "UPDATE repositories SET image_tag_mutability = $1, mutability_exclusions = $2, \
-             data_epoch = data_epoch + 1 WHERE id = $3",
-        )
-        .bind(mutability)
-        .bind(exclusions)
-        .bind(repo_id)
-        .execute(&self.write)
-        .await?;
+    async fn set_tag_mutability(&self, repo_id: i64, mutability: &str, exclusions: Option<&str>, now: i64) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let Some(repo) = touch_repo(&mut tx, repo_id).await? else {
+            return Ok(());
+        };
+        sqlx::query("UPDATE repositories SET image_tag_mutability = $1, mutability_exclusions = $2 WHERE id = $3")
+            .bind(mutability)
+            .bind(exclusions)
+            .bind(repo_id)
+            .execute(&mut *tx)
+            .await?;
+        let filters: serde_json::Value = exclusions.and_then(|e| serde_json::from_str(e).ok()).unwrap_or_default();
+        let detail = serde_json::json!({
+            "repository-name": repo.name,
+            "image-tag-mutability": mutability,
+            "image-tag-mutability-exclusion-filters": filters,
+        });
+        repo_event(&mut tx, &repo, crate::events::kind::REPOSITORY_MUTABILITY, &detail, now).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -912,15 +1012,32 @@ async fn upsert_resource_tags(
 /// writes to one repository (from any node) queue on its row, writes to different
 /// repositories never meet, and a concurrent deletion or mutability change is ordered before or
 /// after the whole write.
-async fn touch_repo(tx: &mut Transaction<'static, $db>, repo_id: i64) -> Result<Option<(String, Option<String>)>> {
+async fn touch_repo(tx: &mut Transaction<'static, $db>, repo_id: i64) -> Result<Option<crate::portable::TouchedRepo>> {
     let row = sqlx::query(
         "UPDATE repositories SET data_epoch = data_epoch + 1 WHERE id = $1 \
-         RETURNING image_tag_mutability, mutability_exclusions",
+         RETURNING image_tag_mutability, mutability_exclusions, account_id, region, name",
     )
     .bind(repo_id)
     .fetch_optional(&mut **tx)
     .await?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
+    Ok(row.map(|r| crate::portable::TouchedRepo {
+        mutability: r.get(0),
+        exclusions: r.get(1),
+        account_id: r.get(2),
+        region: r.get(3),
+        name: r.get(4),
+    }))
+}
+
+/// Append an event about repository `repo` in `tx`.
+async fn repo_event(
+    tx: &mut Transaction<'static, $db>,
+    repo: &crate::portable::TouchedRepo,
+    kind: &str,
+    detail: &serde_json::Value,
+    now: i64,
+) -> Result<()> {
+    append_event(tx, &repo.account_id, &repo.region, kind, Some(&repo.name), detail, now).await
 }
 
 async fn link(tx: &mut Transaction<'static, $db>, repo_id: i64, digest: &str, size: u64, now: i64) -> Result<()> {

@@ -17,6 +17,13 @@ use std::time::Duration;
 
 crate::portable::portable_store!(PgStore, Postgres, sqlx::postgres::PgRow, " FOR UPDATE SKIP LOCKED");
 crate::iam::portable_iam!(PgStore, Postgres, sqlx::postgres::PgRow);
+// Only events of transactions older than every running one (see crate::events).
+crate::events::portable_events!(
+    PgStore,
+    Postgres,
+    sqlx::postgres::PgRow,
+    "txid < (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint"
+);
 
 /// PostgreSQL-backed [`MetadataStore`].
 #[derive(Debug, Clone)]

@@ -12,6 +12,8 @@ use sqlx::{Row, Sqlite, Transaction};
 
 crate::portable::portable_store!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow, "");
 crate::iam::portable_iam!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow);
+// SQLite serializes writers: every committed event is readable in order.
+crate::events::portable_events!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow, "1 = 1");
 use std::path::Path;
 use std::time::Duration;
 

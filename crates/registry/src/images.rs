@@ -151,9 +151,9 @@ impl Registry {
             )));
         }
         if whole {
-            self.meta.delete_manifest(repo.id, &img.digest).await?;
+            self.meta.delete_manifest(repo.id, &img.digest, self.now()).await?;
         } else if let Some(t) = &id.image_tag {
-            self.meta.delete_tag(repo.id, t).await?;
+            self.meta.delete_tag(repo.id, t, self.now()).await?;
         }
         self.cache.invalidate(repo.id);
         Ok(Ok(ImageId { image_digest: Some(img.digest.clone()), image_tag: id.image_tag.clone() }))

@@ -182,8 +182,8 @@ impl Registry {
     pub async fn manifest_delete(&self, ns: &Namespace, name: &RepoName, reference: &Reference) -> Result<()> {
         let repo = self.existing_repo(ns, name).await?;
         let found = match reference {
-            Reference::Digest(d) => self.meta.delete_manifest(repo, d.as_str()).await?,
-            Reference::Tag(t) => self.meta.delete_tag(repo, t.as_str()).await?,
+            Reference::Digest(d) => self.meta.delete_manifest(repo, d.as_str(), self.now()).await?,
+            Reference::Tag(t) => self.meta.delete_tag(repo, t.as_str(), self.now()).await?,
         };
         self.cache.invalidate(repo);
         if found { Ok(()) } else { Err(Error::ManifestUnknown(reference.to_string())) }

@@ -188,7 +188,7 @@ impl Registry {
     /// Delete a repository; without `force` only when it holds no images.
     pub async fn delete_repository(&self, ns: &Namespace, name: &str, force: bool) -> Result<RepositoryInfo> {
         let info = self.describe_repository(ns, name).await?;
-        match self.meta.delete_repository(info.id, force).await? {
+        match self.meta.delete_repository(info.id, force, self.now()).await? {
             DeleteRepository::NotEmpty => {
                 return Err(Error::RepositoryNotEmpty { name: name.to_string(), registry: ns.account_id.clone() });
             }
@@ -210,7 +210,7 @@ impl Registry {
         let info = self.describe_repository(ns, name).await?;
         let json = exclusions_json(exclusions);
         // Pushes read the settings in their own transaction: nothing cached to update.
-        self.meta.set_tag_mutability(info.id, mutability, json.as_deref()).await?;
+        self.meta.set_tag_mutability(info.id, mutability, json.as_deref(), self.now()).await?;
         Ok(RepositoryInfo { image_tag_mutability: mutability.to_string(), mutability_exclusions: json, ..info })
     }
 
@@ -246,7 +246,7 @@ impl Registry {
         let info = self.describe_repository(ns, name).await?;
         parse_resource_policy(text, PolicyScope::Repository)?;
         let stored = normalized_policy_text(text);
-        self.meta.set_repository_policy(info.id, Some(&stored)).await?;
+        self.meta.set_repository_policy(info.id, Some(&stored), self.now()).await?;
         // Other nodes learn of the change through the authorization epoch.
         self.auth_inputs_changed().await?;
         Ok(info)
@@ -264,7 +264,7 @@ impl Registry {
     /// Delete a repository's policy, returning the text it had.
     pub async fn delete_repository_policy(&self, ns: &Namespace, name: &str) -> Result<(RepositoryInfo, String)> {
         let (info, text) = self.repository_policy(ns, name).await?;
-        self.meta.set_repository_policy(info.id, None).await?;
+        self.meta.set_repository_policy(info.id, None, self.now()).await?;
         self.auth_inputs_changed().await?;
         Ok((info, text))
     }
@@ -272,7 +272,7 @@ impl Registry {
     /// Set the registry policy of a namespace.
     pub async fn put_registry_policy(&self, ns: &Namespace, text: &str) -> Result<()> {
         parse_resource_policy(text, PolicyScope::Registry)?;
-        self.meta.set_registry_policy(ns, Some(text)).await?;
+        self.meta.set_registry_policy(ns, Some(text), self.now()).await?;
         self.auth_inputs_changed().await
     }
 
@@ -284,7 +284,7 @@ impl Registry {
     /// Delete the registry policy, returning the text it had.
     pub async fn delete_registry_policy(&self, ns: &Namespace) -> Result<String> {
         let text = self.registry_policy(ns).await?;
-        self.meta.set_registry_policy(ns, None).await?;
+        self.meta.set_registry_policy(ns, None, self.now()).await?;
         self.auth_inputs_changed().await?;
         Ok(text)
     }
