@@ -511,7 +511,8 @@ async fn events_contract(s: &dyn MetadataStore) {
     assert_eq!(s.delete_repository(repo, true, 22).await.unwrap(), DeleteRepository::Deleted);
 
     let (evs, end) = drain(s, start).await;
-    let got: Vec<(&str, Option<&str>, Option<&str>, Option<&str>, i64)> = evs
+    type Row<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>, i64);
+    let got: Vec<Row> = evs
         .iter()
         .map(|e| {
             let d: serde_json::Value = serde_json::from_str(&e.detail).unwrap();
