@@ -83,6 +83,16 @@ pub struct Config {
     pub max_connections: u64,
     /// `/readyz` answers 503 when the filesystem storage has less free space than this (MiB).
     pub min_free_mb: u64,
+    /// Events older than this many days are deleted from the event log once every consumer
+    /// has handled them (finished webhook deliveries too).
+    pub event_retention_days: u64,
+    /// Attempts per webhook delivery before it is dead-lettered.
+    pub webhook_max_attempts: u64,
+    /// Retry delay after a webhook delivery's first failed attempt (doubles per attempt, up to
+    /// 10 minutes).
+    pub webhook_backoff_ms: u64,
+    /// Timeout of one webhook delivery attempt (connect and answer).
+    pub webhook_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -117,11 +127,28 @@ impl Default for Config {
             body_timeout_secs: 300,
             max_connections: 8192,
             min_free_mb: 64,
+            event_retention_days: 7,
+            webhook_max_attempts: 10,
+            webhook_backoff_ms: 1_000,
+            webhook_timeout_secs: 10,
         }
     }
 }
 
 impl Config {
+    /// How webhooks are delivered.
+    pub fn webhook_settings(&self) -> berth_events::webhooks::Settings {
+        use std::time::Duration;
+        berth_events::webhooks::Settings {
+            max_attempts: self.webhook_max_attempts as u32,
+            backoff_base: Duration::from_millis(self.webhook_backoff_ms),
+            timeout: Duration::from_secs(self.webhook_timeout_secs),
+            // A node that dies holding a webhook hands it over as it hands over its jobs.
+            lease: Duration::from_millis(self.job_lease_ms),
+            ..Default::default()
+        }
+    }
+
     /// The HTTP connection limits.
     pub fn conn_limits(&self) -> berth_server::ConnLimits {
         use std::time::Duration;
@@ -230,6 +257,10 @@ impl Config {
             ("BERTH_BODY_TIMEOUT_SECS", &mut self.body_timeout_secs),
             ("BERTH_MAX_CONNECTIONS", &mut self.max_connections),
             ("BERTH_MIN_FREE_MB", &mut self.min_free_mb),
+            ("BERTH_EVENT_RETENTION_DAYS", &mut self.event_retention_days),
+            ("BERTH_WEBHOOK_MAX_ATTEMPTS", &mut self.webhook_max_attempts),
+            ("BERTH_WEBHOOK_BACKOFF_MS", &mut self.webhook_backoff_ms),
+            ("BERTH_WEBHOOK_TIMEOUT_SECS", &mut self.webhook_timeout_secs),
         ] {
             if let Some(v) = get(key) {
                 *field = num(key, v)?;
@@ -243,11 +274,23 @@ impl Config {
             ("idle_timeout_secs", self.idle_timeout_secs),
             ("body_timeout_secs", self.body_timeout_secs),
             ("max_connections", self.max_connections),
+            ("event_retention_days", self.event_retention_days),
+            ("webhook_max_attempts", self.webhook_max_attempts),
+            ("webhook_backoff_ms", self.webhook_backoff_ms),
+            ("webhook_timeout_secs", self.webhook_timeout_secs),
         ] {
             if v == 0 {
                 anyhow::bail!("{key} (BERTH_{}) must be more than 0", key.to_uppercase());
             }
         }
+        anyhow::ensure!(
+            self.webhook_max_attempts <= 100,
+            "webhook_max_attempts (BERTH_WEBHOOK_MAX_ATTEMPTS) must be at most 100"
+        );
+        anyhow::ensure!(
+            self.webhook_timeout_secs <= 300,
+            "webhook_timeout_secs (BERTH_WEBHOOK_TIMEOUT_SECS) must be at most 300"
+        );
         self.check_listen()?;
         if let Some(k) = &self.server_key {
             parse_server_key(k)?;

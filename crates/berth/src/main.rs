@@ -4,6 +4,7 @@ mod admin_iam;
 mod config;
 
 use anyhow::Context;
+use berth_events::webhooks;
 use berth_meta::{AppliedMigration, Job, MetadataStore, NewJob, SchemaMode};
 use berth_registry::jobs::{self, JobRunner, RunnerConfig};
 use berth_registry::{Clock, Registry, Settings, SystemClock};
@@ -108,6 +109,41 @@ enum AdminCommand {
         #[arg(long, default_value_t = 3)]
         max_attempts: u32,
     },
+    /// Subscribe a URL to the account's events (EventBridge-shaped JSON, POSTed and signed);
+    /// prints the webhook with its signing secret, which is shown only this once.
+    CreateWebhook {
+        /// Where to POST events (http:// or https://).
+        #[arg(long)]
+        url: String,
+        /// `all`, or a comma-separated list of detail types (e.g. "ECR Image Action").
+        #[arg(long, default_value = "all")]
+        events: String,
+        /// Only events of repositories whose name starts with this.
+        #[arg(long)]
+        repository_filter: Option<String>,
+        /// Account (the default account when omitted).
+        #[arg(long)]
+        account_id: Option<String>,
+    },
+    /// List an account's webhooks with their delivery counts (pending, delivered, dead-lettered).
+    ListWebhooks {
+        #[arg(long)]
+        account_id: Option<String>,
+    },
+    /// Delete a webhook and its undelivered deliveries.
+    DeleteWebhook {
+        #[arg(long)]
+        webhook_id: String,
+        #[arg(long)]
+        account_id: Option<String>,
+    },
+    /// Retry a webhook's dead-lettered deliveries (in their original order); prints how many.
+    RedriveWebhook {
+        #[arg(long)]
+        webhook_id: String,
+        #[arg(long)]
+        account_id: Option<String>,
+    },
     #[command(flatten)]
     Iam(admin_iam::IamCommand),
 }
@@ -167,7 +203,7 @@ fn run() -> anyhow::Result<()> {
         Command::Admin { command } => {
             let out = rt.block_on(async {
                 let (reg, meta) = open(&cfg, SchemaMode::Migrate).await?;
-                let out = admin(&reg, meta.store().as_ref(), command).await;
+                let out = admin(&cfg, &reg, meta.store().as_ref(), command).await;
                 meta.close().await;
                 out
             });
@@ -193,9 +229,41 @@ fn run() -> anyhow::Result<()> {
     }
 }
 
-async fn admin(reg: &Registry, meta: &dyn MetadataStore, command: AdminCommand) -> anyhow::Result<String> {
+async fn admin(
+    cfg: &Config,
+    reg: &Registry,
+    meta: &dyn MetadataStore,
+    command: AdminCommand,
+) -> anyhow::Result<String> {
     let err = |e: berth_registry::Error| anyhow::anyhow!("{e}");
+    let account = |a: Option<String>| a.unwrap_or_else(|| reg.default_account().to_string());
     Ok(match command {
+        AdminCommand::CreateWebhook { url, events, repository_filter, account_id } => {
+            let account = account(account_id);
+            anyhow::ensure!(meta.account_exists(&account).await?, "no account '{account}'");
+            let keys = berth_registry::Keys::from_server_key(&server_key(cfg)?);
+            let now = SystemClock.now_ms();
+            let c = webhooks::create(meta, &keys, &account, &url, &events, repository_filter.as_deref(), now).await?;
+            let listed = webhooks::list(meta, &account).await?;
+            let mut shown = listed
+                .as_array()
+                .and_then(|a| a.iter().find(|w| w["WebhookId"] == c.id.as_str()))
+                .cloned()
+                .unwrap_or_default();
+            shown["Secret"] = c.secret.into();
+            serde_json::to_string_pretty(&shown)?
+        }
+        AdminCommand::ListWebhooks { account_id } => {
+            serde_json::to_string_pretty(&webhooks::list(meta, &account(account_id)).await?)?
+        }
+        AdminCommand::DeleteWebhook { webhook_id, account_id } => {
+            webhooks::delete(meta, &account(account_id), &webhook_id).await?;
+            String::new()
+        }
+        AdminCommand::RedriveWebhook { webhook_id, account_id } => {
+            let n = webhooks::redrive(meta, &account(account_id), &webhook_id, SystemClock.now_ms()).await?;
+            serde_json::to_string_pretty(&serde_json::json!({ "Redriven": n }))?
+        }
         AdminCommand::CreateAccount { account_id } => {
             serde_json::to_string_pretty(&reg.create_account(account_id.as_deref()).await.map_err(err)?)?
         }
@@ -278,7 +346,7 @@ fn test_jobs_enabled() -> bool {
 
 /// Job kinds this binary runs.
 fn job_kinds() -> Vec<&'static str> {
-    let mut k = vec![jobs::EXPIRE_UPLOADS, jobs::PURGE_JOBS];
+    let mut k = vec![jobs::EXPIRE_UPLOADS, jobs::PURGE_JOBS, webhooks::JOB, webhooks::PURGE_JOB];
     if test_jobs_enabled() {
         k.extend(["noop", "sleep"]);
     }
@@ -422,6 +490,10 @@ async fn open(cfg: &Config, mode: SchemaMode) -> anyhow::Result<(Arc<Registry>, 
     bootstrap(cfg, &reg, store.as_ref(), &default_account).await?;
     Ok((Arc::new(reg), meta))
 }
+
+/// Each run of the event consumer job works this long; a node that dies holding it delays
+/// events by at most the job lease.
+const EVENT_CONSUMER_PERIOD: Duration = Duration::from_secs(60);
 
 /// How long a blob redirect's presigned URL stays valid.
 const BLOB_REDIRECT_TTL: Duration = Duration::from_secs(20 * 60);
@@ -631,8 +703,30 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
         if test_jobs_enabled() {
             register_test_jobs(&mut runner);
         }
+        let retention = Duration::from_secs(cfg.event_retention_days.saturating_mul(86_400));
+        webhooks::Dispatcher::register_retention(meta.store(), Arc::new(SystemClock), &mut runner, retention);
         tracing::info!(node_id, kinds = ?runner.kinds(), "running background jobs");
-        Arc::new(runner).start(stop_rx.clone(), grace)
+        let general = Arc::new(runner).start(stop_rx.clone(), grace);
+        // The event consumer has a runner (and worker) of its own: its job keeps working for a
+        // whole period, and must neither wait behind nor hold up the other jobs.
+        let mut rc = RunnerConfig::new(node_id.clone());
+        rc.lease = Duration::from_millis(cfg.job_lease_ms);
+        rc.renew_every = Duration::from_millis(cfg.job_renew_ms);
+        rc.poll_every = Duration::from_millis(cfg.job_poll_ms.max(10));
+        let mut events = JobRunner::new(meta.store(), Arc::new(SystemClock), rc);
+        let dispatcher = webhooks::Dispatcher::new(
+            meta.store(),
+            Arc::new(berth_registry::Keys::from_server_key(&server_key(&cfg)?)),
+            Arc::new(SystemClock),
+            cfg.webhook_settings(),
+            node_id.clone(),
+            stop_rx.clone(),
+        );
+        Arc::new(dispatcher).register(&mut events, EVENT_CONSUMER_PERIOD);
+        let events = Arc::new(events).start(stop_rx.clone(), grace);
+        async move {
+            let _ = tokio::join!(general, events);
+        }
     };
 
     let app =

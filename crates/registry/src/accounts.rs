@@ -16,6 +16,8 @@ pub struct Keys {
     token: TokenKey,
     /// Signs layer download URLs (GetDownloadUrlForLayer).
     pub(crate) urls: ring::hmac::Key,
+    /// Seals webhook signing secrets.
+    webhooks: SecretBox,
 }
 
 impl Keys {
@@ -33,7 +35,13 @@ impl Keys {
             secrets: SecretBox::new(&derive(b"berth secret sealing key v1")),
             token,
             urls: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derive(b"berth layer url key v1")),
+            webhooks: SecretBox::new(&derive(b"berth webhook secret key v1")),
         }
+    }
+
+    /// The box that seals webhook signing secrets at rest.
+    pub fn webhook_secrets(&self) -> &SecretBox {
+        &self.webhooks
     }
 }
 
