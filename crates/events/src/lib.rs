@@ -6,6 +6,7 @@
 //! crate only reads it, through durable cursors, from jobs of the durable job queue (so with
 //! many nodes one node consumes at a time and a crash only delays delivery).
 
+pub mod audit;
 pub mod webhooks;
 
 use berth_meta::events::{Event, kind};
