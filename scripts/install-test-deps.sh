@@ -7,7 +7,8 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need_apt=()
-for pkg_cmd in skopeo:skopeo podman:podman buildah:buildah umoci:umoci jq:jq curl:curl; do
+# promtool (Debian's prometheus package) checks the /metrics exposition.
+for pkg_cmd in skopeo:skopeo podman:podman buildah:buildah umoci:umoci jq:jq curl:curl prometheus:promtool; do
   pkg=${pkg_cmd%%:*}; cmd=${pkg_cmd##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

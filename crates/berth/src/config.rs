@@ -93,6 +93,14 @@ pub struct Config {
     pub webhook_backoff_ms: u64,
     /// Timeout of one webhook delivery attempt (connect and answer).
     pub webhook_timeout_secs: u64,
+    /// Log lines as `text` (human-readable) or `json` (one object per line).
+    pub log_format: String,
+    /// A second listener (`HOST:PORT`) for `/metrics`, `/healthz` and `/readyz`; when set, the
+    /// main listener no longer serves them. Unset: the main listener does.
+    pub admin_listen: Option<String>,
+    /// Distinct repositories that get their own push/pull count series in `/metrics`; the
+    /// rest are counted under `repository="_other"` (bounds the label cardinality).
+    pub metrics_repository_labels: u64,
 }
 
 impl Default for Config {
@@ -131,6 +139,9 @@ impl Default for Config {
             webhook_max_attempts: 10,
             webhook_backoff_ms: 1_000,
             webhook_timeout_secs: 10,
+            log_format: "text".into(),
+            admin_listen: None,
+            metrics_repository_labels: 1000,
         }
     }
 }
@@ -167,6 +178,22 @@ impl Config {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
             _ => anyhow::bail!("BERTH_LISTEN (listen, serve --listen): expected HOST:PORT, got '{}'", self.listen),
         }
+    }
+
+    /// `admin_listen`, when set, must be `HOST:PORT` and differ from `listen`.
+    pub fn check_admin_listen(&self) -> anyhow::Result<()> {
+        let Some(a) = &self.admin_listen else { return Ok(()) };
+        match a.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => {
+                anyhow::bail!("BERTH_ADMIN_LISTEN (admin_listen, serve --admin-listen): expected HOST:PORT, got '{a}'")
+            }
+        }
+        anyhow::ensure!(
+            *a != self.listen || a.ends_with(":0"),
+            "admin_listen must differ from listen (both are '{a}')"
+        );
+        Ok(())
     }
 
     /// Defaults, overridden by `file` (if any), overridden by the environment.
@@ -243,6 +270,12 @@ impl Config {
         if let Some(v) = get("BERTH_SERVER_KEY") {
             self.server_key = Some(v);
         }
+        if let Some(v) = get("BERTH_LOG_FORMAT") {
+            self.log_format = v;
+        }
+        if let Some(v) = get("BERTH_ADMIN_LISTEN") {
+            self.admin_listen = opt(v);
+        }
         if let Some(v) = get("BERTH_NODE_ID") {
             self.node_id = Some(v).filter(|n| !n.is_empty());
         }
@@ -261,6 +294,7 @@ impl Config {
             ("BERTH_WEBHOOK_MAX_ATTEMPTS", &mut self.webhook_max_attempts),
             ("BERTH_WEBHOOK_BACKOFF_MS", &mut self.webhook_backoff_ms),
             ("BERTH_WEBHOOK_TIMEOUT_SECS", &mut self.webhook_timeout_secs),
+            ("BERTH_METRICS_REPOSITORY_LABELS", &mut self.metrics_repository_labels),
         ] {
             if let Some(v) = get(key) {
                 *field = num(key, v)?;
@@ -292,6 +326,16 @@ impl Config {
             "webhook_timeout_secs (BERTH_WEBHOOK_TIMEOUT_SECS) must be at most 300"
         );
         self.check_listen()?;
+        self.check_admin_listen()?;
+        anyhow::ensure!(
+            self.metrics_repository_labels <= 100_000,
+            "metrics_repository_labels (BERTH_METRICS_REPOSITORY_LABELS) must be at most 100000"
+        );
+        anyhow::ensure!(
+            matches!(self.log_format.as_str(), "text" | "json"),
+            "log_format (BERTH_LOG_FORMAT) must be \"text\" or \"json\", got '{}'",
+            self.log_format
+        );
         if let Some(k) = &self.server_key {
             parse_server_key(k)?;
         }

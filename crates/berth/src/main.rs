@@ -40,6 +40,9 @@ enum Command {
         /// current (apply them with `berth migrate`).
         #[arg(long, env = "BERTH_NO_MIGRATE", value_parser = clap::builder::FalseyValueParser::new())]
         no_migrate: bool,
+        /// Serve `/metrics`, `/healthz` and `/readyz` on this address instead of the main one.
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<String>,
     },
     /// Apply pending schema migrations to the configured metadata database, print them, exit.
     Migrate,
@@ -172,11 +175,17 @@ fn run() -> anyhow::Result<()> {
     if let Some(d) = cli.data_dir {
         cfg.data_dir = d;
     }
-    if let Command::Serve { listen: Some(l), .. } = &cli.command {
-        cfg.listen = l.clone();
-        cfg.check_listen()?;
+    if let Command::Serve { listen, admin_listen, .. } = &cli.command {
+        if let Some(l) = listen {
+            cfg.listen = l.clone();
+            cfg.check_listen()?;
+        }
+        if let Some(a) = admin_listen {
+            cfg.admin_listen = Some(a.clone());
+            cfg.check_admin_listen()?;
+        }
     }
-    init_tracing(&cfg.log);
+    init_tracing(&cfg.log, &cfg.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Serve { no_migrate, .. } => rt.block_on(serve(cfg, no_migrate)),
@@ -378,15 +387,18 @@ fn register_test_jobs(runner: &mut JobRunner) {
     });
 }
 
-fn init_tracing(default: &str) {
+/// Log to stderr as text or JSON lines; every line of a request carries its span
+/// (`request{id=...}`, in JSON under `spans`).
+fn init_tracing(default: &str, format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        fmt.json().with_current_span(false).with_span_list(true).init();
+    } else {
+        fmt.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }
 
 /// The configured metadata store.
@@ -673,6 +685,11 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
+    let admin_listener = match &cfg.admin_listen {
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| format!("binding admin_listen {a}"))?),
+        None => None,
+    };
+    let admin_addr = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     {
         let mut out = std::io::stdout().lock();
         if FIRST_START.load(std::sync::atomic::Ordering::SeqCst) {
@@ -680,6 +697,9 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
                 "berth: then log in (docker, podman or skopeo login alike):\n\
                  \n    aws ecr get-login-password --endpoint-url http://{addr} | docker login --username AWS --password-stdin {addr}\n"
             );
+        }
+        if let Some(a) = admin_addr {
+            writeln!(out, "berth admin endpoints on http://{a}")?;
         }
         writeln!(out, "berth listening on http://{addr}")?;
         out.flush()?;
@@ -729,14 +749,25 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
         }
     };
 
-    let app =
-        berth_server::router(berth_server::AppState { registry: reg.clone(), trust_forwarded: cfg.trust_forwarded });
-    let server = berth_server::serve(listener, app, cfg.conn_limits(), {
-        let mut rx = stop_rx.clone();
+    let obs = Arc::new(berth_server::Observability::install(cfg.metrics_repository_labels as usize, None));
+    let state = berth_server::AppState {
+        registry: reg.clone(),
+        trust_forwarded: cfg.trust_forwarded,
+        obs,
+        admin_separate: admin_listener.is_some(),
+    };
+    let stopped = |rx: &tokio::sync::watch::Receiver<bool>| {
+        let mut rx = rx.clone();
         async move {
             let _ = rx.wait_for(|s| *s).await;
         }
-    });
+    };
+    if let Some(l) = admin_listener {
+        let admin = berth_server::admin_router(state.clone());
+        tokio::spawn(berth_server::serve(l, admin, cfg.conn_limits(), stopped(&stop_rx)));
+    }
+    let app = berth_server::router(state);
+    let server = berth_server::serve(listener, app, cfg.conn_limits(), stopped(&stop_rx));
     let server = tokio::spawn(server);
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");

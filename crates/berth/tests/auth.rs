@@ -114,7 +114,7 @@ impl Resp {
             assert!(self.body.is_empty(), "{}: HEAD must not carry a body", self.what);
         } else {
             assert_eq!(
-                self.json(),
+                common::without_request_id(&self.json()),
                 json!({"errors":[{"code":"UNAUTHORIZED","message":"Not Authorized","detail":null}]}),
                 "{}: 401 body",
                 self.what

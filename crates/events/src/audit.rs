@@ -53,3 +53,9 @@ pub struct ApiCall {
     /// `AwsApiCall` for API calls, `AwsServiceEvent` for actions Berth takes itself.
     pub event_type: String,
 }
+
+/// Where the HTTP layer hands its [`ApiCall`]s: must return at once (the request waits).
+pub trait Recorder: Send + Sync {
+    /// Take one record.
+    fn record(&self, call: ApiCall);
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 async fn contract(s: &dyn MetadataStore) {
     let ns = Namespace { account_id: "1".into(), region: "r".into() };
+    assert_eq!(s.stats().await.unwrap(), Stats::default(), "an empty store");
     let repo = s.ensure_repository(&ns, "a/b", 1).await.unwrap();
     assert_eq!(s.ensure_repository(&ns, "a/b", 2).await.unwrap(), repo);
     assert_eq!(s.list_repositories(&ns, None, 10).await.unwrap(), vec!["a/b".to_string()]);
@@ -35,6 +36,8 @@ async fn contract(s: &dyn MetadataStore) {
     assert!(s.delete_manifest(repo, "sha256:m", 0).await.unwrap());
     assert!(s.list_tags(repo, None, 10).await.unwrap().is_empty());
     s.create_upload("u", repo, 1).await.unwrap();
+    let st = s.stats().await.unwrap();
+    assert_eq!((st.blobs, st.blob_bytes, st.uploads_open), (1, 5, 1), "{st:?}");
     assert_eq!(s.upload("u").await.unwrap().unwrap().state, "");
     assert!(s.advance_upload("u", (0, ""), (10, "s1"), 2).await.unwrap());
     assert!(!s.advance_upload("u", (0, ""), (20, "s2"), 2).await.unwrap(), "the size moved");
@@ -340,6 +343,8 @@ async fn jobs_contract(s: Arc<dyn MetadataStore>) {
     assert_eq!(s.enqueue_job(&job("e", "k1", 3), 2).await.unwrap(), None, "same kind+key pending");
     assert!(s.enqueue_job(&job("e", "k2", 3), 2).await.unwrap().is_some(), "other key");
     assert!(s.enqueue_job(&job("e2", "k1", 3), 2).await.unwrap().is_some(), "other kind");
+    let jobs = s.stats().await.unwrap().jobs;
+    assert_eq!(jobs, [("e".into(), "pending".into(), 2), ("e2".into(), "pending".into(), 1)]);
     let j = s.claim_job("n1", &["e"], 10, 1000).await.unwrap().expect("claimed");
     assert_eq!((j.id, j.state, j.attempts, j.lease_owner.as_deref()), (a, JobState::Running, 1, Some("n1")));
     assert_eq!(j.lease_expires_at, Some(1010));

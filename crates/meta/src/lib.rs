@@ -534,4 +534,21 @@ pub trait MetadataStore: IamStore + EventStore + Send + Sync + 'static {
     /// Delete done jobs last updated before `before`; returns how many. Failed jobs are kept
     /// for inspection.
     async fn purge_done_jobs(&self, before: i64) -> Result<u64>;
+
+    /// What the gauges of `/metrics` show: stored blobs, open uploads, jobs by kind and state.
+    /// Counts over whole tables: call it at most every few seconds (the server caches it).
+    async fn stats(&self) -> Result<Stats>;
+}
+
+/// Sizes of the registry for the metrics gauges ([`MetadataStore::stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Distinct committed blobs, and their bytes.
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    /// Upload sessions not completed, cancelled or expired yet.
+    pub uploads_open: u64,
+    /// `(kind, state, count)` of the jobs table (pending, running, failed; done ones are not
+    /// counted).
+    pub jobs: Vec<(String, String, u64)>,
 }

@@ -951,6 +951,23 @@ impl MetadataStore for $store {
             .await?;
         Ok(r.rows_affected())
     }
+
+    async fn stats(&self) -> Result<Stats> {
+        let (blobs, blob_bytes): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs").fetch_one(&self.read).await?;
+        let (uploads,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM uploads").fetch_one(&self.read).await?;
+        let jobs: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT kind, state, COUNT(*) FROM jobs WHERE state <> 'done' GROUP BY kind, state ORDER BY kind, state",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        Ok(Stats {
+            blobs: blobs.max(0) as u64,
+            blob_bytes: blob_bytes.max(0) as u64,
+            uploads_open: uploads.max(0) as u64,
+            jobs: jobs.into_iter().map(|(k, s, n)| (k, s, n.max(0) as u64)).collect(),
+        })
+    }
 }
 
 fn job_from_row(r: $row) -> Job {

@@ -168,7 +168,7 @@ impl JobRunner {
     async fn execute(&self, job: Job, stop: &mut watch::Receiver<bool>, grace: Duration) {
         let node = self.cfg.node_id.as_str();
         let lease_ms = self.cfg.lease.as_millis() as i64;
-        let (id, kind, attempts) = (job.id, job.kind.clone(), job.attempts);
+        let (id, kind, attempts, max_attempts) = (job.id, job.kind.clone(), job.attempts, job.max_attempts);
         let Some(handler) = self.handlers.get(&job.kind).cloned() else { return };
         tracing::debug!(id, kind, key = job.key, attempts, "job started");
         let started = Instant::now();
@@ -202,6 +202,7 @@ impl JobRunner {
         let now = self.clock.now_ms();
         let error = match outcome {
             Ok(Ok(())) => {
+                metrics::counter!("berth_jobs_total", "kind" => kind.to_string(), "outcome" => "done").increment(1);
                 match self.meta.complete_job(id, node, now).await {
                     Ok(true) => tracing::info!(id, kind, elapsed = ?started.elapsed(), "job done"),
                     Ok(false) => tracing::warn!(id, kind, "job finished after its lease was lost; it may run again"),
@@ -212,6 +213,8 @@ impl JobRunner {
             Ok(Err(e)) => e,
             Err(e) => format!("handler panicked: {e}"),
         };
+        let outcome = if attempts >= max_attempts { "failed" } else { "retry" };
+        metrics::counter!("berth_jobs_total", "kind" => kind.to_string(), "outcome" => outcome).increment(1);
         let retry_at = now + self.cfg.backoff(attempts).as_millis() as i64;
         match self.meta.fail_job(id, node, &error, retry_at, now).await {
             Ok(true) => tracing::warn!(id, kind, attempts, error, "job attempt failed"),

@@ -199,6 +199,11 @@ impl Registry {
         Ok(Page { items, more })
     }
 
+    /// The registry's sizes for the metrics gauges (counts over whole tables: cache them).
+    pub async fn stats(&self) -> Result<berth_meta::Stats> {
+        Ok(self.meta.stats().await?)
+    }
+
     /// Readiness: the metadata store answers and the blob store answers (a stat of a digest that
     /// does not exist).
     pub async fn ready(&self) -> Result<()> {

@@ -341,19 +341,24 @@ pub(crate) fn control_char_field(v: &Value, path: &str) -> Option<String> {
 
 /// Serve one control-plane request.
 pub async fn handle(state: &AppState, mut parts: Parts, mut body: Body) -> Response {
-    let request_id = uuid_like();
+    let request_id = crate::obs::request_id().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    crate::obs::note(|f| f.api = "ecr");
     match serve(state, &mut parts, &mut body).await {
         Ok(v) => {
+            crate::obs::note(|f| {
+                if !f.operation.as_deref().is_some_and(crate::obs::read_only) {
+                    f.response_elements = crate::obs::scrub(&v);
+                }
+            });
             let mut r = Response::new(Body::from(v.to_string()));
             set_headers(&mut r, &request_id);
             r
         }
-        Err(e) => e.into_response(&request_id),
+        Err(e) => {
+            crate::obs::note_error(e.kind, &e.message);
+            e.into_response(&request_id)
+        }
     }
-}
-
-fn uuid_like() -> String {
-    uuid::Uuid::new_v4().to_string()
 }
 
 /// Serve one request: the signature's header part first, then the body (bounded by the
@@ -364,6 +369,7 @@ async fn serve(state: &AppState, parts: &mut Parts, body: &mut Body) -> Result<V
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
     let op = target.strip_prefix(TARGET_PREFIX).unwrap_or("").to_string();
     let op = op.as_str();
+    crate::obs::note(|f| f.operation = Some(op.chars().filter(|c| !c.is_control()).take(64).collect()));
     let limit = body_limit(op);
     let declared = crate::body::declared_len(&parts.headers);
     if declared.is_some_and(|n| n > limit) {
@@ -381,6 +387,10 @@ async fn serve(state: &AppState, parts: &mut Parts, body: &mut Body) -> Result<V
     let (identity, verified) = auth.verify(parts, &body)?;
     let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost").to_string();
     let origin = crate::origin(state.trust_forwarded, parts);
+    crate::obs::note(|f| {
+        f.identity = Some(identity.clone());
+        f.region = Some(verified.region.clone());
+    });
     let ctx = Ctx { reg, identity, origin, region: verified.region, host };
     let input: Value = if body.is_empty() {
         json!({})
@@ -397,6 +407,23 @@ async fn serve(state: &AppState, parts: &mut Parts, body: &mut Body) -> Result<V
             "Invalid parameter at '{field}' failed to satisfy constraint: 'must not contain control characters'"
         )));
     }
+    crate::obs::note(|f| {
+        f.request_parameters = crate::obs::scrub(&input);
+        f.repository = input.get("repositoryName").and_then(Value::as_str).map(|r| r.chars().take(256).collect());
+        if let Some(acct) = input.get("registryId").and_then(Value::as_str) {
+            f.account_id = Some(acct.chars().take(12).collect());
+        }
+    });
+    let out = dispatch(ctx, op, target, input).await;
+    // Only operations the API knows (whatever their outcome) become metric labels and records.
+    if !matches!(&out, Err(e) if e.kind == "UnknownOperationException") {
+        crate::obs::note(|f| f.known_operation = true);
+    }
+    out
+}
+
+/// Run the operation `op` (the `target` without ECR's prefix).
+async fn dispatch(ctx: Ctx<'_>, op: &str, target: &str, input: Value) -> Result<Value, EcrError> {
     match op {
         "GetAuthorizationToken" => {
             ctx.authorize_account("GetAuthorizationToken").await?;

@@ -39,7 +39,18 @@ impl ApiError {
 
     /// The HTTP response (503s say when to retry).
     pub fn into_response(self) -> Response {
-        let body = json!({"errors": [{"code": self.code.as_str(), "message": self.message, "detail": self.detail}]});
+        crate::obs::note_error(self.code.as_str(), &self.message);
+        // The request id goes into the detail (an object; other details move to `reason`).
+        let detail = match (crate::obs::request_id(), self.detail) {
+            (None, d) => d,
+            (Some(id), Value::Null) => json!({ "requestId": id }),
+            (Some(id), Value::Object(mut m)) => {
+                m.insert("requestId".into(), json!(id));
+                Value::Object(m)
+            }
+            (Some(id), other) => json!({ "reason": other, "requestId": id }),
+        };
+        let body = json!({"errors": [{"code": self.code.as_str(), "message": self.message, "detail": detail}]});
         let mut b = Response::builder().status(self.status).header(header::CONTENT_TYPE, "application/json");
         if matches!(self.status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::INSUFFICIENT_STORAGE) {
             b = b.header(header::RETRY_AFTER, RETRY_AFTER_SECS);

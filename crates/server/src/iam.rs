@@ -13,6 +13,7 @@ use berth_registry::iam::{Page, PolicyInfo};
 use berth_registry::{Caller, Error, Identity, Registry, Target, iso8601};
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
+use serde_json::Value;
 use std::fmt::Write;
 
 const IAM_NS: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
@@ -211,11 +212,15 @@ fn form(body: &[u8]) -> Vec<(String, String)> {
 
 /// Serve one IAM or STS Query API request.
 pub async fn handle(state: &AppState, mut parts: Parts, mut body: Body) -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = crate::obs::request_id().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    crate::obs::note(|f| f.api = "iam");
     let (ns, result) = match serve(state, &mut parts, &mut body, &request_id).await {
         Ok((ns, xml)) => (ns, Ok(xml)),
         Err((ns, e)) => (ns, Err(e)),
     };
+    if let Err(e) = &result {
+        crate::obs::note_error(e.code, &e.message);
+    }
     let (status, text) = match result {
         Ok(xml) => (StatusCode::OK, xml),
         Err(e) => (
@@ -273,7 +278,23 @@ async fn serve(state: &AppState, parts: &mut Parts, body: &mut Body, request_id:
     let params = form(&body);
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let action = get("Action").unwrap_or("").to_string();
+    crate::obs::note(|f| {
+        f.api = service;
+        f.operation = Some(action.chars().filter(|c| !c.is_control()).take(64).collect());
+    });
     let (identity, _) = auth.verify(parts, &body).map_err(signed)?;
+    crate::obs::note(|f| {
+        f.identity = Some(identity.clone());
+        f.request_parameters = Some(Value::Object(
+            params
+                .iter()
+                .filter(|(k, _)| k != "Action" && k != "Version")
+                .map(|(k, v)| (lower_first(k), Value::String(v.clone())))
+                .collect(),
+        ))
+        .as_ref()
+        .and_then(crate::obs::scrub);
+    });
     if let Some((name, _)) = params.iter().find(|(n, v)| crate::has_control_chars(n) || crate::has_control_chars(v)) {
         return Err((
             ns,
@@ -299,6 +320,9 @@ async fn serve(state: &AppState, parts: &mut Parts, body: &mut Body, request_id:
     } else {
         ctx.iam(&action).await
     };
+    if !matches!(&result, Err(e) if matches!(e.code, "InvalidAction" | "MissingAction")) {
+        crate::obs::note(|f| f.known_operation = true);
+    }
     match result {
         Ok(inner) => {
             let body = match inner {

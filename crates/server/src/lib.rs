@@ -7,11 +7,13 @@ mod conn;
 mod ecr;
 mod error;
 mod iam;
+mod obs;
 mod oci;
 mod query;
 
 pub use conn::{ConnLimits, serve};
 pub use error::ApiError;
+pub use obs::{DURATION_BUCKETS, Observability};
 
 use axum::Router;
 use axum::body::Body;
@@ -29,6 +31,11 @@ pub struct AppState {
     /// only behind a proxy that overwrites them): the last address of `X-Forwarded-For` is the
     /// one the proxy saw.
     pub trust_forwarded: bool,
+    /// Metrics, the repository label cap and the audit recorder.
+    pub obs: Arc<Observability>,
+    /// `/metrics`, `/healthz` and `/readyz` are served by [`admin_router`] on a listener of their
+    /// own (`admin_listen`), not by [`router`].
+    pub admin_separate: bool,
 }
 
 /// Where a request came from, as policies see it (`aws:SourceIp`, `aws:SecureTransport`).
@@ -79,7 +86,80 @@ pub fn router(state: AppState) -> Router {
     Router::new().fallback(dispatch).with_state(state)
 }
 
+/// The operator's endpoints alone (`/metrics`, `/healthz`, `/readyz`), for the `admin_listen`
+/// listener; everything else is 404.
+pub fn admin_router(state: AppState) -> Router {
+    Router::new().fallback(admin_dispatch).with_state(state)
+}
+
+async fn admin_dispatch(State(state): State<AppState>, req: Request<Body>) -> Response {
+    let (o, req) = obs::begin(&state, req);
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let resp = match o.run(operator_endpoint(&state, &method, &path)).await {
+        Some(r) => r,
+        None => probe(StatusCode::NOT_FOUND, "404 page not found\n"),
+    };
+    o.finish(&state, resp)
+}
+
 async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response {
+    let (o, req) = obs::begin(&state, req);
+    let resp = o.run(route(&state, req)).await;
+    o.finish(&state, resp)
+}
+
+/// `/metrics`, `/healthz` and `/readyz` (GET), or `None` for any other request.
+async fn operator_endpoint(state: &AppState, method: &http::Method, path: &str) -> Option<Response> {
+    if method != http::Method::GET {
+        return None;
+    }
+    match path {
+        "/metrics" => {
+            obs::note(|f| f.api = "metrics");
+            Some(match state.obs.render(state).await {
+                Some(text) => {
+                    let mut r = Response::new(Body::from(text));
+                    r.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    );
+                    r
+                }
+                None => probe(StatusCode::NOT_FOUND, "metrics are off\n"),
+            })
+        }
+        "/healthz" => {
+            obs::note(|f| f.api = "probe");
+            Some(probe(StatusCode::OK, "ok\n"))
+        }
+        "/readyz" => {
+            obs::note(|f| f.api = "probe");
+            Some(readiness(state).await)
+        }
+        _ => None,
+    }
+}
+
+async fn readiness(state: &AppState) -> Response {
+    // Answer at once: a backend that does not answer within a second is not ready.
+    let ready = tokio::time::timeout(std::time::Duration::from_secs(1), state.registry.ready())
+        .await
+        .unwrap_or_else(|_| Err(berth_registry::Error::Unavailable("a backend did not answer in 1 s".into())));
+    match ready {
+        Ok(()) => probe(StatusCode::OK, "ready\n"),
+        Err(berth_registry::Error::StorageFull(why)) => {
+            tracing::warn!(why, "readiness check failed");
+            probe(StatusCode::SERVICE_UNAVAILABLE, "not ready: the storage is full\n")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            probe(StatusCode::SERVICE_UNAVAILABLE, "not ready: a backend is unreachable\n")
+        }
+    }
+}
+
+async fn route(state: &AppState, req: Request<Body>) -> Response {
+    let state = state.clone();
     // POST / with an X-Amz-Target is the ECR control plane; everything else the data plane.
     if req.uri().path() == "/" && req.method() == http::Method::POST {
         let (parts, body) = req.into_parts();
@@ -94,33 +174,16 @@ async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response
         }
         return ecr::handle(&state, parts, body).await;
     }
-    // Probes for load balancers and orchestrators.
-    if req.method() == http::Method::GET {
-        match req.uri().path() {
-            "/healthz" => return probe(StatusCode::OK, "ok\n"),
-            "/readyz" => {
-                // Answer at once: a backend that does not answer within a second is not ready.
-                let ready = tokio::time::timeout(std::time::Duration::from_secs(1), state.registry.ready())
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(berth_registry::Error::Unavailable("a backend did not answer in 1 s".into()))
-                    });
-                return match ready {
-                    Ok(()) => probe(StatusCode::OK, "ready\n"),
-                    Err(berth_registry::Error::StorageFull(why)) => {
-                        tracing::warn!(why, "readiness check failed");
-                        probe(StatusCode::SERVICE_UNAVAILABLE, "not ready: the storage is full\n")
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "readiness check failed");
-                        probe(StatusCode::SERVICE_UNAVAILABLE, "not ready: a backend is unreachable\n")
-                    }
-                };
-            }
-            // A handler that panics, for tests of the panic guard (only with BERTH_TEST_HOOKS=1).
-            "/__berth/test/panic" if test_hooks() => panic!("test panic requested"),
-            _ => {}
-        }
+    // Probes for load balancers and orchestrators, and metrics (unless on their own listener).
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    if !state.admin_separate
+        && let Some(r) = operator_endpoint(&state, &method, &path).await
+    {
+        return r;
+    }
+    // A handler that panics, for tests of the panic guard (only with BERTH_TEST_HOOKS=1).
+    if req.method() == http::Method::GET && req.uri().path() == "/__berth/test/panic" && test_hooks() {
+        panic!("test panic requested");
     }
     let mut resp = oci::handle(&state, req).await;
     resp.headers_mut().insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));

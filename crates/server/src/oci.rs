@@ -43,6 +43,7 @@ pub async fn handle(state: &AppState, req: Request<Body>) -> Response {
             .expect("valid response");
     };
     let (parts, body) = req.into_parts();
+    note_route(&route, &parts.method);
     let caller = match authorize(state, &mut ns, explicit, &route, &parts).await {
         Ok(c) => c,
         Err(e) => {
@@ -57,10 +58,56 @@ pub async fn handle(state: &AppState, req: Request<Body>) -> Response {
             return r;
         }
     };
+    crate::obs::note(|f| {
+        f.identity = caller.identity.as_deref().cloned();
+        f.account_id = Some(ns.account_id.clone());
+        f.region = Some(ns.region.clone());
+    });
     match serve(state, &ns, &caller, route, Request::from_parts(parts, body)).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
+}
+
+/// Tell the observer what a data-plane request is, as ECR's CloudTrail records name it (the
+/// `/v2/` ping is no API call).
+fn note_route(route: &Route<'_>, method: &Method) {
+    crate::obs::note(|f| f.api = "oci");
+    if matches!(route, Route::Base) {
+        return;
+    }
+    let op = action(route, method).trim_start_matches("ecr:");
+    let mut params = serde_json::Map::new();
+    let repo = match route {
+        Route::Base | Route::Catalog => None,
+        Route::Tags { name } | Route::UploadStart { name } => Some(*name),
+        Route::Manifest { name, reference } => {
+            let key = if reference.contains(':') { "imageDigest" } else { "imageTag" };
+            params.insert("imageIds".into(), json!([{ key: reference }]));
+            Some(*name)
+        }
+        Route::Blob { name, digest } => {
+            params.insert("layerDigest".into(), json!(digest));
+            Some(*name)
+        }
+        Route::Upload { name, id } => {
+            params.insert("uploadId".into(), json!(id));
+            Some(*name)
+        }
+        Route::Referrers { name, digest } => {
+            params.insert("subjectDigest".into(), json!(digest));
+            Some(*name)
+        }
+    };
+    if let Some(r) = repo {
+        params.insert("repositoryName".into(), json!(r));
+    }
+    crate::obs::note(|f| {
+        f.operation = Some(op.to_string());
+        f.known_operation = true;
+        f.repository = repo.map(str::to_string);
+        f.request_parameters = Some(serde_json::Value::Object(params));
+    });
 }
 
 /// The ECR action a data-plane request performs (what IAM will authorize), e.g. `ecr:PutImage`.

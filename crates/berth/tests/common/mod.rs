@@ -51,6 +51,8 @@ pub struct Berth {
     pub extra_env: Vec<(String, String)>,
     /// Registry password of the default account's root (`berth admin get-login-password`).
     pub password: String,
+    /// `http://127.0.0.1:PORT` of the admin listener, when `BERTH_ADMIN_LISTEN` is set.
+    pub admin_url: Option<String>,
 }
 
 /// Path of the `berth` binary under test.
@@ -102,6 +104,7 @@ impl Berth {
             _tmp: Some(tmp),
             extra_env: env,
             password: String::new(),
+            admin_url: None,
         };
         b.spawn(None);
         b.password = b.login_password(None);
@@ -124,6 +127,7 @@ impl Berth {
             _tmp: None,
             extra_env,
             password: self.password.clone(),
+            admin_url: None,
         };
         b.spawn(None);
         b
@@ -150,6 +154,7 @@ impl Berth {
             _tmp: Some(tmp),
             extra_env: env,
             password: self.password.clone(),
+            admin_url: None,
         };
         b.spawn(None);
         b
@@ -238,6 +243,11 @@ impl Berth {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        // `BERTH_TEST_STDERR=<file>`: the server's log goes to that file (appended) instead.
+        if let Some((_, f)) = self.extra_env.iter().find(|(k, _)| k == "BERTH_TEST_STDERR") {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(f).expect("open the stderr file");
+            cmd.stderr(Stdio::from(file));
+        }
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
@@ -249,6 +259,9 @@ impl Berth {
             line.clear();
             let n = reader.read_line(&mut line).expect("read berth stdout");
             assert!(n > 0, "berth exited before listening");
+            if let Some(rest) = line.trim().strip_prefix("berth admin endpoints on ") {
+                self.admin_url = Some(rest.to_string());
+            }
             if let Some(rest) = line.trim().strip_prefix("berth listening on http://") {
                 break rest.to_string();
             }
@@ -570,4 +583,20 @@ pub async fn push_small_image(c: &reqwest::Client, base: &str, repo: &str, tag: 
         .expect("PUT manifest");
     assert_eq!(r.status().as_u16(), 201, "PUT manifest {repo}:{tag}: {:?}", r.text().await);
     sha256(&manifest)
+}
+
+/// An OCI error body with the request id taken out of each error's `detail` (asserting it is
+/// there: a 36-character id), and a `detail` left empty by that turned back into `null`, so
+/// tests can compare the rest exactly.
+pub fn without_request_id(body: &serde_json::Value) -> serde_json::Value {
+    let mut v = body.clone();
+    for e in v["errors"].as_array_mut().unwrap_or_else(|| panic!("an OCI error body: {body}")) {
+        let detail = e["detail"].as_object_mut().unwrap_or_else(|| panic!("detail is an object: {body}"));
+        let id = detail.remove("requestId").unwrap_or_else(|| panic!("detail.requestId: {body}"));
+        assert_eq!(id.as_str().map(str::len), Some(36), "a request id: {body}");
+        if detail.is_empty() {
+            e["detail"] = serde_json::Value::Null;
+        }
+    }
+    v
 }
