@@ -101,6 +101,11 @@ pub struct Config {
     /// Distinct repositories that get their own push/pull count series in `/metrics`; the
     /// rest are counted under `repository="_other"` (bounds the label cardinality).
     pub metrics_repository_labels: u64,
+    /// Audit records older than this many days are deleted (hourly).
+    pub audit_retention_days: u64,
+    /// Also append every audit record's CloudTrail JSON as one line to this file (created
+    /// owner-only); unset: the database only.
+    pub audit_log_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -142,6 +147,8 @@ impl Default for Config {
             log_format: "text".into(),
             admin_listen: None,
             metrics_repository_labels: 1000,
+            audit_retention_days: 90,
+            audit_log_file: None,
         }
     }
 }
@@ -158,6 +165,11 @@ impl Config {
             lease: Duration::from_millis(self.job_lease_ms),
             ..Default::default()
         }
+    }
+
+    /// How the audit sink batches, and its optional JSON-lines copy.
+    pub fn audit_settings(&self) -> berth_events::audit::SinkSettings {
+        berth_events::audit::SinkSettings { log_file: self.audit_log_file.clone(), ..Default::default() }
     }
 
     /// The HTTP connection limits.
@@ -276,6 +288,9 @@ impl Config {
         if let Some(v) = get("BERTH_ADMIN_LISTEN") {
             self.admin_listen = opt(v);
         }
+        if let Some(v) = get("BERTH_AUDIT_LOG_FILE") {
+            self.audit_log_file = opt(v).map(PathBuf::from);
+        }
         if let Some(v) = get("BERTH_NODE_ID") {
             self.node_id = Some(v).filter(|n| !n.is_empty());
         }
@@ -295,6 +310,7 @@ impl Config {
             ("BERTH_WEBHOOK_BACKOFF_MS", &mut self.webhook_backoff_ms),
             ("BERTH_WEBHOOK_TIMEOUT_SECS", &mut self.webhook_timeout_secs),
             ("BERTH_METRICS_REPOSITORY_LABELS", &mut self.metrics_repository_labels),
+            ("BERTH_AUDIT_RETENTION_DAYS", &mut self.audit_retention_days),
         ] {
             if let Some(v) = get(key) {
                 *field = num(key, v)?;
@@ -312,6 +328,7 @@ impl Config {
             ("webhook_max_attempts", self.webhook_max_attempts),
             ("webhook_backoff_ms", self.webhook_backoff_ms),
             ("webhook_timeout_secs", self.webhook_timeout_secs),
+            ("audit_retention_days", self.audit_retention_days),
         ] {
             if v == 0 {
                 anyhow::bail!("{key} (BERTH_{}) must be more than 0", key.to_uppercase());
@@ -325,6 +342,13 @@ impl Config {
             self.webhook_timeout_secs <= 300,
             "webhook_timeout_secs (BERTH_WEBHOOK_TIMEOUT_SECS) must be at most 300"
         );
+        anyhow::ensure!(
+            self.audit_retention_days <= 36_500,
+            "audit_retention_days (BERTH_AUDIT_RETENTION_DAYS) must be at most 36500"
+        );
+        if self.audit_log_file.as_ref().is_some_and(|p| p.as_os_str().is_empty() || p.is_dir()) {
+            anyhow::bail!("audit_log_file (BERTH_AUDIT_LOG_FILE) must name a file");
+        }
         self.check_listen()?;
         self.check_admin_listen()?;
         anyhow::ensure!(
@@ -377,6 +401,23 @@ fn parse_bool(key: &str, v: &str) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_settings_are_layered_and_checked() {
+        let c: Config = toml::from_str("audit_retention_days = 30\naudit_log_file = \"/tmp/a.jsonl\"").unwrap();
+        assert_eq!((c.audit_retention_days, c.audit_log_file.as_deref()), (30, Some(Path::new("/tmp/a.jsonl"))));
+        assert_eq!(Config::default().audit_retention_days, 90);
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "BERTH_AUDIT_RETENTION_DAYS").then(|| "7".to_string())).unwrap();
+        assert_eq!(c.audit_retention_days, 7);
+        let err = Config::default().apply_env(|k| (k == "BERTH_AUDIT_RETENTION_DAYS").then(|| "0".to_string()));
+        assert!(err.unwrap_err().to_string().contains("audit_retention_days (BERTH_AUDIT_RETENTION_DAYS)"));
+        let err = Config::default().apply_env(|k| (k == "BERTH_AUDIT_LOG_FILE").then(|| "/".to_string()));
+        assert!(err.unwrap_err().to_string().contains("audit_log_file"));
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "BERTH_AUDIT_LOG_FILE").then(|| "/tmp/x.jsonl".to_string())).unwrap();
+        assert_eq!(c.audit_settings().log_file.as_deref(), Some(Path::new("/tmp/x.jsonl")));
+    }
 
     #[test]
     fn layering_and_unknown_keys() {

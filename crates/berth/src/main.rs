@@ -4,7 +4,7 @@ mod admin_iam;
 mod config;
 
 use anyhow::Context;
-use berth_events::webhooks;
+use berth_events::{audit, webhooks};
 use berth_meta::{AppliedMigration, Job, MetadataStore, NewJob, SchemaMode};
 use berth_registry::jobs::{self, JobRunner, RunnerConfig};
 use berth_registry::{Clock, Registry, Settings, SystemClock};
@@ -50,11 +50,62 @@ enum Command {
     Config,
     /// Remove expired upload sessions and orphaned upload areas now (safe while a server runs).
     ExpireUploads,
+    /// The audit trail: look records up as CloudTrail's LookupEvents does (the default), or
+    /// verify its hash chains (`berth audit verify`). Works while a server runs.
+    #[command(args_conflicts_with_subcommands = true)]
+    Audit {
+        #[command(subcommand)]
+        command: Option<AuditCommand>,
+        #[command(flatten)]
+        lookup: LookupArgs,
+    },
     /// Administration (works while a server runs on the same data).
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Walk every node's hash chain: recompute each record's hash and check seq continuity and
+    /// the links. Prints each chain's head (seq and hash; keep it: removing a chain's newest
+    /// records is detectable only against a head saved earlier). Exits non-zero naming the
+    /// first broken record (chain, seq, eventID) of each broken chain.
+    Verify {
+        /// `text` (default) or `json`.
+        #[arg(long, default_value = "text")]
+        output: String,
+    },
+    /// Look records up, newest first, as `aws cloudtrail lookup-events` does; prints its JSON.
+    Lookup(LookupArgs),
+}
+
+/// The options of `aws cloudtrail lookup-events`.
+#[derive(clap::Args, Debug, Default)]
+struct LookupArgs {
+    /// `AttributeKey=<key>,AttributeValue=<value>` (one), key one of EventId, EventName,
+    /// ReadOnly, Username, ResourceType, ResourceName, EventSource, AccessKeyId.
+    #[arg(long)]
+    lookup_attributes: Option<String>,
+    /// Events at or after this time: epoch seconds or `YYYY-MM-DDTHH:MM:SSZ`.
+    #[arg(long)]
+    start_time: Option<String>,
+    /// Events at or before this time: epoch seconds or `YYYY-MM-DDTHH:MM:SSZ`.
+    #[arg(long)]
+    end_time: Option<String>,
+    /// 1 to 50 (default 50).
+    #[arg(long)]
+    max_results: Option<i64>,
+    /// The `NextToken` of the previous page (same attribute and times).
+    #[arg(long)]
+    next_token: Option<String>,
+    /// Whose records (the default account when omitted).
+    #[arg(long)]
+    account_id: Option<String>,
+    /// Only `json`.
+    #[arg(long, default_value = "json")]
+    output: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -228,6 +279,20 @@ fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Audit { command, lookup } => {
+            let out = rt.block_on(async {
+                let (reg, meta) = open(&cfg, SchemaMode::Migrate).await?;
+                let out = match command {
+                    Some(AuditCommand::Verify { output }) => audit_verify(meta.store().as_ref(), &output).await,
+                    Some(AuditCommand::Lookup(args)) => audit_lookup(&reg, meta.store().as_ref(), args).await,
+                    None => audit_lookup(&reg, meta.store().as_ref(), lookup).await,
+                };
+                meta.close().await;
+                out
+            })?;
+            println!("{out}");
+            Ok(())
+        }
         Command::ExpireUploads => rt.block_on(async {
             let (reg, meta) = open(&cfg, SchemaMode::Migrate).await?;
             let n = reg.expire_uploads().await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -355,7 +420,7 @@ fn test_jobs_enabled() -> bool {
 
 /// Job kinds this binary runs.
 fn job_kinds() -> Vec<&'static str> {
-    let mut k = vec![jobs::EXPIRE_UPLOADS, jobs::PURGE_JOBS, webhooks::JOB, webhooks::PURGE_JOB];
+    let mut k = vec![jobs::EXPIRE_UPLOADS, jobs::PURGE_JOBS, webhooks::JOB, webhooks::PURGE_JOB, audit::PURGE_JOB];
     if test_jobs_enabled() {
         k.extend(["noop", "sleep"]);
     }
@@ -708,9 +773,13 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grace = Duration::from_secs(cfg.shutdown_timeout_secs);
+    let node_id = cfg.node_id.clone().unwrap_or_else(random_node_id);
+    // The audit trail: this node's hash chain is named by its node id.
+    let audit_sink = audit::AuditSink::start(meta.store(), node_id.clone(), cfg.audit_settings())
+        .await
+        .context("starting the audit trail")?;
     // Background jobs, upload expiry among them (each period's expiry runs on one node).
     let jobs = {
-        let node_id = cfg.node_id.clone().unwrap_or_else(random_node_id);
         let mut rc = RunnerConfig::new(node_id.clone());
         rc.lease = Duration::from_millis(cfg.job_lease_ms);
         rc.renew_every = Duration::from_millis(cfg.job_renew_ms);
@@ -725,6 +794,8 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
         }
         let retention = Duration::from_secs(cfg.event_retention_days.saturating_mul(86_400));
         webhooks::Dispatcher::register_retention(meta.store(), Arc::new(SystemClock), &mut runner, retention);
+        let retention = Duration::from_secs(cfg.audit_retention_days.saturating_mul(86_400));
+        audit::register_retention(meta.store(), Arc::new(SystemClock), &mut runner, retention);
         tracing::info!(node_id, kinds = ?runner.kinds(), "running background jobs");
         let general = Arc::new(runner).start(stop_rx.clone(), grace);
         // The event consumer has a runner (and worker) of its own: its job keeps working for a
@@ -749,12 +820,13 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
         }
     };
 
-    let obs = Arc::new(berth_server::Observability::install(cfg.metrics_repository_labels as usize, None));
+    let obs = Arc::new(berth_server::Observability::install(cfg.metrics_repository_labels as usize));
     let state = berth_server::AppState {
         registry: reg.clone(),
         trust_forwarded: cfg.trust_forwarded,
         obs,
         admin_separate: admin_listener.is_some(),
+        audit: Some(audit_sink.clone()),
     };
     let stopped = |rx: &tokio::sync::watch::Receiver<bool>| {
         let mut rx = rx.clone();
@@ -778,9 +850,125 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
     if served.is_err() {
         tracing::warn!(?grace, "in-flight requests did not finish in time; closing");
     }
+    // Every request has been answered: commit the audit records still queued.
+    if tokio::time::timeout(grace, audit_sink.flush()).await.is_err() {
+        tracing::error!(?grace, "audit records could not be written before shutdown; the last ones are lost");
+    }
     meta.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `berth audit verify`: a summary per chain; an error naming the first broken record of each
+/// broken chain.
+async fn audit_verify(meta: &dyn MetadataStore, output: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(matches!(output, "text" | "json"), "--output must be text or json, got '{output}'");
+    let report = audit::verify(meta).await?;
+    let head = |h: &Option<berth_meta::audit::ChainHead>| match h {
+        Some(h) => serde_json::json!({"seq": h.seq, "hash": h.hash}),
+        None => serde_json::Value::Null,
+    };
+    let out = if output == "json" {
+        serde_json::to_string_pretty(&serde_json::json!({
+            "chains": report.chains.iter().map(|c| serde_json::json!({
+                "chain": c.chain, "records": c.records, "anchor": head(&c.anchor), "head": head(&c.head),
+            })).collect::<Vec<_>>(),
+            "broken": report.broken.iter().map(|b| serde_json::json!({
+                "chain": b.chain, "seq": b.seq, "eventID": b.event_id, "reason": b.reason,
+            })).collect::<Vec<_>>(),
+        }))?
+    } else {
+        let mut out = String::new();
+        for c in &report.chains {
+            let from = c.anchor.as_ref().map_or(1, |a| a.seq + 1);
+            match &c.head {
+                Some(h) => out.push_str(&format!(
+                    "chain {}: {} record(s) verified from seq {from}; head seq {} hash {}\n",
+                    c.chain, c.records, h.seq, h.hash
+                )),
+                None => out.push_str(&format!("chain {}: empty\n", c.chain)),
+            }
+        }
+        let records: u64 = report.chains.iter().map(|c| c.records).sum();
+        out.push_str(&format!("{} chain(s), {records} record(s) verified", report.chains.len()));
+        out
+    };
+    if report.broken.is_empty() {
+        return Ok(out);
+    }
+    println!("{out}");
+    let broken: Vec<String> = report
+        .broken
+        .iter()
+        .map(|b| format!("chain {} seq {} (eventID {}): {}", b.chain, b.seq, b.event_id, b.reason))
+        .collect();
+    anyhow::bail!("the audit trail does not verify: {}", broken.join("; "))
+}
+
+/// `berth audit [lookup]`: LookupEvents' answer for an account, as JSON.
+async fn audit_lookup(reg: &Registry, meta: &dyn MetadataStore, args: LookupArgs) -> anyhow::Result<String> {
+    anyhow::ensure!(args.output == "json", "--output must be json, got '{}'", args.output);
+    let mut input = serde_json::json!({});
+    if let Some(spec) = &args.lookup_attributes {
+        let (mut key, mut value) = (None, None);
+        for part in spec.splitn(2, ',') {
+            match part.split_once('=') {
+                Some(("AttributeKey", k)) => key = Some(k),
+                Some(("AttributeValue", v)) => value = Some(v),
+                _ => anyhow::bail!("--lookup-attributes: expected AttributeKey=<key>,AttributeValue=<value>"),
+            }
+        }
+        let (Some(key), Some(value)) = (key, value) else {
+            anyhow::bail!("--lookup-attributes: expected AttributeKey=<key>,AttributeValue=<value>")
+        };
+        input["LookupAttributes"] = serde_json::json!([{"AttributeKey": key, "AttributeValue": value}]);
+    }
+    for (name, v) in [("StartTime", &args.start_time), ("EndTime", &args.end_time)] {
+        if let Some(v) = v {
+            input[name] = serde_json::json!(parse_cli_time(v).with_context(|| format!("--{}", kebab(name)))?);
+        }
+    }
+    if let Some(n) = args.max_results {
+        input["MaxResults"] = serde_json::json!(n);
+    }
+    if let Some(t) = &args.next_token {
+        input["NextToken"] = serde_json::json!(t);
+    }
+    let account = args.account_id.unwrap_or_else(|| reg.default_account().to_string());
+    let out = audit::lookup_events(meta, &account, &input, SystemClock.now_ms())
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", e.aws_code()))?;
+    Ok(serde_json::to_string_pretty(&out)?)
+}
+
+fn kebab(name: &str) -> &'static str {
+    if name == "StartTime" { "start-time" } else { "end-time" }
+}
+
+/// Epoch seconds (fractional allowed) or `YYYY-MM-DDTHH:MM:SS[.fff]Z`, as epoch seconds.
+fn parse_cli_time(v: &str) -> anyhow::Result<f64> {
+    if let Ok(secs) = v.parse::<f64>() {
+        anyhow::ensure!(secs.is_finite(), "not a time: '{v}'");
+        return Ok(secs);
+    }
+    let bad = || anyhow::anyhow!("expected epoch seconds or YYYY-MM-DDTHH:MM:SSZ, got '{v}'");
+    let t = v.strip_suffix('Z').ok_or_else(bad)?;
+    let (date, time) = t.split_once('T').ok_or_else(bad)?;
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let h: Vec<i64> = hms.split(':').map(|x| x.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    let frac: f64 = format!("0.{frac}").parse().map_err(|_| bad())?;
+    let ([y, m, day], [hh, mm, ss]) = (d.as_slice(), h.as_slice()) else { return Err(bad()) };
+    anyhow::ensure!((1..=12).contains(m) && (1..=31).contains(day) && *hh < 24 && *mm < 60 && *ss < 61, bad());
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if *m <= 2 { y - 1 } else { *y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok((days * 86_400 + hh * 3600 + mm * 60 + ss) as f64 + frac)
 }
 
 /// `node-<12 hex digits>`, random.

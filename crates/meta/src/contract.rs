@@ -639,15 +639,110 @@ async fn events_contract(s: &dyn MetadataStore) {
     assert!(s.next_delivery("wh-1").await.unwrap().is_none(), "its deliveries went with it");
 }
 
+fn audit_record(chain: &str, seq: i64, account: &str, name: &str, time: i64) -> audit::AuditRecord {
+    audit::AuditRecord {
+        id: 0,
+        chain: chain.into(),
+        seq,
+        event_id: format!("{chain}-{seq}"),
+        event_time: time,
+        account: account.into(),
+        event_name: name.into(),
+        event_source: "ecr.amazonaws.com".into(),
+        read_only: name.starts_with("Describe"),
+        username: Some(if seq % 2 == 0 { "root".into() } else { "ci".into() }),
+        access_key_id: Some("AKIA1".into()),
+        resource_type: Some("AWS::ECR::Repository".into()),
+        resource_name: Some(format!("arn:aws:ecr:r:{account}:repository/app{}", seq % 3)),
+        event_json: format!("{{\"eventID\":\"{chain}-{seq}\"}}"),
+        prev_hash: format!("p{seq}"),
+        hash: format!("h{seq}"),
+    }
+}
+
+async fn audit_contract(s: &dyn MetadataStore) {
+    use audit::{AuditQuery, ChainHead, LookupKey};
+    assert!(s.audit_chain_head("n1").await.unwrap().is_none());
+    // Two chains; n1 writes 1..=6 in two batches, n2 one batch, another account's record too.
+    let n1: Vec<_> = (1..=6)
+        .map(|i| audit_record("n1", i, "111", if i % 2 == 0 { "PutImage" } else { "DescribeImages" }, 100 * i))
+        .collect();
+    s.append_audit(&n1[..4]).await.unwrap();
+    s.append_audit(&n1[4..]).await.unwrap();
+    s.append_audit(&[]).await.unwrap();
+    s.append_audit(&[audit_record("n2", 1, "111", "PutImage", 250), audit_record("n2", 2, "222", "PutImage", 250)])
+        .await
+        .unwrap();
+    assert_eq!(s.audit_chain_head("n1").await.unwrap(), Some(ChainHead { seq: 6, hash: "h6".into() }));
+    // A batch with a (chain, seq) that exists is refused whole.
+    let dup = [audit_record("n1", 7, "111", "PutImage", 700), audit_record("n1", 6, "111", "PutImage", 700)];
+    assert!(s.append_audit(&dup).await.is_err());
+    assert_eq!(s.audit_chain_head("n1").await.unwrap().unwrap().seq, 6, "nothing of the refused batch");
+
+    // Lookups: newest first, by time then id; one account; one attribute; keyset pages.
+    let q = |attribute, before, limit| AuditQuery { account: "111", attribute, start: 0, end: i64::MAX, before, limit };
+    let ids = |v: Vec<audit::AuditRecord>| v.into_iter().map(|r| r.event_id).collect::<Vec<_>>();
+    let all = s.lookup_audit(&q(None, None, 50)).await.unwrap();
+    assert_eq!(ids(all.clone()), ["n1-6", "n1-5", "n1-4", "n1-3", "n2-1", "n1-2", "n1-1"]);
+    assert_eq!(all[0], audit::AuditRecord { id: all[0].id, ..n1[5].clone() }, "stored as given");
+    let page1 = s.lookup_audit(&q(None, None, 3)).await.unwrap();
+    let last = page1.last().unwrap();
+    let page2 = s.lookup_audit(&q(None, Some((last.event_time, last.id)), 3)).await.unwrap();
+    assert_eq!(ids(page2), ["n1-3", "n2-1", "n1-2"]);
+    for (key, value, want) in [
+        (LookupKey::EventName, "PutImage", vec!["n1-6", "n1-4", "n2-1", "n1-2"]),
+        (LookupKey::ReadOnly, "true", vec!["n1-5", "n1-3", "n1-1"]),
+        (LookupKey::Username, "root", vec!["n1-6", "n1-4", "n1-2"]),
+        (LookupKey::EventId, "n1-3", vec!["n1-3"]),
+        (LookupKey::ResourceName, "arn:aws:ecr:r:111:repository/app0", vec!["n1-6", "n1-3"]),
+        (LookupKey::ResourceType, "AWS::ECR::Repository", vec!["n1-6", "n1-5", "n1-4", "n1-3", "n2-1", "n1-2", "n1-1"]),
+        (LookupKey::EventSource, "iam.amazonaws.com", vec![]),
+        (LookupKey::AccessKeyId, "AKIA1", vec!["n1-6", "n1-5", "n1-4", "n1-3", "n2-1", "n1-2", "n1-1"]),
+    ] {
+        assert_eq!(ids(s.lookup_audit(&q(Some((key, value)), None, 50)).await.unwrap()), want, "{key:?}");
+    }
+    let ranged = AuditQuery { start: 200, end: 400, ..q(None, None, 50) };
+    assert_eq!(ids(s.lookup_audit(&ranged).await.unwrap()), ["n1-4", "n1-3", "n2-1", "n1-2"], "both ends included");
+    let other = AuditQuery { account: "222", ..q(None, None, 50) };
+    assert_eq!(ids(s.lookup_audit(&other).await.unwrap()), ["n2-2"]);
+
+    // Chains for verification, in seq order.
+    assert_eq!(s.audit_chains().await.unwrap(), [("n1".to_string(), None), ("n2".to_string(), None)]);
+    let walk = s.audit_chain_records("n1", 2, 3).await.unwrap();
+    assert_eq!(walk.iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4, 5]);
+
+    // Retention deletes a prefix of each chain and anchors it; an old record after a newer one
+    // stays until the newer one goes.
+    let mut late = audit_record("n1", 7, "111", "PutImage", 150);
+    late.prev_hash = "h6".into();
+    s.append_audit(&[late]).await.unwrap();
+    assert_eq!(s.purge_audit(350).await.unwrap(), 5, "n1 1..=3, and all of n2");
+    let left = s.audit_chain_records("n1", 0, 50).await.unwrap();
+    assert_eq!(left.iter().map(|r| r.seq).collect::<Vec<_>>(), [4, 5, 6, 7]);
+    let chains = s.audit_chains().await.unwrap();
+    assert_eq!(
+        chains,
+        [
+            ("n1".to_string(), Some(ChainHead { seq: 3, hash: "h3".into() })),
+            ("n2".to_string(), Some(ChainHead { seq: 2, hash: "h2".into() }))
+        ]
+    );
+    assert_eq!(s.audit_chain_head("n2").await.unwrap(), Some(ChainHead { seq: 2, hash: "h2".into() }), "the anchor");
+    assert_eq!(s.purge_audit(i64::MAX).await.unwrap(), 4);
+    assert_eq!(s.audit_chain_head("n1").await.unwrap(), Some(ChainHead { seq: 7, hash: "h7".into() }));
+    assert!(s.audit_chain_records("n1", 0, 50).await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn sqlite_contract() {
     let dir = tempfile::tempdir().unwrap();
     let (s, applied) = sqlite::SqliteStore::open_with(&dir.path().join("m.db"), SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     contract(&s).await;
     iam_contract(&s).await;
     jobs_contract(Arc::new(s.clone())).await;
     events_contract(&s).await;
+    audit_contract(&s).await;
     s.close().await;
     // Reopening applies nothing; a check passes on a current schema.
     let (s, applied) = sqlite::SqliteStore::open_with(&dir.path().join("m.db"), SchemaMode::Check).await.unwrap();
@@ -655,7 +750,7 @@ async fn sqlite_contract() {
     s.close().await;
     // A check on an unmigrated database refuses it.
     let err = sqlite::SqliteStore::open_with(&dir.path().join("new.db"), SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 9), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 10), "{err}");
     assert!(err.to_string().contains("berth migrate"), "{err}");
 }
 
@@ -681,13 +776,14 @@ async fn postgres_contract() {
     let base = url.rsplit_once('/').map(|(b, _)| b).unwrap();
     let url = format!("{base}/{db}");
     let err = postgres::PgStore::open_with(&url, SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 9), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 10), "{err}");
     let (s, applied) = postgres::PgStore::open_with(&url, SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     contract(&s).await;
     iam_contract(&s).await;
     jobs_contract(Arc::new(s.clone())).await;
     events_contract(&s).await;
+    audit_contract(&s).await;
     // An event whose transaction is still open holds back every event committed after it
     // started: a consumer never passes a position behind which an event can still appear.
     {

@@ -6,6 +6,7 @@
 
 #[macro_use]
 mod portable;
+pub mod audit;
 #[cfg(test)]
 mod contract;
 pub mod events;
@@ -15,6 +16,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
+pub use audit::AuditStore;
 pub use events::EventStore;
 pub use iam::{IamEntity, IamStore, IdentityPolicy, ManagedPolicy, Owner};
 
@@ -384,7 +386,7 @@ pub enum RepoFilter<'a> {
 
 /// The metadata backend.
 #[async_trait]
-pub trait MetadataStore: IamStore + EventStore + Send + Sync + 'static {
+pub trait MetadataStore: IamStore + EventStore + AuditStore + Send + Sync + 'static {
     /// The id of repository `name`, if it exists.
     async fn repository(&self, ns: &Namespace, name: &str) -> Result<Option<i64>>;
     /// The id of repository `name`, creating it if needed.

@@ -24,6 +24,7 @@ crate::events::portable_events!(
     sqlx::postgres::PgRow,
     "txid < (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint"
 );
+crate::audit::portable_audit!(PgStore, Postgres, sqlx::postgres::PgRow);
 
 /// PostgreSQL-backed [`MetadataStore`].
 #[derive(Debug, Clone)]

@@ -29,7 +29,7 @@ pub struct EcrError {
 }
 
 impl EcrError {
-    fn new(kind: &'static str, message: impl Into<String>) -> EcrError {
+    pub(crate) fn new(kind: &'static str, message: impl Into<String>) -> EcrError {
         EcrError { kind, message: message.into(), status: StatusCode::BAD_REQUEST }
     }
 
@@ -37,7 +37,7 @@ impl EcrError {
         EcrError::new("InvalidParameterException", message)
     }
 
-    fn into_response(self, request_id: &str) -> Response {
+    pub(crate) fn into_response(self, request_id: &str) -> Response {
         // AWS omits `message` when it has none (e.g. UnknownOperationException).
         let body = if self.message.is_empty() {
             json!({"__type": self.kind})
@@ -109,7 +109,7 @@ impl From<sigv4::SigV4Error> for EcrError {
     }
 }
 
-fn set_headers(r: &mut Response, request_id: &str) {
+pub(crate) fn set_headers(r: &mut Response, request_id: &str) {
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.1"));
     if let Ok(v) = HeaderValue::from_str(request_id) {

@@ -3,6 +3,7 @@
 //! [`berth_oci::path::parse`] before anything else happens.
 
 mod body;
+mod cloudtrail;
 mod conn;
 mod ecr;
 mod error;
@@ -36,6 +37,9 @@ pub struct AppState {
     /// `/metrics`, `/healthz` and `/readyz` are served by [`admin_router`] on a listener of their
     /// own (`admin_listen`), not by [`router`].
     pub admin_separate: bool,
+    /// The audit trail: where API calls are recorded, and what CloudTrail's LookupEvents reads
+    /// (`None`: no trail; LookupEvents answers `UnsupportedOperationException`).
+    pub audit: Option<berth_events::audit::AuditSink>,
 }
 
 /// Where a request came from, as policies see it (`aws:SourceIp`, `aws:SecureTransport`).
@@ -171,6 +175,9 @@ async fn route(state: &AppState, req: Request<Body>) -> Response {
             .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
         if form {
             return iam::handle(&state, parts, body).await;
+        }
+        if cloudtrail::is_target(&parts) {
+            return cloudtrail::handle(&state, parts, body).await;
         }
         return ecr::handle(&state, parts, body).await;
     }

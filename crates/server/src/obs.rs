@@ -79,8 +79,6 @@ pub struct Observability {
     /// When the gauges read from the database were last refreshed.
     stats_at: tokio::sync::Mutex<Option<Instant>>,
     jobs_seen: Mutex<HashSet<(String, String)>>,
-    /// Where audit records go (`None`: not recorded).
-    pub audit: Option<Arc<dyn berth_events::audit::Recorder>>,
 }
 
 impl std::fmt::Debug for Observability {
@@ -94,11 +92,10 @@ pub const DURATION_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 impl Observability {
-    /// Install the process's Prometheus recorder (once per process; a second call, as in
-    /// tests that build several states, reuses nothing and answers `None` metrics) and
-    /// describe every metric. `repo_label_cap` bounds the distinct repositories that get their
+    /// Install the process's Prometheus recorder (once per process; a second call finds it
+    /// installed and leaves `/metrics` off) and describe every metric. `repo_label_cap` bounds the distinct repositories that get their
     /// own push/pull series; the rest share `repository="_other"`.
-    pub fn install(repo_label_cap: usize, audit: Option<Arc<dyn berth_events::audit::Recorder>>) -> Observability {
+    pub fn install(repo_label_cap: usize) -> Observability {
         let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
             .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
             .and_then(|b| b.install_recorder())
@@ -107,26 +104,21 @@ impl Observability {
         if prometheus.is_some() {
             describe();
         }
-        Observability::with(prometheus, repo_label_cap, audit)
+        Observability::with(prometheus, repo_label_cap)
     }
 
     /// Without metrics (and without touching the global recorder).
     pub fn without_metrics() -> Observability {
-        Observability::with(None, 0, None)
+        Observability::with(None, 0)
     }
 
-    fn with(
-        prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
-        repo_label_cap: usize,
-        audit: Option<Arc<dyn berth_events::audit::Recorder>>,
-    ) -> Observability {
+    fn with(prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>, repo_label_cap: usize) -> Observability {
         Observability {
             prometheus,
             repo_labels: Mutex::default(),
             repo_label_cap,
             stats_at: tokio::sync::Mutex::new(None),
             jobs_seen: Mutex::default(),
-            audit,
         }
     }
 
@@ -317,7 +309,7 @@ impl Observation {
         if state.obs.prometheus.is_some() {
             self.measure(state, &facts, api, &op_label, status, elapsed, sent, &account);
         }
-        if let Some(sink) = &state.obs.audit
+        if let Some(sink) = &state.audit
             && let Some(call) = self.audit_call(state, &facts, status)
         {
             sink.record(call);
