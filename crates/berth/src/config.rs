@@ -106,6 +106,10 @@ pub struct Config {
     /// Also append every audit record's CloudTrail JSON as one line to this file (created
     /// owner-only); unset: the database only.
     pub audit_log_file: Option<PathBuf>,
+    /// Record data-plane reads (pulls: manifest and blob GET/HEAD, listings) in the audit
+    /// trail, as ECR records pulls. Off: data-plane writes and every control-plane call only
+    /// (for pull rates above what the trail can write; see BENCHMARKS.md).
+    pub audit_data_plane_reads: bool,
 }
 
 impl Default for Config {
@@ -149,6 +153,7 @@ impl Default for Config {
             metrics_repository_labels: 1000,
             audit_retention_days: 90,
             audit_log_file: None,
+            audit_data_plane_reads: true,
         }
     }
 }
@@ -287,6 +292,9 @@ impl Config {
         }
         if let Some(v) = get("BERTH_ADMIN_LISTEN") {
             self.admin_listen = opt(v);
+        }
+        if let Some(v) = get("BERTH_AUDIT_DATA_PLANE_READS") {
+            self.audit_data_plane_reads = parse_bool("BERTH_AUDIT_DATA_PLANE_READS", &v)?;
         }
         if let Some(v) = get("BERTH_AUDIT_LOG_FILE") {
             self.audit_log_file = opt(v).map(PathBuf::from);

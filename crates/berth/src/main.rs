@@ -236,7 +236,7 @@ fn run() -> anyhow::Result<()> {
             cfg.check_admin_listen()?;
         }
     }
-    init_tracing(&cfg.log, &cfg.log_format);
+    let _log_flush = init_tracing(&cfg.log, &cfg.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Serve { no_migrate, .. } => rt.block_on(serve(cfg, no_migrate)),
@@ -453,17 +453,23 @@ fn register_test_jobs(runner: &mut JobRunner) {
 }
 
 /// Log to stderr as text or JSON lines; every line of a request carries its span
-/// (`request{id=...}`, in JSON under `spans`).
-fn init_tracing(default: &str, format: &str) {
+/// (`request{id=...}`, in JSON under `spans`). Lines are written by a thread of their own (a
+/// slow stderr never holds a request; when 128k lines are queued, logging waits rather than
+/// dropping); the returned guard flushes them when dropped.
+fn init_tracing(default: &str, format: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::stderr().is_terminal();
+    let (writer, guard) =
+        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     if format == "json" {
         fmt.json().with_current_span(false).with_span_list(true).init();
     } else {
-        fmt.with_ansi(std::io::stderr().is_terminal()).init();
+        fmt.with_ansi(ansi).init();
     }
+    guard
 }
 
 /// The configured metadata store.
@@ -827,6 +833,7 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
         obs,
         admin_separate: admin_listener.is_some(),
         audit: Some(audit_sink.clone()),
+        audit_data_plane_reads: cfg.audit_data_plane_reads,
     };
     let stopped = |rx: &tokio::sync::watch::Receiver<bool>| {
         let mut rx = rx.clone();

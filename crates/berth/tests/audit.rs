@@ -472,3 +472,24 @@ async fn api_calls_on_both_planes_are_recorded_and_looked_up() {
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("record(s) verified from seq 1"), "{stdout}");
 }
+
+/// `audit_data_plane_reads = false`: pulls leave no record, pushes and control-plane calls do.
+#[tokio::test(flavor = "multi_thread")]
+async fn data_plane_reads_can_be_left_out_of_the_trail() {
+    let b = Berth::start_with_env(&[("BERTH_AUDIT_DATA_PLANE_READS", "false")]);
+    let c = b.client();
+    common::push_small_image(&c, &b.url, "quiet", "v1", "q").await;
+    for _ in 0..3 {
+        let r = c.get(format!("{}/v2/quiet/manifests/v1", b.url)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let (status, _) =
+        common::ecr_call(&b, ACCESS_KEY_ID, SECRET_ACCESS_KEY, "DescribeImages", &json!({"repositoryName": "quiet"}))
+            .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let by = |v: &str| json!({"LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": v}]});
+    assert_eq!(lookup_all(&b, by("BatchGetImage")).await.len(), 0, "no pull recorded");
+    assert_eq!(lookup_all(&b, by("PutImage")).await.len(), 1, "the push is");
+    assert_eq!(lookup_all(&b, by("DescribeImages")).await.len(), 1, "control-plane reads are");
+}

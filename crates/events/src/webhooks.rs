@@ -34,6 +34,8 @@ pub const JOB: &str = "deliver-events";
 pub const PURGE_JOB: &str = "purge-events";
 /// Events read per fan-out step.
 const BATCH: u32 = 500;
+/// Deliveries of one webhook attempted in a run (recorded together).
+const RUN: u32 = 100;
 
 /// Webhook failures, for the admin commands and the consumer's log.
 #[derive(Debug, thiserror::Error)]
@@ -269,12 +271,14 @@ impl Dispatcher {
         }
     }
 
-    /// One round: fan out a batch of events, then deliver what is due. `true` when there was
-    /// work (so the caller goes again at once).
+    /// One round: fan out a batch of events, then deliver what is due. `true` when more work
+    /// is waiting (a full batch of events was read), so the caller goes again at once;
+    /// otherwise it waits for the poll interval, which lets the events of a busy moment
+    /// gather and be fanned out and delivered in a few transactions instead of one each.
     pub async fn step(&self) -> Result<bool, Error> {
         let fanned = self.fan_out().await?;
-        let delivered = self.deliver_due().await?;
-        Ok(fanned > 0 || delivered > 0)
+        self.deliver_due().await?;
+        Ok(fanned >= BATCH as usize)
     }
 
     /// Read up to one batch of events after the consumer's cursor and record their deliveries
@@ -327,7 +331,10 @@ impl Dispatcher {
         Ok(attempts)
     }
 
-    /// Deliver one webhook's due deliveries in order while holding its lease.
+    /// Deliver one webhook's due deliveries in order while holding its lease. Successes are
+    /// recorded together after each run of attempts (one transaction), a failure at once (and
+    /// it stops the run: the next attempt waits for its backoff), so a crash between an answer
+    /// and its record repeats at most one run (at least once).
     async fn deliver_webhook(&self, id: &str) -> Result<usize, Error> {
         let lease_ms = self.settings.lease.as_millis() as i64;
         let mut attempts = 0;
@@ -339,45 +346,71 @@ impl Dispatcher {
                 return Ok(0);
             }
         };
-        loop {
-            if *self.stop.borrow() || !self.meta.lease_webhook(id, &self.node_id, self.clock.now_ms(), lease_ms).await?
-            {
-                break;
-            }
-            let Some(d) = self.meta.next_delivery(id).await? else { break };
-            if d.next_attempt_at > self.clock.now_ms() {
-                break;
-            }
-            let outcome = self.attempt(&hook.url, &secret, &d).await;
-            attempts += 1;
+        let mut lease_until = 0i64;
+        'runs: loop {
             let now = self.clock.now_ms();
-            let tried = d.attempts + 1;
-            let (label, recorded) = match outcome {
-                Ok(status) => ("delivered", DeliveryOutcome::Delivered { status }),
-                Err((status, ref error)) if tried >= self.settings.max_attempts.max(1) => {
-                    tracing::warn!(
-                        webhook = id,
-                        event = d.event_id,
-                        attempts = tried,
-                        error,
-                        "webhook delivery dead-lettered"
-                    );
-                    ("dead", DeliveryOutcome::Dead { status, error })
+            // Renew the lease once half of it is gone (not on every delivery: each renewal is a
+            // write).
+            if lease_until - now < lease_ms / 2 {
+                if *self.stop.borrow() || !self.meta.lease_webhook(id, &self.node_id, now, lease_ms).await? {
+                    break;
                 }
-                Err((status, ref error)) => {
-                    let at = now + self.settings.backoff(tried).as_millis() as i64;
-                    tracing::debug!(
-                        webhook = id,
-                        event = d.event_id,
-                        attempts = tried,
-                        error,
-                        "webhook delivery failed; will retry"
-                    );
-                    ("retry", DeliveryOutcome::Retry { at, status, error })
+                lease_until = now + lease_ms;
+            }
+            let run = self.meta.next_deliveries(id, RUN).await?;
+            if run.first().is_none_or(|d| d.next_attempt_at > now) {
+                break;
+            }
+            let mut delivered: Vec<(i64, u16)> = Vec::new();
+            let mut failed = false;
+            for d in &run {
+                // Stop before the lease could run out under a slow receiver.
+                if *self.stop.borrow() || lease_until - self.clock.now_ms() < lease_ms / 4 {
+                    break;
                 }
-            };
-            metrics::counter!("berth_webhook_deliveries_total", "outcome" => label).increment(1);
-            self.meta.record_delivery(d.id, recorded, now).await?;
+                let outcome = self.attempt(&hook.url, &secret, d).await;
+                attempts += 1;
+                let now = self.clock.now_ms();
+                let tried = d.attempts + 1;
+                match outcome {
+                    Ok(status) => {
+                        metrics::counter!("berth_webhook_deliveries_total", "outcome" => "delivered").increment(1);
+                        delivered.push((d.id, status));
+                    }
+                    Err((status, error)) => {
+                        self.meta.record_delivered(&delivered, now).await?;
+                        delivered.clear();
+                        let (label, recorded) = if tried >= self.settings.max_attempts.max(1) {
+                            tracing::warn!(
+                                webhook = id,
+                                event = d.event_id,
+                                attempts = tried,
+                                error,
+                                "webhook delivery dead-lettered"
+                            );
+                            ("dead", DeliveryOutcome::Dead { status, error: &error })
+                        } else {
+                            let at = now + self.settings.backoff(tried).as_millis() as i64;
+                            tracing::debug!(
+                                webhook = id,
+                                event = d.event_id,
+                                attempts = tried,
+                                error,
+                                "webhook delivery failed; will retry"
+                            );
+                            ("retry", DeliveryOutcome::Retry { at, status, error: &error })
+                        };
+                        metrics::counter!("berth_webhook_deliveries_total", "outcome" => label).increment(1);
+                        self.meta.record_delivery(d.id, recorded, now).await?;
+                        failed = label == "retry";
+                        break;
+                    }
+                }
+            }
+            self.meta.record_delivered(&delivered, self.clock.now_ms()).await?;
+            if failed || *self.stop.borrow() {
+                break 'runs;
+            }
         }
         self.meta.release_webhook(id, &self.node_id).await?;
         Ok(attempts)

@@ -178,30 +178,31 @@ macro_rules! portable_audit {
                     return Ok(());
                 }
                 let mut tx = self.begin().await?;
-                for a in records {
-                    sqlx::query(
+                // Many rows per statement (a statement per row costs more than the row itself).
+                for chunk in records.chunks(64) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO audit_records (chain, seq, event_id, event_time, account, event_name, \
                          event_source, read_only, username, access_key_id, resource_type, resource_name, \
-                         event_json, prev_hash, hash) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-                    )
-                    .bind(&a.chain)
-                    .bind(a.seq)
-                    .bind(&a.event_id)
-                    .bind(a.event_time)
-                    .bind(&a.account)
-                    .bind(&a.event_name)
-                    .bind(&a.event_source)
-                    .bind(if a.read_only { "true" } else { "false" })
-                    .bind(&a.username)
-                    .bind(&a.access_key_id)
-                    .bind(&a.resource_type)
-                    .bind(&a.resource_name)
-                    .bind(&a.event_json)
-                    .bind(&a.prev_hash)
-                    .bind(&a.hash)
-                    .execute(&mut *tx)
-                    .await?;
+                         event_json, prev_hash, hash) ",
+                    );
+                    q.push_values(chunk, |mut b, a| {
+                        b.push_bind(&a.chain)
+                            .push_bind(a.seq)
+                            .push_bind(&a.event_id)
+                            .push_bind(a.event_time)
+                            .push_bind(&a.account)
+                            .push_bind(&a.event_name)
+                            .push_bind(&a.event_source)
+                            .push_bind(if a.read_only { "true" } else { "false" })
+                            .push_bind(&a.username)
+                            .push_bind(&a.access_key_id)
+                            .push_bind(&a.resource_type)
+                            .push_bind(&a.resource_name)
+                            .push_bind(&a.event_json)
+                            .push_bind(&a.prev_hash)
+                            .push_bind(&a.hash);
+                    });
+                    q.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())

@@ -597,16 +597,16 @@ async fn events_contract(s: &dyn MetadataStore) {
 
     // Per-endpoint order: the oldest pending delivery is the only one attempted.
     assert_eq!(s.webhooks_due(50).await.unwrap(), ["wh-1"]);
-    let head = s.next_delivery("wh-1").await.unwrap().unwrap();
+    let head = s.next_deliveries("wh-1", 1).await.unwrap().remove(0);
     assert_eq!((head.event_id.as_str(), head.attempts), ("e1", 0));
     s.record_delivery(head.id, DeliveryOutcome::Retry { at: 100, status: Some(503), error: "HTTP 503" }, 51)
         .await
         .unwrap();
     assert!(s.webhooks_due(99).await.unwrap().is_empty(), "the head is not due, so nothing is");
-    assert_eq!(s.next_delivery("wh-1").await.unwrap().unwrap().event_id, "e1");
+    assert_eq!(s.next_deliveries("wh-1", 1).await.unwrap().remove(0).event_id, "e1");
     assert_eq!(s.webhooks_due(100).await.unwrap(), ["wh-1"]);
     s.record_delivery(head.id, DeliveryOutcome::Dead { status: None, error: "connection refused" }, 101).await.unwrap();
-    let next = s.next_delivery("wh-1").await.unwrap().unwrap();
+    let next = s.next_deliveries("wh-1", 1).await.unwrap().remove(0);
     assert_eq!(next.event_id, "e2");
     s.record_delivery(next.id, DeliveryOutcome::Delivered { status: 204 }, 102).await.unwrap();
     // Recording twice (a node that lost its lease) changes nothing.
@@ -615,8 +615,16 @@ async fn events_contract(s: &dyn MetadataStore) {
     assert_eq!((counts(w), w.last_error.as_deref()), ((1, 1, 1), Some("connection refused")));
     assert_eq!(s.redrive_webhook("other", "wh-1", 104).await.unwrap(), 0, "another account's webhook");
     assert_eq!(s.redrive_webhook("ev", "wh-1", 104).await.unwrap(), 1);
-    let again = s.next_delivery("wh-1").await.unwrap().unwrap();
+    let again = s.next_deliveries("wh-1", 1).await.unwrap().remove(0);
     assert_eq!((again.event_id.as_str(), again.attempts, again.next_attempt_at), ("e1", 0, 104), "back at the head");
+    // A run of deliveries in order, recorded delivered in one go.
+    let run = s.next_deliveries("wh-1", 10).await.unwrap();
+    assert_eq!(run.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(), ["e1", "e3"]);
+    s.record_delivered(&[(run[0].id, 200), (run[1].id, 202)], 105).await.unwrap();
+    s.record_delivered(&[(run[0].id, 200)], 106).await.unwrap();
+    let w = &s.webhooks(Some("ev")).await.unwrap()[0];
+    assert_eq!(counts(w), (0, 3, 0));
+    assert!(s.next_deliveries("wh-1", 10).await.unwrap().is_empty());
 
     // Delivery leases.
     assert!(s.lease_webhook("wh-1", "n1", 200, 1000).await.unwrap());
@@ -636,7 +644,7 @@ async fn events_contract(s: &dyn MetadataStore) {
     assert_eq!(s.webhooks(Some("ev")).await.unwrap()[0].delivered, 0, "delivered rows purged");
     assert!(s.delete_webhook("ev", "wh-1").await.unwrap());
     assert!(!s.delete_webhook("ev", "wh-1").await.unwrap());
-    assert!(s.next_delivery("wh-1").await.unwrap().is_none(), "its deliveries went with it");
+    assert!(s.next_deliveries("wh-1", 10).await.unwrap().is_empty(), "its deliveries went with it");
 }
 
 fn audit_record(chain: &str, seq: i64, account: &str, name: &str, time: i64) -> audit::AuditRecord {

@@ -213,13 +213,16 @@ pub trait EventStore: Send + Sync {
     async fn lease_webhook(&self, id: &str, node: &str, now: i64, lease_ms: i64) -> Result<bool>;
     /// Give a webhook's delivery lease back.
     async fn release_webhook(&self, id: &str, node: &str) -> Result<()>;
-    /// The oldest pending delivery of a webhook: the only one that may be attempted next
-    /// (per-endpoint ordering), whether or not it is due yet.
-    async fn next_delivery(&self, webhook_id: &str) -> Result<Option<Delivery>>;
+    /// The oldest pending deliveries of a webhook, oldest first, at most `limit`: only the first
+    /// may have been attempted (it is retried until it is delivered or dead), the others wait
+    /// behind it in order.
+    async fn next_deliveries(&self, webhook_id: &str, limit: u32) -> Result<Vec<Delivery>>;
     /// Ids of webhooks whose oldest pending delivery is due at `now`.
     async fn webhooks_due(&self, now: i64) -> Result<Vec<String>>;
     /// Record an attempt's outcome.
     async fn record_delivery(&self, id: i64, outcome: DeliveryOutcome<'_>, now: i64) -> Result<()>;
+    /// Record successful attempts (delivery id, HTTP status) in one transaction.
+    async fn record_delivered(&self, delivered: &[(i64, u16)], now: i64) -> Result<()>;
 }
 
 /// Implement [`EventStore`] for `$store` on database `$db` with row type `$row`; `$visible` is the
@@ -489,15 +492,36 @@ macro_rules! portable_events {
                 Ok(())
             }
 
-            async fn next_delivery(&self, webhook_id: &str) -> Result<Option<crate::events::Delivery>> {
-                let row = sqlx::query(
+            async fn next_deliveries(&self, webhook_id: &str, limit: u32) -> Result<Vec<crate::events::Delivery>> {
+                let rows = sqlx::query(
                     "SELECT id, webhook_id, event_id, body, attempts, next_attempt_at FROM webhook_deliveries \
-                     WHERE webhook_id = $1 AND state = 'pending' ORDER BY id LIMIT 1",
+                     WHERE webhook_id = $1 AND state = 'pending' ORDER BY id LIMIT $2",
                 )
                 .bind(webhook_id)
-                .fetch_optional(&self.read)
+                .bind(i64::from(limit))
+                .fetch_all(&self.read)
                 .await?;
-                Ok(row.map(delivery_row))
+                Ok(rows.into_iter().map(delivery_row).collect())
+            }
+
+            async fn record_delivered(&self, delivered: &[(i64, u16)], now: i64) -> Result<()> {
+                if delivered.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.begin().await?;
+                for (id, status) in delivered {
+                    sqlx::query(
+                        "UPDATE webhook_deliveries SET state = 'delivered', attempts = attempts + 1, \
+                         next_attempt_at = $1, last_status = $2, updated_at = $1 WHERE id = $3 AND state = 'pending'",
+                    )
+                    .bind(now)
+                    .bind(i64::from(*status))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn webhooks_due(&self, now: i64) -> Result<Vec<String>> {

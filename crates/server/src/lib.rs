@@ -40,6 +40,9 @@ pub struct AppState {
     /// The audit trail: where API calls are recorded, and what CloudTrail's LookupEvents reads
     /// (`None`: no trail; LookupEvents answers `UnsupportedOperationException`).
     pub audit: Option<berth_events::audit::AuditSink>,
+    /// Audit data-plane reads too (manifest and blob GET/HEAD, tag and catalog listings), as ECR
+    /// records pulls; off, only data-plane writes and the control planes are recorded.
+    pub audit_data_plane_reads: bool,
 }
 
 /// Where a request came from, as policies see it (`aws:SourceIp`, `aws:SecureTransport`).

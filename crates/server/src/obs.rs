@@ -376,6 +376,9 @@ impl Observation {
             return None;
         }
         let op = facts.operation.clone()?;
+        if facts.api == "oci" && !state.audit_data_plane_reads && read_only(&op) {
+            return None;
+        }
         let source = match facts.api {
             "oci" | "ecr" => "ecr.amazonaws.com",
             "iam" => "iam.amazonaws.com",
