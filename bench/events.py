@@ -12,6 +12,9 @@ Servers, side by side in one run, runs interleaved over --rounds rounds:
   - `dist`: CNCF Distribution (DIST_BIN, default docker-registry), filesystem, no auth, access log
     off, when installed.
 
+Before each measurement the script waits until every server is idle (an audit backlog written
+after a GET run must not slow the next server's run; the time it takes is reported).
+
 Measured:
   - manifest GET by tag, wrk -t2 -c16 for --seconds (req/s, p50, p99);
   - small pushes: --pushes images (a unique small config blob, POST then PUT ?digest=, then a
@@ -142,6 +145,33 @@ def pushes(url, auth, tags, repo="push"):
     return done
 
 
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total
+
+
+def settle(procs, limit=60):
+    """Wait (at most `limit` s) until the servers are idle (< 30 ms CPU per 0.5 s): one
+    server's background work (an audit backlog being written) must not run into the next one's
+    measurement."""
+    pids = [p.pid for p in procs]
+    deadline = time.monotonic() + limit
+    last = cpu_ticks(pids)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_ticks(pids)
+        if now - last < 3:
+            return
+        last = now
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
@@ -185,8 +215,10 @@ def main():
             lags = []
             for rnd in range(args.rounds):
                 for name, (url, auth) in servers.items():
+                    settle(procs)
                     gets[name].append(wrk(f"{url}/v2/bench/manifests/v0", f"{tmp}/{name}.lua", args.seconds))
                 for name, (url, auth) in servers.items():
+                    settle(procs)
                     t0 = time.monotonic()
                     done = pushes(url, auth, [f"r{rnd}-{i}" for i in range(args.pushes)])
                     push_rates[name].append(args.pushes / (time.monotonic() - t0))

@@ -292,9 +292,10 @@ async fn the_grafana_dashboard_uses_exported_metrics() {
         (key["AccessKey"]["AccessKeyId"].as_str().unwrap(), key["AccessKey"]["SecretAccessKey"].as_str().unwrap());
     let (status, _) = ecr_call(&b, id, secret, "DescribeRepositories", &json!({})).await;
     assert_eq!(status, 400);
+    b.admin_ok(&["enqueue-job", "--kind", "purge-jobs", "--key", "dashboard-test"]);
     // Until a job has finished (the start's periodic jobs) and the webhook was attempted.
     let mut text = String::new();
-    for _ in 0..100 {
+    for _ in 0..300 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         text = metrics_text(&b.url).await;
         if text.contains("berth_jobs_total{") && text.contains("berth_webhook_deliveries_total{") {

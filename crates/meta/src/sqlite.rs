@@ -83,7 +83,20 @@ impl SqliteStore {
         self.write.close().await;
     }
 
+    /// A write transaction (`BEGIN IMMEDIATE`) on the one write connection. A `COMMIT` that
+    /// failed (a full disk) can leave that connection inside a transaction; it is then closed,
+    /// rolling that transaction back, and the pool opens a fresh one, instead of every later
+    /// write failing.
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+        match self.write.begin_with("BEGIN IMMEDIATE").await {
+            Err(sqlx::Error::InvalidSavePointStatement) => {
+                tracing::warn!("the metadata write connection was left inside a failed transaction; reopening it");
+                if let Ok(conn) = self.write.acquire().await {
+                    let _ = conn.close().await;
+                }
+                Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+            }
+            other => Ok(other?),
+        }
     }
 }

@@ -483,7 +483,10 @@ pub fn spawn_plain(data_dir: &Path, env: &[(&str, &str)]) -> (std::process::Chil
             cmd.env_remove(&k);
         }
     }
-    cmd.envs(env.iter().copied()).env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::null());
+    cmd.envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(if std::env::var("BERTH_TEST_PLAIN_STDERR").is_ok() { Stdio::inherit() } else { Stdio::null() });
     let mut child = cmd.spawn().expect("start berth");
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
