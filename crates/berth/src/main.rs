@@ -751,6 +751,7 @@ async fn bootstrap(
 }
 
 async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
+    let shutdown = shutdown_signals()?;
     let mode = if no_migrate { SchemaMode::Check } else { SchemaMode::Migrate };
     let (reg, meta) = open(&cfg, mode).await?;
     let listener =
@@ -848,7 +849,7 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
     let app = berth_server::router(state);
     let server = berth_server::serve(listener, app, cfg.conn_limits(), stopped(&stop_rx));
     let server = tokio::spawn(server);
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     let _ = stop_tx.send(true);
     // Jobs get the same grace, then release what they hold (bounded by the database calls).
@@ -985,11 +986,16 @@ fn random_node_id() -> String {
     format!("node-{}", hex::encode(b))
 }
 
-async fn shutdown_signal() {
+/// SIGTERM and SIGINT, handled from the moment this is called (so a signal that arrives while
+/// the server is still starting is a clean shutdown, not the default death).
+fn shutdown_signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }
