@@ -752,6 +752,9 @@ async fn bootstrap(
 
 async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
     let shutdown = shutdown_signals()?;
+    // The metrics recorder first: what background jobs and the audit sink record from the
+    // start must not go to the no-op recorder.
+    let obs = Arc::new(berth_server::Observability::install(cfg.metrics_repository_labels as usize));
     let mode = if no_migrate { SchemaMode::Check } else { SchemaMode::Migrate };
     let (reg, meta) = open(&cfg, mode).await?;
     let listener =
@@ -827,7 +830,6 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
         }
     };
 
-    let obs = Arc::new(berth_server::Observability::install(cfg.metrics_repository_labels as usize));
     let state = berth_server::AppState {
         registry: reg.clone(),
         trust_forwarded: cfg.trust_forwarded,

@@ -193,7 +193,6 @@ fn describe() {
         "berth_webhook_deliveries_total",
         "Webhook delivery attempts, by outcome (delivered, retry, dead)."
     );
-    // The audit sink describes its own too, but it starts before the recorder is installed.
     berth_events::audit::describe_metrics();
 }
 
