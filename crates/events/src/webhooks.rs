@@ -292,7 +292,7 @@ impl Dispatcher {
         let Some(last) = events.last() else { return Ok(0) };
         let to: Cursor = last.cursor();
         let hooks = if events.iter().any(|e| crate::detail_type(&e.kind).is_some()) {
-            self.meta.webhooks(None).await?
+            self.meta.webhook_subscriptions().await?
         } else {
             Vec::new()
         };
@@ -338,7 +338,9 @@ impl Dispatcher {
     async fn deliver_webhook(&self, id: &str) -> Result<usize, Error> {
         let lease_ms = self.settings.lease.as_millis() as i64;
         let mut attempts = 0;
-        let Some(hook) = self.meta.webhooks(None).await?.into_iter().find(|w| w.id == id) else { return Ok(0) };
+        let Some(hook) = self.meta.webhook_subscriptions().await?.into_iter().find(|w| w.id == id) else {
+            return Ok(0);
+        };
         let secret = match self.keys.webhook_secrets().open(&hook.secret_enc, hook.id.as_bytes()) {
             Ok(s) => s,
             Err(e) => {

@@ -594,6 +594,12 @@ async fn events_contract(s: &dyn MetadataStore) {
         [("wh-1", (3, 0, 0)), ("wh-2", (0, 0, 0))]
     );
     assert!(s.webhooks(Some("other")).await.unwrap().is_empty());
+    let subs = s.webhook_subscriptions().await.unwrap();
+    assert_eq!(
+        subs.iter().map(|w| (w.id.as_str(), counts(w), w.url.as_str())).collect::<Vec<_>>(),
+        hooks.iter().map(|w| (w.id.as_str(), (0, 0, 0), w.url.as_str())).collect::<Vec<_>>(),
+        "every webhook, its deliveries not read"
+    );
 
     // Per-endpoint order: the oldest pending delivery is the only one attempted.
     assert_eq!(s.webhooks_due(50).await.unwrap(), ["wh-1"]);

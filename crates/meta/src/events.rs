@@ -203,6 +203,10 @@ pub trait EventStore: Send + Sync {
     async fn create_webhook(&self, w: &NewWebhook<'_>, now: i64) -> Result<()>;
     /// Webhooks (of one account when given), oldest first, with their delivery counts.
     async fn webhooks(&self, account_id: Option<&str>) -> Result<Vec<Webhook>>;
+    /// Every webhook, oldest first, without reading its deliveries (`pending`, `delivered`,
+    /// `dead` are 0 and `last_error` is `None`): what the consumer needs on every round, at a
+    /// cost that does not grow with the delivery history.
+    async fn webhook_subscriptions(&self) -> Result<Vec<Webhook>>;
     /// Delete a webhook of an account and its deliveries; `false` when absent.
     async fn delete_webhook(&self, account_id: &str, id: &str) -> Result<bool>;
     /// Make every dead delivery of a webhook pending again, due now, with fresh attempts;
@@ -409,6 +413,31 @@ macro_rules! portable_events {
                 .execute(&self.write)
                 .await?;
                 Ok(())
+            }
+
+            async fn webhook_subscriptions(&self) -> Result<Vec<crate::events::Webhook>> {
+                let rows = sqlx::query(
+                    "SELECT id, account_id, url, events, repository_filter, secret_enc, created_at \
+                     FROM webhooks ORDER BY created_at, id",
+                )
+                .fetch_all(&self.read)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| crate::events::Webhook {
+                        id: r.get(0),
+                        account_id: r.get(1),
+                        url: r.get(2),
+                        events: r.get(3),
+                        repository_filter: r.get(4),
+                        secret_enc: r.get(5),
+                        created_at: r.get(6),
+                        pending: 0,
+                        delivered: 0,
+                        dead: 0,
+                        last_error: None,
+                    })
+                    .collect())
             }
 
             async fn webhooks(&self, account_id: Option<&str>) -> Result<Vec<crate::events::Webhook>> {
