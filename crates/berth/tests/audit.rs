@@ -9,7 +9,7 @@ mod common;
 
 use berth_events::audit::{ApiCall, AuditSink, CallerIdentity, SinkSettings};
 use berth_meta::MetadataStore;
-use common::{ACCESS_KEY_ID, ACCOUNT_ID, Berth, SECRET_ACCESS_KEY, amz_date, hex_sha256, hmac};
+use common::{ACCESS_KEY_ID, ACCOUNT_ID, Berth, SECRET_ACCESS_KEY};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,42 +19,7 @@ const TARGET: &str = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101";
 /// One CloudTrail operation, SigV4-signed for service `cloudtrail` in `us-east-1`; the HTTP
 /// status and the JSON body.
 async fn cloudtrail(b: &Berth, key_id: &str, secret: &str, op: &str, body: &Value) -> (u16, Value) {
-    const REGION: &str = "us-east-1";
-    let body = body.to_string();
-    let target = format!("{TARGET}.{op}");
-    let stamp = amz_date(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs());
-    let day = &stamp[..8];
-    let scope = format!("{day}/{REGION}/cloudtrail/aws4_request");
-    let signed = "content-type;host;x-amz-date;x-amz-target";
-    let canonical = format!(
-        "POST\n/\n\ncontent-type:application/x-amz-json-1.1\nhost:{}\nx-amz-date:{stamp}\nx-amz-target:{target}\n\n{signed}\n{}",
-        b.addr,
-        hex_sha256(body.as_bytes())
-    );
-    let to_sign = format!("AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}", hex_sha256(canonical.as_bytes()));
-    let mut k = format!("AWS4{secret}").into_bytes();
-    for part in [day, REGION, "cloudtrail", "aws4_request"] {
-        k = hmac(&k, part);
-    }
-    let auth = format!(
-        "AWS4-HMAC-SHA256 Credential={key_id}/{scope}, SignedHeaders={signed}, Signature={}",
-        hex::encode(hmac(&k, &to_sign))
-    );
-    let resp = reqwest::Client::new()
-        .post(format!("{}/", b.url))
-        .header("content-type", "application/x-amz-json-1.1")
-        .header("x-amz-date", &stamp)
-        .header("x-amz-target", &target)
-        .header("authorization", auth)
-        .body(body)
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    assert_eq!(resp.headers()["content-type"], "application/x-amz-json-1.1");
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{op}: not JSON ({e}): {text}")))
+    common::aws_json_call(b, key_id, secret, "cloudtrail", &format!("{TARGET}.{op}"), body).await
 }
 
 async fn lookup(b: &Berth, body: Value) -> (u16, Value) {

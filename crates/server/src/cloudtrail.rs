@@ -14,7 +14,7 @@ use berth_events::audit::{LookupError, lookup_events};
 use berth_registry::{Caller, Clock, SystemClock, Target};
 use http::StatusCode;
 use http::request::Parts;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Prefix of every CloudTrail `X-Amz-Target`.
 pub const TARGET_PREFIX: &str = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.";
@@ -79,46 +79,23 @@ async fn serve(state: &AppState, parts: &mut Parts, body: &mut Body) -> Result<V
             format!("The request body is larger than the {BODY_LIMIT} bytes allowed."),
         )
     };
-    let declared = crate::body::declared_len(&parts.headers);
-    if declared.is_some_and(|n| n > BODY_LIMIT) {
-        return Err(too_large());
-    }
-    let _reservation = crate::body::reserve(declared.unwrap_or(BODY_LIMIT))
-        .await
-        .ok_or_else(|| EcrError::new("ThrottlingException", "Rate exceeded"))?;
-    let body = crate::body::read(body, BODY_LIMIT, declared.unwrap_or(0)).await.map_err(|e| match e {
-        crate::body::ReadError::TooLarge => too_large(),
-        crate::body::ReadError::Failed => {
-            EcrError::new("SerializationException", "The request body could not be read.")
-        }
-    })?;
-    let (identity, verified) = auth.verify(parts, &body)?;
+    // Kept whole: it holds the body's share of the in-flight budget until the answer.
+    let req = ecr::read_json(auth, parts, body, BODY_LIMIT, too_large).await?;
+    let (identity, input) = (&req.identity, &req.input);
     crate::obs::note(|f| {
         f.operation = Some(op.chars().filter(|c| !c.is_control()).take(64).collect());
         f.known_operation = op == "LookupEvents";
-        f.identity = Some(identity.clone());
-        f.region = Some(verified.region.clone());
+        f.request_parameters = crate::obs::scrub(input);
     });
-    let input: Value = if body.is_empty() {
-        json!({})
-    } else {
-        serde_json::from_slice(&body).map_err(|_| {
-            EcrError::new("SerializationException", "Start of structure or map found where not expected.")
-        })?
-    };
-    if !input.is_object() {
-        return Err(EcrError::new("SerializationException", "Start of structure or map found where not expected."));
-    }
-    crate::obs::note(|f| f.request_parameters = crate::obs::scrub(&input));
     match op.as_str() {
         "LookupEvents" => {
             let origin = crate::origin(state.trust_forwarded, parts);
-            let caller = Caller { identity: Some(&identity), source_ip: origin.ip, secure_transport: origin.secure };
+            let caller = Caller { identity: Some(identity), source_ip: origin.ip, secure_transport: origin.secure };
             reg.authorize(&caller, "cloudtrail:LookupEvents", Target::Account).await?;
             let Some(sink) = &state.audit else {
                 return Err(EcrError::new("UnsupportedOperationException", "This server keeps no audit trail."));
             };
-            Ok(lookup_events(sink.store().as_ref(), &identity.account_id, &input, SystemClock.now_ms()).await?)
+            Ok(lookup_events(sink.store().as_ref(), &identity.account_id, input, SystemClock.now_ms()).await?)
         }
         other => Err(EcrError::new(
             "UnknownOperationException",

@@ -361,6 +361,54 @@ pub async fn handle(state: &AppState, mut parts: Parts, mut body: Body) -> Respo
     }
 }
 
+/// A signed AWS JSON 1.1 request, read whole and verified.
+pub(crate) struct JsonRequest {
+    pub identity: Identity,
+    pub verified: sigv4::Verified,
+    /// The body: a JSON object (`{}` for an empty body).
+    pub input: Value,
+    /// Holds the body's share of the in-flight budget while the request is served.
+    _reservation: crate::body::Reservation,
+}
+
+/// After [`authenticate_headers`]: read the body (at most `limit` bytes, else `too_large()`;
+/// within the shared budget, see [`crate::body`]), check the signature over it, tell the
+/// observer who called, and parse the body as a JSON object (`SerializationException` if not).
+pub(crate) async fn read_json(
+    auth: HeaderAuth,
+    parts: &Parts,
+    body: &mut Body,
+    limit: u64,
+    too_large: impl Fn() -> EcrError,
+) -> Result<JsonRequest, EcrError> {
+    let declared = crate::body::declared_len(&parts.headers);
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let reservation = crate::body::reserve(declared.unwrap_or(limit))
+        .await
+        .ok_or_else(|| EcrError::new("ThrottlingException", "Rate exceeded"))?;
+    let body = crate::body::read(body, limit, declared.unwrap_or(0)).await.map_err(|e| match e {
+        crate::body::ReadError::TooLarge => too_large(),
+        crate::body::ReadError::Failed => {
+            EcrError::new("SerializationException", "The request body could not be read.")
+        }
+    })?;
+    let (identity, verified) = auth.verify(parts, &body)?;
+    crate::obs::note(|f| {
+        f.identity = Some(identity.clone());
+        f.region = Some(verified.region.clone());
+    });
+    let not_an_object =
+        || EcrError::new("SerializationException", "Start of structure or map found where not expected.");
+    let input: Value =
+        if body.is_empty() { json!({}) } else { serde_json::from_slice(&body).map_err(|_| not_an_object())? };
+    if !input.is_object() {
+        return Err(not_an_object());
+    }
+    Ok(JsonRequest { identity, verified, input, _reservation: reservation })
+}
+
 /// Serve one request: the signature's header part first, then the body (bounded by the
 /// operation's limit and the shared body budget, see [`crate::body`]), then the signature.
 async fn serve(state: &AppState, parts: &mut Parts, body: &mut Body) -> Result<Value, EcrError> {
@@ -371,37 +419,11 @@ async fn serve(state: &AppState, parts: &mut Parts, body: &mut Body) -> Result<V
     let op = op.as_str();
     crate::obs::note(|f| f.operation = Some(op.chars().filter(|c| !c.is_control()).take(64).collect()));
     let limit = body_limit(op);
-    let declared = crate::body::declared_len(&parts.headers);
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large(op, limit));
-    }
-    let _reservation = crate::body::reserve(declared.unwrap_or(limit))
-        .await
-        .ok_or_else(|| EcrError::new("ThrottlingException", "Rate exceeded"))?;
-    let body = crate::body::read(body, limit, declared.unwrap_or(0)).await.map_err(|e| match e {
-        crate::body::ReadError::TooLarge => too_large(op, limit),
-        crate::body::ReadError::Failed => {
-            EcrError::new("SerializationException", "The request body could not be read.")
-        }
-    })?;
-    let (identity, verified) = auth.verify(parts, &body)?;
+    let req = read_json(auth, parts, body, limit, || too_large(op, limit)).await?;
     let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost").to_string();
     let origin = crate::origin(state.trust_forwarded, parts);
-    crate::obs::note(|f| {
-        f.identity = Some(identity.clone());
-        f.region = Some(verified.region.clone());
-    });
-    let ctx = Ctx { reg, identity, origin, region: verified.region, host };
-    let input: Value = if body.is_empty() {
-        json!({})
-    } else {
-        serde_json::from_slice(&body).map_err(|_| {
-            EcrError::new("SerializationException", "Start of structure or map found where not expected.")
-        })?
-    };
-    if !input.is_object() {
-        return Err(EcrError::new("SerializationException", "Start of structure or map found where not expected."));
-    }
+    let ctx = Ctx { reg, identity: req.identity, origin, region: req.verified.region, host };
+    let input = req.input;
     if let Some(field) = control_char_field(&input, "") {
         return Err(EcrError::invalid(format!(
             "Invalid parameter at '{field}' failed to satisfy constraint: 'must not contain control characters'"

@@ -516,12 +516,25 @@ pub async fn ecr_call(
     op: &str,
     body: &serde_json::Value,
 ) -> (u16, serde_json::Value) {
+    aws_json_call(b, key_id, secret, "ecr", &format!("AmazonEC2ContainerRegistry_V20150921.{op}"), body).await
+}
+
+/// One AWS JSON 1.1 call (`X-Amz-Target: target`) on `b`, SigV4-signed for `service` in
+/// `us-east-1` with the access key `key_id`/`secret`; the HTTP status and the JSON body (the
+/// answer must be `application/x-amz-json-1.1`).
+pub async fn aws_json_call(
+    b: &Berth,
+    key_id: &str,
+    secret: &str,
+    service: &str,
+    target: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
     const REGION: &str = "us-east-1";
     let body = body.to_string();
-    let target = format!("AmazonEC2ContainerRegistry_V20150921.{op}");
     let stamp = amz_date(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs());
     let day = &stamp[..8];
-    let scope = format!("{day}/{REGION}/ecr/aws4_request");
+    let scope = format!("{day}/{REGION}/{service}/aws4_request");
     let signed = "content-type;host;x-amz-date;x-amz-target";
     let canonical = format!(
         "POST\n/\n\ncontent-type:application/x-amz-json-1.1\nhost:{}\nx-amz-date:{stamp}\nx-amz-target:{target}\n\n{signed}\n{}",
@@ -530,7 +543,7 @@ pub async fn ecr_call(
     );
     let to_sign = format!("AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}", hex_sha256(canonical.as_bytes()));
     let mut k = format!("AWS4{secret}").into_bytes();
-    for part in [day, REGION, "ecr", "aws4_request"] {
+    for part in [day, REGION, service, "aws4_request"] {
         k = hmac(&k, part);
     }
     let auth = format!(
@@ -541,16 +554,17 @@ pub async fn ecr_call(
         .post(format!("{}/", b.url))
         .header("content-type", "application/x-amz-json-1.1")
         .header("x-amz-date", &stamp)
-        .header("x-amz-target", &target)
+        .header("x-amz-target", target)
         .header("authorization", auth)
         .body(body)
         .timeout(Duration::from_secs(60))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{op}: {e}"));
+        .unwrap_or_else(|e| panic!("{target}: {e}"));
     let status = resp.status().as_u16();
+    assert_eq!(resp.headers()["content-type"], "application/x-amz-json-1.1", "{target}");
     let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{op}: response is not JSON ({e}): {text}")))
+    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{target}: response is not JSON ({e}): {text}")))
 }
 
 /// Push a small OCI image (a config blob whose content depends on `seed`, no layers) to
