@@ -424,7 +424,7 @@ def check_raw_error(r, code, message=None, *, prefix=None, status=400):
 # AWS CLI
 
 
-def aws_cli(server, *args, akid=ROOT_AKID, secret=ROOT_SECRET, region=REGION, timeout=120):
+def aws_cli(server, *args, akid=ROOT_AKID, secret=ROOT_SECRET, region=REGION, timeout=120, service="ecr"):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(
         AWS_ACCESS_KEY_ID=akid,
@@ -435,7 +435,7 @@ def aws_cli(server, *args, akid=ROOT_AKID, secret=ROOT_SECRET, region=REGION, ti
     )
     exe = shutil.which("aws")
     cmd = [exe] if exe else [sys.executable, "-m", "awscli"]
-    cmd += ["ecr", *args, "--endpoint-url", server.url, "--region", region, "--output", "json"]
+    cmd += [service, *args, "--endpoint-url", server.url, "--region", region, "--output", "json"]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 

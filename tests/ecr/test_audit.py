@@ -1,29 +1,12 @@
 """The audit trail through the real AWS CLI: `aws cloudtrail lookup-events` against Berth."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 
-import pytest
-
-from ecrlib import REGION, ROOT_AKID, ROOT_SECRET, cli_error_line, cli_json
+from ecrlib import ROOT_AKID, ROOT_SECRET, aws_cli, cli_error_line, cli_json
 
 
 def cloudtrail_cli(server, *args, akid=ROOT_AKID, secret=ROOT_SECRET):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        AWS_ACCESS_KEY_ID=akid,
-        AWS_SECRET_ACCESS_KEY=secret,
-        AWS_CONFIG_FILE="/nonexistent/berth-ecr-tests/config",
-        AWS_SHARED_CREDENTIALS_FILE="/nonexistent/berth-ecr-tests/credentials",
-        AWS_EC2_METADATA_DISABLED="true",
-    )
-    exe = shutil.which("aws")
-    cmd = [exe] if exe else [sys.executable, "-m", "awscli"]
-    cmd += ["cloudtrail", *args, "--endpoint-url", server.url, "--region", REGION, "--output", "json"]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    return aws_cli(server, *args, akid=akid, secret=secret, service="cloudtrail")
 
 
 def test_lookup_events_answers_and_validates(server):
@@ -56,7 +39,7 @@ def test_calls_are_looked_up_with_the_cli_across_pages(server):
     import datetime
     import time
 
-    from ecrlib import aws_cli, unique
+    from ecrlib import unique
 
     since = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=5)).strftime(
         "%Y-%m-%dT%H:%M:%SZ"

@@ -803,9 +803,9 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
             register_test_jobs(&mut runner);
         }
         let retention = Duration::from_secs(cfg.event_retention_days.saturating_mul(86_400));
-        webhooks::Dispatcher::register_retention(meta.store(), Arc::new(SystemClock), &mut runner, retention);
+        webhooks::Dispatcher::register_retention(&mut runner, retention);
         let retention = Duration::from_secs(cfg.audit_retention_days.saturating_mul(86_400));
-        audit::register_retention(meta.store(), Arc::new(SystemClock), &mut runner, retention);
+        audit::register_retention(&mut runner, retention);
         tracing::info!(node_id, kinds = ?runner.kinds(), "running background jobs");
         let general = Arc::new(runner).start(stop_rx.clone(), grace);
         // The event consumer has a runner (and worker) of its own: its job keeps working for a

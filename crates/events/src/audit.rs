@@ -497,24 +497,13 @@ pub const PURGE_JOB: &str = "purge-audit";
 
 /// Register the hourly retention job: records older than `retention` go (chain prefixes, see
 /// [`AuditStore::purge_audit`]).
-pub fn register_retention(
-    meta: Arc<dyn MetadataStore>,
-    clock: Arc<dyn Clock>,
-    runner: &mut JobRunner,
-    retention: Duration,
-) {
-    runner.handle(PURGE_JOB, move |_job| {
-        let (meta, clock) = (meta.clone(), clock.clone());
-        async move {
-            let before = clock.now_ms() - retention.as_millis() as i64;
-            let n = meta.purge_audit(before).await.map_err(|e| e.to_string())?;
-            if n > 0 {
-                tracing::info!(deleted = n, "purged old audit records");
-            }
-            Ok(())
-        }
-    });
-    runner.every(PURGE_JOB, Duration::from_secs(3600), 3);
+pub fn register_retention(runner: &mut JobRunner, retention: Duration) {
+    runner.purge_hourly(
+        PURGE_JOB,
+        "audit records",
+        retention,
+        |meta, before| async move { meta.purge_audit(before).await },
+    );
 }
 
 /// One chain as verification found it.

@@ -222,25 +222,15 @@ impl Dispatcher {
         runner.every(JOB, period, 1_000);
     }
 
-    /// Register the hourly retention job.
-    pub fn register_retention(
-        meta: Arc<dyn MetadataStore>,
-        clock: Arc<dyn Clock>,
-        runner: &mut JobRunner,
-        retention: Duration,
-    ) {
-        runner.handle(PURGE_JOB, move |_job| {
-            let (meta, clock) = (meta.clone(), clock.clone());
-            async move {
-                let before = clock.now_ms() - retention.as_millis() as i64;
-                let n = meta.purge_events(before).await.map_err(|e| e.to_string())?;
-                if n > 0 {
-                    tracing::info!(deleted = n, "purged old events");
-                }
-                Ok(())
-            }
-        });
-        runner.every(PURGE_JOB, Duration::from_secs(3600), 3);
+    /// Register the hourly retention job: events older than `retention` that every consumer
+    /// has passed, and finished deliveries.
+    pub fn register_retention(runner: &mut JobRunner, retention: Duration) {
+        runner.purge_hourly(
+            PURGE_JOB,
+            "events",
+            retention,
+            |meta, before| async move { meta.purge_events(before).await },
+        );
     }
 
     /// Fan out and deliver until `until` (epoch ms) or the stop signal.

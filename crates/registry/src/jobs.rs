@@ -297,19 +297,32 @@ impl JobRunner {
             }
         });
         self.every(EXPIRE_UPLOADS, expire_every, 3);
-        let (meta, clock) = (self.meta.clone(), self.clock.clone());
-        self.handle(PURGE_JOBS, move |_job| {
-            let (meta, clock) = (meta.clone(), clock.clone());
+        self.purge_hourly(PURGE_JOBS, "done jobs", retention, |meta, before| async move {
+            meta.purge_done_jobs(before).await
+        });
+    }
+
+    /// Register `kind` as an hourly job that deletes what is older than `retention`:
+    /// `purge(store, before)` deletes what was last touched before `before` (epoch ms) and says
+    /// how many; the count is logged as `what`.
+    pub fn purge_hourly<F, Fut>(&mut self, kind: &str, what: &'static str, retention: Duration, purge: F)
+    where
+        F: Fn(Arc<dyn MetadataStore>, i64) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = berth_meta::Result<u64>> + Send + 'static,
+    {
+        let (meta, clock, purge) = (self.meta.clone(), self.clock.clone(), Arc::new(purge));
+        self.handle(kind, move |_job| {
+            let (meta, clock, purge) = (meta.clone(), clock.clone(), purge.clone());
             async move {
                 let before = clock.now_ms() - retention.as_millis() as i64;
-                let n = meta.purge_done_jobs(before).await.map_err(|e| e.to_string())?;
+                let n = purge(meta, before).await.map_err(|e| e.to_string())?;
                 if n > 0 {
-                    tracing::info!(deleted = n, "purged old done jobs");
+                    tracing::info!(deleted = n, what, "purged old records");
                 }
                 Ok(())
             }
         });
-        self.every(PURGE_JOBS, Duration::from_secs(3600), 3);
+        self.every(kind, Duration::from_secs(3600), 3);
     }
 }
 
