@@ -228,20 +228,31 @@ impl JobRunner {
     /// it is released. The returned task ends when all have stopped.
     pub fn start(self: Arc<Self>, stop: watch::Receiver<bool>, grace: Duration) -> tokio::task::JoinHandle<()> {
         let mut tasks = Vec::new();
+        // Raised when the scheduler enqueued a job, so idle workers claim it at once instead of
+        // at their next poll (a periodic job that keeps working for its whole period, like the
+        // event consumer, is then handed over at the period's boundary without a gap).
+        let enqueued = Arc::new(tokio::sync::Notify::new());
         if !self.periodic.is_empty() {
             let this = self.clone();
             let mut stop = stop.clone();
-            // Often enough that each period gets its job soon after it starts.
-            let tick = self.periodic.iter().map(|p| p.every / 4).min().unwrap_or_default();
-            let tick = tick.clamp(Duration::from_millis(100), Duration::from_secs(60));
+            let enqueued = enqueued.clone();
             tasks.push(tokio::spawn(async move {
                 while !*stop.borrow() {
-                    if let Err(e) = this.schedule().await {
-                        tracing::warn!(error = %e, "scheduling periodic jobs failed");
-                    }
+                    let wait = match this.schedule().await {
+                        Ok(n) => {
+                            if n > 0 {
+                                enqueued.notify_waiters();
+                            }
+                            this.until_next_period()
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "scheduling periodic jobs failed");
+                            this.until_next_period().min(Duration::from_secs(1))
+                        }
+                    };
                     tokio::select! {
                         _ = stopped(&mut stop) => {}
-                        _ = tokio::time::sleep(tick) => {}
+                        _ = tokio::time::sleep(wait) => {}
                     }
                 }
             }));
@@ -249,8 +260,13 @@ impl JobRunner {
         for _ in 0..self.cfg.workers.max(1) {
             let this = self.clone();
             let mut stop = stop.clone();
+            let enqueued = enqueued.clone();
             tasks.push(tokio::spawn(async move {
                 while !*stop.borrow() {
+                    // Registered before looking, so an enqueue during the look is not missed.
+                    let woken = enqueued.notified();
+                    tokio::pin!(woken);
+                    woken.as_mut().enable();
                     match this.run_one(&mut stop, grace).await {
                         Ok(true) => continue,
                         Ok(false) => {}
@@ -258,6 +274,7 @@ impl JobRunner {
                     }
                     tokio::select! {
                         _ = stopped(&mut stop) => {}
+                        _ = woken => {}
                         _ = tokio::time::sleep(this.cfg.poll_every) => {}
                     }
                 }
@@ -268,6 +285,23 @@ impl JobRunner {
                 let _ = t.await;
             }
         })
+    }
+
+    /// Time until the earliest next period of the periodic kinds starts (a few milliseconds
+    /// past it, so the clock is surely in the new period), at most a minute: the scheduler
+    /// enqueues each period's job as the period begins.
+    fn until_next_period(&self) -> Duration {
+        let now = self.clock.now_ms();
+        let next = self
+            .periodic
+            .iter()
+            .map(|p| {
+                let period = p.every.as_millis().max(1) as i64;
+                period - now.rem_euclid(period)
+            })
+            .min()
+            .unwrap_or(60_000);
+        Duration::from_millis((next + 5).clamp(5, 60_000) as u64)
     }
 }
 
@@ -351,5 +385,38 @@ mod tests {
         let b: Vec<u128> = (1..=6).map(|a| c.backoff(a).as_millis()).collect();
         assert_eq!(b, [100, 200, 400, 800, 1000, 1000]);
         assert_eq!(c.backoff(u32::MAX), Duration::from_millis(1000));
+    }
+
+    /// Each period's job starts as its period begins, not at the next poll of an idle worker:
+    /// with workers that poll once a minute, a job every second still runs every second, each
+    /// within its own period (the event consumer, which works through its whole period, relies
+    /// on this to leave no gap at the boundary).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn periodic_jobs_start_at_their_period_without_waiting_for_a_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = berth_meta::sqlite::SqliteStore::open(&dir.path().join("meta.db")).await.unwrap();
+        let mut cfg = RunnerConfig::new("n1");
+        cfg.poll_every = Duration::from_secs(60);
+        let mut runner = JobRunner::new(Arc::new(meta), Arc::new(crate::SystemClock), cfg);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        runner.handle("tick", move |job| {
+            let tx = tx.clone();
+            async move { tx.send((job.key, crate::SystemClock.now_ms())).map_err(|e| e.to_string()) }
+        });
+        runner.every("tick", Duration::from_secs(1), 1);
+        let (stop_tx, stop) = watch::channel(false);
+        let done = Arc::new(runner).start(stop, Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(3_500)).await;
+        stop_tx.send(true).unwrap();
+        done.await.unwrap();
+        let mut runs = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            runs.push(r);
+        }
+        assert!(runs.len() >= 3, "one run per second: {runs:?}");
+        for (key, at) in &runs {
+            let started = at - at.rem_euclid(1000);
+            assert_eq!(key, &bucket_key(started), "each run starts within its own period: {runs:?}");
+        }
     }
 }
