@@ -116,7 +116,7 @@ async fn contract(s: &dyn MetadataStore) {
     assert_eq!(s.put_manifest(&m2, &["v1"], 14).await.unwrap(), PutManifest::Stored);
     let m3 = NewManifest { digest: "sha256:o", ..m2.clone() };
     assert_eq!(s.put_manifest(&m3, &["v1"], 15).await.unwrap(), PutManifest::TagExists("v1".into()));
-    let images = s.images(info.id).await.unwrap();
+    let images = all_images(s, info.id).await;
     assert_eq!(images.len(), 1);
     assert_eq!(
         (images[0].digest.as_str(), images[0].tags.clone(), images[0].image_size),
@@ -124,7 +124,7 @@ async fn contract(s: &dyn MetadataStore) {
     );
     writes_check_rules_in_the_transaction(s, &m, info.id).await;
     s.record_pull(info.id, "sha256:n", 99).await.unwrap();
-    assert_eq!(s.images(info.id).await.unwrap()[0].last_pulled_at, Some(99));
+    assert_eq!(all_images(s, info.id).await[0].last_pulled_at, Some(99));
     assert!(!s.referenced_by_index(info.id, "sha256:n").await.unwrap());
     assert_eq!(s.delete_repository(info.id, false, 0).await.unwrap(), DeleteRepository::NotEmpty);
     assert_eq!(s.delete_repository(info.id, true, 0).await.unwrap(), DeleteRepository::Deleted);
@@ -146,6 +146,100 @@ async fn contract(s: &dyn MetadataStore) {
     assert_eq!(s.init_setting("k", "first").await.unwrap(), "first");
     assert_eq!(s.init_setting("k", "second").await.unwrap(), "first");
     assert_eq!(s.setting("k").await.unwrap().as_deref(), Some("first"));
+}
+
+/// Every image of a repository, read a page of two at a time.
+async fn all_images(s: &dyn MetadataStore, repo: i64) -> Vec<Image> {
+    let mut out: Vec<Image> = Vec::new();
+    loop {
+        let key = out.last().map(Image::key);
+        let from = key.as_ref().map_or(ImagesFrom::Start, ImagesFrom::After);
+        let page = s.images_page(repo, TagStatus::Any, from, 2).await.unwrap();
+        let done = page.len() < 2;
+        out.extend(page);
+        if done {
+            return out;
+        }
+    }
+}
+
+/// Image listings: keyset pages in (push time, digest) order from a cursor, inclusive or not;
+/// `tagStatus` filters follow every tag write; one image by digest; referrers by page and type.
+async fn listing_contract(s: &dyn MetadataStore) {
+    let ns = Namespace { account_id: "444444444444".into(), region: "r".into() };
+    let repo = s.ensure_repository(&ns, "list", 1).await.unwrap();
+    s.link_blob(repo, "sha256:b", 5, 1).await.unwrap();
+    let m = |digest: &'static str, subject: Option<&'static str>, artifact_type: Option<&'static str>| NewManifest {
+        repo_id: repo,
+        digest,
+        media_type: "x",
+        artifact_type,
+        subject,
+        annotations: None,
+        content: b"{}",
+        blobs: &[("sha256:b", 5)],
+        children: &[],
+        config_media_type: None,
+        index: false,
+    };
+    // a (t=1, tags x y), b (t=2, untagged), c (t=2, tag z), d (t=3, untagged): b and c tie on
+    // time and go by digest.
+    for (d, tags, t) in
+        [("sha256:a", &["y", "x"][..], 1), ("sha256:c", &["z"], 2), ("sha256:b", &[], 2), ("sha256:d", &[], 3)]
+    {
+        assert_eq!(s.put_manifest(&m(d, None, None), tags, t).await.unwrap(), PutManifest::Stored);
+    }
+    let page = |status: TagStatus, from: Option<(&'static str, i64, bool)>, limit: u32| async move {
+        let key = from.map(|(d, t, _)| ImageKey { pushed_at: t, digest: d.to_string() });
+        let from = match (&key, from) {
+            (Some(k), Some((_, _, true))) => ImagesFrom::At(k),
+            (Some(k), _) => ImagesFrom::After(k),
+            _ => ImagesFrom::Start,
+        };
+        let imgs = s.images_page(repo, status, from, limit).await.unwrap();
+        imgs.into_iter().map(|i| format!("{}{:?}", &i.digest[7..], i.tags)).collect::<Vec<_>>()
+    };
+    assert_eq!(page(TagStatus::Any, None, 2).await, ["a[\"x\", \"y\"]", "b[]"]);
+    assert_eq!(page(TagStatus::Any, Some(("sha256:b", 2, false)), 5).await, ["c[\"z\"]", "d[]"]);
+    assert_eq!(page(TagStatus::Any, Some(("sha256:c", 2, true)), 5).await, ["c[\"z\"]", "d[]"]);
+    assert_eq!(page(TagStatus::Any, Some(("sha256:bb", 2, true)), 1).await, ["c[\"z\"]"], "a cursor between images");
+    assert_eq!(page(TagStatus::Any, Some(("sha256:d", 3, false)), 5).await, Vec::<String>::new());
+    assert_eq!(page(TagStatus::Tagged, None, 5).await, ["a[\"x\", \"y\"]", "c[\"z\"]"]);
+    assert_eq!(page(TagStatus::Untagged, None, 5).await, ["b[]", "d[]"]);
+    assert_eq!(page(TagStatus::Tagged, Some(("sha256:a", 1, false)), 5).await, ["c[\"z\"]"]);
+    // Moving z from c to d untags c and tags d; pushing where a tag already is changes nothing.
+    assert_eq!(s.put_manifest(&m("sha256:d", None, None), &["z"], 4).await.unwrap(), PutManifest::Stored);
+    assert_eq!(s.put_manifest(&m("sha256:d", None, None), &["z"], 5).await.unwrap(), PutManifest::Stored);
+    assert_eq!(page(TagStatus::Tagged, None, 5).await, ["a[\"x\", \"y\"]", "d[\"z\"]"]);
+    assert_eq!(page(TagStatus::Untagged, None, 5).await, ["b[]", "c[]"]);
+    // Removing one of two tags keeps the image tagged; removing the last untags it.
+    assert!(s.delete_tag(repo, "x", 6).await.unwrap());
+    assert_eq!(page(TagStatus::Tagged, None, 1).await, ["a[\"y\"]"]);
+    assert!(s.delete_tag(repo, "y", 7).await.unwrap());
+    assert_eq!(page(TagStatus::Untagged, None, 5).await, ["a[]", "b[]", "c[]"]);
+    assert!(s.delete_manifest(repo, "sha256:d", 8).await.unwrap());
+    assert_eq!(page(TagStatus::Tagged, None, 5).await, Vec::<String>::new());
+    // One image by digest, with its tags.
+    assert_eq!(s.put_manifest(&m("sha256:b", None, None), &["q", "p"], 9).await.unwrap(), PutManifest::Stored);
+    let b = s.image(repo, "sha256:b").await.unwrap().unwrap();
+    assert_eq!((b.pushed_at, b.tags.clone(), b.image_size), (2, vec!["p".to_string(), "q".to_string()], 5));
+    assert_eq!(s.image(repo, "sha256:nope").await.unwrap(), None);
+    // Referrers of a subject: pages in push order, filtered by artifact type.
+    for (d, t, at) in [("sha256:r1", 10, "s"), ("sha256:r2", 11, "t"), ("sha256:r3", 12, "s")] {
+        assert_eq!(s.put_manifest(&m(d, Some("sha256:b"), Some(at)), &[], t).await.unwrap(), PutManifest::Stored);
+    }
+    let refs = |types: &'static [&'static str], after: Option<(&'static str, i64)>, limit: u32| async move {
+        let key = after.map(|(d, t)| ImageKey { pushed_at: t, digest: d.to_string() });
+        let got = s.referrers_page(repo, "sha256:b", types, key.as_ref(), limit).await.unwrap();
+        got.into_iter().map(|r| r.digest[7..].to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(refs(&[], None, 2).await, ["r1", "r2"]);
+    assert_eq!(refs(&[], Some(("sha256:r2", 11)), 2).await, ["r3"]);
+    assert_eq!(refs(&["s"], None, 5).await, ["r1", "r3"]);
+    assert_eq!(refs(&["t", "u", "v", "w", "x"], None, 5).await, ["r2"]);
+    let six = ["a", "b", "c", "d", "e", "f"];
+    assert!(matches!(s.referrers_page(repo, "sha256:b", &six, None, 5).await, Err(MetaError::Invalid(_))));
+    assert_eq!(s.referrers(repo, "sha256:b", Some("s")).await.unwrap().len(), 2);
 }
 
 /// The rules a manifest write obeys are read inside its transaction: the repository's committed
@@ -187,7 +281,7 @@ async fn writes_check_rules_in_the_transaction(s: &dyn MetadataStore, base: &New
     );
     assert!(s.manifest(repo, "sha256:r").await.unwrap().is_none());
     assert_eq!(s.resolve_tag(repo, "x").await.unwrap(), None);
-    let img = s.images(repo).await.unwrap().into_iter().find(|i| i.digest == "sha256:p").unwrap();
+    let img = all_images(s, repo).await.into_iter().find(|i| i.digest == "sha256:p").unwrap();
     assert_eq!(img.image_size, 5);
     // An index's children: declared size = stored manifest bytes (`{}`: 2).
     let kids = [("sha256:p", 3u64)];
@@ -199,7 +293,7 @@ async fn writes_check_rules_in_the_transaction(s: &dyn MetadataStore, base: &New
     let kids = [("sha256:p", 2u64)];
     let index = NewManifest { blobs: &[], children: &kids, index: true, ..m("sha256:i") };
     assert_eq!(s.put_manifest(&index, &[], 28).await.unwrap(), PutManifest::Stored);
-    let img = s.images(repo).await.unwrap().into_iter().find(|i| i.digest == "sha256:i").unwrap();
+    let img = all_images(s, repo).await.into_iter().find(|i| i.digest == "sha256:i").unwrap();
     assert_eq!(img.image_size, 5, "an index's size is its largest child's");
     // A deleted repository takes no writes, and has no epoch.
     assert_eq!(s.delete_repository(other, true, 0).await.unwrap(), DeleteRepository::Deleted);
@@ -747,12 +841,66 @@ async fn audit_contract(s: &dyn MetadataStore) {
     assert!(s.audit_chain_records("n1", 0, 50).await.unwrap().is_empty());
 }
 
+/// Bind the parameters of a plan check.
+macro_rules! bind_params {
+    ($q:expr, $params:expr) => {{
+        let mut q = $q;
+        for p in $params {
+            q = match p {
+                listing::Param::I(i) => q.bind(*i),
+                listing::Param::T(t) => q.bind(*t),
+                listing::Param::N => q.bind(None::<&str>),
+            };
+        }
+        q
+    }};
+}
+
+/// The hot listing and lookup queries search their index on SQLite: no scan of a table.
+async fn sqlite_plans(s: &sqlite::SqliteStore) {
+    use sqlx::Row;
+    for (name, sql, index, _, params) in listing::hot_queries() {
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let q = bind_params!(sqlx::query(sqlx::AssertSqlSafe(explain)), &params);
+        let plan: Vec<String> = q.fetch_all(&s.read).await.unwrap().iter().map(|r| r.get::<String, _>(3)).collect();
+        let scans: Vec<&String> = plan
+            .iter()
+            .filter(|l| ["manifests", "tags", "repositories"].iter().any(|t| l.starts_with(&format!("SCAN {t}"))))
+            .collect();
+        assert!(scans.is_empty(), "{name}: a table scan in {plan:#?}");
+        assert!(
+            plan.iter().any(|l| l.contains(&format!("INDEX {index} "))),
+            "{name}: {index} not searched in {plan:#?}"
+        );
+    }
+}
+
+/// The hot listing and lookup queries search an index on PostgreSQL by their key conditions
+/// (with sequential scans priced out, so that a plan of a small test table shows what a large
+/// one would use; which index is left to the planner's statistics).
+async fn postgres_plans(s: &postgres::PgStore) {
+    use sqlx::Row;
+    let mut conn = s.read.acquire().await.unwrap();
+    sqlx::raw_sql("SET enable_seqscan = off").execute(&mut *conn).await.unwrap();
+    for (name, sql, _, cond, params) in listing::hot_queries() {
+        let explain = format!("EXPLAIN {sql}");
+        let q = bind_params!(sqlx::query(sqlx::AssertSqlSafe(explain)), &params);
+        let plan: Vec<String> = q.fetch_all(&mut *conn).await.unwrap().iter().map(|r| r.get::<String, _>(0)).collect();
+        assert!(!plan.iter().any(|l| l.contains("Seq Scan")), "{name}: a table scan in {plan:#?}");
+        let searched = plan.iter().any(|l| l.trim_start().starts_with("Index Cond:") && l.contains(cond));
+        assert!(searched, "{name}: no index search on {cond} in {plan:#?}");
+    }
+    sqlx::raw_sql("RESET enable_seqscan").execute(&mut *conn).await.unwrap();
+}
+
 #[tokio::test]
 async fn sqlite_contract() {
     let dir = tempfile::tempdir().unwrap();
     let (s, applied) = sqlite::SqliteStore::open_with(&dir.path().join("m.db"), SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
     contract(&s).await;
+    listing_contract(&s).await;
+    sqlite_plans(&s).await;
     iam_contract(&s).await;
     jobs_contract(Arc::new(s.clone())).await;
     events_contract(&s).await;
@@ -764,7 +912,7 @@ async fn sqlite_contract() {
     s.close().await;
     // A check on an unmigrated database refuses it.
     let err = sqlite::SqliteStore::open_with(&dir.path().join("new.db"), SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 10), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 11), "{err}");
     assert!(err.to_string().contains("berth migrate"), "{err}");
 }
 
@@ -790,10 +938,12 @@ async fn postgres_contract() {
     let base = url.rsplit_once('/').map(|(b, _)| b).unwrap();
     let url = format!("{base}/{db}");
     let err = postgres::PgStore::open_with(&url, SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 10), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 11), "{err}");
     let (s, applied) = postgres::PgStore::open_with(&url, SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
     contract(&s).await;
+    listing_contract(&s).await;
+    postgres_plans(&s).await;
     iam_contract(&s).await;
     jobs_contract(Arc::new(s.clone())).await;
     events_contract(&s).await;

@@ -11,6 +11,7 @@ pub mod audit;
 mod contract;
 pub mod events;
 pub mod iam;
+mod listing;
 pub mod mutability;
 pub mod postgres;
 pub mod sqlite;
@@ -32,6 +33,9 @@ pub enum MetaError {
     /// The repository a write names was deleted (by another node, meanwhile): nothing was written.
     #[error("the repository no longer exists")]
     RepositoryGone,
+    /// A caller passed what a method's contract excludes (a bug of the caller, not of the data).
+    #[error("invalid call: {0}")]
+    Invalid(String),
     /// The store was opened with [`SchemaMode::Check`] and its schema is not the one this build
     /// expects: migrations are pending, or the database has migrations this build does not know
     /// (it was migrated by a newer version).
@@ -307,6 +311,8 @@ pub struct Referrer {
     pub artifact_type: Option<String>,
     /// JSON object string.
     pub annotations: Option<String>,
+    /// When it was pushed (with the digest, its place in the order referrers are listed in).
+    pub pushed_at: i64,
 }
 
 /// An access key. The secret is stored sealed under the server key.
@@ -365,6 +371,39 @@ pub struct Image {
     pub last_pulled_at: Option<i64>,
     /// Tags pointing at it, sorted.
     pub tags: Vec<String>,
+}
+
+impl Image {
+    /// Its position in the repository's listing order.
+    pub fn key(&self) -> ImageKey {
+        ImageKey { pushed_at: self.pushed_at, digest: self.digest.clone() }
+    }
+}
+
+/// Where an image sits in its repository's listing order: oldest push first, then by digest.
+/// A push never changes an image's key (re-pushing a manifest keeps its first push time), so a
+/// listing that continues after a key neither repeats nor skips an image that stayed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ImageKey {
+    pub pushed_at: i64,
+    pub digest: String,
+}
+
+/// ECR's `tagStatus` filter of image listings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TagStatus {
+    #[default]
+    Any,
+    Tagged,
+    Untagged,
+}
+
+/// Where a page of images starts: at the beginning, at an image (inclusive) or after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImagesFrom<'a> {
+    Start,
+    At(&'a ImageKey),
+    After(&'a ImageKey),
 }
 
 /// Outcome of [`MetadataStore::delete_repository`].
@@ -452,8 +491,28 @@ pub trait MetadataStore: IamStore + EventStore + AuditStore + Send + Sync + 'sta
     async fn list_tags(&self, repo_id: i64, last: Option<&str>, limit: u32) -> Result<Vec<String>>;
     /// Manifests whose subject is `subject`, optionally only those of `artifact_type`.
     async fn referrers(&self, repo_id: i64, subject: &str, artifact_type: Option<&str>) -> Result<Vec<Referrer>>;
-    /// Every manifest of a repository with its tags, oldest push first.
-    async fn images(&self, repo_id: i64) -> Result<Vec<Image>>;
+    /// One page of the manifests whose subject is `subject`, oldest push first: at most `limit`
+    /// after `after`, only those of one of `artifact_types` (at most five) when any are given.
+    async fn referrers_page(
+        &self,
+        repo_id: i64,
+        subject: &str,
+        artifact_types: &[&str],
+        after: Option<&ImageKey>,
+        limit: u32,
+    ) -> Result<Vec<Referrer>>;
+    /// One page of a repository's images in listing order ([`ImageKey`]), with their tags: at
+    /// most `limit` from `from` that match `status`. Reads only the page (an index range), so
+    /// its cost does not depend on the repository's size.
+    async fn images_page(
+        &self,
+        repo_id: i64,
+        status: TagStatus,
+        from: ImagesFrom<'_>,
+        limit: u32,
+    ) -> Result<Vec<Image>>;
+    /// One image of a repository by digest, with its tags.
+    async fn image(&self, repo_id: i64, digest: &str) -> Result<Option<Image>>;
     /// Record that a manifest was pulled at `now`.
     async fn record_pull(&self, repo_id: i64, digest: &str, now: i64) -> Result<()>;
     /// Whether an index of the repository lists `digest` as a child.

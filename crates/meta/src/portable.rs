@@ -73,10 +73,7 @@ impl MetadataStore for $store {
     }
 
     async fn list_repositories(&self, ns: &Namespace, last: Option<&str>, limit: u32) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT name FROM repositories WHERE account_id = $1 AND region = $2 AND name > $3 \
-             ORDER BY name LIMIT $4",
-        )
+        let rows = sqlx::query(crate::listing::REPOSITORIES_SQL)
         .bind(&ns.account_id)
         .bind(&ns.region)
         .bind(last.unwrap_or(""))
@@ -338,7 +335,20 @@ impl MetadataStore for $store {
         }
         // A tag already on this digest is left alone (no event: nothing changed).
         let mut moved: Vec<&str> = Vec::new();
+        let mut untagged_from: Vec<String> = Vec::new();
         for t in tags {
+            let before: Option<String> = sqlx::query("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
+                .bind(m.repo_id)
+                .bind(*t)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.get(0));
+            if let Some(d) = before
+                && d != m.digest
+                && !untagged_from.contains(&d)
+            {
+                untagged_from.push(d);
+            }
             let changed = sqlx::query(
                 "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at \
@@ -353,6 +363,12 @@ impl MetadataStore for $store {
             .is_some();
             if changed && !moved.contains(t) {
                 moved.push(t);
+            }
+        }
+        if !moved.is_empty() {
+            refresh_tagged(&mut tx, m.repo_id, m.digest).await?;
+            for d in &untagged_from {
+                refresh_tagged(&mut tx, m.repo_id, d).await?;
             }
         }
         let image = crate::events::ImageRef {
@@ -448,6 +464,7 @@ impl MetadataStore for $store {
             return Ok(false);
         };
         let (digest, media_type): (String, Option<String>) = (row.get(0), row.get(1));
+        refresh_tagged(&mut tx, repo_id, &digest).await?;
         let image = crate::events::ImageRef {
             repository: &repo.name,
             digest: &digest,
@@ -480,7 +497,7 @@ impl MetadataStore for $store {
     }
 
     async fn list_tags(&self, repo_id: i64, last: Option<&str>, limit: u32) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT name FROM tags WHERE repo_id = $1 AND name > $2 ORDER BY name LIMIT $3")
+        let rows = sqlx::query(crate::listing::TAGS_SQL)
             .bind(repo_id)
             .bind(last.unwrap_or(""))
             .bind(limit as i64)
@@ -490,15 +507,34 @@ impl MetadataStore for $store {
     }
 
     async fn referrers(&self, repo_id: i64, subject: &str, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
-        let rows = sqlx::query(
-            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests \
-             WHERE repo_id = $1 AND subject = $2 AND (CAST($3 AS TEXT) IS NULL OR artifact_type = $3) ORDER BY pushed_at, digest",
-        )
-        .bind(repo_id)
-        .bind(subject)
-        .bind(artifact_type)
-        .fetch_all(&self.read)
-        .await?;
+        let types: Vec<&str> = artifact_type.into_iter().collect();
+        self.referrers_page(repo_id, subject, &types, None, u32::MAX).await
+    }
+
+    async fn referrers_page(
+        &self,
+        repo_id: i64,
+        subject: &str,
+        artifact_types: &[&str],
+        after: Option<&crate::ImageKey>,
+        limit: u32,
+    ) -> Result<Vec<Referrer>> {
+        if artifact_types.len() > crate::listing::MAX_ARTIFACT_TYPES {
+            return Err(crate::MetaError::Invalid(format!(
+                "at most {} artifact types",
+                crate::listing::MAX_ARTIFACT_TYPES
+            )));
+        }
+        let mut q = sqlx::query(crate::listing::REFERRERS_PAGE_SQL)
+            .bind(repo_id)
+            .bind(subject)
+            .bind(after.map_or(i64::MIN, |k| k.pushed_at))
+            .bind(after.map_or("", |k| k.digest.as_str()))
+            .bind(artifact_types.len() as i64);
+        for i in 0..crate::listing::MAX_ARTIFACT_TYPES {
+            q = q.bind(artifact_types.get(i).copied());
+        }
+        let rows = q.bind(i64::from(limit)).fetch_all(&self.read).await?;
         Ok(rows
             .into_iter()
             .map(|r| Referrer {
@@ -507,41 +543,36 @@ impl MetadataStore for $store {
                 size: r.get::<i64, _>(2) as u64,
                 artifact_type: r.get(3),
                 annotations: r.get(4),
+                pushed_at: r.get(5),
             })
             .collect())
     }
-    async fn images(&self, repo_id: i64) -> Result<Vec<Image>> {
-        let rows = sqlx::query(
-            "SELECT m.digest, m.media_type, m.config_media_type, m.artifact_type, m.subject, m.image_size, m.pushed_at, \
-             m.last_pulled_at, t.name FROM manifests m LEFT JOIN tags t ON t.repo_id = m.repo_id AND t.digest = m.digest \
-             WHERE m.repo_id = $1 ORDER BY m.pushed_at, m.digest, t.name",
-        )
-        .bind(repo_id)
-        .fetch_all(&self.read)
-        .await?;
-        let mut out: Vec<Image> = Vec::new();
-        for r in rows {
-            let digest: String = r.get(0);
-            let tag: Option<String> = r.get(8);
-            if let Some(last) = out.last_mut()
-                && last.digest == digest
-            {
-                last.tags.extend(tag);
-                continue;
-            }
-            out.push(Image {
-                digest,
-                media_type: r.get(1),
-                config_media_type: r.get(2),
-                artifact_type: r.get(3),
-                subject: r.get(4),
-                image_size: r.get::<i64, _>(5) as u64,
-                pushed_at: r.get(6),
-                last_pulled_at: r.get(7),
-                tags: tag.into_iter().collect(),
-            });
-        }
-        Ok(out)
+
+    async fn images_page(
+        &self,
+        repo_id: i64,
+        status: crate::TagStatus,
+        from: crate::ImagesFrom<'_>,
+        limit: u32,
+    ) -> Result<Vec<Image>> {
+        let (key, inclusive) = match from {
+            crate::ImagesFrom::Start => (None, false),
+            crate::ImagesFrom::At(k) => (Some(k), true),
+            crate::ImagesFrom::After(k) => (Some(k), false),
+        };
+        let rows = sqlx::query(crate::listing::images_page_sql(status, inclusive))
+            .bind(repo_id)
+            .bind(key.map_or(i64::MIN, |k| k.pushed_at))
+            .bind(key.map_or("", |k| k.digest.as_str()))
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await?;
+        Ok(crate::listing::images_from_rows(rows.iter().map(image_row)))
+    }
+
+    async fn image(&self, repo_id: i64, digest: &str) -> Result<Option<Image>> {
+        let rows = sqlx::query(crate::listing::IMAGE_SQL).bind(repo_id).bind(digest).fetch_all(&self.read).await?;
+        Ok(crate::listing::images_from_rows(rows.iter().map(image_row)).pop())
     }
 
     async fn record_pull(&self, repo_id: i64, digest: &str, now: i64) -> Result<()> {
@@ -699,11 +730,7 @@ impl MetadataStore for $store {
         last: Option<&str>,
         limit: u32,
     ) -> Result<Vec<RepositoryInfo>> {
-        let rows = sqlx::query(concat!(
-            "SELECT id, account_id, region, name, created_at, image_tag_mutability, mutability_exclusions, ",
-            "scan_on_push, encryption_type, kms_key FROM repositories ",
-            "WHERE account_id = $1 AND region = $2 AND name > $3 ORDER BY name LIMIT $4"
-        ))
+        let rows = sqlx::query(crate::listing::REPOSITORY_INFOS_SQL)
         .bind(&ns.account_id)
         .bind(&ns.region)
         .bind(last.unwrap_or(""))
@@ -986,6 +1013,38 @@ fn job_from_row(r: $row) -> Job {
         created_at: r.get(11),
         updated_at: r.get(12),
     }
+}
+
+fn image_row(r: &$row) -> crate::listing::ImageRow {
+    crate::listing::ImageRow {
+        image: Image {
+            digest: r.get(0),
+            media_type: r.get(1),
+            config_media_type: r.get(2),
+            artifact_type: r.get(3),
+            subject: r.get(4),
+            image_size: r.get::<i64, _>(5) as u64,
+            pushed_at: r.get(6),
+            last_pulled_at: r.get(7),
+            tags: Vec::new(),
+        },
+        tag: r.get(8),
+    }
+}
+
+/// Record in `tx` whether a tag points at manifest `digest` (`manifests.tagged`); every write
+/// that adds, moves or removes a tag calls it for each manifest it touched.
+async fn refresh_tagged(tx: &mut Transaction<'static, $db>, repo_id: i64, digest: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE manifests SET tagged = CASE WHEN EXISTS \
+         (SELECT 1 FROM tags t WHERE t.repo_id = $1 AND t.digest = $2) THEN 1 ELSE 0 END \
+         WHERE repo_id = $1 AND digest = $2",
+    )
+    .bind(repo_id)
+    .bind(digest)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn repo_info(r: $row) -> RepositoryInfo {

@@ -29,8 +29,8 @@ crate::audit::portable_audit!(PgStore, Postgres, sqlx::postgres::PgRow);
 /// PostgreSQL-backed [`MetadataStore`].
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    read: PgPool,
-    write: PgPool,
+    pub(crate) read: PgPool,
+    pub(crate) write: PgPool,
 }
 
 impl PgStore {

@@ -21,8 +21,8 @@ use std::time::Duration;
 /// SQLite-backed [`MetadataStore`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    read: SqlitePool,
-    write: SqlitePool,
+    pub(crate) read: SqlitePool,
+    pub(crate) write: SqlitePool,
 }
 
 impl SqliteStore {

@@ -3,7 +3,7 @@
 //! They act on a namespace (account, region) and share the data plane's code paths.
 
 use crate::{Error, PushedManifest, Registry, RepoEntry, Result, UploadStatus};
-use berth_meta::{Image, Namespace, Referrer};
+use berth_meta::{Image, ImageKey, ImagesFrom, Namespace, Referrer, TagStatus};
 use berth_oci::{Digest, Reference, Tag};
 use berth_storage::ByteStream;
 use bytes::Bytes;
@@ -26,6 +26,49 @@ pub struct ImageFailure {
     pub reason: String,
 }
 
+/// Where a listing of image ids continues: after the id of the image at `key` with `tag`, or
+/// after the image's digest-only id when `tag` is `None` (an untagged image).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageIdCursor {
+    pub key: ImageKey,
+    pub tag: Option<String>,
+}
+
+impl ImageIdCursor {
+    /// The cursor as an opaque `nextToken`.
+    pub fn to_token(&self) -> String {
+        hex::encode(format!("l|{}|{}|{}", self.key.pushed_at, self.key.digest, self.tag.as_deref().unwrap_or("")))
+    }
+
+    /// A cursor from a `nextToken` of [`ImageIdCursor::to_token`]; `None` when it is not one.
+    pub fn from_token(token: &str) -> Option<ImageIdCursor> {
+        let text = String::from_utf8(hex::decode(token).ok()?).ok()?;
+        let mut parts = text.splitn(4, '|');
+        let (kind, at, digest, tag) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if kind != "l" || digest.parse::<Digest>().is_err() {
+            return None;
+        }
+        let tag = if tag.is_empty() { None } else { Some(tag.parse::<Tag>().ok()?.to_string()) };
+        Some(ImageIdCursor { key: ImageKey { pushed_at: at.parse().ok()?, digest: digest.to_string() }, tag })
+    }
+}
+
+/// An image key as an opaque `nextToken` (DescribeImages).
+pub fn image_key_token(key: &ImageKey) -> String {
+    hex::encode(format!("d|{}|{}", key.pushed_at, key.digest))
+}
+
+/// The image key of a `nextToken` of [`image_key_token`]; `None` when it is not one.
+pub fn image_key_from_token(token: &str) -> Option<ImageKey> {
+    let text = String::from_utf8(hex::decode(token).ok()?).ok()?;
+    let mut parts = text.splitn(3, '|');
+    let (kind, at, digest) = (parts.next()?, parts.next()?, parts.next()?);
+    if kind != "d" || digest.parse::<Digest>().is_err() {
+        return None;
+    }
+    Some(ImageKey { pushed_at: at.parse().ok()?, digest: digest.to_string() })
+}
+
 impl ImageFailure {
     fn new(code: &'static str, reason: impl Into<String>) -> ImageFailure {
         ImageFailure { code, reason: reason.into() }
@@ -40,45 +83,125 @@ impl Registry {
             .ok_or_else(|| Error::RepositoryNotFound { name: name.to_string(), registry: ns.account_id.clone() })
     }
 
-    /// Every image of a repository with its tags, oldest first.
-    pub async fn images(&self, ns: &Namespace, name: &str) -> Result<Vec<Image>> {
+    /// The image an image id names in a repository (one or two index lookups, whatever the
+    /// repository's size), or why it names none (ECR's batch failure codes).
+    pub async fn image_by_id(
+        &self,
+        ns: &Namespace,
+        name: &str,
+        id: &ImageId,
+    ) -> Result<std::result::Result<Image, ImageFailure>> {
         let repo = self.repo_in(ns, name).await?;
-        Ok(self.meta.images(repo.id).await?)
+        self.image_in(repo.id, id).await
     }
 
-    /// Resolve an image id against a repository's images: the image, or the batch failure.
-    pub fn resolve_image<'a>(images: &'a [Image], id: &ImageId) -> std::result::Result<&'a Image, ImageFailure> {
+    async fn image_in(&self, repo_id: i64, id: &ImageId) -> Result<std::result::Result<Image, ImageFailure>> {
         let not_found = || ImageFailure::new("ImageNotFound", "Requested image not found");
-        match (&id.image_digest, &id.image_tag) {
-            (None, None) => Err(ImageFailure::new("MissingDigestAndTag", "Missing image digest and tag")),
-            (Some(d), tag) => {
+        let digest = match (&id.image_digest, &id.image_tag) {
+            (None, None) => return Ok(Err(ImageFailure::new("MissingDigestAndTag", "Missing image digest and tag"))),
+            (Some(d), _) => {
                 if d.parse::<Digest>().is_err() {
-                    return Err(ImageFailure::new(
+                    return Ok(Err(ImageFailure::new(
                         "InvalidImageDigest",
                         "Invalid request parameters: image digest should satisfy the regex '[a-zA-Z0-9-_+.]+:[a-fA-F0-9]+'",
-                    ));
+                    )));
                 }
-                let img = images.iter().find(|i| &i.digest == d).ok_or_else(not_found)?;
-                if let Some(t) = tag
-                    && !img.tags.iter().any(|x| x == t)
-                {
-                    return Err(ImageFailure::new(
-                        "ImageTagDoesNotMatchDigest",
-                        "Invalid request parameters: given tag does not map to the given digest",
-                    ));
-                }
-                Ok(img)
+                d.clone()
             }
             (None, Some(t)) => {
                 if t.parse::<Tag>().is_err() {
-                    return Err(ImageFailure::new(
+                    return Ok(Err(ImageFailure::new(
                         "InvalidImageTag",
                         "Invalid request parameters: image tag should satisfy the regex '[a-zA-Z0-9-_.]+'",
-                    ));
+                    )));
                 }
-                images.iter().find(|i| i.tags.iter().any(|x| x == t)).ok_or_else(not_found)
+                match self.meta.resolve_tag(repo_id, t).await? {
+                    Some(d) => d,
+                    None => return Ok(Err(not_found())),
+                }
             }
+        };
+        let Some(img) = self.meta.image(repo_id, &digest).await? else { return Ok(Err(not_found())) };
+        if let (Some(_), Some(t)) = (&id.image_digest, &id.image_tag)
+            && !img.tags.iter().any(|x| x == t)
+        {
+            return Ok(Err(ImageFailure::new(
+                "ImageTagDoesNotMatchDigest",
+                "Invalid request parameters: given tag does not map to the given digest",
+            )));
         }
+        Ok(Ok(img))
+    }
+
+    /// One page of a repository's images (DescribeImages): at most `limit` matching `status`
+    /// after `after`, and where the next page starts when there are more.
+    pub async fn images_page(
+        &self,
+        ns: &Namespace,
+        name: &str,
+        status: TagStatus,
+        after: Option<&ImageKey>,
+        limit: u32,
+    ) -> Result<(Vec<Image>, Option<ImageKey>)> {
+        let repo = self.repo_in(ns, name).await?;
+        let from = after.map_or(ImagesFrom::Start, ImagesFrom::After);
+        let mut page = self.meta.images_page(repo.id, status, from, limit.saturating_add(1)).await?;
+        let more = page.len() > limit as usize;
+        page.truncate(limit as usize);
+        let next = if more { page.last().map(Image::key) } else { None };
+        Ok((page, next))
+    }
+
+    /// One page of a repository's image ids (ListImages): one id per tag, and a digest-only id
+    /// for each untagged image, in listing order, at most `limit` after `after`; and where the
+    /// next page starts when there are more. Reads about `limit` images, whatever the
+    /// repository's size.
+    pub async fn image_ids_page(
+        &self,
+        ns: &Namespace,
+        name: &str,
+        status: TagStatus,
+        after: Option<&ImageIdCursor>,
+        limit: u32,
+    ) -> Result<(Vec<ImageId>, Option<ImageIdCursor>)> {
+        let repo = self.repo_in(ns, name).await?;
+        let want = limit as usize + 1;
+        let mut ids: Vec<ImageIdCursor> = Vec::new();
+        // The cursor's image again when it stopped inside the image's tags, else after it.
+        let mut from: Option<(ImageKey, bool)> = after.map(|c| (c.key.clone(), c.tag.is_some()));
+        loop {
+            let batch = (want - ids.len()) as u32 + 1;
+            let start = match &from {
+                None => ImagesFrom::Start,
+                Some((k, true)) => ImagesFrom::At(k),
+                Some((k, false)) => ImagesFrom::After(k),
+            };
+            let page = self.meta.images_page(repo.id, status, start, batch).await?;
+            for img in &page {
+                let key = img.key();
+                let at_cursor = after.filter(|c| c.key == key);
+                if img.tags.is_empty() {
+                    // An image listed by a tag before, untagged since, is not listed again.
+                    if at_cursor.is_none() {
+                        ids.push(ImageIdCursor { key, tag: None });
+                    }
+                    continue;
+                }
+                let done = at_cursor.and_then(|c| c.tag.as_deref());
+                for t in img.tags.iter().filter(|t| done.is_none_or(|d| t.as_str() > d)) {
+                    ids.push(ImageIdCursor { key: key.clone(), tag: Some(t.clone()) });
+                }
+            }
+            if ids.len() >= want || page.len() < batch as usize {
+                break;
+            }
+            from = page.last().map(|i| (i.key(), false));
+        }
+        let more = ids.len() > limit as usize;
+        ids.truncate(limit as usize);
+        let next = if more { ids.last().cloned() } else { None };
+        let out = ids.into_iter().map(|c| ImageId { image_digest: Some(c.key.digest), image_tag: c.tag }).collect();
+        Ok((out, next))
     }
 
     /// Whether the repository holds manifest `digest`, and whether `tag` (if given) points at it.
@@ -135,11 +258,10 @@ impl Registry {
         &self,
         ns: &Namespace,
         name: &str,
-        images: &[Image],
         id: &ImageId,
     ) -> Result<std::result::Result<ImageId, ImageFailure>> {
         let repo = self.repo_in(ns, name).await?;
-        let img = match Self::resolve_image(images, id) {
+        let img = match self.image_in(repo.id, id).await? {
             Ok(i) => i,
             Err(f) => return Ok(Err(f)),
         };
@@ -159,10 +281,29 @@ impl Registry {
         Ok(Ok(ImageId { image_digest: Some(img.digest.clone()), image_tag: id.image_tag.clone() }))
     }
 
-    /// Manifests whose subject is `subject` (ListImageReferrers).
-    pub async fn referrers_in(&self, ns: &Namespace, name: &str, subject: &Digest) -> Result<Vec<Referrer>> {
+    /// One page of the manifests whose subject is `subject` (ListImageReferrers): at most
+    /// `limit` after `after`, of one of `artifact_types` when any are given (at most five); and
+    /// where the next page starts when there are more.
+    pub async fn referrers_page(
+        &self,
+        ns: &Namespace,
+        name: &str,
+        subject: &Digest,
+        artifact_types: &[&str],
+        after: Option<&ImageKey>,
+        limit: u32,
+    ) -> Result<(Vec<Referrer>, Option<ImageKey>)> {
         let repo = self.repo_in(ns, name).await?;
-        Ok(self.meta.referrers(repo.id, subject.as_str(), None).await?)
+        let mut page =
+            self.meta.referrers_page(repo.id, subject.as_str(), artifact_types, after, limit.saturating_add(1)).await?;
+        let more = page.len() > limit as usize;
+        page.truncate(limit as usize);
+        let next = if more {
+            page.last().map(|r| ImageKey { pushed_at: r.pushed_at, digest: r.digest.clone() })
+        } else {
+            None
+        };
+        Ok((page, next))
     }
 
     /// Size of a blob linked to the repository.

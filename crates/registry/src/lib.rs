@@ -19,7 +19,7 @@ mod uploads;
 pub use accounts::{AuthorizationToken, Credentials, Identity, Keys, random_account_id, valid_account_id};
 pub use authz::{Caller, EPOCH_CHECK_MS, Target, iso8601, repository_arn};
 pub use error::Error;
-pub use images::{ImageFailure, ImageId};
+pub use images::{ImageFailure, ImageId, ImageIdCursor, image_key_from_token, image_key_token};
 pub use manifests::{CATALOG_EXAMINE_MAX, CatalogPage};
 pub use repos::{MAX_RESOURCE_TAGS, RepoSettings, TagFilter, exclusions_of};
 

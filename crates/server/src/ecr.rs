@@ -6,9 +6,10 @@ use crate::AppState;
 use axum::body::Body;
 use axum::response::Response;
 use berth_auth::sigv4;
-use berth_meta::{Namespace, RepositoryInfo};
+use berth_meta::{Namespace, RepositoryInfo, TagStatus};
 use berth_registry::{
-    Caller, Error, Identity, ImageFailure, ImageId, Registry, RepoSettings, TagFilter, Target, exclusions_of,
+    Caller, Error, Identity, ImageFailure, ImageId, ImageIdCursor, Registry, RepoSettings, TagFilter, Target,
+    exclusions_of,
 };
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
@@ -555,9 +556,7 @@ fn max_results(v: Option<i64>, max: i64, default: i64) -> Result<u32, EcrError> 
 fn decode_token(t: Option<&str>) -> Result<Option<String>, EcrError> {
     match t {
         None => Ok(None),
-        Some(t) => hex::decode(t).ok().and_then(|b| String::from_utf8(b).ok()).map(Some).ok_or_else(|| {
-            EcrError::invalid("Invalid parameter at 'nextToken' failed to satisfy constraint: 'Invalid token'")
-        }),
+        Some(t) => hex::decode(t).ok().and_then(|b| String::from_utf8(b).ok()).map(Some).ok_or_else(invalid_token),
     }
 }
 
@@ -929,10 +928,9 @@ async fn batch_get_image(ctx: &Ctx<'_>, input: BatchGetImageIn) -> Result<Value,
     let name = repo_name("repositoryName", &input.repository_name)?;
     let ns = ctx.registry_ns(input.registry_id.as_deref(), "BatchGetImage", Some(&name)).await?;
     image_ids(&input.image_ids)?;
-    let images = ctx.reg.images(&ns, &name).await?;
     let (mut out, mut failures) = (Vec::new(), Vec::new());
     for id in &input.image_ids {
-        let img = match Registry::resolve_image(&images, id) {
+        let img = match ctx.reg.image_by_id(&ns, &name, id).await? {
             Ok(i) => i,
             Err(f) => {
                 failures.push(failure_json(id, &f));
@@ -978,9 +976,9 @@ async fn batch_delete_image(ctx: &Ctx<'_>, input: BatchDeleteImageIn) -> Result<
     image_ids(&input.image_ids)?;
     let (mut deleted, mut failures) = (Vec::new(), Vec::new());
     for id in &input.image_ids {
-        // Re-read after each deletion: an earlier id may have removed tags or images.
-        let images = ctx.reg.images(&ns, &name).await?;
-        match ctx.reg.delete_image(&ns, &name, &images, id).await? {
+        // Each id is resolved after the deletions before it (which may have removed its tag
+        // or image).
+        match ctx.reg.delete_image(&ns, &name, id).await? {
             Ok(d) => deleted.push(json!(d)),
             Err(f) => failures.push(failure_json(id, &f)),
         }
@@ -994,32 +992,19 @@ struct ImagesFilter {
     tag_status: Option<String>,
 }
 
-fn tag_status_ok(filter: &Option<ImagesFilter>, tagged: bool) -> Result<bool, EcrError> {
+fn tag_status(filter: &Option<ImagesFilter>) -> Result<TagStatus, EcrError> {
     match filter.as_ref().and_then(|f| f.tag_status.as_deref()) {
-        None | Some("ANY") => Ok(true),
-        Some("TAGGED") => Ok(tagged),
-        Some("UNTAGGED") => Ok(!tagged),
+        None | Some("ANY") => Ok(TagStatus::Any),
+        Some("TAGGED") => Ok(TagStatus::Tagged),
+        Some("UNTAGGED") => Ok(TagStatus::Untagged),
         Some(_) => Err(EcrError::invalid(
             "Invalid parameter at 'filter.tagStatus' failed to satisfy constraint: 'Member must satisfy enum value set: [TAGGED, UNTAGGED, ANY]'",
         )),
     }
 }
 
-/// One page of `items` after the opaque `next_token`.
-fn page<T: Clone>(
-    items: &[T],
-    key: impl Fn(&T) -> String,
-    next: Option<&str>,
-    limit: u32,
-) -> Result<(Vec<T>, Option<String>), EcrError> {
-    let start = match decode_token(next)? {
-        None => 0,
-        Some(k) => items.iter().position(|i| key(i) == k).map(|p| p + 1).unwrap_or(items.len()),
-    };
-    let end = (start + limit as usize).min(items.len());
-    let out = items[start..end].to_vec();
-    let token = (end < items.len()).then(|| hex::encode(key(&items[end - 1])));
-    Ok((out, token))
+fn invalid_token() -> EcrError {
+    EcrError::invalid("Invalid parameter at 'nextToken' failed to satisfy constraint: 'Invalid token'")
 }
 
 #[derive(Deserialize)]
@@ -1061,7 +1046,6 @@ fn image_detail(ns: &Namespace, name: &str, i: &berth_meta::Image) -> Value {
 async fn describe_images(ctx: &Ctx<'_>, input: DescribeImagesIn) -> Result<Value, EcrError> {
     let name = repo_name("repositoryName", &input.repository_name)?;
     let ns = ctx.registry_ns(input.registry_id.as_deref(), "DescribeImages", Some(&name)).await?;
-    let images = ctx.reg.images(&ns, &name).await?;
     if let Some(ids) = &input.image_ids {
         if input.max_results.is_some() || input.next_token.is_some() {
             return Err(EcrError::invalid(
@@ -1071,8 +1055,8 @@ async fn describe_images(ctx: &Ctx<'_>, input: DescribeImagesIn) -> Result<Value
         image_ids(ids)?;
         let mut out = Vec::new();
         for id in ids {
-            match Registry::resolve_image(&images, id) {
-                Ok(i) => out.push(image_detail(&ns, &name, i)),
+            match ctx.reg.image_by_id(&ns, &name, id).await? {
+                Ok(i) => out.push(image_detail(&ns, &name, &i)),
                 Err(f) if f.code == "ImageNotFound" => {
                     let fmt =
                         |o: &Option<String>| o.as_deref().map(|s| format!("'{s}'")).unwrap_or_else(|| "'null'".into());
@@ -1092,16 +1076,15 @@ async fn describe_images(ctx: &Ctx<'_>, input: DescribeImagesIn) -> Result<Value
         return Ok(json!({"imageDetails": out}));
     }
     let limit = max_results(input.max_results, 1000, 100)?;
-    let mut selected = Vec::new();
-    for i in &images {
-        if tag_status_ok(&input.filter, !i.tags.is_empty())? {
-            selected.push(i.clone());
-        }
-    }
-    let (items, next) = page(&selected, |i| i.digest.clone(), input.next_token.as_deref(), limit)?;
+    let status = tag_status(&input.filter)?;
+    let after = match input.next_token.as_deref() {
+        None => None,
+        Some(t) => Some(berth_registry::image_key_from_token(t).ok_or_else(invalid_token)?),
+    };
+    let (items, next) = ctx.reg.images_page(&ns, &name, status, after.as_ref(), limit).await?;
     let mut v = json!({"imageDetails": items.iter().map(|i| image_detail(&ns, &name, i)).collect::<Vec<_>>()});
-    if let Some(t) = next {
-        v["nextToken"] = json!(t);
+    if let Some(k) = next {
+        v["nextToken"] = json!(berth_registry::image_key_token(&k));
     }
     Ok(v)
 }
@@ -1120,26 +1103,15 @@ async fn list_images(ctx: &Ctx<'_>, input: ListImagesIn) -> Result<Value, EcrErr
     let name = repo_name("repositoryName", &input.repository_name)?;
     let ns = ctx.registry_ns(input.registry_id.as_deref(), "ListImages", Some(&name)).await?;
     let limit = max_results(input.max_results, 1000, 100)?;
-    let images = ctx.reg.images(&ns, &name).await?;
-    // One id per tag, and a digest-only id for untagged images.
-    let mut ids: Vec<ImageId> = Vec::new();
-    for i in &images {
-        if !tag_status_ok(&input.filter, !i.tags.is_empty())? {
-            continue;
-        }
-        if i.tags.is_empty() {
-            ids.push(ImageId { image_digest: Some(i.digest.clone()), image_tag: None });
-        }
-        for t in &i.tags {
-            ids.push(ImageId { image_digest: Some(i.digest.clone()), image_tag: Some(t.clone()) });
-        }
-    }
-    let key =
-        |i: &ImageId| format!("{}|{}", i.image_digest.as_deref().unwrap_or(""), i.image_tag.as_deref().unwrap_or(""));
-    let (items, next) = page(&ids, key, input.next_token.as_deref(), limit)?;
+    let status = tag_status(&input.filter)?;
+    let after = match input.next_token.as_deref() {
+        None => None,
+        Some(t) => Some(ImageIdCursor::from_token(t).ok_or_else(invalid_token)?),
+    };
+    let (items, next) = ctx.reg.image_ids_page(&ns, &name, status, after.as_ref(), limit).await?;
     let mut v = json!({"imageIds": items});
-    if let Some(t) = next {
-        v["nextToken"] = json!(t);
+    if let Some(c) = next {
+        v["nextToken"] = json!(c.to_token());
     }
     Ok(v)
 }
@@ -1152,8 +1124,10 @@ struct SubjectId {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[derive(Default)]
 struct ReferrersFilter {
     artifact_types: Option<Vec<String>>,
+    artifact_status: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -1174,15 +1148,34 @@ async fn list_image_referrers(ctx: &Ctx<'_>, input: ListImageReferrersIn) -> Res
         EcrError::invalid("Invalid parameter at 'subjectId.imageDigest' failed to satisfy constraint: 'must satisfy regular expression '[a-zA-Z0-9-_+.]+:[a-fA-F0-9]+''")
     })?;
     let limit = max_results(input.max_results, 50, 20)?;
-    let types = input.filter.and_then(|f| f.artifact_types).unwrap_or_default();
-    let all: Vec<_> = ctx
-        .reg
-        .referrers_in(&ns, &name, &subject)
-        .await?
-        .into_iter()
-        .filter(|r| types.is_empty() || r.artifact_type.as_ref().is_some_and(|a| types.contains(a)))
-        .collect();
-    let (items, next) = page(&all, |r| r.digest.clone(), input.next_token.as_deref(), limit)?;
+    let filter = input.filter.unwrap_or_default();
+    let types = filter.artifact_types.unwrap_or_default();
+    if types.len() > 5 {
+        return Err(EcrError::invalid(
+            "Invalid parameter at 'filter.artifactTypes' failed to satisfy constraint: 'Member must have length less than or equal to 5'",
+        ));
+    }
+    // Every image is ACTIVE: no image is archived (or being restored) yet.
+    let active = match filter.artifact_status.as_deref() {
+        None | Some("ACTIVE") | Some("ANY") => true,
+        Some("ARCHIVED") | Some("ACTIVATING") => false,
+        Some(_) => {
+            return Err(EcrError::invalid(
+                "Invalid parameter at 'filter.artifactStatus' failed to satisfy constraint: 'Member must satisfy enum value set: [ACTIVE, ARCHIVED, ACTIVATING, ANY]'",
+            ));
+        }
+    };
+    let after = match input.next_token.as_deref() {
+        None => None,
+        Some(t) => Some(berth_registry::image_key_from_token(t).ok_or_else(invalid_token)?),
+    };
+    let types: Vec<&str> = types.iter().map(String::as_str).collect();
+    let (items, next) = if active {
+        ctx.reg.referrers_page(&ns, &name, &subject, &types, after.as_ref(), limit).await?
+    } else {
+        ctx.reg.describe_repository(&ns, &name).await?;
+        (Vec::new(), None)
+    };
     let refs: Vec<Value> = items
         .iter()
         .map(|r| {
@@ -1198,8 +1191,8 @@ async fn list_image_referrers(ctx: &Ctx<'_>, input: ListImageReferrersIn) -> Res
         })
         .collect();
     let mut v = json!({"referrers": refs});
-    if let Some(t) = next {
-        v["nextToken"] = json!(t);
+    if let Some(k) = next {
+        v["nextToken"] = json!(berth_registry::image_key_token(&k));
     }
     Ok(v)
 }
