@@ -383,31 +383,110 @@ def pct(sorted_ms, p):
     return sorted_ms[max(0, math.ceil(p / 100 * len(sorted_ms)) - 1)]
 
 
-def measure(conn, name, make, check, samples, max_seconds):
-    """Time `samples` requests (after WARMUP untimed ones) one after another on `conn`.
-    make(i) -> ((method, path, body, headers), want) is built (and signed) before the timer
-    starts; check(status, headers, body, want) raises on an answer that is not what was asked."""
-    times = []
-    t_start = time.perf_counter()
-    for i in range(WARMUP + samples):
-        (method, path, body, headers), want = make(i)
-        t0 = time.perf_counter()
-        status, h, data = conn.call(method, path, body, headers)
-        dt = time.perf_counter() - t0
-        what = f"{name}: {method} {path} {(body or b'')[:300]!r}"
-        expect(what, status, data, ok=(200, 201, 202))
-        try:
-            check(status, h, data, want)
-        except Exception as e:  # noqa: BLE001 - any wrong answer stops the run
-            raise BenchError(f"{what}: unexpected answer ({type(e).__name__}: {e}): "
-                             f"{data[:2000].decode('utf-8', 'replace')}") from e
-        if i >= WARMUP:
-            times.append(dt * 1000)
-            if len(times) >= MIN_SAMPLES and time.perf_counter() - t_start > max_seconds:
-                break
-    times.sort()
+def one_call(conn, name, make, check, i):
+    """One request; returns its time in ms. make(i) -> ((method, path, body, headers), want) is
+    built (and signed) before the timer starts; check(status, headers, body, want) raises on an
+    answer that is not what was asked for."""
+    (method, path, body, headers), want = make(i)
+    t0 = time.perf_counter()
+    status, h, data = conn.call(method, path, body, headers)
+    dt = time.perf_counter() - t0
+    what = f"{name}: {method} {path} {(body or b'')[:300]!r}"
+    expect(what, status, data, ok=(200, 201, 202))
+    try:
+        check(status, h, data, want)
+    except Exception as e:  # noqa: BLE001 - any wrong answer stops the run
+        raise BenchError(f"{what}: unexpected answer ({type(e).__name__}: {e}): "
+                         f"{data[:2000].decode('utf-8', 'replace')}") from e
+    return dt * 1000
+
+
+def summary(times):
+    times = sorted(times)
     return {"p50": pct(times, 50), "p99": pct(times, 99), "mean": sum(times) / len(times),
             "max": times[-1], "n": len(times)}
+
+
+def measure(conn, ops, samples, max_seconds, on_result):
+    """Time each of ops = [(name, make, check[, writes])], one request at a time on `conn`.
+    Reads go in rounds (one request of each per round, after WARMUP untimed rounds) so that any
+    background work of the server falls on all of them alike; writes (pushes) follow, each in a
+    block of its own, so that no read is measured right after a push. An operation stops early,
+    with at least MIN_SAMPLES, once its requests took max_seconds. Returns {name: summary}."""
+    ops = [(o[0], o[1], o[2], len(o) > 3 and o[3]) for o in ops]
+    reads = [o for o in ops if not o[3]]
+    times = {o[0]: [] for o in ops}
+    for i in range(WARMUP):
+        for name, make, check, _ in reads:
+            one_call(conn, name, make, check, i)
+    for i in range(samples):
+        live = [o for o in reads if len(times[o[0]]) < MIN_SAMPLES or sum(times[o[0]]) < max_seconds * 1000]
+        if not live:
+            break
+        for name, make, check, _ in live:
+            times[name].append(one_call(conn, name, make, check, WARMUP + i))
+    for name, make, check, writes in ops:
+        if not writes:
+            continue
+        for i in range(WARMUP):
+            one_call(conn, name, make, check, i)
+        for i in range(samples):
+            times[name].append(one_call(conn, name, make, check, WARMUP + i))
+            if len(times[name]) >= MIN_SAMPLES and sum(times[name]) > max_seconds * 1000:
+                break
+    out = {}
+    for name, *_ in ops:
+        out[name] = summary(times[name])
+        on_result(name, out[name])
+    return out
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total
+
+
+def server_pids(proc, pg_dir):
+    """Berth's pid, and PostgreSQL's (the postmaster and its children) when it runs."""
+    pids = [proc.pid]
+    if pg_dir:
+        try:
+            with open(os.path.join(pg_dir, "data", "postmaster.pid")) as f:
+                pm = f.readline().strip()
+        except OSError:
+            return pids
+        pids.append(int(pm))
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open(f"/proc/{d}/stat") as f:
+                        if f.read().rsplit(")", 1)[1].split()[1] == pm:
+                            pids.append(int(d))
+                except OSError:
+                    pass
+    return pids
+
+
+def settle(pids, limit=300):
+    """Wait (at most `limit` s) until the servers are idle (under 30 ms of CPU per 0.5 s): the
+    audit records and events of the seeding are written before anything is measured. Returns
+    the seconds waited."""
+    t0 = time.monotonic()
+    last = cpu_ticks(pids)
+    while time.monotonic() - t0 < limit:
+        time.sleep(0.5)
+        now = cpu_ticks(pids)
+        if now - last < 3:
+            break
+        last = now
+    return time.monotonic() - t0
 
 
 def must(cond, what):
@@ -425,7 +504,7 @@ def no_check(status, headers, body, want):
 
 
 def image_ops(base, images, counter, rng):
-    """The operations on the one repository: [(name, make, check)]. Tags and digests are drawn
+    """The operations on the one repository: [(name, make, check[, writes])]. Tags and digests are drawn
     uniformly over every image pushed so far; `counter` numbers the measured pushes."""
     repo = IMAGES_REPO
     tagged = list(images.tagged)
@@ -559,13 +638,13 @@ def image_ops(base, images, counter, rng):
          layer_ok),
         ("GET tags/list?n=100", fixed(("GET", f"/v2/{repo}/tags/list?n=100", None, {})), tags_ok),
         ("GET manifest by tag (data plane)", manifest_get, manifest_ok),
-        ("PutImage by tag (ECR push)", ecr_push, put_image_ok),
-        ("PUT manifest by tag (OCI push)", oci_push, oci_put_ok),
+        ("PutImage by tag (ECR push)", ecr_push, put_image_ok, True),
+        ("PUT manifest by tag (OCI push)", oci_push, oci_put_ok, True),
     ]
 
 
 def repo_ops(base, images, repos, counter, rng):
-    """The account-level operations: [(name, make, check)]."""
+    """The account-level operations: [(name, make, check[, writes])]."""
     page = min(100, len(repos) + 1)
 
     def j(data):
@@ -596,11 +675,29 @@ def repo_ops(base, images, repos, counter, rng):
          lambda i: (ecr_request(base, "DescribeRepositories", {"maxResults": 100}), None), page_ok),
         ("DescribeRepositories, one name", describe_one, one_ok),
         ("GET _catalog?n=100", fixed(("GET", "/v2/_catalog?n=100", None, {})), page_ok),
-        ("PUT manifest into one repository (OCI push)", push, push_ok),
+        ("PUT manifest into one repository (OCI push)", push, push_ok, True),
     ]
 
 
 # ---------------------------------------------------------------- one server's run
+
+
+def seeded(res, label, what, size, n, secs):
+    if n:
+        res["seeding"].append({"what": what, "to": size, "pushed": n, "seconds": secs, "per_s": n / secs})
+        log(f"{label}: {n} {what} in {secs:.1f} s ({n / secs:.0f}/s)")
+
+
+def measure_step(res, kind, size, label, conn, ops, args, pids, **extra):
+    """Wait until the servers (pids() lists them) are idle, then measure `ops` at this size into
+    res[kind][size]."""
+    waited = settle(pids())
+    log(f"{label} @ {size} {kind}: servers idle after {waited:.1f} s; measuring")
+    res[kind][size] = dict(extra, settle_s=round(waited, 1),
+                           ops=measure(conn, ops, args.samples, args.max_op_seconds, lambda name, r: log(
+                               f"{label} @ {size} {kind}: {name}: p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms "
+                               f"(n={r['n']})")))
+    res["rss_kib"][f"{size} {'repositories' if kind == 'repos' else kind}"] = rss_kib(pids()[0])
 
 
 def run_berth(args, backend, work):
@@ -619,6 +716,7 @@ def run_berth(args, backend, work):
     proc = None
     try:
         proc, base = start_berth(args.bin, os.path.join(d, "data"), env, os.path.join(d, "berth.log"))
+        pids = lambda: server_pids(proc, pg_dir)  # noqa: E731 - PostgreSQL forks a backend per connection
         auth = berth_auth(base)
         label = f"berth/{backend}"
         log(f"{label}: {base}")
@@ -626,28 +724,13 @@ def run_berth(args, backend, work):
         images, rng, counter, repos = Images(), random.Random(1600), itertools.count(), []
         push_blobs(conn, IMAGES_REPO, images)
         for size in args.sizes:
-            n, secs = seed_images(base, auth, IMAGES_REPO, images, size, args.threads, label)
-            if n:
-                res["seeding"].append({"what": "images", "to": size, "pushed": n, "seconds": secs, "per_s": n / secs})
-                log(f"{label}: seeded {n} images in {secs:.1f} s ({n / secs:.0f}/s)")
-            at = images.count()
-            res["images"][size] = {"images_at_start": at, "ops": {}}
-            for name, make, check in image_ops(base, images, counter, rng):
-                r = measure(conn, name, make, check, args.samples, args.max_op_seconds)
-                res["images"][size]["ops"][name] = r
-                log(f"{label} @ {size}: {name}: p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms (n={r['n']})")
-            res["rss_kib"][f"{size} images"] = rss_kib(proc.pid)
+            seeded(res, label, "images", size, *seed_images(base, auth, IMAGES_REPO, images, size, args.threads, label))
+            measure_step(res, "images", size, label, conn, image_ops(base, images, counter, rng), args, pids,
+                         images_at_start=images.count())
         for size in args.repo_sizes:
-            n, secs = seed_repos(base, auth, images, repos, size, args.threads, label)
-            if n:
-                res["seeding"].append({"what": "repositories", "to": size, "pushed": n, "seconds": secs, "per_s": n / secs})
-                log(f"{label}: created {n} repositories in {secs:.1f} s ({n / secs:.0f}/s)")
-            res["repos"][size] = {"repos_at_start": len(repos) + 1, "ops": {}}
-            for name, make, check in repo_ops(base, images, repos or [IMAGES_REPO], counter, rng):
-                r = measure(conn, name, make, check, args.samples, args.max_op_seconds)
-                res["repos"][size]["ops"][name] = r
-                log(f"{label} @ {size} repositories: {name}: p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms (n={r['n']})")
-            res["rss_kib"][f"{size} repositories"] = rss_kib(proc.pid)
+            seeded(res, label, "repositories", size, *seed_repos(base, auth, images, repos, size, args.threads, label))
+            measure_step(res, "repos", size, label, conn, repo_ops(base, images, repos or [IMAGES_REPO], counter, rng),
+                         args, pids, repos_at_start=len(repos) + 1)
         conn.close()
         res["data_dir_mib"] = dir_mib(os.path.join(d, "data"))
     finally:
@@ -660,49 +743,37 @@ def run_berth(args, backend, work):
 
 
 def run_dist(args, work):
+    """Distribution filled the same way; tags/list?n=100 and _catalog?n=100 at each size."""
     res = {"images": {}, "repos": {}, "seeding": [], "rss_kib": {}}
     proc, base = start_dist(args.dist_bin, work)
     label = "dist"
     try:
         conn = Conn(base)
-        images, repos, rng = Images(), [], random.Random(1600)
+        images, repos = Images(), []
         push_blobs(conn, IMAGES_REPO, images)
         for size in args.sizes:
-            n, secs = seed_images(base, None, IMAGES_REPO, images, size, args.threads, label, all_tagged=True)
-            if n:
-                res["seeding"].append({"what": "images", "to": size, "pushed": n, "seconds": secs, "per_s": n / secs})
-                log(f"{label}: seeded {n} images in {secs:.1f} s ({n / secs:.0f}/s)")
-            want, returned = min(100, len(images.tagged)), []
+            seeded(res, label, "images", size,
+                   *seed_images(base, None, IMAGES_REPO, images, size, args.threads, label, all_tagged=True))
+            returned = []
 
-            def tags_ok(s, h, d, _, want=want, returned=returned):
+            def tags_ok(s, h, d, _, want=min(100, len(images.tagged)), returned=returned):
                 # Distribution 2.8 ignores n on tags/list and returns every tag: recorded, not an error.
                 got = len(json.loads(d)["tags"])
                 must(got >= want, f"{got} tags, expected at least {want}")
                 returned.append(got)
 
-            r = measure(conn, "GET tags/list?n=100", fixed(("GET", f"/v2/{IMAGES_REPO}/tags/list?n=100", None, {})),
-                        tags_ok, args.samples, args.max_op_seconds)
-            r["tags_returned"] = max(returned)
-            res["images"][size] = {"ops": {"GET tags/list?n=100": r}}
-            log(f"{label} @ {size}: tags/list?n=100: p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms "
-                f"({r['tags_returned']} tags returned)")
-            res["rss_kib"][f"{size} images"] = rss_kib(proc.pid)
+            op = ("GET tags/list?n=100", fixed(("GET", f"/v2/{IMAGES_REPO}/tags/list?n=100", None, {})), tags_ok)
+            measure_step(res, "images", size, label, conn, [op], args, lambda: [proc.pid])
+            res["images"][size]["ops"][op[0]]["tags_returned"] = max(returned)
         for size in args.repo_sizes:
-            n, secs = seed_repos(base, None, images, repos, size, args.threads, label)
-            if n:
-                res["seeding"].append({"what": "repositories", "to": size, "pushed": n, "seconds": secs, "per_s": n / secs})
-                log(f"{label}: created {n} repositories in {secs:.1f} s ({n / secs:.0f}/s)")
-            want = min(100, len(repos) + 1)
+            seeded(res, label, "repositories", size, *seed_repos(base, None, images, repos, size, args.threads, label))
 
-            def cat_ok(s, h, d, _, want=want):
+            def cat_ok(s, h, d, _, want=min(100, len(repos) + 1)):
                 got = len(json.loads(d)["repositories"])
                 must(got == want, f"{got} repositories, expected {want}")
 
-            r = measure(conn, "GET _catalog?n=100", fixed(("GET", "/v2/_catalog?n=100", None, {})), cat_ok,
-                        args.samples, args.max_op_seconds)
-            res["repos"][size] = {"ops": {"GET _catalog?n=100": r}}
-            log(f"{label} @ {size} repositories: _catalog?n=100: p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms")
-            res["rss_kib"][f"{size} repositories"] = rss_kib(proc.pid)
+            op = ("GET _catalog?n=100", fixed(("GET", "/v2/_catalog?n=100", None, {})), cat_ok)
+            measure_step(res, "repos", size, label, conn, [op], args, lambda: [proc.pid])
         conn.close()
         res["data_dir_mib"] = dir_mib(os.path.join(work, "dist-data"))
     finally:
@@ -782,6 +853,8 @@ def report(args, results, dist, meta):
                        f"**{s['per_s']:.0f}/s**")
         rss = ", ".join(f"{k}: {v[0] / 1024:.0f} MiB (peak {v[1] / 1024:.0f})" for k, v in res["rss_kib"].items())
         out.append(f"- server RSS after each step: {rss}; data directory at the end {res.get('data_dir_mib')} MiB")
+        idle = ", ".join(f"{size_label(s)} {k}: {res[k][s]['settle_s']} s" for k in ("images", "repos") for s in sorted(res[k]))
+        out.append(f"- waited for the servers to go idle (audit records, events of the seeding) before measuring: {idle}")
     if dist:
         out += ["", f"## Side by side: Distribution ({meta['dist_version']}, filesystem, no auth)", ""]
         out.append("p50 / p99 ms; Berth/Distribution is the ratio of p50s (below 1: Berth is faster).")
