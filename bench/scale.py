@@ -402,9 +402,10 @@ def one_call(conn, name, make, check, i):
 
 
 def summary(times):
-    times = sorted(times)
-    return {"p50": pct(times, 50), "p99": pct(times, 99), "mean": sum(times) / len(times),
-            "max": times[-1], "n": len(times)}
+    """p50, p99 and the rest; `samples` keeps every time in the order measured (ms)."""
+    s = sorted(times)
+    return {"p50": pct(s, 50), "p99": pct(s, 99), "mean": sum(s) / len(s), "max": s[-1], "n": len(s),
+            "samples": [round(t, 3) for t in times]}
 
 
 def measure(conn, ops, samples, max_seconds, on_result):
@@ -733,6 +734,10 @@ def run_berth(args, backend, work):
                          args, pids, repos_at_start=len(repos) + 1)
         conn.close()
         res["data_dir_mib"] = dir_mib(os.path.join(d, "data"))
+        if pg_dir:
+            size = subprocess.run(["psql", env["BERTH_METADATA"], "-Atc", "SELECT pg_database_size(current_database())"],
+                                  capture_output=True, text=True).stdout.strip()
+            res["postgres_db_mib"] = round(int(size) / 2**20, 1) if size.isdigit() else None
     finally:
         if proc is not None:
             proc.kill()
@@ -821,6 +826,9 @@ def table(section, sizes, unit, samples):
         a, b = section[sizes[0]]["ops"][name], section[sizes[-1]]["ops"][name]
         r50, r99 = b["p50"] / a["p50"], b["p99"] / a["p99"]
         worst = max(section[s]["ops"][name]["p50"] / a["p50"] for s in sizes)
+        if len(sizes) == 1:
+            lines.append(f"| {name} | " + " | ".join(cells) + " | – | – | – |")
+            continue
         if name.startswith("GET /v2/ "):
             verdict = "(floor)"
         else:
@@ -852,7 +860,8 @@ def report(args, results, dist, meta):
             out.append(f"- {s['what']} to {size_label(s['to'])}: {s['pushed']:,} in {s['seconds']:.1f} s = "
                        f"**{s['per_s']:.0f}/s**")
         rss = ", ".join(f"{k}: {v[0] / 1024:.0f} MiB (peak {v[1] / 1024:.0f})" for k, v in res["rss_kib"].items())
-        out.append(f"- server RSS after each step: {rss}; data directory at the end {res.get('data_dir_mib')} MiB")
+        out.append(f"- server RSS after each step: {rss}; data directory at the end {res.get('data_dir_mib')} MiB"
+                   + (f", PostgreSQL database {res['postgres_db_mib']} MiB" if res.get("postgres_db_mib") else ""))
         idle = ", ".join(f"{size_label(s)} {k}: {res[k][s]['settle_s']} s" for k in ("images", "repos") for s in sorted(res[k]))
         out.append(f"- waited for the servers to go idle (audit records, events of the seeding) before measuring: {idle}")
     if dist:
