@@ -28,8 +28,11 @@ scripts/postgres.sh, metadata in it, blobs on the filesystem). Then:
 
 ECR requests are SigV4-signed by botocore before the timer starts and sent over http.client; the
 timer covers sending the request and reading the whole answer, nothing else (boto3's own per-call
-cost, 1-2 ms, is not in the numbers). p99 is the nearest-rank percentile. An operation stops early
-(at least 20 samples) once it has used --max-op-seconds; the report gives the sample count then.
+cost, 1-2 ms, is not in the numbers). Before each size, and before each operation, the script
+waits until the servers are idle (the seeding's audit records and events written; the aftermath
+of a costlier operation, such as freeing its memory, over), and measures each operation in a
+block of its own, pushes last. p99 is the nearest-rank percentile. An operation stops early (at
+least 20 samples) once it has used --max-op-seconds; the report gives the sample count then.
 
 Every answer is checked: a non-2xx status (or an answer that is not what was asked for: a
 BatchGetImage failure, a short page, a manifest whose digest differs) aborts the run and prints
@@ -408,36 +411,25 @@ def summary(times):
             "samples": [round(t, 3) for t in times]}
 
 
-def measure(conn, ops, samples, max_seconds, on_result):
-    """Time each of ops = [(name, make, check[, writes])], one request at a time on `conn`.
-    Reads go in rounds (one request of each per round, after WARMUP untimed rounds) so that any
-    background work of the server falls on all of them alike; writes (pushes) follow, each in a
-    block of its own, so that no read is measured right after a push. An operation stops early,
-    with at least MIN_SAMPLES, once its requests took max_seconds. Returns {name: summary}."""
-    ops = [(o[0], o[1], o[2], len(o) > 3 and o[3]) for o in ops]
-    reads = [o for o in ops if not o[3]]
-    times = {o[0]: [] for o in ops}
-    for i in range(WARMUP):
-        for name, make, check, _ in reads:
-            one_call(conn, name, make, check, i)
-    for i in range(samples):
-        live = [o for o in reads if len(times[o[0]]) < MIN_SAMPLES or sum(times[o[0]]) < max_seconds * 1000]
-        if not live:
-            break
-        for name, make, check, _ in live:
-            times[name].append(one_call(conn, name, make, check, WARMUP + i))
-    for name, make, check, writes in ops:
-        if not writes:
-            continue
+def measure(conn, ops, samples, max_seconds, pids, on_result):
+    """Time each of ops = [(name, make, check)], one request at a time on `conn`, in
+    the order given (the pushes come last, so that no read is measured right after a push). Each
+    operation in a block of its own, after the servers (pids() lists them) went idle: the
+    aftermath of a previous, costlier operation (memory being freed, a background write) must
+    not land on the next one's requests. WARMUP untimed requests first; an operation stops
+    early, with at least MIN_SAMPLES, once its requests took max_seconds. Returns
+    {name: summary}."""
+    out = {}
+    for name, make, check in ops:
+        settle(pids())
         for i in range(WARMUP):
             one_call(conn, name, make, check, i)
+        times = []
         for i in range(samples):
-            times[name].append(one_call(conn, name, make, check, WARMUP + i))
-            if len(times[name]) >= MIN_SAMPLES and sum(times[name]) > max_seconds * 1000:
+            times.append(one_call(conn, name, make, check, WARMUP + i))
+            if len(times) >= MIN_SAMPLES and sum(times) > max_seconds * 1000:
                 break
-    out = {}
-    for name, *_ in ops:
-        out[name] = summary(times[name])
+        out[name] = summary(times)
         on_result(name, out[name])
     return out
 
@@ -475,7 +467,7 @@ def server_pids(proc, pg_dir):
     return pids
 
 
-def settle(pids, limit=300):
+def settle(pids, limit=120):
     """Wait (at most `limit` s) until the servers are idle (under 30 ms of CPU per 0.5 s): the
     audit records and events of the seeding are written before anything is measured. Returns
     the seconds waited."""
@@ -505,7 +497,7 @@ def no_check(status, headers, body, want):
 
 
 def image_ops(base, images, counter, rng):
-    """The operations on the one repository: [(name, make, check[, writes])]. Tags and digests are drawn
+    """The operations on the one repository: [(name, make, check)]. Tags and digests are drawn
     uniformly over every image pushed so far; `counter` numbers the measured pushes."""
     repo = IMAGES_REPO
     tagged = list(images.tagged)
@@ -639,13 +631,13 @@ def image_ops(base, images, counter, rng):
          layer_ok),
         ("GET tags/list?n=100", fixed(("GET", f"/v2/{repo}/tags/list?n=100", None, {})), tags_ok),
         ("GET manifest by tag (data plane)", manifest_get, manifest_ok),
-        ("PutImage by tag (ECR push)", ecr_push, put_image_ok, True),
-        ("PUT manifest by tag (OCI push)", oci_push, oci_put_ok, True),
+        ("PutImage by tag (ECR push)", ecr_push, put_image_ok),
+        ("PUT manifest by tag (OCI push)", oci_push, oci_put_ok),
     ]
 
 
 def repo_ops(base, images, repos, counter, rng):
-    """The account-level operations: [(name, make, check[, writes])]."""
+    """The account-level operations: [(name, make, check)]."""
     page = min(100, len(repos) + 1)
 
     def j(data):
@@ -676,7 +668,7 @@ def repo_ops(base, images, repos, counter, rng):
          lambda i: (ecr_request(base, "DescribeRepositories", {"maxResults": 100}), None), page_ok),
         ("DescribeRepositories, one name", describe_one, one_ok),
         ("GET _catalog?n=100", fixed(("GET", "/v2/_catalog?n=100", None, {})), page_ok),
-        ("PUT manifest into one repository (OCI push)", push, push_ok, True),
+        ("PUT manifest into one repository (OCI push)", push, push_ok),
     ]
 
 
@@ -695,7 +687,7 @@ def measure_step(res, kind, size, label, conn, ops, args, pids, **extra):
     waited = settle(pids())
     log(f"{label} @ {size} {kind}: servers idle after {waited:.1f} s; measuring")
     res[kind][size] = dict(extra, settle_s=round(waited, 1),
-                           ops=measure(conn, ops, args.samples, args.max_op_seconds, lambda name, r: log(
+                           ops=measure(conn, ops, args.samples, args.max_op_seconds, pids, lambda name, r: log(
                                f"{label} @ {size} {kind}: {name}: p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms "
                                f"(n={r['n']})")))
     res["rss_kib"][f"{size} {'repositories' if kind == 'repos' else kind}"] = rss_kib(pids()[0])
