@@ -42,7 +42,7 @@ with the raw numbers to bench/out/scale-<date>.md and .json.
 
 Usage: python3 bench/scale.py [--bin target/release/berth] [--backend sqlite|postgres|both]
        [--sizes 1000,10000,100000] [--repo-sizes 10,10000] [--samples 200] [--threads 8]
-       [--no-dist] [--dist-bin /usr/bin/docker-registry] [--max-op-seconds 120] [--keep]
+       [--pg-analyze] [--no-dist] [--dist-bin /usr/bin/docker-registry] [--max-op-seconds 120] [--keep]
 Small check run: --sizes 200,2000 --repo-sizes 10,300 --samples 30
 Needs PostgreSQL binaries for postgres (scripts/postgres.sh), docker-registry for Distribution.
 """
@@ -681,9 +681,20 @@ def seeded(res, label, what, size, n, secs):
         log(f"{label}: {n} {what} in {secs:.1f} s ({n / secs:.0f}/s)")
 
 
-def measure_step(res, kind, size, label, conn, ops, args, pids, **extra):
+def pg_analyzed(url):
+    """{table: time of its last ANALYZE (auto or manual)} of the PostgreSQL database."""
+    out = subprocess.run(["psql", url, "-Atc", "SELECT relname, greatest(last_autoanalyze, last_analyze) "
+                          "FROM pg_stat_user_tables"], capture_output=True, text=True).stdout
+    return dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
+
+
+def measure_step(res, kind, size, label, conn, ops, args, pids, pg_url=None, **extra):
     """Wait until the servers (pids() lists them) are idle, then measure `ops` at this size into
-    res[kind][size]."""
+    res[kind][size]. On PostgreSQL, notes the tables that autovacuum analyzed while the step was
+    measured: until then the planner worked from statistics of before the seeding."""
+    if pg_url and args.pg_analyze:
+        subprocess.run(["psql", pg_url, "-qc", "ANALYZE"], check=True, capture_output=True)
+    before = pg_analyzed(pg_url) if pg_url else {}
     waited = settle(pids())
     log(f"{label} @ {size} {kind}: servers idle after {waited:.1f} s; measuring")
     res[kind][size] = dict(extra, settle_s=round(waited, 1),
@@ -691,6 +702,12 @@ def measure_step(res, kind, size, label, conn, ops, args, pids, **extra):
                                f"{label} @ {size} {kind}: {name}: p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms "
                                f"(n={r['n']})")))
     res["rss_kib"][f"{size} {'repositories' if kind == 'repos' else kind}"] = rss_kib(pids()[0])
+    if pg_url:
+        after = pg_analyzed(pg_url)
+        changed = sorted(t for t, at in after.items() if at and at != before.get(t))
+        res[kind][size]["analyzed_during"] = changed
+        if changed:
+            log(f"{label} @ {size} {kind}: autovacuum analyzed {', '.join(changed)} during the measurement")
 
 
 def run_berth(args, backend, work):
@@ -719,11 +736,11 @@ def run_berth(args, backend, work):
         for size in args.sizes:
             seeded(res, label, "images", size, *seed_images(base, auth, IMAGES_REPO, images, size, args.threads, label))
             measure_step(res, "images", size, label, conn, image_ops(base, images, counter, rng), args, pids,
-                         images_at_start=images.count())
+                         env.get("BERTH_METADATA"), images_at_start=images.count())
         for size in args.repo_sizes:
             seeded(res, label, "repositories", size, *seed_repos(base, auth, images, repos, size, args.threads, label))
             measure_step(res, "repos", size, label, conn, repo_ops(base, images, repos or [IMAGES_REPO], counter, rng),
-                         args, pids, repos_at_start=len(repos) + 1)
+                         args, pids, env.get("BERTH_METADATA"), repos_at_start=len(repos) + 1)
         conn.close()
         res["data_dir_mib"] = dir_mib(os.path.join(d, "data"))
         if pg_dir:
@@ -854,6 +871,15 @@ def report(args, results, dist, meta):
         rss = ", ".join(f"{k}: {v[0] / 1024:.0f} MiB (peak {v[1] / 1024:.0f})" for k, v in res["rss_kib"].items())
         out.append(f"- server RSS after each step: {rss}; data directory at the end {res.get('data_dir_mib')} MiB"
                    + (f", PostgreSQL database {res['postgres_db_mib']} MiB" if res.get("postgres_db_mib") else ""))
+        for k in ("images", "repos"):
+            for sz in sorted(res[k]):
+                if res[k][sz].get("analyzed_during"):
+                    out.append(f"- **{size_label(sz)} {'repositories' if k == 'repos' else k}: autovacuum analyzed "
+                               f"{', '.join(res[k][sz]['analyzed_during'])} while this step was measured**: the "
+                               "operations before it ran on plans from statistics of before the seeding "
+                               "(see the samples in the JSON; --pg-analyze measures with fresh statistics)")
+        if backend == "postgres":
+            out.append(f"- statistics: {'ANALYZE after each seeding step (--pg-analyze)' if args.pg_analyze else 'left to autovacuum'}")
         idle = ", ".join(f"{size_label(s)} {k}: {res[k][s]['settle_s']} s" for k in ("images", "repos") for s in sorted(res[k]))
         out.append(f"- waited for the servers to go idle (audit records, events of the seeding) before measuring: {idle}")
     if dist:
@@ -898,6 +924,9 @@ def main():
     ap.add_argument("--threads", type=int, default=8, help="seeding threads")
     ap.add_argument("--max-op-seconds", type=float, default=120.0,
                     help=f"stop one operation's samples after this long (at least {MIN_SAMPLES} samples)")
+    ap.add_argument("--pg-analyze", action="store_true",
+                    help="PostgreSQL: ANALYZE after each seeding step (plans from fresh statistics, as once "
+                         "autovacuum caught up); default: leave it to autovacuum, and report when it ran")
     ap.add_argument("--no-dist", action="store_true", help="skip Distribution")
     ap.add_argument("--dist-bin", default="/usr/bin/docker-registry")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (data, logs)")
