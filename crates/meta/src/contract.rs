@@ -859,7 +859,10 @@ macro_rules! bind_params {
 /// The hot listing and lookup queries search their index on SQLite: no scan of a table.
 async fn sqlite_plans(s: &sqlite::SqliteStore) {
     use sqlx::Row;
-    for (name, sql, index, _, params) in listing::hot_queries() {
+    let mut queries = listing::hot_queries();
+    let events = vec![listing::Param::I(0), listing::Param::I(7), listing::Param::I(100)];
+    queries.push(("events after a cursor".into(), sqlite::SqliteStore::EVENTS_AFTER_SQL, "events_order", "", events));
+    for (name, sql, index, _, params) in queries {
         let explain = format!("EXPLAIN QUERY PLAN {sql}");
         let q = bind_params!(sqlx::query(sqlx::AssertSqlSafe(explain)), &params);
         let plan: Vec<String> = q.fetch_all(&s.read).await.unwrap().iter().map(|r| r.get::<String, _>(3)).collect();
@@ -882,7 +885,10 @@ async fn postgres_plans(s: &postgres::PgStore) {
     use sqlx::Row;
     let mut conn = s.read.acquire().await.unwrap();
     sqlx::raw_sql("SET enable_seqscan = off").execute(&mut *conn).await.unwrap();
-    for (name, sql, _, cond, params) in listing::hot_queries() {
+    let mut queries = listing::hot_queries();
+    let events = vec![listing::Param::I(0), listing::Param::I(7), listing::Param::I(100)];
+    queries.push(("events after a cursor".into(), postgres::PgStore::EVENTS_AFTER_SQL, "", "ROW(txid, seq)", events));
+    for (name, sql, _, cond, params) in queries {
         let explain = format!("EXPLAIN {sql}");
         let q = bind_params!(sqlx::query(sqlx::AssertSqlSafe(explain)), &params);
         let plan: Vec<String> = q.fetch_all(&mut *conn).await.unwrap().iter().map(|r| r.get::<String, _>(0)).collect();

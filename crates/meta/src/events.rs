@@ -286,15 +286,22 @@ macro_rules! portable_events {
             }
         }
 
+        impl $store {
+            /// The events after a cursor (`$1` txid, `$2` seq), at most `$3`: an index range of
+            /// `events_order` (a row-value comparison; an `OR` of the two conditions made SQLite
+            /// walk the whole index in order on every poll).
+            pub(crate) const EVENTS_AFTER_SQL: &'static str = concat!(
+                "SELECT seq, txid, event_id, account_id, region, kind, repository, detail, created_at ",
+                "FROM events WHERE (txid, seq) > ($1, $2) AND ",
+                $visible,
+                " ORDER BY txid, seq LIMIT $3"
+            );
+        }
+
         #[async_trait]
         impl crate::events::EventStore for $store {
             async fn events_after(&self, c: crate::events::Cursor, limit: u32) -> Result<Vec<crate::events::Event>> {
-                let rows = sqlx::query(concat!(
-                    "SELECT seq, txid, event_id, account_id, region, kind, repository, detail, created_at ",
-                    "FROM events WHERE (txid > $1 OR (txid = $1 AND seq > $2)) AND ",
-                    $visible,
-                    " ORDER BY txid, seq LIMIT $3"
-                ))
+                let rows = sqlx::query(Self::EVENTS_AFTER_SQL)
                 .bind(c.txid)
                 .bind(c.seq)
                 .bind(limit as i64)
@@ -305,7 +312,7 @@ macro_rules! portable_events {
 
             async fn events_pending(&self, c: crate::events::Cursor, cap: u32) -> Result<u64> {
                 let n: i64 = sqlx::query(concat!(
-                    "SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE (txid > $1 OR (txid = $1 AND seq > $2)) AND ",
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE (txid, seq) > ($1, $2) AND ",
                     $visible,
                     " LIMIT $3) AS pending"
                 ))
@@ -384,7 +391,7 @@ macro_rules! portable_events {
                 let mut tx = self.begin().await?;
                 let n = sqlx::query(
                     "DELETE FROM events WHERE created_at < $1 AND NOT EXISTS (SELECT 1 FROM event_cursors c \
-                     WHERE events.txid > c.txid OR (events.txid = c.txid AND events.seq > c.seq))",
+                     WHERE (events.txid, events.seq) > (c.txid, c.seq))",
                 )
                 .bind(before)
                 .execute(&mut *tx)
