@@ -861,7 +861,9 @@ async fn sqlite_plans(s: &sqlite::SqliteStore) {
     use sqlx::Row;
     let mut queries = listing::hot_queries();
     let events = vec![listing::Param::I(0), listing::Param::I(7), listing::Param::I(100)];
-    queries.push(("events after a cursor".into(), sqlite::SqliteStore::EVENTS_AFTER_SQL, "events_order", "", events));
+    let same_tx = "events_order (txid=? AND seq>?)";
+    queries.push(("events after a cursor".into(), sqlite::SqliteStore::EVENTS_AFTER_SQL, same_tx, "", events.clone()));
+    queries.push(("events pending".into(), sqlite::SqliteStore::EVENTS_PENDING_SQL, same_tx, "", events));
     for (name, sql, index, _, params) in queries {
         let explain = format!("EXPLAIN QUERY PLAN {sql}");
         let q = bind_params!(sqlx::query(sqlx::AssertSqlSafe(explain)), &params);
@@ -872,7 +874,7 @@ async fn sqlite_plans(s: &sqlite::SqliteStore) {
             .collect();
         assert!(scans.is_empty(), "{name}: a table scan in {plan:#?}");
         assert!(
-            plan.iter().any(|l| l.contains(&format!("INDEX {index} "))),
+            plan.iter().any(|l| l.contains(&format!("INDEX {index}"))),
             "{name}: {index} not searched in {plan:#?}"
         );
     }
@@ -887,7 +889,9 @@ async fn postgres_plans(s: &postgres::PgStore) {
     sqlx::raw_sql("SET enable_seqscan = off").execute(&mut *conn).await.unwrap();
     let mut queries = listing::hot_queries();
     let events = vec![listing::Param::I(0), listing::Param::I(7), listing::Param::I(100)];
-    queries.push(("events after a cursor".into(), postgres::PgStore::EVENTS_AFTER_SQL, "", "ROW(txid, seq)", events));
+    let same_tx = "(txid = '0'::bigint) AND (seq > '7'::bigint)";
+    queries.push(("events after a cursor".into(), postgres::PgStore::EVENTS_AFTER_SQL, "", same_tx, events.clone()));
+    queries.push(("events pending".into(), postgres::PgStore::EVENTS_PENDING_SQL, "", same_tx, events));
     for (name, sql, _, cond, params) in queries {
         let explain = format!("EXPLAIN {sql}");
         let q = bind_params!(sqlx::query(sqlx::AssertSqlSafe(explain)), &params);

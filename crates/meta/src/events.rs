@@ -287,14 +287,32 @@ macro_rules! portable_events {
         }
 
         impl $store {
-            /// The events after a cursor (`$1` txid, `$2` seq), at most `$3`: an index range of
-            /// `events_order` (a row-value comparison; an `OR` of the two conditions made SQLite
-            /// walk the whole index in order on every poll).
+            /// The events after a cursor (`$1` txid, `$2` seq), at most `$3`: two index ranges of
+            /// `events_order` (the rest of the cursor's transaction, then later transactions).
+            /// Neither `txid > $1 OR (txid = $1 AND seq > $2)` nor the row value `(txid, seq) >
+            /// ($1, $2)` is one range on SQLite (where every txid is 0): both walked the whole
+            /// index on every consumer poll, ~10 ms per 100 ms at 100,000 events.
             pub(crate) const EVENTS_AFTER_SQL: &'static str = concat!(
-                "SELECT seq, txid, event_id, account_id, region, kind, repository, detail, created_at ",
-                "FROM events WHERE (txid, seq) > ($1, $2) AND ",
+                "SELECT seq, txid, event_id, account_id, region, kind, repository, detail, created_at FROM (",
+                "SELECT * FROM (SELECT seq, txid, event_id, account_id, region, kind, repository, detail, created_at ",
+                "FROM events WHERE txid = $1 AND seq > $2 AND ",
                 $visible,
-                " ORDER BY txid, seq LIMIT $3"
+                " ORDER BY seq LIMIT $3) AS same_tx UNION ALL ",
+                "SELECT * FROM (SELECT seq, txid, event_id, account_id, region, kind, repository, detail, created_at ",
+                "FROM events WHERE txid > $1 AND ",
+                $visible,
+                " ORDER BY txid, seq LIMIT $3) AS later_tx",
+                ") AS e ORDER BY txid, seq LIMIT $3"
+            );
+
+            /// How many events follow a cursor, counting at most `$3` in each of the two ranges
+            /// of [`Self::EVENTS_AFTER_SQL`].
+            pub(crate) const EVENTS_PENDING_SQL: &'static str = concat!(
+                "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE txid = $1 AND seq > $2 AND ",
+                $visible,
+                " LIMIT $3) AS same_tx) + (SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE txid > $1 AND ",
+                $visible,
+                " LIMIT $3) AS later_tx)"
             );
         }
 
@@ -311,18 +329,14 @@ macro_rules! portable_events {
             }
 
             async fn events_pending(&self, c: crate::events::Cursor, cap: u32) -> Result<u64> {
-                let n: i64 = sqlx::query(concat!(
-                    "SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE (txid, seq) > ($1, $2) AND ",
-                    $visible,
-                    " LIMIT $3) AS pending"
-                ))
+                let n: i64 = sqlx::query(Self::EVENTS_PENDING_SQL)
                 .bind(c.txid)
                 .bind(c.seq)
                 .bind(cap as i64)
                 .fetch_one(&self.read)
                 .await?
                 .get(0);
-                Ok(n as u64)
+                Ok((n.max(0) as u64).min(u64::from(cap)))
             }
 
             async fn event_cursor(&self, consumer: &str) -> Result<crate::events::Cursor> {
