@@ -19,7 +19,8 @@ scripts/postgres.sh, metadata in it, blobs on the filesystem). Then:
   2. Repositories. The account is filled to each of --repo-sizes repositories (push-creates:
      mount of the two blobs from bench/images, then one manifest PUT by tag, so each repository
      holds one tiny image), and measured: DescribeRepositories first page (maxResults 100),
-     DescribeRepositories of one name, GET /v2/_catalog?n=100, a manifest PUT into one
+     DescribeRepositories of one name, GET /v2/_catalog?n=100, both first pages also with 10
+     items (a page as full at 10 repositories as at 10,000), a manifest PUT into one
      repository.
   3. Unless --no-dist, CNCF Distribution (Debian's docker-registry; filesystem storage, no auth,
      configured as in bench/run.sh) filled the same way (its sizes count tags in one repository;
@@ -656,6 +657,10 @@ def repo_ops(base, images, repos, counter, rng):
         got = len(j(d)["repositories"])
         must(got == page, f"{got} repositories on the first page, expected {page}")
 
+    def page10_ok(s, h, d, want):
+        got = len(j(d)["repositories"])
+        must(got == 10, f"{got} repositories on the first page, expected 10")
+
     def one_ok(s, h, d, want):
         r = j(d)["repositories"]
         must(len(r) == 1 and r[0]["repositoryName"] == want, f"expected {want}")
@@ -668,6 +673,11 @@ def repo_ops(base, images, repos, counter, rng):
          lambda i: (ecr_request(base, "DescribeRepositories", {"maxResults": 100}), None), page_ok),
         ("DescribeRepositories, one name", describe_one, one_ok),
         ("GET _catalog?n=100", fixed(("GET", "/v2/_catalog?n=100", None, {})), page_ok),
+        # Pages of the same length at every size (the 100-item pages hold only 10 at 10
+        # repositories, so their ratio also counts the extra items).
+        ("DescribeRepositories, first page (10)",
+         lambda i: (ecr_request(base, "DescribeRepositories", {"maxResults": 10}), None), page10_ok),
+        ("GET _catalog?n=10", fixed(("GET", "/v2/_catalog?n=10", None, {})), page10_ok),
         ("PUT manifest into one repository (OCI push)", push, push_ok),
     ]
 

@@ -245,53 +245,72 @@ impl Registry {
             return Ok(CatalogPage { items: Vec::new(), next: None });
         }
         let reach = self.reach(caller, "ecr:DescribeRepositories", ns).await?;
-        let after = last.map(|l| self.open_catalog_cursor(ns, l));
-        let after = after.as_deref();
-        let batch = CATALOG_EXAMINE_MAX as u32;
-        let mut lists = Vec::new();
-        match &reach {
-            Reach::PrefixesOrPolicy(prefixes) if prefixes.len() <= MAX_PREFIX_QUERIES => {
-                for p in prefixes {
-                    lists.push(self.meta.list_repositories_where(ns, RepoFilter::Prefix(p), after, batch).await?);
-                }
-                lists.push(self.meta.list_repositories_where(ns, RepoFilter::WithPolicy, after, batch).await?);
-            }
-            _ => lists.push(self.meta.list_repositories(ns, after, batch).await?),
-        }
-        // Every candidate up to the horizon was listed: a full list may continue past its end.
-        let horizon = lists.iter().filter(|l| l.len() == batch as usize).filter_map(|l| l.last()).min().cloned();
-        let mut candidates: Vec<String> =
-            lists.into_iter().flatten().filter(|name| horizon.as_ref().is_none_or(|h| name <= h)).collect();
-        candidates.sort_unstable();
-        candidates.dedup();
+        let mut after = last.map(|l| self.open_catalog_cursor(ns, l));
         let mut items = Vec::new();
         let mut examined = 0;
-        for name in &candidates {
-            if items.len() > limit || examined == CATALOG_EXAMINE_MAX {
+        let mut last_examined: Option<String> = None;
+        // Read the candidates in rounds, each list twice the page first and doubling
+        // after, so that a page costs about its own length whatever the registry's size, while
+        // a walk past many names the caller may not see still reads few rounds. The rounds
+        // examine the names in the same order, within the same budget, as one read would.
+        let mut batch = ((limit + 1) * 2).clamp(16, CATALOG_EXAMINE_MAX);
+        loop {
+            let batch_now = batch.min(CATALOG_EXAMINE_MAX - examined) as u32;
+            let from = after.as_deref();
+            let mut lists = Vec::new();
+            match &reach {
+                Reach::PrefixesOrPolicy(prefixes) if prefixes.len() <= MAX_PREFIX_QUERIES => {
+                    for p in prefixes {
+                        lists
+                            .push(self.meta.list_repositories_where(ns, RepoFilter::Prefix(p), from, batch_now).await?);
+                    }
+                    lists.push(self.meta.list_repositories_where(ns, RepoFilter::WithPolicy, from, batch_now).await?);
+                }
+                _ => lists.push(self.meta.list_repositories(ns, from, batch_now).await?),
+            }
+            // Every candidate up to the horizon was listed: a full list may continue past its end.
+            let horizon =
+                lists.iter().filter(|l| l.len() == batch_now as usize).filter_map(|l| l.last()).min().cloned();
+            let mut candidates: Vec<String> =
+                lists.into_iter().flatten().filter(|name| horizon.as_ref().is_none_or(|h| name <= h)).collect();
+            candidates.sort_unstable();
+            candidates.dedup();
+            let mut all_examined = true;
+            for name in &candidates {
+                if items.len() > limit || examined == CATALOG_EXAMINE_MAX {
+                    all_examined = false;
+                    break;
+                }
+                examined += 1;
+                last_examined = Some(name.clone());
+                let target = Target::Repository { ns, name };
+                match self.authorize(caller, "ecr:DescribeRepositories", target).await {
+                    Ok(()) => items.push(name.clone()),
+                    Err(Error::Denied(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            tracing::debug!(examined, candidates = candidates.len(), listed = items.len(), "catalog round");
+            if items.len() > limit {
+                items.truncate(limit);
+                let next = items.last().cloned();
+                return Ok(CatalogPage { items, next });
+            }
+            if all_examined && horizon.is_none() {
+                return Ok(CatalogPage { items, next: None });
+            }
+            if examined == CATALOG_EXAMINE_MAX || !all_examined {
                 break;
             }
-            examined += 1;
-            let target = Target::Repository { ns, name };
-            match self.authorize(caller, "ecr:DescribeRepositories", target).await {
-                Ok(()) => items.push(name.clone()),
-                Err(Error::Denied(_)) => {}
-                Err(e) => return Err(e),
-            }
+            // Everything up to the horizon was examined and the page is not full: read on.
+            after = horizon;
+            batch = (batch * 2).min(CATALOG_EXAMINE_MAX);
         }
-        tracing::debug!(examined, candidates = candidates.len(), listed = items.len(), "catalog page");
-        if items.len() > limit {
-            items.truncate(limit);
-            let next = items.last().cloned();
-            return Ok(CatalogPage { items, next });
-        }
-        if examined == candidates.len() && horizon.is_none() {
-            return Ok(CatalogPage { items, next: None });
-        }
-        // The budget ran out, or a listing was cut: continue after the last one examined.
-        let Some(end) = examined.checked_sub(1).map(|i| &candidates[i]) else {
+        // The budget ran out: continue after the last one examined.
+        let Some(end) = last_examined else {
             return Ok(CatalogPage { items, next: None });
         };
-        let next = if items.last() == Some(end) { end.clone() } else { self.seal_catalog_cursor(ns, end)? };
+        let next = if items.last() == Some(&end) { end } else { self.seal_catalog_cursor(ns, &end)? };
         Ok(CatalogPage { items, next: Some(next) })
     }
 
