@@ -112,24 +112,30 @@ def seeded(ecr, repo):
     return base, ids
 
 
-def image_churn(server, repo, base):
-    """A step that pushes a new image (tagged or not) and deletes the one pushed two steps
-    before."""
+def rolling(server, repo, push):
+    """A churn step: `push(client, i)` pushes a new image and returns its image id; the image id
+    pushed two steps before is deleted (BatchDeleteImage, which must not fail)."""
     c = make_client(server)
     pushed = []
 
     def step(i):
-        v = variant(base, 100_000 + i)
-        if i % 2:
-            put(c, repo, v, tag=f"churn{i}")
-        else:
-            put(c, repo, v)
-        pushed.append(v.digest)
+        pushed.append(push(c, i))
         if len(pushed) > 2:
-            r = c.batch_delete_image(repositoryName=repo, imageIds=[{"imageDigest": pushed.pop(0)}])
+            r = c.batch_delete_image(repositoryName=repo, imageIds=[pushed.pop(0)])
             assert r["failures"] == [], r
 
     return step
+
+
+def image_churn(server, repo, base):
+    """Pushes a new image (tagged or not) and deletes the one pushed two steps before."""
+
+    def push(c, i):
+        v = variant(base, 100_000 + i)
+        put(c, repo, v, **({"tag": f"churn{i}"} if i % 2 else {}))
+        return {"imageDigest": v.digest}
+
+    return rolling(server, repo, push)
 
 
 @pytest.mark.parametrize("status", [None, "TAGGED", "UNTAGGED"])
@@ -202,16 +208,12 @@ def test_list_image_referrers_pages_each_referrer_once_under_writes(server, ecr,
         v = variant(sig, i, subject=sub)
         put(ecr, repo, v, imageDigest=v.digest)
         stable.add(v.digest)
-    c = make_client(server)
-    pushed = []
-
-    def step(i):
+    def push(c, i):
         v = variant(sig, 100_000 + i, subject=sub)
         put(c, repo, v, imageDigest=v.digest)
-        pushed.append(v.digest)
-        if len(pushed) > 2:
-            r = c.batch_delete_image(repositoryName=repo, imageIds=[{"imageDigest": pushed.pop(0)}])
-            assert r["failures"] == [], r
+        return {"imageDigest": v.digest}
+
+    step = rolling(server, repo, push)
 
     def call(token):
         args = dict(repositoryName=repo, subjectId={"imageDigest": subject.digest}, maxResults=PAGE)
@@ -245,23 +247,34 @@ def test_list_image_referrers_filter_limits(ecr_raw, repo):
     check_error(err, "InvalidParameterException")
 
 
-def test_describe_repositories_pages_each_repository_once_under_writes(server, ecr):
+@pytest.fixture
+def repositories(server, ecr):
+    """25 stable repositories under a fresh prefix, and a churn step that creates repositories
+    whose names sort among them and deletes each again two steps later; all removed after."""
     prefix = unique("pg")
-    stable = set()
-    for i in range(25):
-        name = f"{prefix}/r{i:02d}"
+    stable = {f"{prefix}/r{i:02d}" for i in range(25)}
+    for name in sorted(stable):
         ecr.create_repository(repositoryName=name)
-        stable.add(name)
     c = make_client(server)
     made = []
 
     def step(i):
-        # Names that sort between the stable ones, and before and after them.
         name = f"{prefix}/r{(i * 7) % 25:02d}-churn{i}"
         c.create_repository(repositoryName=name)
         made.append(name)
         if len(made) > 2:
             c.delete_repository(repositoryName=made.pop(0), force=True)
+
+    yield stable, step
+    for n in stable | set(made):
+        try:
+            ecr.delete_repository(repositoryName=n, force=True)
+        except ecr.exceptions.RepositoryNotFoundException:
+            pass
+
+
+def test_describe_repositories_pages_each_repository_once_under_writes(ecr, repositories):
+    stable, step = repositories
 
     def call(token):
         args = dict(maxResults=PAGE)
@@ -269,17 +282,9 @@ def test_describe_repositories_pages_each_repository_once_under_writes(server, e
             args["nextToken"] = token
         return ecr.describe_repositories(**args)
 
-    try:
-        with Churn(step):
-            seen, _ = walk(call, lambda x: x["repositoryName"], lambda r: r["repositories"],
-                           lambda r: r.get("nextToken"))
-        exactly_once(seen, stable)
-    finally:
-        for n in stable | set(made):
-            try:
-                ecr.delete_repository(repositoryName=n, force=True)
-            except ecr.exceptions.RepositoryNotFoundException:
-                pass
+    with Churn(step):
+        seen, _ = walk(call, lambda x: x["repositoryName"], lambda r: r["repositories"], lambda r: r.get("nextToken"))
+    exactly_once(seen, stable)
 
 
 def oci_walk(server, client, first):
@@ -305,17 +310,12 @@ def oci_walk(server, client, first):
 def test_oci_tags_list_pages_each_tag_once_under_writes(server, ecr, repo, seeded):
     base, ids = seeded
     stable = {t for _, t in ids if t is not None}
-    c = make_client(server)
-    pushed = []
-
-    def step(i):
-        v = variant(base, 200_000 + i)
+    def push(c, i):
         tag = f"s{(i * 7) % 40}-churn{i}"  # sorts among the stable tags
-        put(c, repo, v, tag=tag)
-        pushed.append(tag)
-        if len(pushed) > 2:
-            r = c.batch_delete_image(repositoryName=repo, imageIds=[{"imageTag": pushed.pop(0)}])
-            assert r["failures"] == [], r
+        put(c, repo, variant(base, 200_000 + i), tag=tag)
+        return {"imageTag": tag}
+
+    step = rolling(server, repo, push)
 
     with Churn(step):
         seen, pages = oci_walk(server, ecr, f"{repo}/tags/list?n={PAGE}")
@@ -323,33 +323,11 @@ def test_oci_tags_list_pages_each_tag_once_under_writes(server, ecr, repo, seede
     exactly_once(seen, stable)
 
 
-def test_oci_catalog_pages_each_repository_once_under_writes(server, ecr):
-    prefix = unique("cat")
-    stable = set()
-    for i in range(20):
-        name = f"{prefix}/r{i:02d}"
-        ecr.create_repository(repositoryName=name)
-        stable.add(name)
-    c = make_client(server)
-    made = []
-
-    def step(i):
-        name = f"{prefix}/r{(i * 7) % 20:02d}-churn{i}"
-        c.create_repository(repositoryName=name)
-        made.append(name)
-        if len(made) > 2:
-            c.delete_repository(repositoryName=made.pop(0), force=True)
-
-    try:
-        with Churn(step):
-            seen, _ = oci_walk(server, ecr, f"_catalog?n={PAGE}")
-        exactly_once(seen, stable)
-    finally:
-        for n in stable | set(made):
-            try:
-                ecr.delete_repository(repositoryName=n, force=True)
-            except ecr.exceptions.RepositoryNotFoundException:
-                pass
+def test_oci_catalog_pages_each_repository_once_under_writes(server, ecr, repositories):
+    stable, step = repositories
+    with Churn(step):
+        seen, _ = oci_walk(server, ecr, f"_catalog?n={PAGE}")
+    exactly_once(seen, stable)
 
 
 @pytest.mark.parametrize("token", ["zz", "00", "6c7c317c", "not hex at all", "6c7c317c7368613235363a61617c"])

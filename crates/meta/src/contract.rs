@@ -5,25 +5,30 @@
 use crate::*;
 use std::sync::Arc;
 
-async fn contract(s: &dyn MetadataStore) {
-    let ns = Namespace { account_id: "1".into(), region: "r".into() };
-    assert_eq!(s.stats().await.unwrap(), Stats::default(), "an empty store");
-    let repo = s.ensure_repository(&ns, "a/b", 1).await.unwrap();
-    assert_eq!(s.ensure_repository(&ns, "a/b", 2).await.unwrap(), repo);
-    assert_eq!(s.list_repositories(&ns, None, 10).await.unwrap(), vec!["a/b".to_string()]);
-    let m = NewManifest {
+/// A small image manifest of `repo` with one 5-byte blob, `sha256:b`.
+fn manifest(repo: i64, digest: &'static str) -> NewManifest<'static> {
+    NewManifest {
         repo_id: repo,
-        digest: "sha256:m",
+        digest,
         media_type: "x",
         artifact_type: None,
-        subject: Some("sha256:s"),
+        subject: None,
         annotations: None,
         content: b"{}",
         blobs: &[("sha256:b", 5)],
         children: &[],
         config_media_type: None,
         index: false,
-    };
+    }
+}
+
+async fn contract(s: &dyn MetadataStore) {
+    let ns = Namespace { account_id: "1".into(), region: "r".into() };
+    assert_eq!(s.stats().await.unwrap(), Stats::default(), "an empty store");
+    let repo = s.ensure_repository(&ns, "a/b", 1).await.unwrap();
+    assert_eq!(s.ensure_repository(&ns, "a/b", 2).await.unwrap(), repo);
+    assert_eq!(s.list_repositories(&ns, None, 10).await.unwrap(), vec!["a/b".to_string()]);
+    let m = NewManifest { subject: Some("sha256:s"), ..manifest(repo, "sha256:m") };
     assert_eq!(s.put_manifest(&m, &["t"], 3).await.unwrap(), PutManifest::MissingBlobs(vec!["sha256:b".into()]));
     s.link_blob(repo, "sha256:b", 5, 3).await.unwrap();
     assert_eq!(s.put_manifest(&m, &["t", "u"], 4).await.unwrap(), PutManifest::Stored);
@@ -170,17 +175,9 @@ async fn listing_contract(s: &dyn MetadataStore) {
     let repo = s.ensure_repository(&ns, "list", 1).await.unwrap();
     s.link_blob(repo, "sha256:b", 5, 1).await.unwrap();
     let m = |digest: &'static str, subject: Option<&'static str>, artifact_type: Option<&'static str>| NewManifest {
-        repo_id: repo,
-        digest,
-        media_type: "x",
-        artifact_type,
         subject,
-        annotations: None,
-        content: b"{}",
-        blobs: &[("sha256:b", 5)],
-        children: &[],
-        config_media_type: None,
-        index: false,
+        artifact_type,
+        ..manifest(repo, digest)
     };
     // a (t=1, tags x y), b (t=2, untagged), c (t=2, tag z), d (t=3, untagged): b and c tie on
     // time and go by digest.

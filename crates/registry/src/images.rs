@@ -37,36 +37,48 @@ pub struct ImageIdCursor {
 impl ImageIdCursor {
     /// The cursor as an opaque `nextToken`.
     pub fn to_token(&self) -> String {
-        hex::encode(format!("l|{}|{}|{}", self.key.pushed_at, self.key.digest, self.tag.as_deref().unwrap_or("")))
+        token("l", &self.key, self.tag.as_deref().unwrap_or(""))
     }
 
     /// A cursor from a `nextToken` of [`ImageIdCursor::to_token`]; `None` when it is not one.
-    pub fn from_token(token: &str) -> Option<ImageIdCursor> {
-        let text = String::from_utf8(hex::decode(token).ok()?).ok()?;
-        let mut parts = text.splitn(4, '|');
-        let (kind, at, digest, tag) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if kind != "l" || digest.parse::<Digest>().is_err() {
-            return None;
-        }
+    pub fn from_token(t: &str) -> Option<ImageIdCursor> {
+        let (key, tag) = from_token(t, "l")?;
         let tag = if tag.is_empty() { None } else { Some(tag.parse::<Tag>().ok()?.to_string()) };
-        Some(ImageIdCursor { key: ImageKey { pushed_at: at.parse().ok()?, digest: digest.to_string() }, tag })
+        Some(ImageIdCursor { key, tag })
     }
 }
 
-/// An image key as an opaque `nextToken` (DescribeImages).
+/// An image key as an opaque `nextToken` (DescribeImages, ListImageReferrers).
 pub fn image_key_token(key: &ImageKey) -> String {
-    hex::encode(format!("d|{}|{}", key.pushed_at, key.digest))
+    token("d", key, "")
 }
 
 /// The image key of a `nextToken` of [`image_key_token`]; `None` when it is not one.
-pub fn image_key_from_token(token: &str) -> Option<ImageKey> {
-    let text = String::from_utf8(hex::decode(token).ok()?).ok()?;
-    let mut parts = text.splitn(3, '|');
-    let (kind, at, digest) = (parts.next()?, parts.next()?, parts.next()?);
-    if kind != "d" || digest.parse::<Digest>().is_err() {
+pub fn image_key_from_token(t: &str) -> Option<ImageKey> {
+    from_token(t, "d").filter(|(_, rest)| rest.is_empty()).map(|(key, _)| key)
+}
+
+/// `kind|pushed_at|digest|rest`, hex-encoded: a token tied to one kind of listing.
+fn token(kind: &str, key: &ImageKey, rest: &str) -> String {
+    hex::encode(format!("{kind}|{}|{}|{rest}", key.pushed_at, key.digest))
+}
+
+/// The key and the rest of a [`token`] of `kind`; `None` when it is not one.
+fn from_token(t: &str, kind: &str) -> Option<(ImageKey, String)> {
+    let text = String::from_utf8(hex::decode(t).ok()?).ok()?;
+    let mut parts = text.splitn(4, '|');
+    let (k, at, digest, rest) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if k != kind || digest.parse::<Digest>().is_err() {
         return None;
     }
-    Some(ImageKey { pushed_at: at.parse().ok()?, digest: digest.to_string() })
+    Some((ImageKey { pushed_at: at.parse().ok()?, digest: digest.to_string() }, rest.to_string()))
+}
+
+/// Cut a page read with one item more than `limit`: whether there are more.
+fn cut_page<T>(items: &mut Vec<T>, limit: u32) -> bool {
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    more
 }
 
 impl ImageFailure {
@@ -146,9 +158,7 @@ impl Registry {
         let repo = self.repo_in(ns, name).await?;
         let from = after.map_or(ImagesFrom::Start, ImagesFrom::After);
         let mut page = self.meta.images_page(repo.id, status, from, limit.saturating_add(1)).await?;
-        let more = page.len() > limit as usize;
-        page.truncate(limit as usize);
-        let next = if more { page.last().map(Image::key) } else { None };
+        let next = if cut_page(&mut page, limit) { page.last().map(Image::key) } else { None };
         Ok((page, next))
     }
 
@@ -197,9 +207,7 @@ impl Registry {
             }
             from = page.last().map(|i| (i.key(), false));
         }
-        let more = ids.len() > limit as usize;
-        ids.truncate(limit as usize);
-        let next = if more { ids.last().cloned() } else { None };
+        let next = if cut_page(&mut ids, limit) { ids.last().cloned() } else { None };
         let out = ids.into_iter().map(|c| ImageId { image_digest: Some(c.key.digest), image_tag: c.tag }).collect();
         Ok((out, next))
     }
@@ -296,13 +304,8 @@ impl Registry {
         let repo = self.repo_in(ns, name).await?;
         let mut page =
             self.meta.referrers_page(repo.id, subject.as_str(), artifact_types, after, limit.saturating_add(1)).await?;
-        let more = page.len() > limit as usize;
-        page.truncate(limit as usize);
-        let next = if more {
-            page.last().map(|r| ImageKey { pushed_at: r.pushed_at, digest: r.digest.clone() })
-        } else {
-            None
-        };
+        let more = cut_page(&mut page, limit);
+        let next = page.last().filter(|_| more).map(|r| ImageKey { pushed_at: r.pushed_at, digest: r.digest.clone() });
         Ok((page, next))
     }
 
