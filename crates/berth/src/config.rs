@@ -110,6 +110,9 @@ pub struct Config {
     /// trail, as ECR records pulls. Off: data-plane writes and every control-plane call only
     /// (for pull rates above what the trail can write; see BENCHMARKS.md).
     pub audit_data_plane_reads: bool,
+    /// How often every repository's lifecycle policy is applied (seconds; once per period
+    /// across all nodes). ECR applies policies within 24 hours.
+    pub lifecycle_interval_secs: u64,
 }
 
 impl Default for Config {
@@ -154,6 +157,7 @@ impl Default for Config {
             audit_retention_days: 90,
             audit_log_file: None,
             audit_data_plane_reads: true,
+            lifecycle_interval_secs: 3600,
         }
     }
 }
@@ -319,6 +323,7 @@ impl Config {
             ("BERTH_WEBHOOK_TIMEOUT_SECS", &mut self.webhook_timeout_secs),
             ("BERTH_METRICS_REPOSITORY_LABELS", &mut self.metrics_repository_labels),
             ("BERTH_AUDIT_RETENTION_DAYS", &mut self.audit_retention_days),
+            ("BERTH_LIFECYCLE_INTERVAL_SECS", &mut self.lifecycle_interval_secs),
         ] {
             if let Some(v) = get(key) {
                 *field = num(key, v)?;
@@ -337,6 +342,7 @@ impl Config {
             ("webhook_backoff_ms", self.webhook_backoff_ms),
             ("webhook_timeout_secs", self.webhook_timeout_secs),
             ("audit_retention_days", self.audit_retention_days),
+            ("lifecycle_interval_secs", self.lifecycle_interval_secs),
         ] {
             if v == 0 {
                 anyhow::bail!("{key} (BERTH_{}) must be more than 0", key.to_uppercase());
@@ -349,6 +355,10 @@ impl Config {
         anyhow::ensure!(
             self.webhook_timeout_secs <= 300,
             "webhook_timeout_secs (BERTH_WEBHOOK_TIMEOUT_SECS) must be at most 300"
+        );
+        anyhow::ensure!(
+            self.lifecycle_interval_secs <= 7 * 86_400,
+            "lifecycle_interval_secs (BERTH_LIFECYCLE_INTERVAL_SECS) must be at most 604800 (a week)"
         );
         anyhow::ensure!(
             self.audit_retention_days <= 36_500,

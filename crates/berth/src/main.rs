@@ -2,6 +2,7 @@
 
 mod admin_iam;
 mod config;
+mod lifecycle;
 
 use anyhow::Context;
 use berth_events::{audit, webhooks};
@@ -59,10 +60,38 @@ enum Command {
         #[command(flatten)]
         lookup: LookupArgs,
     },
+    /// Lifecycle policies: `berth lifecycle run` applies them now (safe while servers run).
+    Lifecycle {
+        #[command(subcommand)]
+        command: LifecycleCommand,
+    },
     /// Administration (works while a server runs on the same data).
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LifecycleCommand {
+    /// Apply every repository's lifecycle policy now (or one repository's), as the periodic
+    /// job does; prints what was expired and a summary.
+    Run {
+        /// Only this repository (of --account-id and --region).
+        #[arg(long)]
+        repository: Option<String>,
+        /// Account of --repository (the default account when omitted).
+        #[arg(long)]
+        account_id: Option<String>,
+        /// Region of --repository (the first configured region when omitted).
+        #[arg(long)]
+        region: Option<String>,
+        /// Evaluate and print, expire nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// `text` (default) or `json`.
+        #[arg(long, default_value = "text")]
+        output: String,
     },
 }
 
@@ -293,6 +322,15 @@ fn run() -> anyhow::Result<()> {
             println!("{out}");
             Ok(())
         }
+        Command::Lifecycle { command: LifecycleCommand::Run { repository, account_id, region, dry_run, output } } => {
+            anyhow::ensure!(output == "text" || output == "json", "--output must be text or json");
+            rt.block_on(async {
+                let (reg, meta) = open(&cfg, SchemaMode::Migrate).await?;
+                let out = lifecycle_run(&cfg, &reg, &meta, repository, account_id, region, dry_run, &output).await;
+                meta.close().await;
+                out
+            })
+        }
         Command::ExpireUploads => rt.block_on(async {
             let (reg, meta) = open(&cfg, SchemaMode::Migrate).await?;
             let n = reg.expire_uploads().await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -301,6 +339,95 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }),
     }
+}
+
+/// `berth lifecycle run`: one pass now, printed per repository (text: one line per expired
+/// image; json: the runs) and summarized.
+#[allow(clippy::too_many_arguments)]
+async fn lifecycle_run(
+    cfg: &Config,
+    reg: &Arc<Registry>,
+    meta: &Meta,
+    repository: Option<String>,
+    account_id: Option<String>,
+    region: Option<String>,
+    dry_run: bool,
+    output: &str,
+) -> anyhow::Result<()> {
+    let only = match repository {
+        Some(name) => {
+            let account = account_id.unwrap_or_else(|| reg.default_account().to_string());
+            let region = region.unwrap_or_else(|| reg.regions()[0].clone());
+            let ns = reg.namespace(&account, &region);
+            Some(reg.lifecycle_repository(&ns, &name).await.map_err(|e| anyhow::anyhow!("{e}"))?)
+        }
+        None => None,
+    };
+    // This process's own audit chain (a server's chain is its node id).
+    let sink = if dry_run {
+        None
+    } else {
+        let chain = format!("berth-lifecycle-{}", random_node_id());
+        Some(
+            audit::AuditSink::start(meta.store(), chain, cfg.audit_settings())
+                .await
+                .context("starting the audit trail")?,
+        )
+    };
+    let verb = if dry_run { "would expire" } else { "expired" };
+    let mut runs = Vec::new();
+    let summary = lifecycle::apply(reg, sink.as_ref(), only, dry_run, |run| {
+        if output == "json" {
+            runs.push(serde_json::json!({
+                "registryId": run.repository.account_id,
+                "region": run.repository.region,
+                "repositoryName": run.repository.name,
+                "actions": run.actions.iter().map(|a| a.preview_json()).collect::<Vec<_>>(),
+                "skipped": run.skipped,
+            }));
+            return;
+        }
+        for a in &run.actions {
+            println!(
+                "{verb} {}/{}@{} [{}] (rule {})",
+                run.repository.account_id,
+                run.repository.name,
+                a.digest,
+                a.tags.join(","),
+                a.rule_priority
+            );
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(sink) = &sink {
+        let _ = tokio::time::timeout(Duration::from_secs(30), sink.flush()).await;
+    }
+    if output == "json" {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "dryRun": dry_run,
+                "repositories": summary.repositories,
+                "expired": summary.expired,
+                "skipped": summary.skipped,
+                "runs": runs,
+            }))?
+        );
+    } else {
+        println!(
+            "lifecycle: {} repositor{} evaluated, {} image(s) {verb}{}",
+            summary.repositories,
+            if summary.repositories == 1 { "y" } else { "ies" },
+            summary.expired,
+            if summary.skipped > 0 {
+                format!(", {} left alone (changed since the evaluation)", summary.skipped)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
 }
 
 async fn admin(
@@ -420,7 +547,14 @@ fn test_jobs_enabled() -> bool {
 
 /// Job kinds this binary runs.
 fn job_kinds() -> Vec<&'static str> {
-    let mut k = vec![jobs::EXPIRE_UPLOADS, jobs::PURGE_JOBS, webhooks::JOB, webhooks::PURGE_JOB, audit::PURGE_JOB];
+    let mut k = vec![
+        jobs::EXPIRE_UPLOADS,
+        jobs::PURGE_JOBS,
+        webhooks::JOB,
+        webhooks::PURGE_JOB,
+        audit::PURGE_JOB,
+        lifecycle::JOB,
+    ];
     if test_jobs_enabled() {
         k.extend(["noop", "sleep"]);
     }
@@ -806,6 +940,12 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
         webhooks::Dispatcher::register_retention(&mut runner, retention);
         let retention = Duration::from_secs(cfg.audit_retention_days.saturating_mul(86_400));
         audit::register_retention(&mut runner, retention);
+        lifecycle::register(
+            &mut runner,
+            reg.clone(),
+            audit_sink.clone(),
+            Duration::from_secs(cfg.lifecycle_interval_secs),
+        );
         tracing::info!(node_id, kinds = ?runner.kinds(), "running background jobs");
         let general = Arc::new(runner).start(stop_rx.clone(), grace);
         // The event consumer has a runner (and worker) of its own: its job keeps working for a

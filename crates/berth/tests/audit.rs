@@ -76,6 +76,7 @@ fn call(account: &str, name: &str, repo: &str, time_ms: i64) -> ApiCall {
         resources: vec![("AWS::ECR::Repository".into(), format!("arn:aws:ecr:us-east-1:{account}:repository/{repo}"))],
         recipient_account_id: account.into(),
         event_type: "AwsApiCall".into(),
+        ..ApiCall::default()
     }
 }
 

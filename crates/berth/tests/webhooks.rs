@@ -314,6 +314,55 @@ fn pushes_and_deletes_reach_a_webhook_signed_in_order_and_filters_apply() {
     assert_eq!(all.got().len(), 5, "a deleted webhook gets nothing more");
 }
 
+/// Images a lifecycle policy expires are published as "ECR Lifecycle Policy Action" (naming the
+/// rule) after their "ECR Image Action" DELETEs; a webhook subscribed to the lifecycle type alone
+/// gets only those.
+#[test]
+fn lifecycle_expiries_are_published() {
+    let rt = runtime();
+    let b = Berth::start_with_env(&fast("n1"));
+    let lifecycle_only = Receiver::start(&rt);
+    let (_, secret) = create_webhook(&b, &lifecycle_only.url(), &["--events", "ECR Lifecycle Policy Action"]);
+    let c = b.client();
+    let old = rt.block_on(push_small_image(&c, &b.url, "lc/app", "old", "one"));
+    std::thread::sleep(Duration::from_millis(5));
+    let new = rt.block_on(push_small_image(&c, &b.url, "lc/app", "new", "two"));
+    let policy = json!({"rules": [{"rulePriority": 4, "description": "keep one",
+        "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 1},
+        "action": {"type": "expire"}}]});
+    let (status, body) = rt.block_on(common::ecr_call(
+        &b,
+        common::ACCESS_KEY_ID,
+        common::SECRET_ACCESS_KEY,
+        "PutLifecyclePolicy",
+        &json!({"repositoryName": "lc/app", "lifecyclePolicyText": policy.to_string()}),
+    ));
+    assert_eq!(status, 200, "{body}");
+    let out = b.cli(&["lifecycle", "run"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 image(s) expired"), "{out:?}");
+    wait_until(Duration::from_secs(30), "the lifecycle delivery", || lifecycle_only.delivered_ids().len() == 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let got = lifecycle_only.got();
+    assert_eq!(got.len(), 1, "only the lifecycle event: {got:#?}");
+    assert_signed(&got[0], &secret);
+    let e = got[0].json();
+    assert_eq!(
+        (e["detail-type"].as_str(), e["source"].as_str()),
+        (Some("ECR Lifecycle Policy Action"), Some("aws.ecr"))
+    );
+    assert_eq!(
+        e["detail"],
+        json!({"action-type": "EXPIRE", "result": "SUCCESS", "repository-name": "lc/app",
+               "image-digest": old, "image-tags": ["old"], "rule-priority": 4})
+    );
+    // The image that stays still resolves; the expired one does not.
+    let r = rt.block_on(c.get(format!("{}/v2/lc/app/manifests/{new}", b.url)).send()).unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = rt.block_on(c.get(format!("{}/v2/lc/app/manifests/{old}", b.url)).send()).unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+}
+
 #[test]
 fn create_webhook_refuses_what_it_cannot_honour() {
     let b = Berth::start_with_env(&[]);

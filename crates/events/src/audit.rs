@@ -85,6 +85,11 @@ pub struct ApiCall {
     pub recipient_account_id: String,
     /// `AwsApiCall` for API calls, `AwsServiceEvent` for actions Berth takes itself.
     pub event_type: String,
+    /// Who took an action Berth takes itself (`AWS Internal`, as CloudTrail names the service),
+    /// shown as `userIdentity.invokedBy` when there is no caller.
+    pub invoked_by: Option<String>,
+    /// `serviceEventDetails` of an `AwsServiceEvent`.
+    pub service_event_details: Option<Value>,
 }
 
 /// CloudTrail's `userIdentity` of an unauthenticated caller (as it records anonymous requests).
@@ -120,8 +125,12 @@ impl ApiCall {
                 }
                 v
             }
-            None => json!({"type": "AWSAccount", "principalId": "", "accountId": ANONYMOUS_PRINCIPAL}),
+            None => match &self.invoked_by {
+                Some(by) => json!({"accountId": self.recipient_account_id, "invokedBy": by}),
+                None => json!({"type": "AWSAccount", "principalId": "", "accountId": ANONYMOUS_PRINCIPAL}),
+            },
         };
+        let origin = self.invoked_by.as_deref().unwrap_or(&self.event_source);
         let mut r = json!({
             "eventVersion": "1.08",
             "userIdentity": identity,
@@ -129,8 +138,8 @@ impl ApiCall {
             "eventSource": self.event_source,
             "eventName": self.event_name,
             "awsRegion": self.aws_region,
-            "sourceIPAddress": self.source_ip.as_deref().unwrap_or(&self.event_source),
-            "userAgent": self.user_agent.as_deref().unwrap_or(&self.event_source),
+            "sourceIPAddress": self.source_ip.as_deref().unwrap_or(origin),
+            "userAgent": self.user_agent.as_deref().unwrap_or(origin),
         });
         if let Some(code) = &self.error_code {
             r["errorCode"] = json!(code);
@@ -152,6 +161,9 @@ impl ApiCall {
                 .collect();
         }
         r["eventType"] = json!(if self.event_type.is_empty() { "AwsApiCall" } else { &self.event_type });
+        if let Some(d) = &self.service_event_details {
+            r["serviceEventDetails"] = d.clone();
+        }
         r["managementEvent"] = json!(true);
         r["recipientAccountId"] = json!(self.recipient_account_id);
         r["eventCategory"] = json!("Management");
@@ -495,6 +507,62 @@ impl Writer {
 /// The job kind that deletes audit records past retention.
 pub const PURGE_JOB: &str = "purge-audit";
 
+/// Image actions per `PolicyExecutionEvent` record (a run that expires more writes several).
+pub const LIFECYCLE_ACTIONS_PER_RECORD: usize = 100;
+
+/// The audit records of a lifecycle run that acted on images, as CloudTrail records ECR's:
+/// `PolicyExecutionEvent`, an `AwsServiceEvent` invoked by `AWS Internal`, whose
+/// `serviceEventDetails` name the repository, the policy's rules and, per image, the rule that
+/// acted (`rulePriority`) and the image (`digest`, `tagStatus`, `imageTags`, `pushedAt`); at most
+/// [`LIFECYCLE_ACTIONS_PER_RECORD`] images per record. None when the run did nothing.
+pub fn lifecycle_execution(run: &berth_registry::lifecycle::LifecycleRun) -> Vec<ApiCall> {
+    let repo = &run.repository;
+    let ns = berth_meta::Namespace { account_id: repo.account_id.clone(), region: repo.region.clone() };
+    let rules = serde_json::from_str::<Value>(&run.policy_text).ok().and_then(|v| v.get("rules").cloned());
+    run.actions
+        .chunks(LIFECYCLE_ACTIONS_PER_RECORD)
+        .map(|chunk| {
+            let images: Vec<Value> = chunk
+                .iter()
+                .map(|a| {
+                    json!({
+                        "lifecycleEventImage": {
+                            "digest": a.digest,
+                            "tagStatus": if a.tags.is_empty() { "Untagged" } else { "Tagged" },
+                            "repositoryName": repo.name,
+                            "imageTags": a.tags,
+                            "pushedAt": a.pushed_at,
+                        },
+                        "rulePriority": a.rule_priority,
+                        "actionType": a.action.api_name(),
+                    })
+                })
+                .collect();
+            ApiCall {
+                event_time: run.evaluated_at,
+                event_source: "ecr.amazonaws.com".into(),
+                event_name: "PolicyExecutionEvent".into(),
+                aws_region: repo.region.clone(),
+                request_id: uuid::Uuid::new_v4().to_string(),
+                read_only: false,
+                resources: vec![("AWS::ECR::Repository".into(), berth_registry::repository_arn(&ns, &repo.name))],
+                recipient_account_id: repo.account_id.clone(),
+                event_type: "AwsServiceEvent".into(),
+                invoked_by: Some("AWS Internal".into()),
+                service_event_details: Some(json!({
+                    "repositoryName": repo.name,
+                    "lifecycleEventPolicy": {
+                        "lifecycleEventRules": rules.clone().unwrap_or(Value::Array(Vec::new())),
+                        "lastEvaluatedAt": run.evaluated_at,
+                    },
+                    "lifecycleEventImageActions": images,
+                })),
+                ..ApiCall::default()
+            }
+        })
+        .collect()
+}
+
 /// Register the hourly retention job: records older than `retention` go (chain prefixes, see
 /// [`AuditStore::purge_audit`]).
 pub fn register_retention(runner: &mut JobRunner, retention: Duration) {
@@ -792,6 +860,7 @@ mod tests {
             )],
             recipient_account_id: "111111111111".into(),
             event_type: "AwsApiCall".into(),
+            ..ApiCall::default()
         }
     }
 

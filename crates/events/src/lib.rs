@@ -16,15 +16,20 @@ use serde_json::{Value, json};
 pub const SOURCE: &str = "aws.ecr";
 /// ECR's detail type of image pushes and deletions.
 pub const IMAGE_ACTION: &str = "ECR Image Action";
-/// The detail types Berth publishes today (scan, replication and lifecycle actions come with
-/// those features).
-pub const DETAIL_TYPES: &[&str] = &[IMAGE_ACTION];
+/// Detail type of the images a lifecycle policy rule expired (one event per image; the image's
+/// `ECR Image Action` DELETE events come with it). Detail: `action-type` (`EXPIRE`), `result`,
+/// `repository-name`, `image-digest`, `image-tags`, `rule-priority`.
+pub const LIFECYCLE_ACTION: &str = "ECR Lifecycle Policy Action";
+/// The detail types Berth publishes today (scan and replication actions come with those
+/// features).
+pub const DETAIL_TYPES: &[&str] = &[IMAGE_ACTION, LIFECYCLE_ACTION];
 
 /// The detail type an event of `kind` is published as; `None` for events that stay internal
 /// (repository and policy changes: EventBridge carries those only as CloudTrail API calls).
 pub fn detail_type(kind: &str) -> Option<&'static str> {
     match kind {
         kind::IMAGE_PUSH | kind::IMAGE_DELETE => Some(IMAGE_ACTION),
+        kind::LIFECYCLE_ACTION => Some(LIFECYCLE_ACTION),
         _ => None,
     }
 }

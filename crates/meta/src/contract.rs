@@ -242,6 +242,75 @@ async fn listing_contract(s: &dyn MetadataStore) {
 /// The rules a manifest write obeys are read inside its transaction: the repository's committed
 /// mutability settings (every mode, with wildcard exclusions), its existence, and the stored
 /// sizes of what the manifest references; each write moves only its repository's epoch.
+async fn lifecycle_contract(s: &dyn MetadataStore) {
+    use lifecycle::preview_status::{COMPLETE, IN_PROGRESS};
+    let ns = Namespace { account_id: "555555555555".into(), region: "r".into() };
+    let repo = s.ensure_repository(&ns, "lc", 1).await.unwrap();
+    let other = s.ensure_repository(&ns, "lc2", 1).await.unwrap();
+    // Policies: put, replace (resets the evaluation time), evaluated only for the policy run.
+    assert!(s.lifecycle_policy(repo).await.unwrap().is_none());
+    assert!(!s.set_lifecycle_policy(repo, None, 1).await.unwrap(), "deleting an absent policy");
+    assert!(s.set_lifecycle_policy(repo, Some("{p1}"), 10).await.unwrap());
+    s.lifecycle_evaluated(repo, 10, 11).await.unwrap();
+    let p = s.lifecycle_policy(repo).await.unwrap().unwrap();
+    assert_eq!((p.text.as_str(), p.updated_at, p.last_evaluated_at), ("{p1}", 10, Some(11)));
+    assert!(s.set_lifecycle_policy(repo, Some("{p2}"), 20).await.unwrap());
+    s.lifecycle_evaluated(repo, 10, 21).await.unwrap();
+    let p = s.lifecycle_policy(repo).await.unwrap().unwrap();
+    assert_eq!((p.text.as_str(), p.last_evaluated_at), ("{p2}", None), "a run of the replaced policy");
+    s.set_lifecycle_policy(other, Some("{o}"), 20).await.unwrap();
+    let listed = s.lifecycle_repositories(0, 10).await.unwrap();
+    assert!(listed.iter().any(|r| r.repo_id == repo && r.name == "lc" && r.account_id == ns.account_id));
+    let after: Vec<i64> = s.lifecycle_repositories(repo, 10).await.unwrap().iter().map(|r| r.repo_id).collect();
+    assert!(after.contains(&other) && !after.contains(&repo));
+    assert!(s.set_lifecycle_policy(other, None, 30).await.unwrap());
+    assert!(s.lifecycle_policy(other).await.unwrap().is_none());
+
+    // Previews: one in progress at a time, unless it is stale; only its own start finishes it.
+    assert!(s.lifecycle_preview(repo).await.unwrap().is_none());
+    assert!(s.begin_lifecycle_preview(repo, "{a}", 100, 0).await.unwrap());
+    assert!(!s.begin_lifecycle_preview(repo, "{b}", 101, 50).await.unwrap(), "one in progress");
+    s.end_lifecycle_preview(repo, 99, COMPLETE, "[]").await.unwrap();
+    let p = s.lifecycle_preview(repo).await.unwrap().unwrap();
+    assert_eq!((p.policy_text.as_str(), p.status.as_str(), p.result), ("{a}", IN_PROGRESS, None));
+    assert!(s.begin_lifecycle_preview(repo, "{c}", 200, 150).await.unwrap(), "a stale preview is replaced");
+    s.end_lifecycle_preview(repo, 200, COMPLETE, "[1]").await.unwrap();
+    let p = s.lifecycle_preview(repo).await.unwrap().unwrap();
+    assert_eq!((p.policy_text.as_str(), p.status.as_str(), p.result.as_deref()), ("{c}", COMPLETE, Some("[1]")));
+    assert!(s.begin_lifecycle_preview(repo, "{d}", 300, 0).await.unwrap(), "after a complete one");
+
+    // Expiry is conditional on the tags the evaluation saw and on no index listing the image.
+    s.link_blob(repo, "sha256:b", 5, 1).await.unwrap();
+    let m = |d: &'static str| manifest(repo, d);
+    s.put_manifest(&m("sha256:e1"), &["x", "a"], 2).await.unwrap();
+    s.put_manifest(&m("sha256:e2"), &[], 2).await.unwrap();
+    let children = [("sha256:e2", 2u64)];
+    let index = NewManifest { children: &children, blobs: &[], index: true, ..m("sha256:i") };
+    assert_eq!(s.put_manifest(&index, &["multi"], 3).await.unwrap(), PutManifest::Stored);
+    assert_eq!(s.index_children(repo).await.unwrap(), vec![("sha256:i".to_string(), "sha256:e2".to_string())]);
+    let (_, start) = drain(s, events::Cursor::default()).await;
+    let detail = serde_json::json!({"rule-priority": 1});
+    let tags = |t: &[&str]| t.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert!(!s.expire_manifest(repo, "sha256:e1", &tags(&["a"]), &detail, 5).await.unwrap(), "tags changed");
+    assert!(!s.expire_manifest(repo, "sha256:e2", &[], &detail, 5).await.unwrap(), "listed by an index");
+    assert!(!s.expire_manifest(repo, "sha256:none", &[], &detail, 5).await.unwrap(), "absent");
+    assert!(s.manifest(repo, "sha256:e1").await.unwrap().is_some());
+    assert!(s.expire_manifest(repo, "sha256:e1", &tags(&["a", "x"]), &detail, 5).await.unwrap());
+    assert!(s.manifest(repo, "sha256:e1").await.unwrap().is_none());
+    assert!(s.resolve_tag(repo, "x").await.unwrap().is_none());
+    let (evs, _) = drain(s, start).await;
+    let kinds: Vec<&str> = evs.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, [events::kind::IMAGE_DELETE, events::kind::IMAGE_DELETE, events::kind::LIFECYCLE_ACTION]);
+    assert_eq!(evs[2].detail, detail.to_string());
+    // Once the index goes, its child may expire.
+    assert!(s.delete_manifest(repo, "sha256:i", 6).await.unwrap());
+    assert!(s.expire_manifest(repo, "sha256:e2", &[], &detail, 7).await.unwrap());
+    // Both go with their repository.
+    assert_eq!(s.delete_repository(repo, true, 8).await.unwrap(), DeleteRepository::Deleted);
+    assert!(s.lifecycle_policy(repo).await.unwrap().is_none());
+    assert!(s.lifecycle_preview(repo).await.unwrap().is_none());
+}
+
 async fn writes_check_rules_in_the_transaction(s: &dyn MetadataStore, base: &NewManifest<'_>, repo: i64) {
     let ns = Namespace { account_id: "333333333333".into(), region: "r".into() };
     let other = s.ensure_repository(&ns, "other", 1).await.unwrap();
@@ -904,9 +973,10 @@ async fn postgres_plans(s: &postgres::PgStore) {
 async fn sqlite_contract() {
     let dir = tempfile::tempdir().unwrap();
     let (s, applied) = sqlite::SqliteStore::open_with(&dir.path().join("m.db"), SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     contract(&s).await;
     listing_contract(&s).await;
+    lifecycle_contract(&s).await;
     sqlite_plans(&s).await;
     iam_contract(&s).await;
     jobs_contract(Arc::new(s.clone())).await;
@@ -919,7 +989,7 @@ async fn sqlite_contract() {
     s.close().await;
     // A check on an unmigrated database refuses it.
     let err = sqlite::SqliteStore::open_with(&dir.path().join("new.db"), SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 11), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 12), "{err}");
     assert!(err.to_string().contains("berth migrate"), "{err}");
 }
 
@@ -945,11 +1015,12 @@ async fn postgres_contract() {
     let base = url.rsplit_once('/').map(|(b, _)| b).unwrap();
     let url = format!("{base}/{db}");
     let err = postgres::PgStore::open_with(&url, SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 11), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 12), "{err}");
     let (s, applied) = postgres::PgStore::open_with(&url, SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     contract(&s).await;
     listing_contract(&s).await;
+    lifecycle_contract(&s).await;
     postgres_plans(&s).await;
     iam_contract(&s).await;
     jobs_contract(Arc::new(s.clone())).await;

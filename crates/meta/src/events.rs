@@ -37,6 +37,8 @@ pub mod kind {
     pub const REPOSITORY_POLICY: &str = "repository.policy";
     /// A registry policy was set or deleted.
     pub const REGISTRY_POLICY: &str = "registry.policy";
+    /// A lifecycle policy rule expired an image (the image's deletion events come with it).
+    pub const LIFECYCLE_ACTION: &str = "lifecycle.action";
 }
 
 /// The image an "ECR Image Action" event is about.

@@ -11,6 +11,7 @@ pub mod audit;
 mod contract;
 pub mod events;
 pub mod iam;
+pub mod lifecycle;
 mod listing;
 pub mod mutability;
 pub mod postgres;
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 pub use audit::AuditStore;
 pub use events::EventStore;
 pub use iam::{IamEntity, IamStore, IdentityPolicy, ManagedPolicy, Owner};
+pub use lifecycle::LifecycleStore;
 
 /// Metadata failures.
 #[derive(Debug, thiserror::Error)]
@@ -425,7 +427,7 @@ pub enum RepoFilter<'a> {
 
 /// The metadata backend.
 #[async_trait]
-pub trait MetadataStore: IamStore + EventStore + AuditStore + Send + Sync + 'static {
+pub trait MetadataStore: IamStore + EventStore + AuditStore + LifecycleStore + Send + Sync + 'static {
     /// The id of repository `name`, if it exists.
     async fn repository(&self, ns: &Namespace, name: &str) -> Result<Option<i64>>;
     /// The id of repository `name`, creating it if needed.
@@ -476,6 +478,20 @@ pub trait MetadataStore: IamStore + EventStore + AuditStore + Send + Sync + 'sta
     async fn resolve_tag(&self, repo_id: i64, tag: &str) -> Result<Option<String>>;
     /// Delete a manifest and every tag pointing to it; `false` when absent.
     async fn delete_manifest(&self, repo_id: i64, digest: &str, now: i64) -> Result<bool>;
+    /// Expire a manifest for a lifecycle rule: delete it and its tags as
+    /// [`MetadataStore::delete_manifest`] does, and append a lifecycle action event with `detail`,
+    /// only when its tags are still exactly `expect_tags` (sorted) and no image index of the
+    /// repository lists it; `false` (nothing changes) otherwise or when it is absent. Serialized
+    /// with every other write to the repository, so an image tagged, moved or put in an index
+    /// since the evaluation is kept.
+    async fn expire_manifest(
+        &self,
+        repo_id: i64,
+        digest: &str,
+        expect_tags: &[String],
+        detail: &serde_json::Value,
+        now: i64,
+    ) -> Result<bool>;
     /// Delete one tag; `false` when absent.
     async fn delete_tag(&self, repo_id: i64, tag: &str, now: i64) -> Result<bool>;
     /// The id of repository `name` and its data epoch, read together (see

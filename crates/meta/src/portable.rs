@@ -410,39 +410,42 @@ impl MetadataStore for $store {
         let Some(repo) = touch_repo(&mut tx, repo_id).await? else {
             return Ok(false);
         };
-        let tags: Vec<String> = sqlx::query("SELECT name FROM tags WHERE repo_id = $1 AND digest = $2 ORDER BY name")
-            .bind(repo_id)
-            .bind(digest)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|r| r.get(0))
-            .collect();
-        let Some(row) = sqlx::query(
-            "DELETE FROM manifests WHERE repo_id = $1 AND digest = $2 \
-             RETURNING media_type, config_media_type, artifact_type",
-        )
-        .bind(repo_id)
-        .bind(digest)
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
+        let tags = manifest_tags(&mut tx, repo_id, digest).await?;
+        if !delete_manifest_in(&mut tx, &repo, repo_id, digest, &tags, now).await? {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn expire_manifest(
+        &self,
+        repo_id: i64,
+        digest: &str,
+        expect_tags: &[String],
+        detail: &serde_json::Value,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let Some(repo) = touch_repo(&mut tx, repo_id).await? else {
             return Ok(false);
         };
-        let (media_type, config, artifact): (String, Option<String>, Option<String>) = (row.get(0), row.get(1), row.get(2));
-        let image = crate::events::ImageRef {
-            repository: &repo.name,
-            digest,
-            media_type: Some(&media_type),
-            artifact_media_type: config.as_deref().or(artifact.as_deref()),
-        };
-        if tags.is_empty() {
-            repo_event(&mut tx, &repo, crate::events::kind::IMAGE_DELETE, &image.action("DELETE", None), now).await?;
+        // Evaluated on a snapshot: the image must still be what the evaluation saw.
+        let tags = manifest_tags(&mut tx, repo_id, digest).await?;
+        if tags != expect_tags {
+            return Ok(false);
         }
-        for t in &tags {
-            repo_event(&mut tx, &repo, crate::events::kind::IMAGE_DELETE, &image.action("DELETE", Some(t)), now)
-                .await?;
+        let in_index =
+            sqlx::query("SELECT 1 FROM manifest_refs WHERE repo_id = $1 AND ref_digest = $2 AND kind = 'm' LIMIT 1")
+                .bind(repo_id)
+                .bind(digest)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+        if in_index || !delete_manifest_in(&mut tx, &repo, repo_id, digest, &tags, now).await? {
+            return Ok(false);
         }
+        repo_event(&mut tx, &repo, crate::events::kind::LIFECYCLE_ACTION, detail, now).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -1114,6 +1117,56 @@ async fn repo_event(
     now: i64,
 ) -> Result<()> {
     append_event(tx, &repo.account_id, &repo.region, kind, Some(&repo.name), detail, now).await
+}
+
+/// The tags pointing at a manifest, sorted.
+async fn manifest_tags(tx: &mut Transaction<'static, $db>, repo_id: i64, digest: &str) -> Result<Vec<String>> {
+    Ok(sqlx::query("SELECT name FROM tags WHERE repo_id = $1 AND digest = $2 ORDER BY name")
+        .bind(repo_id)
+        .bind(digest)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Delete a manifest of the repository locked by `touch_repo` with its `tags`, appending the
+/// image deletion events; `false` when it is absent.
+async fn delete_manifest_in(
+    tx: &mut Transaction<'static, $db>,
+    repo: &crate::portable::TouchedRepo,
+    repo_id: i64,
+    digest: &str,
+    tags: &[String],
+    now: i64,
+) -> Result<bool> {
+        let Some(row) = sqlx::query(
+            "DELETE FROM manifests WHERE repo_id = $1 AND digest = $2 \
+             RETURNING media_type, config_media_type, artifact_type",
+        )
+        .bind(repo_id)
+        .bind(digest)
+        .fetch_optional(&mut **tx)
+        .await?
+        else {
+            return Ok(false);
+        };
+        let (media_type, config, artifact): (String, Option<String>, Option<String>) = (row.get(0), row.get(1), row.get(2));
+        let image = crate::events::ImageRef {
+            repository: &repo.name,
+            digest,
+            media_type: Some(&media_type),
+            artifact_media_type: config.as_deref().or(artifact.as_deref()),
+        };
+        if tags.is_empty() {
+            repo_event(tx, repo, crate::events::kind::IMAGE_DELETE, &image.action("DELETE", None), now).await?;
+        }
+        for t in tags {
+            repo_event(tx, repo, crate::events::kind::IMAGE_DELETE, &image.action("DELETE", Some(t)), now)
+                .await?;
+        }
+    Ok(true)
 }
 
 async fn link(tx: &mut Transaction<'static, $db>, repo_id: i64, digest: &str, size: u64, now: i64) -> Result<()> {

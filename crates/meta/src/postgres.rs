@@ -25,6 +25,7 @@ crate::events::portable_events!(
     "txid < (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint"
 );
 crate::audit::portable_audit!(PgStore, Postgres, sqlx::postgres::PgRow);
+crate::lifecycle::portable_lifecycle!(PgStore);
 
 /// PostgreSQL-backed [`MetadataStore`].
 #[derive(Debug, Clone)]

@@ -15,6 +15,7 @@ crate::iam::portable_iam!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow);
 // SQLite serializes writers: every committed event is readable in order.
 crate::events::portable_events!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow, "1 = 1");
 crate::audit::portable_audit!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow);
+crate::lifecycle::portable_lifecycle!(SqliteStore);
 use std::path::Path;
 use std::time::Duration;
 

@@ -126,6 +126,16 @@ pub enum Error {
     RepositoryPolicyNotFound { name: String, registry: String },
     #[error("Registry policy does not exist in the registry with id '{0}'")]
     RegistryPolicyNotFound(String),
+    #[error(
+        "Lifecycle policy does not exist for the repository with name '{name}' in the registry with id '{registry}'"
+    )]
+    LifecyclePolicyNotFound { name: String, registry: String },
+    #[error(
+        "Lifecycle policy preview does not exist for the repository with name '{name}' in the registry with id '{registry}'"
+    )]
+    LifecyclePreviewNotFound { name: String, registry: String },
+    #[error("The previous lifecycle policy preview request has not completed. Wait and try again.")]
+    LifecyclePreviewInProgress,
     /// A backend failed; details are for logs only.
     #[error("internal error: {0}")]
     Internal(String),

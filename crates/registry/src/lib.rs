@@ -12,6 +12,7 @@ mod hash;
 pub mod iam;
 mod images;
 pub mod jobs;
+pub mod lifecycle;
 mod manifests;
 mod repos;
 mod uploads;

@@ -18,6 +18,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::time::SystemTime;
 
+mod lifecycle;
+
 /// Prefix of every ECR `X-Amz-Target`.
 pub const TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
 
@@ -77,6 +79,9 @@ impl From<Error> for EcrError {
             },
             Error::RepositoryPolicyNotFound { .. } => EcrError::new("RepositoryPolicyNotFoundException", msg),
             Error::RegistryPolicyNotFound(_) => EcrError::new("RegistryPolicyNotFoundException", msg),
+            Error::LifecyclePolicyNotFound { .. } => EcrError::new("LifecyclePolicyNotFoundException", msg),
+            Error::LifecyclePreviewNotFound { .. } => EcrError::new("LifecyclePolicyPreviewNotFoundException", msg),
+            Error::LifecyclePreviewInProgress => EcrError::new("LifecyclePolicyPreviewInProgressException", msg),
             Error::Unavailable(_) | Error::StorageFull(_) => {
                 EcrError { kind: "ServerException", message: msg, status: StatusCode::SERVICE_UNAVAILABLE }
             }
@@ -476,6 +481,11 @@ async fn dispatch(ctx: Ctx<'_>, op: &str, target: &str, input: Value) -> Result<
         "UploadLayerPart" => upload_layer_part(&ctx, parse(input)?).await,
         "CompleteLayerUpload" => complete_layer_upload(&ctx, parse(input)?).await,
         "GetDownloadUrlForLayer" => get_download_url_for_layer(&ctx, parse(input)?).await,
+        "PutLifecyclePolicy" => lifecycle::put(&ctx, parse(input)?).await,
+        "GetLifecyclePolicy" => lifecycle::get(&ctx, parse(input)?).await,
+        "DeleteLifecyclePolicy" => lifecycle::delete(&ctx, parse(input)?).await,
+        "StartLifecyclePolicyPreview" => lifecycle::start_preview(&ctx, parse(input)?).await,
+        "GetLifecyclePolicyPreview" => lifecycle::get_preview(&ctx, parse(input)?).await,
         "DescribeRegistry" => ctx.authorize_account("DescribeRegistry").await.map(|()| {
             json!({
                 "registryId": ctx.identity.account_id,

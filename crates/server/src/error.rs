@@ -125,7 +125,10 @@ impl From<Error> for ApiError {
             | Error::LimitExceeded(_)
             | Error::Validation(_)
             | Error::RepositoryPolicyNotFound { .. }
-            | Error::RegistryPolicyNotFound(_) => {
+            | Error::RegistryPolicyNotFound(_)
+            | Error::LifecyclePolicyNotFound { .. }
+            | Error::LifecyclePreviewNotFound { .. }
+            | Error::LifecyclePreviewInProgress => {
                 ApiError::new(C::Unsupported, msg, Value::Null).with_status(StatusCode::BAD_REQUEST)
             }
             Error::Internal(detail) => {

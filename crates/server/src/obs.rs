@@ -430,6 +430,7 @@ impl Observation {
             resources,
             recipient_account_id: recipient,
             event_type: "AwsApiCall".into(),
+            ..berth_events::audit::ApiCall::default()
         })
     }
 }

@@ -162,9 +162,15 @@ impl Berth {
 
     /// Runs `berth admin ARGS --data-dir <data dir>` with the server's environment.
     pub fn admin(&self, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["admin"];
+        all.extend_from_slice(args);
+        self.cli(&all)
+    }
+
+    /// Runs `berth ARGS --data-dir <data dir>` with the server's environment.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
         let mut cmd = Command::new(berth_bin());
-        cmd.arg("admin")
-            .args(args)
+        cmd.args(args)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .env_remove("BERTH_CONFIG")
@@ -175,7 +181,7 @@ impl Berth {
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
-        cmd.output().expect("run berth admin")
+        cmd.output().expect("run berth")
     }
 
     /// Runs `berth admin ARGS`, asserts success, returns its stdout.
