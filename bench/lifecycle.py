@@ -4,8 +4,10 @@ repository grows, on a release build, loopback only.
 
 For each of --sizes, one repository (bench/lifecycle) is filled (with scale.py's seeding: small
 OCI manifests, nine in ten pushed by tag, one in ten untagged) to that many images, a policy is
-put that keeps the --keep most recent images (plus a tagged-prefix rule and an untagged rule in
-front of it, so that every rule kind is evaluated), and then:
+put that keeps the --keep most recent images, behind a tagged-prefix rule that matches no tag (so
+every image's tags are tested against it and the count rule ranks the whole repository; an
+untagged rule in front would claim the untagged images and keep them out of the count, as ECR
+does), and then:
 
   1. preview: StartLifecyclePolicyPreview (the whole evaluation of every image, synchronous,
      result stored) timed end to end over HTTP, --samples times; GetLifecyclePolicyPreview of the
@@ -40,9 +42,6 @@ def policy(keep):
     rules = [
         {"rulePriority": 1, "selection": {"tagStatus": "tagged", "tagPrefixList": ["release-"],
                                           "countType": "imageCountMoreThan", "countNumber": 10},
-         "action": {"type": "expire"}},
-        {"rulePriority": 2, "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed",
-                                          "countUnit": "days", "countNumber": 30},
          "action": {"type": "expire"}},
         {"rulePriority": 3, "selection": {"tagStatus": "any", "countType": "imageCountMoreThan",
                                           "countNumber": keep},

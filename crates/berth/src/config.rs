@@ -113,6 +113,11 @@ pub struct Config {
     /// How often every repository's lifecycle policy is applied (seconds; once per period
     /// across all nodes). ECR applies policies within 24 hours.
     pub lifecycle_interval_secs: u64,
+    /// How often garbage collection runs (seconds; one pass per period across all nodes).
+    pub gc_interval_secs: u64,
+    /// Garbage collection's grace period (seconds): a repository link must be this old, and a
+    /// blob must have been found unlinked this long ago, before its bytes are deleted.
+    pub gc_grace_secs: u64,
 }
 
 impl Default for Config {
@@ -158,6 +163,8 @@ impl Default for Config {
             audit_log_file: None,
             audit_data_plane_reads: true,
             lifecycle_interval_secs: 3600,
+            gc_interval_secs: 3600,
+            gc_grace_secs: 3600,
         }
     }
 }
@@ -324,6 +331,8 @@ impl Config {
             ("BERTH_METRICS_REPOSITORY_LABELS", &mut self.metrics_repository_labels),
             ("BERTH_AUDIT_RETENTION_DAYS", &mut self.audit_retention_days),
             ("BERTH_LIFECYCLE_INTERVAL_SECS", &mut self.lifecycle_interval_secs),
+            ("BERTH_GC_INTERVAL_SECS", &mut self.gc_interval_secs),
+            ("BERTH_GC_GRACE_SECS", &mut self.gc_grace_secs),
         ] {
             if let Some(v) = get(key) {
                 *field = num(key, v)?;
@@ -343,6 +352,7 @@ impl Config {
             ("webhook_timeout_secs", self.webhook_timeout_secs),
             ("audit_retention_days", self.audit_retention_days),
             ("lifecycle_interval_secs", self.lifecycle_interval_secs),
+            ("gc_interval_secs", self.gc_interval_secs),
         ] {
             if v == 0 {
                 anyhow::bail!("{key} (BERTH_{}) must be more than 0", key.to_uppercase());
@@ -355,6 +365,14 @@ impl Config {
         anyhow::ensure!(
             self.webhook_timeout_secs <= 300,
             "webhook_timeout_secs (BERTH_WEBHOOK_TIMEOUT_SECS) must be at most 300"
+        );
+        anyhow::ensure!(
+            self.gc_interval_secs <= 7 * 86_400,
+            "gc_interval_secs (BERTH_GC_INTERVAL_SECS) must be at most 604800 (a week)"
+        );
+        anyhow::ensure!(
+            self.gc_grace_secs <= 30 * 86_400,
+            "gc_grace_secs (BERTH_GC_GRACE_SECS) must be at most 2592000 (30 days)"
         );
         anyhow::ensure!(
             self.lifecycle_interval_secs <= 7 * 86_400,

@@ -2,6 +2,7 @@
 
 mod admin_iam;
 mod config;
+mod gc;
 mod lifecycle;
 
 use anyhow::Context;
@@ -59,6 +60,20 @@ enum Command {
         command: Option<AuditCommand>,
         #[command(flatten)]
         lookup: LookupArgs,
+    },
+    /// Garbage collection: one pass now (safe while servers run): removes repository links no
+    /// manifest references, then deletes the blobs found unlinked at least a grace period ago.
+    Gc {
+        /// Print what a pass would do; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Links this old, and blobs found unlinked this long ago, go (e.g. 0, 90s, 30m, 24h;
+        /// `gc_grace_secs` by default).
+        #[arg(long, value_name = "DURATION")]
+        grace_period: Option<String>,
+        /// `text` (default) or `json`.
+        #[arg(long, default_value = "text")]
+        output: String,
     },
     /// Lifecycle policies: `berth lifecycle run` applies them now (safe while servers run).
     Lifecycle {
@@ -331,6 +346,19 @@ fn run() -> anyhow::Result<()> {
                 out
             })
         }
+        Command::Gc { dry_run, grace_period, output } => {
+            anyhow::ensure!(output == "text" || output == "json", "--output must be text or json");
+            let grace = match grace_period {
+                Some(g) => gc::parse_duration(&g)?,
+                None => Duration::from_secs(cfg.gc_grace_secs),
+            };
+            rt.block_on(async {
+                let (reg, meta) = open(&cfg, SchemaMode::Migrate).await?;
+                let out = gc::run(&reg, grace, dry_run, &output).await;
+                meta.close().await;
+                out
+            })
+        }
         Command::ExpireUploads => rt.block_on(async {
             let (reg, meta) = open(&cfg, SchemaMode::Migrate).await?;
             let n = reg.expire_uploads().await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -554,6 +582,7 @@ fn job_kinds() -> Vec<&'static str> {
         webhooks::PURGE_JOB,
         audit::PURGE_JOB,
         lifecycle::JOB,
+        gc::JOB,
     ];
     if test_jobs_enabled() {
         k.extend(["noop", "sleep"]);
@@ -945,6 +974,12 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
             reg.clone(),
             audit_sink.clone(),
             Duration::from_secs(cfg.lifecycle_interval_secs),
+        );
+        gc::register(
+            &mut runner,
+            reg.clone(),
+            Duration::from_secs(cfg.gc_interval_secs),
+            Duration::from_secs(cfg.gc_grace_secs),
         );
         tracing::info!(node_id, kinds = ?runner.kinds(), "running background jobs");
         let general = Arc::new(runner).start(stop_rx.clone(), grace);

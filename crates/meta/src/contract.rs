@@ -311,6 +311,74 @@ async fn lifecycle_contract(s: &dyn MetadataStore) {
     assert!(s.lifecycle_preview(repo).await.unwrap().is_none());
 }
 
+async fn gc_contract(s: &dyn MetadataStore) {
+    let ns = Namespace { account_id: "666666666666".into(), region: "r".into() };
+    let repo = s.ensure_repository(&ns, "gc", 1).await.unwrap();
+    let (x, y, z) = ("sha256:gx", "sha256:gy", "sha256:gz");
+    // The store holds the other contracts' data too: counts are compared with what was there.
+    let before = s.gc_preview(50).await.unwrap();
+    s.link_blob(repo, x, 3, 10).await.unwrap();
+    s.link_blob(repo, y, 4, 10).await.unwrap();
+    s.link_blob(repo, z, 5, 100).await.unwrap();
+    let blobs = [(x, 3u64)];
+    let m = NewManifest { blobs: &blobs, ..manifest(repo, "sha256:gm") };
+    assert_eq!(s.put_manifest(&m, &["t"], 20).await.unwrap(), PutManifest::Stored);
+    // Before 50: y's link is stale and unreferenced; x's is referenced, z's is young.
+    let after = s.gc_preview(50).await.unwrap();
+    assert_eq!((after.0 - before.0, after.1 - before.1, after.2 - before.2), (1, 1, 4));
+    assert!(s.gc_repositories_with_stale_links(50, 0, 1000).await.unwrap().contains(&repo));
+    assert_eq!(s.gc_unlink_stale(repo, 50).await.unwrap(), 1);
+    assert_eq!(s.blob_in_repo(repo, y).await.unwrap(), None);
+    assert_eq!((s.blob_in_repo(repo, x).await.unwrap(), s.blob_in_repo(repo, z).await.unwrap()), (Some(3), Some(5)));
+    assert!(!s.gc_repositories_with_stale_links(50, 0, 1000).await.unwrap().contains(&repo));
+    // The review queue: y is found, once; it is due only once marked before the cut.
+    assert!(s.gc_mark(60).await.unwrap() >= 1);
+    assert_eq!(s.gc_mark(61).await.unwrap(), 0);
+    assert!(!s.gc_due(60, 1000).await.unwrap().contains(&y.to_string()));
+    assert!(s.gc_due(61, 1000).await.unwrap().contains(&y.to_string()));
+    // An upload's hold keeps it (and drops it from the queue: it is found again if unlinked).
+    assert!(s.hold_blob(y, "upload:u1", 62).await.unwrap());
+    assert!(s.gc_take(&[y.to_string()], 61, 0, 63).await.unwrap().is_empty());
+    assert!(!s.gc_due(1000, 1000).await.unwrap().contains(&y.to_string()));
+    s.release_hold(y, "upload:u1").await.unwrap();
+    assert_eq!(s.gc_mark(64).await.unwrap(), 1);
+    // A hold older than `holds_after` (a dead upload) does not keep it.
+    assert!(s.hold_blob(y, "upload:dead", 64).await.unwrap());
+    let taken = s.gc_take(&[y.to_string()], 65, 64, 66).await.unwrap();
+    assert_eq!(taken, vec![gc::TakenBlob { digest: y.to_string(), size: 4 }]);
+    // While its tombstone stands, no upload holds it and no mount links it.
+    assert!(!s.hold_blob(y, "upload:u2", 67).await.unwrap());
+    assert_eq!(s.mount_blob(repo, y, 67).await.unwrap(), None);
+    assert_eq!(s.gc_tombstones(10).await.unwrap(), vec![y.to_string()]);
+    s.gc_release(&[y.to_string()]).await.unwrap();
+    assert!(s.gc_tombstones(10).await.unwrap().is_empty());
+    assert_eq!(s.mount_blob(repo, y, 68).await.unwrap(), None, "the blob is gone");
+    // An upload of it again: hold, then complete (hold gone, linked).
+    assert!(s.hold_blob(y, "upload:u3", 69).await.unwrap());
+    s.create_upload("u3", repo, 69).await.unwrap();
+    s.complete_upload("u3", repo, y, 4, 70).await.unwrap();
+    assert_eq!(s.blob_in_repo(repo, y).await.unwrap(), Some(4));
+    assert_eq!(s.mount_blob(repo, y, 71).await.unwrap(), Some(4));
+    // A blob that a manifest references is never taken, even with its link gone.
+    assert!(s.unlink_blob(repo, x).await.unwrap());
+    assert_eq!(s.gc_mark(72).await.unwrap(), 1);
+    assert!(s.gc_take(&[x.to_string()], 73, 0, 74).await.unwrap().is_empty());
+    assert!(s.manifest(repo, "sha256:gm").await.unwrap().is_some());
+    // A completed upload during a deletion is refused, and leaves nothing.
+    s.unlink_blob(repo, y).await.unwrap();
+    s.gc_mark(75).await.unwrap();
+    assert_eq!(s.gc_take(&[y.to_string()], 76, 70, 77).await.unwrap().len(), 1);
+    s.create_upload("u4", repo, 78).await.unwrap();
+    let err = s.complete_upload("u4", repo, y, 4, 78).await.unwrap_err();
+    assert!(matches!(err, MetaError::BlobBeingDeleted(_)), "{err}");
+    assert_eq!(s.blob_in_repo(repo, y).await.unwrap(), None);
+    s.gc_release(&[y.to_string()]).await.unwrap();
+    // Holds of dead uploads expire; a tombstone does not.
+    assert!(s.hold_blob("sha256:gq", "upload:dead2", 80).await.unwrap());
+    assert!(s.gc_expire_holds(81).await.unwrap() >= 2, "the hold and its mutex row");
+    assert!(s.hold_blob("sha256:gq", "upload:again", 82).await.unwrap());
+}
+
 async fn writes_check_rules_in_the_transaction(s: &dyn MetadataStore, base: &NewManifest<'_>, repo: i64) {
     let ns = Namespace { account_id: "333333333333".into(), region: "r".into() };
     let other = s.ensure_repository(&ns, "other", 1).await.unwrap();
@@ -973,10 +1041,11 @@ async fn postgres_plans(s: &postgres::PgStore) {
 async fn sqlite_contract() {
     let dir = tempfile::tempdir().unwrap();
     let (s, applied) = sqlite::SqliteStore::open_with(&dir.path().join("m.db"), SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
     contract(&s).await;
     listing_contract(&s).await;
     lifecycle_contract(&s).await;
+    gc_contract(&s).await;
     sqlite_plans(&s).await;
     iam_contract(&s).await;
     jobs_contract(Arc::new(s.clone())).await;
@@ -989,7 +1058,7 @@ async fn sqlite_contract() {
     s.close().await;
     // A check on an unmigrated database refuses it.
     let err = sqlite::SqliteStore::open_with(&dir.path().join("new.db"), SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 12), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 13), "{err}");
     assert!(err.to_string().contains("berth migrate"), "{err}");
 }
 
@@ -1015,12 +1084,13 @@ async fn postgres_contract() {
     let base = url.rsplit_once('/').map(|(b, _)| b).unwrap();
     let url = format!("{base}/{db}");
     let err = postgres::PgStore::open_with(&url, SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 12), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 13), "{err}");
     let (s, applied) = postgres::PgStore::open_with(&url, SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
     contract(&s).await;
     listing_contract(&s).await;
     lifecycle_contract(&s).await;
+    gc_contract(&s).await;
     postgres_plans(&s).await;
     iam_contract(&s).await;
     jobs_contract(Arc::new(s.clone())).await;

@@ -10,6 +10,7 @@ pub mod audit;
 #[cfg(test)]
 mod contract;
 pub mod events;
+pub mod gc;
 pub mod iam;
 pub mod lifecycle;
 mod listing;
@@ -20,6 +21,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 pub use audit::AuditStore;
 pub use events::EventStore;
+pub use gc::GcStore;
 pub use iam::{IamEntity, IamStore, IdentityPolicy, ManagedPolicy, Owner};
 pub use lifecycle::LifecycleStore;
 
@@ -35,6 +37,10 @@ pub enum MetaError {
     /// The repository a write names was deleted (by another node, meanwhile): nothing was written.
     #[error("the repository no longer exists")]
     RepositoryGone,
+    /// The blob is being deleted by garbage collection (or was just deleted): a link to it or
+    /// an upload of it must be retried once the deletion is over.
+    #[error("blob {0} is being garbage-collected; retry")]
+    BlobBeingDeleted(String),
     /// A caller passed what a method's contract excludes (a bug of the caller, not of the data).
     #[error("invalid call: {0}")]
     Invalid(String),
@@ -427,7 +433,7 @@ pub enum RepoFilter<'a> {
 
 /// The metadata backend.
 #[async_trait]
-pub trait MetadataStore: IamStore + EventStore + AuditStore + LifecycleStore + Send + Sync + 'static {
+pub trait MetadataStore: IamStore + EventStore + AuditStore + LifecycleStore + GcStore + Send + Sync + 'static {
     /// The id of repository `name`, if it exists.
     async fn repository(&self, ns: &Namespace, name: &str) -> Result<Option<i64>>;
     /// The id of repository `name`, creating it if needed.
@@ -446,7 +452,12 @@ pub trait MetadataStore: IamStore + EventStore + AuditStore + LifecycleStore + S
 
     /// Size of `digest` when it is linked to the repository.
     async fn blob_in_repo(&self, repo_id: i64, digest: &str) -> Result<Option<u64>>;
-    /// Record the blob (if new) and link it to the repository.
+    /// Link an existing blob into a repository (a cross-repository mount), serialized with its
+    /// garbage collection (docs/gc.md): its size, or `None` (nothing linked) when the blob does
+    /// not exist or is being deleted.
+    async fn mount_blob(&self, repo_id: i64, digest: &str, now: i64) -> Result<Option<u64>>;
+    /// Record the blob (if new) and link it to the repository (a link that exists is made
+    /// young again). For blobs whose bytes the caller just stored, under a hold (docs/gc.md).
     async fn link_blob(&self, repo_id: i64, digest: &str, size: u64, now: i64) -> Result<()>;
     /// Unlink a blob from a repository; `false` when it was not linked.
     async fn unlink_blob(&self, repo_id: i64, digest: &str) -> Result<bool>;
@@ -458,7 +469,10 @@ pub trait MetadataStore: IamStore + EventStore + AuditStore + LifecycleStore + S
     /// Move an upload's `(size, area state)` from `old` to `new` in one compare-and-set; `false`
     /// when it was not exactly `old` (another writer won, or the session is gone).
     async fn advance_upload(&self, id: &str, old: (u64, &str), new: (u64, &str), now: i64) -> Result<bool>;
-    /// Remove the session and link the committed blob, in one transaction.
+    /// Finish an upload, in one transaction: remove the session and its hold on `digest` (taken with
+    /// [`crate::gc::GcStore::hold_blob`] as `upload:<id>` before its bytes were stored) and link
+    /// the blob; [`MetaError::BlobBeingDeleted`] (nothing changes) when a deletion of the digest
+    /// is in flight.
     async fn complete_upload(&self, id: &str, repo_id: i64, digest: &str, size: u64, now: i64) -> Result<()>;
     /// Remove a session; `false` when it did not exist.
     async fn delete_upload(&self, id: &str) -> Result<bool>;

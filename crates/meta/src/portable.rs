@@ -147,6 +147,25 @@ impl MetadataStore for $store {
         Ok(())
     }
 
+    async fn mount_blob(&self, repo_id: i64, digest: &str, now: i64) -> Result<Option<u64>> {
+        let mut tx = self.begin().await?;
+        // A link without bytes of its own: only to a blob that exists and is not being
+        // deleted (docs/gc.md).
+        blob_mutex(&mut tx, digest, now).await?;
+        let size: Option<i64> = sqlx::query("SELECT size FROM blobs WHERE digest = $1")
+            .bind(digest)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.get(0));
+        let Some(size) = size else { return Ok(None) };
+        if tombstoned(&mut tx, digest).await? {
+            return Ok(None);
+        }
+        link(&mut tx, repo_id, digest, size as u64, now).await?;
+        tx.commit().await?;
+        Ok(Some(size as u64))
+    }
+
     async fn unlink_blob(&self, repo_id: i64, digest: &str) -> Result<bool> {
         let r = sqlx::query("DELETE FROM repo_blobs WHERE repo_id = $1 AND digest = $2")
             .bind(repo_id)
@@ -198,6 +217,16 @@ impl MetadataStore for $store {
 
     async fn complete_upload(&self, id: &str, repo_id: i64, digest: &str, size: u64, now: i64) -> Result<()> {
         let mut tx = self.begin().await?;
+        // The upload's hold (taken before its bytes were written) turns into a link.
+        blob_mutex(&mut tx, digest, now).await?;
+        if tombstoned(&mut tx, digest).await? {
+            return Err(MetaError::BlobBeingDeleted(digest.to_string()));
+        }
+        sqlx::query("DELETE FROM blob_holds WHERE digest = $1 AND holder = $2")
+            .bind(digest)
+            .bind(format!("upload:{id}"))
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&mut *tx).await?;
         link(&mut tx, repo_id, digest, size, now).await?;
         tx.commit().await?;
@@ -1181,7 +1210,8 @@ async fn link(tx: &mut Transaction<'static, $db>, repo_id: i64, digest: &str, si
         .execute(&mut **tx)
         .await?;
     sqlx::query(
-        "INSERT INTO repo_blobs (repo_id, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT (repo_id, digest) DO NOTHING",
+        "INSERT INTO repo_blobs (repo_id, digest, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (repo_id, digest) DO UPDATE SET created_at = excluded.created_at",
     )
     .bind(repo_id)
     .bind(digest)

@@ -16,6 +16,7 @@ crate::iam::portable_iam!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow);
 crate::events::portable_events!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow, "1 = 1");
 crate::audit::portable_audit!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow);
 crate::lifecycle::portable_lifecycle!(SqliteStore);
+crate::gc::portable_gc!(SqliteStore, Sqlite);
 use std::path::Path;
 use std::time::Duration;
 

@@ -66,14 +66,13 @@ impl Registry {
         let Some(src) = self.repo_id(ns, from).await? else {
             return Ok(None);
         };
-        let Some(size) = self.meta.blob_in_repo(src, digest.as_str()).await? else {
+        if self.meta.blob_in_repo(src, digest.as_str()).await?.is_none() {
             return Ok(None);
-        };
+        }
         let repo = self.repo_for_push(ns, name).await?;
         self.meta
-            .link_blob(repo.id, digest.as_str(), size, self.now())
+            .mount_blob(repo.id, digest.as_str(), self.now())
             .await
-            .map_err(|e| Error::from(e).gone_as_not_found(name.as_str(), &ns.account_id))?;
-        Ok(Some(size))
+            .map_err(|e| Error::from(e).gone_as_not_found(name.as_str(), &ns.account_id))
     }
 }

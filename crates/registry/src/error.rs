@@ -146,6 +146,9 @@ impl From<berth_meta::MetaError> for Error {
         if e.is_repository_gone() {
             return Error::RepositoryGone;
         }
+        if let berth_meta::MetaError::BlobBeingDeleted(d) = &e {
+            return Error::Unavailable(format!("blob {d} is being garbage-collected; retry the upload"));
+        }
         if e.is_full() {
             tracing::warn!(error = %e, "the metadata database is out of space");
             return Error::StorageFull("the registry's storage is full; retry once space is freed".into());

@@ -8,6 +8,7 @@ mod authz;
 mod blobs;
 mod cache;
 mod error;
+pub mod gc;
 mod hash;
 pub mod iam;
 mod images;

@@ -255,7 +255,16 @@ impl Registry {
                 "provided digest {digest} does not match uploaded content {actual}"
             )));
         }
-        self.blobs.upload_commit(id, &state, digest, size).await.map_err(area_err(id))?;
+        // Hold the digest before its bytes are written, so that garbage collection cannot
+        // delete them between the write and the link (docs/gc.md).
+        let holder = format!("upload:{id}");
+        if !self.meta.hold_blob(digest.as_str(), &holder, self.now()).await? {
+            return Err(Error::Unavailable(format!("blob {digest} is being garbage-collected; retry the upload")));
+        }
+        if let Err(e) = self.blobs.upload_commit(id, &state, digest, size).await {
+            let _ = self.meta.release_hold(digest.as_str(), &holder).await;
+            return Err(area_err(id)(e));
+        }
         self.meta.complete_upload(id, up.repo_id, digest.as_str(), size, self.now()).await?;
         self.forget_upload(id);
         Ok(size)

@@ -169,6 +169,11 @@ impl Berth {
 
     /// Runs `berth ARGS --data-dir <data dir>` with the server's environment.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        self.cli_command(args).output().expect("run berth")
+    }
+
+    /// `berth ARGS --data-dir <data dir>` with the server's environment, to run (repeatedly).
+    pub fn cli_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(berth_bin());
         cmd.args(args)
             .arg("--data-dir")
@@ -181,7 +186,7 @@ impl Berth {
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
-        cmd.output().expect("run berth")
+        cmd
     }
 
     /// Runs `berth admin ARGS`, asserts success, returns its stdout.

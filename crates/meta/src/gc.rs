@@ -1,0 +1,302 @@
+//! Garbage collection of blobs: the metadata side of the protocol in docs/gc.md.
+//!
+//! Every party that changes what a digest's bytes or rows are first upserts the digest's mutex
+//! row (`blob_holds(digest, '')`), which serializes it with every other party on that digest
+//! (a row lock on PostgreSQL, the write lock on SQLite); what it checks after that statement it
+//! sees as committed. An upload holds the digest (`upload:<id>`) from before it writes the final
+//! bytes until it links them; a deletion takes the blob's rows and leaves a tombstone (`gc`)
+//! until its bytes are gone. A deletion never starts while a hold exists; an upload never starts
+//! while a tombstone exists.
+
+use crate::Result;
+use async_trait::async_trait;
+
+/// Holder name of a deletion in flight.
+pub const TOMBSTONE: &str = "gc";
+
+/// A blob taken for deletion: its rows are gone and its tombstone is set; its bytes must be
+/// deleted, then [`GcStore::gc_release`] called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenBlob {
+    pub digest: String,
+    pub size: u64,
+}
+
+/// Garbage collection of blobs.
+#[async_trait]
+pub trait GcStore: Send + Sync + 'static {
+    /// Hold `digest` for `holder` (an upload about to write its bytes): `false` (nothing
+    /// changes) when a deletion of the digest is in flight.
+    async fn hold_blob(&self, digest: &str, holder: &str, now: i64) -> Result<bool>;
+    /// Drop a hold (an upload that will not link its bytes).
+    async fn release_hold(&self, digest: &str, holder: &str) -> Result<()>;
+    /// Repositories with links created before `before` that no manifest of the repository
+    /// references, by id after `after`, at most `limit`.
+    async fn gc_repositories_with_stale_links(&self, before: i64, after: i64, limit: u32) -> Result<Vec<i64>>;
+    /// Remove the repository's links created before `before` that no manifest of it references
+    /// (serialized with the repository's manifest writes); how many went.
+    async fn gc_unlink_stale(&self, repo_id: i64, before: i64) -> Result<u64>;
+    /// Record as candidates (at `now`) the blobs no repository links; how many are new.
+    async fn gc_mark(&self, now: i64) -> Result<u64>;
+    /// Candidates marked before `before`, at most `limit`.
+    async fn gc_due(&self, before: i64, limit: u32) -> Result<Vec<String>>;
+    /// Take the due candidates among `digests` for deletion, in one transaction: each one only
+    /// if it is still marked before `marked_before`, no repository links it, no manifest
+    /// references it, and no hold newer than `holds_after` exists; its blob row goes and its
+    /// tombstone is set. Candidates that fail a check are dropped from the candidates (they are
+    /// found again if they become garbage again). Returns the taken ones.
+    async fn gc_take(
+        &self,
+        digests: &[String],
+        marked_before: i64,
+        holds_after: i64,
+        now: i64,
+    ) -> Result<Vec<TakenBlob>>;
+    /// Drop the tombstones of blobs whose bytes are gone, and the mutex rows of those digests.
+    async fn gc_release(&self, digests: &[String]) -> Result<()>;
+    /// Digests with a tombstone (deletions a crash interrupted: their bytes may remain).
+    async fn gc_tombstones(&self, limit: u32) -> Result<Vec<String>>;
+    /// What a pass with links cut at `before` would do (nothing changes): links it would remove,
+    /// and the blobs (count, bytes) left with no link and no reference after that.
+    async fn gc_preview(&self, before: i64) -> Result<(u64, u64, u64)>;
+    /// Remove holds and mutex rows created before `before` whose digest has no other hold (left
+    /// by uploads that died between their hold and their link); how many went.
+    async fn gc_expire_holds(&self, before: i64) -> Result<u64>;
+}
+
+/// Implement [`GcStore`] for `$store` on database `$db` (portable SQL).
+macro_rules! portable_gc {
+    ($store:ty, $db:ty) => {
+        /// Upsert the digest's mutex row: until the transaction ends, every other party on the
+        /// digest waits here.
+        async fn blob_mutex(tx: &mut sqlx::Transaction<'static, $db>, digest: &str, now: i64) -> Result<()> {
+            sqlx::query(
+                "INSERT INTO blob_holds (digest, holder, created_at) VALUES ($1, '', $2) \
+                 ON CONFLICT (digest, holder) DO UPDATE SET created_at = excluded.created_at",
+            )
+            .bind(digest)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        async fn tombstoned(tx: &mut sqlx::Transaction<'static, $db>, digest: &str) -> Result<bool> {
+            Ok(sqlx::query("SELECT 1 FROM blob_holds WHERE digest = $1 AND holder = 'gc'")
+                .bind(digest)
+                .fetch_optional(&mut **tx)
+                .await?
+                .is_some())
+        }
+
+        #[async_trait]
+        impl crate::gc::GcStore for $store {
+            async fn hold_blob(&self, digest: &str, holder: &str, now: i64) -> Result<bool> {
+                let mut tx = self.begin().await?;
+                blob_mutex(&mut tx, digest, now).await?;
+                if tombstoned(&mut tx, digest).await? {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "INSERT INTO blob_holds (digest, holder, created_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (digest, holder) DO UPDATE SET created_at = excluded.created_at",
+                )
+                .bind(digest)
+                .bind(holder)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn release_hold(&self, digest: &str, holder: &str) -> Result<()> {
+                sqlx::query("DELETE FROM blob_holds WHERE digest = $1 AND holder = $2")
+                    .bind(digest)
+                    .bind(holder)
+                    .execute(&self.write)
+                    .await?;
+                Ok(())
+            }
+
+            async fn gc_repositories_with_stale_links(&self, before: i64, after: i64, limit: u32) -> Result<Vec<i64>> {
+                let rows = sqlx::query(
+                    "SELECT DISTINCT rb.repo_id FROM repo_blobs rb WHERE rb.created_at < $1 AND rb.repo_id > $2 \
+                     AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.ref_digest = rb.digest AND r.repo_id = rb.repo_id) \
+                     ORDER BY rb.repo_id LIMIT $3",
+                )
+                .bind(before)
+                .bind(after)
+                .bind(limit as i64)
+                .fetch_all(&self.read)
+                .await?;
+                Ok(rows.into_iter().map(|r| r.get(0)).collect())
+            }
+
+            async fn gc_unlink_stale(&self, repo_id: i64, before: i64) -> Result<u64> {
+                let mut tx = self.begin().await?;
+                // Serialized with every manifest write of the repository: a manifest that
+                // references a link commits before (the link stays) or after (it fails on the
+                // missing link, nothing half-written).
+                if touch_repo(&mut tx, repo_id).await?.is_none() {
+                    return Ok(0);
+                }
+                let n = sqlx::query(
+                    "DELETE FROM repo_blobs WHERE repo_id = $1 AND created_at < $2 \
+                     AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.ref_digest = repo_blobs.digest AND r.repo_id = $1)",
+                )
+                .bind(repo_id)
+                .bind(before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(n)
+            }
+
+            async fn gc_mark(&self, now: i64) -> Result<u64> {
+                let n = sqlx::query(
+                    "INSERT INTO gc_candidates (digest, marked_at) \
+                     SELECT b.digest, $1 FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest) \
+                     ON CONFLICT (digest) DO NOTHING",
+                )
+                .bind(now)
+                .execute(&self.write)
+                .await?
+                .rows_affected();
+                Ok(n)
+            }
+
+            async fn gc_due(&self, before: i64, limit: u32) -> Result<Vec<String>> {
+                let rows = sqlx::query(
+                    "SELECT digest FROM gc_candidates WHERE marked_at < $1 ORDER BY marked_at, digest LIMIT $2",
+                )
+                .bind(before)
+                .bind(limit as i64)
+                .fetch_all(&self.read)
+                .await?;
+                Ok(rows.into_iter().map(|r| r.get(0)).collect())
+            }
+
+            async fn gc_take(
+                &self,
+                digests: &[String],
+                marked_before: i64,
+                holds_after: i64,
+                now: i64,
+            ) -> Result<Vec<crate::gc::TakenBlob>> {
+                if digests.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut sorted: Vec<&String> = digests.iter().collect();
+                sorted.sort();
+                sorted.dedup();
+                let mut tx = self.begin().await?;
+                // The digests' mutex rows, in digest order (two passes lock in the same order).
+                let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO blob_holds (digest, holder, created_at) ");
+                q.push_values(&sorted, |mut b, d| {
+                    b.push_bind(d.as_str()).push("''").push_bind(now);
+                });
+                q.push(" ON CONFLICT (digest, holder) DO UPDATE SET created_at = excluded.created_at");
+                q.build().execute(&mut *tx).await?;
+                // A new statement: it sees everything the parties serialized before us committed.
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "DELETE FROM blobs WHERE digest IN (SELECT c.digest FROM gc_candidates c WHERE c.marked_at < ",
+                );
+                q.push_bind(marked_before);
+                q.push(
+                    " AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = c.digest) \
+                     AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.ref_digest = c.digest AND r.kind = 'b') \
+                     AND NOT EXISTS (SELECT 1 FROM blob_holds h WHERE h.digest = c.digest \
+                     AND h.holder NOT IN ('', 'gc') AND h.created_at > ",
+                );
+                q.push_bind(holds_after);
+                q.push(") AND c.digest IN (");
+                let mut list = q.separated(", ");
+                for d in &sorted {
+                    list.push_bind(d.as_str());
+                }
+                q.push(")) RETURNING digest, size");
+                let rows = q.build().fetch_all(&mut *tx).await?;
+                let taken: Vec<crate::gc::TakenBlob> = rows
+                    .into_iter()
+                    .map(|r| crate::gc::TakenBlob { digest: r.get(0), size: r.get::<i64, _>(1) as u64 })
+                    .collect();
+                if !taken.is_empty() {
+                    let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO blob_holds (digest, holder, created_at) ");
+                    q.push_values(&taken, |mut b, t| {
+                        b.push_bind(t.digest.as_str()).push("'gc'").push_bind(now);
+                    });
+                    q.push(" ON CONFLICT (digest, holder) DO UPDATE SET created_at = excluded.created_at");
+                    q.build().execute(&mut *tx).await?;
+                }
+                // Taken or not, they leave the queue (found again if they become garbage again).
+                let mut q = sqlx::QueryBuilder::<$db>::new("DELETE FROM gc_candidates WHERE digest IN (");
+                let mut list = q.separated(", ");
+                for d in &sorted {
+                    list.push_bind(d.as_str());
+                }
+                q.push(")");
+                q.build().execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(taken)
+            }
+
+            async fn gc_release(&self, digests: &[String]) -> Result<()> {
+                if digests.is_empty() {
+                    return Ok(());
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new("DELETE FROM blob_holds WHERE holder IN ('gc', '') AND digest IN (");
+                let mut list = q.separated(", ");
+                for d in digests {
+                    list.push_bind(d.as_str());
+                }
+                q.push(")");
+                q.build().execute(&self.write).await?;
+                Ok(())
+            }
+
+            async fn gc_tombstones(&self, limit: u32) -> Result<Vec<String>> {
+                let rows = sqlx::query("SELECT digest FROM blob_holds WHERE holder = 'gc' ORDER BY digest LIMIT $1")
+                    .bind(limit as i64)
+                    .fetch_all(&self.read)
+                    .await?;
+                Ok(rows.into_iter().map(|r| r.get(0)).collect())
+            }
+
+            async fn gc_preview(&self, before: i64) -> Result<(u64, u64, u64)> {
+                let links: i64 = sqlx::query(
+                    "SELECT COUNT(*) FROM repo_blobs rb WHERE rb.created_at < $1 \
+                     AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.ref_digest = rb.digest AND r.repo_id = rb.repo_id)",
+                )
+                .bind(before)
+                .fetch_one(&self.read)
+                .await?
+                .get(0);
+                let row = sqlx::query(
+                    "SELECT COUNT(*), CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM blobs b \
+                     WHERE NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.ref_digest = b.digest AND r.kind = 'b') \
+                     AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest AND rb.created_at >= $1)",
+                )
+                .bind(before)
+                .fetch_one(&self.read)
+                .await?;
+                let (n, bytes): (i64, i64) = (row.get(0), row.get(1));
+                Ok((links as u64, n as u64, bytes as u64))
+            }
+
+            async fn gc_expire_holds(&self, before: i64) -> Result<u64> {
+                let n = sqlx::query(
+                    "DELETE FROM blob_holds WHERE holder NOT IN ('gc') AND created_at < $1 \
+                     AND NOT EXISTS (SELECT 1 FROM blob_holds h WHERE h.digest = blob_holds.digest AND h.holder = 'gc')",
+                )
+                .bind(before)
+                .execute(&self.write)
+                .await?
+                .rows_affected();
+                Ok(n)
+            }
+        }
+    };
+}
+pub(crate) use portable_gc;
