@@ -18,6 +18,10 @@ survive. Then:
 Checks: each GC reports/leaves exactly --blobs deleted, and every kept image still pulls with its
 digests verified. Prints a markdown table (blobs/s, ratio) and the raw numbers as JSON.
 
+With --get-load, one client GETs the kept images' manifests back to back, for a few seconds
+before Berth's GC (baseline) and for the whole pass: p50/p99 of both windows, to see what the
+pass does to serving.
+
 Usage: python3 bench/gc.py [--bin target/release/berth] [--dist-bin /usr/bin/docker-registry]
        [--blobs 20000] [--keep 20] [--threads 8] [--no-dist]
 Berth on S3 (s3s-fs): add --s3 (needs BERTH_S3_ENDPOINT and credentials, e.g. from
@@ -26,6 +30,7 @@ scripts/s3.sh start DIR); Distribution is then not run.
 
 import argparse
 import hashlib
+import threading
 import json
 import os
 import shutil
@@ -87,6 +92,39 @@ def check_kept(base, auth, repo, kept):
             scale.must(scale.sha256(body) == d, f"blob {d} intact")
 
 
+def get_load(base, auth, repo, kept, stop):
+    """GET the kept manifests back to back until `stop` is set: latencies in ms."""
+    conn = scale.Conn(base, auth)
+    out = []
+    i = 0
+    while not stop.is_set():
+        tag = kept[i % len(kept)][0]
+        t0 = time.perf_counter()
+        status, _, body = conn.call("GET", f"/v2/{repo}/manifests/{tag}", headers={"Accept": scale.MT})
+        out.append((time.perf_counter() - t0) * 1000)
+        scale.expect(f"GET {repo}:{tag}", status, body, ok=(200,))
+        i += 1
+    return out
+
+
+def with_load(base, auth, repo, kept, run):
+    """Latencies of manifest GETs while `run()` runs; returns (run's result, latencies)."""
+    stop, lat = threading.Event(), []
+    t = threading.Thread(target=lambda: lat.extend(get_load(base, auth, repo, kept, stop)))
+    t.start()
+    try:
+        res = run()
+    finally:
+        stop.set()
+        t.join()
+    return res, lat
+
+
+def lat_summary(lat):
+    s = sorted(lat)
+    return {"requests": len(s), "p50_ms": scale.pct(s, 50), "p99_ms": scale.pct(s, 99)}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="target/release/berth")
@@ -96,6 +134,7 @@ def main():
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--no-dist", action="store_true")
     ap.add_argument("--s3", action="store_true")
+    ap.add_argument("--get-load", action="store_true")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="berth-gc-bench-")
     repo = "bench/gc"
@@ -113,10 +152,23 @@ def main():
             scale.log(f"berth: {args.blobs} blobs seeded in {secs:.0f} s")
             env = dict(os.environ, BERTH_ACCOUNT_ID=scale.ACCOUNT, BERTH_SERVER_KEY=scale.SERVER_KEY,
                        BERTH_LOG="warn,berth_registry::gc=debug", **extra)
-            t0 = time.perf_counter()
-            res = subprocess.run([args.bin, "gc", "--grace-period", "0", "--output", "json", "--data-dir", data],
-                                 env=env, capture_output=True, text=True)
-            t = time.perf_counter() - t0
+            cmd = [args.bin, "gc", "--grace-period", "0", "--output", "json", "--data-dir", data]
+            timed = {}
+
+            def gc_run():
+                t0 = time.perf_counter()
+                r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                timed["t"] = time.perf_counter() - t0
+                return r
+
+            if args.get_load:
+                _, base_lat = with_load(base, auth, repo, kept, lambda: time.sleep(3))
+                res, gc_lat = with_load(base, auth, repo, kept, gc_run)
+                results["get_p99"] = {"baseline": lat_summary(base_lat), "during_gc": lat_summary(gc_lat)}
+                scale.log(f"manifest GETs: {json.dumps(results['get_p99'])}")
+            else:
+                res = gc_run()
+            t = timed["t"]
             scale.must(res.returncode == 0, f"berth gc failed: {res.stderr}")
             scale.log(f"berth gc phases: {res.stderr.strip()[-600:]}")
             out = json.loads(res.stdout)
@@ -167,6 +219,11 @@ def main():
         d = results["distribution"]
         print(f"| Distribution `garbage-collect` (offline) | {d['blobs']:,} | {d['seconds']:.2f} s | {d['rate']:,.0f} |")
         print(f"\nBerth / Distribution: {b['rate'] / d['rate']:.2f}x")
+    if "get_p99" in results:
+        g = results["get_p99"]
+        print(f"\nmanifest GET while idle: p50 {g['baseline']['p50_ms']:.2f} ms, p99 {g['baseline']['p99_ms']:.2f} ms "
+              f"({g['baseline']['requests']} requests); during the pass: p50 {g['during_gc']['p50_ms']:.2f} ms, "
+              f"p99 {g['during_gc']['p99_ms']:.2f} ms ({g['during_gc']['requests']} requests)")
     print(json.dumps(results))
 
 

@@ -118,6 +118,13 @@ pub struct Config {
     /// Garbage collection's grace period (seconds): a repository link must be this old, and a
     /// blob must have been found unlinked this long ago, before its bytes are deleted.
     pub gc_grace_secs: u64,
+    /// Garbage collection's deletion lease (seconds): a pass deletes a blob's bytes only within
+    /// this long of taking it; a deletion left for twice this long (its process died) is
+    /// finished by the next pass or by an upload of the same digest.
+    pub gc_lease_secs: u64,
+    /// How often a garbage collection pass also lists the whole store for bytes that no
+    /// metadata knows (seconds; once per period across all nodes).
+    pub gc_sweep_interval_secs: u64,
 }
 
 impl Default for Config {
@@ -165,6 +172,8 @@ impl Default for Config {
             lifecycle_interval_secs: 3600,
             gc_interval_secs: 3600,
             gc_grace_secs: 3600,
+            gc_lease_secs: 120,
+            gc_sweep_interval_secs: 86_400,
         }
     }
 }
@@ -333,6 +342,8 @@ impl Config {
             ("BERTH_LIFECYCLE_INTERVAL_SECS", &mut self.lifecycle_interval_secs),
             ("BERTH_GC_INTERVAL_SECS", &mut self.gc_interval_secs),
             ("BERTH_GC_GRACE_SECS", &mut self.gc_grace_secs),
+            ("BERTH_GC_LEASE_SECS", &mut self.gc_lease_secs),
+            ("BERTH_GC_SWEEP_INTERVAL_SECS", &mut self.gc_sweep_interval_secs),
         ] {
             if let Some(v) = get(key) {
                 *field = num(key, v)?;
@@ -353,6 +364,8 @@ impl Config {
             ("audit_retention_days", self.audit_retention_days),
             ("lifecycle_interval_secs", self.lifecycle_interval_secs),
             ("gc_interval_secs", self.gc_interval_secs),
+            ("gc_lease_secs", self.gc_lease_secs),
+            ("gc_sweep_interval_secs", self.gc_sweep_interval_secs),
         ] {
             if v == 0 {
                 anyhow::bail!("{key} (BERTH_{}) must be more than 0", key.to_uppercase());
@@ -373,6 +386,14 @@ impl Config {
         anyhow::ensure!(
             self.gc_grace_secs <= 30 * 86_400,
             "gc_grace_secs (BERTH_GC_GRACE_SECS) must be at most 2592000 (30 days)"
+        );
+        anyhow::ensure!(
+            self.gc_lease_secs <= 3600,
+            "gc_lease_secs (BERTH_GC_LEASE_SECS) must be at most 3600 (an hour)"
+        );
+        anyhow::ensure!(
+            self.gc_sweep_interval_secs <= 30 * 86_400,
+            "gc_sweep_interval_secs (BERTH_GC_SWEEP_INTERVAL_SECS) must be at most 2592000 (30 days)"
         );
         anyhow::ensure!(
             self.lifecycle_interval_secs <= 7 * 86_400,

@@ -2,7 +2,7 @@
 //! period across nodes) and `berth gc`.
 
 use berth_registry::Registry;
-use berth_registry::gc::GcReport;
+use berth_registry::gc::{GcOutcome, GcReport};
 use berth_registry::jobs::JobRunner;
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -10,28 +10,54 @@ use std::time::Duration;
 
 /// Job kind of the periodic pass.
 pub const JOB: &str = "gc";
+/// Job kind of the periodic pass that also sweeps the whole store.
+pub const SWEEP_JOB: &str = "gc-sweep";
 
 /// Schedule a pass with grace period `grace` every `every` on `runner`.
-pub fn register(runner: &mut JobRunner, reg: Arc<Registry>, every: Duration, grace: Duration) {
+/// And a pass that also sweeps the store every `sweep_every`. `node` names this server as the
+/// passes' owner.
+pub fn register(
+    runner: &mut JobRunner,
+    reg: Arc<Registry>,
+    node: &str,
+    every: Duration,
+    sweep_every: Duration,
+    grace: Duration,
+) {
+    for (kind, sweep, period) in [(JOB, false, every), (SWEEP_JOB, true, sweep_every)] {
+        register_pass(runner, reg.clone(), node, kind, sweep, grace);
+        runner.every(kind, period, 3);
+    }
+}
+
+fn register_pass(runner: &mut JobRunner, reg: Arc<Registry>, node: &str, kind: &str, sweep: bool, grace: Duration) {
     let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
-    runner.handle(JOB, move |_job| {
-        let reg = reg.clone();
+    let owner = format!("node {node}");
+    runner.handle(kind, move |_job| {
+        let (reg, owner) = (reg.clone(), owner.clone());
         async move {
-            let r = reg.gc_pass(grace_ms, |_| {}).await.map_err(|e| e.to_string())?;
-            if r.blobs_deleted + r.links_removed + r.resumed > 0 {
+            let r = match reg.gc_pass(&owner, grace_ms, sweep, |_| {}).await.map_err(|e| e.to_string())? {
+                GcOutcome::Done(r) => r,
+                GcOutcome::Busy { owner, .. } => {
+                    tracing::info!(%owner, "garbage collection pass skipped: another one is running");
+                    return Ok(());
+                }
+            };
+            if r.blobs_deleted + r.links_removed + r.resumed + r.orphans_deleted > 0 {
                 tracing::info!(
                     links_removed = r.links_removed,
                     marked = r.marked,
                     blobs_deleted = r.blobs_deleted,
                     bytes_deleted = r.bytes_deleted,
                     resumed = r.resumed,
+                    swept = r.swept,
+                    orphans_deleted = r.orphans_deleted,
                     "garbage collection pass"
                 );
             }
             Ok(())
         }
     });
-    runner.every(JOB, every, 3);
 }
 
 /// A duration as `berth gc --grace-period` takes it: a number with `s`, `m`, `h` or `d` (seconds
@@ -63,39 +89,66 @@ fn human_bytes(n: u64) -> String {
 
 /// `berth gc`: one pass now (or, with `dry_run`, what it would do), with progress on a terminal
 /// and a summary.
-pub async fn run(reg: &Registry, grace: Duration, dry_run: bool, output: &str) -> anyhow::Result<()> {
+/// With `sweep`, the pass also lists the whole store for bytes no metadata knows.
+pub async fn run(reg: &Registry, grace: Duration, dry_run: bool, sweep: bool, output: &str) -> anyhow::Result<()> {
     let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
     let err = |e: berth_registry::Error| anyhow::anyhow!("{e}");
     if dry_run {
         let (links, blobs, bytes) = reg.gc_preview(grace_ms).await.map_err(err)?;
+        let orphans = if sweep { Some(reg.gc_sweep_preview(grace_ms).await.map_err(err)?) } else { None };
         if output == "json" {
-            println!(
-                "{}",
-                serde_json::json!({"dryRun": true, "linksToRemove": links, "blobsToDelete": blobs, "bytesToDelete": bytes})
-            );
+            let mut v = serde_json::json!({"dryRun": true, "linksToRemove": links, "blobsToDelete": blobs, "bytesToDelete": bytes});
+            if let Some((swept, n, b)) = orphans {
+                v["swept"] = swept.into();
+                v["orphansToDelete"] = n.into();
+                v["orphanBytesToDelete"] = b.into();
+            }
+            println!("{v}");
         } else {
             println!(
                 "gc (dry run): would remove {links} repository link(s); {blobs} blob(s) ({}) would be unlinked and \
                  unreferenced, and deleted once found so for the grace period",
                 human_bytes(bytes)
             );
+            if let Some((swept, n, b)) = orphans {
+                println!(
+                    "gc (dry run): of {swept} blob(s) in storage, {n} ({}) are known to no metadata and would be deleted",
+                    human_bytes(b)
+                );
+            }
         }
         return Ok(());
     }
     let tty = std::io::stderr().is_terminal();
-    let report = reg
-        .gc_pass(grace_ms, |r: &GcReport| {
-            if tty {
-                eprint!(
-                    "\rgc: {} link(s) removed, {} blob(s) deleted ({})   ",
-                    r.links_removed,
-                    r.blobs_deleted,
-                    human_bytes(r.bytes_deleted)
-                );
+    let owner = format!("berth gc (pid {})", std::process::id());
+    let mut waiting = false;
+    let report = loop {
+        let outcome = reg
+            .gc_pass(&owner, grace_ms, sweep, |r: &GcReport| {
+                if tty {
+                    eprint!(
+                        "\rgc: {} link(s) removed, {} blob(s) deleted ({})   ",
+                        r.links_removed,
+                        r.blobs_deleted,
+                        human_bytes(r.bytes_deleted)
+                    );
+                }
+            })
+            .await
+            .map_err(err)?;
+        match outcome {
+            GcOutcome::Done(r) => break r,
+            // One pass at a time across the cluster: wait for the running one (it ends, or its
+            // owner dies and its lease expires).
+            GcOutcome::Busy { owner, .. } => {
+                if !waiting {
+                    eprintln!("gc: waiting for the pass that is running ({owner}) to end");
+                    waiting = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-        })
-        .await
-        .map_err(err)?;
+        }
+    };
     if tty {
         eprintln!();
     }
@@ -109,6 +162,9 @@ pub async fn run(reg: &Registry, grace: Duration, dry_run: bool, output: &str) -
                 "blobsDeleted": report.blobs_deleted,
                 "bytesDeleted": report.bytes_deleted,
                 "resumed": report.resumed,
+                "swept": report.swept,
+                "orphansDeleted": report.orphans_deleted,
+                "orphanBytesDeleted": report.orphan_bytes_deleted,
             })
         );
     } else {
@@ -125,6 +181,14 @@ pub async fn run(reg: &Registry, grace: Duration, dry_run: bool, output: &str) -
                 String::new()
             }
         );
+        if sweep {
+            println!(
+                "gc: swept {} blob(s) in storage, deleted {} ({}) that no metadata knew",
+                report.swept,
+                report.orphans_deleted,
+                human_bytes(report.orphan_bytes_deleted)
+            );
+        }
     }
     Ok(())
 }

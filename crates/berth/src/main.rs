@@ -71,6 +71,11 @@ enum Command {
         /// `gc_grace_secs` by default).
         #[arg(long, value_name = "DURATION")]
         grace_period: Option<String>,
+        /// Also list the whole store and delete bytes older than the grace period that no
+        /// metadata knows (crash leftovers; the periodic sweep runs every
+        /// `gc_sweep_interval_secs`).
+        #[arg(long)]
+        sweep: bool,
         /// `text` (default) or `json`.
         #[arg(long, default_value = "text")]
         output: String,
@@ -346,7 +351,7 @@ fn run() -> anyhow::Result<()> {
                 out
             })
         }
-        Command::Gc { dry_run, grace_period, output } => {
+        Command::Gc { dry_run, grace_period, sweep, output } => {
             anyhow::ensure!(output == "text" || output == "json", "--output must be text or json");
             let grace = match grace_period {
                 Some(g) => gc::parse_duration(&g)?,
@@ -354,7 +359,7 @@ fn run() -> anyhow::Result<()> {
             };
             rt.block_on(async {
                 let (reg, meta) = open(&cfg, SchemaMode::Migrate).await?;
-                let out = gc::run(&reg, grace, dry_run, &output).await;
+                let out = gc::run(&reg, grace, dry_run, sweep, &output).await;
                 meta.close().await;
                 out
             })
@@ -725,6 +730,7 @@ async fn open(cfg: &Config, mode: SchemaMode) -> anyhow::Result<(Arc<Registry>, 
         registry_domain: cfg.registry_domain.clone(),
         blob_redirect_ttl: cfg.s3_redirect.then_some(BLOB_REDIRECT_TTL),
         min_free_bytes: cfg.min_free_mb.saturating_mul(1 << 20),
+        gc_lease: Duration::from_secs(cfg.gc_lease_secs),
     };
     let reg = Registry::new(
         store.clone(),
@@ -978,7 +984,9 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
         gc::register(
             &mut runner,
             reg.clone(),
+            &node_id,
             Duration::from_secs(cfg.gc_interval_secs),
+            Duration::from_secs(cfg.gc_sweep_interval_secs),
             Duration::from_secs(cfg.gc_grace_secs),
         );
         tracing::info!(node_id, kinds = ?runner.kinds(), "running background jobs");

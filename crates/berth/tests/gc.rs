@@ -168,23 +168,38 @@ fn deleted_images_give_their_blobs_back_and_shared_blobs_stay() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("the unit must be s, m, h or d"), "{out:?}");
 }
 
-/// Pushes of images that share base layers race with deletions, with the server's periodic GC
-/// (every second, grace 2 s) and with `berth gc` passes run next to it without any grace period
-/// (so they also remove links that pushes in flight just made: such a push fails cleanly and is
+/// Pushes of images that share base layers, through two nodes, race with deletions, with
+/// lifecycle runs (race/r1 keeps its 8 youngest images), with the nodes' periodic GC (every
+/// second, grace 2 s) and with `berth gc` passes run next to them without any grace period (so
+/// they also remove links that pushes in flight just made: such a push fails cleanly and is
 /// retried, as a client would). Afterwards every image left pulls intact with its digests
 /// verified, and once things are quiet a pass leaves exactly the blobs of the images left.
 #[test]
-fn pushes_racing_deletions_and_gc_lose_nothing() {
+fn pushes_racing_deletions_lifecycle_and_gc_lose_nothing() {
     let rt = runtime();
     let b = Berth::start_with_env(&[
         ("BERTH_GC_INTERVAL_SECS", "1"),
         ("BERTH_GC_GRACE_SECS", "2"),
+        ("BERTH_LIFECYCLE_INTERVAL_SECS", "1"),
         ("BERTH_JOB_POLL_MS", "50"),
     ]);
+    let b2 = b.another_node(&[]);
+    let keep = 8;
+    b.create_repo("race/r1", "MUTABLE");
+    let policy = json!({"rules": [{"rulePriority": 1, "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": keep}, "action": {"type": "expire"}}]});
+    let (status, body) = rt.block_on(common::ecr_call(
+        &b,
+        common::ACCESS_KEY_ID,
+        common::SECRET_ACCESS_KEY,
+        "PutLifecyclePolicy",
+        &json!({"repositoryName": "race/r1", "lifecyclePolicyText": policy.to_string()}),
+    ));
+    assert_eq!(status, 200, "{body}");
     let bases: Arc<Vec<Vec<u8>>> = Arc::new((0..3u8).map(|i| vec![100 + i; 2048]).collect());
     let failures = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    // `berth gc` passes next to the server's own, until the pushers are done.
+    // `berth gc` passes next to the servers' own (one at a time: each waits for the running
+    // one), until the pushers are done.
     let gc_loop = {
         let stop = stop.clone();
         let mut cmd = b.cli_command(&["gc", "--grace-period", "0", "--output", "json"]);
@@ -196,14 +211,17 @@ fn pushes_racing_deletions_and_gc_lose_nothing() {
                 let v: Value = serde_json::from_slice(&out.stdout).unwrap();
                 deleted += v["blobsDeleted"].as_u64().unwrap();
                 passes += 1;
-                std::thread::sleep(Duration::from_millis(50));
+                // A push fails when a pass without grace lands between its uploads and its
+                // manifest: leave pushes room to get through between passes.
+                std::thread::sleep(Duration::from_millis(300));
             }
             (passes, deleted)
         })
     };
     let workers: Vec<_> = (0..4)
         .map(|w| {
-            let (c, base, bases, failures) = (b.client(), b.url.clone(), bases.clone(), failures.clone());
+            let base = if w < 2 { b.url.clone() } else { b2.url.clone() };
+            let (c, bases, failures) = (b.client(), bases.clone(), failures.clone());
             rt.spawn(async move {
                 let repo = format!("race/r{}", w % 2);
                 let mut pushed: Vec<String> = Vec::new();
@@ -213,21 +231,23 @@ fn pushes_racing_deletions_and_gc_lose_nothing() {
                     let base_layer = &bases[(w + i) % bases.len()];
                     let tag = format!("w{w}-{i}");
                     let mut result = Err(String::new());
-                    for _attempt in 0..5 {
+                    for attempt in 0..20 {
                         result = push(&c, &base, &repo, &tag, &config, &[base_layer, &unique]).await;
                         if result.is_ok() {
                             break;
                         }
                         failures.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        tokio::time::sleep(Duration::from_millis((100 * (attempt as u64 + 1)).min(1000))).await;
                     }
-                    let digest = result.unwrap_or_else(|e| panic!("push {repo}:{tag} failed five times: {e}"));
+                    let digest = result.unwrap_or_else(|e| panic!("push {repo}:{tag} failed 20 times: {e}"));
                     pushed.push(digest);
-                    // Delete an older image half of the time.
+                    // Delete an older image half of the time (in race/r1, lifecycle may have
+                    // expired it already).
                     if i % 2 == 1 {
                         let old = pushed.remove(0);
                         let r = c.delete(format!("{base}/v2/{repo}/manifests/{old}")).send().await.unwrap();
-                        assert_eq!(r.status().as_u16(), 202);
+                        let s = r.status().as_u16();
+                        assert!(s == 202 || (s == 404 && repo == "race/r1"), "DELETE {repo}@{old}: {s}");
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -244,23 +264,111 @@ fn pushes_racing_deletions_and_gc_lose_nothing() {
     let (passes, deleted) = gc_loop.join().unwrap();
     assert!(passes >= 2, "the gc loop ran {passes} passes");
     assert!(deleted > 0, "the gc loop deleted blobs while pushes ran");
+    // Quiet now: a lifecycle run leaves race/r1 its youngest images, then a pass with no grace
+    // leaves exactly the blobs of the images left.
+    let out = b.cli(&["lifecycle", "run"]);
+    assert!(out.status.success(), "{out:?}");
     let c = b.client();
-    let mut referenced = BTreeSet::new();
+    let mut kept = Vec::new();
+    let mut expired = 0;
     for (repo, d) in &left {
-        referenced.extend(rt.block_on(pull_intact(&c, &b.url, repo, d)));
+        let r = rt.block_on(c.head(format!("{}/v2/{repo}/manifests/{d}", b.url)).send()).unwrap();
+        match r.status().as_u16() {
+            200 => kept.push((repo.clone(), d.clone())),
+            404 if repo == "race/r1" => expired += 1,
+            s => panic!("HEAD {repo}@{d}: {s}"),
+        }
     }
-    // Quiet now: a pass with no grace leaves exactly the blobs of the images left.
+    let kept_r1 = kept.iter().filter(|(r, _)| r == "race/r1").count();
+    assert_eq!(kept_r1, keep.min(left.iter().filter(|(r, _)| r == "race/r1").count()), "race/r1 keeps {keep}");
+    assert!(expired > 0, "lifecycle expired images of race/r1");
+    let mut referenced = BTreeSet::new();
+    for (repo, d) in &kept {
+        referenced.extend(rt.block_on(pull_intact(&c, &b2.url, repo, d)));
+    }
     gc(&b, &["--grace-period", "0"]);
     if let Some(stored) = stored_blobs(b.data_dir()) {
         assert_eq!(stored, referenced, "no unreferenced blob survives, none referenced is lost");
     }
-    for (repo, d) in &left {
+    for (repo, d) in &kept {
         rt.block_on(pull_intact(&c, &b.url, repo, d));
     }
     eprintln!(
-        "gc passes next to the server: {passes}, blobs they deleted: {deleted}, pushes retried: {}",
+        "gc passes next to the servers: {passes}, blobs they deleted: {deleted}, pushes retried: {}, \
+         expired by lifecycle: {expired}",
         failures.load(Ordering::SeqCst)
     );
+}
+
+/// Write `data` into the store as blob bytes that no metadata knows (what a crash between an
+/// upload's write and its link leaves), as `hours_old` hours old where the store allows it (the
+/// filesystem; S3 objects are always new). Returns the digest.
+fn plant(b: &Berth, data: &[u8], hours_old: u32) -> String {
+    let digest = sha(data);
+    let hex = &digest["sha256:".len()..];
+    let rel = format!("blobs/sha256/{}/{hex}", &hex[..2]);
+    if let Some((_, url)) = b.extra_env.iter().find(|(k, _)| k == "BERTH_STORAGE") {
+        // s3://bucket/prefix
+        let (bucket, prefix) = url["s3://".len()..].split_once('/').unwrap();
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(tmp.path(), data).unwrap();
+        let env = |k: &str| std::env::var(k).unwrap();
+        let out = std::process::Command::new("aws")
+            .args(["s3api", "put-object", "--endpoint-url", &env("BERTH_S3_ENDPOINT"), "--bucket", bucket])
+            .args(["--key", &format!("{prefix}/{rel}"), "--body"])
+            .arg(tmp.path())
+            .env("AWS_ACCESS_KEY_ID", env("BERTH_S3_ACCESS_KEY_ID"))
+            .env("AWS_SECRET_ACCESS_KEY", env("BERTH_S3_SECRET_ACCESS_KEY"))
+            .env("AWS_DEFAULT_REGION", env("BERTH_S3_REGION"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "aws s3api put-object: {out:?}");
+    } else {
+        let path = b.data_dir().join(&rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, data).unwrap();
+        if hours_old > 0 {
+            let out = std::process::Command::new("touch")
+                .args(["-d", &format!("{hours_old} hours ago")])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        }
+    }
+    digest
+}
+
+/// A pass with `--sweep` lists the store and deletes bytes that no metadata knows once they are
+/// older than the grace period; a pass without it, a dry run and younger bytes are left alone;
+/// everything an image references stays.
+#[test]
+fn the_sweep_deletes_bytes_no_metadata_knows_after_the_grace_period() {
+    let rt = runtime();
+    let b = Berth::start();
+    let c = b.client();
+    let kept = rt.block_on(push(&c, &b.url, "sweep/k", "v1", br#"{"s":1}"#, &[&[9u8; 3000]])).unwrap();
+    let on_fs = common::s3_storage().is_none();
+    let old = plant(&b, b"crash leftover, two hours old", 2);
+    let young = plant(&b, b"crash leftover, just written", 0);
+    let out = gc(&b, &[]);
+    assert_eq!((out["swept"].as_u64(), out["orphansDeleted"].as_u64()), (Some(0), Some(0)), "no sweep: {out}");
+    let dry = gc(&b, &["--sweep", "--dry-run"]);
+    assert_eq!(dry["swept"].as_u64(), Some(4), "config, layer and the two planted: {dry}");
+    assert_eq!(dry["orphansToDelete"].as_u64(), Some(if on_fs { 1 } else { 0 }), "{dry}");
+    let out = gc(&b, &["--sweep"]);
+    assert_eq!(out["orphansDeleted"].as_u64(), Some(if on_fs { 1 } else { 0 }), "{out}");
+    if let Some(stored) = stored_blobs(b.data_dir()) {
+        assert!(!stored.contains(&old) && stored.contains(&young), "{stored:?}");
+    }
+    let out = gc(&b, &["--sweep", "--grace-period", "0"]);
+    assert_eq!(out["orphansDeleted"].as_u64(), Some(if on_fs { 1 } else { 2 }), "{out}");
+    let referenced: BTreeSet<String> = rt.block_on(pull_intact(&c, &b.url, "sweep/k", &kept)).into_iter().collect();
+    if let Some(stored) = stored_blobs(b.data_dir()) {
+        assert_eq!(stored, referenced);
+    }
+    let dry = gc(&b, &["--sweep", "--dry-run", "--grace-period", "0"]);
+    assert_eq!((dry["swept"].as_u64(), dry["orphansToDelete"].as_u64()), (Some(2), Some(0)), "{dry}");
 }
 
 /// Upload `n` distinct unreferenced blobs into `repo` (monolithic POSTs, 8 at a time).
@@ -287,15 +395,20 @@ fn seed_unreferenced(rt: &tokio::runtime::Runtime, b: &Berth, repo: &str, n: usi
 }
 
 /// `berth gc` killed with SIGKILL in the middle of a pass leaves a state the next pass
-/// finishes: what it deleted is gone, what it did not is deleted then, kept images pull intact.
+/// finishes once the dead pass's lease has run out twice: what it deleted is gone, what it did
+/// not is deleted then, kept images pull intact.
 #[test]
 fn kill_9_during_gc_leaves_a_state_the_next_pass_finishes() {
     let rt = runtime();
-    let b = Berth::start();
+    let b = Berth::start_with_env(&[("BERTH_GC_LEASE_SECS", "3")]);
     let c = b.client();
     let kept = rt.block_on(push(&c, &b.url, "gc/k", "v1", br#"{"k":1}"#, &[&[7u8; 4096]])).unwrap();
-    seed_unreferenced(&rt, &b, "gc/k", 3000);
+    // More than a deletion batch on the filesystem; on s3s-fs, whose uploads are slower,
+    // enough for a pass that the kills land in.
+    seed_unreferenced(&rt, &b, "gc/k", if common::s3_storage().is_some() { 600 } else { 3000 });
     for delay_ms in [30u64, 120, 400] {
+        // A killed pass keeps the cluster's lease until it expires: the next one starts then.
+        std::thread::sleep(Duration::from_millis(3200));
         let mut child = b.cli_command(&["gc", "--grace-period", "0"]).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill();
@@ -303,6 +416,8 @@ fn kill_9_during_gc_leaves_a_state_the_next_pass_finishes() {
         // Whatever the pass had done, the kept image is whole.
         rt.block_on(pull_intact(&c, &b.url, "gc/k", &kept));
     }
+    // The last killed pass's tombstones are stale after twice the lease.
+    std::thread::sleep(Duration::from_millis(6200));
     let out = gc(&b, &["--grace-period", "0"]);
     let out2 = gc(&b, &["--grace-period", "0"]);
     assert_eq!(out2["blobsDeleted"].as_u64(), Some(0), "the first full pass finished everything: {out} {out2}");

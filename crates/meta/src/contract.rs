@@ -349,9 +349,16 @@ async fn gc_contract(s: &dyn MetadataStore) {
     // While its tombstone stands, no upload holds it and no mount links it.
     assert!(!s.hold_blob(y, "upload:u2", 67).await.unwrap());
     assert_eq!(s.mount_blob(repo, y, 67).await.unwrap(), None);
-    assert_eq!(s.gc_tombstones(10).await.unwrap(), vec![y.to_string()]);
-    s.gc_release(&[y.to_string()]).await.unwrap();
-    assert!(s.gc_tombstones(10).await.unwrap().is_empty());
+    // The tombstone (set at 66) is its owner's until it is stale; then anyone may claim it,
+    // and the old owner's release no longer drops it.
+    assert!(s.gc_claim_stale(66, 67, 10).await.unwrap().digests.is_empty());
+    assert!(!s.gc_claim_stale_one(y, 66, 67).await.unwrap());
+    let claimed = s.gc_claim_stale(67, 68, 10).await.unwrap();
+    assert_eq!(claimed, gc::Claimed { digests: vec![y.to_string()], since: 68 });
+    s.gc_release(&[y.to_string()], 66).await.unwrap();
+    assert!(!s.hold_blob(y, "upload:u2", 68).await.unwrap(), "the claimer's tombstone stands");
+    s.gc_release(&[y.to_string()], 68).await.unwrap();
+    assert!(s.gc_claim_stale(i64::MAX, 68, 10).await.unwrap().digests.is_empty());
     assert_eq!(s.mount_blob(repo, y, 68).await.unwrap(), None, "the blob is gone");
     // An upload of it again: hold, then complete (hold gone, linked).
     assert!(s.hold_blob(y, "upload:u3", 69).await.unwrap());
@@ -372,11 +379,49 @@ async fn gc_contract(s: &dyn MetadataStore) {
     let err = s.complete_upload("u4", repo, y, 4, 78).await.unwrap_err();
     assert!(matches!(err, MetaError::BlobBeingDeleted(_)), "{err}");
     assert_eq!(s.blob_in_repo(repo, y).await.unwrap(), None);
-    s.gc_release(&[y.to_string()]).await.unwrap();
+    assert!(s.gc_claim_stale_one(y, 78, 79).await.unwrap(), "a stale tombstone is claimed");
+    assert!(!s.gc_claim_stale_one(y, 79, 80).await.unwrap(), "once");
+    s.gc_release(&[y.to_string()], 79).await.unwrap();
+    assert!(s.hold_blob(y, "upload:u5", 80).await.unwrap());
+    s.release_hold(y, "upload:u5").await.unwrap();
     // Holds of dead uploads expire; a tombstone does not.
     assert!(s.hold_blob("sha256:gq", "upload:dead2", 80).await.unwrap());
     assert!(s.gc_expire_holds(81).await.unwrap() >= 2, "the hold and its mutex row");
     assert!(s.hold_blob("sha256:gq", "upload:again", 82).await.unwrap());
+    // Orphans: bytes with no blob row, no tombstone and no live hold.
+    let (o1, o2, o3) = ("sha256:orphan1", "sha256:orphan2", "sha256:orphan3");
+    assert!(s.hold_blob(o2, "upload:live", 90).await.unwrap());
+    let known = vec![x.to_string(), o1.to_string(), o2.to_string(), o3.to_string()];
+    assert_eq!(s.gc_orphans(&known, 85).await.unwrap(), vec![o1.to_string(), o3.to_string()]);
+    assert_eq!(
+        s.gc_orphans(&known, 95).await.unwrap(),
+        vec![o1.to_string(), o2.to_string(), o3.to_string()],
+        "an old hold"
+    );
+    assert!(s.hold_blob(o3, "upload:late", 91).await.unwrap(), "an upload of o3 starts after the listing");
+    let taken = s.gc_take_orphans(&[o1.to_string(), o3.to_string()], 85, 92).await.unwrap();
+    assert_eq!(taken, vec![o1.to_string()], "the take re-checks under the mutex");
+    assert!(!s.hold_blob(o1, "upload:u6", 93).await.unwrap(), "its tombstone stands");
+    assert!(s.gc_orphans(&known, 85).await.unwrap().is_empty());
+    s.gc_release(&taken, 92).await.unwrap();
+    assert!(s.hold_blob(o1, "upload:u6", 94).await.unwrap());
+    for (d, h) in [(o1, "upload:u6"), (o2, "upload:live"), (o3, "upload:late")] {
+        s.release_hold(d, h).await.unwrap();
+    }
+    // One pass at a time: the lease is its holder's until it expires or is released.
+    assert_eq!(s.gc_pass_acquire("a", 100, 200).await.unwrap(), None);
+    assert_eq!(s.gc_pass_acquire("a", 110, 210).await.unwrap(), None, "its holder takes it again");
+    assert_eq!(s.gc_pass_acquire("b", 150, 250).await.unwrap(), Some(("a".to_string(), 110)));
+    assert!(s.gc_pass_renew("a", 300).await.unwrap());
+    assert!(!s.gc_pass_renew("b", 300).await.unwrap());
+    assert_eq!(s.gc_pass_acquire("b", 300, 400).await.unwrap(), Some(("a".to_string(), 110)));
+    assert_eq!(s.gc_pass_acquire("b", 301, 400).await.unwrap(), None, "an expired lease is taken over");
+    assert!(!s.gc_pass_renew("a", 500).await.unwrap());
+    s.gc_pass_release("a").await.unwrap();
+    assert_eq!(s.gc_pass_acquire("c", 302, 400).await.unwrap(), Some(("b".to_string(), 301)));
+    s.gc_pass_release("b").await.unwrap();
+    assert_eq!(s.gc_pass_acquire("c", 303, 400).await.unwrap(), None);
+    s.gc_pass_release("c").await.unwrap();
 }
 
 async fn writes_check_rules_in_the_transaction(s: &dyn MetadataStore, base: &NewManifest<'_>, repo: i64) {
@@ -1041,7 +1086,7 @@ async fn postgres_plans(s: &postgres::PgStore) {
 async fn sqlite_contract() {
     let dir = tempfile::tempdir().unwrap();
     let (s, applied) = sqlite::SqliteStore::open_with(&dir.path().join("m.db"), SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
     contract(&s).await;
     listing_contract(&s).await;
     lifecycle_contract(&s).await;
@@ -1058,7 +1103,7 @@ async fn sqlite_contract() {
     s.close().await;
     // A check on an unmigrated database refuses it.
     let err = sqlite::SqliteStore::open_with(&dir.path().join("new.db"), SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 13), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 14), "{err}");
     assert!(err.to_string().contains("berth migrate"), "{err}");
 }
 
@@ -1084,9 +1129,9 @@ async fn postgres_contract() {
     let base = url.rsplit_once('/').map(|(b, _)| b).unwrap();
     let url = format!("{base}/{db}");
     let err = postgres::PgStore::open_with(&url, SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 13), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 14), "{err}");
     let (s, applied) = postgres::PgStore::open_with(&url, SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
     contract(&s).await;
     listing_contract(&s).await;
     lifecycle_contract(&s).await;

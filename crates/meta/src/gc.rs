@@ -7,6 +7,10 @@
 //! bytes until it links them; a deletion takes the blob's rows and leaves a tombstone (`gc`)
 //! until its bytes are gone. A deletion never starts while a hold exists; an upload never starts
 //! while a tombstone exists.
+//!
+//! A tombstone's `created_at` is its owner's lease and fencing token: its owner deletes the
+//! bytes only within the lease, releases it only if `created_at` is still its own, and anyone
+//! may claim a tombstone older than twice the lease (its owner died) by moving `created_at`.
 
 use crate::Result;
 use async_trait::async_trait;
@@ -20,6 +24,14 @@ pub const TOMBSTONE: &str = "gc";
 pub struct TakenBlob {
     pub digest: String,
     pub size: u64,
+}
+
+/// Tombstones claimed by one party: the digests, and the `created_at` every one of them now has
+/// (the claim's fencing token for [`GcStore::gc_release`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub digests: Vec<String>,
+    pub since: i64,
 }
 
 /// Garbage collection of blobs.
@@ -52,16 +64,35 @@ pub trait GcStore: Send + Sync + 'static {
         holds_after: i64,
         now: i64,
     ) -> Result<Vec<TakenBlob>>;
-    /// Drop the tombstones of blobs whose bytes are gone, and the mutex rows of those digests.
-    async fn gc_release(&self, digests: &[String]) -> Result<()>;
-    /// Digests with a tombstone (deletions a crash interrupted: their bytes may remain).
-    async fn gc_tombstones(&self, limit: u32) -> Result<Vec<String>>;
+    /// Drop the tombstones of blobs whose bytes are gone, set (or claimed) at `since`, and the
+    /// mutex rows of those digests. A tombstone someone else claimed since stays.
+    async fn gc_release(&self, digests: &[String], since: i64) -> Result<()>;
+    /// Claim at most `limit` tombstones set (or claimed) before `stale_before` (their owner died
+    /// mid-deletion): their `created_at` becomes `now`, and the caller owns their deletion.
+    async fn gc_claim_stale(&self, stale_before: i64, now: i64, limit: u32) -> Result<Claimed>;
+    /// Claim the tombstone of `digest` if it was set (or claimed) before `stale_before`.
+    async fn gc_claim_stale_one(&self, digest: &str, stale_before: i64, now: i64) -> Result<bool>;
     /// What a pass with links cut at `before` would do (nothing changes): links it would remove,
     /// and the blobs (count, bytes) left with no link and no reference after that.
     async fn gc_preview(&self, before: i64) -> Result<(u64, u64, u64)>;
     /// Remove holds and mutex rows created before `before` whose digest has no other hold (left
     /// by uploads that died between their hold and their link); how many went.
     async fn gc_expire_holds(&self, before: i64) -> Result<u64>;
+    /// Of `digests` (bytes found in storage), those with no blob row, no tombstone and no hold
+    /// newer than `holds_after`, as committed now (a read: nothing is locked).
+    async fn gc_orphans(&self, digests: &[String], holds_after: i64) -> Result<Vec<String>>;
+    /// Take `digests` (found by [`GcStore::gc_orphans`]) for deletion, in one transaction: each
+    /// one only if, under its mutex, it still has no blob row, no tombstone and no hold newer
+    /// than `holds_after`; its tombstone is set at `now`. Returns the taken ones.
+    async fn gc_take_orphans(&self, digests: &[String], holds_after: i64, now: i64) -> Result<Vec<String>>;
+    /// Take the cluster's garbage collection lease for `owner` until `until` if it is free,
+    /// expired (before `now`) or already `owner`'s: `None`. Otherwise nothing changes and the
+    /// holder (owner, started at) is returned.
+    async fn gc_pass_acquire(&self, owner: &str, now: i64, until: i64) -> Result<Option<(String, i64)>>;
+    /// Extend `owner`'s lease to `until`: `false` if `owner` no longer holds it.
+    async fn gc_pass_renew(&self, owner: &str, until: i64) -> Result<bool>;
+    /// Drop `owner`'s lease (nothing if someone else holds it).
+    async fn gc_pass_release(&self, owner: &str) -> Result<()>;
 }
 
 /// Implement [`GcStore`] for `$store` on database `$db` (portable SQL).
@@ -87,6 +118,42 @@ macro_rules! portable_gc {
                 .fetch_optional(&mut **tx)
                 .await?
                 .is_some())
+        }
+
+        /// Of `digests`, those with no blob row, no tombstone and no hold newer than `holds_after`.
+        async fn orphans_among(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            digests: &[String],
+            holds_after: i64,
+        ) -> Result<Vec<String>> {
+            if digests.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut known = std::collections::HashSet::new();
+            for sql in [
+                "SELECT digest FROM blobs WHERE digest IN (",
+                "SELECT digest FROM blob_holds WHERE holder <> '' AND (holder = 'gc' OR created_at > $1) AND digest IN (",
+            ] {
+                let mut q = sqlx::QueryBuilder::<$db>::new("");
+                if sql.contains("$1") {
+                    let (head, tail) = sql.split_once("$1").unwrap();
+                    q.push(head).push_bind(holds_after).push(tail);
+                } else {
+                    q.push(sql);
+                }
+                let mut list = q.separated(", ");
+                for d in digests {
+                    list.push_bind(d.as_str());
+                }
+                q.push(")");
+                for r in q.build().fetch_all(&mut *conn).await? {
+                    known.insert(r.get::<String, _>(0));
+                }
+            }
+            let mut out: Vec<String> = digests.iter().filter(|d| !known.contains(*d)).cloned().collect();
+            out.sort();
+            out.dedup();
+            Ok(out)
         }
 
         #[async_trait]
@@ -242,26 +309,56 @@ macro_rules! portable_gc {
                 Ok(taken)
             }
 
-            async fn gc_release(&self, digests: &[String]) -> Result<()> {
+            async fn gc_release(&self, digests: &[String], since: i64) -> Result<()> {
                 if digests.is_empty() {
                     return Ok(());
                 }
-                let mut q = sqlx::QueryBuilder::<$db>::new("DELETE FROM blob_holds WHERE holder IN ('gc', '') AND digest IN (");
-                let mut list = q.separated(", ");
-                for d in digests {
-                    list.push_bind(d.as_str());
+                let mut tx = self.begin().await?;
+                for holder in ["gc", ""] {
+                    let mut q = sqlx::QueryBuilder::<$db>::new("DELETE FROM blob_holds WHERE holder = ");
+                    q.push_bind(holder);
+                    if holder == "gc" {
+                        q.push(" AND created_at = ").push_bind(since);
+                    } else {
+                        // The mutex row goes only where no tombstone (someone else's claim) stays.
+                        q.push(" AND NOT EXISTS (SELECT 1 FROM blob_holds h WHERE h.digest = blob_holds.digest AND h.holder = 'gc')");
+                    }
+                    q.push(" AND digest IN (");
+                    let mut list = q.separated(", ");
+                    for d in digests {
+                        list.push_bind(d.as_str());
+                    }
+                    q.push(")");
+                    q.build().execute(&mut *tx).await?;
                 }
-                q.push(")");
-                q.build().execute(&self.write).await?;
+                tx.commit().await?;
                 Ok(())
             }
 
-            async fn gc_tombstones(&self, limit: u32) -> Result<Vec<String>> {
-                let rows = sqlx::query("SELECT digest FROM blob_holds WHERE holder = 'gc' ORDER BY digest LIMIT $1")
-                    .bind(limit as i64)
-                    .fetch_all(&self.read)
-                    .await?;
-                Ok(rows.into_iter().map(|r| r.get(0)).collect())
+            async fn gc_claim_stale(&self, stale_before: i64, now: i64, limit: u32) -> Result<crate::gc::Claimed> {
+                let rows = sqlx::query(
+                    "UPDATE blob_holds SET created_at = $1 WHERE holder = 'gc' AND created_at < $2 AND digest IN \
+                     (SELECT digest FROM blob_holds WHERE holder = 'gc' AND created_at < $2 ORDER BY digest LIMIT $3) \
+                     RETURNING digest",
+                )
+                .bind(now)
+                .bind(stale_before)
+                .bind(limit as i64)
+                .fetch_all(&self.write)
+                .await?;
+                Ok(crate::gc::Claimed { digests: rows.into_iter().map(|r| r.get(0)).collect(), since: now })
+            }
+
+            async fn gc_claim_stale_one(&self, digest: &str, stale_before: i64, now: i64) -> Result<bool> {
+                let r = sqlx::query(
+                    "UPDATE blob_holds SET created_at = $1 WHERE holder = 'gc' AND digest = $2 AND created_at < $3",
+                )
+                .bind(now)
+                .bind(digest)
+                .bind(stale_before)
+                .execute(&self.write)
+                .await?;
+                Ok(r.rows_affected() == 1)
             }
 
             async fn gc_preview(&self, before: i64) -> Result<(u64, u64, u64)> {
@@ -295,6 +392,73 @@ macro_rules! portable_gc {
                 .await?
                 .rows_affected();
                 Ok(n)
+            }
+
+            async fn gc_pass_acquire(&self, owner: &str, now: i64, until: i64) -> Result<Option<(String, i64)>> {
+                let r = sqlx::query(
+                    "INSERT INTO gc_pass (id, owner, started_at, expires_at) VALUES (1, $1, $2, $3) \
+                     ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, started_at = excluded.started_at, \
+                     expires_at = excluded.expires_at WHERE gc_pass.expires_at < $2 OR gc_pass.owner = $1",
+                )
+                .bind(owner)
+                .bind(now)
+                .bind(until)
+                .execute(&self.write)
+                .await?;
+                if r.rows_affected() == 1 {
+                    return Ok(None);
+                }
+                let row = sqlx::query("SELECT owner, started_at FROM gc_pass WHERE id = 1")
+                    .fetch_optional(&self.write)
+                    .await?;
+                // Released in between: the caller tries again.
+                Ok(Some(row.map_or_else(|| (String::new(), now), |r| (r.get(0), r.get(1)))))
+            }
+
+            async fn gc_pass_renew(&self, owner: &str, until: i64) -> Result<bool> {
+                let r = sqlx::query("UPDATE gc_pass SET expires_at = $1 WHERE id = 1 AND owner = $2")
+                    .bind(until)
+                    .bind(owner)
+                    .execute(&self.write)
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn gc_pass_release(&self, owner: &str) -> Result<()> {
+                sqlx::query("DELETE FROM gc_pass WHERE id = 1 AND owner = $1").bind(owner).execute(&self.write).await?;
+                Ok(())
+            }
+
+            async fn gc_orphans(&self, digests: &[String], holds_after: i64) -> Result<Vec<String>> {
+                let mut conn = self.read.acquire().await?;
+                orphans_among(&mut conn, digests, holds_after).await
+            }
+
+            async fn gc_take_orphans(&self, digests: &[String], holds_after: i64, now: i64) -> Result<Vec<String>> {
+                if digests.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut sorted: Vec<&String> = digests.iter().collect();
+                sorted.sort();
+                sorted.dedup();
+                let mut tx = self.begin().await?;
+                let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO blob_holds (digest, holder, created_at) ");
+                q.push_values(&sorted, |mut b, d| {
+                    b.push_bind(d.as_str()).push("''").push_bind(now);
+                });
+                q.push(" ON CONFLICT (digest, holder) DO UPDATE SET created_at = excluded.created_at");
+                q.build().execute(&mut *tx).await?;
+                let sorted: Vec<String> = sorted.into_iter().cloned().collect();
+                let taken = orphans_among(&mut tx, &sorted, holds_after).await?;
+                if !taken.is_empty() {
+                    let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO blob_holds (digest, holder, created_at) ");
+                    q.push_values(&taken, |mut b, d| {
+                        b.push_bind(d.as_str()).push("'gc'").push_bind(now);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(taken)
             }
         }
     };

@@ -73,6 +73,10 @@ pub struct Settings {
     pub blob_redirect_ttl: Option<Duration>,
     /// `/readyz` reports the storage not ready when it has less free space than this (bytes).
     pub min_free_bytes: u64,
+    /// Garbage collection's deletion lease: a pass deletes a blob's bytes only within this long
+    /// of taking it, and a deletion untouched for twice this long is taken to have died with
+    /// its process (docs/gc.md).
+    pub gc_lease: Duration,
 }
 
 /// A stored manifest, ready to serve.

@@ -258,9 +258,7 @@ impl Registry {
         // Hold the digest before its bytes are written, so that garbage collection cannot
         // delete them between the write and the link (docs/gc.md).
         let holder = format!("upload:{id}");
-        if !self.meta.hold_blob(digest.as_str(), &holder, self.now()).await? {
-            return Err(Error::Unavailable(format!("blob {digest} is being garbage-collected; retry the upload")));
-        }
+        self.hold_for_upload(digest, &holder).await?;
         if let Err(e) = self.blobs.upload_commit(id, &state, digest, size).await {
             let _ = self.meta.release_hold(digest.as_str(), &holder).await;
             return Err(area_err(id)(e));
@@ -363,6 +361,7 @@ mod tests {
             registry_domain: None,
             blob_redirect_ttl: None,
             min_free_bytes: 0,
+            gc_lease: Duration::from_secs(120),
         };
         Registry::new(Arc::new(meta), Arc::new(blobs), Arc::new(SystemClock), settings, Keys::from_server_key(&[7; 32]))
     }

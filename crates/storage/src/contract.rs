@@ -345,6 +345,32 @@ pub(crate) async fn contract(store: &dyn BlobStore) {
     assert_eq!(store.stat(&db).await.unwrap(), Some(b.len() as u64), "delete removes only its blob");
     let _ = &e_area;
     assert!(sorted_list(store).await.is_empty());
+
+    // list_blobs: every committed blob once, in digest order, with its size and a recent
+    // modification time; pages continue after the last digest; deleted blobs are gone.
+    let all = store.list_blobs(None, 1000).await.unwrap();
+    let names: Vec<String> = all.iter().map(|b| b.digest.to_string()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(names, sorted, "in order, once each");
+    assert!(names.contains(&db.to_string()) && names.contains(&df.to_string()) && !names.contains(&da.to_string()));
+    assert!(all.len() >= 3, "{names:?}");
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    for b in &all {
+        assert_eq!(store.stat(&b.digest).await.unwrap(), Some(b.size), "size of {}", b.digest);
+        assert!((now_ms - b.modified_ms).abs() < 3_600_000, "modified {} ms ago", now_ms - b.modified_ms);
+    }
+    let mut paged = Vec::new();
+    let mut after: Option<Digest> = None;
+    loop {
+        let page = store.list_blobs(after.as_ref(), 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.digest.clone());
+        paged.extend(page);
+    }
+    assert_eq!(paged, all, "pages of two add up to the whole listing");
 }
 
 #[tokio::test]

@@ -291,6 +291,12 @@ impl BlobStore for FsStore {
         Ok(())
     }
 
+    async fn list_blobs(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<crate::ListedBlob>> {
+        let root = self.root.join("blobs");
+        let after = after.map(|d| d.to_string());
+        Ok(blocking(move || list_blobs_under(&root, after.as_deref(), limit)).await?)
+    }
+
     async fn upload_create(&self, id: &str) -> Result<()> {
         let p = self.upload_path(id)?;
         blocking(move || {
@@ -483,6 +489,65 @@ impl BlobStore for FsStore {
         .await?;
         Ok(names)
     }
+}
+
+/// Sorted names of the entries of `dir` (none when it is absent).
+fn sorted_names(dir: &Path) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for e in entries {
+                if let Some(n) = e?.file_name().to_str() {
+                    out.push(n.to_string());
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// [`BlobStore::list_blobs`] over `<root>/<algorithm>/<first two hex>/<hex>`: only the
+/// directories at or after `after`'s are read.
+fn list_blobs_under(root: &Path, after: Option<&str>, limit: usize) -> io::Result<Vec<crate::ListedBlob>> {
+    let mut out = Vec::new();
+    let start: Option<Digest> = after.and_then(|a| a.parse().ok());
+    for alg in sorted_names(root)? {
+        if start.as_ref().is_some_and(|s| alg.as_str() < s.algorithm().as_str()) {
+            continue;
+        }
+        for prefix in sorted_names(&root.join(&alg))? {
+            let before_start = start
+                .as_ref()
+                .is_some_and(|s| s.algorithm().as_str() == alg && prefix.as_str() < &s.hex()[..2]);
+            if before_start {
+                continue;
+            }
+            let dir = root.join(&alg).join(&prefix);
+            for name in sorted_names(&dir)? {
+                let Ok(digest) = format!("{alg}:{name}").parse::<Digest>() else { continue };
+                if !name.starts_with(&prefix) || after.is_some_and(|a| digest.to_string().as_str() <= a) {
+                    continue;
+                }
+                let Ok(meta) = std::fs::metadata(dir.join(&name)) else { continue };
+                if !meta.is_file() {
+                    continue;
+                }
+                let modified_ms = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_millis() as i64);
+                out.push(crate::ListedBlob { digest, size: meta.len(), modified_ms });
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -79,6 +79,15 @@ impl StorageError {
 /// Result alias for storage operations.
 pub type Result<T> = std::result::Result<T, StorageError>;
 
+/// A committed blob found by [`BlobStore::list_blobs`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedBlob {
+    pub digest: Digest,
+    pub size: u64,
+    /// When its bytes were last written (epoch ms).
+    pub modified_ms: i64,
+}
+
 /// Blob storage backend. Upload ids are validated by the caller (`[A-Za-z0-9-]+`).
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
@@ -88,6 +97,9 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn read(&self, digest: &Digest, start: u64, len: u64) -> Result<ByteStream>;
     /// Remove a committed blob (no error when absent).
     async fn delete(&self, digest: &Digest) -> Result<()>;
+    /// Committed blobs whose digest (as a string) sorts after `after`, in that order, at most
+    /// `limit` (fewer only at the end). Whatever else the blob area holds is skipped.
+    async fn list_blobs(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<ListedBlob>>;
     /// Create an empty upload area. Its state (see [`BlobStore::upload_append`]) is
     /// [`EMPTY_AREA`]. Cheap: a store may write nothing until the first append.
     async fn upload_create(&self, id: &str) -> Result<()>;

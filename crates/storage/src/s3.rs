@@ -1007,6 +1007,44 @@ impl BlobStore for S3Store {
         self.abort_stale_multipart(older_than).await
     }
 
+    async fn list_blobs(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<crate::ListedBlob>> {
+        let prefix = format!("{}blobs/", self.root);
+        let mut start_after = after.map(|d| self.blob_key(d));
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let resp = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&prefix)
+                .set_start_after(start_after.clone())
+                .max_keys((limit - out.len()).min(1000) as i32)
+                .send()
+                .await
+                .map_err(|e| io_err("ListObjectsV2", &prefix, e))?;
+            for o in resp.contents() {
+                let Some(key) = o.key() else { continue };
+                start_after = Some(key.to_string());
+                // <alg>/<first two hex>/<hex>
+                let mut parts = key[prefix.len()..].split('/');
+                let (Some(alg), Some(two), Some(hex), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                let Ok(digest) = format!("{alg}:{hex}").parse::<Digest>() else { continue };
+                if !hex.starts_with(two) {
+                    continue;
+                }
+                let modified_ms = o.last_modified().and_then(|t| t.to_millis().ok()).unwrap_or(0);
+                out.push(crate::ListedBlob { digest, size: o.size().unwrap_or(0).max(0) as u64, modified_ms });
+            }
+            if !resp.is_truncated().unwrap_or(false) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     async fn upload_list(&self) -> Result<Vec<String>> {
         let prefix = format!("{}uploads/", self.root);
         let mut out = Vec::new();
