@@ -43,13 +43,14 @@ fn register_pass(runner: &mut JobRunner, reg: Arc<Registry>, node: &str, kind: &
                     return Ok(());
                 }
             };
-            if r.blobs_deleted + r.links_removed + r.resumed + r.orphans_deleted > 0 {
+            if r.blobs_deleted + r.links_removed + r.resumed + r.orphans_deleted + r.referrers_deleted > 0 {
                 tracing::info!(
                     links_removed = r.links_removed,
                     marked = r.marked,
                     blobs_deleted = r.blobs_deleted,
                     bytes_deleted = r.bytes_deleted,
                     resumed = r.resumed,
+                    referrers_deleted = r.referrers_deleted,
                     swept = r.swept,
                     orphans_deleted = r.orphans_deleted,
                     "garbage collection pass"
@@ -162,6 +163,7 @@ pub async fn run(reg: &Registry, grace: Duration, dry_run: bool, sweep: bool, ou
                 "blobsDeleted": report.blobs_deleted,
                 "bytesDeleted": report.bytes_deleted,
                 "resumed": report.resumed,
+                "referrersDeleted": report.referrers_deleted,
                 "swept": report.swept,
                 "orphansDeleted": report.orphans_deleted,
                 "orphanBytesDeleted": report.orphan_bytes_deleted,
@@ -181,6 +183,9 @@ pub async fn run(reg: &Registry, grace: Duration, dry_run: bool, sweep: bool, ou
                 String::new()
             }
         );
+        if report.referrers_deleted > 0 {
+            println!("gc: {} referrer(s) whose subject was gone deleted", report.referrers_deleted);
+        }
         if sweep {
             println!(
                 "gc: swept {} blob(s) in storage, deleted {} ({}) that no metadata knew",

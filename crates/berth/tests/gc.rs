@@ -371,6 +371,91 @@ fn the_sweep_deletes_bytes_no_metadata_knows_after_the_grace_period() {
     assert_eq!((dry["swept"].as_u64(), dry["orphansToDelete"].as_u64()), (Some(2), Some(0)), "{dry}");
 }
 
+/// Push an artifact (one layer, `payload`) whose subject is `subject` (a manifest digest, which
+/// need not exist), by digest or under `tag`: its digest.
+async fn push_referrer(
+    c: &reqwest::Client,
+    base: &str,
+    repo: &str,
+    subject: &str,
+    payload: &[u8],
+    tag: Option<&str>,
+) -> String {
+    let empty = upload(c, base, repo, b"{}").await.unwrap();
+    let layer = upload(c, base, repo, payload).await.unwrap();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.example.signature",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/vnd.example.signature", "digest": layer, "size": payload.len()}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject, "size": 100},
+    }))
+    .unwrap();
+    let digest = sha(&manifest);
+    let r = c
+        .put(format!("{base}/v2/{repo}/manifests/{}", tag.unwrap_or(&digest)))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap_or_default());
+    digest
+}
+
+/// A pass deletes the untagged referrers whose subject is gone (and then the referrers of those),
+/// once they were pushed a grace period ago, and then their blobs; a tagged referrer, one whose
+/// subject is there, and a young one whose subject was never pushed stay.
+#[test]
+fn referrers_whose_subject_is_gone_are_deleted_with_their_blobs() {
+    let rt = runtime();
+    let b = Berth::start();
+    let c = b.client();
+    let base = &b.url;
+    let repo = "gc/refs";
+    let subject = rt.block_on(push(&c, base, repo, "v1", br#"{"subject":1}"#, &[&[1u8; 1000]])).unwrap();
+    let kept = rt.block_on(push(&c, base, repo, "v2", br#"{"subject":2}"#, &[&[2u8; 1000]])).unwrap();
+    let sig = rt.block_on(push_referrer(&c, base, repo, &subject, b"signature of v1", None));
+    let sig_of_sig = rt.block_on(push_referrer(&c, base, repo, &sig, b"signature of the signature", None));
+    let tagged = rt.block_on(push_referrer(&c, base, repo, &subject, b"tagged sbom of v1", Some("sbom")));
+    let of_kept = rt.block_on(push_referrer(&c, base, repo, &kept, b"signature of v2", None));
+    let r = rt.block_on(c.delete(format!("{base}/v2/{repo}/manifests/{subject}")).send()).unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let early = rt.block_on(push_referrer(&c, base, repo, &sha(b"not pushed yet"), b"pushed before its subject", None));
+    // With the default grace (an hour), nothing is old enough.
+    let out = gc(&b, &[]);
+    assert_eq!(out["referrersDeleted"].as_u64(), Some(0), "{out}");
+    // A grace shorter than the referrers' age: the two dangling ones go, in one pass.
+    std::thread::sleep(Duration::from_millis(1500));
+    let young = rt.block_on(push_referrer(&c, base, repo, &sha(b"not pushed either"), b"young", None));
+    let out = gc(&b, &["--grace-period", "1s"]);
+    assert_eq!(out["referrersDeleted"].as_u64(), Some(3), "sig, sig_of_sig and early: {out}");
+    let status =
+        |d: &str| rt.block_on(c.head(format!("{base}/v2/{repo}/manifests/{d}")).send()).unwrap().status().as_u16();
+    for (what, d, want) in [
+        ("sig", &sig, 404),
+        ("sig of sig", &sig_of_sig, 404),
+        ("early", &early, 404),
+        ("tagged", &tagged, 200),
+        ("of kept", &of_kept, 200),
+        ("young", &young, 200),
+        ("kept", &kept, 200),
+    ] {
+        assert_eq!(status(d), want, "{what}");
+    }
+    let r: Value = rt
+        .block_on(rt.block_on(c.get(format!("{base}/v2/{repo}/referrers/{subject}")).send()).unwrap().json())
+        .unwrap();
+    let listed: Vec<&str> = r["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap()).collect();
+    assert_eq!(listed, [tagged.as_str()], "{r}");
+    // Their blobs go with the next pass without grace; what is left pulls.
+    gc(&b, &["--grace-period", "0"]);
+    let r = rt.block_on(c.get(format!("{base}/v2/{repo}/blobs/{}", sha(b"signature of v1"))).send()).unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    rt.block_on(pull_intact(&c, base, repo, &kept));
+}
+
 /// Upload `n` distinct unreferenced blobs into `repo` (monolithic POSTs, 8 at a time).
 fn seed_unreferenced(rt: &tokio::runtime::Runtime, b: &Berth, repo: &str, n: usize) {
     use futures::StreamExt;

@@ -85,6 +85,13 @@ pub trait GcStore: Send + Sync + 'static {
     /// one only if, under its mutex, it still has no blob row, no tombstone and no hold newer
     /// than `holds_after`; its tombstone is set at `now`. Returns the taken ones.
     async fn gc_take_orphans(&self, digests: &[String], holds_after: i64, now: i64) -> Result<Vec<String>>;
+    /// Untagged manifests with a `subject` that their repository no longer holds, pushed
+    /// before `pushed_before`, that no index lists: (repository id, digest), at most `limit`.
+    async fn gc_dangling_referrers(&self, pushed_before: i64, limit: u32) -> Result<Vec<(i64, String)>>;
+    /// Delete such a referrer if, in this transaction, it still is one (untagged, its subject
+    /// absent, listed by no index): its events are those of an image deletion. `false` when it
+    /// is not (or no longer there).
+    async fn delete_dangling_referrer(&self, repo_id: i64, digest: &str, now: i64) -> Result<bool>;
     /// Take the cluster's garbage collection lease for `owner` until `until` if it is free,
     /// expired (before `now`) or already `owner`'s: `None`. Otherwise nothing changes and the
     /// holder (owner, started at) is returned.
@@ -459,6 +466,47 @@ macro_rules! portable_gc {
                 }
                 tx.commit().await?;
                 Ok(taken)
+            }
+
+            async fn gc_dangling_referrers(&self, pushed_before: i64, limit: u32) -> Result<Vec<(i64, String)>> {
+                let rows = sqlx::query(
+                    "SELECT m.repo_id, m.digest FROM manifests m WHERE m.subject IS NOT NULL AND m.pushed_at < $1 \
+                     AND NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repo_id = m.repo_id AND s.digest = m.subject) \
+                     AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest) \
+                     AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.repo_id = m.repo_id \
+                     AND r.ref_digest = m.digest AND r.kind = 'm') \
+                     ORDER BY m.repo_id, m.digest LIMIT $2",
+                )
+                .bind(pushed_before)
+                .bind(limit as i64)
+                .fetch_all(&self.read)
+                .await?;
+                Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+            }
+
+            async fn delete_dangling_referrer(&self, repo_id: i64, digest: &str, now: i64) -> Result<bool> {
+                let mut tx = self.begin().await?;
+                // Serialized with every write of the repository (a push of the subject, a tag).
+                let Some(repo) = touch_repo(&mut tx, repo_id).await? else {
+                    return Ok(false);
+                };
+                let still = sqlx::query(
+                    "SELECT 1 FROM manifests m WHERE m.repo_id = $1 AND m.digest = $2 AND m.subject IS NOT NULL \
+                     AND NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repo_id = m.repo_id AND s.digest = m.subject) \
+                     AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest) \
+                     AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.repo_id = m.repo_id \
+                     AND r.ref_digest = m.digest AND r.kind = 'm')",
+                )
+                .bind(repo_id)
+                .bind(digest)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+                if !still || !delete_manifest_in(&mut tx, &repo, repo_id, digest, &[], now).await? {
+                    return Ok(false);
+                }
+                tx.commit().await?;
+                Ok(true)
             }
         }
     };

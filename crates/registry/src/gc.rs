@@ -3,7 +3,8 @@
 //! A pass, while the registry keeps serving:
 //! 1. finishes deletions a crash interrupted (tombstones older than twice the lease: claim them,
 //!    delete the bytes, drop the tombstones);
-//! 2. removes repository links older than the grace period that no manifest of their repository
+//! 2. deletes untagged referrers pushed before the grace period whose subject is gone (and
+//!    then their own referrers), then removes repository links older than the grace period that no manifest of their repository
 //!    references (each repository's in its write order, with its manifest writes);
 //! 3. marks the blobs no repository links as candidates (the review queue);
 //! 4. deletes the candidates marked at least a grace period ago that are still unlinked,
@@ -50,6 +51,8 @@ pub struct GcReport {
     pub bytes_deleted: u64,
     /// Deletions an earlier, interrupted pass left and this one finished.
     pub resumed: u64,
+    /// Untagged referrers whose subject was gone, deleted.
+    pub referrers_deleted: u64,
     /// With a sweep: blobs the store listed.
     pub swept: u64,
     /// With a sweep: bytes in storage that no metadata knew, deleted (count, bytes).
@@ -136,6 +139,24 @@ impl Registry {
         let now = self.now();
         // "Older than the grace period" includes everything before now when it is 0.
         let cut = now - grace_ms.max(0) + 1;
+        // 2. Referrers whose subject is gone (a referrer deleted here can leave its own
+        // referrers dangling: the next round finds them).
+        loop {
+            let dangling = self.meta.gc_dangling_referrers(cut, 500).await?;
+            let mut deleted = 0;
+            for (repo, digest) in &dangling {
+                if self.meta.delete_dangling_referrer(*repo, digest, self.now()).await? {
+                    self.cache.invalidate(*repo);
+                    deleted += 1;
+                }
+            }
+            report.referrers_deleted += deleted;
+            if deleted == 0 {
+                break;
+            }
+            progress(&report);
+        }
+        phase("referrers");
         // 2. Stale links.
         let mut after = 0;
         loop {

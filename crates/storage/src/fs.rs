@@ -519,9 +519,8 @@ fn list_blobs_under(root: &Path, after: Option<&str>, limit: usize) -> io::Resul
             continue;
         }
         for prefix in sorted_names(&root.join(&alg))? {
-            let before_start = start
-                .as_ref()
-                .is_some_and(|s| s.algorithm().as_str() == alg && prefix.as_str() < &s.hex()[..2]);
+            let before_start =
+                start.as_ref().is_some_and(|s| s.algorithm().as_str() == alg && prefix.as_str() < &s.hex()[..2]);
             if before_start {
                 continue;
             }
