@@ -153,15 +153,17 @@ def test_invalid_policies_are_refused_with_ecrs_messages(server, ecr_raw):
     for text, message in cases:
         err = client_error(ecr_raw.put_lifecycle_policy, repositoryName=name, lifecyclePolicyText=text)
         check_error(err, "InvalidParameterException", message)
-    # The archive storage class is part of the grammar but not carried out yet: refused, never
-    # stored and ignored.
-    archive = json.dumps({"rules": [{
+    # The archive storage class's rules are checked as ECR checks them (test_archive.py runs them).
+    archive_too_soon = json.dumps({"rules": [{
         "rulePriority": 1,
-        "selection": {"tagStatus": "any", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 30},
-        "action": {"type": "transition", "targetStorageClass": "archive"},
+        "selection": {"tagStatus": "any", "storageClass": "archive", "countType": "sinceImageTransitioned",
+                      "countUnit": "days", "countNumber": 30},
+        "action": {"type": "expire"},
     }]})
-    err = client_error(ecr_raw.put_lifecycle_policy, repositoryName=name, lifecyclePolicyText=archive)
-    check_error(err, "InvalidParameterException", prefix=prefix + "Rule 1 uses the archive storage class")
+    err = client_error(ecr_raw.put_lifecycle_policy, repositoryName=name, lifecyclePolicyText=archive_too_soon)
+    check_error(err, "InvalidParameterException",
+                prefix + "Images must be in archive storage for a minimum of 90 days before deletion: "
+                "countNumber must be at least 90.'")
     check_error(client_error(ecr_raw.get_lifecycle_policy, repositoryName=name), "LifecyclePolicyNotFoundException")
 
 

@@ -224,7 +224,7 @@ def test_list_image_referrers_pages_each_referrer_once_under_writes(server, ecr,
     with Churn(step):
         seen, _ = walk(call, lambda x: x["digest"], lambda r: r["referrers"], lambda r: r.get("nextToken"))
     exactly_once(seen, stable)
-    # Filters: by artifact type (at most five), and by status (every image is ACTIVE).
+    # Filters: by artifact type (at most five), and by status (none is archived here).
     r = ecr.list_image_referrers(repositoryName=repo, subjectId={"imageDigest": subject.digest},
                                  filter={"artifactTypes": ["application/vnd.other"]})
     assert r["referrers"] == [] and "nextToken" not in r

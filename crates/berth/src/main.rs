@@ -981,6 +981,13 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
             audit_sink.clone(),
             Duration::from_secs(cfg.lifecycle_interval_secs),
         );
+        {
+            let reg = reg.clone();
+            runner.handle(berth_registry::archive::RESTORE_JOB, move |job| {
+                let reg = reg.clone();
+                async move { reg.restore_image(&job.payload).await.map_err(|e| e.to_string()) }
+            });
+        }
         gc::register(
             &mut runner,
             reg.clone(),

@@ -231,7 +231,10 @@ async fn lookup_events_pages_newest_first_within_the_callers_account() {
 fn verify_passes_then_names_the_first_tampered_record() {
     let b = Berth::start();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(write(&b, "node-t", (0..5).map(|i| call(ACCOUNT_ID, "PutImage", "app", 1_000 + i)).collect()));
+    // Recent times: records older than the retention period may be pruned by the server's
+    // retention job at any moment, which would make the chain start later.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    rt.block_on(write(&b, "node-t", (0..5).map(|i| call(ACCOUNT_ID, "PutImage", "app", now + i)).collect()));
     let verify = |b: &Berth| {
         std::process::Command::new(common::berth_bin())
             .args(["audit", "verify", "--data-dir"])
@@ -262,7 +265,7 @@ fn verify_passes_then_names_the_first_tampered_record() {
     );
 
     // Deleted from the middle (another chain): the gap is named.
-    rt.block_on(write(&b, "node-u", (0..4).map(|i| call(ACCOUNT_ID, "PutImage", "app", 2_000 + i)).collect()));
+    rt.block_on(write(&b, "node-u", (0..4).map(|i| call(ACCOUNT_ID, "PutImage", "app", now + 10 + i)).collect()));
     rt.block_on(raw_sql(&b, "DELETE FROM audit_records WHERE chain = 'node-u' AND seq = 2"));
     let out = verify(&b);
     let stderr = String::from_utf8_lossy(&out.stderr);

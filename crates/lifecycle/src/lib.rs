@@ -11,7 +11,11 @@
 //!   one ("cannot be expired by a rule with a lower priority");
 //! - `tagPrefixList`/`tagPatternList`: an image matches when *every* listed prefix/pattern matches
 //!   one of its tags; patterns take `*` for any run of characters;
-//! - `since*` count types act on images older than `countNumber` days (strictly);
+//! - `since*` count types act on images older than `countNumber` days (strictly): since the push,
+//!   the last recorded pull (the push when never pulled), or the move to the archive;
+//! - a rule selects only images of its `storageClass` (standard by default): `transition` moves
+//!   standard images to the archive, `sinceImageTransitioned` expires archived ones; an image
+//!   being restored is acted on by no rule;
 //! - images that an image index of the repository lists, and referrers whose subject is in the
 //!   repository, are not ranked, counted or acted on: they go with their index or subject.
 
@@ -93,27 +97,6 @@ impl Action {
     }
 }
 
-impl Policy {
-    /// Refuse what the policy asks that Berth cannot carry out yet, rather than store it and not
-    /// do it: the archive storage class (`transition` actions, `storageClass: archive`, and the
-    /// count types that only go with them).
-    pub fn require_supported(&self) -> Result<(), PolicyError> {
-        let archive = self.rules.iter().find(|r| {
-            r.action == Action::Transition
-                || r.selection.storage_class == StorageClass::Archive
-                || matches!(r.selection.count_type, CountType::SinceImagePulled | CountType::SinceImageTransitioned)
-        });
-        match archive {
-            Some(r) => Err(PolicyError(format!(
-                "Rule {} uses the archive storage class (a transition action, storageClass archive, or the \
-                 sinceImagePulled/sinceImageTransitioned count types), which this Berth does not support yet.",
-                r.priority
-            ))),
-            None => Ok(()),
-        }
-    }
-}
-
 /// What evaluation needs to know of an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
@@ -123,6 +106,11 @@ pub struct Image {
     /// Epoch milliseconds of the last recorded pull.
     pub last_pulled_at: Option<i64>,
     pub tags: Vec<String>,
+    /// Its storage class; `None` while it is being restored from the archive (no rule acts on
+    /// it then).
+    pub storage_class: Option<StorageClass>,
+    /// When it last went to the archive (epoch ms).
+    pub transitioned_at: Option<i64>,
     /// Listed by an image index of the repository, or a referrer whose subject is there: it goes
     /// with that image, never by a rule of its own.
     pub dependent: bool,
@@ -171,7 +159,7 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 }
 
 /// What a run of `policy` at `now` (epoch ms) does to `images` (all images of one repository,
-/// all in the standard storage class): at most one decision per image, in the order actions are
+/// of both storage classes): at most one decision per image, in the order actions are
 /// taken (oldest push first). The same input always gives the same decisions, so a preview
 /// equals the run that follows it on unchanged images.
 pub fn evaluate(policy: &Policy, images: &[Image], now: i64) -> Vec<Decision> {
@@ -180,11 +168,12 @@ pub fn evaluate(policy: &Policy, images: &[Image], now: i64) -> Vec<Decision> {
     let mut claimed = vec![false; images.len()];
     for rule in &policy.rules {
         let s = &rule.selection;
-        if s.storage_class != StorageClass::Standard {
-            continue;
-        }
-        let mut matched: Vec<usize> =
-            (0..images.len()).filter(|&i| !images[i].dependent && tag_matches(&s.tags, &images[i].tags)).collect();
+        let mut matched: Vec<usize> = (0..images.len())
+            .filter(|&i| {
+                let img = &images[i];
+                !img.dependent && img.storage_class == Some(s.storage_class) && tag_matches(&s.tags, &img.tags)
+            })
+            .collect();
         let marked: Vec<usize> = match s.count_type {
             CountType::ImageCountMoreThan => {
                 // Youngest first; the digest orders images pushed in the same millisecond.
@@ -193,7 +182,7 @@ pub fn evaluate(policy: &Policy, images: &[Image], now: i64) -> Vec<Decision> {
                 });
                 matched.iter().copied().skip(usize::try_from(s.count_number).unwrap_or(usize::MAX)).collect()
             }
-            CountType::SinceImagePushed | CountType::SinceImagePulled => {
+            CountType::SinceImagePushed | CountType::SinceImagePulled | CountType::SinceImageTransitioned => {
                 let limit = i64::try_from(s.count_number).unwrap_or(i64::MAX).saturating_mul(DAY_MS);
                 matched
                     .iter()
@@ -202,14 +191,14 @@ pub fn evaluate(policy: &Policy, images: &[Image], now: i64) -> Vec<Decision> {
                         let img = &images[i];
                         let t = match s.count_type {
                             CountType::SinceImagePulled => img.last_pulled_at.unwrap_or(img.pushed_at),
+                            // Archived without a recorded time: as old as its push.
+                            CountType::SinceImageTransitioned => img.transitioned_at.unwrap_or(img.pushed_at),
                             _ => img.pushed_at,
                         };
                         now.saturating_sub(t) > limit
                     })
                     .collect()
             }
-            // Only archived images have a transition time; none is archived.
-            CountType::SinceImageTransitioned => Vec::new(),
         };
         for i in marked {
             if !claimed[i] && decided[i].is_none() {

@@ -104,7 +104,7 @@ fn strings(v: &Value) -> Result<Vec<String>, PolicyError> {
 }
 
 /// Parse and validate a lifecycle policy text (the whole grammar, archive included; see
-/// [`Policy::require_supported`] for what Berth can carry out). Rules come back sorted by
+/// the archive storage class's rules). Rules come back sorted by
 /// priority.
 pub fn parse(text: &str) -> Result<Policy, PolicyError> {
     let doc: Value = serde_json::from_str(text).map_err(|_| err("Could not map policyString into LifecyclePolicy."))?;

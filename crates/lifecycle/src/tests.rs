@@ -14,6 +14,17 @@ fn img(name: &str, tags: &[&str], age_ms: i64) -> Image {
         last_pulled_at: None,
         tags: tags.iter().map(|t| t.to_string()).collect(),
         dependent: false,
+        storage_class: Some(StorageClass::Standard),
+        transitioned_at: None,
+    }
+}
+
+/// An image archived `archived_ms` before [`NOW`].
+fn archived(name: &str, tags: &[&str], age_ms: i64, archived_ms: i64) -> Image {
+    Image {
+        storage_class: Some(StorageClass::Archive),
+        transitioned_at: Some(NOW - archived_ms),
+        ..img(name, tags, age_ms)
     }
 }
 
@@ -378,19 +389,43 @@ fn invalid_policies_get_ecr_messages() {
 }
 
 #[test]
-fn the_documented_archive_policies_parse_and_are_refused_as_unsupported() {
-    let docs = [
-        r#"{"rules":[{"rulePriority":1,"description":"Archive images not pulled in 90 days","selection":{"tagStatus":"any","countType":"sinceImagePulled","countUnit":"days","countNumber":90},"action":{"type":"transition","targetStorageClass":"archive"}}]}"#,
-        r#"{"rules":[{"rulePriority":1,"description":"Expire images archived for more than 365 days","selection":{"tagStatus":"any","storageClass":"archive","countType":"sinceImageTransitioned","countUnit":"days","countNumber":365},"action":{"type":"expire"}}]}"#,
-        r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":30},"action":{"type":"transition","targetStorageClass":"archive"}},{"rulePriority":2,"selection":{"tagStatus":"any","storageClass":"archive","countType":"sinceImageTransitioned","countUnit":"days","countNumber":365},"action":{"type":"expire"}}]}"#,
+fn the_documented_archive_policies_transition_and_expire_by_storage_class() {
+    let not_pulled = parse(r#"{"rules":[{"rulePriority":1,"description":"Archive images not pulled in 90 days","selection":{"tagStatus":"any","countType":"sinceImagePulled","countUnit":"days","countNumber":90},"action":{"type":"transition","targetStorageClass":"archive"}}]}"#).unwrap();
+    let mut pulled = img("b", &["v2"], days(200));
+    pulled.last_pulled_at = Some(NOW - days(10));
+    let mut restoring = img("d", &[], days(300));
+    restoring.storage_class = None;
+    let images = [
+        img("a", &["v1"], days(200)),
+        pulled,
+        img("c", &[], days(30)),
+        restoring,
+        archived("e", &[], days(400), days(100)),
     ];
-    for text in docs {
-        let p = parse(text).unwrap_or_else(|e| panic!("{e}: {text}"));
-        let e = p.require_supported().unwrap_err();
-        assert!(e.0.contains("archive storage class"), "{e}");
-    }
-    let plain = policy(&[rule(1, "any", None, &count_more_than(5))]);
-    assert_eq!(plain.require_supported(), Ok(()));
+    let got = evaluate(&not_pulled, &images, NOW);
+    assert_eq!(
+        got,
+        vec![Decision { image: 0, rule_priority: 1, action: Action::Transition }],
+        "never pulled for 200 days: archived; pulled 10 days ago, young, restoring or archived already: not"
+    );
+    let expire_archived = parse(r#"{"rules":[{"rulePriority":1,"description":"Expire images archived for more than 365 days","selection":{"tagStatus":"any","storageClass":"archive","countType":"sinceImageTransitioned","countUnit":"days","countNumber":365},"action":{"type":"expire"}}]}"#).unwrap();
+    let images =
+        [archived("a", &[], days(900), days(400)), archived("b", &[], days(900), days(100)), img("c", &[], days(900))];
+    assert_eq!(
+        evaluate(&expire_archived, &images, NOW),
+        vec![Decision { image: 0, rule_priority: 1, action: Action::Expire }]
+    );
+    // Both together: each rule acts on its own storage class.
+    let both = parse(r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":30},"action":{"type":"transition","targetStorageClass":"archive"}},{"rulePriority":2,"selection":{"tagStatus":"any","storageClass":"archive","countType":"sinceImageTransitioned","countUnit":"days","countNumber":365},"action":{"type":"expire"}}]}"#).unwrap();
+    let images = [img("a", &[], days(40)), img("b", &[], days(20)), archived("c", &[], days(900), days(366))];
+    assert_eq!(
+        evaluate(&both, &images, NOW),
+        vec![
+            Decision { image: 2, rule_priority: 2, action: Action::Expire },
+            Decision { image: 0, rule_priority: 1, action: Action::Transition },
+        ],
+        "oldest push first"
+    );
 }
 
 #[test]

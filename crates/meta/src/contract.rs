@@ -159,7 +159,7 @@ async fn all_images(s: &dyn MetadataStore, repo: i64) -> Vec<Image> {
     loop {
         let key = out.last().map(Image::key);
         let from = key.as_ref().map_or(ImagesFrom::Start, ImagesFrom::After);
-        let page = s.images_page(repo, TagStatus::Any, from, 2).await.unwrap();
+        let page = s.images_page(repo, TagStatus::Any, None, from, 2).await.unwrap();
         let done = page.len() < 2;
         out.extend(page);
         if done {
@@ -193,7 +193,7 @@ async fn listing_contract(s: &dyn MetadataStore) {
             (Some(k), _) => ImagesFrom::After(k),
             _ => ImagesFrom::Start,
         };
-        let imgs = s.images_page(repo, status, from, limit).await.unwrap();
+        let imgs = s.images_page(repo, status, None, from, limit).await.unwrap();
         imgs.into_iter().map(|i| format!("{}{:?}", &i.digest[7..], i.tags)).collect::<Vec<_>>()
     };
     assert_eq!(page(TagStatus::Any, None, 2).await, ["a[\"x\", \"y\"]", "b[]"]);
@@ -227,7 +227,7 @@ async fn listing_contract(s: &dyn MetadataStore) {
     }
     let refs = |types: &'static [&'static str], after: Option<(&'static str, i64)>, limit: u32| async move {
         let key = after.map(|(d, t)| ImageKey { pushed_at: t, digest: d.to_string() });
-        let got = s.referrers_page(repo, "sha256:b", types, key.as_ref(), limit).await.unwrap();
+        let got = s.referrers_page(repo, "sha256:b", types, None, key.as_ref(), limit).await.unwrap();
         got.into_iter().map(|r| r.digest[7..].to_string()).collect::<Vec<_>>()
     };
     assert_eq!(refs(&[], None, 2).await, ["r1", "r2"]);
@@ -235,13 +235,64 @@ async fn listing_contract(s: &dyn MetadataStore) {
     assert_eq!(refs(&["s"], None, 5).await, ["r1", "r3"]);
     assert_eq!(refs(&["t", "u", "v", "w", "x"], None, 5).await, ["r2"]);
     let six = ["a", "b", "c", "d", "e", "f"];
-    assert!(matches!(s.referrers_page(repo, "sha256:b", &six, None, 5).await, Err(MetaError::Invalid(_))));
+    assert!(matches!(s.referrers_page(repo, "sha256:b", &six, None, None, 5).await, Err(MetaError::Invalid(_))));
     assert_eq!(s.referrers(repo, "sha256:b", Some("s")).await.unwrap().len(), 2);
 }
 
 /// The rules a manifest write obeys are read inside its transaction: the repository's committed
 /// mutability settings (every mode, with wildcard exclusions), its existence, and the stored
 /// sizes of what the manifest references; each write moves only its repository's epoch.
+/// The archive storage class: status moves only from the expected status, listings filter on
+/// it, pulls see it, and a push of the same manifest makes it active again.
+async fn archive_contract(s: &dyn MetadataStore) {
+    use crate::ImageStatus::{Activating, Active, Archived};
+    let ns = Namespace { account_id: "666666666666".into(), region: "r".into() };
+    let repo = s.ensure_repository(&ns, "arch", 1).await.unwrap();
+    s.link_blob(repo, "sha256:b", 5, 1).await.unwrap();
+    for d in ["sha256:a1", "sha256:a2"] {
+        assert_eq!(s.put_manifest(&manifest(repo, d), &[], 2).await.unwrap(), PutManifest::Stored);
+    }
+    let sub = NewManifest { subject: Some("sha256:a2"), ..manifest(repo, "sha256:r1") };
+    assert_eq!(s.put_manifest(&sub, &[], 3).await.unwrap(), PutManifest::Stored);
+    assert!(!s.set_image_status(repo, "sha256:a1", Archived, Active, None, 4).await.unwrap(), "not archived");
+    assert!(s.set_image_status(repo, "sha256:a1", Active, Archived, None, 5).await.unwrap());
+    assert!(!s.set_image_status(repo, "sha256:a1", Active, Archived, None, 6).await.unwrap(), "once");
+    assert!(s.set_image_status(repo, "sha256:r1", Active, Archived, None, 6).await.unwrap());
+    assert_eq!(s.manifest(repo, "sha256:a1").await.unwrap().unwrap().status, Archived);
+    let page = |st| async move {
+        let imgs = s.images_page(repo, TagStatus::Any, st, crate::ImagesFrom::Start, 10).await.unwrap();
+        imgs.into_iter().map(|i| (i.digest, i.status, i.last_archived_at, i.last_activated_at)).collect::<Vec<_>>()
+    };
+    assert_eq!(page(Some(Active)).await, [("sha256:a2".to_string(), Active, None, None)]);
+    assert_eq!(
+        page(Some(Archived)).await,
+        [("sha256:a1".to_string(), Archived, Some(5), None), ("sha256:r1".to_string(), Archived, Some(6), None)]
+    );
+    assert_eq!(page(None).await.len(), 3);
+    let refs = |st| async move {
+        s.referrers_page(repo, "sha256:a2", &[], st, None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.status)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        (refs(Some(Active)).await, refs(Some(Archived)).await, refs(None).await),
+        (vec![], vec![Archived], vec![Archived])
+    );
+    // Restore: activating, then active with the time.
+    assert!(s.set_image_status(repo, "sha256:a1", Archived, Activating, None, 7).await.unwrap());
+    assert!(s.set_image_status(repo, "sha256:a1", Activating, Active, None, 8).await.unwrap());
+    let i = s.image(repo, "sha256:a1").await.unwrap().unwrap();
+    assert_eq!((i.status, i.last_archived_at, i.last_activated_at), (Active, Some(5), Some(8)));
+    // A push of an archived manifest makes it active.
+    assert_eq!(s.put_manifest(&sub, &["t"], 9).await.unwrap(), PutManifest::Stored);
+    let i = s.image(repo, "sha256:r1").await.unwrap().unwrap();
+    assert_eq!((i.status, i.last_activated_at), (Active, Some(9)));
+    assert!(!s.set_image_status(repo, "sha256:none", Active, Archived, None, 10).await.unwrap());
+}
+
 async fn lifecycle_contract(s: &dyn MetadataStore) {
     use lifecycle::preview_status::{COMPLETE, IN_PROGRESS};
     let ns = Namespace { account_id: "555555555555".into(), region: "r".into() };
@@ -1086,10 +1137,14 @@ async fn postgres_plans(s: &postgres::PgStore) {
 async fn sqlite_contract() {
     let dir = tempfile::tempdir().unwrap();
     let (s, applied) = sqlite::SqliteStore::open_with(&dir.path().join("m.db"), SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
+    assert_eq!(
+        applied.iter().map(|m| m.version).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+    );
     contract(&s).await;
     listing_contract(&s).await;
     lifecycle_contract(&s).await;
+    archive_contract(&s).await;
     gc_contract(&s).await;
     sqlite_plans(&s).await;
     iam_contract(&s).await;
@@ -1103,7 +1158,7 @@ async fn sqlite_contract() {
     s.close().await;
     // A check on an unmigrated database refuses it.
     let err = sqlite::SqliteStore::open_with(&dir.path().join("new.db"), SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 14), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 15), "{err}");
     assert!(err.to_string().contains("berth migrate"), "{err}");
 }
 
@@ -1129,12 +1184,16 @@ async fn postgres_contract() {
     let base = url.rsplit_once('/').map(|(b, _)| b).unwrap();
     let url = format!("{base}/{db}");
     let err = postgres::PgStore::open_with(&url, SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 14), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 15), "{err}");
     let (s, applied) = postgres::PgStore::open_with(&url, SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
+    assert_eq!(
+        applied.iter().map(|m| m.version).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+    );
     contract(&s).await;
     listing_contract(&s).await;
     lifecycle_contract(&s).await;
+    archive_contract(&s).await;
     gc_contract(&s).await;
     postgres_plans(&s).await;
     iam_contract(&s).await;

@@ -308,6 +308,41 @@ pub struct Manifest {
     pub digest: String,
     pub media_type: String,
     pub content: Vec<u8>,
+    /// Only an `Active` image can be pulled.
+    pub status: ImageStatus,
+}
+
+/// ECR's `imageStatus`: where an image's storage class stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageStatus {
+    /// Standard storage: it can be pulled.
+    #[default]
+    Active,
+    /// In the archive: it cannot be pulled until it is restored.
+    Archived,
+    /// Being restored from the archive.
+    Activating,
+}
+
+impl ImageStatus {
+    /// The API's (and the database's) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageStatus::Active => "ACTIVE",
+            ImageStatus::Archived => "ARCHIVED",
+            ImageStatus::Activating => "ACTIVATING",
+        }
+    }
+
+    /// From the API's name.
+    pub fn parse(s: &str) -> Option<ImageStatus> {
+        match s {
+            "ACTIVE" => Some(ImageStatus::Active),
+            "ARCHIVED" => Some(ImageStatus::Archived),
+            "ACTIVATING" => Some(ImageStatus::Activating),
+            _ => None,
+        }
+    }
 }
 
 /// A manifest whose `subject` is some digest, as the referrers API lists it.
@@ -321,6 +356,7 @@ pub struct Referrer {
     pub annotations: Option<String>,
     /// When it was pushed (with the digest, its place in the order referrers are listed in).
     pub pushed_at: i64,
+    pub status: ImageStatus,
 }
 
 /// An access key. The secret is stored sealed under the server key.
@@ -377,6 +413,10 @@ pub struct Image {
     pub image_size: u64,
     pub pushed_at: i64,
     pub last_pulled_at: Option<i64>,
+    pub status: ImageStatus,
+    /// When it last went to the archive, and was last restored from it (epoch ms).
+    pub last_archived_at: Option<i64>,
+    pub last_activated_at: Option<i64>,
     /// Tags pointing at it, sorted.
     pub tags: Vec<String>,
 }
@@ -522,12 +562,14 @@ pub trait MetadataStore: IamStore + EventStore + AuditStore + LifecycleStore + G
     /// Manifests whose subject is `subject`, optionally only those of `artifact_type`.
     async fn referrers(&self, repo_id: i64, subject: &str, artifact_type: Option<&str>) -> Result<Vec<Referrer>>;
     /// One page of the manifests whose subject is `subject`, oldest push first: at most `limit`
-    /// after `after`, only those of one of `artifact_types` (at most five) when any are given.
+    /// after `after`, only those of one of `artifact_types` (at most five) when any are given,
+    /// and of `status` when given.
     async fn referrers_page(
         &self,
         repo_id: i64,
         subject: &str,
         artifact_types: &[&str],
+        status: Option<ImageStatus>,
         after: Option<&ImageKey>,
         limit: u32,
     ) -> Result<Vec<Referrer>>;
@@ -538,9 +580,22 @@ pub trait MetadataStore: IamStore + EventStore + AuditStore + LifecycleStore + G
         &self,
         repo_id: i64,
         status: TagStatus,
+        image_status: Option<ImageStatus>,
         from: ImagesFrom<'_>,
         limit: u32,
     ) -> Result<Vec<Image>>;
+    /// Move image `digest` from status `from` to `to` at `now` (recording when it was archived
+    /// or restored), appending `lifecycle_event` (a lifecycle action's detail) if given:
+    /// `false` when it is not (or no longer) in `from`. Serialized with the repository's writes.
+    async fn set_image_status(
+        &self,
+        repo_id: i64,
+        digest: &str,
+        from: ImageStatus,
+        to: ImageStatus,
+        lifecycle_event: Option<&serde_json::Value>,
+        now: i64,
+    ) -> Result<bool>;
     /// One image of a repository by digest, with its tags.
     async fn image(&self, repo_id: i64, digest: &str) -> Result<Option<Image>>;
     /// Record that a manifest was pulled at `now`.

@@ -9,7 +9,7 @@ use crate::{Image, TagStatus};
 macro_rules! image_columns {
     () => {
         "m.digest, m.media_type, m.config_media_type, m.artifact_type, m.subject, m.image_size, m.pushed_at, \
-         m.last_pulled_at, t.name"
+         m.last_pulled_at, t.name, m.image_status, m.last_archived_at, m.last_activated_at"
     };
 }
 
@@ -20,7 +20,8 @@ macro_rules! images_page {
             "SELECT ",
             image_columns!(),
             " FROM (SELECT repo_id, digest, media_type, config_media_type, artifact_type, subject, image_size, \
-             pushed_at, last_pulled_at FROM manifests WHERE repo_id = $1",
+             pushed_at, last_pulled_at, image_status, last_archived_at, last_activated_at FROM manifests \
+             WHERE repo_id = $1 AND ($5 = '' OR image_status = $5)",
             $filter,
             " AND (pushed_at, digest) ",
             $op,
@@ -32,8 +33,8 @@ macro_rules! images_page {
 }
 
 /// One page of a repository's images: `$1` repository id, `$2`/`$3` the cursor's push time and
-/// digest (`i64::MIN` and `""` for the start), `$4` the page size; the cursor's image included
-/// when `inclusive`.
+/// digest (`i64::MIN` and `""` for the start), `$4` the page size, `$5` the image status (`""`:
+/// any); the cursor's image included when `inclusive`.
 pub(crate) fn images_page_sql(status: TagStatus, inclusive: bool) -> &'static str {
     match (status, inclusive) {
         (TagStatus::Any, false) => images_page!("", ">"),
@@ -83,10 +84,12 @@ pub(crate) const MAX_ARTIFACT_TYPES: usize = 5;
 
 /// One page of the referrers of a subject (`manifests_by_subject`): `$1` repository id, `$2`
 /// subject, `$3`/`$4` the cursor (`i64::MIN` and `""` for the start), `$5` how many of the
-/// artifact types `$6`..`$10` apply (0: any type), `$11` the page size.
-pub(crate) const REFERRERS_PAGE_SQL: &str = "SELECT digest, media_type, size, artifact_type, annotations, pushed_at \
-     FROM manifests WHERE repo_id = $1 AND subject = $2 AND (pushed_at, digest) > ($3, $4) \
-     AND ($5 = 0 OR artifact_type IN ($6, $7, $8, $9, $10)) ORDER BY pushed_at, digest LIMIT $11";
+/// artifact types `$6`..`$10` apply (0: any type), `$11` the page size, `$12` the status (`""`:
+/// any).
+pub(crate) const REFERRERS_PAGE_SQL: &str = "SELECT digest, media_type, size, artifact_type, annotations, pushed_at, \
+     image_status FROM manifests WHERE repo_id = $1 AND subject = $2 AND (pushed_at, digest) > ($3, $4) \
+     AND ($5 = 0 OR artifact_type IN ($6, $7, $8, $9, $10)) AND ($12 = '' OR image_status = $12) \
+     ORDER BY pushed_at, digest LIMIT $11";
 
 /// One page of a repository's tags (OCI tags/list): `$1` repository id, `$2` the last tag of the
 /// previous page (`""` for the start), `$3` the page size.
@@ -109,7 +112,7 @@ pub(crate) const REPOSITORY_INFOS_SQL: &str = "SELECT id, account_id, region, na
 #[cfg(test)]
 pub(crate) fn hot_queries() -> Vec<(String, &'static str, &'static str, &'static str, Vec<Param>)> {
     use Param::{I, N, T};
-    let cursor = || vec![I(1), I(1_000), T("sha256:ab"), I(101)];
+    let cursor = || vec![I(1), I(1_000), T("sha256:ab"), I(101), T("ACTIVE")];
     let mut out = Vec::new();
     for status in [TagStatus::Any, TagStatus::Tagged, TagStatus::Untagged] {
         for inclusive in [false, true] {
@@ -134,7 +137,7 @@ pub(crate) fn hot_queries() -> Vec<(String, &'static str, &'static str, &'static
         vec![I(1), T("sha256:ab")],
     ));
     let mut refs = vec![I(1), T("sha256:s"), I(1_000), T("sha256:ab"), I(1), T("application/x")];
-    refs.extend([N, N, N, N, I(21)]);
+    refs.extend([N, N, N, N, I(21), T("ACTIVE")]);
     out.push((
         "referrers page".into(),
         REFERRERS_PAGE_SQL,

@@ -361,6 +361,17 @@ impl MetadataStore for $store {
                     .await?;
                 }
             }
+        } else {
+            // Pushing an archived (or restoring) image again makes it active again, as in ECR.
+            sqlx::query(
+                "UPDATE manifests SET image_status = 'ACTIVE', last_activated_at = $1 \
+                 WHERE repo_id = $2 AND digest = $3 AND image_status <> 'ACTIVE'",
+            )
+            .bind(now)
+            .bind(m.repo_id)
+            .bind(m.digest)
+            .execute(&mut *tx)
+            .await?;
         }
         // A tag already on this digest is left alone (no event: nothing changed).
         let mut moved: Vec<&str> = Vec::new();
@@ -417,12 +428,18 @@ impl MetadataStore for $store {
     }
 
     async fn manifest(&self, repo_id: i64, digest: &str) -> Result<Option<Manifest>> {
-        let row = sqlx::query("SELECT media_type, content FROM manifests WHERE repo_id = $1 AND digest = $2")
-            .bind(repo_id)
-            .bind(digest)
-            .fetch_optional(&self.read)
-            .await?;
-        Ok(row.map(|r| Manifest { digest: digest.to_string(), media_type: r.get(0), content: r.get(1) }))
+        let row =
+            sqlx::query("SELECT media_type, content, image_status FROM manifests WHERE repo_id = $1 AND digest = $2")
+                .bind(repo_id)
+                .bind(digest)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(row.map(|r| Manifest {
+            digest: digest.to_string(),
+            media_type: r.get(0),
+            content: r.get(1),
+            status: crate::ImageStatus::parse(&r.get::<String, _>(2)).unwrap_or_default(),
+        }))
     }
 
     async fn resolve_tag(&self, repo_id: i64, tag: &str) -> Result<Option<String>> {
@@ -540,7 +557,7 @@ impl MetadataStore for $store {
 
     async fn referrers(&self, repo_id: i64, subject: &str, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
         let types: Vec<&str> = artifact_type.into_iter().collect();
-        self.referrers_page(repo_id, subject, &types, None, u32::MAX).await
+        self.referrers_page(repo_id, subject, &types, None, None, u32::MAX).await
     }
 
     async fn referrers_page(
@@ -548,6 +565,7 @@ impl MetadataStore for $store {
         repo_id: i64,
         subject: &str,
         artifact_types: &[&str],
+        status: Option<crate::ImageStatus>,
         after: Option<&crate::ImageKey>,
         limit: u32,
     ) -> Result<Vec<Referrer>> {
@@ -566,7 +584,7 @@ impl MetadataStore for $store {
         for i in 0..crate::listing::MAX_ARTIFACT_TYPES {
             q = q.bind(artifact_types.get(i).copied());
         }
-        let rows = q.bind(i64::from(limit)).fetch_all(&self.read).await?;
+        let rows = q.bind(i64::from(limit)).bind(status.map_or("", |s| s.as_str())).fetch_all(&self.read).await?;
         Ok(rows
             .into_iter()
             .map(|r| Referrer {
@@ -576,6 +594,7 @@ impl MetadataStore for $store {
                 artifact_type: r.get(3),
                 annotations: r.get(4),
                 pushed_at: r.get(5),
+                status: crate::ImageStatus::parse(&r.get::<String, _>(6)).unwrap_or_default(),
             })
             .collect())
     }
@@ -584,6 +603,7 @@ impl MetadataStore for $store {
         &self,
         repo_id: i64,
         status: crate::TagStatus,
+        image_status: Option<crate::ImageStatus>,
         from: crate::ImagesFrom<'_>,
         limit: u32,
     ) -> Result<Vec<Image>> {
@@ -597,9 +617,56 @@ impl MetadataStore for $store {
             .bind(key.map_or(i64::MIN, |k| k.pushed_at))
             .bind(key.map_or("", |k| k.digest.as_str()))
             .bind(i64::from(limit))
+            .bind(image_status.map_or("", |s| s.as_str()))
             .fetch_all(&self.read)
             .await?;
         Ok(crate::listing::images_from_rows(rows.iter().map(image_row)))
+    }
+
+    async fn set_image_status(
+        &self,
+        repo_id: i64,
+        digest: &str,
+        from: crate::ImageStatus,
+        to: crate::ImageStatus,
+        lifecycle_event: Option<&serde_json::Value>,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let Some(repo) = touch_repo(&mut tx, repo_id).await? else {
+            return Ok(false);
+        };
+        let sql = match to {
+            crate::ImageStatus::Archived => {
+                "UPDATE manifests SET image_status = $1, last_archived_at = $2 \
+                 WHERE repo_id = $3 AND digest = $4 AND image_status = $5"
+            }
+            crate::ImageStatus::Active => {
+                "UPDATE manifests SET image_status = $1, last_activated_at = $2 \
+                 WHERE repo_id = $3 AND digest = $4 AND image_status = $5"
+            }
+            crate::ImageStatus::Activating => {
+                "UPDATE manifests SET image_status = $1 WHERE repo_id = $3 AND digest = $4 AND image_status = $5 \
+                 AND $2 = $2"
+            }
+        };
+        let n = sqlx::query(sql)
+            .bind(to.as_str())
+            .bind(now)
+            .bind(repo_id)
+            .bind(digest)
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n != 1 {
+            return Ok(false);
+        }
+        if let Some(detail) = lifecycle_event {
+            repo_event(&mut tx, &repo, crate::events::kind::LIFECYCLE_ACTION, detail, now).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn image(&self, repo_id: i64, digest: &str) -> Result<Option<Image>> {
@@ -1058,6 +1125,9 @@ fn image_row(r: &$row) -> crate::listing::ImageRow {
             image_size: r.get::<i64, _>(5) as u64,
             pushed_at: r.get(6),
             last_pulled_at: r.get(7),
+            status: crate::ImageStatus::parse(&r.get::<String, _>(9)).unwrap_or_default(),
+            last_archived_at: r.get(10),
+            last_activated_at: r.get(11),
             tags: Vec::new(),
         },
         tag: r.get(8),

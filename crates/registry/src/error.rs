@@ -41,6 +41,11 @@ pub enum Error {
     ManifestBlobUnknown(Vec<String>),
     #[error("manifest unknown")]
     ManifestUnknown(String),
+    /// The manifest is that of an archived image (or one being restored): it cannot be pulled.
+    #[error(
+        "manifest unknown: the image is archived and cannot be pulled until it is restored (UpdateImageStorageClass to STANDARD) or pushed again"
+    )]
+    ImageArchived(String),
     #[error("invalid tag")]
     TagInvalid(String),
     /// The tag exists and the repository's mutability settings forbid moving it.

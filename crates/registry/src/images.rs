@@ -3,6 +3,7 @@
 //! They act on a namespace (account, region) and share the data plane's code paths.
 
 use crate::{Error, PushedManifest, Registry, RepoEntry, Result, UploadStatus};
+use berth_meta::ImageStatus;
 use berth_meta::{Image, ImageKey, ImagesFrom, Namespace, Referrer, TagStatus};
 use berth_oci::{Digest, Reference, Tag};
 use berth_storage::ByteStream;
@@ -146,18 +147,20 @@ impl Registry {
     }
 
     /// One page of a repository's images (DescribeImages): at most `limit` matching `status`
-    /// after `after`, and where the next page starts when there are more.
+    /// and `image_status` (`None`: any) after `after`, and where the next page starts when
+    /// there are more.
     pub async fn images_page(
         &self,
         ns: &Namespace,
         name: &str,
         status: TagStatus,
+        image_status: Option<berth_meta::ImageStatus>,
         after: Option<&ImageKey>,
         limit: u32,
     ) -> Result<(Vec<Image>, Option<ImageKey>)> {
         let repo = self.repo_in(ns, name).await?;
         let from = after.map_or(ImagesFrom::Start, ImagesFrom::After);
-        let mut page = self.meta.images_page(repo.id, status, from, limit.saturating_add(1)).await?;
+        let mut page = self.meta.images_page(repo.id, status, image_status, from, limit.saturating_add(1)).await?;
         let next = if cut_page(&mut page, limit) { page.last().map(Image::key) } else { None };
         Ok((page, next))
     }
@@ -171,6 +174,7 @@ impl Registry {
         ns: &Namespace,
         name: &str,
         status: TagStatus,
+        image_status: Option<berth_meta::ImageStatus>,
         after: Option<&ImageIdCursor>,
         limit: u32,
     ) -> Result<(Vec<ImageId>, Option<ImageIdCursor>)> {
@@ -186,7 +190,7 @@ impl Registry {
                 Some((k, true)) => ImagesFrom::At(k),
                 Some((k, false)) => ImagesFrom::After(k),
             };
-            let page = self.meta.images_page(repo.id, status, start, batch).await?;
+            let page = self.meta.images_page(repo.id, status, image_status, start, batch).await?;
             for img in &page {
                 let key = img.key();
                 let at_cursor = after.filter(|c| c.key == key);
@@ -212,7 +216,8 @@ impl Registry {
         Ok((out, next))
     }
 
-    /// Whether the repository holds manifest `digest`, and whether `tag` (if given) points at it.
+    /// Whether the repository holds manifest `digest` (active), and whether `tag` (if given)
+    /// points at it.
     pub async fn image_state(
         &self,
         ns: &Namespace,
@@ -221,12 +226,14 @@ impl Registry {
         tag: Option<&str>,
     ) -> Result<(bool, bool)> {
         let repo = self.repo_in(ns, name).await?;
-        let tagged = match tag {
-            Some(t) => self.meta.resolve_tag(repo.id, t).await?.as_deref() == Some(digest),
-            None => false,
-        };
-        let exists = tagged || self.meta.manifest(repo.id, digest).await?.is_some();
-        Ok((exists, tagged))
+        // An archived image counts as absent: pushing it again restores it.
+        let active = self.meta.manifest(repo.id, digest).await?.is_some_and(|m| m.status == ImageStatus::Active);
+        let tagged = active
+            && match tag {
+                Some(t) => self.meta.resolve_tag(repo.id, t).await?.as_deref() == Some(digest),
+                None => false,
+            };
+        Ok((active, tagged))
     }
 
     /// The exact bytes of a manifest of the repository.
@@ -290,20 +297,24 @@ impl Registry {
     }
 
     /// One page of the manifests whose subject is `subject` (ListImageReferrers): at most
-    /// `limit` after `after`, of one of `artifact_types` when any are given (at most five); and
-    /// where the next page starts when there are more.
+    /// `limit` after `after`, of one of `artifact_types` when any are given (at most five) and of
+    /// `status` when given; and where the next page starts when there are more.
+    #[allow(clippy::too_many_arguments)]
     pub async fn referrers_page(
         &self,
         ns: &Namespace,
         name: &str,
         subject: &Digest,
         artifact_types: &[&str],
+        status: Option<ImageStatus>,
         after: Option<&ImageKey>,
         limit: u32,
     ) -> Result<(Vec<Referrer>, Option<ImageKey>)> {
         let repo = self.repo_in(ns, name).await?;
-        let mut page =
-            self.meta.referrers_page(repo.id, subject.as_str(), artifact_types, after, limit.saturating_add(1)).await?;
+        let mut page = self
+            .meta
+            .referrers_page(repo.id, subject.as_str(), artifact_types, status, after, limit.saturating_add(1))
+            .await?;
         let more = cut_page(&mut page, limit);
         let next = page.last().filter(|_| more).map(|r| ImageKey { pushed_at: r.pushed_at, digest: r.digest.clone() });
         Ok((page, next))

@@ -4,6 +4,7 @@
 //! It knows nothing of HTTP: the server maps [`Error`] to OCI (and later ECR) error shapes.
 
 mod accounts;
+pub mod archive;
 mod authz;
 mod blobs;
 mod cache;

@@ -8,9 +8,9 @@
 //! do.
 
 use crate::{Error, Registry, Result};
-use berth_lifecycle::{Action, Policy};
+use berth_lifecycle::{Action, Policy, StorageClass};
 use berth_meta::lifecycle::{LifecyclePreview, PolicyRepository, StoredLifecyclePolicy, preview_status};
-use berth_meta::{ImagesFrom, Namespace, RepositoryInfo, TagStatus};
+use berth_meta::{ImageStatus, ImagesFrom, Namespace, RepositoryInfo, TagStatus};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 
@@ -31,6 +31,8 @@ pub struct LifecycleAction {
     pub pushed_at: i64,
     pub rule_priority: u32,
     pub action: Action,
+    /// The image's storage class when the action was decided.
+    pub storage_class: StorageClass,
 }
 
 impl LifecycleAction {
@@ -40,9 +42,12 @@ impl LifecycleAction {
             "imageTags": self.tags,
             "imageDigest": self.digest,
             "imagePushedAt": self.pushed_at as f64 / 1000.0,
-            "action": {"type": self.action.api_name()},
+            "action": match self.action {
+                Action::Transition => json!({"type": "TRANSITION", "targetStorageClass": "ARCHIVE"}),
+                Action::Expire => json!({"type": "EXPIRE"}),
+            },
             "appliedRulePriority": self.rule_priority,
-            "storageClass": "STANDARD",
+            "storageClass": storage_class_name(self.storage_class),
         })
     }
 
@@ -56,7 +61,19 @@ impl LifecycleAction {
                 "TRANSITION" => Action::Transition,
                 _ => Action::Expire,
             },
+            storage_class: match v["storageClass"].as_str() {
+                Some("ARCHIVE") => StorageClass::Archive,
+                _ => StorageClass::Standard,
+            },
         })
+    }
+}
+
+/// The API's name of a storage class (`LifecyclePolicyStorageClass`).
+fn storage_class_name(c: StorageClass) -> &'static str {
+    match c {
+        StorageClass::Standard => "STANDARD",
+        StorageClass::Archive => "ARCHIVE",
     }
 }
 
@@ -107,9 +124,7 @@ pub fn parse_policy(text: &str) -> Result<Policy> {
             "Invalid parameter at 'LifecyclePolicyText' failed to satisfy constraint: 'Lifecycle policy validation failure: {e}'"
         ))
     };
-    let policy = berth_lifecycle::parse(text).map_err(invalid)?;
-    policy.require_supported().map_err(invalid)?;
-    Ok(policy)
+    berth_lifecycle::parse(text).map_err(invalid)
 }
 
 impl Registry {
@@ -208,7 +223,7 @@ impl Registry {
         let mut after = None;
         loop {
             let from = after.as_ref().map_or(ImagesFrom::Start, ImagesFrom::After);
-            let page = self.meta.images_page(repo_id, TagStatus::Any, from, LOAD_PAGE).await?;
+            let page = self.meta.images_page(repo_id, TagStatus::Any, None, from, LOAD_PAGE).await?;
             let full = page.len() == LOAD_PAGE as usize;
             after = page.last().map(|i| i.key());
             images.extend(page);
@@ -234,6 +249,12 @@ impl Registry {
                 pushed_at: i.pushed_at,
                 last_pulled_at: i.last_pulled_at,
                 tags: i.tags,
+                storage_class: match i.status {
+                    ImageStatus::Active => Some(StorageClass::Standard),
+                    ImageStatus::Archived => Some(StorageClass::Archive),
+                    ImageStatus::Activating => None,
+                },
+                transitioned_at: i.last_archived_at,
             })
             .collect();
         Ok(berth_lifecycle::evaluate(policy, &candidates, now)
@@ -246,6 +267,7 @@ impl Registry {
                     pushed_at: img.pushed_at,
                     rule_priority: d.rule_priority,
                     action: d.action,
+                    storage_class: img.storage_class.unwrap_or(StorageClass::Standard),
                 }
             })
             .collect())
@@ -298,7 +320,24 @@ impl Registry {
                 "image-tags": a.tags,
                 "rule-priority": a.rule_priority,
             });
-            if self.meta.expire_manifest(repo.repo_id, &a.digest, &a.tags, &detail, self.now()).await? {
+            let done = match a.action {
+                Action::Expire => {
+                    self.meta.expire_manifest(repo.repo_id, &a.digest, &a.tags, &detail, self.now()).await?
+                }
+                Action::Transition => {
+                    self.meta
+                        .set_image_status(
+                            repo.repo_id,
+                            &a.digest,
+                            ImageStatus::Active,
+                            ImageStatus::Archived,
+                            Some(&detail),
+                            self.now(),
+                        )
+                        .await?
+                }
+            };
+            if done {
                 run.actions.push(a);
             } else {
                 run.skipped += 1;

@@ -53,6 +53,9 @@ impl Registry {
             }
         };
         let m = self.meta.manifest(repo, digest.as_str()).await?.ok_or_else(|| Error::ManifestUnknown(key.clone()))?;
+        if m.status != berth_meta::ImageStatus::Active {
+            return Err(Error::ImageArchived(key));
+        }
         let data = Arc::new(ManifestData {
             digest,
             media_type: m.media_type,

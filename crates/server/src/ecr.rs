@@ -6,7 +6,7 @@ use crate::AppState;
 use axum::body::Body;
 use axum::response::Response;
 use berth_auth::sigv4;
-use berth_meta::{Namespace, RepositoryInfo, TagStatus};
+use berth_meta::{ImageStatus, Namespace, RepositoryInfo, TagStatus};
 use berth_registry::{
     Caller, Error, Identity, ImageFailure, ImageId, ImageIdCursor, Registry, RepoSettings, TagFilter, Target,
     exclusions_of,
@@ -486,6 +486,7 @@ async fn dispatch(ctx: Ctx<'_>, op: &str, target: &str, input: Value) -> Result<
         "DeleteLifecyclePolicy" => lifecycle::delete(&ctx, parse(input)?).await,
         "StartLifecyclePolicyPreview" => lifecycle::start_preview(&ctx, parse(input)?).await,
         "GetLifecyclePolicyPreview" => lifecycle::get_preview(&ctx, parse(input)?).await,
+        "UpdateImageStorageClass" => update_image_storage_class(&ctx, parse(input)?).await,
         "DescribeRegistry" => ctx.authorize_account("DescribeRegistry").await.map(|()| {
             json!({
                 "registryId": ctx.identity.account_id,
@@ -947,6 +948,16 @@ async fn batch_get_image(ctx: &Ctx<'_>, input: BatchGetImageIn) -> Result<Value,
                 continue;
             }
         };
+        if img.status != ImageStatus::Active {
+            failures.push(failure_json(
+                id,
+                &ImageFailure {
+                    code: "ImageNotFound",
+                    reason: "Requested image is archived and cannot be pulled until it is restored".into(),
+                },
+            ));
+            continue;
+        }
         if let Some(acc) = &input.accepted_media_types
             && !acc.iter().any(|a| a == &img.media_type)
         {
@@ -970,6 +981,62 @@ async fn batch_get_image(ctx: &Ctx<'_>, input: BatchGetImageIn) -> Result<Value,
         }));
     }
     Ok(json!({"images": out, "failures": failures}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UpdateImageStorageClassIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    image_id: ImageId,
+    target_storage_class: String,
+}
+
+/// ECR's ImageNotFoundException for image id `id` of repository `name`.
+fn image_not_found(ns: &Namespace, name: &str, id: &ImageId) -> EcrError {
+    let fmt = |o: &Option<String>| o.as_deref().map(|s| format!("'{s}'")).unwrap_or_else(|| "'null'".into());
+    EcrError::new(
+        "ImageNotFoundException",
+        format!(
+            "The image with imageId {{imageDigest:{}, imageTag:{}}} does not exist within the repository with name '{name}' in the registry with id '{}'",
+            fmt(&id.image_digest),
+            fmt(&id.image_tag),
+            ns.account_id
+        ),
+    )
+}
+
+async fn update_image_storage_class(ctx: &Ctx<'_>, input: UpdateImageStorageClassIn) -> Result<Value, EcrError> {
+    use berth_registry::archive::{StorageClassUpdate, TargetStorageClass};
+    let name = repo_name("repositoryName", &input.repository_name)?;
+    let target = match input.target_storage_class.as_str() {
+        "STANDARD" => TargetStorageClass::Standard,
+        "ARCHIVE" => TargetStorageClass::Archive,
+        _ => {
+            return Err(EcrError::invalid(
+                "Invalid parameter at 'targetStorageClass' failed to satisfy constraint: 'Member must satisfy enum value set: [STANDARD, ARCHIVE]'",
+            ));
+        }
+    };
+    let ns = ctx.registry_ns(input.registry_id.as_deref(), "UpdateImageStorageClass", Some(&name)).await?;
+    image_ids(std::slice::from_ref(&input.image_id))?;
+    match ctx.reg.update_image_storage_class(&ns, &name, &input.image_id, target).await? {
+        StorageClassUpdate::Done { digest, status } => {
+            let mut image_id = json!({"imageDigest": digest});
+            if let Some(t) = &input.image_id.image_tag {
+                image_id["imageTag"] = json!(t);
+            }
+            Ok(json!({
+                "registryId": ns.account_id,
+                "repositoryName": name,
+                "imageId": image_id,
+                "imageStatus": status.as_str(),
+            }))
+        }
+        StorageClassUpdate::Failed(f) if f.code == "ImageNotFound" => Err(image_not_found(&ns, &name, &input.image_id)),
+        StorageClassUpdate::Failed(f) => Err(EcrError::invalid(f.reason)),
+        StorageClassUpdate::NotSupported(m) => Err(EcrError::new("ImageStorageClassUpdateNotSupportedException", m)),
+    }
 }
 
 #[derive(Deserialize)]
@@ -1000,6 +1067,20 @@ async fn batch_delete_image(ctx: &Ctx<'_>, input: BatchDeleteImageIn) -> Result<
 #[serde(rename_all = "camelCase")]
 struct ImagesFilter {
     tag_status: Option<String>,
+    image_status: Option<String>,
+}
+
+/// `filter.imageStatus`: only active images when absent (as ECR), `None` for `ANY`.
+fn image_status(filter: &Option<ImagesFilter>) -> Result<Option<ImageStatus>, EcrError> {
+    match filter.as_ref().and_then(|f| f.image_status.as_deref()) {
+        None => Ok(Some(ImageStatus::Active)),
+        Some("ANY") => Ok(None),
+        Some(s) => ImageStatus::parse(s).map(Some).ok_or_else(|| {
+            EcrError::invalid(
+                "Invalid parameter at 'filter.imageStatus' failed to satisfy constraint: 'Member must satisfy enum value set: [ACTIVE, ARCHIVED, ACTIVATING, ANY]'",
+            )
+        }),
+    }
 }
 
 fn tag_status(filter: &Option<ImagesFilter>) -> Result<TagStatus, EcrError> {
@@ -1036,8 +1117,14 @@ fn image_detail(ns: &Namespace, name: &str, i: &berth_meta::Image) -> Value {
         "imageSizeInBytes": i.image_size,
         "imagePushedAt": i.pushed_at as f64 / 1000.0,
         "imageManifestMediaType": i.media_type,
-        "imageStatus": "ACTIVE",
+        "imageStatus": i.status.as_str(),
     });
+    if let Some(t) = i.last_archived_at {
+        v["lastArchivedAt"] = json!(t as f64 / 1000.0);
+    }
+    if let Some(t) = i.last_activated_at {
+        v["lastActivatedAt"] = json!(t as f64 / 1000.0);
+    }
     if !i.tags.is_empty() {
         v["imageTags"] = json!(i.tags);
     }
@@ -1067,19 +1154,7 @@ async fn describe_images(ctx: &Ctx<'_>, input: DescribeImagesIn) -> Result<Value
         for id in ids {
             match ctx.reg.image_by_id(&ns, &name, id).await? {
                 Ok(i) => out.push(image_detail(&ns, &name, &i)),
-                Err(f) if f.code == "ImageNotFound" => {
-                    let fmt =
-                        |o: &Option<String>| o.as_deref().map(|s| format!("'{s}'")).unwrap_or_else(|| "'null'".into());
-                    return Err(EcrError::new(
-                        "ImageNotFoundException",
-                        format!(
-                            "The image with imageId {{imageDigest:{}, imageTag:{}}} does not exist within the repository with name '{name}' in the registry with id '{}'",
-                            fmt(&id.image_digest),
-                            fmt(&id.image_tag),
-                            ns.account_id
-                        ),
-                    ));
-                }
+                Err(f) if f.code == "ImageNotFound" => return Err(image_not_found(&ns, &name, id)),
                 Err(f) => return Err(EcrError::invalid(f.reason)),
             }
         }
@@ -1087,11 +1162,12 @@ async fn describe_images(ctx: &Ctx<'_>, input: DescribeImagesIn) -> Result<Value
     }
     let limit = max_results(input.max_results, 1000, 100)?;
     let status = tag_status(&input.filter)?;
+    let image_status = image_status(&input.filter)?;
     let after = match input.next_token.as_deref() {
         None => None,
         Some(t) => Some(berth_registry::image_key_from_token(t).ok_or_else(invalid_token)?),
     };
-    let (items, next) = ctx.reg.images_page(&ns, &name, status, after.as_ref(), limit).await?;
+    let (items, next) = ctx.reg.images_page(&ns, &name, status, image_status, after.as_ref(), limit).await?;
     let mut v = json!({"imageDetails": items.iter().map(|i| image_detail(&ns, &name, i)).collect::<Vec<_>>()});
     if let Some(k) = next {
         v["nextToken"] = json!(berth_registry::image_key_token(&k));
@@ -1114,11 +1190,12 @@ async fn list_images(ctx: &Ctx<'_>, input: ListImagesIn) -> Result<Value, EcrErr
     let ns = ctx.registry_ns(input.registry_id.as_deref(), "ListImages", Some(&name)).await?;
     let limit = max_results(input.max_results, 1000, 100)?;
     let status = tag_status(&input.filter)?;
+    let image_status = image_status(&input.filter)?;
     let after = match input.next_token.as_deref() {
         None => None,
         Some(t) => Some(ImageIdCursor::from_token(t).ok_or_else(invalid_token)?),
     };
-    let (items, next) = ctx.reg.image_ids_page(&ns, &name, status, after.as_ref(), limit).await?;
+    let (items, next) = ctx.reg.image_ids_page(&ns, &name, status, image_status, after.as_ref(), limit).await?;
     let mut v = json!({"imageIds": items});
     if let Some(c) = next {
         v["nextToken"] = json!(c.to_token());
@@ -1165,32 +1242,27 @@ async fn list_image_referrers(ctx: &Ctx<'_>, input: ListImageReferrersIn) -> Res
             "Invalid parameter at 'filter.artifactTypes' failed to satisfy constraint: 'Member must have length less than or equal to 5'",
         ));
     }
-    // Every image is ACTIVE: no image is archived (or being restored) yet.
-    let active = match filter.artifact_status.as_deref() {
-        None | Some("ACTIVE") | Some("ANY") => true,
-        Some("ARCHIVED") | Some("ACTIVATING") => false,
-        Some(_) => {
-            return Err(EcrError::invalid(
+    // Only active artifacts unless asked otherwise, as ECR.
+    let status = match filter.artifact_status.as_deref() {
+        None => Some(ImageStatus::Active),
+        Some("ANY") => None,
+        Some(s) => Some(ImageStatus::parse(s).ok_or_else(|| {
+            EcrError::invalid(
                 "Invalid parameter at 'filter.artifactStatus' failed to satisfy constraint: 'Member must satisfy enum value set: [ACTIVE, ARCHIVED, ACTIVATING, ANY]'",
-            ));
-        }
+            )
+        })?),
     };
     let after = match input.next_token.as_deref() {
         None => None,
         Some(t) => Some(berth_registry::image_key_from_token(t).ok_or_else(invalid_token)?),
     };
     let types: Vec<&str> = types.iter().map(String::as_str).collect();
-    let (items, next) = if active {
-        ctx.reg.referrers_page(&ns, &name, &subject, &types, after.as_ref(), limit).await?
-    } else {
-        ctx.reg.describe_repository(&ns, &name).await?;
-        (Vec::new(), None)
-    };
+    let (items, next) = ctx.reg.referrers_page(&ns, &name, &subject, &types, status, after.as_ref(), limit).await?;
     let refs: Vec<Value> = items
         .iter()
         .map(|r| {
             let mut v =
-                json!({"digest": r.digest, "mediaType": r.media_type, "size": r.size, "artifactStatus": "ACTIVE"});
+                json!({"digest": r.digest, "mediaType": r.media_type, "size": r.size, "artifactStatus": r.status.as_str()});
             if let Some(a) = &r.artifact_type {
                 v["artifactType"] = json!(a);
             }

@@ -103,6 +103,7 @@ impl From<Error> for ApiError {
                 ApiError::new(C::BlobUploadInvalid, msg, Value::Null)
             }
             Error::ManifestUnknown(r) => ApiError::new(C::ManifestUnknown, msg, json!({"reference": r})),
+            Error::ImageArchived(r) => ApiError::new(C::ManifestUnknown, msg, json!({"reference": r})),
             Error::TagInvalid(t) => ApiError::new(C::TagInvalid, msg, json!({"tag": t})),
             Error::BodyFailed(m) => ApiError::new(C::BlobUploadInvalid, "request body could not be read", json!(m)),
             Error::Unavailable(m) => ApiError::new(C::Unavailable, m, Value::Null),

@@ -143,6 +143,11 @@ pub(super) async fn get_preview(ctx: &Ctx<'_>, input: GetPreviewIn) -> Result<Va
         "previewResults": page,
         "summary": {"expiringImageTotalCount": expiring},
     });
+    let transitioning = preview.results.iter().filter(|r| r.action == berth_lifecycle::Action::Transition).count();
+    if transitioning > 0 {
+        v["summary"]["transitioningImageTotalCounts"] =
+            json!([{"targetStorageClass": "ARCHIVE", "imageTotalCount": transitioning}]);
+    }
     if input.image_ids.is_none() && start + limit < selected.len() {
         v["nextToken"] = json!(hex::encode(format!("{}|{}", preview.started_at, start + limit)));
     }
