@@ -18,9 +18,9 @@ survive. Then:
 Checks: each GC reports/leaves exactly --blobs deleted, and every kept image still pulls with its
 digests verified. Prints a markdown table (blobs/s, ratio) and the raw numbers as JSON.
 
-With --get-load, one client GETs the kept images' manifests back to back, for a few seconds
-before Berth's GC (baseline) and for the whole pass: p50/p99 of both windows, to see what the
-pass does to serving.
+With --get-load, one client GETs the kept images' manifests back to back for 3 s before and 3 s
+after Berth's GC (idle) and for the whole pass: p50/p99 of both, to see what the pass does to
+serving.
 
 Usage: python3 bench/gc.py [--bin target/release/berth] [--dist-bin /usr/bin/docker-registry]
        [--blobs 20000] [--keep 20] [--threads 8] [--no-dist]
@@ -30,7 +30,6 @@ scripts/s3.sh start DIR); Distribution is then not run.
 
 import argparse
 import hashlib
-import threading
 import json
 import os
 import shutil
@@ -92,39 +91,6 @@ def check_kept(base, auth, repo, kept):
             scale.must(scale.sha256(body) == d, f"blob {d} intact")
 
 
-def get_load(base, auth, repo, kept, stop):
-    """GET the kept manifests back to back until `stop` is set: latencies in ms."""
-    conn = scale.Conn(base, auth)
-    out = []
-    i = 0
-    while not stop.is_set():
-        tag = kept[i % len(kept)][0]
-        t0 = time.perf_counter()
-        status, _, body = conn.call("GET", f"/v2/{repo}/manifests/{tag}", headers={"Accept": scale.MT})
-        out.append((time.perf_counter() - t0) * 1000)
-        scale.expect(f"GET {repo}:{tag}", status, body, ok=(200,))
-        i += 1
-    return out
-
-
-def with_load(base, auth, repo, kept, run):
-    """Latencies of manifest GETs while `run()` runs; returns (run's result, latencies)."""
-    stop, lat = threading.Event(), []
-    t = threading.Thread(target=lambda: lat.extend(get_load(base, auth, repo, kept, stop)))
-    t.start()
-    try:
-        res = run()
-    finally:
-        stop.set()
-        t.join()
-    return res, lat
-
-
-def lat_summary(lat):
-    s = sorted(lat)
-    return {"requests": len(s), "p50_ms": scale.pct(s, 50), "p99_ms": scale.pct(s, 99)}
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="target/release/berth")
@@ -162,9 +128,12 @@ def main():
                 return r
 
             if args.get_load:
-                _, base_lat = with_load(base, auth, repo, kept, lambda: time.sleep(3))
-                res, gc_lat = with_load(base, auth, repo, kept, gc_run)
-                results["get_p99"] = {"baseline": lat_summary(base_lat), "during_gc": lat_summary(gc_lat)}
+                paths = [f"/v2/{repo}/manifests/{tag}" for tag, _ in kept]
+                _, base_lat = scale.with_get_load(base, auth, paths, lambda: time.sleep(3))
+                res, gc_lat = scale.with_get_load(base, auth, paths, gc_run)
+                _, after_lat = scale.with_get_load(base, auth, paths, lambda: time.sleep(3))
+                base_lat += after_lat  # idle: the windows before and after the pass together
+                results["get_p99"] = {"baseline": scale.lat_summary(base_lat), "during_gc": scale.lat_summary(gc_lat)}
                 scale.log(f"manifest GETs: {json.dumps(results['get_p99'])}")
             else:
                 res = gc_run()

@@ -64,6 +64,9 @@ def main():
     ap.add_argument("--samples", type=int, default=3)
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--no-run", action="store_true")
+    ap.add_argument("--get-load", action="store_true",
+                    help="GET a manifest of another repository back to back for 3 s before and after the "
+                         "run (idle) and during it: p50/p99 of both")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     work = tempfile.mkdtemp(prefix="berth-lifecycle-bench-")
@@ -77,6 +80,12 @@ def main():
         repo = "bench/lifecycle"
         images = scale.Images()
         scale.push_blobs(conn, repo, images)
+        # The manifest GETs measured next to the run (--get-load) read another repository.
+        other = scale.Images()
+        scale.push_blobs(conn, "bench/other", other)
+        body, _ = other.manifest("kept")
+        scale.put_manifest(conn, "bench/other", "v1", body, scale.sha256(body))
+        get_paths = ["/v2/bench/other/manifests/v1"]
         text = policy(args.keep)
         for size in sizes:
             n, secs = scale.seed_images(base, auth, repo, images, size, args.threads, "lifecycle")
@@ -100,7 +109,17 @@ def main():
             scale.must(json.loads(res.stdout)["expired"] == size - args.keep, "dry run count")
             row = {"images": size, "preview_s": sorted(times), "dry_run_s": dry_t, "expiring": expiring}
             if size == sizes[-1] and not args.no_run:
-                run_t, res = timed(lambda: subprocess.run(cmd, env=env, capture_output=True, text=True))
+                def run():
+                    return timed(lambda: subprocess.run(cmd, env=env, capture_output=True, text=True))
+
+                if args.get_load:
+                    _, idle = scale.with_get_load(base, auth, get_paths, lambda: time.sleep(3))
+                    (run_t, res), busy = scale.with_get_load(base, auth, get_paths, run)
+                    _, idle2 = scale.with_get_load(base, auth, get_paths, lambda: time.sleep(3))
+                    # Idle: the windows before and after the run together.
+                    row["get"] = {"idle": scale.lat_summary(idle + idle2), "during_run": scale.lat_summary(busy)}
+                else:
+                    run_t, res = run()
                 scale.must(res.returncode == 0, f"run failed: {res.stderr}")
                 done = json.loads(res.stdout)["expired"]
                 scale.must(done == size - args.keep, f"run expired {done}")
@@ -118,6 +137,13 @@ def main():
         p = r["preview_s"]
         run = f"{r['run_s']:.1f} s ({r['expired_per_s']:.0f} images/s)" if "run_s" in r else "-"
         print(f"| {r['images']:,} | {p[0]:.2f} / {p[len(p) // 2]:.2f} / {p[-1]:.2f} s | {r['dry_run_s']:.2f} s | {run} |")
+    for r in rows:
+        if "get" in r:
+            g = r["get"]
+            print(f"\nmanifest GET of another repository, idle: p50 {g['idle']['p50_ms']:.2f} ms, p99 "
+                  f"{g['idle']['p99_ms']:.2f} ms ({g['idle']['requests']} requests); during the run: p50 "
+                  f"{g['during_run']['p50_ms']:.2f} ms, p99 {g['during_run']['p99_ms']:.2f} ms "
+                  f"({g['during_run']['requests']} requests)")
 
 
 if __name__ == "__main__":

@@ -387,6 +387,40 @@ def pct(sorted_ms, p):
     return sorted_ms[max(0, math.ceil(p / 100 * len(sorted_ms)) - 1)]
 
 
+def get_latencies(base, auth, paths, stop):
+    """GET the manifests at `paths` (in turn) back to back on one connection until `stop` is
+    set: the latencies in ms."""
+    conn = Conn(base, auth)
+    out = []
+    i = 0
+    while not stop.is_set():
+        path = paths[i % len(paths)]
+        t0 = time.perf_counter()
+        status, _, body = conn.call("GET", path, headers={"Accept": MT})
+        out.append((time.perf_counter() - t0) * 1000)
+        expect(f"GET {path}", status, body, ok=(200,))
+        i += 1
+    return out
+
+
+def with_get_load(base, auth, paths, run):
+    """Latencies of manifest GETs (see `get_latencies`) while `run()` runs: (its result, them)."""
+    stop, lat = threading.Event(), []
+    t = threading.Thread(target=lambda: lat.extend(get_latencies(base, auth, paths, stop)))
+    t.start()
+    try:
+        res = run()
+    finally:
+        stop.set()
+        t.join()
+    return res, lat
+
+
+def lat_summary(lat):
+    s = sorted(lat)
+    return {"requests": len(s), "p50_ms": pct(s, 50), "p99_ms": pct(s, 99)}
+
+
 def one_call(conn, name, make, check, i):
     """One request; returns its time in ms. make(i) -> ((method, path, body, headers), want) is
     built (and signed) before the timer starts; check(status, headers, body, want) raises on an

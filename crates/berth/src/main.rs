@@ -344,6 +344,7 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Lifecycle { command: LifecycleCommand::Run { repository, account_id, region, dry_run, output } } => {
             anyhow::ensure!(output == "text" || output == "json", "--output must be text or json");
+            yield_cpu_to_servers();
             rt.block_on(async {
                 let (reg, meta) = open(&cfg, SchemaMode::Migrate).await?;
                 let out = lifecycle_run(&cfg, &reg, &meta, repository, account_id, region, dry_run, &output).await;
@@ -357,6 +358,7 @@ fn run() -> anyhow::Result<()> {
                 Some(g) => gc::parse_duration(&g)?,
                 None => Duration::from_secs(cfg.gc_grace_secs),
             };
+            yield_cpu_to_servers();
             rt.block_on(async {
                 let (reg, meta) = open(&cfg, SchemaMode::Migrate).await?;
                 let out = gc::run(&reg, grace, dry_run, sweep, &output).await;
@@ -371,6 +373,16 @@ fn run() -> anyhow::Result<()> {
             meta.close().await;
             Ok(())
         }),
+    }
+}
+
+/// Lower this process's scheduling priority (nice 10): a maintenance command run next to a
+/// server (`berth gc`, `berth lifecycle run`) leaves the CPU to the requests it serves and takes
+/// what is left.
+fn yield_cpu_to_servers() {
+    // SAFETY: setpriority with PRIO_PROCESS and pid 0 only changes this process's priority.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
     }
 }
 
