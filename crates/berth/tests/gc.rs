@@ -166,6 +166,22 @@ fn deleted_images_give_their_blobs_back_and_shared_blobs_stay() {
     let out = b.cli(&["gc", "--grace-period", "1w"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("the unit must be s, m, h or d"), "{out:?}");
+    // A repository deleted with `force` gives back what only it held; BatchDeleteImage too.
+    let ecr = |op: &str, body: Value| {
+        let (status, v) =
+            rt.block_on(common::ecr_call(&b, common::ACCESS_KEY_ID, common::SECRET_ACCESS_KEY, op, &body));
+        assert_eq!(status, 200, "{op}: {v}");
+    };
+    ecr("DeleteRepository", json!({"repositoryName": "gc/a", "force": true}));
+    let out = gc(&b, &["--grace-period", "0"]);
+    assert_eq!(out["blobsDeleted"].as_u64(), Some(4), "c1, u1, c2, u2: {out}");
+    rt.block_on(pull_intact(&c, &b.url, "gc/b", &d3));
+    ecr("BatchDeleteImage", json!({"repositoryName": "gc/b", "imageIds": [{"imageTag": "v1"}]}));
+    let out = gc(&b, &["--grace-period", "0"]);
+    assert_eq!(out["blobsDeleted"].as_u64(), Some(2), "c3 and the base layer: {out}");
+    if let Some(stored) = stored_blobs(b.data_dir()) {
+        assert!(stored.is_empty(), "{stored:?}");
+    }
 }
 
 /// Pushes of images that share base layers, through two nodes, race with deletions, with
