@@ -35,22 +35,6 @@ async fn store(b: &Berth) -> Arc<dyn MetadataStore> {
 }
 
 /// Run SQL on the server's metadata database (to tamper with it).
-async fn raw_sql(b: &Berth, sql: &'static str) {
-    match b.extra_env.iter().find(|(k, _)| k == "BERTH_METADATA").map(|(_, v)| v.clone()) {
-        Some(url) => {
-            let pool = sqlx::PgPool::connect(&url).await.unwrap();
-            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
-            pool.close().await;
-        }
-        None => {
-            let url = format!("sqlite://{}", b.data_dir.join("berth.db").display());
-            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
-            pool.close().await;
-        }
-    }
-}
-
 fn call(account: &str, name: &str, repo: &str, time_ms: i64) -> ApiCall {
     ApiCall {
         event_time: time_ms,
@@ -250,7 +234,7 @@ fn verify_passes_then_names_the_first_tampered_record() {
     assert!(stdout.contains("chain node-t: 5 record(s) verified from seq 1; head seq 5 hash "), "{stdout}");
 
     // Altered in place: the record's JSON changed, its hash kept.
-    rt.block_on(raw_sql(
+    rt.block_on(common::raw_sql(
         &b,
         "UPDATE audit_records SET event_json = replace(event_json, 'PutImage', 'DeleteImage') WHERE chain = 'node-t' AND seq = 3",
     ));
@@ -266,7 +250,7 @@ fn verify_passes_then_names_the_first_tampered_record() {
 
     // Deleted from the middle (another chain): the gap is named.
     rt.block_on(write(&b, "node-u", (0..4).map(|i| call(ACCOUNT_ID, "PutImage", "app", now + 10 + i)).collect()));
-    rt.block_on(raw_sql(&b, "DELETE FROM audit_records WHERE chain = 'node-u' AND seq = 2"));
+    rt.block_on(common::raw_sql(&b, "DELETE FROM audit_records WHERE chain = 'node-u' AND seq = 2"));
     let out = verify(&b);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("chain node-u seq 3 (eventID "), "{stderr}");

@@ -472,6 +472,50 @@ fn referrers_whose_subject_is_gone_are_deleted_with_their_blobs() {
     rt.block_on(pull_intact(&c, base, repo, &kept));
 }
 
+/// An upload of a digest whose deletion is in flight waits for it and then succeeds; one whose
+/// deletion's process died (a tombstone older than twice the lease) finishes that deletion and
+/// goes on at once. Tombstones are staged in the database, as a pass leaves them.
+#[test]
+fn uploads_wait_for_a_deletion_in_flight_and_finish_a_dead_ones() {
+    let rt = runtime();
+    let b = Berth::start_with_env(&[("BERTH_GC_LEASE_SECS", "3")]);
+    let c = b.client();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let (live, dead) = (b"deleted by a live pass".to_vec(), b"deleted by a pass that died".to_vec());
+    rt.block_on(common::raw_sql(
+        &b,
+        &format!(
+            "INSERT INTO blob_holds (digest, holder, created_at) VALUES ('{}', 'gc', {now}), ('{}', 'gc', {})",
+            sha(&live),
+            sha(&dead),
+            now - 60_000
+        ),
+    ));
+    // The dead pass's deletion is finished by the upload: no wait.
+    let t = std::time::Instant::now();
+    assert_eq!(rt.block_on(upload(&c, &b.url, "gc/w", &dead)), Ok(sha(&dead)));
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // The live one is waited for until its tombstone goes.
+    let task = {
+        let (c, base, data) = (c.clone(), b.url.clone(), live.clone());
+        rt.spawn(async move {
+            let t = std::time::Instant::now();
+            (upload(&c, &base, "gc/w", &data).await, t.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(!task.is_finished(), "the upload waits while the tombstone stands");
+    rt.block_on(common::raw_sql(&b, &format!("DELETE FROM blob_holds WHERE digest = '{}'", sha(&live))));
+    let (result, took) = rt.block_on(task).unwrap();
+    assert_eq!(result, Ok(sha(&live)));
+    assert!(took >= Duration::from_millis(800), "{took:?}");
+    for data in [&live, &dead] {
+        let r = rt.block_on(c.get(format!("{}/v2/gc/w/blobs/{}", b.url, sha(data))).send()).unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(&rt.block_on(r.bytes()).unwrap()[..], &data[..]);
+    }
+}
+
 /// Upload `n` distinct unreferenced blobs into `repo` (monolithic POSTs, 8 at a time).
 fn seed_unreferenced(rt: &tokio::runtime::Runtime, b: &Berth, repo: &str, n: usize) {
     use futures::StreamExt;

@@ -628,3 +628,23 @@ pub fn without_request_id(body: &serde_json::Value) -> serde_json::Value {
     }
     v
 }
+
+/// Run `sql` directly on the server's metadata database (PostgreSQL when the server uses it,
+/// else its SQLite file): for tests that stage states no API call makes.
+#[allow(dead_code)]
+pub async fn raw_sql(b: &Berth, sql: &str) {
+    let sql = sqlx::AssertSqlSafe(sql.to_string());
+    match b.extra_env.iter().find(|(k, _)| k == "BERTH_METADATA").map(|(_, v)| v.clone()) {
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        None => {
+            let url = format!("sqlite://{}", b.data_dir.join("berth.db").display());
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+}
