@@ -32,9 +32,11 @@ pub fn register(
 
 fn register_pass(runner: &mut JobRunner, reg: Arc<Registry>, node: &str, kind: &str, sweep: bool, grace: Duration) {
     let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
-    let owner = format!("node {node}");
-    runner.handle(kind, move |_job| {
-        let (reg, owner) = (reg.clone(), owner.clone());
+    let (node, kind_name) = (node.to_string(), kind.to_string());
+    runner.handle(kind, move |job| {
+        // Unique per run: the periodic pass and the sweep of one node must not share a lease.
+        let owner = format!("node {node} {kind_name} job {}", job.id);
+        let reg = reg.clone();
         async move {
             let r = match reg.gc_pass(&owner, grace_ms, sweep, |_| {}).await.map_err(|e| e.to_string())? {
                 GcOutcome::Done(r) => r,

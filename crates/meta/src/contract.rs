@@ -254,10 +254,10 @@ async fn archive_contract(s: &dyn MetadataStore) {
     }
     let sub = NewManifest { subject: Some("sha256:a2"), ..manifest(repo, "sha256:r1") };
     assert_eq!(s.put_manifest(&sub, &[], 3).await.unwrap(), PutManifest::Stored);
-    assert!(!s.set_image_status(repo, "sha256:a1", Archived, Active, None, 4).await.unwrap(), "not archived");
-    assert!(s.set_image_status(repo, "sha256:a1", Active, Archived, None, 5).await.unwrap());
-    assert!(!s.set_image_status(repo, "sha256:a1", Active, Archived, None, 6).await.unwrap(), "once");
-    assert!(s.set_image_status(repo, "sha256:r1", Active, Archived, None, 6).await.unwrap());
+    assert!(!s.set_image_status(repo, "sha256:a1", Archived, Active, 4).await.unwrap(), "not archived");
+    assert!(s.set_image_status(repo, "sha256:a1", Active, Archived, 5).await.unwrap());
+    assert!(!s.set_image_status(repo, "sha256:a1", Active, Archived, 6).await.unwrap(), "once");
+    assert!(s.set_image_status(repo, "sha256:r1", Active, Archived, 6).await.unwrap());
     assert_eq!(s.manifest(repo, "sha256:a1").await.unwrap().unwrap().status, Archived);
     let page = |st| async move {
         let imgs = s.images_page(repo, TagStatus::Any, st, crate::ImagesFrom::Start, 10).await.unwrap();
@@ -282,15 +282,23 @@ async fn archive_contract(s: &dyn MetadataStore) {
         (vec![], vec![Archived], vec![Archived])
     );
     // Restore: activating, then active with the time.
-    assert!(s.set_image_status(repo, "sha256:a1", Archived, Activating, None, 7).await.unwrap());
-    assert!(s.set_image_status(repo, "sha256:a1", Activating, Active, None, 8).await.unwrap());
+    assert!(s.set_image_status(repo, "sha256:a1", Archived, Activating, 7).await.unwrap());
+    assert!(s.set_image_status(repo, "sha256:a1", Activating, Active, 8).await.unwrap());
     let i = s.image(repo, "sha256:a1").await.unwrap().unwrap();
     assert_eq!((i.status, i.last_archived_at, i.last_activated_at), (Active, Some(5), Some(8)));
     // A push of an archived manifest makes it active.
     assert_eq!(s.put_manifest(&sub, &["t"], 9).await.unwrap(), PutManifest::Stored);
     let i = s.image(repo, "sha256:r1").await.unwrap().unwrap();
     assert_eq!((i.status, i.last_activated_at), (Active, Some(9)));
-    assert!(!s.set_image_status(repo, "sha256:none", Active, Archived, None, 10).await.unwrap());
+    assert!(!s.set_image_status(repo, "sha256:none", Active, Archived, 10).await.unwrap());
+    // An index's child is not archived on its own; a lifecycle transition re-checks the tags.
+    let idx = NewManifest { children: &[("sha256:a2", 2)], index: true, ..manifest(repo, "sha256:ix") };
+    assert_eq!(s.put_manifest(&idx, &[], 11).await.unwrap(), PutManifest::Stored);
+    assert!(!s.set_image_status(repo, "sha256:a2", Active, Archived, 12).await.unwrap(), "listed by an index");
+    let detail = serde_json::json!({"action-type": "TRANSITION"});
+    assert!(!s.transition_manifest(repo, "sha256:a1", &["x".to_string()], &detail, 13).await.unwrap(), "tags differ");
+    assert!(s.transition_manifest(repo, "sha256:a1", &[], &detail, 14).await.unwrap());
+    assert_eq!(s.image(repo, "sha256:a1").await.unwrap().unwrap().status, Archived);
 }
 
 async fn lifecycle_contract(s: &dyn MetadataStore) {

@@ -8,9 +8,10 @@
 //! until its bytes are gone. A deletion never starts while a hold exists; an upload never starts
 //! while a tombstone exists.
 //!
-//! A tombstone's `created_at` is its owner's lease and fencing token: its owner deletes the
-//! bytes only within the lease, releases it only if `created_at` is still its own, and anyone
-//! may claim a tombstone older than twice the lease (its owner died) by moving `created_at`.
+//! A tombstone's `created_at` is its owner's deadline and fencing token: its owner deletes the
+//! bytes only until that time, releases it only if `created_at` is still its own, and anyone may
+//! claim a tombstone whose deadline is well past (its owner died or stalled) by moving
+//! `created_at` to a deadline of its own.
 
 use crate::Result;
 use async_trait::async_trait;
@@ -67,10 +68,12 @@ pub trait GcStore: Send + Sync + 'static {
     /// Drop the tombstones of blobs whose bytes are gone, set (or claimed) at `since`, and the
     /// mutex rows of those digests. A tombstone someone else claimed since stays.
     async fn gc_release(&self, digests: &[String], since: i64) -> Result<()>;
-    /// Claim at most `limit` tombstones set (or claimed) before `stale_before` (their owner died
-    /// mid-deletion): their `created_at` becomes `now`, and the caller owns their deletion.
+    /// Claim at most `limit` tombstones whose deadline (`created_at`) is before `stale_before`
+    /// (their owner died mid-deletion): their `created_at` becomes `now` (the caller's deadline),
+    /// and the caller owns their deletion.
     async fn gc_claim_stale(&self, stale_before: i64, now: i64, limit: u32) -> Result<Claimed>;
-    /// Claim the tombstone of `digest` if it was set (or claimed) before `stale_before`.
+    /// Claim the tombstone of `digest` if its deadline is before `stale_before` (as
+    /// [`GcStore::gc_claim_stale`]).
     async fn gc_claim_stale_one(&self, digest: &str, stale_before: i64, now: i64) -> Result<bool>;
     /// What a pass with links cut at `before` would do (nothing changes): links it would remove,
     /// and the blobs (count, bytes) left with no link and no reference after that.

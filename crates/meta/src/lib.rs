@@ -585,15 +585,25 @@ pub trait MetadataStore: IamStore + EventStore + AuditStore + LifecycleStore + G
         limit: u32,
     ) -> Result<Vec<Image>>;
     /// Move image `digest` from status `from` to `to` at `now` (recording when it was archived
-    /// or restored), appending `lifecycle_event` (a lifecycle action's detail) if given:
-    /// `false` when it is not (or no longer) in `from`. Serialized with the repository's writes.
+    /// or restored): `false` when it is not (or no longer) in `from`, or, to the archive, when an
+    /// index of the repository lists it. Serialized with the repository's writes.
     async fn set_image_status(
         &self,
         repo_id: i64,
         digest: &str,
         from: ImageStatus,
         to: ImageStatus,
-        lifecycle_event: Option<&serde_json::Value>,
+        now: i64,
+    ) -> Result<bool>;
+    /// Archive an image for a lifecycle rule, appending `detail` as its lifecycle action event,
+    /// only if it is still active with exactly `expect_tags` and no index lists it (what the
+    /// evaluation saw): `false` otherwise.
+    async fn transition_manifest(
+        &self,
+        repo_id: i64,
+        digest: &str,
+        expect_tags: &[String],
+        detail: &serde_json::Value,
         now: i64,
     ) -> Result<bool>;
     /// One image of a repository by digest, with its tags.

@@ -629,42 +629,37 @@ impl MetadataStore for $store {
         digest: &str,
         from: crate::ImageStatus,
         to: crate::ImageStatus,
-        lifecycle_event: Option<&serde_json::Value>,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        if touch_repo(&mut tx, repo_id).await?.is_none() {
+            return Ok(false);
+        }
+        if !status_move(&mut tx, repo_id, digest, from, to, now).await? {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn transition_manifest(
+        &self,
+        repo_id: i64,
+        digest: &str,
+        expect_tags: &[String],
+        detail: &serde_json::Value,
         now: i64,
     ) -> Result<bool> {
         let mut tx = self.begin().await?;
         let Some(repo) = touch_repo(&mut tx, repo_id).await? else {
             return Ok(false);
         };
-        let sql = match to {
-            crate::ImageStatus::Archived => {
-                "UPDATE manifests SET image_status = $1, last_archived_at = $2 \
-                 WHERE repo_id = $3 AND digest = $4 AND image_status = $5"
-            }
-            crate::ImageStatus::Active => {
-                "UPDATE manifests SET image_status = $1, last_activated_at = $2 \
-                 WHERE repo_id = $3 AND digest = $4 AND image_status = $5"
-            }
-            crate::ImageStatus::Activating => {
-                "UPDATE manifests SET image_status = $1 WHERE repo_id = $3 AND digest = $4 AND image_status = $5 \
-                 AND $2 = $2"
-            }
-        };
-        let n = sqlx::query(sql)
-            .bind(to.as_str())
-            .bind(now)
-            .bind(repo_id)
-            .bind(digest)
-            .bind(from.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if n != 1 {
+        if manifest_tags(&mut tx, repo_id, digest).await? != expect_tags
+            || !status_move(&mut tx, repo_id, digest, crate::ImageStatus::Active, crate::ImageStatus::Archived, now).await?
+        {
             return Ok(false);
         }
-        if let Some(detail) = lifecycle_event {
-            repo_event(&mut tx, &repo, crate::events::kind::LIFECYCLE_ACTION, detail, now).await?;
-        }
+        repo_event(&mut tx, &repo, crate::events::kind::LIFECYCLE_ACTION, detail, now).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -1232,6 +1227,52 @@ async fn manifest_tags(tx: &mut Transaction<'static, $db>, repo_id: i64, digest:
 
 /// Delete a manifest of the repository locked by `touch_repo` with its `tags`, appending the
 /// image deletion events; `false` when it is absent.
+/// In `tx` (holding the repository's row): move `digest` from `from` to `to`, recording when it
+/// was archived or restored; to the archive only if no index of the repository lists it.
+async fn status_move(
+    tx: &mut Transaction<'static, $db>,
+    repo_id: i64,
+    digest: &str,
+    from: crate::ImageStatus,
+    to: crate::ImageStatus,
+    now: i64,
+) -> Result<bool> {
+    if to == crate::ImageStatus::Archived
+        && sqlx::query("SELECT 1 FROM manifest_refs WHERE repo_id = $1 AND ref_digest = $2 AND kind = 'm' LIMIT 1")
+            .bind(repo_id)
+            .bind(digest)
+            .fetch_optional(&mut **tx)
+            .await?
+            .is_some()
+    {
+        return Ok(false);
+    }
+    let sql = match to {
+        crate::ImageStatus::Archived => {
+            "UPDATE manifests SET image_status = $1, last_archived_at = $2 \
+             WHERE repo_id = $3 AND digest = $4 AND image_status = $5"
+        }
+        crate::ImageStatus::Active => {
+            "UPDATE manifests SET image_status = $1, last_activated_at = $2 \
+             WHERE repo_id = $3 AND digest = $4 AND image_status = $5"
+        }
+        crate::ImageStatus::Activating => {
+            "UPDATE manifests SET image_status = $1 WHERE repo_id = $3 AND digest = $4 AND image_status = $5 \
+             AND $2 = $2"
+        }
+    };
+    let n = sqlx::query(sql)
+        .bind(to.as_str())
+        .bind(now)
+        .bind(repo_id)
+        .bind(digest)
+        .bind(from.as_str())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    Ok(n == 1)
+}
+
 async fn delete_manifest_in(
     tx: &mut Transaction<'static, $db>,
     repo: &crate::portable::TouchedRepo,

@@ -49,37 +49,45 @@ impl Registry {
         let done = |status| Ok(StorageClassUpdate::Done { digest: digest.clone(), status });
         match (target, img.status) {
             (TargetStorageClass::Archive, ImageStatus::Archived)
-            | (TargetStorageClass::Standard, ImageStatus::Active | ImageStatus::Activating) => done(img.status),
+            | (TargetStorageClass::Standard, ImageStatus::Active) => done(img.status),
+            // A restore whose job was lost (or gave up) is started again; a pending one is kept.
+            (TargetStorageClass::Standard, ImageStatus::Activating) => {
+                self.enqueue_restore(repo.id, &digest).await?;
+                done(self.status_of(repo.id, &digest).await?)
+            }
             (TargetStorageClass::Archive, ImageStatus::Activating) => Ok(StorageClassUpdate::NotSupported(format!(
                 "The image '{digest}' is being restored from the archive storage class and cannot be archived until the restore completes."
             ))),
             (TargetStorageClass::Archive, ImageStatus::Active) => {
-                if self.meta.referenced_by_index(repo.id, &digest).await? {
+                // The move itself refuses a manifest an index lists (checked in its transaction).
+                if !self.set_status(repo.id, &digest, ImageStatus::Active, ImageStatus::Archived).await?
+                    && self.meta.referenced_by_index(repo.id, &digest).await?
+                {
                     return Ok(StorageClassUpdate::NotSupported(format!(
                         "The image '{digest}' is referenced by an image index in the repository; archive the index instead."
                     )));
                 }
-                self.set_status(repo.id, &digest, ImageStatus::Active, ImageStatus::Archived).await?;
                 done(self.status_of(repo.id, &digest).await?)
             }
             (TargetStorageClass::Standard, ImageStatus::Archived) => {
                 if self.set_status(repo.id, &digest, ImageStatus::Archived, ImageStatus::Activating).await? {
-                    let now = self.now();
-                    let key = format!("{}:{digest}:{now}", repo.id);
-                    let payload = json!({"repo": repo.id, "digest": digest}).to_string();
-                    let job = NewJob {
-                        kind: RESTORE_JOB,
-                        key: &key,
-                        payload: &payload,
-                        run_after: now,
-                        max_attempts: 10,
-                        once: false,
-                    };
-                    self.meta.enqueue_job(&job, now).await?;
+                    self.enqueue_restore(repo.id, &digest).await?;
                 }
                 done(self.status_of(repo.id, &digest).await?)
             }
         }
+    }
+
+    /// Queue the restore of an image (one pending job per image: a job of the same key that has
+    /// not finished makes this a no-op).
+    async fn enqueue_restore(&self, repo: i64, digest: &str) -> Result<()> {
+        let now = self.now();
+        let key = format!("{repo}:{digest}");
+        let payload = json!({"repo": repo, "digest": digest}).to_string();
+        let job =
+            NewJob { kind: RESTORE_JOB, key: &key, payload: &payload, run_after: now, max_attempts: 10, once: false };
+        self.meta.enqueue_job(&job, now).await?;
+        Ok(())
     }
 
     /// The restore job: the image (payload `{"repo", "digest"}`) becomes `ACTIVE` again.
@@ -96,7 +104,7 @@ impl Registry {
     }
 
     async fn set_status(&self, repo: i64, digest: &str, from: ImageStatus, to: ImageStatus) -> Result<bool> {
-        let changed = self.meta.set_image_status(repo, digest, from, to, None, self.now()).await?;
+        let changed = self.meta.set_image_status(repo, digest, from, to, self.now()).await?;
         if changed {
             self.cache.invalidate(repo);
         }

@@ -1,7 +1,7 @@
 //! Online garbage collection of blobs (protocol and safety argument: docs/gc.md).
 //!
 //! A pass, while the registry keeps serving:
-//! 1. finishes deletions a crash interrupted (tombstones older than twice the lease: claim them,
+//! 1. finishes deletions a crash interrupted (tombstones a lease past their deadline: claim them,
 //!    delete the bytes, drop the tombstones);
 //! 2. deletes untagged referrers pushed before the grace period whose subject is gone (and
 //!    then their own referrers), then removes repository links older than the grace period that no manifest of their repository
@@ -124,10 +124,10 @@ impl Registry {
             phases.push((name, lap.elapsed()));
             lap = std::time::Instant::now();
         };
-        // 1. Deletions whose process died (tombstones left for twice the lease).
+        // 1. Deletions whose process died (tombstones a lease past their deadline).
         loop {
             let (deadline, now) = (Instant::now() + self.settings.gc_lease, self.now());
-            let claimed = self.meta.gc_claim_stale(now - 2 * self.lease_ms(), now, BATCH).await?;
+            let claimed = self.meta.gc_claim_stale(now - self.lease_ms(), now + self.lease_ms(), BATCH).await?;
             if claimed.digests.is_empty() {
                 break;
             }
@@ -182,7 +182,9 @@ impl Registry {
         loop {
             let due = self.meta.gc_due(cut, BATCH).await?;
             let take = async {
-                let (t, deadline, since) = (Instant::now(), Instant::now() + self.settings.gc_lease, self.now());
+                // The tombstones carry this deadline (see `tombstone_deadline`).
+                let (t, deadline, since) =
+                    (Instant::now(), Instant::now() + self.settings.gc_lease, self.now() + self.lease_ms());
                 let taken = if due.is_empty() {
                     Vec::new()
                 } else {
@@ -267,10 +269,10 @@ impl Registry {
             let gone = if orphans.is_empty() || !delete {
                 orphans
             } else {
-                let (deadline, now) = (Instant::now() + self.settings.gc_lease, self.now());
-                let taken = self.meta.gc_take_orphans(&orphans, holds_after, now).await?;
+                let (deadline, until) = (Instant::now() + self.settings.gc_lease, self.now() + self.lease_ms());
+                let taken = self.meta.gc_take_orphans(&orphans, holds_after, until).await?;
                 self.delete_bytes(taken.iter().map(String::as_str), deadline).await?;
-                self.meta.gc_release(&taken, now).await?;
+                self.meta.gc_release(&taken, until).await?;
                 taken
             };
             report.orphans_deleted += gone.len() as u64;
@@ -298,6 +300,9 @@ impl Registry {
         Ok((bytes, t.elapsed()))
     }
 
+    /// Tombstones record their owner's deadline (when its deletions are cut off, by its own
+    /// lease), not when they were set: a party claims one only a lease (its own) after that
+    /// deadline, so owners and claimers with different `gc_lease_secs` stay apart.
     fn lease_ms(&self) -> i64 {
         self.settings.gc_lease.as_millis() as i64
     }
@@ -313,9 +318,10 @@ impl Registry {
                 return Ok(());
             }
             let (deadline, now) = (Instant::now() + self.settings.gc_lease, self.now());
-            if self.meta.gc_claim_stale_one(digest.as_str(), now - 2 * self.lease_ms(), now).await? {
+            let until = now + self.lease_ms();
+            if self.meta.gc_claim_stale_one(digest.as_str(), now - self.lease_ms(), until).await? {
                 self.delete_bytes(std::iter::once(digest.as_str()), deadline).await?;
-                self.meta.gc_release(&[digest.to_string()], now).await?;
+                self.meta.gc_release(&[digest.to_string()], until).await?;
                 continue;
             }
             if started.elapsed() >= UPLOAD_WAIT {

@@ -325,16 +325,7 @@ impl Registry {
                     self.meta.expire_manifest(repo.repo_id, &a.digest, &a.tags, &detail, self.now()).await?
                 }
                 Action::Transition => {
-                    self.meta
-                        .set_image_status(
-                            repo.repo_id,
-                            &a.digest,
-                            ImageStatus::Active,
-                            ImageStatus::Archived,
-                            Some(&detail),
-                            self.now(),
-                        )
-                        .await?
+                    self.meta.transition_manifest(repo.repo_id, &a.digest, &a.tags, &detail, self.now()).await?
                 }
             };
             if done {
