@@ -122,6 +122,41 @@ macro_rules! portable_gc {
             Ok(())
         }
 
+        /// Upsert `holder`'s row (`''`: the mutex row, `'gc'`: a tombstone) for each of `digests`
+        /// at `created_at`, in the order given.
+        async fn set_holds(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            digests: &[&str],
+            holder: &str,
+            created_at: i64,
+        ) -> Result<()> {
+            if digests.is_empty() {
+                return Ok(());
+            }
+            let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO blob_holds (digest, holder, created_at) ");
+            q.push_values(digests, |mut b, d| {
+                b.push_bind(*d).push_bind(holder).push_bind(created_at);
+            });
+            q.push(" ON CONFLICT (digest, holder) DO UPDATE SET created_at = excluded.created_at");
+            q.build().execute(&mut **tx).await?;
+            Ok(())
+        }
+
+        /// `digests` sorted and deduplicated, with their mutex rows upserted in that order (two
+        /// parties locking several digests lock them in the same order).
+        async fn lock_digests(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            digests: &[String],
+            now: i64,
+        ) -> Result<Vec<String>> {
+            let mut sorted: Vec<String> = digests.to_vec();
+            sorted.sort();
+            sorted.dedup();
+            let refs: Vec<&str> = sorted.iter().map(String::as_str).collect();
+            set_holds(tx, &refs, "", now).await?;
+            Ok(sorted)
+        }
+
         async fn tombstoned(tx: &mut sqlx::Transaction<'static, $db>, digest: &str) -> Result<bool> {
             Ok(sqlx::query("SELECT 1 FROM blob_holds WHERE digest = $1 AND holder = 'gc'")
                 .bind(digest)
@@ -265,17 +300,8 @@ macro_rules! portable_gc {
                 if digests.is_empty() {
                     return Ok(Vec::new());
                 }
-                let mut sorted: Vec<&String> = digests.iter().collect();
-                sorted.sort();
-                sorted.dedup();
                 let mut tx = self.begin().await?;
-                // The digests' mutex rows, in digest order (two passes lock in the same order).
-                let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO blob_holds (digest, holder, created_at) ");
-                q.push_values(&sorted, |mut b, d| {
-                    b.push_bind(d.as_str()).push("''").push_bind(now);
-                });
-                q.push(" ON CONFLICT (digest, holder) DO UPDATE SET created_at = excluded.created_at");
-                q.build().execute(&mut *tx).await?;
+                let sorted = lock_digests(&mut tx, digests, now).await?;
                 // A new statement: it sees everything the parties serialized before us committed.
                 let mut q = sqlx::QueryBuilder::<$db>::new(
                     "DELETE FROM blobs WHERE digest IN (SELECT c.digest FROM gc_candidates c WHERE c.marked_at < ",
@@ -299,14 +325,8 @@ macro_rules! portable_gc {
                     .into_iter()
                     .map(|r| crate::gc::TakenBlob { digest: r.get(0), size: r.get::<i64, _>(1) as u64 })
                     .collect();
-                if !taken.is_empty() {
-                    let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO blob_holds (digest, holder, created_at) ");
-                    q.push_values(&taken, |mut b, t| {
-                        b.push_bind(t.digest.as_str()).push("'gc'").push_bind(now);
-                    });
-                    q.push(" ON CONFLICT (digest, holder) DO UPDATE SET created_at = excluded.created_at");
-                    q.build().execute(&mut *tx).await?;
-                }
+                let stones: Vec<&str> = taken.iter().map(|t| t.digest.as_str()).collect();
+                set_holds(&mut tx, &stones, crate::gc::TOMBSTONE, now).await?;
                 // Taken or not, they leave the queue (found again if they become garbage again).
                 let mut q = sqlx::QueryBuilder::<$db>::new("DELETE FROM gc_candidates WHERE digest IN (");
                 let mut list = q.separated(", ");
@@ -448,25 +468,11 @@ macro_rules! portable_gc {
                 if digests.is_empty() {
                     return Ok(Vec::new());
                 }
-                let mut sorted: Vec<&String> = digests.iter().collect();
-                sorted.sort();
-                sorted.dedup();
                 let mut tx = self.begin().await?;
-                let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO blob_holds (digest, holder, created_at) ");
-                q.push_values(&sorted, |mut b, d| {
-                    b.push_bind(d.as_str()).push("''").push_bind(now);
-                });
-                q.push(" ON CONFLICT (digest, holder) DO UPDATE SET created_at = excluded.created_at");
-                q.build().execute(&mut *tx).await?;
-                let sorted: Vec<String> = sorted.into_iter().cloned().collect();
+                let sorted = lock_digests(&mut tx, digests, now).await?;
                 let taken = orphans_among(&mut tx, &sorted, holds_after).await?;
-                if !taken.is_empty() {
-                    let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO blob_holds (digest, holder, created_at) ");
-                    q.push_values(&taken, |mut b, d| {
-                        b.push_bind(d.as_str()).push("'gc'").push_bind(now);
-                    });
-                    q.build().execute(&mut *tx).await?;
-                }
+                let stones: Vec<&str> = taken.iter().map(String::as_str).collect();
+                set_holds(&mut tx, &stones, crate::gc::TOMBSTONE, now).await?;
                 tx.commit().await?;
                 Ok(taken)
             }

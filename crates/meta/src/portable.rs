@@ -24,6 +24,10 @@ macro_rules! job_columns {
     };
 }
 
+/// Whether an index of repository `$1` lists manifest `$2` as a child.
+pub(crate) const LISTED_BY_INDEX_SQL: &str =
+    "SELECT 1 FROM manifest_refs WHERE repo_id = $1 AND ref_digest = $2 AND kind = 'm' LIMIT 1";
+
 /// Implement [`crate::MetadataStore`] for `$store` on database `$db` with row type `$row`.
 macro_rules! portable_store {
     ($store:ty, $db:ty, $row:ty, $skip_locked:literal) => {
@@ -481,14 +485,7 @@ impl MetadataStore for $store {
         if tags != expect_tags {
             return Ok(false);
         }
-        let in_index =
-            sqlx::query("SELECT 1 FROM manifest_refs WHERE repo_id = $1 AND ref_digest = $2 AND kind = 'm' LIMIT 1")
-                .bind(repo_id)
-                .bind(digest)
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
-        if in_index || !delete_manifest_in(&mut tx, &repo, repo_id, digest, &tags, now).await? {
+        if listed_by_index(&mut tx, repo_id, digest).await? || !delete_manifest_in(&mut tx, &repo, repo_id, digest, &tags, now).await? {
             return Ok(false);
         }
         repo_event(&mut tx, &repo, crate::events::kind::LIFECYCLE_ACTION, detail, now).await?;
@@ -680,13 +677,7 @@ impl MetadataStore for $store {
     }
 
     async fn referenced_by_index(&self, repo_id: i64, digest: &str) -> Result<bool> {
-        let r =
-            sqlx::query("SELECT 1 FROM manifest_refs WHERE repo_id = $1 AND ref_digest = $2 AND kind = 'm' LIMIT 1")
-                .bind(repo_id)
-                .bind(digest)
-                .fetch_optional(&self.read)
-                .await?;
-        Ok(r.is_some())
+        Ok(sqlx::query(crate::portable::LISTED_BY_INDEX_SQL).bind(repo_id).bind(digest).fetch_optional(&self.read).await?.is_some())
     }
 
     async fn setting(&self, key: &str) -> Result<Option<String>> {
@@ -1227,6 +1218,11 @@ async fn manifest_tags(tx: &mut Transaction<'static, $db>, repo_id: i64, digest:
 
 /// Delete a manifest of the repository locked by `touch_repo` with its `tags`, appending the
 /// image deletion events; `false` when it is absent.
+/// Whether an index of the repository lists manifest `digest` (as committed, seen from `tx`).
+async fn listed_by_index(tx: &mut Transaction<'static, $db>, repo_id: i64, digest: &str) -> Result<bool> {
+    Ok(sqlx::query(crate::portable::LISTED_BY_INDEX_SQL).bind(repo_id).bind(digest).fetch_optional(&mut **tx).await?.is_some())
+}
+
 /// In `tx` (holding the repository's row): move `digest` from `from` to `to`, recording when it
 /// was archived or restored; to the archive only if no index of the repository lists it.
 async fn status_move(
@@ -1237,14 +1233,7 @@ async fn status_move(
     to: crate::ImageStatus,
     now: i64,
 ) -> Result<bool> {
-    if to == crate::ImageStatus::Archived
-        && sqlx::query("SELECT 1 FROM manifest_refs WHERE repo_id = $1 AND ref_digest = $2 AND kind = 'm' LIMIT 1")
-            .bind(repo_id)
-            .bind(digest)
-            .fetch_optional(&mut **tx)
-            .await?
-            .is_some()
-    {
+    if to == crate::ImageStatus::Archived && listed_by_index(tx, repo_id, digest).await? {
         return Ok(false);
     }
     let sql = match to {

@@ -41,7 +41,7 @@ impl Registry {
         target: TargetStorageClass,
     ) -> Result<StorageClassUpdate> {
         let repo = self.repo_in(ns, name).await?;
-        let img = match self.image_by_id(ns, name, id).await? {
+        let img = match self.image_in(repo.id, id).await? {
             Ok(i) => i,
             Err(f) => return Ok(StorageClassUpdate::Failed(f)),
         };

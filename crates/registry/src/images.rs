@@ -108,7 +108,11 @@ impl Registry {
         self.image_in(repo.id, id).await
     }
 
-    async fn image_in(&self, repo_id: i64, id: &ImageId) -> Result<std::result::Result<Image, ImageFailure>> {
+    pub(crate) async fn image_in(
+        &self,
+        repo_id: i64,
+        id: &ImageId,
+    ) -> Result<std::result::Result<Image, ImageFailure>> {
         let not_found = || ImageFailure::new("ImageNotFound", "Requested image not found");
         let digest = match (&id.image_digest, &id.image_tag) {
             (None, None) => return Ok(Err(ImageFailure::new("MissingDigestAndTag", "Missing image digest and tag"))),
