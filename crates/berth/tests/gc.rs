@@ -516,6 +516,42 @@ fn uploads_wait_for_a_deletion_in_flight_and_finish_a_dead_ones() {
     }
 }
 
+/// One pass at a time across the cluster: `berth gc` waits (saying so) while another pass holds
+/// the lease, and runs once it is released.
+#[test]
+fn berth_gc_waits_for_the_pass_that_holds_the_lease() {
+    let b = Berth::start();
+    let far =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 + 3_600_000;
+    let rt = runtime();
+    rt.block_on(common::raw_sql(
+        &b,
+        &format!(
+            "INSERT INTO gc_pass (id, owner, started_at, expires_at) VALUES (1, 'node other', 1, {far}) \
+             ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at"
+        ),
+    ));
+    let mut child = b
+        .cli_command(&["gc", "--grace-period", "0", "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "berth gc waits while another pass holds the lease");
+    rt.block_on(common::raw_sql(&b, "DELETE FROM gc_pass"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("gc: waiting for the pass that is running (node other) to end"), "{stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["dryRun"], json!(false), "{v}");
+}
+
 /// Upload `n` distinct unreferenced blobs into `repo` (monolithic POSTs, 8 at a time).
 fn seed_unreferenced(rt: &tokio::runtime::Runtime, b: &Berth, repo: &str, n: usize) {
     use futures::StreamExt;
