@@ -2,7 +2,7 @@
 # A throwaway S3-compatible server (s3s-fs) for the tests, on 127.0.0.1 only.
 #   scripts/s3.sh start DIR   -> start s3s-fs storing under DIR/data; prints `export` lines
 #                                (BERTH_S3_ENDPOINT, BERTH_S3_REGION, BERTH_S3_ACCESS_KEY_ID,
-#                                BERTH_S3_SECRET_ACCESS_KEY) for `eval`
+#                                BERTH_S3_SECRET_ACCESS_KEY, BERTH_TEST_S3_DATA) for `eval`
 #   scripts/s3.sh stop DIR    -> stop it (the caller removes DIR)
 # Install s3s-fs with scripts/install-test-deps.sh (cargo install s3s-fs@0.14.1).
 set -euo pipefail
@@ -25,6 +25,8 @@ case "$cmd" in
         echo "export BERTH_S3_REGION=us-east-1"
         echo "export BERTH_S3_ACCESS_KEY_ID=$access_key"
         echo "export BERTH_S3_SECRET_ACCESS_KEY=$secret_key"
+        # Where s3s-fs keeps objects (bucket/key as files): tests look at stored bytes there.
+        echo "export BERTH_TEST_S3_DATA=$(cd "$dir/data" && pwd)"
         exit 0
       fi
       kill -0 "$(cat "$dir/pid")" 2>/dev/null || break

@@ -134,7 +134,17 @@ def test_archived_referrers_are_listed_only_when_asked_for(server, ecr):
                      headers={"Authorization": auth, "Content-Type": "application/vnd.oci.image.manifest.v1+json"},
                      timeout=30)
     assert r.status_code == 201, r.text
+
+    def oci_referrers():
+        r = requests.get(f"{server.url}/v2/{name}/referrers/{subject['imageId']['imageDigest']}",
+                         headers={"Authorization": auth}, timeout=30)
+        assert r.status_code == 200, r.text
+        return [m["digest"] for m in r.json()["manifests"]]
+
+    assert oci_referrers() == [sig]
     ecr.update_image_storage_class(repositoryName=name, imageId={"imageDigest": sig}, targetStorageClass="ARCHIVE")
+    # The OCI referrers API lists what can be pulled: not the archived signature.
+    assert oci_referrers() == []
 
     def refs(status=None):
         kw = {"filter": {"artifactStatus": status}} if status else {}

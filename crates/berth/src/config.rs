@@ -59,6 +59,13 @@ pub struct Config {
     /// Blob storage: unset (or a directory path) for the filesystem store under `data_dir`, or
     /// `s3://bucket/prefix` for an S3-compatible bucket shared by every node.
     pub storage: Option<String>,
+    /// Archive storage: where the bytes of archived images go (ECR's archive storage class),
+    /// `s3://bucket/prefix` (same endpoint and credentials as `storage`) or a directory. Unset:
+    /// archived images keep their bytes in `storage` (archiving then only stops their pulls).
+    pub archive_storage: Option<String>,
+    /// With an S3 `archive_storage`, the S3 storage class its objects are written with
+    /// (default `GLACIER_IR`; only classes readable without a restore request).
+    pub archive_s3_storage_class: Option<String>,
     /// Endpoint URL of an S3-compatible server (path-style addressing); unset for AWS S3.
     pub s3_endpoint: Option<String>,
     /// Region to sign S3 requests for (default: `AWS_REGION`, else `us-east-1`).
@@ -149,6 +156,8 @@ impl Default for Config {
             job_workers: 1,
             job_retention_days: 7,
             storage: None,
+            archive_storage: None,
+            archive_s3_storage_class: None,
             s3_endpoint: None,
             s3_region: None,
             s3_access_key_id: None,
@@ -179,6 +188,46 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The archive location is a bucket or a directory other than the blob store's, and a
+    /// storage class is only given for an S3 archive (and is one Berth can read back at once).
+    pub fn check_archive_storage(&self) -> anyhow::Result<()> {
+        let Some(archive) = self.archive_storage.as_deref() else {
+            anyhow::ensure!(
+                self.archive_s3_storage_class.is_none(),
+                "archive_s3_storage_class (BERTH_ARCHIVE_S3_STORAGE_CLASS) needs an S3 archive_storage"
+            );
+            return Ok(());
+        };
+        let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+        let storage = self.storage.clone().unwrap_or_else(|| self.data_dir.display().to_string());
+        anyhow::ensure!(
+            !same(archive, &storage),
+            "archive_storage (BERTH_ARCHIVE_STORAGE) must be another location than storage, got '{archive}' for both"
+        );
+        if archive.starts_with("s3://") {
+            berth_storage::s3::S3Config::from_url(archive)
+                .map_err(|e| anyhow::anyhow!("archive_storage (BERTH_ARCHIVE_STORAGE): {e}"))?;
+            if let Some(c) = &self.archive_s3_storage_class {
+                anyhow::ensure!(
+                    berth_storage::s3::READABLE_CLASSES.contains(&c.as_str()),
+                    "archive_s3_storage_class (BERTH_ARCHIVE_S3_STORAGE_CLASS) must be one of {} (objects Berth can \
+                     read back without a restore request), got '{c}'",
+                    berth_storage::s3::READABLE_CLASSES.join(", ")
+                );
+            }
+        } else {
+            anyhow::ensure!(
+                !archive.contains("://"),
+                "archive_storage (BERTH_ARCHIVE_STORAGE) must be s3://bucket/prefix or a directory, got '{archive}'"
+            );
+            anyhow::ensure!(
+                self.archive_s3_storage_class.is_none(),
+                "archive_s3_storage_class (BERTH_ARCHIVE_S3_STORAGE_CLASS) needs an S3 archive_storage, not a directory"
+            );
+        }
+        Ok(())
+    }
+
     /// How webhooks are delivered.
     pub fn webhook_settings(&self) -> berth_events::webhooks::Settings {
         use std::time::Duration;
@@ -288,6 +337,12 @@ impl Config {
         let opt = |v: String| Some(v).filter(|v| !v.is_empty());
         if let Some(v) = get("BERTH_STORAGE") {
             self.storage = opt(v);
+        }
+        if let Some(v) = get("BERTH_ARCHIVE_STORAGE") {
+            self.archive_storage = opt(v);
+        }
+        if let Some(v) = get("BERTH_ARCHIVE_S3_STORAGE_CLASS") {
+            self.archive_s3_storage_class = opt(v);
         }
         if let Some(v) = get("BERTH_S3_ENDPOINT") {
             self.s3_endpoint = opt(v);
@@ -403,6 +458,7 @@ impl Config {
             self.audit_retention_days <= 36_500,
             "audit_retention_days (BERTH_AUDIT_RETENTION_DAYS) must be at most 36500"
         );
+        self.check_archive_storage()?;
         if self.audit_log_file.as_ref().is_some_and(|p| p.as_os_str().is_empty() || p.is_dir()) {
             anyhow::bail!("audit_log_file (BERTH_AUDIT_LOG_FILE) must name a file");
         }
@@ -502,7 +558,7 @@ mod tests {
         fn any_toml_or_env_is_a_config_or_an_error(
             text in "\\PC{0,200}",
             key in proptest::sample::select(vec![
-                "listen", "upload_ttl_secs", "regions", "account_id", "server_key", "storage",
+                "listen", "upload_ttl_secs", "regions", "account_id", "server_key", "storage", "archive_storage",
                 "header_timeout_secs", "max_connections", "registry_domain", "job_lease_ms",
             ]),
             value in "[ -~]{0,40}",

@@ -169,6 +169,7 @@ pub async fn run(reg: &Registry, grace: Duration, dry_run: bool, sweep: bool, ou
                 "swept": report.swept,
                 "orphansDeleted": report.orphans_deleted,
                 "orphanBytesDeleted": report.orphan_bytes_deleted,
+                "copiesDeleted": report.copies_deleted,
             })
         );
     } else {
@@ -195,6 +196,12 @@ pub async fn run(reg: &Registry, grace: Duration, dry_run: bool, sweep: bool, ou
                 report.orphans_deleted,
                 human_bytes(report.orphan_bytes_deleted)
             );
+            if report.copies_deleted > 0 {
+                println!(
+                    "gc: deleted {} redundant copy(ies) of blobs in the store their location does not name",
+                    report.copies_deleted
+                );
+            }
         }
     }
     Ok(())

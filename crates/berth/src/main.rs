@@ -274,6 +274,7 @@ fn run() -> anyhow::Result<()> {
     let mut cfg = Config::load(cli.config.as_deref())?;
     if let Some(d) = cli.data_dir {
         cfg.data_dir = d;
+        cfg.check_archive_storage()?;
     }
     if let Command::Serve { listen, admin_listen, .. } = &cli.command {
         if let Some(l) = listen {
@@ -744,13 +745,21 @@ async fn open(cfg: &Config, mode: SchemaMode) -> anyhow::Result<(Arc<Registry>, 
         min_free_bytes: cfg.min_free_mb.saturating_mul(1 << 20),
         gc_lease: Duration::from_secs(cfg.gc_lease_secs),
     };
+    let archive = archive_store(cfg).await?;
+    if archive.is_none() && store.any_archived_blob().await? {
+        anyhow::bail!(
+            "archived images keep their bytes in an archive store, but archive_storage (BERTH_ARCHIVE_STORAGE) is \
+             not set: set it to the location used before"
+        );
+    }
     let reg = Registry::new(
         store.clone(),
         blobs,
         Arc::new(SystemClock),
         settings,
         berth_registry::Keys::from_server_key(&server_key),
-    );
+    )
+    .with_archive(archive);
     bootstrap(cfg, &reg, store.as_ref(), &default_account).await?;
     Ok((Arc::new(reg), meta))
 }
@@ -765,30 +774,47 @@ const BLOB_REDIRECT_TTL: Duration = Duration::from_secs(20 * 60);
 /// The configured blob store: `storage = "s3://bucket/prefix"` selects an S3-compatible bucket
 /// (created when missing), a path or nothing the filesystem store (under `data_dir` when unset).
 async fn blob_store(cfg: &Config) -> anyhow::Result<Arc<dyn berth_storage::BlobStore>> {
-    match cfg.storage.as_deref() {
-        Some(url) if url.starts_with("s3://") => {
-            let s3 = berth_storage::s3::S3Config {
-                region: cfg.s3_region.clone(),
-                access_key_id: cfg.s3_access_key_id.clone(),
-                secret_access_key: cfg.s3_secret_access_key.clone(),
-                ..berth_storage::s3::S3Config::from_url(url).map_err(|e| anyhow::anyhow!("storage: {e}"))?
-            }
-            .with_endpoint(cfg.s3_endpoint.clone());
-            let store = berth_storage::s3::S3Store::connect(&s3).await.context("configuring S3 storage")?;
-            store.ensure_bucket().await.with_context(|| format!("opening S3 bucket {}", s3.bucket))?;
-            Ok(Arc::new(store))
-        }
-        _ if cfg.s3_redirect => anyhow::bail!("s3_redirect needs S3 storage (storage = \"s3://bucket/prefix\")"),
-        Some(other) if other.contains("://") => {
-            anyhow::bail!("storage must be s3://bucket/prefix or a directory, got '{other}'")
-        }
-        path => {
-            let dir = path.map_or_else(|| cfg.data_dir.clone(), PathBuf::from);
-            let store = berth_storage::fs::FsStore::open(&dir)
-                .with_context(|| format!("opening blob store in {}", dir.display()))?;
-            Ok(Arc::new(store))
-        }
+    if cfg.s3_redirect && !cfg.storage.as_deref().is_some_and(|s| s.starts_with("s3://")) {
+        anyhow::bail!("s3_redirect needs S3 storage (storage = \"s3://bucket/prefix\")");
     }
+    let dir = cfg.data_dir.display().to_string();
+    store_at(cfg, "storage", cfg.storage.as_deref().unwrap_or(&dir), None).await
+}
+
+/// The archive store (`archive_storage`), when one is configured.
+async fn archive_store(cfg: &Config) -> anyhow::Result<Option<Arc<dyn berth_storage::BlobStore>>> {
+    let Some(url) = cfg.archive_storage.as_deref() else { return Ok(None) };
+    let class = url.starts_with("s3://").then(|| cfg.archive_s3_storage_class.clone().unwrap_or("GLACIER_IR".into()));
+    Ok(Some(store_at(cfg, "archive_storage", url, class).await?))
+}
+
+/// A blob store at `location` (`s3://bucket/prefix` or a directory) for setting `what`; S3
+/// objects are written with `storage_class` when given.
+async fn store_at(
+    cfg: &Config,
+    what: &str,
+    location: &str,
+    storage_class: Option<String>,
+) -> anyhow::Result<Arc<dyn berth_storage::BlobStore>> {
+    if location.starts_with("s3://") {
+        let s3 = berth_storage::s3::S3Config {
+            region: cfg.s3_region.clone(),
+            access_key_id: cfg.s3_access_key_id.clone(),
+            secret_access_key: cfg.s3_secret_access_key.clone(),
+            storage_class,
+            ..berth_storage::s3::S3Config::from_url(location).map_err(|e| anyhow::anyhow!("{what}: {e}"))?
+        }
+        .with_endpoint(cfg.s3_endpoint.clone());
+        let store = berth_storage::s3::S3Store::connect(&s3).await.with_context(|| format!("configuring S3 {what}"))?;
+        store.ensure_bucket().await.with_context(|| format!("opening S3 bucket {} ({what})", s3.bucket))?;
+        return Ok(Arc::new(store));
+    }
+    if location.contains("://") {
+        anyhow::bail!("{what} must be s3://bucket/prefix or a directory, got '{location}'");
+    }
+    let store = berth_storage::fs::FsStore::open(Path::new(location))
+        .with_context(|| format!("opening the {what} blob store in {location}"))?;
+    Ok(Arc::new(store))
 }
 
 /// Every node sharing a metadata database must use the same server key (it seals secrets and
@@ -994,10 +1020,15 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
             Duration::from_secs(cfg.lifecycle_interval_secs),
         );
         {
-            let reg = reg.clone();
+            let r = reg.clone();
             runner.handle(berth_registry::archive::RESTORE_JOB, move |job| {
-                let reg = reg.clone();
+                let reg = r.clone();
                 async move { reg.restore_image(&job.payload).await.map_err(|e| e.to_string()) }
+            });
+            let reg = reg.clone();
+            runner.handle(berth_registry::archive::ARCHIVE_JOB, move |job| {
+                let reg = reg.clone();
+                async move { reg.archive_image(&job.payload).await.map_err(|e| e.to_string()) }
             });
         }
         gc::register(

@@ -370,6 +370,79 @@ async fn lifecycle_contract(s: &dyn MetadataStore) {
     assert!(s.lifecycle_preview(repo).await.unwrap().is_none());
 }
 
+async fn move_contract(s: &dyn MetadataStore) {
+    use crate::ImageStatus::{Active, Archived};
+    use gc::{Location::*, MoveGoal, MoveHold};
+    let ns = Namespace { account_id: "666666666666".into(), region: "r".into() };
+    let (r1, r2) =
+        (s.ensure_repository(&ns, "mv1", 1).await.unwrap(), s.ensure_repository(&ns, "mv2", 1).await.unwrap());
+    let (own, shared, loose) = ("sha256:mown", "sha256:mshared", "sha256:mloose");
+    for (repo, d) in [(r1, own), (r1, shared), (r2, shared), (r1, loose)] {
+        s.link_blob(repo, d, 7, 1).await.unwrap();
+    }
+    let (b1, b2) = ([(own, 7u64), (shared, 7)], [(shared, 7u64)]);
+    assert_eq!(
+        s.put_manifest(&NewManifest { blobs: &b1, ..manifest(r1, "sha256:m1") }, &[], 2).await.unwrap(),
+        PutManifest::Stored
+    );
+    assert_eq!(
+        s.put_manifest(&NewManifest { blobs: &b2, ..manifest(r2, "sha256:m2") }, &[], 2).await.unwrap(),
+        PutManifest::Stored
+    );
+    let to_archive = MoveGoal::To(Archive);
+    // Only blobs that archived images alone reference move to the archive.
+    assert_eq!(s.move_hold(own, to_archive, 0, 100, 3).await.unwrap(), None, "m1 is active");
+    assert!(s.set_image_status(r1, "sha256:m1", Active, Archived, 4).await.unwrap());
+    assert_eq!(s.move_hold(shared, to_archive, 0, 100, 5).await.unwrap(), None, "m2 (active) shares it");
+    assert_eq!(s.move_hold(loose, to_archive, 0, 100, 5).await.unwrap(), None, "referenced by nothing");
+    assert_eq!(s.move_hold(own, MoveGoal::To(Standard), 0, 100, 5).await.unwrap(), None, "already there");
+    assert_eq!(
+        s.move_hold(own, to_archive, 0, 100, 5).await.unwrap(),
+        Some(MoveHold { size: 7, location: Standard, since: 100 })
+    );
+    // While it moves: no second move, no upload hold, no deletion; mounts still link it.
+    assert_eq!(s.move_hold(own, MoveGoal::Tidy, 0, 200, 6).await.unwrap(), None);
+    assert!(!s.hold_blob(own, "upload:mu", 6).await.unwrap());
+    assert!(s.unlink_blob(r1, own).await.unwrap());
+    s.gc_mark(7).await.unwrap();
+    assert!(s.gc_take(&[own.to_string()], 8, 0, 9).await.unwrap().is_empty(), "a move hold keeps it");
+    assert_eq!(s.mount_blob(r1, own, 9).await.unwrap(), Some(7));
+    // The commit needs the caller's token; renewing moves the token.
+    assert!(!s.move_commit(own, Archive, 99, 10).await.unwrap());
+    assert!(s.move_renew(own, 100, 150).await.unwrap());
+    assert!(!s.move_renew(own, 100, 160).await.unwrap(), "the old token");
+    assert!(s.move_commit(own, Archive, 150, 11).await.unwrap());
+    assert_eq!(
+        s.manifest_blob_locations(r1, "sha256:m1").await.unwrap(),
+        vec![(own.into(), Archive), (shared.into(), Standard)]
+    );
+    assert!(s.any_archived_blob().await.unwrap());
+    // A hold is claimed only once its deadline is a lease past, with the blob's location.
+    assert!(s.move_claim_stale(150, 300, 10).await.unwrap().is_empty());
+    assert_eq!(s.move_claim_stale_one(own, 150, 300).await.unwrap(), None);
+    assert_eq!(s.move_claim_stale(151, 300, 10).await.unwrap(), vec![(own.to_string(), Archive)]);
+    s.move_release(own, 150).await.unwrap();
+    assert!(!s.hold_blob(own, "upload:mu", 301).await.unwrap(), "the claimer's hold stands");
+    s.move_release(own, 300).await.unwrap();
+    // Holds of dead uploads expire; move holds do not (they are claimed and finished).
+    assert_eq!(s.move_hold(own, MoveGoal::Tidy, 0, 400, 302).await.unwrap().map(|h| h.location), Some(Archive));
+    s.gc_expire_holds(i64::MAX).await.unwrap();
+    assert_eq!(s.move_claim_stale_one(own, 401, 500).await.unwrap(), Some(Archive));
+    s.move_release(own, 500).await.unwrap();
+    // An image referencing it again stops a commit to the archive; an upload of it makes it
+    // standard (its bytes were written to the blob store).
+    assert!(s.move_hold(shared, MoveGoal::To(Standard), 0, 600, 501).await.unwrap().is_none(), "already standard");
+    assert!(s.hold_blob(own, "upload:mv", 502).await.unwrap());
+    s.create_upload("mv", r2, 502).await.unwrap();
+    s.complete_upload("mv", r2, own, 7, 503).await.unwrap();
+    assert_eq!(s.manifest_blob_locations(r1, "sha256:m1").await.unwrap()[0], (own.into(), Standard));
+    assert!(s.move_hold(own, to_archive, 0, 700, 504).await.unwrap().is_some());
+    assert!(s.set_image_status(r1, "sha256:m1", Archived, Active, 505).await.unwrap());
+    assert!(!s.move_commit(own, Archive, 700, 506).await.unwrap(), "m1 is active again");
+    s.move_release(own, 700).await.unwrap();
+    assert_eq!(s.manifest_blob_locations(r1, "sha256:m1").await.unwrap()[0], (own.into(), Standard));
+}
+
 async fn gc_contract(s: &dyn MetadataStore) {
     let ns = Namespace { account_id: "666666666666".into(), region: "r".into() };
     let repo = s.ensure_repository(&ns, "gc", 1).await.unwrap();
@@ -1147,13 +1220,14 @@ async fn sqlite_contract() {
     let (s, applied) = sqlite::SqliteStore::open_with(&dir.path().join("m.db"), SchemaMode::Migrate).await.unwrap();
     assert_eq!(
         applied.iter().map(|m| m.version).collect::<Vec<_>>(),
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
     );
     contract(&s).await;
     listing_contract(&s).await;
     lifecycle_contract(&s).await;
     archive_contract(&s).await;
     gc_contract(&s).await;
+    move_contract(&s).await;
     sqlite_plans(&s).await;
     iam_contract(&s).await;
     jobs_contract(Arc::new(s.clone())).await;
@@ -1166,7 +1240,7 @@ async fn sqlite_contract() {
     s.close().await;
     // A check on an unmigrated database refuses it.
     let err = sqlite::SqliteStore::open_with(&dir.path().join("new.db"), SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 15), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 16), "{err}");
     assert!(err.to_string().contains("berth migrate"), "{err}");
 }
 
@@ -1192,17 +1266,18 @@ async fn postgres_contract() {
     let base = url.rsplit_once('/').map(|(b, _)| b).unwrap();
     let url = format!("{base}/{db}");
     let err = postgres::PgStore::open_with(&url, SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 15), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 16), "{err}");
     let (s, applied) = postgres::PgStore::open_with(&url, SchemaMode::Migrate).await.unwrap();
     assert_eq!(
         applied.iter().map(|m| m.version).collect::<Vec<_>>(),
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
     );
     contract(&s).await;
     listing_contract(&s).await;
     lifecycle_contract(&s).await;
     archive_contract(&s).await;
     gc_contract(&s).await;
+    move_contract(&s).await;
     postgres_plans(&s).await;
     iam_contract(&s).await;
     jobs_contract(Arc::new(s.clone())).await;

@@ -19,6 +19,62 @@ use async_trait::async_trait;
 /// Holder name of a deletion in flight.
 pub const TOMBSTONE: &str = "gc";
 
+/// Holder name of a move between the blob stores (or of the clean-up of a redundant copy) in
+/// flight. Its `created_at` is its owner's deadline and fencing token, as a tombstone's: the
+/// store that the blob's `location` names holds the bytes; the other one is being written or
+/// emptied, and only the holder touches it.
+pub const MOVE: &str = "move";
+
+/// Which store holds a blob's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Location {
+    /// The blob store.
+    Standard,
+    /// The archive store (only archived images reference the blob).
+    Archive,
+}
+
+impl Location {
+    /// The value stored in `blobs.location`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Location::Standard => "standard",
+            Location::Archive => "archive",
+        }
+    }
+
+    /// Parse a stored value (anything else is standard).
+    pub fn parse(s: &str) -> Location {
+        if s == "archive" { Location::Archive } else { Location::Standard }
+    }
+
+    /// The other store.
+    pub fn other(self) -> Location {
+        match self {
+            Location::Standard => Location::Archive,
+            Location::Archive => Location::Standard,
+        }
+    }
+}
+
+/// What a move hold is taken for ([`GcStore::move_hold`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveGoal {
+    /// Copy the bytes to this store, then make it the blob's location. To the archive only
+    /// when archived images, and nothing else, reference the blob.
+    To(Location),
+    /// Remove the copy in the store that is not the blob's location.
+    Tidy,
+}
+
+/// A move hold taken: the blob's size and location, and the hold's deadline (its token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoveHold {
+    pub size: u64,
+    pub location: Location,
+    pub since: i64,
+}
+
 /// A blob taken for deletion: its rows are gone and its tombstone is set; its bytes must be
 /// deleted, then [`GcStore::gc_release`] called.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +95,7 @@ pub struct Claimed {
 #[async_trait]
 pub trait GcStore: Send + Sync + 'static {
     /// Hold `digest` for `holder` (an upload about to write its bytes): `false` (nothing
-    /// changes) when a deletion of the digest is in flight.
+    /// changes) when a deletion or a move of the digest's bytes is in flight.
     async fn hold_blob(&self, digest: &str, holder: &str, now: i64) -> Result<bool>;
     /// Drop a hold (an upload that will not link its bytes).
     async fn release_hold(&self, digest: &str, holder: &str) -> Result<()>;
@@ -55,7 +111,7 @@ pub trait GcStore: Send + Sync + 'static {
     async fn gc_due(&self, before: i64, limit: u32) -> Result<Vec<String>>;
     /// Take the due candidates among `digests` for deletion, in one transaction: each one only
     /// if it is still marked before `marked_before`, no repository links it, no manifest
-    /// references it, and no hold newer than `holds_after` exists; its blob row goes and its
+    /// references it, no move hold and no upload hold newer than `holds_after` exist; its blob row goes and its
     /// tombstone is set. Candidates that fail a check are dropped from the candidates (they are
     /// found again if they become garbage again). Returns the taken ones.
     async fn gc_take(
@@ -95,6 +151,40 @@ pub trait GcStore: Send + Sync + 'static {
     /// absent, listed by no index): its events are those of an image deletion. `false` when it
     /// is not (or no longer there).
     async fn delete_dangling_referrer(&self, repo_id: i64, digest: &str, now: i64) -> Result<bool>;
+    /// Take a move hold on `digest` until `deadline` (its token) for `goal`, in one transaction
+    /// under the digest's mutex: only if the blob exists, no tombstone or move hold exists, no
+    /// upload hold newer than `holds_after` exists, and the goal applies (a move changes the
+    /// location; to the archive, at least one manifest references the blob and every manifest
+    /// that does is archived). `None` otherwise (nothing changes).
+    async fn move_hold(
+        &self,
+        digest: &str,
+        goal: MoveGoal,
+        holds_after: i64,
+        deadline: i64,
+        now: i64,
+    ) -> Result<Option<MoveHold>>;
+    /// Make `to` the blob's location, if the move hold set at `since` is still the caller's and
+    /// (to the archive) the blob still qualifies; the hold stays (the copy in the other store
+    /// is to be deleted under it). `false`: nothing changed.
+    async fn move_commit(&self, digest: &str, to: Location, since: i64, now: i64) -> Result<bool>;
+    /// Move the deadline of the caller's move hold from `since` to `until`: `false` when the
+    /// hold is no longer the caller's.
+    async fn move_renew(&self, digest: &str, since: i64, until: i64) -> Result<bool>;
+    /// Drop the caller's move hold (set at `since`).
+    async fn move_release(&self, digest: &str, since: i64) -> Result<()>;
+    /// Claim at most `limit` move holds whose deadline is before `stale_before` (their owner
+    /// died): their deadline becomes `now`; returns them with the blob's location (the copy in
+    /// the other store is the claimer's to delete).
+    async fn move_claim_stale(&self, stale_before: i64, now: i64, limit: u32) -> Result<Vec<(String, Location)>>;
+    /// Claim the move hold of `digest` as [`GcStore::move_claim_stale`] does.
+    async fn move_claim_stale_one(&self, digest: &str, stale_before: i64, now: i64) -> Result<Option<Location>>;
+    /// The blobs manifest `digest` of the repository references, with their locations.
+    async fn manifest_blob_locations(&self, repo_id: i64, digest: &str) -> Result<Vec<(String, Location)>>;
+    /// Whether any blob is in the archive store.
+    async fn any_archived_blob(&self) -> Result<bool>;
+    /// Of `digests`, those with a blob row, with its location.
+    async fn blob_locations(&self, digests: &[String]) -> Result<Vec<(String, Location)>>;
     /// Take the cluster's garbage collection lease for `owner` until `until` if it is free,
     /// expired (before `now`) or already `owner`'s: `None`. Otherwise nothing changes and the
     /// holder (owner, started at) is returned.
@@ -157,8 +247,43 @@ macro_rules! portable_gc {
             Ok(sorted)
         }
 
+        /// Whether a digest's blob qualifies for the archive: a manifest references it, and every
+        /// manifest that does is archived.
+        async fn only_archived_refs(tx: &mut sqlx::Transaction<'static, $db>, digest: &str) -> Result<bool> {
+            let row = sqlx::query(
+                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN m.image_status = 'ARCHIVED' THEN 0 ELSE 1 END), 0) \
+                 FROM manifest_refs r JOIN manifests m ON m.repo_id = r.repo_id AND m.digest = r.manifest_digest \
+                 WHERE r.ref_digest = $1 AND r.kind = 'b'",
+            )
+            .bind(digest)
+            .fetch_one(&mut **tx)
+            .await?;
+            let (refs, active): (i64, i64) = (row.get(0), row.get(1));
+            Ok(refs > 0 && active == 0)
+        }
+
+        async fn location_of(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            digest: &str,
+        ) -> Result<Option<(u64, crate::gc::Location)>> {
+            let row = sqlx::query("SELECT size, location FROM blobs WHERE digest = $1")
+                .bind(digest)
+                .fetch_optional(&mut *conn)
+                .await?;
+            Ok(row.map(|r| (r.get::<i64, _>(0) as u64, crate::gc::Location::parse(&r.get::<String, _>(1)))))
+        }
+
         async fn tombstoned(tx: &mut sqlx::Transaction<'static, $db>, digest: &str) -> Result<bool> {
             Ok(sqlx::query("SELECT 1 FROM blob_holds WHERE digest = $1 AND holder = 'gc'")
+                .bind(digest)
+                .fetch_optional(&mut **tx)
+                .await?
+                .is_some())
+        }
+
+        /// Whether a deletion (tombstone) or a move of the digest's bytes is in flight.
+        async fn bytes_busy(tx: &mut sqlx::Transaction<'static, $db>, digest: &str) -> Result<bool> {
+            Ok(sqlx::query("SELECT 1 FROM blob_holds WHERE digest = $1 AND holder IN ('gc', 'move')")
                 .bind(digest)
                 .fetch_optional(&mut **tx)
                 .await?
@@ -177,7 +302,7 @@ macro_rules! portable_gc {
             let mut known = std::collections::HashSet::new();
             for sql in [
                 "SELECT digest FROM blobs WHERE digest IN (",
-                "SELECT digest FROM blob_holds WHERE holder <> '' AND (holder = 'gc' OR created_at > $1) AND digest IN (",
+                "SELECT digest FROM blob_holds WHERE holder <> '' AND (holder IN ('gc', 'move') OR created_at > $1) AND digest IN (",
             ] {
                 let mut q = sqlx::QueryBuilder::<$db>::new("");
                 if sql.contains("$1") {
@@ -206,7 +331,7 @@ macro_rules! portable_gc {
             async fn hold_blob(&self, digest: &str, holder: &str, now: i64) -> Result<bool> {
                 let mut tx = self.begin().await?;
                 blob_mutex(&mut tx, digest, now).await?;
-                if tombstoned(&mut tx, digest).await? {
+                if bytes_busy(&mut tx, digest).await? {
                     return Ok(false);
                 }
                 sqlx::query(
@@ -311,10 +436,10 @@ macro_rules! portable_gc {
                     " AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = c.digest) \
                      AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.ref_digest = c.digest AND r.kind = 'b') \
                      AND NOT EXISTS (SELECT 1 FROM blob_holds h WHERE h.digest = c.digest \
-                     AND h.holder NOT IN ('', 'gc') AND h.created_at > ",
+                     AND (h.holder = 'move' OR (h.holder NOT IN ('', 'gc') AND h.created_at > ",
                 );
                 q.push_bind(holds_after);
-                q.push(") AND c.digest IN (");
+                q.push("))) AND c.digest IN (");
                 let mut list = q.separated(", ");
                 for d in &sorted {
                     list.push_bind(d.as_str());
@@ -414,14 +539,194 @@ macro_rules! portable_gc {
 
             async fn gc_expire_holds(&self, before: i64) -> Result<u64> {
                 let n = sqlx::query(
-                    "DELETE FROM blob_holds WHERE holder NOT IN ('gc') AND created_at < $1 \
-                     AND NOT EXISTS (SELECT 1 FROM blob_holds h WHERE h.digest = blob_holds.digest AND h.holder = 'gc')",
+                    "DELETE FROM blob_holds WHERE holder NOT IN ('gc', 'move') AND created_at < $1 \
+                     AND NOT EXISTS (SELECT 1 FROM blob_holds h WHERE h.digest = blob_holds.digest \
+                     AND h.holder IN ('gc', 'move'))",
                 )
                 .bind(before)
                 .execute(&self.write)
                 .await?
                 .rows_affected();
                 Ok(n)
+            }
+
+            async fn move_hold(
+                &self,
+                digest: &str,
+                goal: crate::gc::MoveGoal,
+                holds_after: i64,
+                deadline: i64,
+                now: i64,
+            ) -> Result<Option<crate::gc::MoveHold>> {
+                let mut tx = self.begin().await?;
+                blob_mutex(&mut tx, digest, now).await?;
+                let Some((size, location)) = location_of(&mut tx, digest).await? else {
+                    return Ok(None);
+                };
+                let held = sqlx::query(
+                    "SELECT 1 FROM blob_holds WHERE digest = $1 AND holder <> '' \
+                     AND (holder IN ('gc', 'move') OR created_at > $2)",
+                )
+                .bind(digest)
+                .bind(holds_after)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+                let applies = match goal {
+                    crate::gc::MoveGoal::Tidy => true,
+                    crate::gc::MoveGoal::To(to) if to == location => false,
+                    crate::gc::MoveGoal::To(crate::gc::Location::Archive) => only_archived_refs(&mut tx, digest).await?,
+                    crate::gc::MoveGoal::To(crate::gc::Location::Standard) => true,
+                };
+                if held || !applies {
+                    return Ok(None);
+                }
+                set_holds(&mut tx, &[digest], crate::gc::MOVE, deadline).await?;
+                tx.commit().await?;
+                Ok(Some(crate::gc::MoveHold { size, location, since: deadline }))
+            }
+
+            async fn move_commit(&self, digest: &str, to: crate::gc::Location, since: i64, now: i64) -> Result<bool> {
+                let mut tx = self.begin().await?;
+                blob_mutex(&mut tx, digest, now).await?;
+                let ours = sqlx::query("SELECT 1 FROM blob_holds WHERE digest = $1 AND holder = 'move' AND created_at = $2")
+                    .bind(digest)
+                    .bind(since)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some();
+                if !ours || (to == crate::gc::Location::Archive && !only_archived_refs(&mut tx, digest).await?) {
+                    return Ok(false);
+                }
+                let n = sqlx::query("UPDATE blobs SET location = $1 WHERE digest = $2")
+                    .bind(to.as_str())
+                    .bind(digest)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(n == 1)
+            }
+
+            async fn move_renew(&self, digest: &str, since: i64, until: i64) -> Result<bool> {
+                let r = sqlx::query(
+                    "UPDATE blob_holds SET created_at = $1 WHERE digest = $2 AND holder = 'move' AND created_at = $3",
+                )
+                .bind(until)
+                .bind(digest)
+                .bind(since)
+                .execute(&self.write)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn move_release(&self, digest: &str, since: i64) -> Result<()> {
+                sqlx::query("DELETE FROM blob_holds WHERE digest = $1 AND holder = 'move' AND created_at = $2")
+                    .bind(digest)
+                    .bind(since)
+                    .execute(&self.write)
+                    .await?;
+                Ok(())
+            }
+
+            async fn move_claim_stale(
+                &self,
+                stale_before: i64,
+                now: i64,
+                limit: u32,
+            ) -> Result<Vec<(String, crate::gc::Location)>> {
+                let rows = sqlx::query(
+                    "UPDATE blob_holds SET created_at = $1 WHERE holder = 'move' AND created_at < $2 AND digest IN \
+                     (SELECT digest FROM blob_holds WHERE holder = 'move' AND created_at < $2 ORDER BY digest LIMIT $3) \
+                     RETURNING digest",
+                )
+                .bind(now)
+                .bind(stale_before)
+                .bind(limit as i64)
+                .fetch_all(&self.write)
+                .await?;
+                let mut conn = self.write.acquire().await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    let d: String = r.get(0);
+                    // A hold without a blob row cannot be made (nor can a blob be taken under a
+                    // hold); were it so, nothing may be deleted for it.
+                    match location_of(&mut conn, &d).await? {
+                        Some((_, loc)) => out.push((d, loc)),
+                        None => {
+                            sqlx::query("DELETE FROM blob_holds WHERE digest = $1 AND holder = 'move' AND created_at = $2")
+                                .bind(&d)
+                                .bind(now)
+                                .execute(&mut *conn)
+                                .await?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn move_claim_stale_one(
+                &self,
+                digest: &str,
+                stale_before: i64,
+                now: i64,
+            ) -> Result<Option<crate::gc::Location>> {
+                let r = sqlx::query(
+                    "UPDATE blob_holds SET created_at = $1 WHERE holder = 'move' AND digest = $2 AND created_at < $3",
+                )
+                .bind(now)
+                .bind(digest)
+                .bind(stale_before)
+                .execute(&self.write)
+                .await?;
+                if r.rows_affected() != 1 {
+                    return Ok(None);
+                }
+                let mut conn = self.write.acquire().await?;
+                match location_of(&mut conn, digest).await? {
+                    Some((_, loc)) => Ok(Some(loc)),
+                    None => {
+                        self.move_release(digest, now).await?;
+                        Ok(None)
+                    }
+                }
+            }
+
+            async fn manifest_blob_locations(
+                &self,
+                repo_id: i64,
+                digest: &str,
+            ) -> Result<Vec<(String, crate::gc::Location)>> {
+                let rows = sqlx::query(
+                    "SELECT r.ref_digest, b.location FROM manifest_refs r JOIN blobs b ON b.digest = r.ref_digest \
+                     WHERE r.repo_id = $1 AND r.manifest_digest = $2 AND r.kind = 'b' ORDER BY r.ref_digest",
+                )
+                .bind(repo_id)
+                .bind(digest)
+                .fetch_all(&self.write)
+                .await?;
+                Ok(rows.into_iter().map(|r| (r.get(0), crate::gc::Location::parse(&r.get::<String, _>(1)))).collect())
+            }
+
+            async fn blob_locations(&self, digests: &[String]) -> Result<Vec<(String, crate::gc::Location)>> {
+                if digests.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT digest, location FROM blobs WHERE digest IN (");
+                let mut list = q.separated(", ");
+                for d in digests {
+                    list.push_bind(d.as_str());
+                }
+                q.push(") ORDER BY digest");
+                let rows = q.build().fetch_all(&self.read).await?;
+                Ok(rows.into_iter().map(|r| (r.get(0), crate::gc::Location::parse(&r.get::<String, _>(1)))).collect())
+            }
+
+            async fn any_archived_blob(&self) -> Result<bool> {
+                Ok(sqlx::query("SELECT 1 FROM blobs WHERE location <> 'standard' LIMIT 1")
+                    .fetch_optional(&self.read)
+                    .await?
+                    .is_some())
             }
 
             async fn gc_pass_acquire(&self, owner: &str, now: i64, until: i64) -> Result<Option<(String, i64)>> {

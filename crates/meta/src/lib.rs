@@ -559,7 +559,8 @@ pub trait MetadataStore: IamStore + EventStore + AuditStore + LifecycleStore + G
     async fn repository_epoch(&self, repo_id: i64) -> Result<Option<i64>>;
     /// Tags after `last` in lexical order, at most `limit`.
     async fn list_tags(&self, repo_id: i64, last: Option<&str>, limit: u32) -> Result<Vec<String>>;
-    /// Manifests whose subject is `subject`, optionally only those of `artifact_type`.
+    /// Manifests whose subject is `subject` that can be pulled (`ACTIVE`: archived ones are
+    /// left out), optionally only those of `artifact_type`.
     async fn referrers(&self, repo_id: i64, subject: &str, artifact_type: Option<&str>) -> Result<Vec<Referrer>>;
     /// One page of the manifests whose subject is `subject`, oldest push first: at most `limit`
     /// after `after`, only those of one of `artifact_types` (at most five) when any are given,

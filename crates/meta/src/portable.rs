@@ -223,7 +223,7 @@ impl MetadataStore for $store {
         let mut tx = self.begin().await?;
         // The upload's hold (taken before its bytes were written) turns into a link.
         blob_mutex(&mut tx, digest, now).await?;
-        if tombstoned(&mut tx, digest).await? {
+        if bytes_busy(&mut tx, digest).await? {
             return Err(MetaError::BlobBeingDeleted(digest.to_string()));
         }
         sqlx::query("DELETE FROM blob_holds WHERE digest = $1 AND holder = $2")
@@ -233,6 +233,12 @@ impl MetadataStore for $store {
             .await?;
         sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&mut *tx).await?;
         link(&mut tx, repo_id, digest, size, now).await?;
+        // The upload wrote the bytes to the blob store (no move was in flight since its hold):
+        // an archived blob is standard again (its archive copy goes with the blob).
+        sqlx::query("UPDATE blobs SET location = 'standard' WHERE digest = $1 AND location <> 'standard'")
+            .bind(digest)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -554,7 +560,7 @@ impl MetadataStore for $store {
 
     async fn referrers(&self, repo_id: i64, subject: &str, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
         let types: Vec<&str> = artifact_type.into_iter().collect();
-        self.referrers_page(repo_id, subject, &types, None, None, u32::MAX).await
+        self.referrers_page(repo_id, subject, &types, Some(crate::ImageStatus::Active), None, u32::MAX).await
     }
 
     async fn referrers_page(

@@ -27,7 +27,13 @@ impl Registry {
             RangeRequest::Partial(r) => (r.start, r.len(), Some(r)),
             RangeRequest::Unsatisfiable => return Err(Error::RangeNotSatisfiable { size }),
         };
-        let body = self.blobs.read(digest, start, len).await.map_err(|e| match e {
+        // Bytes a move put in the archive store are read from there (a move deletes the old
+        // copy only once the new one is in place).
+        let mut read = self.blobs.read(digest, start, len).await;
+        if let Some(archive) = self.archive.as_ref().filter(|_| matches!(read, Err(StorageError::NotFound))) {
+            read = archive.read(digest, start, len).await;
+        }
+        let body = read.map_err(|e| match e {
             StorageError::NotFound => Error::Internal(format!("blob {digest} is in metadata but not in storage")),
             other => storage_err(other),
         })?;
@@ -41,6 +47,10 @@ impl Registry {
             return Ok(None);
         };
         self.blob_size(ns, name, digest).await?;
+        // A blob in the archive store streams through the registry.
+        if self.archive.is_some() && self.blobs.stat(digest).await.map_err(storage_err)?.is_none() {
+            return Ok(None);
+        }
         self.blobs.presign_get(digest, ttl).await.map_err(storage_err)
     }
 

@@ -2,7 +2,8 @@
 //!
 //! A pass, while the registry keeps serving:
 //! 1. finishes deletions a crash interrupted (tombstones a lease past their deadline: claim them,
-//!    delete the bytes, drop the tombstones);
+//!    delete the bytes, drop the tombstones), and moves between the blob and archive stores
+//!    (stale move holds: delete the copy the blob's location does not name);
 //! 2. deletes untagged referrers pushed before the grace period whose subject is gone (and
 //!    then their own referrers), then removes repository links older than the grace period that no manifest of their repository
 //!    references (each repository's in its write order, with its manifest writes);
@@ -10,12 +11,12 @@
 //! 4. deletes the candidates marked at least a grace period ago that are still unlinked,
 //!    unreferenced and not held by an upload: rows and tombstone in one transaction per batch,
 //!    then the bytes (within the lease), then the tombstones;
-//! 5. with `sweep`, lists the whole store and deletes bytes older than the grace period that no
+//! 5. with `sweep`, lists the whole store (and the archive store) and deletes bytes older than the grace period that no
 //!    metadata knows (no blob row, no upload hold, no deletion in flight): crash leftovers;
 //! 6. expires holds left by uploads that died between their hold and their link.
 
 use crate::{Registry, Result};
-use berth_meta::gc::TakenBlob;
+use berth_meta::gc::{Location, MoveGoal, TakenBlob};
 use berth_storage::StorageError;
 use futures::StreamExt;
 use std::time::{Duration, Instant};
@@ -58,6 +59,9 @@ pub struct GcReport {
     /// With a sweep: bytes in storage that no metadata knew, deleted (count, bytes).
     pub orphans_deleted: u64,
     pub orphan_bytes_deleted: u64,
+    /// With a sweep: copies of blobs in the store their location does not name (the archive
+    /// copy of a blob an upload wrote again, a crashed move's leftover), deleted.
+    pub copies_deleted: u64,
 }
 
 /// How a pass went.
@@ -135,6 +139,8 @@ impl Registry {
             self.meta.gc_release(&claimed.digests, claimed.since).await?;
             report.resumed += claimed.digests.len() as u64;
         }
+        // ... and moves between the stores whose process died (their holds keep the blobs).
+        report.resumed += self.finish_stale_moves().await?;
         phase("resume");
         let now = self.now();
         // "Older than the grace period" includes everything before now when it is 0.
@@ -212,7 +218,9 @@ impl Registry {
         phase("delete");
         // 5. Bytes no metadata knows.
         if sweep {
-            self.sweep(cut, true, &mut report, &mut progress).await?;
+            for (store, location) in self.stores().into_iter().zip([Location::Standard, Location::Archive]) {
+                self.sweep(store.as_ref(), location, cut, true, &mut report, &mut progress).await?;
+            }
             phase("sweep");
         }
         // 6. Holds of dead uploads.
@@ -240,15 +248,21 @@ impl Registry {
     /// listed, orphans, their bytes).
     pub async fn gc_sweep_preview(&self, grace_ms: i64) -> Result<(u64, u64, u64)> {
         let mut report = GcReport::default();
-        self.sweep(self.now() - grace_ms.max(0) + 1, false, &mut report, &mut |_: &GcReport| {}).await?;
+        let cut = self.now() - grace_ms.max(0) + 1;
+        for (store, location) in self.stores().into_iter().zip([Location::Standard, Location::Archive]) {
+            self.sweep(store.as_ref(), location, cut, false, &mut report, &mut |_: &GcReport| {}).await?;
+        }
         Ok((report.swept, report.orphans_deleted, report.orphan_bytes_deleted))
     }
 
-    /// List the store page by page; delete (or, without `delete`, only count) the blobs written
-    /// before `cut` that no metadata knows. Each page's orphans are taken under their mutexes
+    /// List `store` (the one for blobs at `location`) page by page; delete (or, without
+    /// `delete`, only count) the blobs written before `cut` that no metadata knows, and (with
+    /// `delete`) the copies of blobs whose location is the other store. Each page's orphans are taken under their mutexes
     /// (tombstones) before their bytes go, as a pass takes candidates.
     async fn sweep(
         &self,
+        store: &dyn berth_storage::BlobStore,
+        location: Location,
         cut: i64,
         delete: bool,
         report: &mut GcReport,
@@ -257,7 +271,7 @@ impl Registry {
         const PAGE: usize = 1000;
         let mut after: Option<berth_oci::Digest> = None;
         loop {
-            let page = self.blobs.list_blobs(after.as_ref(), PAGE).await.map_err(crate::storage_err)?;
+            let page = store.list_blobs(after.as_ref(), PAGE).await.map_err(crate::storage_err)?;
             let Some(last) = page.last() else { break };
             after = Some(last.digest.clone());
             let sizes: std::collections::HashMap<String, u64> =
@@ -277,6 +291,16 @@ impl Registry {
             };
             report.orphans_deleted += gone.len() as u64;
             report.orphan_bytes_deleted += gone.iter().map(|d| sizes.get(d).copied().unwrap_or(0)).sum::<u64>();
+            // Copies of known blobs in the store their location does not name (with an archive
+            // store only): each removed under the blob's move hold, unless a move, an upload or
+            // a deletion of it is in flight.
+            if self.archive.is_some() && delete {
+                for (d, at) in self.meta.blob_locations(&old).await? {
+                    if at != location && self.move_blob(&d, MoveGoal::Tidy).await? {
+                        report.copies_deleted += 1;
+                    }
+                }
+            }
             progress(report);
             if page.len() < PAGE {
                 break;
@@ -303,7 +327,7 @@ impl Registry {
     /// Tombstones record their owner's deadline (when its deletions are cut off, by its own
     /// lease), not when they were set: a party claims one only a lease (its own) after that
     /// deadline, so owners and claimers with different `gc_lease_secs` stay apart.
-    fn lease_ms(&self) -> i64 {
+    pub(crate) fn lease_ms(&self) -> i64 {
         self.settings.gc_lease.as_millis() as i64
     }
 
@@ -324,6 +348,12 @@ impl Registry {
                 self.meta.gc_release(&[digest.to_string()], until).await?;
                 continue;
             }
+            if let Some(location) =
+                self.meta.move_claim_stale_one(digest.as_str(), now - self.lease_ms(), until).await?
+            {
+                self.finish_move(digest.as_str(), location, until).await?;
+                continue;
+            }
             if started.elapsed() >= UPLOAD_WAIT {
                 return Err(crate::Error::Unavailable(format!(
                     "blob {digest} is being garbage-collected; retry the upload"
@@ -334,18 +364,35 @@ impl Registry {
         }
     }
 
-    /// Delete the bytes of `digests` (absent ones are fine: a resumed deletion), each only
-    /// before `deadline` (the lease of their tombstones): past it, the deletion stops with an
-    /// error and leaves the rest to whoever claims the tombstones once they are stale.
+    /// The blob store, and the archive store when there is one.
+    fn stores(&self) -> Vec<std::sync::Arc<dyn berth_storage::BlobStore>> {
+        std::iter::once(self.blobs.clone()).chain(self.archive.clone()).collect()
+    }
+
+    /// Delete the bytes of `digests` from every store (absent ones are fine: a resumed
+    /// deletion, or a blob in the other store), each only before `deadline` (the lease of their
+    /// tombstones): past it, the deletion stops with an error and leaves the rest to whoever
+    /// claims the tombstones once they are stale.
     async fn delete_bytes<'a>(&self, digests: impl Iterator<Item = &'a str>, deadline: Instant) -> Result<()> {
-        let parsed: Vec<berth_oci::Digest> = digests.filter_map(|d| d.parse().ok()).collect();
+        // (digest, in the archive store)
+        let mut parsed: Vec<(berth_oci::Digest, bool)> = Vec::new();
+        for d in digests.filter_map(|d| d.parse::<berth_oci::Digest>().ok()) {
+            if self.archive.is_some() {
+                parsed.push((d.clone(), true));
+            }
+            parsed.push((d, false));
+        }
         let results: Vec<std::result::Result<(), String>> = futures::stream::iter(parsed)
-            .map(|d| async move {
+            .map(|(d, archived)| async move {
+                let store = match &self.archive {
+                    Some(a) if archived => a,
+                    _ => &self.blobs,
+                };
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return Err(format!("the deletion of {d} outlived its lease"));
                 }
-                match tokio::time::timeout(left, self.blobs.delete(&d)).await {
+                match tokio::time::timeout(left, store.delete(&d)).await {
                     Ok(Ok(()) | Err(StorageError::NotFound)) => Ok(()),
                     Ok(Err(e)) => Err(format!("deleting {d}: {e}")),
                     Err(_) => Err(format!("the deletion of {d} outlived its lease")),

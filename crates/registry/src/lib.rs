@@ -130,6 +130,8 @@ pub struct Page {
 pub struct Registry {
     meta: Arc<dyn MetadataStore>,
     blobs: Arc<dyn BlobStore>,
+    /// Where archived images' bytes go (`archive_storage`), when configured.
+    archive: Option<Arc<dyn BlobStore>>,
     clock: Arc<dyn Clock>,
     settings: Settings,
     keys: Keys,
@@ -172,6 +174,7 @@ impl Registry {
         Registry {
             meta,
             blobs,
+            archive: None,
             clock,
             settings,
             keys,
@@ -182,6 +185,13 @@ impl Registry {
             hashes: Mutex::default(),
             upload_locks: Mutex::default(),
         }
+    }
+
+    /// Give the registry an archive store: the bytes of archived images move there
+    /// ([`archive`]); `None` keeps them in the blob store.
+    pub fn with_archive(mut self, archive: Option<Arc<dyn BlobStore>>) -> Registry {
+        self.archive = archive;
+        self
     }
 
     fn now(&self) -> i64 {

@@ -325,7 +325,12 @@ impl Registry {
                     self.meta.expire_manifest(repo.repo_id, &a.digest, &a.tags, &detail, self.now()).await?
                 }
                 Action::Transition => {
-                    self.meta.transition_manifest(repo.repo_id, &a.digest, &a.tags, &detail, self.now()).await?
+                    let done =
+                        self.meta.transition_manifest(repo.repo_id, &a.digest, &a.tags, &detail, self.now()).await?;
+                    if done {
+                        self.enqueue_archive(repo.repo_id, &a.digest).await?;
+                    }
+                    done
                 }
             };
             if done {

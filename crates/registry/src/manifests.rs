@@ -166,6 +166,11 @@ impl Registry {
         self.cache.invalidate(repo.id);
         match outcome {
             PutManifest::Stored => {
+                // A standard image's blobs belong in standard storage: those it shares with
+                // archived images come back (the push itself is done: a failure here is logged).
+                if let Err(e) = self.unarchive_pushed(repo.id, digest.as_str()).await {
+                    tracing::warn!(error = %e, %digest, "could not queue the restore of archived blobs of a push");
+                }
                 Ok(PushedManifest { digest, subject: parsed.subject, tags, media_type: parsed.media_type })
             }
             PutManifest::TagExists(tag) => Err(Error::TagImmutable { tag, repo: name.to_string() }),

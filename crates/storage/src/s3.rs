@@ -99,7 +99,15 @@ pub struct S3Config {
     pub secret_access_key: Option<String>,
     /// Path-style addressing (`endpoint/bucket/key`) instead of virtual-hosted style.
     pub force_path_style: bool,
+    /// S3 storage class of the blob objects this store writes (`None`: the bucket's default,
+    /// `STANDARD`). Only classes whose objects can be read at once: see [`READABLE_CLASSES`].
+    pub storage_class: Option<String>,
 }
+
+/// The S3 storage classes whose objects can be read without a restore request (`GLACIER` and
+/// `DEEP_ARCHIVE` objects need `RestoreObject` and hours of waiting, which Berth does not do).
+pub const READABLE_CLASSES: &[&str] =
+    &["STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR"];
 
 impl std::fmt::Debug for S3Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -111,6 +119,7 @@ impl std::fmt::Debug for S3Config {
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
             .field("force_path_style", &self.force_path_style)
+            .field("storage_class", &self.storage_class)
             .finish()
     }
 }
@@ -248,6 +257,8 @@ pub struct S3Store {
     segment_max: u64,
     /// `false` once the server answered `NotImplemented` to `UploadPartCopy`.
     part_copy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Storage class of the blob objects written (`None`: the bucket's default).
+    storage_class: Option<aws_sdk_s3::types::StorageClass>,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -323,12 +334,27 @@ impl S3Store {
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .build();
         let root = if cfg.prefix.is_empty() { String::new() } else { format!("{}/", cfg.prefix.trim_matches('/')) };
+        let storage_class = match cfg.storage_class.as_deref() {
+            None => None,
+            Some(c) if READABLE_CLASSES.contains(&c) => Some(aws_sdk_s3::types::StorageClass::from(c)),
+            Some(c) => {
+                return Err(StorageError::Io(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "s3: storage class '{c}' is not supported: objects must be readable without a restore \
+                         request; use one of {}",
+                        READABLE_CLASSES.join(", ")
+                    ),
+                )));
+            }
+        };
         Ok(S3Store {
             client: Client::from_conf(conf),
             bucket: cfg.bucket.clone(),
             root,
             segment_max: SEGMENT_MAX,
             part_copy: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            storage_class,
         })
     }
 
@@ -635,6 +661,7 @@ impl S3Store {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(dst)
+            .set_storage_class(self.storage_class.clone())
             .send()
             .await
             .map_err(|e| io_err("CreateMultipartUpload", dst, e))?;
@@ -939,6 +966,7 @@ impl BlobStore for S3Store {
                         .put_object()
                         .bucket(&self.bucket)
                         .key(&dst)
+                        .set_storage_class(self.storage_class.clone())
                         .content_length(0)
                         .body(S3Body::from(Bytes::new()))
                         .send()
@@ -954,6 +982,7 @@ impl BlobStore for S3Store {
                                 .copy_object()
                                 .bucket(&self.bucket)
                                 .key(&dst)
+                                .set_storage_class(self.storage_class.clone())
                                 .copy_source(self.copy_source(&key))
                                 .send()
                                 .await

@@ -318,6 +318,15 @@ impl Berth {
         self.spawn(Some(&addr));
     }
 
+    /// Where the server's blobs are: its `BERTH_STORAGE` (an `s3://` URL with
+    /// `BERTH_TEST_STORAGE=s3`), else its data dir.
+    pub fn storage(&self) -> PathBuf {
+        match self.extra_env.iter().find(|(k, _)| k == "BERTH_STORAGE") {
+            Some((_, v)) if !v.is_empty() => PathBuf::from(v),
+            _ => self.data_dir.clone(),
+        }
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
@@ -647,4 +656,103 @@ pub async fn raw_sql(b: &Berth, sql: &str) {
             pool.close().await;
         }
     }
+}
+
+// ---- Pushing and pulling images made of given bytes ----------------------------------------
+
+/// Upload `data` into `repo` (POST, then PUT with the digest); the status of the PUT.
+pub async fn upload(c: &reqwest::Client, base: &str, repo: &str, data: &[u8]) -> Result<String, String> {
+    let digest = sha256(data);
+    let r = c.post(format!("{base}/v2/{repo}/blobs/uploads/")).send().await.map_err(|e| e.to_string())?;
+    if r.status().as_u16() != 202 {
+        return Err(format!("POST upload: {}", r.status()));
+    }
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let loc = if loc.starts_with('/') { format!("{base}{loc}") } else { loc };
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = c.put(format!("{loc}{sep}digest={digest}")).body(data.to_vec()).send().await.map_err(|e| e.to_string())?;
+    match r.status().as_u16() {
+        201 => Ok(digest),
+        s => Err(format!("PUT blob {digest}: {s} {}", r.text().await.unwrap_or_default())),
+    }
+}
+
+/// Push an image whose layers are `layers` (each uploaded unless the repository has it, as
+/// clients do after a HEAD) under `tag`; its manifest digest, or why the push failed.
+pub async fn push(
+    c: &reqwest::Client,
+    base: &str,
+    repo: &str,
+    tag: &str,
+    config: &[u8],
+    layers: &[&[u8]],
+) -> Result<String, String> {
+    let cfg = upload(c, base, repo, config).await?;
+    let mut descs = Vec::new();
+    for l in layers {
+        let d = sha256(l);
+        let head = c.head(format!("{base}/v2/{repo}/blobs/{d}")).send().await.map_err(|e| e.to_string())?;
+        if head.status().as_u16() != 200 {
+            upload(c, base, repo, l).await?;
+        }
+        descs.push(
+            serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": l.len()}),
+        );
+    }
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": config.len()},
+        "layers": descs,
+    }))
+    .unwrap();
+    let r = c
+        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    match r.status().as_u16() {
+        201 => Ok(sha256(&manifest)),
+        s => Err(format!("PUT manifest {repo}:{tag}: {s} {}", r.text().await.unwrap_or_default())),
+    }
+}
+
+/// Pull `repo@reference` whole: the manifest, then every blob, each checked against its digest.
+/// Returns the blob digests.
+pub async fn pull_intact(c: &reqwest::Client, base: &str, repo: &str, reference: &str) -> Vec<String> {
+    let r = c
+        .get(format!("{base}/v2/{repo}/manifests/{reference}"))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "GET {repo}:{reference}");
+    let m: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    let mut digests = vec![m["config"]["digest"].as_str().unwrap().to_string()];
+    digests.extend(m["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()));
+    for d in &digests {
+        let r = c.get(format!("{base}/v2/{repo}/blobs/{d}")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "GET blob {d} of {repo}:{reference}");
+        assert_eq!(&sha256(&r.bytes().await.unwrap()), d, "blob {d} of {repo}:{reference} is intact");
+    }
+    digests
+}
+
+/// The digests whose bytes the blob store at `location` holds: a directory, or
+/// `s3://bucket/prefix` on the s3s-fs whose data directory `BERTH_TEST_S3_DATA` names
+/// (`scripts/s3.sh` exports it; `None` without it).
+pub fn stored_blobs(location: &Path) -> Option<std::collections::BTreeSet<String>> {
+    let root = match location.to_str().and_then(|l| l.strip_prefix("s3://")) {
+        Some(bucket_and_prefix) => PathBuf::from(std::env::var_os("BERTH_TEST_S3_DATA")?).join(bucket_and_prefix),
+        None => location.to_path_buf(),
+    };
+    let mut out = std::collections::BTreeSet::new();
+    for dir in std::fs::read_dir(root.join("blobs").join("sha256")).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+            out.insert(format!("sha256:{}", f.file_name().to_string_lossy()));
+        }
+    }
+    Some(out)
 }

@@ -450,3 +450,37 @@ async fn presigned_get_urls_serve_the_blob() {
     assert_eq!(r.status(), 200, "GET {url}");
     assert!(r.bytes().await.unwrap() == content);
 }
+
+/// Blob objects are written with the configured storage class: s3s-fs refuses every class but
+/// STANDARD and REDUCED_REDUNDANCY on `PutObject` (how an empty blob is written), which shows
+/// the class is sent. Classes whose objects cannot be read back at once are refused up front.
+#[tokio::test]
+async fn blobs_are_written_with_the_storage_class() {
+    let server = server_or_skip!();
+    let with_class = |class: &str| {
+        let mut cfg = S3Config {
+            region: Some("us-east-1".into()),
+            access_key_id: Some(ACCESS_KEY.into()),
+            secret_access_key: Some(SECRET_KEY.into()),
+            ..S3Config::from_url("s3://berth-test/classes").unwrap()
+        }
+        .with_endpoint(Some(server.endpoint.clone()));
+        cfg.storage_class = Some(class.to_string());
+        cfg
+    };
+    let empty: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse().unwrap();
+    let rr = S3Store::connect(&with_class("REDUCED_REDUNDANCY")).await.unwrap();
+    rr.ensure_bucket().await.unwrap();
+    rr.upload_create("c1").await.unwrap();
+    rr.upload_commit("c1", crate::EMPTY_AREA, &empty, 0).await.unwrap();
+    assert_eq!(rr.stat(&empty).await.unwrap(), Some(0));
+    rr.delete(&empty).await.unwrap();
+    let ir = S3Store::connect(&with_class("GLACIER_IR")).await.unwrap();
+    ir.upload_create("c2").await.unwrap();
+    let err = ir.upload_commit("c2", crate::EMPTY_AREA, &empty, 0).await.unwrap_err();
+    assert!(err.to_string().contains("InvalidStorageClass"), "{err}");
+    for class in ["GLACIER", "DEEP_ARCHIVE", "glacier_ir"] {
+        let err = S3Store::connect(&with_class(class)).await.unwrap_err();
+        assert!(err.to_string().contains("is not supported"), "{class}: {err}");
+    }
+}
