@@ -75,7 +75,7 @@ impl Affected {
     }
 }
 
-/// Orders event versions, `"0"` first; `None` for a version that cannot be parsed.
+/// Orders event versions, `"0"` first (callers drop unparseable versions beforehand).
 fn cmp_event(scheme: Scheme, a: &str, b: &str) -> Ordering {
     match (a == "0", b == "0") {
         (true, true) => Ordering::Equal,

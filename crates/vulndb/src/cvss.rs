@@ -26,10 +26,10 @@ impl Cvss3 {
         const NAMES: [&str; 8] = ["AV", "AC", "PR", "UI", "S", "C", "I", "A"];
         for part in parts {
             let (k, v) = part.split_once(':')?;
-            if let Some(i) = NAMES.iter().position(|n| *n == k) {
-                if m[i].replace(v).is_some() {
-                    return None;
-                }
+            if let Some(i) = NAMES.iter().position(|n| *n == k)
+                && m[i].replace(v).is_some()
+            {
+                return None;
             }
         }
         let [av, ac, pr, ui, s, c, i, a] = m;

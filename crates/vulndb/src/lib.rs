@@ -5,6 +5,21 @@
 //! (OSV "Evaluation" rules, with [`compare`] ordering versions per ecosystem);
 //! [`read_sources`] streams records from a file, a directory or an osv.dev `all.zip`.
 //! Nothing here touches a database or the network.
+//!
+//! Version rules per (base) ecosystem, see [`compare`]:
+//! - `Debian`, `Ubuntu`: dpkg (epoch, upstream, revision; `~` sorts first, letters
+//!   before other characters, digit runs numerically).
+//! - `Alpine`: apk-tools (`N(.N)*[a-z](_suffix[N])*[~hash][-rN]`;
+//!   `1.0_rc1 < 1.0 < 1.0-r1 < 1.0_p1 < 1.0a < 1.0.1`). Known gap: components with
+//!   leading zeros compare numerically (apk treats `1.01` specially).
+//! - `PyPI`: PEP 440 with its normalisations. Legacy (non-PEP 440) versions are not
+//!   parsed; they still match `versions[]` by exact string.
+//! - `npm`, `crates.io`: SemVer 2.0.0, strict (no leading zeros, three components;
+//!   a leading `v` is accepted); build metadata ignored. npm range syntax (`^1.2`) is
+//!   not a version and is not parsed.
+//! - `Go`: SemVer with an optional `v`, `+incompatible` ignored, `v1`/`v1.2` shorthands.
+//! - others (Maven, RubyGems, NuGet, RPM-based distributions, ...): dotted numbers only
+//!   (`1.2.10`); anything else (`1.0-SNAPSHOT`, `1.0.el8`) is `None`.
 
 mod affected;
 mod cvss;
