@@ -132,6 +132,8 @@ pub struct Config {
     /// How often a garbage collection pass also lists the whole store for bytes that no
     /// metadata knows (seconds; once per period across all nodes).
     pub gc_sweep_interval_secs: u64,
+    /// StartImageScan scans one image at most once per this many seconds (ECR: once per 24 h).
+    pub scan_interval_secs: u64,
 }
 
 impl Default for Config {
@@ -183,6 +185,7 @@ impl Default for Config {
             gc_grace_secs: 3600,
             gc_lease_secs: 120,
             gc_sweep_interval_secs: 86_400,
+            scan_interval_secs: 86_400,
         }
     }
 }
@@ -399,6 +402,7 @@ impl Config {
             ("BERTH_GC_GRACE_SECS", &mut self.gc_grace_secs),
             ("BERTH_GC_LEASE_SECS", &mut self.gc_lease_secs),
             ("BERTH_GC_SWEEP_INTERVAL_SECS", &mut self.gc_sweep_interval_secs),
+            ("BERTH_SCAN_INTERVAL_SECS", &mut self.scan_interval_secs),
         ] {
             if let Some(v) = get(key) {
                 *field = num(key, v)?;

@@ -12,7 +12,7 @@ use berth_registry::jobs::{self, JobRunner, RunnerConfig};
 use berth_registry::{Clock, Registry, Settings, SystemClock};
 use clap::{Parser, Subcommand};
 use config::Config;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,10 +85,33 @@ enum Command {
         #[command(subcommand)]
         command: LifecycleCommand,
     },
+    /// Vulnerability data for image scanning: `berth vulndb import PATH...` loads OSV advisories
+    /// (JSON files, directories, osv.dev `all.zip`s); `berth vulndb status` shows what is loaded.
+    Vulndb {
+        #[command(subcommand)]
+        command: VulndbCommand,
+    },
     /// Administration (works while a server runs on the same data).
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum VulndbCommand {
+    /// Import OSV advisories (safe while servers run; an advisory imported again replaces the
+    /// earlier version). Progress on a terminal.
+    Import {
+        /// OSV JSON files, directories of them, or osv.dev `all.zip` downloads.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Show the imports and how many advisories and packages are loaded.
+    Status {
+        /// `text` (default) or `json`.
+        #[arg(long, default_value = "text")]
+        output: String,
     },
 }
 
@@ -353,6 +376,12 @@ fn run() -> anyhow::Result<()> {
                 out
             })
         }
+        Command::Vulndb { command } => rt.block_on(async {
+            let (reg, meta) = open(&cfg, SchemaMode::Migrate).await?;
+            let out = vulndb(&reg, command).await;
+            meta.close().await;
+            out
+        }),
         Command::Gc { dry_run, grace_period, sweep, output } => {
             anyhow::ensure!(output == "text" || output == "json", "--output must be text or json");
             let grace = match grace_period {
@@ -640,7 +669,6 @@ fn register_test_jobs(runner: &mut JobRunner) {
 fn init_tracing(default: &str, format: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal();
     let (writer, guard) =
         tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
@@ -744,6 +772,7 @@ async fn open(cfg: &Config, mode: SchemaMode) -> anyhow::Result<(Arc<Registry>, 
         blob_redirect_ttl: cfg.s3_redirect.then_some(BLOB_REDIRECT_TTL),
         min_free_bytes: cfg.min_free_mb.saturating_mul(1 << 20),
         gc_lease: Duration::from_secs(cfg.gc_lease_secs),
+        scan_interval: Duration::from_secs(cfg.scan_interval_secs),
     };
     let archive = archive_store(cfg).await?;
     if archive.is_none() && store.any_archived_blob().await? {
@@ -767,6 +796,95 @@ async fn open(cfg: &Config, mode: SchemaMode) -> anyhow::Result<(Arc<Registry>, 
 /// Each run of the event consumer job works this long; a node that dies holding it delays
 /// events by at most the job lease.
 const EVENT_CONSUMER_PERIOD: Duration = Duration::from_secs(60);
+
+/// Job kind of the scan-on-push consumer of the event log.
+const SCAN_ON_PUSH_JOB: &str = "scan-on-push";
+
+/// How often the scan-on-push consumer looks for new pushes when idle.
+const SCAN_ON_PUSH_POLL: Duration = Duration::from_millis(200);
+
+/// Scanning on push: a consumer of the event log's image pushes (one node at a time: each run
+/// works for a period, polling, until `stop`).
+fn register_scan_on_push(runner: &mut JobRunner, reg: Arc<Registry>, stop: tokio::sync::watch::Receiver<bool>) {
+    runner.handle(SCAN_ON_PUSH_JOB, move |job| {
+        let (reg, mut stop) = (reg.clone(), stop.clone());
+        async move {
+            let until = job.run_after + EVENT_CONSUMER_PERIOD.as_millis() as i64;
+            while SystemClock.now_ms() < until && !*stop.borrow() {
+                match reg.scan_on_push_step().await {
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "scan-on-push step failed; retrying"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(SCAN_ON_PUSH_POLL) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+            Ok(())
+        }
+    });
+    runner.every(SCAN_ON_PUSH_JOB, EVENT_CONSUMER_PERIOD, 1_000);
+}
+
+/// `berth vulndb import` and `berth vulndb status`.
+async fn vulndb(reg: &Registry, command: VulndbCommand) -> anyhow::Result<()> {
+    match command {
+        VulndbCommand::Import { paths } => {
+            for p in &paths {
+                anyhow::ensure!(p.exists(), "{}: no such file or directory", p.display());
+            }
+            let tty = std::io::stderr().is_terminal();
+            let started = std::time::Instant::now();
+            let report = reg
+                .import_advisories(&paths, |n| {
+                    if tty {
+                        eprint!("\rimported {n} advisories");
+                    }
+                })
+                .await?;
+            if tty {
+                eprintln!();
+            }
+            println!(
+                "imported {} advisories ({} withdrawn) in {:.1} s",
+                report.records,
+                report.withdrawn,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        VulndbCommand::Status { output } => {
+            anyhow::ensure!(output == "text" || output == "json", "--output must be text or json");
+            let (imports, advisories, packages) = reg.advisory_status().await?;
+            if output == "json" {
+                let list: Vec<serde_json::Value> = imports
+                    .iter()
+                    .map(|i| {
+                        serde_json::json!({"source": i.source, "records": i.records, "withdrawn": i.withdrawn,
+                            "importedAt": berth_registry::iso8601(i.imported_at)})
+                    })
+                    .collect();
+                println!("{}", serde_json::json!({"advisories": advisories, "packages": packages, "imports": list}));
+            } else {
+                println!("{advisories} advisories naming {packages} packages");
+                for i in &imports {
+                    println!(
+                        "{}  {} records ({} withdrawn) from {}",
+                        berth_registry::iso8601(i.imported_at),
+                        i.records,
+                        i.withdrawn,
+                        i.source
+                    );
+                }
+                if imports.is_empty() {
+                    println!("nothing imported yet: berth vulndb import PATH...");
+                }
+            }
+            Ok(())
+        }
+    }
+}
 
 /// How long a blob redirect's presigned URL stays valid.
 const BLOB_REDIRECT_TTL: Duration = Duration::from_secs(20 * 60);
@@ -1025,10 +1143,15 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
                 let reg = r.clone();
                 async move { reg.restore_image(&job.payload).await.map_err(|e| e.to_string()) }
             });
-            let reg = reg.clone();
+            let r = reg.clone();
             runner.handle(berth_registry::archive::ARCHIVE_JOB, move |job| {
-                let reg = reg.clone();
+                let reg = r.clone();
                 async move { reg.archive_image(&job.payload).await.map_err(|e| e.to_string()) }
+            });
+            let reg = reg.clone();
+            runner.handle(berth_registry::scan::SCAN_JOB, move |job| {
+                let reg = reg.clone();
+                async move { reg.run_scan(&job.payload).await.map_err(|e| e.to_string()) }
             });
         }
         gc::register(
@@ -1041,12 +1164,14 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
         );
         tracing::info!(node_id, kinds = ?runner.kinds(), "running background jobs");
         let general = Arc::new(runner).start(stop_rx.clone(), grace);
-        // The event consumer has a runner (and worker) of its own: its job keeps working for a
-        // whole period, and must neither wait behind nor hold up the other jobs.
+        // The event consumers have a runner (and workers) of their own: their jobs keep working
+        // for a whole period, and must neither wait behind nor hold up the other jobs.
         let mut rc = RunnerConfig::new(node_id.clone());
         rc.lease = Duration::from_millis(cfg.job_lease_ms);
         rc.renew_every = Duration::from_millis(cfg.job_renew_ms);
         rc.poll_every = Duration::from_millis(cfg.job_poll_ms.max(10));
+        // Two workers: the webhook fan-out and scanning on push each keep one for a period.
+        rc.workers = 2;
         let mut events = JobRunner::new(meta.store(), Arc::new(SystemClock), rc);
         let dispatcher = webhooks::Dispatcher::new(
             meta.store(),
@@ -1057,6 +1182,7 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
             stop_rx.clone(),
         );
         Arc::new(dispatcher).register(&mut events, EVENT_CONSUMER_PERIOD);
+        register_scan_on_push(&mut events, reg.clone(), stop_rx.clone());
         let events = Arc::new(events).start(stop_rx.clone(), grace);
         async move {
             let _ = tokio::join!(general, events);

@@ -20,9 +20,11 @@ pub const IMAGE_ACTION: &str = "ECR Image Action";
 /// `ECR Image Action` DELETE events come with it). Detail: `action-type` (`EXPIRE`), `result`,
 /// `repository-name`, `image-digest`, `image-tags`, `rule-priority`.
 pub const LIFECYCLE_ACTION: &str = "ECR Lifecycle Policy Action";
-/// The detail types Berth publishes today (scan and replication actions come with those
-/// features).
-pub const DETAIL_TYPES: &[&str] = &[IMAGE_ACTION, LIFECYCLE_ACTION];
+/// Detail type of a finished image scan. Detail: `scan-status`, `repository-name`,
+/// `finding-severity-counts`, `image-digest`, `image-tags`.
+pub const IMAGE_SCAN: &str = "ECR Image Scan";
+/// The detail types Berth publishes today (replication actions come with that feature).
+pub const DETAIL_TYPES: &[&str] = &[IMAGE_ACTION, LIFECYCLE_ACTION, IMAGE_SCAN];
 
 /// The detail type an event of `kind` is published as; `None` for events that stay internal
 /// (repository and policy changes: EventBridge carries those only as CloudTrail API calls).
@@ -30,6 +32,7 @@ pub fn detail_type(kind: &str) -> Option<&'static str> {
     match kind {
         kind::IMAGE_PUSH | kind::IMAGE_DELETE => Some(IMAGE_ACTION),
         kind::LIFECYCLE_ACTION => Some(LIFECYCLE_ACTION),
+        kind::IMAGE_SCAN => Some(IMAGE_SCAN),
         _ => None,
     }
 }

@@ -443,6 +443,67 @@ async fn move_contract(s: &dyn MetadataStore) {
     assert_eq!(s.manifest_blob_locations(r1, "sha256:m1").await.unwrap()[0], (own.into(), Standard));
 }
 
+async fn scan_contract(s: &dyn MetadataStore) {
+    use crate::scan::{ImageScan, NewAdvisory, ScanRequest};
+    let ns = Namespace { account_id: "777777777777".into(), region: "r".into() };
+    let repo = s.ensure_repository(&ns, "scan", 1).await.unwrap();
+    s.link_blob(repo, "sha256:b", 5, 1).await.unwrap();
+    assert_eq!(s.put_manifest(&manifest(repo, "sha256:s1"), &[], 2).await.unwrap(), PutManifest::Stored);
+    // Advisories: indexed by package; an import again replaces what an advisory named.
+    assert_eq!(s.vuln_updated_at().await.unwrap(), None);
+    let import = s.vuln_import_begin("fixtures", 10).await.unwrap();
+    let adv = |id: &str, pkgs: &[(&str, &str)]| NewAdvisory {
+        id: id.into(),
+        modified: Some("2026-01-01T00:00:00Z".into()),
+        body: format!("{{\"id\":\"{id}\"}}"),
+        packages: pkgs.iter().map(|(e, n)| (e.to_string(), n.to_string())).collect(),
+    };
+    s.vuln_put(
+        import,
+        &[adv("A-1", &[("PyPI", "jinja2")]), adv("A-2", &[("PyPI", "jinja2"), ("crates.io", "smallvec")])],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.vuln_updated_at().await.unwrap(), None, "an unfinished import is not a source time");
+    s.vuln_import_end(import, 2, 0, 11).await.unwrap();
+    assert_eq!(s.vuln_updated_at().await.unwrap(), Some(11));
+    let ids = |v: Vec<(String, String)>| v.into_iter().map(|(i, _)| i).collect::<Vec<_>>();
+    assert_eq!(ids(s.vuln_for_package("PyPI", "jinja2").await.unwrap()), ["A-1", "A-2"]);
+    assert_eq!(ids(s.vuln_for_package("crates.io", "smallvec").await.unwrap()), ["A-2"]);
+    s.vuln_put(import, &[adv("A-2", &[("crates.io", "smallvec")])]).await.unwrap();
+    assert_eq!(ids(s.vuln_for_package("PyPI", "jinja2").await.unwrap()), ["A-1"]);
+    let (imports, advisories, packages) = s.vuln_status(10).await.unwrap();
+    assert_eq!((imports.len(), advisories, packages), (1, 2, 2));
+    // Scans: one request per interval; a finish for an older request loses to a newer one.
+    assert_eq!(s.scan_request(repo, "sha256:none", i64::MIN, 20).await.unwrap(), ScanRequest::NoImage);
+    assert_eq!(s.scan_request(repo, "sha256:s1", i64::MIN, 20).await.unwrap(), ScanRequest::Started);
+    assert_eq!(s.scan_request(repo, "sha256:s1", 19, 21).await.unwrap(), ScanRequest::TooSoon);
+    assert_eq!(s.scan_request(repo, "sha256:s1", 20, 22).await.unwrap(), ScanRequest::Started);
+    let done = ImageScan {
+        digest: "sha256:s1".into(),
+        status: "COMPLETE".into(),
+        description: None,
+        requested_at: 20,
+        completed_at: Some(30),
+        source_updated_at: Some(11),
+        counts: Some("{}".into()),
+        findings: Some("[]".into()),
+    };
+    assert!(!s.scan_finish(repo, 20, &done).await.unwrap(), "a later request stands");
+    assert!(s.scan_finish(repo, 22, &ImageScan { requested_at: 22, ..done.clone() }).await.unwrap());
+    let got = s.scans(repo, &["sha256:s1".to_string(), "sha256:none".to_string()]).await.unwrap();
+    assert_eq!(got, vec![ImageScan { requested_at: 22, ..done }]);
+    // Scans go with their image.
+    assert!(s.delete_manifest(repo, "sha256:s1", 40).await.unwrap());
+    assert!(s.scans(repo, &["sha256:s1".to_string()]).await.unwrap().is_empty());
+    // Configuration.
+    assert_eq!(s.registry_scanning("777777777777", "r").await.unwrap(), None);
+    s.put_registry_scanning("777777777777", "r", "{\"scanType\":\"BASIC\"}").await.unwrap();
+    assert_eq!(s.registry_scanning("777777777777", "r").await.unwrap().as_deref(), Some("{\"scanType\":\"BASIC\"}"));
+    assert!(s.set_scan_on_push(repo, true).await.unwrap());
+    assert!(s.repository_info(&ns, "scan").await.unwrap().unwrap().scan_on_push);
+}
+
 async fn gc_contract(s: &dyn MetadataStore) {
     let ns = Namespace { account_id: "666666666666".into(), region: "r".into() };
     let repo = s.ensure_repository(&ns, "gc", 1).await.unwrap();
@@ -1220,7 +1281,7 @@ async fn sqlite_contract() {
     let (s, applied) = sqlite::SqliteStore::open_with(&dir.path().join("m.db"), SchemaMode::Migrate).await.unwrap();
     assert_eq!(
         applied.iter().map(|m| m.version).collect::<Vec<_>>(),
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]
     );
     contract(&s).await;
     listing_contract(&s).await;
@@ -1228,6 +1289,7 @@ async fn sqlite_contract() {
     archive_contract(&s).await;
     gc_contract(&s).await;
     move_contract(&s).await;
+    scan_contract(&s).await;
     sqlite_plans(&s).await;
     iam_contract(&s).await;
     jobs_contract(Arc::new(s.clone())).await;
@@ -1240,7 +1302,7 @@ async fn sqlite_contract() {
     s.close().await;
     // A check on an unmigrated database refuses it.
     let err = sqlite::SqliteStore::open_with(&dir.path().join("new.db"), SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 16), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 17), "{err}");
     assert!(err.to_string().contains("berth migrate"), "{err}");
 }
 
@@ -1266,11 +1328,11 @@ async fn postgres_contract() {
     let base = url.rsplit_once('/').map(|(b, _)| b).unwrap();
     let url = format!("{base}/{db}");
     let err = postgres::PgStore::open_with(&url, SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 16), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 17), "{err}");
     let (s, applied) = postgres::PgStore::open_with(&url, SchemaMode::Migrate).await.unwrap();
     assert_eq!(
         applied.iter().map(|m| m.version).collect::<Vec<_>>(),
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]
     );
     contract(&s).await;
     listing_contract(&s).await;
@@ -1278,6 +1340,7 @@ async fn postgres_contract() {
     archive_contract(&s).await;
     gc_contract(&s).await;
     move_contract(&s).await;
+    scan_contract(&s).await;
     postgres_plans(&s).await;
     iam_contract(&s).await;
     jobs_contract(Arc::new(s.clone())).await;

@@ -39,6 +39,8 @@ pub mod kind {
     pub const REGISTRY_POLICY: &str = "registry.policy";
     /// A lifecycle policy rule expired an image (the image's deletion events come with it).
     pub const LIFECYCLE_ACTION: &str = "lifecycle.action";
+    /// A scan of an image finished (detail: ECR's "ECR Image Scan" detail).
+    pub const IMAGE_SCAN: &str = "image.scan";
 }
 
 /// The image an "ECR Image Action" event is about.

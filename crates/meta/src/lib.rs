@@ -16,6 +16,7 @@ pub mod lifecycle;
 mod listing;
 pub mod mutability;
 pub mod postgres;
+pub mod scan;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -473,7 +474,9 @@ pub enum RepoFilter<'a> {
 
 /// The metadata backend.
 #[async_trait]
-pub trait MetadataStore: IamStore + EventStore + AuditStore + LifecycleStore + GcStore + Send + Sync + 'static {
+pub trait MetadataStore:
+    IamStore + EventStore + AuditStore + LifecycleStore + GcStore + scan::ScanStore + Send + Sync + 'static
+{
     /// The id of repository `name`, if it exists.
     async fn repository(&self, ns: &Namespace, name: &str) -> Result<Option<i64>>;
     /// The id of repository `name`, creating it if needed.

@@ -27,6 +27,7 @@ crate::events::portable_events!(
 crate::audit::portable_audit!(PgStore, Postgres, sqlx::postgres::PgRow);
 crate::lifecycle::portable_lifecycle!(PgStore);
 crate::gc::portable_gc!(PgStore, Postgres);
+crate::scan::portable_scan!(PgStore, Postgres);
 
 /// PostgreSQL-backed [`MetadataStore`].
 #[derive(Debug, Clone)]

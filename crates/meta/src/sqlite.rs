@@ -17,6 +17,7 @@ crate::events::portable_events!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow, "1
 crate::audit::portable_audit!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow);
 crate::lifecycle::portable_lifecycle!(SqliteStore);
 crate::gc::portable_gc!(SqliteStore, Sqlite);
+crate::scan::portable_scan!(SqliteStore, Sqlite);
 use std::path::Path;
 use std::time::Duration;
 

@@ -27,17 +27,27 @@ impl Registry {
             RangeRequest::Partial(r) => (r.start, r.len(), Some(r)),
             RangeRequest::Unsatisfiable => return Err(Error::RangeNotSatisfiable { size }),
         };
-        // Bytes a move put in the archive store are read from there (a move deletes the old
-        // copy only once the new one is in place).
-        let mut read = self.blobs.read(digest, start, len).await;
-        if let Some(archive) = self.archive.as_ref().filter(|_| matches!(read, Err(StorageError::NotFound))) {
-            read = archive.read(digest, start, len).await;
-        }
-        let body = read.map_err(|e| match e {
+        let body = self.read_bytes(digest, start, len).await.map_err(|e| match e {
             StorageError::NotFound => Error::Internal(format!("blob {digest} is in metadata but not in storage")),
             other => storage_err(other),
         })?;
         Ok(BlobRead { size, range, body })
+    }
+
+    /// Stream `len` bytes of a committed blob from `start`, from whichever store holds it: bytes
+    /// a move put in the archive store are read from there (a move deletes the old copy only
+    /// once the new one is in place).
+    pub(crate) async fn read_bytes(
+        &self,
+        digest: &Digest,
+        start: u64,
+        len: u64,
+    ) -> std::result::Result<berth_storage::ByteStream, StorageError> {
+        let read = self.blobs.read(digest, start, len).await;
+        match (&self.archive, read) {
+            (Some(archive), Err(StorageError::NotFound)) => archive.read(digest, start, len).await,
+            (_, r) => r,
+        }
     }
 
     /// Where a client may fetch a blob of the repository directly (a presigned storage URL),

@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod lifecycle;
 mod manifests;
 mod repos;
+pub mod scan;
 mod uploads;
 
 pub use accounts::{AuthorizationToken, Credentials, Identity, Keys, random_account_id, valid_account_id};
@@ -78,6 +79,8 @@ pub struct Settings {
     /// of taking it, and a deletion untouched for twice this long is taken to have died with
     /// its process (docs/gc.md).
     pub gc_lease: Duration,
+    /// StartImageScan scans an image at most once per this long (ECR: 24 hours).
+    pub scan_interval: Duration,
 }
 
 /// A stored manifest, ready to serve.

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use std::time::SystemTime;
 
 mod lifecycle;
+mod scan;
 
 /// Prefix of every ECR `X-Amz-Target`.
 pub const TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
@@ -487,6 +488,12 @@ async fn dispatch(ctx: Ctx<'_>, op: &str, target: &str, input: Value) -> Result<
         "StartLifecyclePolicyPreview" => lifecycle::start_preview(&ctx, parse(input)?).await,
         "GetLifecyclePolicyPreview" => lifecycle::get_preview(&ctx, parse(input)?).await,
         "UpdateImageStorageClass" => update_image_storage_class(&ctx, parse(input)?).await,
+        "StartImageScan" => scan::start(&ctx, parse(input)?).await,
+        "DescribeImageScanFindings" => scan::findings(&ctx, parse(input)?).await,
+        "PutImageScanningConfiguration" => scan::put_repository(&ctx, parse(input)?).await,
+        "PutRegistryScanningConfiguration" => scan::put_registry(&ctx, parse(input)?).await,
+        "GetRegistryScanningConfiguration" => scan::get_registry(&ctx).await,
+        "BatchGetRepositoryScanningConfiguration" => scan::batch_get_repository(&ctx, parse(input)?).await,
         "DescribeRegistry" => ctx.authorize_account("DescribeRegistry").await.map(|()| {
             json!({
                 "registryId": ctx.identity.account_id,
@@ -1140,6 +1147,30 @@ fn image_detail(ns: &Namespace, name: &str, i: &berth_meta::Image) -> Value {
     v
 }
 
+/// DescribeImages' details of `images`, with their last scans' status and summary.
+async fn image_details(
+    ctx: &Ctx<'_>,
+    ns: &Namespace,
+    name: &str,
+    images: &[berth_meta::Image],
+) -> Result<Vec<Value>, EcrError> {
+    let digests: Vec<String> = images.iter().map(|i| i.digest.clone()).collect();
+    let scans = ctx.reg.image_scans(ns, name, &digests).await?;
+    Ok(images
+        .iter()
+        .map(|i| {
+            let mut v = image_detail(ns, name, i);
+            if let Some(s) = scans.get(&i.digest) {
+                v["imageScanStatus"] = scan::status_json(s);
+                if let Some(sum) = scan::summary_json(s) {
+                    v["imageScanFindingsSummary"] = sum;
+                }
+            }
+            v
+        })
+        .collect())
+}
+
 async fn describe_images(ctx: &Ctx<'_>, input: DescribeImagesIn) -> Result<Value, EcrError> {
     let name = repo_name("repositoryName", &input.repository_name)?;
     let ns = ctx.registry_ns(input.registry_id.as_deref(), "DescribeImages", Some(&name)).await?;
@@ -1150,15 +1181,15 @@ async fn describe_images(ctx: &Ctx<'_>, input: DescribeImagesIn) -> Result<Value
             ));
         }
         image_ids(ids)?;
-        let mut out = Vec::new();
+        let mut images = Vec::new();
         for id in ids {
             match ctx.reg.image_by_id(&ns, &name, id).await? {
-                Ok(i) => out.push(image_detail(&ns, &name, &i)),
+                Ok(i) => images.push(i),
                 Err(f) if f.code == "ImageNotFound" => return Err(image_not_found(&ns, &name, id)),
                 Err(f) => return Err(EcrError::invalid(f.reason)),
             }
         }
-        return Ok(json!({"imageDetails": out}));
+        return Ok(json!({"imageDetails": image_details(ctx, &ns, &name, &images).await?}));
     }
     let limit = max_results(input.max_results, 1000, 100)?;
     let status = tag_status(&input.filter)?;
@@ -1168,7 +1199,7 @@ async fn describe_images(ctx: &Ctx<'_>, input: DescribeImagesIn) -> Result<Value
         Some(t) => Some(berth_registry::image_key_from_token(t).ok_or_else(invalid_token)?),
     };
     let (items, next) = ctx.reg.images_page(&ns, &name, status, image_status, after.as_ref(), limit).await?;
-    let mut v = json!({"imageDetails": items.iter().map(|i| image_detail(&ns, &name, i)).collect::<Vec<_>>()});
+    let mut v = json!({"imageDetails": image_details(ctx, &ns, &name, &items).await?});
     if let Some(k) = next {
         v["nextToken"] = json!(berth_registry::image_key_token(&k));
     }

@@ -1,0 +1,558 @@
+//! Vulnerability scanning of images (ECR's basic scanning, on Berth's own data): a scan reads an
+//! image's layers from the blob store in a job ([`SCAN_JOB`]), inventories the final filesystem
+//! (crate `berth-scanner`), and matches every package against the imported OSV advisories
+//! (crate `berth-vulndb`; indexed by package, so a scan reads only the advisories that name its
+//! packages). An index is scanned platform by platform and reports their union. The last scan
+//! of each image is kept with it: status, findings, counts by severity.
+
+use crate::{Error, ImageId, Registry, Result, storage_err};
+use berth_meta::Namespace;
+use berth_meta::scan::{ImageScan, NewAdvisory, ScanRequest};
+use futures::TryStreamExt;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// Job kind of a scan.
+pub const SCAN_JOB: &str = "image-scan";
+
+/// ECR's scan statuses that Berth uses.
+pub mod status {
+    pub const IN_PROGRESS: &str = "IN_PROGRESS";
+    pub const COMPLETE: &str = "COMPLETE";
+    pub const FAILED: &str = "FAILED";
+    pub const UNSUPPORTED_IMAGE: &str = "UNSUPPORTED_IMAGE";
+}
+
+/// The severities ECR reports, most severe first.
+pub const SEVERITIES: &[&str] = &["CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL", "UNDEFINED"];
+
+/// How long after a push into a repository that scans on push the image's scan counts as
+/// pending (`IN_PROGRESS`) before the scan-on-push consumer records it.
+pub const SCAN_PENDING_WINDOW: Duration = Duration::from_secs(120);
+
+/// Platform manifests of an index scanned at most (the rest are left out of the union).
+const MAX_PLATFORMS: usize = 16;
+
+/// Why a scan cannot start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanRefused {
+    /// The image id named no image (the failure's reason).
+    NotFound,
+    /// The image is archived.
+    Archived(String),
+    /// Scanned less than the minimum interval ago.
+    TooSoon(String),
+    /// The image id was malformed (the reason).
+    Invalid(String),
+}
+
+/// A scan that was started (or refused).
+pub type ScanStart = std::result::Result<String, ScanRefused>;
+
+/// What an import of advisories read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    pub records: u64,
+    pub withdrawn: u64,
+}
+
+impl Registry {
+    /// StartImageScan: record a scan of the image as `IN_PROGRESS` and queue it, unless the
+    /// image was scanned (or asked to be) less than the settings' `scan_interval` ago (ECR:
+    /// once per 24 hours). Returns the digest.
+    pub async fn start_image_scan(&self, ns: &Namespace, name: &str, id: &ImageId) -> Result<ScanStart> {
+        let min_interval: Duration = self.settings.scan_interval;
+        let repo = self.repo_in(ns, name).await?;
+        let img = match self.image_in(repo.id, id).await? {
+            Ok(i) => i,
+            Err(f) if f.code == "ImageNotFound" => return Ok(Err(ScanRefused::NotFound)),
+            Err(f) => return Ok(Err(ScanRefused::Invalid(f.reason))),
+        };
+        if img.status != berth_meta::ImageStatus::Active {
+            return Ok(Err(ScanRefused::Archived(format!(
+                "The image with digest '{}' is archived and cannot be scanned.",
+                img.digest
+            ))));
+        }
+        let now = self.now();
+        let not_since = now.saturating_sub(min_interval.as_millis() as i64);
+        match self.request_scan(repo.id, &img.digest, not_since).await? {
+            ScanRequest::Started => Ok(Ok(img.digest)),
+            ScanRequest::NoImage => Ok(Err(ScanRefused::NotFound)),
+            ScanRequest::TooSoon => Ok(Err(ScanRefused::TooSoon(format!(
+                "The scan quota per image has been exceeded. Wait and try again. (image {})",
+                img.digest
+            )))),
+        }
+    }
+
+    /// Record a scan of `digest` as requested and queue it (`not_since`: see
+    /// [`berth_meta::scan::ScanStore::scan_request`]).
+    pub(crate) async fn request_scan(&self, repo_id: i64, digest: &str, not_since: i64) -> Result<ScanRequest> {
+        let now = self.now();
+        let r = self.meta.scan_request(repo_id, digest, not_since, now).await?;
+        if r == ScanRequest::Started {
+            let key = format!("{repo_id}:{digest}");
+            let payload = json!({"repo": repo_id, "digest": digest, "requestedAt": now}).to_string();
+            let job = berth_meta::NewJob {
+                kind: SCAN_JOB,
+                key: &key,
+                payload: &payload,
+                run_after: now,
+                max_attempts: 3,
+                once: false,
+            };
+            self.meta.enqueue_job(&job, now).await?;
+        }
+        Ok(r)
+    }
+
+    /// Scan `digest` of repository `repo_id` now if it was pushed with scanning on push in
+    /// effect (the scan-on-push consumer of the event log calls this).
+    pub async fn scan_pushed(&self, ns: &Namespace, name: &str, digest: &str) -> Result<bool> {
+        let Some(repo) = self.repo_id(ns, &Self::parse_name(name)?).await? else { return Ok(false) };
+        Ok(self.request_scan(repo, digest, i64::MAX).await? == ScanRequest::Started)
+    }
+
+    /// The image an image id names and its last scan. An image pushed less than
+    /// [`SCAN_PENDING_WINDOW`] ago into a repository that scans on push, whose push the
+    /// scan-on-push consumer has not reached yet, has a pending scan: `IN_PROGRESS`, as ECR
+    /// reports a scan on push right after the push.
+    pub async fn image_scan(
+        &self,
+        ns: &Namespace,
+        name: &str,
+        id: &ImageId,
+    ) -> Result<std::result::Result<(String, Option<ImageScan>), crate::ImageFailure>> {
+        let repo = self.repo_in(ns, name).await?;
+        let img = match self.image_in(repo.id, id).await? {
+            Ok(i) => i,
+            Err(f) => return Ok(Err(f)),
+        };
+        let mut scan = self.meta.scans(repo.id, std::slice::from_ref(&img.digest)).await?.pop();
+        let now = self.now();
+        if scan.is_none() && img.pushed_at > now - SCAN_PENDING_WINDOW.as_millis() as i64 {
+            let flag = self.meta.repository_info(ns, name).await?.is_some_and(|i| i.scan_on_push);
+            if self.repository_scanning(ns, name, flag).await?.scan_on_push {
+                scan = Some(ImageScan {
+                    digest: img.digest.clone(),
+                    status: status::IN_PROGRESS.into(),
+                    description: None,
+                    requested_at: img.pushed_at,
+                    completed_at: None,
+                    source_updated_at: None,
+                    counts: None,
+                    findings: None,
+                });
+            }
+        }
+        Ok(Ok((img.digest, scan)))
+    }
+
+    /// The last scans of the repository's images among `digests`, by digest.
+    pub async fn image_scans(
+        &self,
+        ns: &Namespace,
+        name: &str,
+        digests: &[String],
+    ) -> Result<HashMap<String, ImageScan>> {
+        let repo = self.repo_in(ns, name).await?;
+        Ok(self.meta.scans(repo.id, digests).await?.into_iter().map(|s| (s.digest.clone(), s)).collect())
+    }
+
+    /// The scan job (payload `{"repo", "digest", "requestedAt"}`).
+    pub async fn run_scan(&self, payload: &str) -> Result<()> {
+        let v: Value = serde_json::from_str(payload).map_err(|e| Error::Internal(format!("scan job payload: {e}")))?;
+        let (Some(repo), Some(digest), Some(requested_at)) =
+            (v["repo"].as_i64(), v["digest"].as_str(), v["requestedAt"].as_i64())
+        else {
+            return Err(Error::Internal(format!("scan job payload without repo, digest and requestedAt: {payload}")));
+        };
+        let outcome = self.scan_image(repo, digest).await;
+        let now = self.now();
+        let mut scan = ImageScan {
+            digest: digest.to_string(),
+            status: status::COMPLETE.into(),
+            description: Some("The scan was completed successfully.".into()),
+            requested_at,
+            completed_at: Some(now),
+            source_updated_at: self.meta.vuln_updated_at().await?,
+            counts: None,
+            findings: None,
+        };
+        match outcome {
+            Ok(Some(findings)) => {
+                let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+                for f in &findings {
+                    let sev = f["severity"].as_str().unwrap_or("UNDEFINED");
+                    let sev = SEVERITIES.iter().find(|s| **s == sev).copied().unwrap_or("UNDEFINED");
+                    *counts.entry(sev).or_default() += 1;
+                }
+                scan.counts = Some(json!(counts).to_string());
+                scan.findings = Some(Value::Array(findings).to_string());
+            }
+            Ok(None) => {
+                scan.status = status::UNSUPPORTED_IMAGE.into();
+                scan.description = Some("The image has no layers Berth can scan (not a container image).".into());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %digest, "image scan failed");
+                scan.status = status::FAILED.into();
+                scan.description = Some(format!("The scan failed: {e}").chars().take(1000).collect());
+            }
+        }
+        if self.meta.scan_finish(repo, requested_at, &scan).await? {
+            metrics::counter!("berth_scans_total", "status" => scan.status.clone()).increment(1);
+        }
+        Ok(())
+    }
+
+    /// Scan one image (an index: each platform's image, their union). `None`: nothing to scan.
+    async fn scan_image(&self, repo: i64, digest: &str) -> Result<Option<Vec<Value>>> {
+        let Some(m) = self.meta.manifest(repo, digest).await? else {
+            return Err(Error::Internal(format!("the manifest {digest} is gone")));
+        };
+        let doc: Value = serde_json::from_slice(&m.content).unwrap_or(Value::Null);
+        let images: Vec<(String, Value)> = match doc.get("manifests").and_then(Value::as_array) {
+            Some(children) => {
+                let mut out = Vec::new();
+                for c in children.iter().take(MAX_PLATFORMS) {
+                    // Attestation manifests of BuildKit carry `unknown/unknown` platforms.
+                    if c["platform"]["os"] == "unknown" {
+                        continue;
+                    }
+                    let Some(d) = c["digest"].as_str() else { continue };
+                    if let Some(cm) = self.meta.manifest(repo, d).await? {
+                        out.push((d.to_string(), serde_json::from_slice(&cm.content).unwrap_or(Value::Null)));
+                    }
+                }
+                out
+            }
+            None => vec![(digest.to_string(), doc)],
+        };
+        let mut packages = Vec::new();
+        let mut scanned = false;
+        for (_, image) in &images {
+            if let Some(inv) = self.inventory(image).await? {
+                scanned = true;
+                packages.extend(inv.packages);
+            }
+        }
+        if !scanned {
+            return Ok(None);
+        }
+        Ok(Some(self.match_packages(&packages).await?))
+    }
+
+    /// The inventory of an image manifest's layers, `None` when it has no layer to read.
+    async fn inventory(&self, manifest: &Value) -> Result<Option<berth_scanner::Inventory>> {
+        let Some(layers) = manifest.get("layers").and_then(Value::as_array) else { return Ok(None) };
+        let mut plan = Vec::new();
+        for l in layers {
+            let (Some(mt), Some(d), Some(size)) = (l["mediaType"].as_str(), l["digest"].as_str(), l["size"].as_u64())
+            else {
+                continue;
+            };
+            let Some(compression) = berth_scanner::Compression::from_media_type(mt) else { continue };
+            // The manifest's sizes are the stored sizes (checked when it was put).
+            plan.push((compression, Self::parse_digest(d)?, size));
+        }
+        if plan.is_empty() {
+            return Ok(None);
+        }
+        let mut scanner = berth_scanner::Scanner::new(berth_scanner::Limits::default());
+        for (compression, d, size) in plan {
+            let stream = self.read_bytes(&d, 0, size).await.map_err(storage_err)?;
+            let reader = tokio_util::io::StreamReader::new(stream.map_err(std::io::Error::other));
+            let bridge = tokio_util::io::SyncIoBridge::new(reader);
+            scanner = tokio::task::spawn_blocking(move || {
+                let mut s = scanner;
+                s.add_layer(compression, bridge).map(|()| s)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("scan task: {e}")))?
+            .map_err(|e| Error::Internal(format!("layer {d}: {e}")))?;
+        }
+        Ok(Some(scanner.finish()))
+    }
+
+    /// Findings (ECR's `ImageScanFinding` JSON) for `packages`, sorted by severity, then name.
+    async fn match_packages(&self, packages: &[berth_scanner::Package]) -> Result<Vec<Value>> {
+        let mut cache: HashMap<(String, String), Vec<berth_vulndb::Advisory>> = HashMap::new();
+        let mut found: BTreeMap<(usize, String, String, String), Value> = BTreeMap::new();
+        for p in packages {
+            let base = berth_vulndb::base_ecosystem(&p.ecosystem).to_string();
+            // OS advisories name source packages; a binary package is checked under both.
+            let mut names = vec![p.name.clone()];
+            if let Some(src) = p.source_name.as_ref().filter(|s| **s != p.name) {
+                names.push(src.clone());
+            }
+            for name in names {
+                let key = (base.clone(), berth_vulndb::normalize_name(&p.ecosystem, &name));
+                if !cache.contains_key(&key) {
+                    let mut advisories = Vec::new();
+                    for (id, body) in self.meta.vuln_for_package(&key.0, &key.1).await? {
+                        match serde_json::from_str::<berth_vulndb::Advisory>(&body) {
+                            Ok(a) => advisories.push(a),
+                            Err(e) => tracing::warn!(advisory = %id, error = %e, "stored advisory does not parse"),
+                        }
+                    }
+                    cache.insert(key.clone(), advisories);
+                }
+                let version = if name == p.name { &p.version } else { p.source_version.as_ref().unwrap_or(&p.version) };
+                for a in &cache[&key] {
+                    if !a.affects(&p.ecosystem, &name, version) {
+                        continue;
+                    }
+                    let finding = finding_json(a, p);
+                    let sev = SEVERITIES.iter().position(|s| *s == a.severity.as_str()).unwrap_or(SEVERITIES.len());
+                    let title = finding["name"].as_str().unwrap_or_default().to_string();
+                    found.insert((sev, title, p.name.clone(), p.version.clone()), finding);
+                }
+            }
+        }
+        Ok(found.into_values().collect())
+    }
+
+    /// Import OSV advisories (files, directories, `all.zip`s) from `paths`, in batches;
+    /// `progress` sees the running count. Returns what was read.
+    pub async fn import_advisories(
+        &self,
+        paths: &[std::path::PathBuf],
+        mut progress: impl FnMut(u64),
+    ) -> Result<ImportReport> {
+        const BATCH: usize = 500;
+        let source = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        let import = self.meta.vuln_import_begin(&source, self.now()).await?;
+        let mut report = ImportReport::default();
+        for path in paths {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<std::result::Result<NewAdvisory, String>>(BATCH * 2);
+            let path = path.clone();
+            let reader = tokio::task::spawn_blocking(move || {
+                for r in berth_vulndb::read_sources(&path) {
+                    let item = r.map_err(|e| e.to_string()).and_then(|a| new_advisory(&a));
+                    if tx.blocking_send(item).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut batch = Vec::with_capacity(BATCH);
+            while let Some(item) = rx.recv().await {
+                let a = item.map_err(Error::InvalidParameter)?;
+                report.records += 1;
+                if a.packages.is_empty() {
+                    report.withdrawn += 1;
+                }
+                batch.push(a);
+                if batch.len() == BATCH {
+                    self.meta.vuln_put(import, &batch).await?;
+                    batch.clear();
+                    progress(report.records);
+                }
+            }
+            self.meta.vuln_put(import, &batch).await?;
+            progress(report.records);
+            reader.await.map_err(|e| Error::Internal(format!("advisory reader: {e}")))?;
+        }
+        self.meta.vuln_import_end(import, report.records as i64, report.withdrawn as i64, self.now()).await?;
+        Ok(report)
+    }
+
+    /// What is loaded: the last imports, and the advisory and package counts.
+    pub async fn advisory_status(&self) -> Result<(Vec<berth_meta::scan::VulnImport>, i64, i64)> {
+        Ok(self.meta.vuln_status(20).await?)
+    }
+}
+
+/// The row of an advisory (its parsed form as JSON, read back at match time without parsing the
+/// OSV record again): withdrawn ones name no package (they affect nothing).
+fn new_advisory(a: &berth_vulndb::Advisory) -> std::result::Result<NewAdvisory, String> {
+    let body = serde_json::to_string(a).map_err(|e| format!("advisory {}: {e}", a.id))?;
+    let mut packages: Vec<(String, String)> = if a.withdrawn {
+        Vec::new()
+    } else {
+        a.affected
+            .iter()
+            .map(|x| {
+                (
+                    berth_vulndb::base_ecosystem(&x.ecosystem).to_string(),
+                    berth_vulndb::normalize_name(&x.ecosystem, &x.name),
+                )
+            })
+            .collect()
+    };
+    packages.sort();
+    packages.dedup();
+    Ok(NewAdvisory { id: a.id.clone(), modified: a.modified.clone(), body, packages })
+}
+
+/// ECR's `ImageScanFinding` for advisory `a` affecting package `p`: the CVE id as the name when
+/// the advisory has one (every id stays visible in the `aliases` attribute).
+fn finding_json(a: &berth_vulndb::Advisory, p: &berth_scanner::Package) -> Value {
+    let name = a.cve.clone().unwrap_or_else(|| a.id.clone());
+    let mut attrs =
+        vec![json!({"key": "package_name", "value": p.name}), json!({"key": "package_version", "value": p.version})];
+    if let Some(c) = &a.cvss3 {
+        attrs.push(json!({"key": "CVSS3_SCORE", "value": format!("{:.1}", c.base_score)}));
+        attrs.push(json!({"key": "CVSS3_VECTOR", "value": c.vector}));
+    }
+    let mut ids: Vec<&str> = std::iter::once(a.id.as_str()).chain(a.aliases.iter().map(String::as_str)).collect();
+    ids.retain(|i| *i != name);
+    if !ids.is_empty() {
+        attrs.push(json!({"key": "aliases", "value": ids.join(",").chars().take(256).collect::<String>()}));
+    }
+    attrs.push(json!({"key": "package_path", "value": p.path.chars().take(256).collect::<String>()}));
+    let description = a.summary.clone().or_else(|| a.details.clone()).unwrap_or_default();
+    let mut f = json!({
+        "name": name,
+        "description": description.chars().take(4096).collect::<String>(),
+        "severity": a.severity.as_str(),
+        "attributes": attrs,
+    });
+    if let Some(u) = &a.url {
+        f["uri"] = json!(u);
+    }
+    f
+}
+
+/// A registry's scanning configuration (ECR's `RegistryScanningConfiguration`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanningConfiguration {
+    pub scan_type: String,
+    pub rules: Vec<ScanningRule>,
+}
+
+impl Default for ScanningConfiguration {
+    fn default() -> Self {
+        ScanningConfiguration { scan_type: "BASIC".into(), rules: Vec::new() }
+    }
+}
+
+/// One rule: repositories whose name matches a filter are scanned at `scan_frequency`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanningRule {
+    pub scan_frequency: String,
+    pub repository_filters: Vec<ScanningFilter>,
+}
+
+/// A repository name filter (`WILDCARD`: `*` matches any run of characters).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanningFilter {
+    pub filter: String,
+    pub filter_type: String,
+}
+
+/// How a repository is scanned (ECR's `RepositoryScanningConfiguration`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositoryScanning {
+    pub scan_on_push: bool,
+    /// `SCAN_ON_PUSH` or `MANUAL`.
+    pub scan_frequency: &'static str,
+    pub applied_filters: Vec<ScanningFilter>,
+}
+
+/// Event-log consumer name of scanning on push.
+pub const SCAN_ON_PUSH_CONSUMER: &str = "scan-on-push";
+
+impl Registry {
+    /// A registry's scanning configuration: what was put, or `None` (then each repository's
+    /// `scanOnPush` decides).
+    pub async fn registry_scanning(&self, ns: &Namespace) -> Result<Option<ScanningConfiguration>> {
+        let Some(text) = self.meta.registry_scanning(&ns.account_id, &ns.region).await? else { return Ok(None) };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::Internal(format!("stored scanning configuration: {e}")))
+    }
+
+    /// Set a registry's scanning configuration (validated by the caller).
+    pub async fn put_registry_scanning(&self, ns: &Namespace, cfg: &ScanningConfiguration) -> Result<()> {
+        let text = serde_json::to_string(cfg).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(self.meta.put_registry_scanning(&ns.account_id, &ns.region, &text).await?)
+    }
+
+    /// Set a repository's `scanOnPush` (PutImageScanningConfiguration).
+    pub async fn set_scan_on_push(&self, ns: &Namespace, name: &str, on: bool) -> Result<()> {
+        let repo = self.repo_in(ns, name).await?;
+        if !self.meta.set_scan_on_push(repo.id, on).await? {
+            return Err(Error::RepositoryNotFound { name: name.to_string(), registry: ns.account_id.clone() });
+        }
+        Ok(())
+    }
+
+    /// How repository `name` is scanned: by the registry's rules when its configuration has
+    /// any (the first rule with a matching filter; scan on push only for `SCAN_ON_PUSH`), else
+    /// by the repository's own `scanOnPush`.
+    pub async fn repository_scanning(&self, ns: &Namespace, name: &str, repo_flag: bool) -> Result<RepositoryScanning> {
+        Ok(match self.registry_scanning(ns).await?.filter(|c| !c.rules.is_empty()) {
+            None => RepositoryScanning {
+                scan_on_push: repo_flag,
+                scan_frequency: if repo_flag { "SCAN_ON_PUSH" } else { "MANUAL" },
+                applied_filters: Vec::new(),
+            },
+            Some(cfg) => effective(&cfg, name),
+        })
+    }
+
+    /// One round of scanning on push: the image pushes after the consumer's cursor whose
+    /// repository scans on push are queued for scanning, and the cursor moves past them.
+    /// Returns the events read (0 when none, or another node moved the cursor first).
+    pub async fn scan_on_push_step(&self) -> Result<usize> {
+        use berth_meta::events::kind;
+        let from = self.meta.event_cursor(SCAN_ON_PUSH_CONSUMER).await?;
+        let events = self.meta.events_after(from, 200).await?;
+        let Some(last) = events.last() else { return Ok(0) };
+        let to = last.cursor();
+        let mut configs: HashMap<(String, String), Option<ScanningConfiguration>> = HashMap::new();
+        for e in &events {
+            if e.kind != kind::IMAGE_PUSH {
+                continue;
+            }
+            let (Some(repo), Ok(detail)) = (&e.repository, serde_json::from_str::<Value>(&e.detail)) else { continue };
+            let Some(digest) = detail["image-digest"].as_str() else { continue };
+            let ns = Namespace { account_id: e.account_id.clone(), region: e.region.clone() };
+            let key = (ns.account_id.clone(), ns.region.clone());
+            if !configs.contains_key(&key) {
+                configs.insert(key.clone(), self.registry_scanning(&ns).await?.filter(|c| !c.rules.is_empty()));
+            }
+            let on = match &configs[&key] {
+                Some(cfg) => effective(cfg, repo).scan_on_push,
+                None => match self.meta.repository_info(&ns, repo).await? {
+                    Some(info) => info.scan_on_push,
+                    None => false,
+                },
+            };
+            if on {
+                self.scan_pushed(&ns, repo, digest).await?;
+            }
+        }
+        if !self.meta.advance_event_cursor(SCAN_ON_PUSH_CONSUMER, from, to, &[], self.now()).await? {
+            return Ok(0);
+        }
+        Ok(events.len())
+    }
+}
+
+/// How a registry configuration scans repository `name`.
+fn effective(cfg: &ScanningConfiguration, name: &str) -> RepositoryScanning {
+    for rule in &cfg.rules {
+        let applied: Vec<ScanningFilter> = rule
+            .repository_filters
+            .iter()
+            .filter(|f| berth_meta::mutability::wildcard_match(&f.filter, name))
+            .cloned()
+            .collect();
+        if !applied.is_empty() {
+            let push = rule.scan_frequency == "SCAN_ON_PUSH";
+            return RepositoryScanning {
+                scan_on_push: push,
+                scan_frequency: if push { "SCAN_ON_PUSH" } else { "MANUAL" },
+                applied_filters: applied,
+            };
+        }
+    }
+    RepositoryScanning { scan_on_push: false, scan_frequency: "MANUAL", applied_filters: Vec::new() }
+}

@@ -1,0 +1,236 @@
+"""Image scanning through boto3 and the AWS CLI: advisories imported with `berth vulndb import`
+(real OSV records from tests/fixtures/osv, plus one hand-written Debian fixture), images built
+here with known package databases and lock files, scanned on push and on demand; exact findings
+(what must be found, and what must not: versions just outside a range, a package removed by a
+whiteout), ECR's errors, pagination, the waiter, DescribeImages' scan fields, and the registry's
+scanning configuration."""
+
+import io
+import json
+import os
+import subprocess
+import tarfile
+
+import pytest
+import requests
+
+from ecrlib import ACCOUNT_ID, _upload_blob, basic_auth_header, check_error, client_error, unique
+from imagelib import sha256
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "osv")
+
+OS_RELEASE = b'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
+
+
+def layer(files, whiteouts=()):
+    """An uncompressed tar layer with `files` ({path: bytes}) and `.wh.` entries for
+    `whiteouts` (paths removed from lower layers)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        entries = dict(files)
+        for w in whiteouts:
+            d, _, base = w.rpartition("/")
+            entries[f"{d}/.wh.{base}" if d else f".wh.{base}"] = b""
+        for path, data in sorted(entries.items()):
+            info = tarfile.TarInfo(path)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tf.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def dist_info(name, version):
+    return {f"usr/lib/python3/dist-packages/{name}-{version}.dist-info/METADATA":
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()}
+
+
+def cargo_lock(*pkgs):
+    text = "version = 3\n\n" + "".join(
+        f'[[package]]\nname = "{n}"\nversion = "{v}"\nsource = "registry+https://github.com/rust-lang/crates.io-index"\n\n'
+        for n, v in pkgs)
+    return {"app/Cargo.lock": text.encode()}
+
+
+def dpkg(*pkgs):
+    stanzas = "".join(
+        f"Package: {p}\nStatus: install ok installed\nSource: {src}\nVersion: {v}\nArchitecture: amd64\n\n"
+        for p, src, v in pkgs)
+    return {"etc/os-release": OS_RELEASE, "var/lib/dpkg/status": stanzas.encode()}
+
+
+def push(server, ecr, name, tag, layers):
+    """Push an image made of `layers` (tar bytes, bottom first); its digest."""
+    auth = basic_auth_header(ecr)
+    descs = []
+    for data in layers:
+        d, size = _upload_blob(server, name, data, auth)
+        descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": size})
+    config = json.dumps({"architecture": "amd64", "os": "linux", "tag": tag,
+                         "rootfs": {"type": "layers", "diff_ids": [x["digest"] for x in descs]}}).encode()
+    cd, cs = _upload_blob(server, name, config, auth)
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+                           "layers": descs}).encode()
+    r = requests.put(f"{server.url}/v2/{name}/manifests/{tag}", data=manifest,
+                     headers={"Authorization": auth, "Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+                     timeout=30)
+    assert r.status_code == 201, r.text
+    return sha256(manifest)
+
+
+def berth(server, *args):
+    env = dict(server.env)
+    return subprocess.run([server.binary, *args, "--data-dir", str(server.data_dir)], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def advisories(server):
+    out = berth(server, "vulndb", "import", FIXTURES)
+    assert out.returncode == 0, out.stderr
+    assert "imported 5 advisories (0 withdrawn)" in out.stdout, out.stdout
+    return out
+
+
+def wait_complete(ecr, name, digest):
+    ecr.get_waiter("image_scan_complete").wait(repositoryName=name, imageId={"imageDigest": digest},
+                                               WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    return ecr.describe_image_scan_findings(repositoryName=name, imageId={"imageDigest": digest})
+
+
+def found(resp):
+    """{(name, package, version, severity)} of a findings response."""
+    out = set()
+    for f in resp["imageScanFindings"]["findings"]:
+        attrs = {a["key"]: a.get("value") for a in f["attributes"]}
+        out.add((f["name"], attrs["package_name"], attrs["package_version"], f["severity"]))
+    return out
+
+
+def test_scan_on_push_finds_exactly_the_affected_packages(server, ecr, advisories):
+    name = unique("scan-push")
+    ecr.create_repository(repositoryName=name, imageScanningConfiguration={"scanOnPush": True})
+    digest = push(server, ecr, name, "v1", [
+        layer(dpkg(("libssl3", "openssl", "3.0.11-1~deb12u1"), ("zlib1g", "zlib", "1:1.2.13.dfsg-1"))),
+        layer({**dist_info("Jinja2", "2.10"), **cargo_lock(("smallvec", "0.6.9"), ("serde", "1.0.0"))}),
+    ])
+    resp = wait_complete(ecr, name, digest)
+    assert resp["imageScanStatus"]["status"] == "COMPLETE", resp["imageScanStatus"]
+    assert found(resp) == {
+        ("CVE-2020-28493", "jinja2", "2.10", "UNDEFINED"),
+        ("CVE-2019-10906", "jinja2", "2.10", "UNDEFINED"),
+        ("CVE-2019-15551", "smallvec", "0.6.9", "CRITICAL"),
+        ("CVE-2018-25023", "smallvec", "0.6.9", "UNDEFINED"),
+        ("CVE-0000-0001", "libssl3", "3.0.11-1~deb12u1", "HIGH"),
+    }
+    f = resp["imageScanFindings"]
+    assert f["findingSeverityCounts"] == {"CRITICAL": 1, "HIGH": 1, "UNDEFINED": 3}
+    crit = [x for x in f["findings"] if x["severity"] == "CRITICAL"][0]
+    attrs = {a["key"]: a["value"] for a in crit["attributes"]}
+    assert attrs["CVSS3_SCORE"] == "9.8" and attrs["CVSS3_VECTOR"].startswith("CVSS:3.0/AV:N/AC:L")
+    assert "RUSTSEC-2019-0009" in attrs["aliases"] and crit["uri"].startswith("http")
+    assert "imageScanCompletedAt" in f and "vulnerabilitySourceUpdatedAt" in f
+    # DescribeImages carries the status and the summary.
+    d = ecr.describe_images(repositoryName=name)["imageDetails"][0]
+    assert d["imageScanStatus"]["status"] == "COMPLETE"
+    assert d["imageScanFindingsSummary"]["findingSeverityCounts"] == {"CRITICAL": 1, "HIGH": 1, "UNDEFINED": 3}
+    # Pages of one finding each walk the same findings.
+    seen, token = [], None
+    while True:
+        kw = {"nextToken": token} if token else {}
+        page = ecr.describe_image_scan_findings(repositoryName=name, imageId={"imageDigest": digest}, maxResults=1, **kw)
+        seen.extend(page["imageScanFindings"]["findings"])
+        token = page.get("nextToken")
+        if not token:
+            break
+    assert seen == f["findings"]
+
+
+def test_versions_just_outside_ranges_and_whited_out_packages_are_not_reported(server, ecr, advisories):
+    name = unique("scan-edges")
+    ecr.create_repository(repositoryName=name)
+    digest = push(server, ecr, name, "v1", [
+        layer({**dist_info("Jinja2", "2.10.1"), **cargo_lock(("smallvec", "0.6.10")),
+               **dpkg(("libssl3", "openssl", "3.0.11-1~deb12u2"))}),
+        # A second Python package only in the lower layer, removed by the upper one.
+        layer(dist_info("jinja2", "2.10")),
+        layer({}, whiteouts=["usr/lib/python3/dist-packages/jinja2-2.10.dist-info"]),
+    ])
+    check_error(client_error(ecr.describe_image_scan_findings, repositoryName=name, imageId={"imageDigest": digest}),
+                "ScanNotFoundException")
+    r = ecr.start_image_scan(repositoryName=name, imageId={"imageTag": "v1"})
+    assert r["imageScanStatus"] == {"status": "IN_PROGRESS"} and r["imageId"]["imageDigest"] == digest
+    resp = wait_complete(ecr, name, digest)
+    assert found(resp) == {
+        ("CVE-2020-28493", "jinja2", "2.10.1", "UNDEFINED"),   # fixed in 2.11.3; 2.10.1 fixes the other
+        ("CVE-2018-25023", "smallvec", "0.6.10", "UNDEFINED"),  # 0.6.10 fixes RUSTSEC-2019-0009
+    }
+    # Once per image per 24 hours, as ECR.
+    check_error(client_error(ecr.start_image_scan, repositoryName=name, imageId={"imageDigest": digest}),
+                "LimitExceededException")
+
+
+def test_scan_errors_are_ecrs(server, ecr, advisories):
+    name = unique("scan-err")
+    ecr.create_repository(repositoryName=name)
+    check_error(client_error(ecr.start_image_scan, repositoryName=name, imageId={"imageTag": "nope"}),
+                "ImageNotFoundException")
+    check_error(client_error(ecr.start_image_scan, repositoryName=unique("none"), imageId={"imageTag": "x"}),
+                "RepositoryNotFoundException")
+    check_error(client_error(ecr.describe_image_scan_findings, repositoryName=name, imageId={"imageTag": "nope"}),
+                "ImageNotFoundException")
+    push(server, ecr, name, "v1", [layer({"etc/hostname": b"x\n"})])
+    ecr.start_image_scan(repositoryName=name, imageId={"imageTag": "v1"})
+    resp = wait_complete(ecr, name, ecr.describe_images(repositoryName=name)["imageDetails"][0]["imageDigest"])
+    assert resp["imageScanFindings"]["findings"] == [] and resp["imageScanFindings"]["findingSeverityCounts"] == {}
+    check_error(client_error(ecr.describe_image_scan_findings, repositoryName=name, imageId={"imageTag": "v1"},
+                             nextToken="garbage"), "InvalidParameterException")
+
+
+def test_registry_scanning_configuration_rules_scan_matching_repositories_on_push(server, ecr, advisories):
+    prefix = unique("scanrule")
+    before = ecr.get_registry_scanning_configuration()
+    assert before["registryId"] == ACCOUNT_ID
+    try:
+        rules = [{"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": f"{prefix}-prod*", "filterType": "WILDCARD"}]}]
+        r = ecr.put_registry_scanning_configuration(scanType="BASIC", rules=rules)
+        assert r["registryScanningConfiguration"] == {"scanType": "BASIC", "rules": rules}
+        assert ecr.get_registry_scanning_configuration()["scanningConfiguration"] == {"scanType": "BASIC", "rules": rules}
+        for n in (f"{prefix}-prod1", f"{prefix}-dev1"):
+            ecr.create_repository(repositoryName=n)
+        cfg = ecr.batch_get_repository_scanning_configuration(repositoryNames=[f"{prefix}-prod1", f"{prefix}-dev1", f"{prefix}-gone"])
+        by = {c["repositoryName"]: c for c in cfg["scanningConfigurations"]}
+        assert by[f"{prefix}-prod1"]["scanFrequency"] == "SCAN_ON_PUSH" and by[f"{prefix}-prod1"]["scanOnPush"] is True
+        assert by[f"{prefix}-prod1"]["appliedScanFilters"] == rules[0]["repositoryFilters"]
+        assert by[f"{prefix}-dev1"]["scanFrequency"] == "MANUAL" and by[f"{prefix}-dev1"]["appliedScanFilters"] == []
+        assert cfg["failures"] == [{"repositoryName": f"{prefix}-gone", "failureCode": "REPOSITORY_NOT_FOUND",
+                                    "failureReason": "REPOSITORY_NOT_FOUND"}]
+        d = push(server, ecr, f"{prefix}-prod1", "v1", [layer(dist_info("jinja2", "2.10"))])
+        assert len(found(wait_complete(ecr, f"{prefix}-prod1", d))) == 2
+        d = push(server, ecr, f"{prefix}-dev1", "v1", [layer(dist_info("jinja2", "2.10"))])
+        check_error(client_error(ecr.describe_image_scan_findings, repositoryName=f"{prefix}-dev1",
+                                 imageId={"imageDigest": d}), "ScanNotFoundException")
+        # What Berth cannot do is refused, not stored.
+        check_error(client_error(ecr.put_registry_scanning_configuration, scanType="ENHANCED", rules=[]),
+                    "InvalidParameterException")
+        check_error(client_error(ecr.put_registry_scanning_configuration, scanType="BASIC", rules=[
+            {"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [{"filter": "*", "filterType": "WILDCARD"}]}]),
+            "InvalidParameterException")
+        check_error(client_error(ecr.put_registry_scanning_configuration, scanType="BASIC", rules=[
+            {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "Bad!", "filterType": "WILDCARD"}]}]),
+            "ValidationException")
+        assert ecr.get_registry_scanning_configuration()["scanningConfiguration"]["rules"] == rules
+    finally:
+        ecr.put_registry_scanning_configuration(scanType="BASIC", rules=[])
+
+
+def test_put_image_scanning_configuration_and_the_vulndb_status(server, ecr, advisories):
+    name = unique("scan-cfg")
+    ecr.create_repository(repositoryName=name)
+    r = ecr.put_image_scanning_configuration(repositoryName=name, imageScanningConfiguration={"scanOnPush": True})
+    assert r["imageScanningConfiguration"] == {"scanOnPush": True}
+    repo = ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
+    assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
+    out = berth(server, "vulndb", "status", "--output", "json")
+    assert out.returncode == 0, out.stderr
+    st = json.loads(out.stdout)
+    assert st["advisories"] >= 5 and st["imports"][0]["records"] >= 5
