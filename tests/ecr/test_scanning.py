@@ -14,7 +14,17 @@ import tarfile
 import pytest
 import requests
 
-from ecrlib import ACCOUNT_ID, _upload_blob, basic_auth_header, check_error, client_error, unique
+from ecrlib import (
+    ACCOUNT_ID,
+    _upload_blob,
+    basic_auth_header,
+    check_error,
+    client_error,
+    make_client,
+    start_berth,
+    stop_berth,
+    unique,
+)
 from imagelib import sha256
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "osv")
@@ -143,6 +153,9 @@ def test_scan_on_push_finds_exactly_the_affected_packages(server, ecr, advisorie
         if not token:
             break
     assert seen == f["findings"]
+    # No SBOM artifact unless asked for: the repository holds exactly the pushed image.
+    assert [i["imageDigest"] for i in ecr.describe_images(repositoryName=name)["imageDetails"]] == [digest]
+
 
 
 def test_versions_just_outside_ranges_and_whited_out_packages_are_not_reported(server, ecr, advisories):
@@ -234,3 +247,64 @@ def test_put_image_scanning_configuration_and_the_vulndb_status(server, ecr, adv
     assert out.returncode == 0, out.stderr
     st = json.loads(out.stdout)
     assert st["advisories"] >= 5 and st["imports"][0]["records"] >= 5
+
+
+def test_an_index_reports_the_union_of_its_platforms(server, ecr, advisories):
+    name = unique("scan-index")
+    ecr.create_repository(repositoryName=name)
+    amd = push(server, ecr, name, "amd64", [layer(dist_info("jinja2", "2.10.1"))])
+    arm = push(server, ecr, name, "arm64", [layer(cargo_lock(("smallvec", "0.6.12")))])
+    auth = basic_auth_header(ecr)
+
+    def desc(d, arch):
+        r = requests.get(f"{server.url}/v2/{name}/manifests/{d}",
+                         headers={"Authorization": auth, "Accept": "application/vnd.oci.image.manifest.v1+json"}, timeout=30)
+        return {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d, "size": len(r.content),
+                "platform": {"architecture": arch, "os": "linux"}}
+
+    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "manifests": [desc(amd, "amd64"), desc(arm, "arm64")]}).encode()
+    r = requests.put(f"{server.url}/v2/{name}/manifests/multi", data=index,
+                     headers={"Authorization": auth, "Content-Type": "application/vnd.oci.image.index.v1+json"}, timeout=30)
+    assert r.status_code == 201, r.text
+    ecr.start_image_scan(repositoryName=name, imageId={"imageTag": "multi"})
+    resp = wait_complete(ecr, name, sha256(index))
+    assert found(resp) == {
+        ("CVE-2020-28493", "jinja2", "2.10.1", "UNDEFINED"),
+        ("CVE-2018-25023", "smallvec", "0.6.12", "UNDEFINED"),
+    }
+
+
+def test_with_sbom_referrers_on_a_scan_publishes_a_cyclonedx_sbom_referrer():
+    server = start_berth({"BERTH_SCAN_SBOM_REFERRERS": "true", "BERTH_JOB_POLL_MS": "50"})
+    try:
+        out = berth(server, "vulndb", "import", FIXTURES)
+        assert out.returncode == 0, out.stderr
+        ecr = make_client(server)
+        name = unique("scan-sbom")
+        ecr.create_repository(repositoryName=name, imageScanningConfiguration={"scanOnPush": True})
+        digest = push(server, ecr, name, "v1", [
+            layer(dpkg(("libssl3", "openssl", "3.0.11-1~deb12u1"))),
+            layer({**dist_info("Jinja2", "2.10"), **cargo_lock(("smallvec", "0.6.9"), ("serde", "1.0.0"))}),
+        ])
+        assert len(found(wait_complete(ecr, name, digest))) == 5
+        # The scan published a CycloneDX SBOM as a referrer of the image.
+        auth = basic_auth_header(ecr)
+        r = requests.get(f"{server.url}/v2/{name}/referrers/{digest}", headers={"Authorization": auth}, timeout=30)
+        assert r.status_code == 200, r.text
+        sboms = [m for m in r.json()["manifests"] if m.get("artifactType") == "application/vnd.cyclonedx+json"]
+        assert len(sboms) == 1, r.json()
+        m = requests.get(f"{server.url}/v2/{name}/manifests/{sboms[0]['digest']}",
+                         headers={"Authorization": auth, "Accept": "application/vnd.oci.image.manifest.v1+json"}, timeout=30).json()
+        assert m["subject"]["digest"] == digest
+        bom = requests.get(f"{server.url}/v2/{name}/blobs/{m['layers'][0]['digest']}", headers={"Authorization": auth},
+                           timeout=30).json()
+        assert bom["bomFormat"] == "CycloneDX" and bom["metadata"]["component"]["version"] == digest
+        purls = {c.get("purl") for c in bom["components"]}
+        assert {"pkg:pypi/jinja2@2.10", "pkg:cargo/smallvec@0.6.9", "pkg:cargo/serde@1.0.0",
+                "pkg:deb/debian/libssl3@3.0.11-1~deb12u1?distro=debian-12"} <= purls, purls
+        # The SBOM is not scanned itself (not an image).
+        check_error(client_error(ecr.describe_image_scan_findings, repositoryName=name,
+                                 imageId={"imageDigest": sboms[0]["digest"]}), "ScanNotFoundException")
+    finally:
+        stop_berth(server)

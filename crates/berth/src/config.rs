@@ -134,6 +134,10 @@ pub struct Config {
     pub gc_sweep_interval_secs: u64,
     /// StartImageScan scans one image at most once per this many seconds (ECR: once per 24 h).
     pub scan_interval_secs: u64,
+    /// Each completed scan also pushes a CycloneDX SBOM of the image as an OCI referrer artifact
+    /// into its repository (off by default: the artifact then shows in the repository's image
+    /// listings, which ECR's own scanning never adds).
+    pub scan_sbom_referrers: bool,
 }
 
 impl Default for Config {
@@ -186,6 +190,7 @@ impl Default for Config {
             gc_lease_secs: 120,
             gc_sweep_interval_secs: 86_400,
             scan_interval_secs: 86_400,
+            scan_sbom_referrers: false,
         }
     }
 }
@@ -370,6 +375,9 @@ impl Config {
         }
         if let Some(v) = get("BERTH_ADMIN_LISTEN") {
             self.admin_listen = opt(v);
+        }
+        if let Some(v) = get("BERTH_SCAN_SBOM_REFERRERS") {
+            self.scan_sbom_referrers = parse_bool("BERTH_SCAN_SBOM_REFERRERS", &v)?;
         }
         if let Some(v) = get("BERTH_AUDIT_DATA_PLANE_READS") {
             self.audit_data_plane_reads = parse_bool("BERTH_AUDIT_DATA_PLANE_READS", &v)?;

@@ -773,6 +773,7 @@ async fn open(cfg: &Config, mode: SchemaMode) -> anyhow::Result<(Arc<Registry>, 
         min_free_bytes: cfg.min_free_mb.saturating_mul(1 << 20),
         gc_lease: Duration::from_secs(cfg.gc_lease_secs),
         scan_interval: Duration::from_secs(cfg.scan_interval_secs),
+        scan_sbom_referrers: cfg.scan_sbom_referrers,
     };
     let archive = archive_store(cfg).await?;
     if archive.is_none() && store.any_archived_blob().await? {

@@ -369,7 +369,7 @@ fn create_webhook_refuses_what_it_cannot_honour() {
     for (args, says) in [
         (vec!["--url", "ftp://example.com/x"], "must be http:// or https://"),
         (vec!["--url", "not a url"], "invalid --url"),
-        (vec!["--url", "http://127.0.0.1:9/x", "--events", "ECR Image Scan"], "ECR Image Scan"),
+        (vec!["--url", "http://127.0.0.1:9/x", "--events", "ECR Replication Action"], "ECR Replication Action"),
         (vec!["--url", "http://127.0.0.1:9/x", "--events", ""], "--events"),
         (vec!["--url", "http://127.0.0.1:9/x", "--repository-filter", ""], "--repository-filter"),
         (vec!["--url", "http://127.0.0.1:9/x", "--account-id", "999999999999"], "no account '999999999999'"),

@@ -220,7 +220,8 @@ mod tests {
     fn subscriptions_filter_by_type_and_repository_prefix() {
         assert_eq!(Subscription::parse_events("all"), Ok(vec![]));
         assert_eq!(Subscription::parse_events("ECR Image Action"), Ok(vec![IMAGE_ACTION.to_string()]));
-        assert!(Subscription::parse_events("ECR Image Scan").unwrap_err().contains("unknown event type"));
+        assert_eq!(Subscription::parse_events("ECR Image Scan"), Ok(vec![IMAGE_SCAN.to_string()]));
+        assert!(Subscription::parse_events("ECR Replication Action").unwrap_err().contains("unknown event type"));
         let all = Subscription::from_stored(r#"["all"]"#, None);
         assert!(all.matches(&event(kind::IMAGE_DELETE, "x")));
         assert!(!all.matches(&event(kind::REPOSITORY_DELETE, "x")));

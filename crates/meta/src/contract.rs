@@ -443,6 +443,19 @@ async fn move_contract(s: &dyn MetadataStore) {
     assert_eq!(s.manifest_blob_locations(r1, "sha256:m1").await.unwrap()[0], (own.into(), Standard));
 }
 
+fn done_scan() -> crate::scan::ImageScan {
+    crate::scan::ImageScan {
+        digest: "sha256:s1".into(),
+        status: "COMPLETE".into(),
+        description: None,
+        requested_at: 0,
+        completed_at: Some(30),
+        source_updated_at: Some(11),
+        counts: Some("{}".into()),
+        findings: Some("[]".into()),
+    }
+}
+
 async fn scan_contract(s: &dyn MetadataStore) {
     use crate::scan::{ImageScan, NewAdvisory, ScanRequest};
     let ns = Namespace { account_id: "777777777777".into(), region: "r".into() };
@@ -478,21 +491,14 @@ async fn scan_contract(s: &dyn MetadataStore) {
     assert_eq!(s.scan_request(repo, "sha256:none", i64::MIN, 20).await.unwrap(), ScanRequest::NoImage);
     assert_eq!(s.scan_request(repo, "sha256:s1", i64::MIN, 20).await.unwrap(), ScanRequest::Started);
     assert_eq!(s.scan_request(repo, "sha256:s1", 19, 21).await.unwrap(), ScanRequest::TooSoon);
-    assert_eq!(s.scan_request(repo, "sha256:s1", 20, 22).await.unwrap(), ScanRequest::Started);
-    let done = ImageScan {
-        digest: "sha256:s1".into(),
-        status: "COMPLETE".into(),
-        description: None,
-        requested_at: 20,
-        completed_at: Some(30),
-        source_updated_at: Some(11),
-        counts: Some("{}".into()),
-        findings: Some("[]".into()),
-    };
-    assert!(!s.scan_finish(repo, 20, &done).await.unwrap(), "a later request stands");
-    assert!(s.scan_finish(repo, 22, &ImageScan { requested_at: 22, ..done.clone() }).await.unwrap());
+    assert_eq!(s.scan_request(repo, "sha256:s1", i64::MAX, 21).await.unwrap(), ScanRequest::TooSoon, "in progress");
+    let stale = 20 + crate::scan::STALE_SCAN_MS + 2;
+    assert_eq!(s.scan_request(repo, "sha256:s1", 20, stale).await.unwrap(), ScanRequest::Started, "a lost scan");
+    assert!(!s.scan_finish(repo, 20, &ImageScan { requested_at: 20, ..done_scan() }).await.unwrap(), "fenced out");
+    let done = ImageScan { requested_at: stale, ..done_scan() };
+    assert!(s.scan_finish(repo, stale, &done).await.unwrap());
     let got = s.scans(repo, &["sha256:s1".to_string(), "sha256:none".to_string()]).await.unwrap();
-    assert_eq!(got, vec![ImageScan { requested_at: 22, ..done }]);
+    assert_eq!(got, vec![done]);
     // Scans go with their image.
     assert!(s.delete_manifest(repo, "sha256:s1", 40).await.unwrap());
     assert!(s.scans(repo, &["sha256:s1".to_string()]).await.unwrap().is_empty());

@@ -43,6 +43,10 @@ pub struct ImageScan {
     pub findings: Option<String>,
 }
 
+/// A scan still `IN_PROGRESS` this long after it was requested is taken to be lost (its job
+/// gave up): a new request replaces it.
+pub const STALE_SCAN_MS: i64 = 3_600_000;
+
 /// What [`ScanStore::scan_request`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScanRequest {
@@ -71,7 +75,8 @@ pub trait ScanStore: Send + Sync + 'static {
     /// Advisories naming package `name` of base ecosystem `ecosystem`: (id, body).
     async fn vuln_for_package(&self, ecosystem: &str, name: &str) -> Result<Vec<(String, String)>>;
     /// Record a scan of image `digest` as requested now (`IN_PROGRESS`), unless one was
-    /// requested after `not_since` (then [`ScanRequest::TooSoon`]; `i64::MIN` never refuses).
+    /// requested after `not_since`, or one is in progress (requested less than
+    /// [`STALE_SCAN_MS`] ago): then [`ScanRequest::TooSoon`].
     async fn scan_request(&self, repo_id: i64, digest: &str, not_since: i64, now: i64) -> Result<ScanRequest>;
     /// Record the outcome of a scan requested at `requested_at` (a later request wins: `false`)
     /// and append its "ECR Image Scan" event, in one transaction.
@@ -226,12 +231,14 @@ macro_rules! portable_scan {
                 let n = sqlx::query(
                     "INSERT INTO image_scans (repo_id, digest, status, requested_at) VALUES ($1, $2, 'IN_PROGRESS', $3) \
                      ON CONFLICT (repo_id, digest) DO UPDATE SET status = 'IN_PROGRESS', description = NULL, \
-                     requested_at = excluded.requested_at WHERE image_scans.requested_at <= $4",
+                     requested_at = excluded.requested_at WHERE image_scans.requested_at <= $4 \
+                     AND (image_scans.status <> 'IN_PROGRESS' OR image_scans.requested_at < $5)",
                 )
                 .bind(repo_id)
                 .bind(digest)
                 .bind(now)
                 .bind(not_since)
+                .bind(now - crate::scan::STALE_SCAN_MS)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();

@@ -72,6 +72,13 @@ impl HashState {
     }
 }
 
+/// The sha256 digest of `data`.
+pub(crate) fn sha256_digest(data: &[u8]) -> Digest {
+    let mut h = HashState::new();
+    h.update(data);
+    h.finish()
+}
+
 /// A hash running beside a stream.
 pub struct Hasher {
     handle: tokio::task::JoinHandle<HashState>,

@@ -81,6 +81,8 @@ pub struct Settings {
     pub gc_lease: Duration,
     /// StartImageScan scans an image at most once per this long (ECR: 24 hours).
     pub scan_interval: Duration,
+    /// Completed scans push an SBOM referrer artifact of the image into its repository.
+    pub scan_sbom_referrers: bool,
 }
 
 /// A stored manifest, ready to serve.

@@ -27,6 +27,43 @@ pub mod status {
 /// The severities ECR reports, most severe first.
 pub const SEVERITIES: &[&str] = &["CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL", "UNDEFINED"];
 
+/// Whether scanning on push scans a manifest: images (by their config's media type) and
+/// indexes; other artifacts (signatures, SBOMs, attestations) are not.
+fn scannable(manifest_media_type: &str, config_media_type: Option<&str>) -> bool {
+    manifest_media_type.ends_with("image.index.v1+json")
+        || manifest_media_type.ends_with("manifest.list.v2+json")
+        || matches!(
+            config_media_type,
+            Some("application/vnd.oci.image.config.v1+json" | "application/vnd.docker.container.image.v1+json")
+        )
+}
+
+/// Artifact type of the SBOMs scans publish.
+pub const SBOM_ARTIFACT_TYPE: &str = "application/vnd.cyclonedx+json";
+
+/// The package URL of a package, when its ecosystem has a purl type.
+fn purl(p: &berth_scanner::Package) -> Option<String> {
+    let base = berth_vulndb::base_ecosystem(&p.ecosystem);
+    let release = p.ecosystem.split_once(':').map(|(_, r)| r);
+    let enc = |s: &str| s.replace('%', "%25").replace('@', "%40").replace('?', "%3F").replace('#', "%23");
+    Some(match base {
+        "PyPI" => format!("pkg:pypi/{}@{}", enc(&p.name), enc(&p.version)),
+        "npm" => format!("pkg:npm/{}@{}", p.name.split('/').map(enc).collect::<Vec<_>>().join("/"), enc(&p.version)),
+        "crates.io" => format!("pkg:cargo/{}@{}", enc(&p.name), enc(&p.version)),
+        "Go" => format!("pkg:golang/{}@{}", p.name.split('/').map(enc).collect::<Vec<_>>().join("/"), enc(&p.version)),
+        "Debian" | "Ubuntu" => {
+            let ns = base.to_lowercase();
+            let distro = release.map(|r| format!("?distro={ns}-{r}")).unwrap_or_default();
+            format!("pkg:deb/{ns}/{}@{}{distro}", enc(&p.name), enc(&p.version))
+        }
+        "Alpine" => {
+            let distro = release.map(|r| format!("?distro=alpine-{}", r.trim_start_matches('v'))).unwrap_or_default();
+            format!("pkg:apk/alpine/{}@{}{distro}", enc(&p.name), enc(&p.version))
+        }
+        _ => return None,
+    })
+}
+
 /// How long after a push into a repository that scans on push the image's scan counts as
 /// pending (`IN_PROGRESS`) before the scan-on-push consumer records it.
 pub const SCAN_PENDING_WINDOW: Duration = Duration::from_secs(120);
@@ -77,7 +114,7 @@ impl Registry {
         }
         let now = self.now();
         let not_since = now.saturating_sub(min_interval.as_millis() as i64);
-        match self.request_scan(repo.id, &img.digest, not_since).await? {
+        match self.request_scan(ns, name, repo.id, &img.digest, not_since).await? {
             ScanRequest::Started => Ok(Ok(img.digest)),
             ScanRequest::NoImage => Ok(Err(ScanRefused::NotFound)),
             ScanRequest::TooSoon => Ok(Err(ScanRefused::TooSoon(format!(
@@ -89,12 +126,21 @@ impl Registry {
 
     /// Record a scan of `digest` as requested and queue it (`not_since`: see
     /// [`berth_meta::scan::ScanStore::scan_request`]).
-    pub(crate) async fn request_scan(&self, repo_id: i64, digest: &str, not_since: i64) -> Result<ScanRequest> {
+    pub(crate) async fn request_scan(
+        &self,
+        ns: &Namespace,
+        name: &str,
+        repo_id: i64,
+        digest: &str,
+        not_since: i64,
+    ) -> Result<ScanRequest> {
         let now = self.now();
         let r = self.meta.scan_request(repo_id, digest, not_since, now).await?;
         if r == ScanRequest::Started {
             let key = format!("{repo_id}:{digest}");
-            let payload = json!({"repo": repo_id, "digest": digest, "requestedAt": now}).to_string();
+            let payload = json!({"repo": repo_id, "digest": digest, "requestedAt": now,
+                "account": ns.account_id, "region": ns.region, "name": name})
+            .to_string();
             let job = berth_meta::NewJob {
                 kind: SCAN_JOB,
                 key: &key,
@@ -112,7 +158,7 @@ impl Registry {
     /// effect (the scan-on-push consumer of the event log calls this).
     pub async fn scan_pushed(&self, ns: &Namespace, name: &str, digest: &str) -> Result<bool> {
         let Some(repo) = self.repo_id(ns, &Self::parse_name(name)?).await? else { return Ok(false) };
-        Ok(self.request_scan(repo, digest, i64::MAX).await? == ScanRequest::Started)
+        Ok(self.request_scan(ns, name, repo, digest, i64::MAX).await? == ScanRequest::Started)
     }
 
     /// The image an image id names and its last scan. An image pushed less than
@@ -132,7 +178,10 @@ impl Registry {
         };
         let mut scan = self.meta.scans(repo.id, std::slice::from_ref(&img.digest)).await?.pop();
         let now = self.now();
-        if scan.is_none() && img.pushed_at > now - SCAN_PENDING_WINDOW.as_millis() as i64 {
+        if scan.is_none()
+            && img.pushed_at > now - SCAN_PENDING_WINDOW.as_millis() as i64
+            && scannable(&img.media_type, img.config_media_type.as_deref())
+        {
             let flag = self.meta.repository_info(ns, name).await?.is_some_and(|i| i.scan_on_push);
             if self.repository_scanning(ns, name, flag).await?.scan_on_push {
                 scan = Some(ImageScan {
@@ -170,6 +219,10 @@ impl Registry {
             return Err(Error::Internal(format!("scan job payload without repo, digest and requestedAt: {payload}")));
         };
         let outcome = self.scan_image(repo, digest).await;
+        let target = match (v["account"].as_str(), v["region"].as_str(), v["name"].as_str()) {
+            (Some(a), Some(r), Some(n)) => Some((Namespace { account_id: a.into(), region: r.into() }, n.to_string())),
+            _ => None,
+        };
         let now = self.now();
         let mut scan = ImageScan {
             digest: digest.to_string(),
@@ -182,7 +235,14 @@ impl Registry {
             findings: None,
         };
         match outcome {
-            Ok(Some(findings)) => {
+            Ok(Some((findings, packages))) => {
+                // The SBOM goes next to the image as a referrer; a failure there does not fail
+                // the scan (it is logged).
+                if let Some((ns, name)) = target.as_ref().filter(|_| self.settings.scan_sbom_referrers) {
+                    if let Err(e) = self.publish_sbom(ns, name, repo, digest, &packages).await {
+                        tracing::warn!(error = %e, %digest, "could not publish the scan's SBOM");
+                    }
+                }
                 let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
                 for f in &findings {
                     let sev = f["severity"].as_str().unwrap_or("UNDEFINED");
@@ -208,8 +268,9 @@ impl Registry {
         Ok(())
     }
 
-    /// Scan one image (an index: each platform's image, their union). `None`: nothing to scan.
-    async fn scan_image(&self, repo: i64, digest: &str) -> Result<Option<Vec<Value>>> {
+    /// Scan one image (an index: each platform's image, their union): its findings and
+    /// packages. `None`: nothing to scan.
+    async fn scan_image(&self, repo: i64, digest: &str) -> Result<Option<(Vec<Value>, Vec<berth_scanner::Package>)>> {
         let Some(m) = self.meta.manifest(repo, digest).await? else {
             return Err(Error::Internal(format!("the manifest {digest} is gone")));
         };
@@ -242,7 +303,76 @@ impl Registry {
         if !scanned {
             return Ok(None);
         }
-        Ok(Some(self.match_packages(&packages).await?))
+        packages.sort();
+        packages.dedup();
+        let findings = self.match_packages(&packages).await?;
+        Ok(Some((findings, packages)))
+    }
+
+    /// Push a CycloneDX SBOM of `packages` as an OCI 1.1 referrer artifact of manifest `digest`
+    /// (artifact type `application/vnd.cyclonedx+json`), so the referrers API and
+    /// `oras discover` show it.
+    async fn publish_sbom(
+        &self,
+        ns: &Namespace,
+        name: &str,
+        repo: i64,
+        digest: &str,
+        packages: &[berth_scanner::Package],
+    ) -> Result<()> {
+        let Some(subject) = self.meta.manifest(repo, digest).await? else { return Ok(()) };
+        let repo_name = Self::parse_name(name)?;
+        let now = self.now();
+        let components: Vec<Value> = packages
+            .iter()
+            .map(|p| {
+                let mut c = json!({"type": "library", "name": p.name, "version": p.version,
+                    "properties": [{"name": "berth:ecosystem", "value": p.ecosystem}, {"name": "berth:path", "value": p.path}]});
+                if let Some(purl) = purl(p) {
+                    c["purl"] = json!(purl);
+                    c["bom-ref"] = json!(purl);
+                }
+                c
+            })
+            .collect();
+        let bom = json!({
+            "bomFormat": "CycloneDX",
+            "specVersion": "1.5",
+            "serialNumber": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
+            "version": 1,
+            "metadata": {
+                "timestamp": crate::iso8601(now),
+                "tools": {"components": [{"type": "application", "name": "berth", "version": env!("CARGO_PKG_VERSION")}]},
+                "component": {"type": "container", "name": name, "version": digest},
+            },
+            "components": components,
+        });
+        let bom = bytes::Bytes::from(serde_json::to_vec(&bom).map_err(|e| Error::Internal(e.to_string()))?);
+        let empty = bytes::Bytes::from_static(b"{}");
+        let mut descs = Vec::new();
+        for data in [&empty, &bom] {
+            let d = crate::hash::sha256_digest(data);
+            let body: berth_storage::ByteStream = Box::pin(futures::stream::once({
+                let data = data.clone();
+                async move { Ok(data) }
+            }));
+            self.upload_monolithic(ns, &repo_name, &d, body).await?;
+            descs.push((d, data.len()));
+        }
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": SBOM_ARTIFACT_TYPE,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": descs[0].0.to_string(), "size": 2},
+            "layers": [{"mediaType": SBOM_ARTIFACT_TYPE, "digest": descs[1].0.to_string(), "size": descs[1].1}],
+            "subject": {"mediaType": subject.media_type, "digest": digest, "size": subject.content.len()},
+            "annotations": {"org.opencontainers.image.created": crate::iso8601(now), "dev.berth.sbom": "scan"},
+        });
+        let bytes = bytes::Bytes::from(serde_json::to_vec(&manifest).map_err(|e| Error::Internal(e.to_string()))?);
+        let reference = berth_oci::Reference::Digest(crate::hash::sha256_digest(&bytes));
+        self.manifest_put(ns, &repo_name, &reference, Some("application/vnd.oci.image.manifest.v1+json"), bytes, &[])
+            .await?;
+        Ok(())
     }
 
     /// The inventory of an image manifest's layers, `None` when it has no layer to read.
@@ -513,6 +643,10 @@ impl Registry {
             }
             let (Some(repo), Ok(detail)) = (&e.repository, serde_json::from_str::<Value>(&e.detail)) else { continue };
             let Some(digest) = detail["image-digest"].as_str() else { continue };
+            let manifest_type = detail["manifest-media-type"].as_str().unwrap_or_default();
+            if !scannable(manifest_type, detail["artifact-media-type"].as_str()) {
+                continue;
+            }
             let ns = Namespace { account_id: e.account_id.clone(), region: e.region.clone() };
             let key = (ns.account_id.clone(), ns.region.clone());
             if !configs.contains_key(&key) {

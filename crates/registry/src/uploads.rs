@@ -364,6 +364,7 @@ mod tests {
             min_free_bytes: 0,
             gc_lease: Duration::from_secs(120),
             scan_interval: Duration::from_secs(86_400),
+            scan_sbom_referrers: false,
         };
         Registry::new(Arc::new(meta), Arc::new(blobs), Arc::new(SystemClock), settings, Keys::from_server_key(&[7; 32]))
     }
