@@ -238,10 +238,10 @@ impl Registry {
             Ok(Some((findings, packages))) => {
                 // The SBOM goes next to the image as a referrer; a failure there does not fail
                 // the scan (it is logged).
-                if let Some((ns, name)) = target.as_ref().filter(|_| self.settings.scan_sbom_referrers) {
-                    if let Err(e) = self.publish_sbom(ns, name, repo, digest, &packages).await {
-                        tracing::warn!(error = %e, %digest, "could not publish the scan's SBOM");
-                    }
+                if let Some((ns, name)) = target.as_ref().filter(|_| self.settings.scan_sbom_referrers)
+                    && let Err(e) = self.publish_sbom(ns, name, repo, digest, &packages).await
+                {
+                    tracing::warn!(error = %e, %digest, "could not publish the scan's SBOM");
                 }
                 let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
                 for f in &findings {
