@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import tarfile
+import time
 
 import pytest
 import requests
@@ -226,9 +227,6 @@ def test_registry_scanning_configuration_rules_scan_matching_repositories_on_pus
         check_error(client_error(ecr.put_registry_scanning_configuration, scanType="ENHANCED", rules=[]),
                     "InvalidParameterException")
         check_error(client_error(ecr.put_registry_scanning_configuration, scanType="BASIC", rules=[
-            {"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [{"filter": "*", "filterType": "WILDCARD"}]}]),
-            "InvalidParameterException")
-        check_error(client_error(ecr.put_registry_scanning_configuration, scanType="BASIC", rules=[
             {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "Bad!", "filterType": "WILDCARD"}]}]),
             "ValidationException")
         assert ecr.get_registry_scanning_configuration()["scanningConfiguration"]["rules"] == rules
@@ -308,3 +306,32 @@ def test_with_sbom_referrers_on_a_scan_publishes_a_cyclonedx_sbom_referrer():
                                  imageId={"imageDigest": sboms[0]["digest"]}), "ScanNotFoundException")
     finally:
         stop_berth(server)
+
+
+def test_continuous_scan_rescans_after_an_advisory_import(server, ecr, advisories, tmp_path):
+    prefix = unique("scancont")
+    rules = [{"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [{"filter": f"{prefix}*", "filterType": "WILDCARD"}]}]
+    ecr.put_registry_scanning_configuration(scanType="BASIC", rules=rules)
+    try:
+        name = f"{prefix}-app"
+        ecr.create_repository(repositoryName=name)
+        cfg = ecr.batch_get_repository_scanning_configuration(repositoryNames=[name])["scanningConfigurations"][0]
+        assert (cfg["scanFrequency"], cfg["scanOnPush"]) == ("CONTINUOUS_SCAN", True)
+        pkg = f"{prefix}-pkg"
+        digest = push(server, ecr, name, "v1", [layer(dist_info(pkg, "1.0"))])
+        assert found(wait_complete(ecr, name, digest)) == set()
+        # A new advisory naming the package: the import queues a rescan, which finds it.
+        record = {"id": f"FIXTURE-{prefix}", "summary": "FIXTURE (not a real advisory)", "modified": "2026-12-03T00:00:00Z",
+                  "affected": [{"package": {"ecosystem": "PyPI", "name": pkg},
+                                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.0"}]}]}]}
+        (tmp_path / "fixture.json").write_text(json.dumps(record))
+        out = berth(server, "vulndb", "import", str(tmp_path / "fixture.json"))
+        assert out.returncode == 0 and "queued 1 scans" in out.stdout, (out.stdout, out.stderr)
+        for _ in range(300):
+            resp = ecr.describe_image_scan_findings(repositoryName=name, imageId={"imageDigest": digest})
+            if resp["imageScanStatus"]["status"] == "COMPLETE" and found(resp):
+                break
+            time.sleep(0.1)
+        assert found(resp) == {(f"FIXTURE-{prefix}", pkg, "1.0", "UNDEFINED")}
+    finally:
+        ecr.put_registry_scanning_configuration(scanType="BASIC", rules=[])

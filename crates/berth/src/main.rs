@@ -853,6 +853,9 @@ async fn vulndb(reg: &Registry, command: VulndbCommand) -> anyhow::Result<()> {
                 report.withdrawn,
                 started.elapsed().as_secs_f64()
             );
+            if report.rescans > 0 {
+                println!("queued {} scans of images in repositories that scan continuously", report.rescans);
+            }
             Ok(())
         }
         VulndbCommand::Status { output } => {

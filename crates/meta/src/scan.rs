@@ -87,6 +87,8 @@ pub trait ScanStore: Send + Sync + 'static {
     async fn registry_scanning(&self, account_id: &str, region: &str) -> Result<Option<String>>;
     /// Set a registry's scanning configuration.
     async fn put_registry_scanning(&self, account_id: &str, region: &str, config: &str) -> Result<()>;
+    /// Every registry scanning configuration: (account, region, JSON).
+    async fn registry_scannings(&self) -> Result<Vec<(String, String, String)>>;
     /// Set a repository's `scanOnPush`: `false` when the repository does not exist.
     async fn set_scan_on_push(&self, repo_id: i64, on: bool) -> Result<bool>;
 }
@@ -314,6 +316,13 @@ macro_rules! portable_scan {
                     .fetch_optional(&self.read)
                     .await?
                     .map(|r| r.get(0)))
+            }
+
+            async fn registry_scannings(&self) -> Result<Vec<(String, String, String)>> {
+                let rows = sqlx::query("SELECT account_id, region, config FROM registry_scanning ORDER BY account_id, region")
+                    .fetch_all(&self.read)
+                    .await?;
+                Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
             }
 
             async fn set_scan_on_push(&self, repo_id: i64, on: bool) -> Result<bool> {

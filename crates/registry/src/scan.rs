@@ -92,6 +92,8 @@ pub type ScanStart = std::result::Result<String, ScanRefused>;
 pub struct ImportReport {
     pub records: u64,
     pub withdrawn: u64,
+    /// Scans queued for repositories that scan continuously.
+    pub rescans: u64,
 }
 
 impl Registry {
@@ -486,7 +488,60 @@ impl Registry {
             reader.await.map_err(|e| Error::Internal(format!("advisory reader: {e}")))?;
         }
         self.meta.vuln_import_end(import, report.records as i64, report.withdrawn as i64, self.now()).await?;
+        report.rescans = self.rescan_continuous().await?;
         Ok(report)
+    }
+
+    /// Queue a scan of every active image of the repositories that a `CONTINUOUS_SCAN` rule
+    /// covers (after an import: the advisories changed). Returns how many were queued.
+    pub async fn rescan_continuous(&self) -> Result<u64> {
+        let mut queued = 0;
+        for (account_id, region, text) in self.meta.registry_scannings().await? {
+            let Ok(cfg) = serde_json::from_str::<ScanningConfiguration>(&text) else { continue };
+            if !cfg.rules.iter().any(|r| r.scan_frequency == "CONTINUOUS_SCAN") {
+                continue;
+            }
+            let ns = Namespace { account_id, region };
+            let mut last: Option<String> = None;
+            loop {
+                let (repos, more) = self.list_repository_infos(&ns, last.as_deref(), 100).await?;
+                for info in &repos {
+                    if effective(&cfg, &info.name).scan_frequency != "CONTINUOUS_SCAN" {
+                        continue;
+                    }
+                    let mut after: Option<berth_meta::ImageKey> = None;
+                    loop {
+                        let (images, next) = self
+                            .images_page(
+                                &ns,
+                                &info.name,
+                                berth_meta::TagStatus::Any,
+                                Some(berth_meta::ImageStatus::Active),
+                                after.as_ref(),
+                                500,
+                            )
+                            .await?;
+                        let Some(repo) = self.repo_id(&ns, &Self::parse_name(&info.name)?).await? else { break };
+                        for img in images.iter().filter(|i| scannable(&i.media_type, i.config_media_type.as_deref())) {
+                            if self.request_scan(&ns, &info.name, repo, &img.digest, i64::MAX).await?
+                                == ScanRequest::Started
+                            {
+                                queued += 1;
+                            }
+                        }
+                        match next {
+                            Some(k) => after = Some(k),
+                            None => break,
+                        }
+                    }
+                }
+                last = repos.last().map(|r| r.name.clone());
+                if !more {
+                    break;
+                }
+            }
+        }
+        Ok(queued)
     }
 
     /// What is loaded: the last imports, and the advisory and package counts.
@@ -580,7 +635,8 @@ pub struct ScanningFilter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepositoryScanning {
     pub scan_on_push: bool,
-    /// `SCAN_ON_PUSH` or `MANUAL`.
+    /// `SCAN_ON_PUSH`, `CONTINUOUS_SCAN` (on push, and again after each advisory import) or
+    /// `MANUAL`.
     pub scan_frequency: &'static str,
     pub applied_filters: Vec<ScanningFilter>,
 }
@@ -680,10 +736,14 @@ fn effective(cfg: &ScanningConfiguration, name: &str) -> RepositoryScanning {
             .cloned()
             .collect();
         if !applied.is_empty() {
-            let push = rule.scan_frequency == "SCAN_ON_PUSH";
+            let frequency = match rule.scan_frequency.as_str() {
+                "SCAN_ON_PUSH" => "SCAN_ON_PUSH",
+                "CONTINUOUS_SCAN" => "CONTINUOUS_SCAN",
+                _ => "MANUAL",
+            };
             return RepositoryScanning {
-                scan_on_push: push,
-                scan_frequency: if push { "SCAN_ON_PUSH" } else { "MANUAL" },
+                scan_on_push: frequency != "MANUAL",
+                scan_frequency: frequency,
                 applied_filters: applied,
             };
         }

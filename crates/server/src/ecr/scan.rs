@@ -220,13 +220,9 @@ pub(super) async fn put_registry(ctx: &Ctx<'_>, input: PutRegistryIn) -> Result<
     }
     for r in &rules {
         match r.scan_frequency.as_str() {
-            "SCAN_ON_PUSH" | "MANUAL" => {}
-            "CONTINUOUS_SCAN" => {
-                return Err(EcrError::invalid(
-                    "Invalid parameter at 'scanFrequency' failed to satisfy constraint: 'CONTINUOUS_SCAN is only valid with \
-                     the ENHANCED scan type'",
-                ));
-            }
+            // CONTINUOUS_SCAN (ECR: with ENHANCED only) is Berth's basic scanning on push plus
+            // a rescan after every advisory import.
+            "SCAN_ON_PUSH" | "MANUAL" | "CONTINUOUS_SCAN" => {}
             _ => {
                 return Err(EcrError::new(
                     "ValidationException",
