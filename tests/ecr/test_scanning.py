@@ -21,7 +21,9 @@ from ecrlib import (
     basic_auth_header,
     check_error,
     client_error,
+    create_iam_user,
     make_client,
+    make_iam,
     start_berth,
     stop_berth,
     unique,
@@ -335,3 +337,57 @@ def test_continuous_scan_rescans_after_an_advisory_import(server, ecr, advisorie
         assert found(resp) == {(f"FIXTURE-{prefix}", pkg, "1.0", "UNDEFINED")}
     finally:
         ecr.put_registry_scanning_configuration(scanType="BASIC", rules=[])
+
+
+def test_the_pull_gate_refuses_vulnerable_and_unscanned_images_except_with_the_bypass(server, ecr, advisories):
+    name = unique("gated")
+    ecr.create_repository(repositoryName=name)
+    bad = push(server, ecr, name, "bad", [layer(cargo_lock(("smallvec", "0.6.9")))])       # CRITICAL + UNDEFINED
+    low = push(server, ecr, name, "low", [layer(dist_info("jinja2", "2.10.1"))])            # UNDEFINED only
+    unscanned = push(server, ecr, name, "new", [layer(cargo_lock(("serde", "1.0.0")))])
+    for d in (bad, low):
+        ecr.start_image_scan(repositoryName=name, imageId={"imageDigest": d})
+        wait_complete(ecr, name, d)
+    out = server.admin("set-pull-gate", "--repository-name", name, "--severity", "high")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["pullGate"] == {"severity": "HIGH", "allowUnscanned": False}
+    pull = {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+            "Resource": "*"}
+    user = create_iam_user(server, unique("puller"), inline={"pull": {"Version": "2012-10-17", "Statement": [pull]}})
+    auth = {"Authorization": "Basic " + user.token(), "Accept": "application/vnd.oci.image.manifest.v1+json"}
+
+    def get(ref):
+        return requests.get(f"{server.url}/v2/{name}/manifests/{ref}", headers=auth, timeout=30)
+
+    r = get("bad")
+    assert r.status_code == 403, r.text
+    err = r.json()["errors"][0]
+    assert err["code"] == "DENIED" and "CRITICAL: 1" in err["message"] and "berth:BypassPullGate" in err["message"], err
+    assert get(bad).status_code == 403
+    assert get("low").status_code == 200, "UNDEFINED is below HIGH"
+    r = get("new")
+    assert r.status_code == 403 and "has not been scanned" in r.json()["errors"][0]["message"], r.text
+    # Break-glass: the bypass action lets the user pull.
+    iam = make_iam(server)
+    bypass = {"Effect": "Allow", "Action": "berth:BypassPullGate", "Resource": "*"}
+    iam.put_user_policy(UserName=user.name, PolicyName="bypass",
+                        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [bypass]}))
+    deadline = time.monotonic() + 10
+    while get("bad").status_code != 200:
+        assert time.monotonic() < deadline, "the bypass was not honoured"
+        time.sleep(0.2)
+    iam.delete_user_policy(UserName=user.name, PolicyName="bypass")
+    # Unscanned images allowed through; then the gate removed.
+    assert server.admin("set-pull-gate", "--repository-name", name, "--severity", "HIGH", "--allow-unscanned").returncode == 0
+    deadline = time.monotonic() + 10
+    while get("new").status_code != 200:
+        assert time.monotonic() < deadline, "--allow-unscanned was not honoured"
+        time.sleep(0.2)
+    assert get("bad").status_code == 403
+    assert server.admin("set-pull-gate", "--repository-name", name, "--off").returncode == 0
+    deadline = time.monotonic() + 10
+    while get("bad").status_code != 200:
+        assert time.monotonic() < deadline, "--off was not honoured"
+        time.sleep(0.2)
+    bad_sev = server.admin("set-pull-gate", "--repository-name", name, "--severity", "SEVERE")
+    assert bad_sev.returncode != 0 and "must be one of" in bad_sev.stderr, bad_sev.stderr

@@ -214,6 +214,29 @@ enum AdminCommand {
         #[arg(long = "exclusion-filter")]
         exclusion_filters: Vec<String>,
     },
+    /// Set a repository's pull gate (Berth's own): pulls of images whose last scan has findings
+    /// at or above --severity, or that were not scanned (unless --allow-unscanned), are refused
+    /// (403 DENIED) except for callers allowed `berth:BypassPullGate`. --off removes it. Prints
+    /// the gate as JSON.
+    SetPullGate {
+        #[arg(long)]
+        repository_name: String,
+        /// Account of the repository (the default account when omitted).
+        #[arg(long)]
+        account_id: Option<String>,
+        /// Region of the repository (the first configured region when omitted).
+        #[arg(long)]
+        region: Option<String>,
+        /// CRITICAL, HIGH, MEDIUM, LOW, INFORMATIONAL or UNDEFINED (any finding).
+        #[arg(long, required_unless_present = "off")]
+        severity: Option<String>,
+        /// Let images that were never scanned through.
+        #[arg(long)]
+        allow_unscanned: bool,
+        /// Remove the gate.
+        #[arg(long, conflicts_with_all = ["severity", "allow_unscanned"])]
+        off: bool,
+    },
     /// List background jobs, newest first, as JSON.
     Jobs {
         /// Only jobs of this kind.
@@ -553,6 +576,21 @@ async fn admin(
         AdminCommand::GetLoginPassword { account_id } => {
             let account = account_id.unwrap_or_else(|| reg.default_account().to_string());
             reg.login_password(&account).await.map_err(err)?
+        }
+        AdminCommand::SetPullGate { repository_name, account_id, region, severity, allow_unscanned, off } => {
+            let account = account_id.unwrap_or_else(|| reg.default_account().to_string());
+            let region = region.unwrap_or_else(|| reg.regions()[0].clone());
+            let ns = reg.namespace(&account, &region);
+            let gate = (!off).then(|| berth_registry::scan::PullGate {
+                severity: severity.unwrap_or_default().to_uppercase(),
+                allow_unscanned,
+            });
+            reg.set_pull_gate(&ns, &repository_name, gate.as_ref()).await.map_err(err)?;
+            serde_json::to_string_pretty(&serde_json::json!({
+                "registryId": account,
+                "repositoryName": repository_name,
+                "pullGate": gate,
+            }))?
         }
         AdminCommand::CreateRepository { repository_name, image_tag_mutability, exclusion_filters } => {
             let ns = reg.namespace(reg.default_account(), &reg.regions()[0]);

@@ -89,6 +89,11 @@ pub trait ScanStore: Send + Sync + 'static {
     async fn put_registry_scanning(&self, account_id: &str, region: &str, config: &str) -> Result<()>;
     /// Every registry scanning configuration: (account, region, JSON).
     async fn registry_scannings(&self) -> Result<Vec<(String, String, String)>>;
+    /// A repository's pull gate (JSON), if set.
+    async fn pull_gate(&self, repo_id: i64) -> Result<Option<String>>;
+    /// Set (or, `None`, remove) a repository's pull gate, serialized with its writes (its data
+    /// epoch moves, so every node's caches see the change): `false` when it does not exist.
+    async fn set_pull_gate(&self, repo_id: i64, gate: Option<&str>) -> Result<bool>;
     /// Set a repository's `scanOnPush`: `false` when the repository does not exist.
     async fn set_scan_on_push(&self, repo_id: i64, on: bool) -> Result<bool>;
 }
@@ -323,6 +328,28 @@ macro_rules! portable_scan {
                     .fetch_all(&self.read)
                     .await?;
                 Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+            }
+
+            async fn pull_gate(&self, repo_id: i64) -> Result<Option<String>> {
+                Ok(sqlx::query("SELECT pull_gate FROM repositories WHERE id = $1")
+                    .bind(repo_id)
+                    .fetch_optional(&self.read)
+                    .await?
+                    .and_then(|r| r.get(0)))
+            }
+
+            async fn set_pull_gate(&self, repo_id: i64, gate: Option<&str>) -> Result<bool> {
+                let mut tx = self.begin().await?;
+                if touch_repo(&mut tx, repo_id).await?.is_none() {
+                    return Ok(false);
+                }
+                sqlx::query("UPDATE repositories SET pull_gate = $1 WHERE id = $2")
+                    .bind(gate)
+                    .bind(repo_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn set_scan_on_push(&self, repo_id: i64, on: bool) -> Result<bool> {

@@ -62,6 +62,10 @@ pub enum Error {
     /// The caller may not do this (403).
     #[error("{0}")]
     Denied(String),
+    /// The repository's pull gate refuses the image (403 DENIED); the caller may still pull it
+    /// with the bypass action ([`crate::scan::BYPASS_PULL_GATE`]).
+    #[error("{0}")]
+    PullGated(String),
     #[error("request body failed: {0}")]
     BodyFailed(String),
     /// A backend (metadata database, blob storage) cannot be reached for now: retry later

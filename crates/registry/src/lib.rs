@@ -150,6 +150,8 @@ pub struct Registry {
     /// Serializes requests on the same upload session within this node; an entry lives only
     /// while a request holds or waits for it (ids are checked first).
     upload_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Pull gates by repository id, with the data epoch they were read at.
+    gates: Mutex<HashMap<i64, (i64, Option<scan::PullGate>)>>,
 }
 
 fn storage_err(e: StorageError) -> Error {
@@ -189,6 +191,7 @@ impl Registry {
             cache: ManifestCache::default(),
             hashes: Mutex::default(),
             upload_locks: Mutex::default(),
+            gates: Mutex::default(),
         }
     }
 

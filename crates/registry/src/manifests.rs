@@ -34,9 +34,28 @@ impl Registry {
         name: &RepoName,
         reference: &Reference,
     ) -> Result<Arc<ManifestData>> {
-        let repo = self.existing_repo(ns, name).await?;
+        self.manifest_get_gated(ns, name, reference, true).await
+    }
+
+    /// [`Registry::manifest_get`], with the repository's pull gate checked (`gated`) or not
+    /// (a caller allowed to bypass it).
+    pub async fn manifest_get_gated(
+        &self,
+        ns: &Namespace,
+        name: &RepoName,
+        reference: &Reference,
+        gated: bool,
+    ) -> Result<Arc<ManifestData>> {
+        let entry = self
+            .repo_entry(ns, name)
+            .await?
+            .ok_or_else(|| Error::RepositoryNotFound { name: name.to_string(), registry: ns.account_id.clone() })?;
+        let repo = entry.id;
         let key = reference.to_string();
         if let Some(m) = self.cache.get(repo, &key) {
+            if gated {
+                self.check_pull_gate(&entry, &m).await?;
+            }
             self.note_pull(repo, &m);
             return Ok(m);
         }
@@ -63,6 +82,9 @@ impl Registry {
             pull_recorded_at: AtomicI64::new(0),
         });
         self.cache.insert(repo, generation, key, data.clone());
+        if gated {
+            self.check_pull_gate(&entry, &data).await?;
+        }
         self.note_pull(repo, &data);
         Ok(data)
     }

@@ -38,6 +38,22 @@ fn scannable(manifest_media_type: &str, config_media_type: Option<&str>) -> bool
         )
 }
 
+/// The IAM action that lets a caller pull an image a repository's pull gate refuses.
+pub const BYPASS_PULL_GATE: &str = "berth:BypassPullGate";
+
+/// A repository's pull gate (Berth's own, off by default): pulls of images whose last scan has
+/// findings at or above `severity`, or that were not scanned (unless `allow_unscanned`), are
+/// refused (403 `DENIED`), except for callers allowed [`BYPASS_PULL_GATE`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PullGate {
+    /// One of [`SEVERITIES`]: findings of this severity or a more severe one refuse the pull
+    /// (in [`SEVERITIES`]' order, so `UNDEFINED` refuses on any finding).
+    pub severity: String,
+    #[serde(default)]
+    pub allow_unscanned: bool,
+}
+
 /// Artifact type of the SBOMs scans publish.
 pub const SBOM_ARTIFACT_TYPE: &str = "application/vnd.cyclonedx+json";
 
@@ -749,4 +765,92 @@ fn effective(cfg: &ScanningConfiguration, name: &str) -> RepositoryScanning {
         }
     }
     RepositoryScanning { scan_on_push: false, scan_frequency: "MANUAL", applied_filters: Vec::new() }
+}
+
+impl Registry {
+    /// Set (or, `None`, remove) repository `name`'s pull gate.
+    pub async fn set_pull_gate(&self, ns: &Namespace, name: &str, gate: Option<&PullGate>) -> Result<()> {
+        if let Some(g) = gate
+            && !SEVERITIES.contains(&g.severity.as_str())
+        {
+            return Err(Error::InvalidParameter(format!(
+                "the pull gate's severity must be one of {}, got '{}'",
+                SEVERITIES.join(", "),
+                g.severity
+            )));
+        }
+        let repo = self.repo_in(ns, name).await?;
+        let text = gate.map(|g| serde_json::to_string(g).unwrap_or_default());
+        if !self.meta.set_pull_gate(repo.id, text.as_deref()).await? {
+            return Err(Error::RepositoryNotFound { name: name.to_string(), registry: ns.account_id.clone() });
+        }
+        self.cache.invalidate(repo.id);
+        self.gates.lock().unwrap_or_else(|p| p.into_inner()).remove(&repo.id);
+        Ok(())
+    }
+
+    /// Repository `name`'s pull gate.
+    pub async fn pull_gate(&self, ns: &Namespace, name: &str) -> Result<Option<PullGate>> {
+        let repo = self.repo_in(ns, name).await?;
+        self.gate_of(repo.id).await
+    }
+
+    async fn gate_of(&self, repo: i64) -> Result<Option<PullGate>> {
+        Ok(self.meta.pull_gate(repo).await?.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    /// Refuse a pull of `m` from repository `entry` when its pull gate says so. The gate is
+    /// read once per data epoch of the repository (a gate change moves the epoch); a repository
+    /// without a gate costs a map lookup.
+    pub(crate) async fn check_pull_gate(&self, entry: &crate::cache::RepoEntry, m: &crate::ManifestData) -> Result<()> {
+        let epoch = entry.epoch.load(std::sync::atomic::Ordering::Acquire);
+        let cached = self.gates.lock().unwrap_or_else(|p| p.into_inner()).get(&entry.id).cloned();
+        let gate = match cached {
+            Some((at, g)) if at == epoch => g,
+            _ => {
+                let g = self.gate_of(entry.id).await?;
+                self.gates.lock().unwrap_or_else(|p| p.into_inner()).insert(entry.id, (epoch, g.clone()));
+                g
+            }
+        };
+        let Some(gate) = gate else { return Ok(()) };
+        // Artifacts that are not images (signatures, SBOMs) are not scanned: not gated.
+        let media_type = m.media_type.as_str();
+        if !media_type.contains("image.index") && !media_type.contains("manifest.list") {
+            let config: Option<String> = serde_json::from_slice::<Value>(&m.bytes)
+                .ok()
+                .and_then(|v| v["config"]["mediaType"].as_str().map(str::to_string));
+            if !scannable(media_type, config.as_deref()) {
+                return Ok(());
+            }
+        }
+        let digest = m.digest.as_str();
+        let scan = self.meta.scans(entry.id, &[digest.to_string()]).await?.pop();
+        let complete = scan.filter(|s| s.status == status::COMPLETE);
+        let Some(scan) = complete else {
+            if gate.allow_unscanned {
+                return Ok(());
+            }
+            return Err(Error::PullGated(format!(
+                "image {digest} has not been scanned, and the repository's pull gate refuses unscanned images \
+                 (scan it with StartImageScan; {BYPASS_PULL_GATE} pulls it anyway)"
+            )));
+        };
+        let counts: BTreeMap<String, u64> =
+            scan.counts.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
+        let limit = SEVERITIES.iter().position(|s| *s == gate.severity).unwrap_or(SEVERITIES.len());
+        let blocking: Vec<String> = SEVERITIES[..=limit.min(SEVERITIES.len() - 1)]
+            .iter()
+            .filter_map(|s| counts.get(*s).filter(|n| **n > 0).map(|n| format!("{s}: {n}")))
+            .collect();
+        if blocking.is_empty() {
+            return Ok(());
+        }
+        Err(Error::PullGated(format!(
+            "image {digest} has findings at or above {} ({}), and the repository's pull gate refuses it \
+             ({BYPASS_PULL_GATE} pulls it anyway)",
+            gate.severity,
+            blocking.join(", ")
+        )))
+    }
 }

@@ -45,3 +45,5 @@ CREATE TABLE registry_scanning (
     config      TEXT    NOT NULL,
     PRIMARY KEY (account_id, region)
 );
+-- A repository's pull gate (Berth's own): JSON {"severity": ..., "allowUnscanned": ...}, or NULL.
+ALTER TABLE repositories ADD COLUMN pull_gate TEXT;
