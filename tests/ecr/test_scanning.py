@@ -18,8 +18,10 @@ import requests
 from ecrlib import (
     ACCOUNT_ID,
     _upload_blob,
+    aws_cli,
     basic_auth_header,
     check_error,
+    cli_json,
     client_error,
     create_iam_user,
     make_client,
@@ -156,6 +158,22 @@ def test_scan_on_push_finds_exactly_the_affected_packages(server, ecr, advisorie
         if not token:
             break
     assert seen == f["findings"]
+    # The scan is in the audit trail as a service event.
+    record = None
+    for _ in range(50):
+        out = cli_json(aws_cli(server, "lookup-events", "--lookup-attributes",
+                               "AttributeKey=EventName,AttributeValue=ImageScanCompleted", service="cloudtrail"))
+        records = [json.loads(e["CloudTrailEvent"]) for e in out["Events"]]
+        record = next((r for r in records if r["serviceEventDetails"]["repositoryName"] == name), None)
+        if record:
+            break
+        time.sleep(0.1)
+    assert record and record["eventType"] == "AwsServiceEvent", record
+    assert record["serviceEventDetails"] == {"repositoryName": name, "imageDigest": digest, "scanStatus": "COMPLETE",
+                                             "findingSeverityCounts": {"CRITICAL": 1, "HIGH": 1, "UNDEFINED": 3}}
+    # The AWS CLI's waiter works too.
+    res = aws_cli(server, "wait", "image-scan-complete", "--repository-name", name, "--image-id", f"imageDigest={digest}")
+    assert res.returncode == 0, res.stderr
     # No SBOM artifact unless asked for: the repository holds exactly the pushed image.
     assert [i["imageDigest"] for i in ecr.describe_images(repositoryName=name)["imageDetails"]] == [digest]
 

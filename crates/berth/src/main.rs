@@ -1190,10 +1190,21 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
                 let reg = r.clone();
                 async move { reg.archive_image(&job.payload).await.map_err(|e| e.to_string()) }
             });
-            let reg = reg.clone();
+            let (reg, sink) = (reg.clone(), audit_sink.clone());
             runner.handle(berth_registry::scan::SCAN_JOB, move |job| {
-                let reg = reg.clone();
-                async move { reg.run_scan(&job.payload).await.map_err(|e| e.to_string()) }
+                let (reg, sink) = (reg.clone(), sink.clone());
+                async move {
+                    if let Some(call) = reg
+                        .run_scan(&job.payload)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .as_ref()
+                        .and_then(audit::scan_completed)
+                    {
+                        sink.record(call);
+                    }
+                    Ok(())
+                }
             });
         }
         gc::register(

@@ -563,6 +563,34 @@ pub fn lifecycle_execution(run: &berth_registry::lifecycle::LifecycleRun) -> Vec
         .collect()
 }
 
+/// The audit record of a finished image scan: `ImageScanCompleted`, an `AwsServiceEvent` invoked
+/// by `AWS Internal`, whose `serviceEventDetails` name the repository, the image, the scan's
+/// status and its counts by severity. `None` when the scan's repository is unknown.
+pub fn scan_completed(o: &berth_registry::scan::ScanOutcome) -> Option<ApiCall> {
+    let (ns, name) = o.target.as_ref()?;
+    let counts: Value =
+        o.scan.counts.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_else(|| json!({}));
+    Some(ApiCall {
+        event_time: o.scan.completed_at.unwrap_or(o.scan.requested_at),
+        event_source: "ecr.amazonaws.com".into(),
+        event_name: "ImageScanCompleted".into(),
+        aws_region: ns.region.clone(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        read_only: false,
+        resources: vec![("AWS::ECR::Repository".into(), berth_registry::repository_arn(ns, name))],
+        recipient_account_id: ns.account_id.clone(),
+        event_type: "AwsServiceEvent".into(),
+        invoked_by: Some("AWS Internal".into()),
+        service_event_details: Some(json!({
+            "repositoryName": name,
+            "imageDigest": o.scan.digest,
+            "scanStatus": o.scan.status,
+            "findingSeverityCounts": counts,
+        })),
+        ..ApiCall::default()
+    })
+}
+
 /// Register the hourly retention job: records older than `retention` go (chain prefixes, see
 /// [`AuditStore::purge_audit`]).
 pub fn register_retention(runner: &mut JobRunner, retention: Duration) {

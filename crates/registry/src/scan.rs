@@ -103,6 +103,14 @@ pub enum ScanRefused {
 /// A scan that was started (or refused).
 pub type ScanStart = std::result::Result<String, ScanRefused>;
 
+/// A finished scan: the image's repository (namespace and name, when the job knew them) and
+/// the scan as recorded.
+#[derive(Debug, Clone)]
+pub struct ScanOutcome {
+    pub target: Option<(Namespace, String)>,
+    pub scan: ImageScan,
+}
+
 /// What an import of advisories read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ImportReport {
@@ -228,8 +236,9 @@ impl Registry {
         Ok(self.meta.scans(repo.id, digests).await?.into_iter().map(|s| (s.digest.clone(), s)).collect())
     }
 
-    /// The scan job (payload `{"repo", "digest", "requestedAt"}`).
-    pub async fn run_scan(&self, payload: &str) -> Result<()> {
+    /// The scan job (payload `{"repo", "digest", "requestedAt", "account", "region", "name"}`):
+    /// the recorded scan, `None` when a newer request replaced this one meanwhile.
+    pub async fn run_scan(&self, payload: &str) -> Result<Option<ScanOutcome>> {
         let v: Value = serde_json::from_str(payload).map_err(|e| Error::Internal(format!("scan job payload: {e}")))?;
         let (Some(repo), Some(digest), Some(requested_at)) =
             (v["repo"].as_i64(), v["digest"].as_str(), v["requestedAt"].as_i64())
@@ -280,10 +289,11 @@ impl Registry {
                 scan.description = Some(format!("The scan failed: {e}").chars().take(1000).collect());
             }
         }
-        if self.meta.scan_finish(repo, requested_at, &scan).await? {
-            metrics::counter!("berth_scans_total", "status" => scan.status.clone()).increment(1);
+        if !self.meta.scan_finish(repo, requested_at, &scan).await? {
+            return Ok(None);
         }
-        Ok(())
+        metrics::counter!("berth_scans_total", "status" => scan.status.clone()).increment(1);
+        Ok(Some(ScanOutcome { target, scan }))
     }
 
     /// Scan one image (an index: each platform's image, their union): its findings and
