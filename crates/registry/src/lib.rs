@@ -151,7 +151,7 @@ pub struct Registry {
     /// while a request holds or waits for it (ids are checked first).
     upload_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Pull gates by repository id, with the data epoch they were read at.
-    gates: Mutex<HashMap<i64, (i64, Option<scan::PullGate>)>>,
+    gates: std::sync::RwLock<HashMap<i64, scan::CachedGate>>,
 }
 
 fn storage_err(e: StorageError) -> Error {
@@ -191,7 +191,7 @@ impl Registry {
             cache: ManifestCache::default(),
             hashes: Mutex::default(),
             upload_locks: Mutex::default(),
-            gates: Mutex::default(),
+            gates: std::sync::RwLock::default(),
         }
     }
 

@@ -11,6 +11,7 @@ use berth_meta::scan::{ImageScan, NewAdvisory, ScanRequest};
 use futures::TryStreamExt;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Job kind of a scan.
@@ -37,6 +38,9 @@ fn scannable(manifest_media_type: &str, config_media_type: Option<&str>) -> bool
             Some("application/vnd.oci.image.config.v1+json" | "application/vnd.docker.container.image.v1+json")
         )
 }
+
+/// A repository's pull gate as a node caches it: the data epoch it was read at, and the gate.
+pub(crate) type CachedGate = (i64, Option<Arc<PullGate>>);
 
 /// The IAM action that lets a caller pull an image a repository's pull gate refuses.
 pub const BYPASS_PULL_GATE: &str = "berth:BypassPullGate";
@@ -795,7 +799,7 @@ impl Registry {
             return Err(Error::RepositoryNotFound { name: name.to_string(), registry: ns.account_id.clone() });
         }
         self.cache.invalidate(repo.id);
-        self.gates.lock().unwrap_or_else(|p| p.into_inner()).remove(&repo.id);
+        self.gates.write().unwrap_or_else(|p| p.into_inner()).remove(&repo.id);
         Ok(())
     }
 
@@ -814,12 +818,13 @@ impl Registry {
     /// without a gate costs a map lookup.
     pub(crate) async fn check_pull_gate(&self, entry: &crate::cache::RepoEntry, m: &crate::ManifestData) -> Result<()> {
         let epoch = entry.epoch.load(std::sync::atomic::Ordering::Acquire);
-        let cached = self.gates.lock().unwrap_or_else(|p| p.into_inner()).get(&entry.id).cloned();
+        // A read lock and an Arc clone per pull (no allocation, no writer unless a gate changed).
+        let cached = self.gates.read().unwrap_or_else(|p| p.into_inner()).get(&entry.id).cloned();
         let gate = match cached {
             Some((at, g)) if at == epoch => g,
             _ => {
-                let g = self.gate_of(entry.id).await?;
-                self.gates.lock().unwrap_or_else(|p| p.into_inner()).insert(entry.id, (epoch, g.clone()));
+                let g = self.gate_of(entry.id).await?.map(Arc::new);
+                self.gates.write().unwrap_or_else(|p| p.into_inner()).insert(entry.id, (epoch, g.clone()));
                 g
             }
         };
