@@ -385,6 +385,12 @@ def test_the_pull_gate_refuses_vulnerable_and_unscanned_images_except_with_the_b
     assert get("low").status_code == 200, "UNDEFINED is below HIGH"
     r = get("new")
     assert r.status_code == 403 and "has not been scanned" in r.json()["errors"][0]["message"], r.text
+    # BatchGetImage is gated the same way, image by image.
+    got = user.ecr().batch_get_image(repositoryName=name, imageIds=[{"imageTag": "bad"}, {"imageTag": "low"}])
+    assert [i["imageId"]["imageDigest"] for i in got["images"]] == [low]
+    (fail,) = got["failures"]
+    assert fail["imageId"] == {"imageTag": "bad"} and fail["failureCode"] == "ImageInaccessible", fail
+    assert "CRITICAL: 1" in fail["failureReason"], fail
     # Break-glass: the bypass action lets the user pull.
     iam = make_iam(server)
     bypass = {"Effect": "Allow", "Action": "berth:BypassPullGate", "Resource": "*"}

@@ -816,7 +816,35 @@ impl Registry {
     /// Refuse a pull of `m` from repository `entry` when its pull gate says so. The gate is
     /// read once per data epoch of the repository (a gate change moves the epoch); a repository
     /// without a gate costs a map lookup.
+    /// Why repository `name`'s pull gate refuses manifest `digest` (its media type and bytes),
+    /// `None` when it lets it through (BatchGetImage's per-image check).
+    pub async fn pull_gate_refusal(
+        &self,
+        ns: &Namespace,
+        name: &str,
+        digest: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<Option<String>> {
+        let Some(entry) = self.repo_entry_in(ns, name).await? else { return Ok(None) };
+        match self.check_gate(&entry, digest, media_type, bytes).await {
+            Ok(()) => Ok(None),
+            Err(Error::PullGated(why)) => Ok(Some(why)),
+            Err(e) => Err(e),
+        }
+    }
+
     pub(crate) async fn check_pull_gate(&self, entry: &crate::cache::RepoEntry, m: &crate::ManifestData) -> Result<()> {
+        self.check_gate(entry, m.digest.as_str(), &m.media_type, &m.bytes).await
+    }
+
+    async fn check_gate(
+        &self,
+        entry: &crate::cache::RepoEntry,
+        digest: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<()> {
         let epoch = entry.epoch.load(std::sync::atomic::Ordering::Acquire);
         // A read lock and an Arc clone per pull (no allocation, no writer unless a gate changed).
         let cached = self.gates.read().unwrap_or_else(|p| p.into_inner()).get(&entry.id).cloned();
@@ -830,16 +858,14 @@ impl Registry {
         };
         let Some(gate) = gate else { return Ok(()) };
         // Artifacts that are not images (signatures, SBOMs) are not scanned: not gated.
-        let media_type = m.media_type.as_str();
         if !media_type.contains("image.index") && !media_type.contains("manifest.list") {
-            let config: Option<String> = serde_json::from_slice::<Value>(&m.bytes)
+            let config: Option<String> = serde_json::from_slice::<Value>(bytes)
                 .ok()
                 .and_then(|v| v["config"]["mediaType"].as_str().map(str::to_string));
             if !scannable(media_type, config.as_deref()) {
                 return Ok(());
             }
         }
-        let digest = m.digest.as_str();
         let scan = self.meta.scans(entry.id, &[digest.to_string()]).await?.pop();
         let complete = scan.filter(|s| s.status == status::COMPLETE);
         let Some(scan) = complete else {

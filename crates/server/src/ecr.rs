@@ -947,6 +947,7 @@ async fn batch_get_image(ctx: &Ctx<'_>, input: BatchGetImageIn) -> Result<Value,
     let ns = ctx.registry_ns(input.registry_id.as_deref(), "BatchGetImage", Some(&name)).await?;
     image_ids(&input.image_ids)?;
     let (mut out, mut failures) = (Vec::new(), Vec::new());
+    let mut bypass: Option<bool> = None;
     for id in &input.image_ids {
         let img = match ctx.reg.image_by_id(&ns, &name, id).await? {
             Ok(i) => i,
@@ -975,6 +976,18 @@ async fn batch_get_image(ctx: &Ctx<'_>, input: BatchGetImageIn) -> Result<Value,
             continue;
         }
         let Some((mt, bytes)) = ctx.reg.manifest_bytes(&ns, &name, &img.digest).await? else { continue };
+        // The repository's pull gate, unless the caller may bypass it (asked once, when needed).
+        if let Some(why) = ctx.reg.pull_gate_refusal(&ns, &name, &img.digest, &mt, &bytes).await? {
+            if bypass.is_none() {
+                let target = Target::Repository { ns: &ns, name: &name };
+                let allowed = ctx.reg.authorize(&ctx.caller(), berth_registry::scan::BYPASS_PULL_GATE, target).await;
+                bypass = Some(allowed.is_ok());
+            }
+            if bypass == Some(false) {
+                failures.push(failure_json(id, &ImageFailure { code: "ImageInaccessible", reason: why }));
+                continue;
+            }
+        }
         let mut image_id = json!({"imageDigest": img.digest});
         if let Some(t) = id.image_tag.as_ref() {
             image_id["imageTag"] = json!(t);
