@@ -372,7 +372,7 @@ async fn lifecycle_contract(s: &dyn MetadataStore) {
 
 async fn move_contract(s: &dyn MetadataStore) {
     use crate::ImageStatus::{Active, Archived};
-    use gc::{Location::*, MoveGoal, MoveHold};
+    use gc::{Location::*, MoveGoal, MoveHold, MoveStart::*};
     let ns = Namespace { account_id: "666666666666".into(), region: "r".into() };
     let (r1, r2) =
         (s.ensure_repository(&ns, "mv1", 1).await.unwrap(), s.ensure_repository(&ns, "mv2", 1).await.unwrap());
@@ -391,17 +391,17 @@ async fn move_contract(s: &dyn MetadataStore) {
     );
     let to_archive = MoveGoal::To(Archive);
     // Only blobs that archived images alone reference move to the archive.
-    assert_eq!(s.move_hold(own, to_archive, 0, 100, 3).await.unwrap(), None, "m1 is active");
+    assert_eq!(s.move_hold(own, to_archive, 0, 100, 3).await.unwrap(), NotNeeded, "m1 is active");
     assert!(s.set_image_status(r1, "sha256:m1", Active, Archived, 4).await.unwrap());
-    assert_eq!(s.move_hold(shared, to_archive, 0, 100, 5).await.unwrap(), None, "m2 (active) shares it");
-    assert_eq!(s.move_hold(loose, to_archive, 0, 100, 5).await.unwrap(), None, "referenced by nothing");
-    assert_eq!(s.move_hold(own, MoveGoal::To(Standard), 0, 100, 5).await.unwrap(), None, "already there");
+    assert_eq!(s.move_hold(shared, to_archive, 0, 100, 5).await.unwrap(), NotNeeded, "m2 (active) shares it");
+    assert_eq!(s.move_hold(loose, to_archive, 0, 100, 5).await.unwrap(), NotNeeded, "referenced by nothing");
+    assert_eq!(s.move_hold(own, MoveGoal::To(Standard), 0, 100, 5).await.unwrap(), NotNeeded, "already there");
     assert_eq!(
         s.move_hold(own, to_archive, 0, 100, 5).await.unwrap(),
-        Some(MoveHold { size: 7, location: Standard, since: 100 })
+        Held(MoveHold { size: 7, location: Standard, since: 100 })
     );
     // While it moves: no second move, no upload hold, no deletion; mounts still link it.
-    assert_eq!(s.move_hold(own, MoveGoal::Tidy, 0, 200, 6).await.unwrap(), None);
+    assert_eq!(s.move_hold(own, MoveGoal::Tidy, 0, 200, 6).await.unwrap(), Busy);
     assert!(!s.hold_blob(own, "upload:mu", 6).await.unwrap());
     assert!(s.unlink_blob(r1, own).await.unwrap());
     s.gc_mark(7).await.unwrap();
@@ -425,18 +425,18 @@ async fn move_contract(s: &dyn MetadataStore) {
     assert!(!s.hold_blob(own, "upload:mu", 301).await.unwrap(), "the claimer's hold stands");
     s.move_release(own, 300).await.unwrap();
     // Holds of dead uploads expire; move holds do not (they are claimed and finished).
-    assert_eq!(s.move_hold(own, MoveGoal::Tidy, 0, 400, 302).await.unwrap().map(|h| h.location), Some(Archive));
+    assert!(matches!(s.move_hold(own, MoveGoal::Tidy, 0, 400, 302).await.unwrap(), Held(h) if h.location == Archive));
     s.gc_expire_holds(i64::MAX).await.unwrap();
     assert_eq!(s.move_claim_stale_one(own, 401, 500).await.unwrap(), Some(Archive));
     s.move_release(own, 500).await.unwrap();
     // An image referencing it again stops a commit to the archive; an upload of it makes it
     // standard (its bytes were written to the blob store).
-    assert!(s.move_hold(shared, MoveGoal::To(Standard), 0, 600, 501).await.unwrap().is_none(), "already standard");
+    assert_eq!(s.move_hold(shared, MoveGoal::To(Standard), 0, 600, 501).await.unwrap(), NotNeeded, "already standard");
     assert!(s.hold_blob(own, "upload:mv", 502).await.unwrap());
     s.create_upload("mv", r2, 502).await.unwrap();
     s.complete_upload("mv", r2, own, 7, 503).await.unwrap();
     assert_eq!(s.manifest_blob_locations(r1, "sha256:m1").await.unwrap()[0], (own.into(), Standard));
-    assert!(s.move_hold(own, to_archive, 0, 700, 504).await.unwrap().is_some());
+    assert!(matches!(s.move_hold(own, to_archive, 0, 700, 504).await.unwrap(), Held(_)));
     assert!(s.set_image_status(r1, "sha256:m1", Archived, Active, 505).await.unwrap());
     assert!(!s.move_commit(own, Archive, 700, 506).await.unwrap(), "m1 is active again");
     s.move_release(own, 700).await.unwrap();

@@ -67,6 +67,17 @@ pub enum MoveGoal {
     Tidy,
 }
 
+/// What [`GcStore::move_hold`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveStart {
+    /// The hold is the caller's.
+    Held(MoveHold),
+    /// A deletion, a move or an upload of the blob is in flight: try again later.
+    Busy,
+    /// Nothing to do: the blob is gone, already there, or does not qualify.
+    NotNeeded,
+}
+
 /// A move hold taken: the blob's size and location, and the hold's deadline (its token).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MoveHold {
@@ -155,7 +166,8 @@ pub trait GcStore: Send + Sync + 'static {
     /// under the digest's mutex: only if the blob exists, no tombstone or move hold exists, no
     /// upload hold newer than `holds_after` exists, and the goal applies (a move changes the
     /// location; to the archive, at least one manifest references the blob and every manifest
-    /// that does is archived). `None` otherwise (nothing changes).
+    /// that does is archived). Otherwise nothing changes, and the answer says whether another
+    /// party is busy with the blob or there is nothing to do.
     async fn move_hold(
         &self,
         digest: &str,
@@ -163,7 +175,7 @@ pub trait GcStore: Send + Sync + 'static {
         holds_after: i64,
         deadline: i64,
         now: i64,
-    ) -> Result<Option<MoveHold>>;
+    ) -> Result<MoveStart>;
     /// Make `to` the blob's location, if the move hold set at `since` is still the caller's and
     /// (to the archive) the blob still qualifies; the hold stays (the copy in the other store
     /// is to be deleted under it). `false`: nothing changed.
@@ -557,11 +569,12 @@ macro_rules! portable_gc {
                 holds_after: i64,
                 deadline: i64,
                 now: i64,
-            ) -> Result<Option<crate::gc::MoveHold>> {
+            ) -> Result<crate::gc::MoveStart> {
+                use crate::gc::MoveStart;
                 let mut tx = self.begin().await?;
                 blob_mutex(&mut tx, digest, now).await?;
                 let Some((size, location)) = location_of(&mut tx, digest).await? else {
-                    return Ok(None);
+                    return Ok(MoveStart::NotNeeded);
                 };
                 let held = sqlx::query(
                     "SELECT 1 FROM blob_holds WHERE digest = $1 AND holder <> '' \
@@ -578,12 +591,15 @@ macro_rules! portable_gc {
                     crate::gc::MoveGoal::To(crate::gc::Location::Archive) => only_archived_refs(&mut tx, digest).await?,
                     crate::gc::MoveGoal::To(crate::gc::Location::Standard) => true,
                 };
-                if held || !applies {
-                    return Ok(None);
+                if !applies {
+                    return Ok(MoveStart::NotNeeded);
+                }
+                if held {
+                    return Ok(MoveStart::Busy);
                 }
                 set_holds(&mut tx, &[digest], crate::gc::MOVE, deadline).await?;
                 tx.commit().await?;
-                Ok(Some(crate::gc::MoveHold { size, location, since: deadline }))
+                Ok(MoveStart::Held(crate::gc::MoveHold { size, location, since: deadline }))
             }
 
             async fn move_commit(&self, digest: &str, to: crate::gc::Location, since: i64, now: i64) -> Result<bool> {

@@ -188,16 +188,22 @@ impl Registry {
     }
 
     /// One move of a blob's bytes between the stores (or, [`MoveGoal::Tidy`], the removal of the
-    /// copy its location does not name), under its move hold: `false` when the blob does not
-    /// qualify or another party is busy with it (nothing changed).
+    /// copy its location does not name), under its move hold: `false` when there is nothing to
+    /// do; `Unavailable` when another party is busy with the blob (nothing changed: retry).
     pub(crate) async fn move_blob(&self, digest: &str, goal: MoveGoal) -> Result<bool> {
         let Some(archive) = self.archive.clone() else { return Ok(false) };
         let d = Self::parse_digest(digest)?;
         let deadline = Instant::now() + self.settings.gc_lease;
         let (now, lease) = (self.now(), self.lease_ms());
         let holds_after = now - crate::gc::HOLD_EXPIRY_MS;
-        let Some(hold) = self.meta.move_hold(digest, goal, holds_after, now + lease, now).await? else {
-            return Ok(false);
+        let hold = match self.meta.move_hold(digest, goal, holds_after, now + lease, now).await? {
+            berth_meta::gc::MoveStart::Held(h) => h,
+            berth_meta::gc::MoveStart::NotNeeded => return Ok(false),
+            berth_meta::gc::MoveStart::Busy => {
+                return Err(Error::Unavailable(format!(
+                    "blob {digest} is being moved, deleted or uploaded; the move is retried"
+                )));
+            }
         };
         let since = AtomicI64::new(hold.since);
         let store = |l: Location| if l == Location::Archive { archive.clone() } else { self.blobs.clone() };

@@ -296,8 +296,14 @@ impl Registry {
             // a deletion of it is in flight.
             if self.archive.is_some() && delete {
                 for (d, at) in self.meta.blob_locations(&old).await? {
-                    if at != location && self.move_blob(&d, MoveGoal::Tidy).await? {
-                        report.copies_deleted += 1;
+                    if at == location {
+                        continue;
+                    }
+                    match self.move_blob(&d, MoveGoal::Tidy).await {
+                        Ok(true) => report.copies_deleted += 1,
+                        // A blob another party is busy with is left to the next sweep.
+                        Ok(false) | Err(crate::Error::Unavailable(_)) => {}
+                        Err(e) => return Err(e),
                     }
                 }
             }
