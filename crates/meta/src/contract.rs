@@ -498,7 +498,20 @@ async fn scan_contract(s: &dyn MetadataStore) {
     let done = ImageScan { requested_at: stale, ..done_scan() };
     assert!(s.scan_finish(repo, stale, &done).await.unwrap());
     let got = s.scans(repo, &["sha256:s1".to_string(), "sha256:none".to_string()]).await.unwrap();
-    assert_eq!(got, vec![done]);
+    assert_eq!(got, vec![done.clone()]);
+    // A rescan (in progress, then failed) keeps the last completed scan's counts and findings.
+    let again = stale + crate::scan::STALE_SCAN_MS + 1;
+    assert_eq!(s.scan_request(repo, "sha256:s1", i64::MAX, again).await.unwrap(), ScanRequest::Started);
+    let now = s.scans(repo, &["sha256:s1".to_string()]).await.unwrap().pop().unwrap();
+    assert_eq!((now.status.as_str(), now.counts.as_deref()), ("IN_PROGRESS", Some("{}")));
+    let failed =
+        ImageScan { status: "FAILED".into(), requested_at: again, counts: None, findings: None, ..done.clone() };
+    assert!(s.scan_finish(repo, again, &failed).await.unwrap());
+    let now = s.scans(repo, &["sha256:s1".to_string()]).await.unwrap().pop().unwrap();
+    assert_eq!(
+        (now.status.as_str(), now.counts.as_deref(), now.findings.as_deref()),
+        ("FAILED", Some("{}"), Some("[]"))
+    );
     // Scans go with their image.
     assert!(s.delete_manifest(repo, "sha256:s1", 40).await.unwrap());
     assert!(s.scans(repo, &["sha256:s1".to_string()]).await.unwrap().is_empty());

@@ -651,31 +651,20 @@ macro_rules! portable_gc {
                 now: i64,
                 limit: u32,
             ) -> Result<Vec<(String, crate::gc::Location)>> {
-                let rows = sqlx::query(
-                    "UPDATE blob_holds SET created_at = $1 WHERE holder = 'move' AND created_at < $2 AND digest IN \
-                     (SELECT digest FROM blob_holds WHERE holder = 'move' AND created_at < $2 ORDER BY digest LIMIT $3) \
-                     RETURNING digest",
+                let stale: Vec<String> = sqlx::query(
+                    "SELECT digest FROM blob_holds WHERE holder = 'move' AND created_at < $1 ORDER BY digest LIMIT $2",
                 )
-                .bind(now)
                 .bind(stale_before)
                 .bind(limit as i64)
-                .fetch_all(&self.write)
-                .await?;
-                let mut conn = self.write.acquire().await?;
-                let mut out = Vec::with_capacity(rows.len());
-                for r in rows {
-                    let d: String = r.get(0);
-                    // A hold without a blob row cannot be made (nor can a blob be taken under a
-                    // hold); were it so, nothing may be deleted for it.
-                    match location_of(&mut conn, &d).await? {
-                        Some((_, loc)) => out.push((d, loc)),
-                        None => {
-                            sqlx::query("DELETE FROM blob_holds WHERE digest = $1 AND holder = 'move' AND created_at = $2")
-                                .bind(&d)
-                                .bind(now)
-                                .execute(&mut *conn)
-                                .await?;
-                        }
+                .fetch_all(&self.read)
+                .await?
+                .into_iter()
+                .map(|r| r.get(0))
+                .collect();
+                let mut out = Vec::with_capacity(stale.len());
+                for d in stale {
+                    if let Some(loc) = self.move_claim_stale_one(&d, stale_before, now).await? {
+                        out.push((d, loc));
                     }
                 }
                 Ok(out)
@@ -687,25 +676,33 @@ macro_rules! portable_gc {
                 stale_before: i64,
                 now: i64,
             ) -> Result<Option<crate::gc::Location>> {
+                // Under the digest's mutex, so the location read is the one no commit can change
+                // before the claim is visible (an old owner's move_commit then fails its token).
+                let mut tx = self.begin().await?;
+                blob_mutex(&mut tx, digest, now).await?;
                 let r = sqlx::query(
                     "UPDATE blob_holds SET created_at = $1 WHERE holder = 'move' AND digest = $2 AND created_at < $3",
                 )
                 .bind(now)
                 .bind(digest)
                 .bind(stale_before)
-                .execute(&self.write)
+                .execute(&mut *tx)
                 .await?;
                 if r.rows_affected() != 1 {
                     return Ok(None);
                 }
-                let mut conn = self.write.acquire().await?;
-                match location_of(&mut conn, digest).await? {
-                    Some((_, loc)) => Ok(Some(loc)),
-                    None => {
-                        self.move_release(digest, now).await?;
-                        Ok(None)
-                    }
+                let location = location_of(&mut tx, digest).await?.map(|(_, loc)| loc);
+                if location.is_none() {
+                    // A hold without a blob row cannot be made (nor can a blob be taken under a
+                    // hold); were it so, nothing may be deleted for it: the hold just goes.
+                    sqlx::query("DELETE FROM blob_holds WHERE digest = $1 AND holder = 'move' AND created_at = $2")
+                        .bind(digest)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
                 }
+                tx.commit().await?;
+                Ok(location)
             }
 
             async fn manifest_blob_locations(

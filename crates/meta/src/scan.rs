@@ -79,7 +79,9 @@ pub trait ScanStore: Send + Sync + 'static {
     /// [`STALE_SCAN_MS`] ago): then [`ScanRequest::TooSoon`].
     async fn scan_request(&self, repo_id: i64, digest: &str, not_since: i64, now: i64) -> Result<ScanRequest>;
     /// Record the outcome of a scan requested at `requested_at` (a later request wins: `false`)
-    /// and append its "ECR Image Scan" event, in one transaction.
+    /// and append its "ECR Image Scan" event, in one transaction. A scan without findings
+    /// (failed, unsupported) keeps the last completed scan's counts and findings, which the
+    /// pull gate goes by.
     async fn scan_finish(&self, repo_id: i64, requested_at: i64, scan: &ImageScan) -> Result<bool>;
     /// The last scans of the repository's images among `digests`.
     async fn scans(&self, repo_id: i64, digests: &[String]) -> Result<Vec<ImageScan>>;
@@ -263,7 +265,8 @@ macro_rules! portable_scan {
                 };
                 let n = sqlx::query(
                     "UPDATE image_scans SET status = $1, description = $2, completed_at = $3, source_updated_at = $4, \
-                     counts = $5, findings = $6 WHERE repo_id = $7 AND digest = $8 AND requested_at = $9",
+                     counts = COALESCE($5, counts), findings = COALESCE($6, findings) \
+                     WHERE repo_id = $7 AND digest = $8 AND requested_at = $9",
                 )
                 .bind(&s.status)
                 .bind(&s.description)

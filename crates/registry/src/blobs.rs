@@ -36,7 +36,8 @@ impl Registry {
 
     /// Stream `len` bytes of a committed blob from `start`, from whichever store holds it: bytes
     /// a move put in the archive store are read from there (a move deletes the old copy only
-    /// once the new one is in place).
+    /// once the new one is in place), and the blob store is looked at again when a restore
+    /// moved them back between the two reads.
     pub(crate) async fn read_bytes(
         &self,
         digest: &Digest,
@@ -44,9 +45,14 @@ impl Registry {
         len: u64,
     ) -> std::result::Result<berth_storage::ByteStream, StorageError> {
         let read = self.blobs.read(digest, start, len).await;
-        match (&self.archive, read) {
-            (Some(archive), Err(StorageError::NotFound)) => archive.read(digest, start, len).await,
-            (_, r) => r,
+        let Some(archive) = &self.archive else { return read };
+        if !matches!(read, Err(StorageError::NotFound)) {
+            return read;
+        }
+        match archive.read(digest, start, len).await {
+            // A restore moved them back (and deleted the archive copy) between the two reads.
+            Err(StorageError::NotFound) => self.blobs.read(digest, start, len).await,
+            r => r,
         }
     }
 

@@ -866,9 +866,10 @@ impl Registry {
                 return Ok(());
             }
         }
+        // The last completed scan decides (a rescan in progress, or one that failed, keeps its
+        // counts): a rescan neither lifts nor imposes the gate while it runs.
         let scan = self.meta.scans(entry.id, &[digest.to_string()]).await?.pop();
-        let complete = scan.filter(|s| s.status == status::COMPLETE);
-        let Some(scan) = complete else {
+        let Some(counts) = scan.and_then(|s| s.counts) else {
             if gate.allow_unscanned {
                 return Ok(());
             }
@@ -877,8 +878,9 @@ impl Registry {
                  (scan it with StartImageScan; {BYPASS_PULL_GATE} pulls it anyway)"
             )));
         };
-        let counts: BTreeMap<String, u64> =
-            scan.counts.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
+        let Ok(counts) = serde_json::from_str::<BTreeMap<String, u64>>(&counts) else {
+            return Err(Error::Internal(format!("the scan counts of {digest} do not parse")));
+        };
         let limit = SEVERITIES.iter().position(|s| *s == gate.severity).unwrap_or(SEVERITIES.len());
         let blocking: Vec<String> = SEVERITIES[..=limit.min(SEVERITIES.len() - 1)]
             .iter()
