@@ -1183,13 +1183,34 @@ async fn upsert_resource_tags(
 /// repositories never meet, and a concurrent deletion or mutability change is ordered before or
 /// after the whole write.
 async fn touch_repo(tx: &mut Transaction<'static, $db>, repo_id: i64) -> Result<Option<crate::portable::TouchedRepo>> {
-    let row = sqlx::query(
+    locked_repo(
+        tx,
+        repo_id,
         "UPDATE repositories SET data_epoch = data_epoch + 1 WHERE id = $1 \
          RETURNING image_tag_mutability, mutability_exclusions, account_id, region, name",
     )
-    .bind(repo_id)
-    .fetch_optional(&mut **tx)
-    .await?;
+    .await
+}
+
+/// Lock repository `repo_id`'s row like [`touch_repo`] (serialized with its writes), without
+/// moving its data epoch: for writes that change nothing its tags and manifests resolve to
+/// (scan records), so that no node's read caches are dropped for them.
+async fn lock_repo(tx: &mut Transaction<'static, $db>, repo_id: i64) -> Result<Option<crate::portable::TouchedRepo>> {
+    locked_repo(
+        tx,
+        repo_id,
+        "UPDATE repositories SET data_epoch = data_epoch WHERE id = $1 \
+         RETURNING image_tag_mutability, mutability_exclusions, account_id, region, name",
+    )
+    .await
+}
+
+async fn locked_repo(
+    tx: &mut Transaction<'static, $db>,
+    repo_id: i64,
+    sql: &'static str,
+) -> Result<Option<crate::portable::TouchedRepo>> {
+    let row = sqlx::query(sql).bind(repo_id).fetch_optional(&mut **tx).await?;
     Ok(row.map(|r| crate::portable::TouchedRepo {
         mutability: r.get(0),
         exclusions: r.get(1),

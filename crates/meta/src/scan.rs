@@ -225,7 +225,7 @@ macro_rules! portable_scan {
                 now: i64,
             ) -> Result<crate::scan::ScanRequest> {
                 let mut tx = self.begin().await?;
-                if touch_repo(&mut tx, repo_id).await?.is_none() {
+                if lock_repo(&mut tx, repo_id).await?.is_none() {
                     return Ok(crate::scan::ScanRequest::NoImage);
                 }
                 let exists = sqlx::query("SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2")
@@ -260,7 +260,7 @@ macro_rules! portable_scan {
 
             async fn scan_finish(&self, repo_id: i64, requested_at: i64, s: &crate::scan::ImageScan) -> Result<bool> {
                 let mut tx = self.begin().await?;
-                let Some(repo) = touch_repo(&mut tx, repo_id).await? else {
+                let Some(repo) = lock_repo(&mut tx, repo_id).await? else {
                     return Ok(false);
                 };
                 let n = sqlx::query(
