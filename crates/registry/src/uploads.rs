@@ -374,9 +374,7 @@ mod tests {
     }
 
     fn sha256(b: &[u8]) -> Digest {
-        let mut h = HashState::new();
-        h.update(b);
-        h.finish()
+        crate::hash::sha256_digest(b)
     }
 
     /// Requests on upload ids that do not exist (bogus or well-formed) leave nothing in the

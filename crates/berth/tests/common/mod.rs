@@ -596,30 +596,7 @@ pub async fn push_small_image(c: &reqwest::Client, base: &str, repo: &str, tag: 
         "rootfs": {"type": "layers", "diff_ids": []},
     }))
     .unwrap();
-    let digest = sha256(&config);
-    let r = c.post(format!("{base}/v2/{repo}/blobs/uploads/")).send().await.expect("POST upload");
-    assert_eq!(r.status().as_u16(), 202, "POST upload to {repo}: {:?}", r.text().await);
-    let loc = r.headers()["location"].to_str().unwrap().to_string();
-    let loc = if loc.starts_with('/') { format!("{base}{loc}") } else { loc };
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    let r = c.put(format!("{loc}{sep}digest={digest}")).body(config.clone()).send().await.expect("PUT blob");
-    assert_eq!(r.status().as_u16(), 201, "PUT blob to {repo}: {:?}", r.text().await);
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": config.len()},
-        "layers": [],
-    }))
-    .unwrap();
-    let r = c
-        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest.clone())
-        .send()
-        .await
-        .expect("PUT manifest");
-    assert_eq!(r.status().as_u16(), 201, "PUT manifest {repo}:{tag}: {:?}", r.text().await);
-    sha256(&manifest)
+    push(c, base, repo, tag, &config, &[]).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// An OCI error body with the request id taken out of each error's `detail` (asserting it is
