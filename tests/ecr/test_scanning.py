@@ -254,6 +254,21 @@ def test_registry_scanning_configuration_rules_scan_matching_repositories_on_pus
         ecr.put_registry_scanning_configuration(scanType="BASIC", rules=[])
 
 
+def test_an_import_skips_unreadable_records_names_them_and_keeps_the_rest(server, tmp_path):
+    good = {"id": "FIXTURE-IMPORT-OK", "summary": "FIXTURE (not a real advisory)", "modified": "2026-12-03T00:00:00Z",
+            "affected": [{"package": {"ecosystem": "PyPI", "name": "berth-import-fixture"}, "versions": ["1.0"]}]}
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    (tmp_path / "broken.json").write_text('{"id": "FIXTURE-BROKEN", "affected": [')
+    (tmp_path / "not-osv.json").write_text('["a list, not an advisory"]')
+    out = berth(server, "vulndb", "import", str(tmp_path))
+    assert out.returncode != 0, out
+    assert "imported 1 advisories (0 withdrawn)" in out.stdout, out.stdout
+    assert "broken.json" in out.stderr and "not-osv.json" in out.stderr, out.stderr
+    assert "2 record(s) could not be read and were skipped" in out.stderr, out.stderr
+    missing = berth(server, "vulndb", "import", str(tmp_path / "nope"))
+    assert missing.returncode != 0 and "no such file or directory" in missing.stderr, missing.stderr
+
+
 def test_put_image_scanning_configuration_and_the_vulndb_status(server, ecr, advisories):
     name = unique("scan-cfg")
     ecr.create_repository(repositoryName=name)
@@ -264,7 +279,7 @@ def test_put_image_scanning_configuration_and_the_vulndb_status(server, ecr, adv
     out = berth(server, "vulndb", "status", "--output", "json")
     assert out.returncode == 0, out.stderr
     st = json.loads(out.stdout)
-    assert st["advisories"] >= 5 and st["imports"][0]["records"] >= 5
+    assert st["advisories"] >= 5 and any(i["records"] >= 5 for i in st["imports"]), st
 
 
 def test_an_index_reports_the_union_of_its_platforms(server, ecr, advisories):

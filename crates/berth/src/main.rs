@@ -894,6 +894,15 @@ async fn vulndb(reg: &Registry, command: VulndbCommand) -> anyhow::Result<()> {
             if report.rescans > 0 {
                 println!("queued {} scans of images in repositories that scan continuously", report.rescans);
             }
+            if report.rejected > 0 {
+                for r in &report.rejections {
+                    eprintln!("skipped: {r}");
+                }
+                anyhow::bail!(
+                    "{} record(s) could not be read and were skipped (the others were imported)",
+                    report.rejected
+                );
+            }
             Ok(())
         }
         VulndbCommand::Status { output } => {

@@ -115,11 +115,19 @@ pub struct ScanOutcome {
     pub scan: ImageScan,
 }
 
+/// Rejected records an import names (it counts them all).
+const MAX_REJECTIONS_REPORTED: usize = 20;
+
 /// What an import of advisories read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImportReport {
+    /// Advisories imported (withdrawn ones included).
     pub records: u64,
     pub withdrawn: u64,
+    /// Records that could not be read (not JSON, not OSV, over a size cap), skipped.
+    pub rejected: u64,
+    /// Why, for the first few of them (each names its file or zip entry).
+    pub rejections: Vec<String>,
     /// Scans queued for repositories that scan continuously.
     pub rescans: u64,
 }
@@ -489,11 +497,13 @@ impl Registry {
         let import = self.meta.vuln_import_begin(&source, self.now()).await?;
         let mut report = ImportReport::default();
         for path in paths {
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<std::result::Result<NewAdvisory, String>>(BATCH * 2);
+            // (advisory, withdrawn) or why a record could not be read.
+            let (tx, mut rx) =
+                tokio::sync::mpsc::channel::<std::result::Result<(NewAdvisory, bool), String>>(BATCH * 2);
             let path = path.clone();
             let reader = tokio::task::spawn_blocking(move || {
                 for r in berth_vulndb::read_sources(&path) {
-                    let item = r.map_err(|e| e.to_string()).and_then(|a| new_advisory(&a));
+                    let item = r.map_err(|e| e.to_string()).and_then(|a| Ok((new_advisory(&a)?, a.withdrawn)));
                     if tx.blocking_send(item).is_err() {
                         break;
                     }
@@ -501,11 +511,19 @@ impl Registry {
             });
             let mut batch = Vec::with_capacity(BATCH);
             while let Some(item) = rx.recv().await {
-                let a = item.map_err(Error::InvalidParameter)?;
+                // A record that cannot be read is reported and skipped: the rest still imports.
+                let (a, withdrawn) = match item {
+                    Ok(x) => x,
+                    Err(e) => {
+                        report.rejected += 1;
+                        if report.rejections.len() < MAX_REJECTIONS_REPORTED {
+                            report.rejections.push(e);
+                        }
+                        continue;
+                    }
+                };
                 report.records += 1;
-                if a.packages.is_empty() {
-                    report.withdrawn += 1;
-                }
+                report.withdrawn += u64::from(withdrawn);
                 batch.push(a);
                 if batch.len() == BATCH {
                     self.meta.vuln_put(import, &batch).await?;

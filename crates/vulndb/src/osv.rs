@@ -104,7 +104,12 @@ fn first_cvss3(list: Option<&Vec<RawSeverity>>) -> Option<Cvss3> {
 /// Unknown fields are ignored. `affected[]` entries without a `package` (GIT-only
 /// entries) are dropped. Events with no or several keys are dropped.
 pub fn parse(json: &[u8]) -> Result<Advisory, Error> {
-    let raw: RawAdvisory = serde_json::from_slice(json)?;
+    // A record is an object: serde would also fill the struct from an array, positionally.
+    let value: serde_json::Value = serde_json::from_slice(json)?;
+    if !value.is_object() {
+        return Err(Error::Invalid("an OSV record must be a JSON object".into()));
+    }
+    let raw: RawAdvisory = serde_json::from_value(value)?;
     if raw.id.trim().is_empty() {
         return Err(Error::Invalid("empty id".into()));
     }

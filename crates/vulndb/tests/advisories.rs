@@ -316,3 +316,13 @@ fn pypi_names_are_normalized() {
     let b = ranged("npm", "Foo", json!([{"introduced": "0"}]));
     assert!(!b.affects("npm", "foo", "1.0.0"));
 }
+
+#[test]
+fn a_record_must_be_a_json_object() {
+    // serde would fill the record from an array positionally; OSV records are objects.
+    for text in [r#"["GHSA-xxxx"]"#, r#""GHSA-xxxx""#, "42", "null"] {
+        let err = berth_vulndb::parse(text.as_bytes()).unwrap_err();
+        assert!(!err.to_string().is_empty(), "{text}");
+    }
+    assert!(berth_vulndb::parse(br#"{"id": "GHSA-xxxx"}"#).is_ok());
+}
