@@ -8,6 +8,8 @@
 //!   query-string form), with AWS's exception names and messages for every failure; presign URLs.
 //! - [`token`]: the stateless data-plane registry token that `GetAuthorizationToken` returns
 //!   (shaped like ECR's, HMAC-signed with a server key, bound to the principal, valid 12 hours).
+//! - [`jwt`]: verify an OIDC web identity token (an RS256 or ES256 JWS) against the provider's
+//!   JWK Set and check its claims, for STS `AssumeRoleWithWebIdentity`.
 //! - [`secret_box`]: AES-256-GCM encryption of secrets at rest (e.g. secret access keys in the
 //!   metadata DB) and a constant-time byte comparison.
 //!
@@ -16,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod jwt;
 pub mod secret_box;
 pub mod sigv4;
 pub mod token;
