@@ -1280,12 +1280,12 @@ def test_unknown_action(server, iam):
         "Code": "InvalidAction",
         "Message": "Could not find operation Frobnicate for version 2010-05-08",
     }
-    r = query_call(server, {"Action": "AssumeRole"}, service="sts")
+    r = query_call(server, {"Action": "AssumeRoleWithSAML"}, service="sts")
     assert r.status_code == 400
     assert parse_error(r, STS_NS) == {
         "Type": "Sender",
         "Code": "InvalidAction",
-        "Message": "Could not find operation AssumeRole for version 2011-06-15",
+        "Message": "Could not find operation AssumeRoleWithSAML for version 2011-06-15",
     }
 
 

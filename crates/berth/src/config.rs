@@ -4,6 +4,16 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// Where the keys of one OIDC issuer come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProviderKeys {
+    /// The issuer URL (`https://...`), as tokens name it in `iss`.
+    pub url: String,
+    /// A JWK Set (`{"keys":[...]}`) file.
+    pub jwks_file: PathBuf,
+}
+
 /// Effective configuration. Every key can be set in the file, or as `BERTH_<KEY>` in the
 /// environment (upper case).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,6 +148,15 @@ pub struct Config {
     /// into its repository (off by default: the artifact then shows in the repository's image
     /// listings, which ECR's own scanning never adds).
     pub scan_sbom_referrers: bool,
+    /// OIDC identity providers whose keys (JWKS) Berth reads from a file instead of fetching
+    /// them from the issuer's discovery document over HTTPS (offline deployments, tests):
+    /// `[[oidc_providers]]` with `url = "https://token.actions.githubusercontent.com"` and
+    /// `jwks_file = "..."`; `BERTH_OIDC_JWKS_FILES="<url>=<file>,..."`. The providers themselves
+    /// are registered through IAM (CreateOpenIDConnectProvider).
+    pub oidc_providers: Vec<OidcProviderKeys>,
+    /// Extra PEM certificates trusted when fetching OIDC discovery documents and JWKS over HTTPS
+    /// (an issuer behind a private CA).
+    pub oidc_ca_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -191,6 +210,8 @@ impl Default for Config {
             gc_sweep_interval_secs: 86_400,
             scan_interval_secs: 86_400,
             scan_sbom_referrers: false,
+            oidc_providers: Vec::new(),
+            oidc_ca_file: None,
         }
     }
 }
@@ -385,6 +406,19 @@ impl Config {
         if let Some(v) = get("BERTH_AUDIT_LOG_FILE") {
             self.audit_log_file = opt(v).map(PathBuf::from);
         }
+        if let Some(v) = get("BERTH_OIDC_JWKS_FILES") {
+            self.oidc_providers = parse_jwks_files(&v)?;
+        }
+        if let Some(v) = get("BERTH_OIDC_CA_FILE") {
+            self.oidc_ca_file = opt(v).map(PathBuf::from);
+        }
+        for p in &self.oidc_providers {
+            anyhow::ensure!(
+                p.url.starts_with("https://"),
+                "oidc_providers: the url must start with https:// (an OIDC issuer), got '{}'",
+                p.url
+            );
+        }
         if let Some(v) = get("BERTH_NODE_ID") {
             self.node_id = Some(v).filter(|n| !n.is_empty());
         }
@@ -523,6 +557,20 @@ fn parse_bool(key: &str, v: &str) -> anyhow::Result<bool> {
     })
 }
 
+/// `BERTH_OIDC_JWKS_FILES`: `<url>=<file>,<url>=<file>`.
+fn parse_jwks_files(v: &str) -> anyhow::Result<Vec<OidcProviderKeys>> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (url, file) = e
+                .split_once('=')
+                .with_context(|| format!("BERTH_OIDC_JWKS_FILES: expected <url>=<file>, got '{e}'"))?;
+            Ok(OidcProviderKeys { url: url.trim().to_string(), jwks_file: PathBuf::from(file.trim()) })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -581,5 +629,13 @@ mod tests {
             let env_key = format!("BERTH_{}", key.to_uppercase());
             let _ = c.apply_env(|k| (k == env_key).then(|| value.clone()));
         }
+    }
+
+    #[test]
+    fn jwks_files_from_the_environment() {
+        let v = parse_jwks_files("https://a.example.com=/x/a.json, https://b.example.com/oidc=/y/b.json").unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!((v[1].url.as_str(), v[1].jwks_file.to_str().unwrap()), ("https://b.example.com/oidc", "/y/b.json"));
+        assert!(parse_jwks_files("https://a.example.com").is_err());
     }
 }

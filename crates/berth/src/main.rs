@@ -827,9 +827,26 @@ async fn open(cfg: &Config, mode: SchemaMode) -> anyhow::Result<(Arc<Registry>, 
         settings,
         berth_registry::Keys::from_server_key(&server_key),
     )
-    .with_archive(archive);
+    .with_archive(archive)
+    .with_oidc(oidc_keys(cfg)?);
     bootstrap(cfg, &reg, store.as_ref(), &default_account).await?;
     Ok((Arc::new(reg), meta))
+}
+
+/// Where OIDC providers' keys come from: the configured JWKS files (each checked to be readable
+/// now), else discovery over HTTPS.
+fn oidc_keys(cfg: &Config) -> anyhow::Result<berth_registry::oidc::Oidc> {
+    let mut files = Vec::new();
+    for p in &cfg.oidc_providers {
+        std::fs::metadata(&p.jwks_file)
+            .with_context(|| format!("oidc_providers: the JWKS file of {} ({})", p.url, p.jwks_file.display()))?;
+        files.push((p.url.clone(), p.jwks_file.clone()));
+    }
+    let roots = match &cfg.oidc_ca_file {
+        Some(f) => Some(std::fs::read(f).with_context(|| format!("oidc_ca_file ({})", f.display()))?),
+        None => None,
+    };
+    berth_registry::oidc::Oidc::new(files, roots.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Each run of the event consumer job works this long; a node that dies holding it delays

@@ -370,6 +370,101 @@ async fn lifecycle_contract(s: &dyn MetadataStore) {
     assert!(s.lifecycle_preview(repo).await.unwrap().is_none());
 }
 
+/// Roles, OIDC providers and STS sessions.
+async fn roles_contract(s: &dyn MetadataStore) {
+    let acct = "555566667777";
+    s.create_account(acct, 1).await.unwrap();
+    let epoch = s.auth_epoch().await.unwrap();
+    let role = Role {
+        account_id: acct.into(),
+        name: "Deploy".into(),
+        id: "AROAEXAMPLE0000000001".into(),
+        path: "/ci/".into(),
+        trust_policy: "{}".into(),
+        description: Some("d".into()),
+        max_session_duration: 3600,
+        tags: vec![("team".into(), "a".into()), ("env".into(), "prod".into())],
+        created_at: 5,
+    };
+    assert!(s.create_role(&role).await.unwrap());
+    assert!(s.auth_epoch().await.unwrap() > epoch, "a role change moves the authorization epoch");
+    let mut dup = role.clone();
+    dup.name = "DEPLOY".into();
+    dup.id = "AROAEXAMPLE0000000002".into();
+    assert!(!s.create_role(&dup).await.unwrap(), "names are unique without regard to case");
+    assert_eq!(s.role(acct, "deploy").await.unwrap(), Some(role.clone()));
+    assert_eq!(role.arn(), "arn:aws:iam::555566667777:role/ci/Deploy");
+    assert_eq!(s.list_roles(acct, "/ci/", "", 10).await.unwrap(), vec![role.clone()]);
+    assert!(s.list_roles(acct, "/other/", "", 10).await.unwrap().is_empty());
+    assert!(s.list_roles(acct, "/", "deploy", 10).await.unwrap().is_empty(), "after the marker");
+    let mut changed = role.clone();
+    changed.trust_policy = "{\"x\":1}".into();
+    changed.max_session_duration = 7200;
+    changed.description = None;
+    changed.tags.clear();
+    assert!(s.update_role(&changed).await.unwrap());
+    assert_eq!(s.role(acct, "Deploy").await.unwrap(), Some(changed.clone()));
+
+    s.put_inline_policy(acct, Owner::Role("deploy"), "inline", "{\"a\":1}").await.unwrap();
+    s.attach_policy(acct, Owner::Role("Deploy"), "arn:aws:iam::aws:policy/IAMReadOnlyAccess").await.unwrap();
+    // A user of the same name does not share the role's policies.
+    let mut got = s.role_policies(acct, "DEPLOY").await.unwrap();
+    got.sort_by(|a, b| a.arn.cmp(&b.arn));
+    assert_eq!(
+        got,
+        vec![
+            IdentityPolicy { document: Some("{\"a\":1}".into()), arn: None },
+            IdentityPolicy { document: None, arn: Some("arn:aws:iam::aws:policy/IAMReadOnlyAccess".into()) },
+        ]
+    );
+    assert!(s.identity_policies(acct, "deploy").await.unwrap().is_empty());
+    assert!(s.delete_role(acct, "deploy").await.unwrap());
+    assert!(!s.delete_role(acct, "deploy").await.unwrap());
+    assert_eq!(s.role(acct, "Deploy").await.unwrap(), None);
+
+    let p = OidcProvider {
+        account_id: acct.into(),
+        url: "https://token.actions.githubusercontent.com".into(),
+        arn: "arn:aws:iam::555566667777:oidc-provider/token.actions.githubusercontent.com".into(),
+        client_ids: vec!["sts.amazonaws.com".into()],
+        thumbprints: vec!["a".repeat(40)],
+        tags: vec![],
+        created_at: 9,
+    };
+    assert!(s.create_oidc_provider(&p).await.unwrap());
+    let mut again = p.clone();
+    again.url = "https://TOKEN.actions.githubusercontent.com/".into();
+    assert!(!s.create_oidc_provider(&again).await.unwrap(), "one provider per URL");
+    assert_eq!(s.oidc_provider(&p.arn).await.unwrap(), Some(p.clone()));
+    let mut updated = p.clone();
+    updated.client_ids.push("other".into());
+    assert!(s.update_oidc_provider(&updated).await.unwrap());
+    assert_eq!(s.list_oidc_providers(acct).await.unwrap(), vec![updated.clone()]);
+    assert!(s.delete_oidc_provider(&p.arn).await.unwrap());
+    assert!(s.list_oidc_providers(acct).await.unwrap().is_empty());
+
+    let session = |id: &str, expires_at| StsSession {
+        access_key_id: id.into(),
+        account_id: acct.into(),
+        kind: "role".into(),
+        principal_name: Some("Deploy".into()),
+        principal_id: Some("AROAEXAMPLE0000000001".into()),
+        session_name: "run".into(),
+        secret_enc: "sealed".into(),
+        token_sha256: "ab".into(),
+        policy: None,
+        tags: "[]".into(),
+        source_identity: None,
+        created_at: 1,
+        expires_at,
+    };
+    s.put_session(&session("ASIAOLD", 100), 0).await.unwrap();
+    assert_eq!(s.session("ASIAOLD").await.unwrap(), Some(session("ASIAOLD", 100)));
+    s.put_session(&session("ASIANEW", 10_000), 500).await.unwrap();
+    assert_eq!(s.session("ASIAOLD").await.unwrap(), None, "expired sessions are purged");
+    assert_eq!(s.session("ASIANEW").await.unwrap().map(|x| x.expires_at), Some(10_000));
+}
+
 async fn move_contract(s: &dyn MetadataStore) {
     use crate::ImageStatus::{Active, Archived};
     use gc::{Location::*, MoveGoal, MoveHold, MoveStart::*};
@@ -1300,7 +1395,7 @@ async fn sqlite_contract() {
     let (s, applied) = sqlite::SqliteStore::open_with(&dir.path().join("m.db"), SchemaMode::Migrate).await.unwrap();
     assert_eq!(
         applied.iter().map(|m| m.version).collect::<Vec<_>>(),
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]
     );
     contract(&s).await;
     listing_contract(&s).await;
@@ -1308,6 +1403,7 @@ async fn sqlite_contract() {
     archive_contract(&s).await;
     gc_contract(&s).await;
     move_contract(&s).await;
+    roles_contract(&s).await;
     scan_contract(&s).await;
     sqlite_plans(&s).await;
     iam_contract(&s).await;
@@ -1321,7 +1417,7 @@ async fn sqlite_contract() {
     s.close().await;
     // A check on an unmigrated database refuses it.
     let err = sqlite::SqliteStore::open_with(&dir.path().join("new.db"), SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 17), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 18), "{err}");
     assert!(err.to_string().contains("berth migrate"), "{err}");
 }
 
@@ -1347,11 +1443,11 @@ async fn postgres_contract() {
     let base = url.rsplit_once('/').map(|(b, _)| b).unwrap();
     let url = format!("{base}/{db}");
     let err = postgres::PgStore::open_with(&url, SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 17), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 18), "{err}");
     let (s, applied) = postgres::PgStore::open_with(&url, SchemaMode::Migrate).await.unwrap();
     assert_eq!(
         applied.iter().map(|m| m.version).collect::<Vec<_>>(),
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]
     );
     contract(&s).await;
     listing_contract(&s).await;
@@ -1359,6 +1455,7 @@ async fn postgres_contract() {
     archive_contract(&s).await;
     gc_contract(&s).await;
     move_contract(&s).await;
+    roles_contract(&s).await;
     scan_contract(&s).await;
     postgres_plans(&s).await;
     iam_contract(&s).await;

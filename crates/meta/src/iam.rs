@@ -35,11 +35,12 @@ pub struct ManagedPolicy {
     pub updated_at: i64,
 }
 
-/// The user or group a policy is attached to or embedded in.
+/// The user, group or role a policy is attached to or embedded in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owner<'a> {
     User(&'a str),
     Group(&'a str),
+    Role(&'a str),
 }
 
 impl Owner<'_> {
@@ -47,12 +48,13 @@ impl Owner<'_> {
         match self {
             Owner::User(_) => "user",
             Owner::Group(_) => "group",
+            Owner::Role(_) => "role",
         }
     }
 
     pub(crate) fn key(&self) -> String {
         match self {
-            Owner::User(n) | Owner::Group(n) => n.to_lowercase(),
+            Owner::User(n) | Owner::Group(n) | Owner::Role(n) => n.to_lowercase(),
         }
     }
 }

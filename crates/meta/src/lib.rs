@@ -16,6 +16,7 @@ pub mod lifecycle;
 mod listing;
 pub mod mutability;
 pub mod postgres;
+pub mod roles;
 pub mod scan;
 pub mod sqlite;
 
@@ -25,6 +26,7 @@ pub use events::EventStore;
 pub use gc::GcStore;
 pub use iam::{IamEntity, IamStore, IdentityPolicy, ManagedPolicy, Owner};
 pub use lifecycle::LifecycleStore;
+pub use roles::{OidcProvider, Role, RoleStore, StsSession};
 
 /// Metadata failures.
 #[derive(Debug, thiserror::Error)]
@@ -475,7 +477,7 @@ pub enum RepoFilter<'a> {
 /// The metadata backend.
 #[async_trait]
 pub trait MetadataStore:
-    IamStore + EventStore + AuditStore + LifecycleStore + GcStore + scan::ScanStore + Send + Sync + 'static
+    IamStore + RoleStore + EventStore + AuditStore + LifecycleStore + GcStore + scan::ScanStore + Send + Sync + 'static
 {
     /// The id of repository `name`, if it exists.
     async fn repository(&self, ns: &Namespace, name: &str) -> Result<Option<i64>>;

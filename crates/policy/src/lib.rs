@@ -46,7 +46,7 @@ mod wildcard;
 
 use std::fmt;
 
-pub use eval::evaluate;
+pub use eval::{evaluate, evaluate_with_session, resource_policy_allows};
 pub use parse::{Effect, Policy, Statement, Version};
 pub use reach::{Reach, reach};
 pub use wildcard::wildcard_match;
@@ -104,14 +104,33 @@ pub enum Principal {
         /// The full user ARN, compared exactly against user ARNs in `Principal` elements.
         arn: String,
     },
+    /// A session of an IAM role, `arn:aws:sts::<account_id>:assumed-role/<role>/<session>`.
+    /// Resource-policy `Principal` elements match it by its role ARN or its session ARN.
+    AssumedRole {
+        /// The 12-digit account id of the role.
+        account_id: String,
+        /// The role ARN with its path, `arn:aws:iam::<account_id>:role/<path><name>`.
+        role_arn: String,
+        /// The session ARN, `arn:aws:sts::<account_id>:assumed-role/<name>/<session>`.
+        session_arn: String,
+    },
+    /// A federated identity (the caller of `sts:AssumeRoleWithWebIdentity`): matched only by
+    /// `{"Federated": "<provider>"}` principals, e.g. an OIDC provider's ARN
+    /// `arn:aws:iam::<account>:oidc-provider/<host>`. It has no identity policies.
+    Federated {
+        /// The provider as trust policies name it.
+        provider: String,
+    },
 }
 
 impl Principal {
     /// The caller's account, `None` for [`Principal::Anonymous`].
     pub fn account_id(&self) -> Option<&str> {
         match self {
-            Principal::Anonymous => None,
-            Principal::Root { account_id } | Principal::User { account_id, .. } => Some(account_id),
+            Principal::Anonymous | Principal::Federated { .. } => None,
+            Principal::Root { account_id }
+            | Principal::User { account_id, .. }
+            | Principal::AssumedRole { account_id, .. } => Some(account_id),
         }
     }
 }
@@ -123,6 +142,8 @@ impl fmt::Display for Principal {
             Principal::Anonymous => f.write_str("anonymous"),
             Principal::Root { account_id } => write!(f, "arn:aws:iam::{account_id}:root"),
             Principal::User { arn, .. } => f.write_str(arn),
+            Principal::AssumedRole { session_arn, .. } => f.write_str(session_arn),
+            Principal::Federated { provider } => f.write_str(provider),
         }
     }
 }
@@ -219,6 +240,8 @@ pub enum Decision {
         /// True when a resource policy's `Deny` applied, false for an identity policy's.
         in_resource_policy: bool,
     },
+    /// Explicitly denied by a session policy (one passed to AssumeRole).
+    ExplicitDenyInSessionPolicy,
     /// Nothing allowed it; `missing` says which side lacked an allow.
     ImplicitDeny {
         /// The kind of policy whose allow was missing.
@@ -240,6 +263,8 @@ pub enum Missing {
     IdentityPolicy,
     /// No resource-based policy allowed the action.
     ResourcePolicy,
+    /// The session's policies did not allow the action.
+    SessionPolicy,
 }
 
 /// AWS's `AccessDenied` message for `decision`, e.g. `User: arn:aws:iam::123456789012:user/ci is
@@ -257,10 +282,14 @@ pub fn denial_message(req: &Request, decision: &Decision) -> String {
             let kind = if *in_resource_policy { "a resource-based" } else { "an identity-based" };
             format!("{head} not authorized {tail} with an explicit deny in {kind} policy")
         }
+        Decision::ExplicitDenyInSessionPolicy => {
+            format!("{head} not authorized {tail} with an explicit deny in a session policy")
+        }
         Decision::ImplicitDeny { missing } => {
             let kind = match missing {
                 Missing::IdentityPolicy => "identity-based",
                 Missing::ResourcePolicy => "resource-based",
+                Missing::SessionPolicy => "session",
             };
             format!("{head} not authorized {tail} because no {kind} policy allows the {} action", req.action)
         }

@@ -88,7 +88,13 @@ pub(crate) enum PrincipalEntry {
     Account(String),
     /// `arn:aws:iam::<account>:user/...`: that user exactly.
     User(String),
-    /// A valid principal Berth has no callers for (services, roles, federated): matches nothing.
+    /// `arn:aws:iam::<account>:role/...`: every session of that role.
+    Role(String),
+    /// `arn:aws:sts::<account>:assumed-role/<role>/<session>`: that session exactly.
+    Session(String),
+    /// `{"Federated": "..."}`: callers federated through that provider (web identity).
+    Federated(String),
+    /// A valid principal Berth has no callers for (services, canonical users): matches nothing.
     Unmatched,
 }
 
@@ -288,7 +294,8 @@ fn parse_principals(value: &Value) -> Result<Vec<PrincipalEntry>, PolicyError> {
         for name in names {
             entries.push(match kind.as_str() {
                 "AWS" => parse_aws_principal(name).ok_or_else(invalid)?,
-                "Service" | "Federated" | "CanonicalUser" if !name.is_empty() => PrincipalEntry::Unmatched,
+                "Federated" if !name.is_empty() => PrincipalEntry::Federated(name.to_owned()),
+                "Service" | "CanonicalUser" if !name.is_empty() => PrincipalEntry::Unmatched,
                 _ => return Err(invalid()),
             });
         }
@@ -321,8 +328,8 @@ fn parse_aws_principal(name: &str) -> Option<PrincipalEntry> {
     match service {
         "iam" if resource == "root" => Some(PrincipalEntry::Account(account.to_owned())),
         "iam" if under("user/") => Some(PrincipalEntry::User(name.to_owned())),
-        "iam" if under("role/") => Some(PrincipalEntry::Unmatched),
-        "sts" if under("assumed-role/") => Some(PrincipalEntry::Unmatched),
+        "iam" if under("role/") => Some(PrincipalEntry::Role(name.to_owned())),
+        "sts" if under("assumed-role/") => Some(PrincipalEntry::Session(name.to_owned())),
         _ => None,
     }
 }

@@ -325,6 +325,8 @@ fn ref_principal_strength(entry: &MPrincipal, caller: &Principal) -> u8 {
             }
         }
         (MPrincipal::User(..), Principal::Root { .. }) => 0,
+        // The model generates no role sessions or federated callers (see the unit tests in eval.rs).
+        (_, Principal::AssumedRole { .. } | Principal::Federated { .. }) => 0,
     }
 }
 
@@ -414,6 +416,7 @@ fn reference_evaluate(
                 no_identity
             }
         }
+        Principal::AssumedRole { .. } | Principal::Federated { .. } => unreachable!("not generated"),
     }
 }
 

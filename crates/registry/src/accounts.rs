@@ -66,9 +66,14 @@ pub struct Credentials {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub account_id: String,
-    /// `arn:aws:iam::<account>:root` or `arn:aws:iam::<account>:user/<name>`.
+    /// `arn:aws:iam::<account>:root`, `arn:aws:iam::<account>:user/<name>`, or for a role
+    /// session `arn:aws:sts::<account>:assumed-role/<role>/<session>`.
     pub principal_arn: String,
+    /// `AKIA...` for long-term keys, `ASIA...` for STS credentials, empty for an admin token.
     pub access_key_id: String,
+    /// When temporary credentials expire (epoch seconds); `None` for long-term ones. Registry
+    /// tokens minted with them expire no later.
+    pub expires_at: Option<u64>,
 }
 
 /// A registry token ready to hand out.
@@ -188,14 +193,19 @@ impl Registry {
             principal_arn: principal_arn(&k.account_id, k.user_name.as_deref()),
             account_id: k.account_id,
             access_key_id: k.access_key_id,
+            expires_at: None,
         };
         Ok(Some((identity, SecretKey::new(secret))))
     }
 
-    /// Mint a 12-hour registry token for `identity`.
+    /// Mint a 12-hour registry token for `identity` (expiring with its temporary credentials when
+    /// they expire sooner).
     pub fn mint_token(&self, identity: &Identity) -> AuthorizationToken {
         let now = UNIX_EPOCH + Duration::from_millis(self.now().max(0) as u64);
-        let claims = Claims::new(&identity.account_id, &identity.principal_arn, &identity.access_key_id, now);
+        let mut claims = Claims::new(&identity.account_id, &identity.principal_arn, &identity.access_key_id, now);
+        if let Some(limit) = identity.expires_at {
+            claims.expires_at = claims.expires_at.min(limit);
+        }
         let password = token::mint(&claims, &self.keys().token);
         AuthorizationToken { authorization_token: token::authorization_token(&password), expires_at: claims.expires_at }
     }
@@ -231,7 +241,12 @@ impl Registry {
         let now = UNIX_EPOCH + Duration::from_millis(self.now().max(0) as u64);
         match token::verify(password, now, &self.keys().token) {
             Ok(c) => Ok((
-                Identity { account_id: c.account_id, principal_arn: c.principal_arn, access_key_id: c.access_key_id },
+                Identity {
+                    account_id: c.account_id,
+                    principal_arn: c.principal_arn,
+                    access_key_id: c.access_key_id,
+                    expires_at: None,
+                },
                 c.expires_at,
             )),
             Err(token::TokenError::Expired) => Err(Error::TokenExpired),
@@ -248,6 +263,7 @@ impl Registry {
             account_id: account_id.to_string(),
             principal_arn: principal_arn(account_id, None),
             access_key_id: String::new(),
+            expires_at: None,
         };
         let token = self.mint_token(&identity);
         token::password_from_basic(&token.authorization_token)

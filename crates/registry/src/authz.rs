@@ -59,6 +59,14 @@ struct PrincipalEntry {
     principal: Principal,
     user_id: Option<String>,
     policies: Vec<Arc<Policy>>,
+    /// A role session's session policies (`None`: not limited by any).
+    session_policies: Option<Vec<Arc<Policy>>>,
+    /// Temporary credentials: when they expire (epoch ms).
+    expires_at: Option<i64>,
+    /// `aws:PrincipalTag/*`: a role's tags overridden by its session's.
+    tags: Vec<(String, String)>,
+    /// `aws:FederatedProvider` of a web identity session.
+    federated_provider: Option<String>,
     /// A stored policy no longer parses: deny everything rather than ignore a Deny.
     broken: bool,
     /// Some policy reads the clock (`aws:CurrentTime`, `aws:EpochTime`): decisions are not cached.
@@ -89,6 +97,20 @@ struct DecisionKey {
     action_hash: u64,
     ip: Option<IpAddr>,
     secure: bool,
+}
+
+impl PrincipalEntry {
+    /// `Error::Unauthenticated` for revoked credentials, `Error::TokenExpired` for temporary
+    /// credentials past their expiry.
+    fn check_live(&self, now_ms: i64) -> Result<()> {
+        if !self.valid {
+            return Err(Error::Unauthenticated);
+        }
+        if self.expires_at.is_some_and(|e| now_ms >= e) {
+            return Err(Error::TokenExpired);
+        }
+        Ok(())
+    }
 }
 
 /// Source of [`PrincipalEntry::id`].
@@ -173,10 +195,8 @@ impl Registry {
             Some(id) => Some(self.principal_entry(id).await?),
             None => None,
         };
-        if let Some(e) = &entry
-            && !e.valid
-        {
-            return Err(Error::Unauthenticated);
+        if let Some(e) = &entry {
+            e.check_live(self.now())?;
         }
         let anonymous = Principal::Anonymous;
         let principal = entry.as_ref().map(|e| &e.principal).unwrap_or(&anonymous);
@@ -229,7 +249,14 @@ impl Registry {
         } else {
             let identity: Vec<&Policy> =
                 entry.as_ref().map(|e| e.policies.iter().map(|p| &**p).collect()).unwrap_or_default();
-            berth_policy::evaluate(&req, &identity, repo.as_ref().and_then(|r| r.policy.as_ref()))
+            let session: Option<Vec<&Policy>> =
+                entry.as_ref().and_then(|e| e.session_policies.as_ref()).map(|s| s.iter().map(|p| &**p).collect());
+            berth_policy::evaluate_with_session(
+                &req,
+                &identity,
+                session.as_deref(),
+                repo.as_ref().and_then(|r| r.policy.as_ref()),
+            )
         };
         let outcome: Option<Arc<str>> = match decision {
             Decision::Allow => None,
@@ -248,6 +275,73 @@ impl Registry {
         }
     }
 
+    /// Decide `action` on a role, governed by its trust policy `trust`, for `caller` (AssumeRole)
+    /// or for a caller federated through `federated` (AssumeRoleWithWebIdentity), with the
+    /// request's own condition keys `extra` (e.g. `sts:ExternalId`, `aws:RequestTag/k`, a
+    /// provider's `<host>:sub`). Never cached. `Error::Denied` with AWS's message when not
+    /// allowed.
+    pub(crate) async fn authorize_on_role(
+        &self,
+        caller: &Caller<'_>,
+        federated: Option<&str>,
+        action: &str,
+        role: &berth_meta::Role,
+        trust: &Policy,
+        extra: &[(String, Vec<String>)],
+    ) -> Result<()> {
+        self.sync_auth_epoch().await?;
+        let entry = match (federated, caller.identity) {
+            (None, Some(id)) => Some(self.principal_entry(id).await?),
+            _ => None,
+        };
+        if let Some(e) = &entry {
+            e.check_live(self.now())?;
+        }
+        let principal = match (federated, &entry) {
+            (Some(p), _) => Principal::Federated { provider: p.to_string() },
+            (None, Some(e)) => e.principal.clone(),
+            (None, None) => Principal::Anonymous,
+        };
+        let resource = role.arn();
+        let mut ctx = Context::new();
+        self.fill_context(&mut ctx, caller, &principal, entry.as_deref(), Some(&role.account_id));
+        for (k, v) in &role.tags {
+            ctx.insert(format!("aws:ResourceTag/{k}"), v.clone());
+            ctx.insert(format!("iam:ResourceTag/{k}"), v.clone());
+        }
+        for (k, values) in extra {
+            ctx.remove(k);
+            ctx.insert_many(k.clone(), values.iter().cloned());
+        }
+        let req = berth_policy::Request {
+            principal: &principal,
+            action,
+            resource: &resource,
+            resource_account: Some(&role.account_id),
+            context: &ctx,
+        };
+        let decision = if entry.as_ref().is_some_and(|e| e.broken) {
+            Decision::ExplicitDeny { in_resource_policy: false }
+        } else {
+            let identity: Vec<&Policy> =
+                entry.as_ref().map(|e| e.policies.iter().map(|p| &**p).collect()).unwrap_or_default();
+            let session: Option<Vec<&Policy>> =
+                entry.as_ref().and_then(|e| e.session_policies.as_ref()).map(|s| s.iter().map(|p| &**p).collect());
+            match berth_policy::evaluate_with_session(&req, &identity, session.as_deref(), Some(trust)) {
+                // A role is assumed only by those its trust policy names, even the account's
+                // root (AWS: the trust policy must always allow).
+                Decision::Allow if !berth_policy::resource_policy_allows(&req, trust) => {
+                    Decision::ImplicitDeny { missing: berth_policy::Missing::ResourcePolicy }
+                }
+                d => d,
+            }
+        };
+        match decision {
+            Decision::Allow => Ok(()),
+            d => Err(Error::Denied(berth_policy::denial_message(&req, &d))),
+        }
+    }
+
     /// Which repositories of `ns` `caller` could possibly be allowed `action` on: decided from
     /// the caller's identity policies alone (see [`berth_policy::reach`]). Repositories with a
     /// repository policy are always possible (it may name the caller, another account or `*`).
@@ -257,9 +351,7 @@ impl Registry {
         self.sync_auth_epoch().await?;
         let Some(id) = caller.identity else { return Ok(Reach::PrefixesOrPolicy(Vec::new())) };
         let entry = self.principal_entry(id).await?;
-        if !entry.valid {
-            return Err(Error::Unauthenticated);
-        }
+        entry.check_live(self.now())?;
         if entry.broken {
             // Every decision is an explicit deny.
             return Ok(Reach::PrefixesOrPolicy(Vec::new()));
@@ -309,6 +401,23 @@ impl Registry {
                     ctx.insert("aws:userid", id);
                 }
             }
+            Principal::AssumedRole { account_id, role_arn, .. } => {
+                ctx.insert("aws:PrincipalType", "AssumedRole")
+                    .insert("aws:PrincipalAccount", account_id.clone())
+                    .insert("aws:PrincipalArn", role_arn.clone());
+                if let Some(id) = entry.and_then(|e| e.user_id.clone()) {
+                    ctx.insert("aws:userid", id);
+                }
+                if let Some(p) = entry.and_then(|e| e.federated_provider.clone()) {
+                    ctx.insert("aws:FederatedProvider", p);
+                }
+            }
+            Principal::Federated { provider } => {
+                ctx.insert("aws:PrincipalType", "WebIdentityUser").insert("aws:FederatedProvider", provider.clone());
+            }
+        }
+        for (k, v) in entry.map(|e| e.tags.as_slice()).unwrap_or_default() {
+            ctx.insert(format!("aws:PrincipalTag/{k}"), v.clone());
         }
         if let Some(ip) = caller.source_ip {
             ctx.insert("aws:SourceIp", ip.to_string());
@@ -349,49 +458,130 @@ impl Registry {
     }
 
     async fn load_principal(&self, id: &Identity) -> Result<PrincipalEntry> {
-        let id_ = NEXT_PRINCIPAL_ID.fetch_add(1, Ordering::Relaxed);
-        let invalid = || PrincipalEntry {
-            id: id_,
+        let entry_id = NEXT_PRINCIPAL_ID.fetch_add(1, Ordering::Relaxed);
+        let mut entry = PrincipalEntry {
+            id: entry_id,
             valid: false,
             principal: Principal::Anonymous,
             user_id: None,
             policies: Vec::new(),
+            session_policies: None,
+            expires_at: None,
+            tags: Vec::new(),
+            federated_provider: None,
             broken: false,
             time_dependent: false,
         };
         let user = if id.access_key_id.is_empty() {
             // Tokens minted by `berth admin get-login-password` carry no key: the account's root.
             if user_name_of(&id.principal_arn).is_some() || !self.meta.account_exists(&id.account_id).await? {
-                return Ok(invalid());
+                return Ok(entry);
             }
             None
+        } else if crate::sts::is_session_key(&id.access_key_id) {
+            let Some(s) = self.meta.session(&id.access_key_id).await? else {
+                return Ok(entry);
+            };
+            if s.account_id != id.account_id {
+                return Ok(entry);
+            }
+            entry.expires_at = Some(s.expires_at);
+            if let Some(doc) = &s.policy {
+                let (policies, broken, time) = self.session_policies(&s.account_id, doc).await?;
+                entry.session_policies = Some(policies);
+                entry.broken |= broken;
+                entry.time_dependent |= time;
+            }
+            entry.tags = crate::sts::session_tags(&s.tags);
+            if s.kind == "role" {
+                return self.load_role_session(entry, &s).await;
+            }
+            // GetSessionToken: the user's (or the root's) own permissions.
+            match (&s.principal_name, &s.principal_id) {
+                (Some(name), Some(uid)) => {
+                    if self.meta.user(&s.account_id, name).await?.is_none_or(|u| &u.id != uid) {
+                        return Ok(entry);
+                    }
+                    Some(name.clone())
+                }
+                _ => None,
+            }
         } else {
             let Some(k) = self.meta.access_key(&id.access_key_id).await? else {
-                return Ok(invalid());
+                return Ok(entry);
             };
             if k.status != "Active" || k.account_id != id.account_id {
-                return Ok(invalid());
+                return Ok(entry);
             }
             k.user_name
         };
         let Some(user) = user else {
-            return Ok(PrincipalEntry {
-                id: id_,
-                valid: true,
-                principal: Principal::Root { account_id: id.account_id.clone() },
-                user_id: None,
-                policies: Vec::new(),
-                broken: false,
-                time_dependent: false,
-            });
+            entry.valid = true;
+            entry.principal = Principal::Root { account_id: id.account_id.clone() };
+            return Ok(entry);
         };
         let Some(u) = self.meta.user(&id.account_id, &user).await? else {
-            return Ok(invalid());
+            return Ok(entry);
         };
+        let docs = self.meta.identity_policies(&id.account_id, &u.name).await?;
+        let (policies, broken, time) = self.parse_identity_policies(&u.name, docs);
+        entry.valid = true;
+        entry.principal = Principal::User {
+            account_id: id.account_id.clone(),
+            arn: format!("arn:aws:iam::{}:user{}{}", id.account_id, u.path, u.name),
+            name: u.name,
+        };
+        entry.user_id = Some(u.id);
+        entry.policies = policies;
+        entry.broken |= broken;
+        entry.time_dependent |= time;
+        Ok(entry)
+    }
+
+    /// The decision inputs of a role session: the role's policies, as long as the role is the one
+    /// the session was issued for (not deleted, not re-created under the same name).
+    async fn load_role_session(&self, mut entry: PrincipalEntry, s: &berth_meta::StsSession) -> Result<PrincipalEntry> {
+        let Some(name) = &s.principal_name else { return Ok(entry) };
+        let Some(role) = self.meta.role(&s.account_id, name).await? else { return Ok(entry) };
+        if s.principal_id.as_deref() != Some(role.id.as_str()) {
+            return Ok(entry);
+        }
+        let docs = self.meta.role_policies(&s.account_id, &role.name).await?;
+        let (policies, broken, time) = self.parse_identity_policies(&role.name, docs);
+        // Session tags override the role's tags with the same key (any case).
+        let mut tags: Vec<(String, String)> = role
+            .tags
+            .iter()
+            .filter(|(k, _)| !entry.tags.iter().any(|(t, _)| t.eq_ignore_ascii_case(k)))
+            .cloned()
+            .collect();
+        tags.append(&mut entry.tags);
+        entry.tags = tags;
+        entry.valid = true;
+        entry.principal = Principal::AssumedRole {
+            account_id: s.account_id.clone(),
+            role_arn: role.arn(),
+            session_arn: crate::sts::session_arn(&s.account_id, &role.name, &s.session_name),
+        };
+        entry.user_id = Some(format!("{}:{}", role.id, s.session_name));
+        entry.federated_provider = crate::sts::federated_provider(s);
+        entry.policies = policies;
+        entry.broken |= broken;
+        entry.time_dependent |= time;
+        Ok(entry)
+    }
+
+    /// Parse stored identity policies (resolving AWS managed ones): the policies, whether one
+    /// no longer parses (then every decision is a deny), and whether one reads the clock.
+    fn parse_identity_policies(
+        &self,
+        owner: &str,
+        docs: Vec<berth_meta::IdentityPolicy>,
+    ) -> (Vec<Arc<Policy>>, bool, bool) {
         let mut policies = Vec::new();
         let mut broken = false;
         let mut time_dependent = false;
-        for p in self.meta.identity_policies(&id.account_id, &u.name).await? {
+        for p in docs {
             time_dependent |= p.document.as_deref().is_some_and(reads_clock);
             let parsed = match (&p.document, &p.arn) {
                 (Some(doc), _) => Policy::parse(doc, PolicyKind::Identity).map(Arc::new),
@@ -404,24 +594,33 @@ impl Registry {
             match parsed {
                 Ok(p) => policies.push(p),
                 Err(e) => {
-                    tracing::error!(user = %u.name, error = %e, "stored identity policy does not parse; denying");
+                    tracing::error!(%owner, error = %e, "stored identity policy does not parse; denying");
                     broken = true;
                 }
             }
         }
-        Ok(PrincipalEntry {
-            id: id_,
-            valid: true,
-            principal: Principal::User {
-                account_id: id.account_id.clone(),
-                arn: format!("arn:aws:iam::{}:user{}{}", id.account_id, u.path, u.name),
-                name: u.name,
-            },
-            user_id: Some(u.id),
-            policies,
-            broken,
-            time_dependent,
-        })
+        (policies, broken, time_dependent)
+    }
+
+    /// A session's policies from their stored form (`{"documents":[...],"arns":[...]}`): managed
+    /// ones are read now; one that no longer exists allows nothing.
+    async fn session_policies(&self, account: &str, stored: &str) -> Result<(Vec<Arc<Policy>>, bool, bool)> {
+        let v: serde_json::Value = serde_json::from_str(stored).unwrap_or_default();
+        let mut docs: Vec<berth_meta::IdentityPolicy> = v["documents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.as_str())
+            .map(|d| berth_meta::IdentityPolicy { document: Some(d.to_string()), arn: None })
+            .collect();
+        for arn in v["arns"].as_array().into_iter().flatten().filter_map(|a| a.as_str()) {
+            let document = match self.meta.managed_policy(arn).await? {
+                Some(p) if p.account_id == account => Some(p.document),
+                _ => None,
+            };
+            docs.push(berth_meta::IdentityPolicy { document, arn: Some(arn.to_string()) });
+        }
+        Ok(self.parse_identity_policies("session", docs))
     }
 
     fn aws_managed_policy(&self, arn: &str) -> Option<Arc<Policy>> {

@@ -129,6 +129,23 @@ pub enum Error {
     /// A request parameter breaks IAM's rules (IAM `ValidationError`).
     #[error("{0}")]
     Validation(String),
+    /// Temporary (STS) credentials are past their expiry (`ExpiredToken` /
+    /// `ExpiredTokenException`).
+    #[error("The security token included in the request is expired")]
+    CredentialsExpired,
+    /// A web identity token is malformed, badly signed, or not for this provider or audience
+    /// (STS `InvalidIdentityToken`).
+    #[error("{0}")]
+    InvalidIdentityToken(String),
+    /// A web identity token has expired (STS `ExpiredTokenException`).
+    #[error("{0}")]
+    IdentityTokenExpired(String),
+    /// The identity provider's keys could not be obtained (STS `IDPCommunicationError`).
+    #[error("{0}")]
+    IdpCommunication(String),
+    /// Session policies and tags are too large together (STS `PackedPolicyTooLarge`).
+    #[error("{0}")]
+    PackedPolicyTooLarge(String),
     #[error(
         "Repository policy does not exist for the repository with name '{name}' in the registry with id '{registry}'"
     )]

@@ -15,6 +15,8 @@ pub const MAX_ATTACHED_POLICIES: usize = 10;
 pub const MAX_USER_POLICY: usize = 2048;
 /// Largest inline group policy.
 pub const MAX_GROUP_POLICY: usize = 5120;
+/// Largest inline role policy.
+pub const MAX_ROLE_POLICY: usize = 10240;
 /// Largest managed policy.
 pub const MAX_MANAGED_POLICY: usize = 6144;
 
@@ -119,12 +121,12 @@ fn aws_managed_info(name: &str, description: &str, document: &str) -> PolicyInfo
 }
 
 /// Count of the characters of a policy that IAM's size quotas count (whitespace excluded).
-fn policy_size(doc: &str) -> usize {
+pub(crate) fn policy_size(doc: &str) -> usize {
     doc.chars().filter(|c| !c.is_whitespace()).count()
 }
 
 /// Validate an IAM name (`[\w+=,.@-]+`, 1..=max characters).
-fn check_name(field: &str, name: &str, max: usize) -> Result<()> {
+pub(crate) fn check_name(field: &str, name: &str, max: usize) -> Result<()> {
     let ok = !name.is_empty()
         && name.chars().count() <= max
         && name.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
@@ -146,7 +148,7 @@ fn check_name(field: &str, name: &str, max: usize) -> Result<()> {
 }
 
 /// Validate an IAM path: `/` or `/seg/.../`, printable ASCII, at most 512 characters.
-fn check_path(path: &str) -> Result<()> {
+pub(crate) fn check_path(path: &str) -> Result<()> {
     let ok = path.len() <= 512
         && path.starts_with('/')
         && path.ends_with('/')
@@ -161,7 +163,7 @@ fn check_path(path: &str) -> Result<()> {
     }
 }
 
-fn paginate<T>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> String) -> Page<T> {
+pub(crate) fn paginate<T>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> String) -> Page<T> {
     let more = items.len() > limit as usize;
     items.truncate(limit as usize);
     let marker = if more { items.last().map(|i| hex::encode(key(i))) } else { None };
@@ -169,7 +171,7 @@ fn paginate<T>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> String) -> Pag
 }
 
 /// Decode a listing marker; `InvalidParameter`-style validation error when it is not ours.
-fn decode_marker(marker: Option<&str>) -> Result<String> {
+pub(crate) fn decode_marker(marker: Option<&str>) -> Result<String> {
     match marker {
         None => Ok(String::new()),
         Some(m) => hex::decode(m)
@@ -179,7 +181,7 @@ fn decode_marker(marker: Option<&str>) -> Result<String> {
     }
 }
 
-fn max_items(v: Option<u32>) -> Result<u32> {
+pub(crate) fn max_items(v: Option<u32>) -> Result<u32> {
     match v {
         None => Ok(100),
         Some(n) if (1..=1000).contains(&n) => Ok(n),
@@ -193,11 +195,12 @@ fn owner_label(owner: Owner<'_>) -> (&'static str, &str) {
     match owner {
         Owner::User(n) => ("user", n),
         Owner::Group(n) => ("group", n),
+        Owner::Role(n) => ("role", n),
     }
 }
 
 impl Registry {
-    fn new_id(prefix: &str) -> String {
+    pub(crate) fn new_id(prefix: &str) -> String {
         format!("{prefix}{}", random_chars(ID_ALPHABET, 17))
     }
 
@@ -343,6 +346,7 @@ impl Registry {
         match owner {
             Owner::User(n) => Ok(self.get_user(account, n).await?.name),
             Owner::Group(n) => Ok(self.get_group(account, n).await?.name),
+            Owner::Role(n) => Ok(self.get_role(account, n).await?.name),
         }
     }
 
@@ -351,7 +355,11 @@ impl Registry {
         check_name("policyName", name, 128)?;
         let owner_name = self.owner_name(account, owner).await?;
         let (kind, _) = owner_label(owner);
-        let max = if kind == "user" { MAX_USER_POLICY } else { MAX_GROUP_POLICY };
+        let max = match kind {
+            "user" => MAX_USER_POLICY,
+            "role" => MAX_ROLE_POLICY,
+            _ => MAX_GROUP_POLICY,
+        };
         if policy_size(document) > max {
             return Err(Error::LimitExceeded(format!(
                 "Maximum policy size of {max} bytes exceeded for {kind} {owner_name}"
@@ -361,6 +369,7 @@ impl Registry {
         let owner = match owner {
             Owner::User(_) => Owner::User(&owner_name),
             Owner::Group(_) => Owner::Group(&owner_name),
+            Owner::Role(_) => Owner::Role(&owner_name),
         };
         self.meta.put_inline_policy(account, owner, name, document).await?;
         self.changed().await;
@@ -530,11 +539,16 @@ impl Registry {
         let owner = match owner {
             Owner::User(_) => Owner::User(&owner_name),
             Owner::Group(_) => Owner::Group(&owner_name),
+            Owner::Role(_) => Owner::Role(&owner_name),
         };
         let attached = self.meta.attached_policies(account, owner).await?;
         if !attached.iter().any(|a| a == arn) && attached.len() >= MAX_ATTACHED_POLICIES {
             let (kind, _) = owner_label(owner);
-            let quota = if kind == "user" { "PoliciesPerUser" } else { "PoliciesPerGroup" };
+            let quota = match kind {
+                "user" => "PoliciesPerUser",
+                "role" => "PoliciesPerRole",
+                _ => "PoliciesPerGroup",
+            };
             return Err(Error::LimitExceeded(format!("Cannot exceed quota for {quota}: {MAX_ATTACHED_POLICIES}")));
         }
         self.meta.attach_policy(account, owner, arn).await?;

@@ -16,8 +16,11 @@ mod images;
 pub mod jobs;
 pub mod lifecycle;
 mod manifests;
+pub mod oidc;
 mod repos;
+pub mod roles;
 pub mod scan;
+pub mod sts;
 mod uploads;
 
 pub use accounts::{AuthorizationToken, Credentials, Identity, Keys, random_account_id, valid_account_id};
@@ -152,6 +155,8 @@ pub struct Registry {
     upload_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Pull gates by repository id, with the data epoch they were read at.
     gates: std::sync::RwLock<HashMap<i64, scan::CachedGate>>,
+    /// OIDC identity providers' keys (AssumeRoleWithWebIdentity).
+    oidc: oidc::Oidc,
 }
 
 fn storage_err(e: StorageError) -> Error {
@@ -192,7 +197,15 @@ impl Registry {
             hashes: Mutex::default(),
             upload_locks: Mutex::default(),
             gates: std::sync::RwLock::default(),
+            oidc: oidc::Oidc::default(),
         }
+    }
+
+    /// Where OIDC identity providers' keys come from ([`oidc::Oidc`]); without it, only
+    /// discovery is off and web identity tokens cannot be verified.
+    pub fn with_oidc(mut self, oidc: oidc::Oidc) -> Registry {
+        self.oidc = oidc;
+        self
     }
 
     /// Give the registry an archive store: the bytes of archived images move there

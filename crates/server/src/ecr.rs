@@ -78,6 +78,7 @@ impl From<Error> for EcrError {
                 message: "The security token included in the request is invalid.".into(),
                 status: StatusCode::FORBIDDEN,
             },
+            Error::CredentialsExpired => EcrError::new("ExpiredTokenException", msg),
             Error::RepositoryPolicyNotFound { .. } => EcrError::new("RepositoryPolicyNotFoundException", msg),
             Error::RegistryPolicyNotFound(_) => EcrError::new("RegistryPolicyNotFoundException", msg),
             Error::LifecyclePolicyNotFound { .. } => EcrError::new("LifecyclePolicyNotFoundException", msg),
@@ -211,7 +212,7 @@ pub(crate) enum SignedError {
 }
 
 /// A request whose SigV4 header part checked out (form, syntax, credential scope, time, an
-/// active access key, no session token); the signature itself, which covers the body, is
+/// active access key or live temporary credentials with their session token); the signature itself, which covers the body, is
 /// checked by [`HeaderAuth::verify`] once the body is read.
 pub(crate) struct HeaderAuth {
     identity: Identity,
@@ -222,8 +223,9 @@ pub(crate) struct HeaderAuth {
 /// Check everything of a SigV4-signed request for `service` (credential scope region among
 /// `regions`) that does not need its body, so that a request without valid credentials is
 /// refused before any body byte is read. Errors as [`sigv4::parse`], then
-/// [`sigv4::SigV4Error::UnrecognizedClient`] for an unknown or inactive access key or a session
-/// token.
+/// [`sigv4::SigV4Error::UnrecognizedClient`] for an unknown or inactive access key, or a session
+/// token that is missing, wrong, or given with a long-term key; `Error::CredentialsExpired` for
+/// expired temporary credentials.
 pub(crate) async fn authenticate_headers(
     reg: &Registry,
     parts: &mut Parts,
@@ -240,15 +242,23 @@ pub(crate) async fn authenticate_headers(
     let sreq = signed_request(parts, sigv4::EMPTY_SHA256);
     let parsed = sigv4::parse(&sreq, service, regions, SystemTime::now()).map_err(SignedError::Sig)?;
     require_signed(parts, &parsed)?;
-    let (identity, secret) = reg
-        .access_key_secret(parsed.access_key_id())
+    let key = reg
+        .signing_key(parsed.access_key_id())
         .await
         .map_err(SignedError::Registry)?
         .ok_or(SignedError::Sig(sigv4::SigV4Error::UnrecognizedClient))?;
-    if parsed.session_token().is_some() {
-        // Berth issues no session credentials: a session token is never valid.
+    // Temporary credentials need their session token; long-term keys take none.
+    let token_ok = match (&key.session_token_sha256, parsed.session_token()) {
+        (None, None) => true,
+        (Some(want), Some(given)) => {
+            berth_auth::constant_time_eq(want.as_bytes(), hex_sha256(given.as_bytes()).as_bytes())
+        }
+        _ => false,
+    };
+    if !token_ok {
         return Err(SignedError::Sig(sigv4::SigV4Error::UnrecognizedClient));
     }
+    let (identity, secret) = (key.identity, key.secret);
     Ok(HeaderAuth { identity, parsed, secret })
 }
 

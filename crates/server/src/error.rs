@@ -67,7 +67,9 @@ impl From<Error> for ApiError {
             Error::NameInvalid(n) => ApiError::new(C::NameInvalid, msg, json!({"name": n})),
             Error::TagImmutable { tag, .. } => ApiError::new(C::TagInvalid, msg, json!({"tag": tag})),
             Error::Unauthenticated => ApiError::new(C::Unauthorized, msg, Value::Null),
-            Error::TokenExpired | Error::Denied(_) | Error::PullGated(_) => ApiError::new(C::Denied, msg, Value::Null),
+            Error::TokenExpired | Error::CredentialsExpired | Error::Denied(_) | Error::PullGated(_) => {
+                ApiError::new(C::Denied, msg, Value::Null)
+            }
             Error::BlobUnknown(d) => ApiError::new(C::BlobUnknown, msg, json!({"digest": d})),
             Error::BlobUploadUnknown(id) => ApiError::new(C::BlobUploadUnknown, msg, json!({"uuid": id})),
             Error::BlobUploadInvalid(m) => ApiError::new(C::BlobUploadInvalid, m, Value::Null),
@@ -129,7 +131,11 @@ impl From<Error> for ApiError {
             | Error::RegistryPolicyNotFound(_)
             | Error::LifecyclePolicyNotFound { .. }
             | Error::LifecyclePreviewNotFound { .. }
-            | Error::LifecyclePreviewInProgress => {
+            | Error::LifecyclePreviewInProgress
+            | Error::InvalidIdentityToken(_)
+            | Error::IdentityTokenExpired(_)
+            | Error::IdpCommunication(_)
+            | Error::PackedPolicyTooLarge(_) => {
                 ApiError::new(C::Unsupported, msg, Value::Null).with_status(StatusCode::BAD_REQUEST)
             }
             Error::Internal(detail) => {

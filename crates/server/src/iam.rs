@@ -16,6 +16,9 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::Value;
 use std::fmt::Write;
 
+mod roles;
+mod sts;
+
 const IAM_NS: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
 const STS_NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 /// Largest Query API body (policy documents are the big part).
@@ -58,6 +61,11 @@ impl From<Error> for QueryError {
                 "InvalidClientTokenId",
                 "The security token included in the request is invalid.",
             ),
+            Error::CredentialsExpired => QueryError::new(StatusCode::FORBIDDEN, "ExpiredToken", msg),
+            Error::InvalidIdentityToken(_) => QueryError::new(StatusCode::BAD_REQUEST, "InvalidIdentityToken", msg),
+            Error::IdentityTokenExpired(_) => QueryError::new(StatusCode::BAD_REQUEST, "ExpiredTokenException", msg),
+            Error::IdpCommunication(_) => QueryError::new(StatusCode::BAD_REQUEST, "IDPCommunicationError", msg),
+            Error::PackedPolicyTooLarge(_) => QueryError::new(StatusCode::BAD_REQUEST, "PackedPolicyTooLarge", msg),
             Error::Unavailable(_) | Error::StorageFull(_) => {
                 QueryError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", msg)
             }
@@ -263,19 +271,30 @@ async fn serve(state: &AppState, parts: &mut Parts, body: &mut Body, request_id:
         SignedError::Sig(e) => (ns, QueryError::from(e)),
         SignedError::Registry(e) => (ns, QueryError::from(e)),
     };
-    let auth = authenticate_headers(reg, parts, service, &regions).await.map_err(signed)?;
-    let too_large = || (ns, QueryError::validation("The request body could not be read or is too large."));
-    let declared = crate::body::declared_len(&parts.headers);
-    if declared.is_some_and(|n| n > MAX_BODY) {
-        return Err(too_large());
+    let is_signed = parts.headers.contains_key(header::AUTHORIZATION)
+        || parts.uri.query().is_some_and(|q| q.contains("X-Amz-Credential="));
+    if !is_signed {
+        // AssumeRoleWithWebIdentity is the one unsigned call: the token is the credential.
+        let (_, params) = read_form(parts, body).await.map_err(|e| (STS_NS, e))?;
+        let action = params.iter().find(|(n, _)| n == "Action").map(|(_, v)| v.clone()).unwrap_or_default();
+        if action == "AssumeRoleWithWebIdentity" {
+            crate::obs::note(|f| {
+                f.api = "sts";
+                f.operation = Some(action.clone());
+                f.known_operation = true;
+                f.request_parameters = params_json(&params);
+            });
+            check_control_chars(&params).map_err(|e| (STS_NS, e))?;
+            let origin = crate::origin(state.trust_forwarded, parts);
+            let inner = sts::web_identity(reg, &params, origin).await.map_err(|e| (STS_NS, e))?;
+            return Ok((STS_NS, wrap(&action, STS_NS, Some(inner), request_id)));
+        }
+        // Anything else unsigned: the signature check says what is missing.
+        authenticate_headers(reg, parts, "sts", &regions).await.map_err(signed)?;
+        return Err((ns, QueryError::from(SigV4Error::MissingAuthenticationToken)));
     }
-    let Some(_reservation) = crate::body::reserve(declared.unwrap_or(MAX_BODY)).await else {
-        return Err((ns, QueryError::new(StatusCode::BAD_REQUEST, "Throttling", "Rate exceeded")));
-    };
-    let Ok(body) = crate::body::read(body, MAX_BODY, declared.unwrap_or(0)).await else {
-        return Err(too_large());
-    };
-    let params = form(&body);
+    let auth = authenticate_headers(reg, parts, service, &regions).await.map_err(signed)?;
+    let (body, params) = read_form(parts, body).await.map_err(|e| (ns, e))?;
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let action = get("Action").unwrap_or("").to_string();
     crate::obs::note(|f| {
@@ -285,38 +304,17 @@ async fn serve(state: &AppState, parts: &mut Parts, body: &mut Body, request_id:
     let (identity, _) = auth.verify(parts, &body).map_err(signed)?;
     crate::obs::note(|f| {
         f.identity = Some(identity.clone());
-        f.request_parameters = Some(Value::Object(
-            params
-                .iter()
-                .filter(|(k, _)| k != "Action" && k != "Version")
-                .map(|(k, v)| (lower_first(k), Value::String(v.clone())))
-                .collect(),
-        ))
-        .as_ref()
-        .and_then(crate::obs::scrub);
+        f.request_parameters = params_json(&params);
     });
-    if let Some((name, _)) = params.iter().find(|(n, v)| crate::has_control_chars(n) || crate::has_control_chars(v)) {
-        return Err((
-            ns,
-            QueryError::validation(format!(
-                "1 validation error detected: Value at '{}' failed to satisfy constraint: Member must not contain \
-                 control characters",
-                esc_name(name)
-            )),
-        ));
-    }
+    check_control_chars(&params).map_err(|e| (ns, e))?;
     let origin = crate::origin(state.trust_forwarded, parts);
     let ctx = Ctx { reg, identity: &identity, origin, params: &params };
     let result = if service == "sts" {
-        match action.as_str() {
-            "GetCallerIdentity" => ctx.get_caller_identity().await,
-            "" => Err(QueryError::new(StatusCode::BAD_REQUEST, "MissingAction", "Missing Action")),
-            other => Err(QueryError::new(
-                StatusCode::BAD_REQUEST,
-                "InvalidAction",
-                format!("Could not find operation {other} for version 2011-06-15"),
-            )),
-        }
+        ctx.sts(&action).await
+    } else if ctx.session_token_credentials() {
+        // GetSessionToken credentials reach no IAM operation (AWS asks for MFA, which Berth has
+        // not).
+        Err(QueryError::from(Error::Unauthenticated))
     } else {
         ctx.iam(&action).await
     };
@@ -324,20 +322,63 @@ async fn serve(state: &AppState, parts: &mut Parts, body: &mut Body, request_id:
         crate::obs::note(|f| f.known_operation = true);
     }
     match result {
-        Ok(inner) => {
-            let body = match inner {
-                Some(inner) => format!("<{action}Result>{inner}</{action}Result>"),
-                None => String::new(),
-            };
-            Ok((
-                ns,
-                format!(
-                    "<{action}Response xmlns=\"{ns}\">{body}<ResponseMetadata><RequestId>{request_id}</RequestId>\
-                     </ResponseMetadata></{action}Response>"
-                ),
-            ))
-        }
+        Ok(inner) => Ok((ns, wrap(&action, ns, inner, request_id))),
         Err(e) => Err((ns, e)),
+    }
+}
+
+/// `<{action}Response>` around a result's inner XML.
+fn wrap(action: &str, ns: &str, inner: Option<String>, request_id: &str) -> String {
+    let body = match inner {
+        Some(inner) => format!("<{action}Result>{inner}</{action}Result>"),
+        None => String::new(),
+    };
+    format!(
+        "<{action}Response xmlns=\"{ns}\">{body}<ResponseMetadata><RequestId>{request_id}</RequestId>\
+         </ResponseMetadata></{action}Response>"
+    )
+}
+
+/// Read a form body (bounded, see [`crate::body`]): its bytes (which the signature covers) and
+/// its decoded parameters.
+async fn read_form(parts: &Parts, body: &mut Body) -> Result<(bytes::Bytes, Vec<(String, String)>), QueryError> {
+    let too_large = || QueryError::validation("The request body could not be read or is too large.");
+    let declared = crate::body::declared_len(&parts.headers);
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(too_large());
+    }
+    let Some(_reservation) = crate::body::reserve(declared.unwrap_or(MAX_BODY)).await else {
+        return Err(QueryError::new(StatusCode::BAD_REQUEST, "Throttling", "Rate exceeded"));
+    };
+    let Ok(body) = crate::body::read(body, MAX_BODY, declared.unwrap_or(0)).await else {
+        return Err(too_large());
+    };
+    let params = form(&body);
+    Ok((body, params))
+}
+
+/// A request's parameters for the audit record (secrets removed).
+fn params_json(params: &[(String, String)]) -> Option<Value> {
+    Some(Value::Object(
+        params
+            .iter()
+            .filter(|(k, _)| k != "Action" && k != "Version")
+            .map(|(k, v)| (lower_first(k), Value::String(v.clone())))
+            .collect(),
+    ))
+    .as_ref()
+    .and_then(crate::obs::scrub)
+}
+
+/// `ValidationError` when a parameter holds a control character.
+fn check_control_chars(params: &[(String, String)]) -> Result<(), QueryError> {
+    match params.iter().find(|(n, v)| crate::has_control_chars(n) || crate::has_control_chars(v)) {
+        Some((name, _)) => Err(QueryError::validation(format!(
+            "1 validation error detected: Value at '{}' failed to satisfy constraint: Member must not contain \
+             control characters",
+            esc_name(name)
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -414,19 +455,6 @@ impl Ctx<'_> {
     fn list_resource(&self, kind: &str) -> String {
         let prefix = self.opt("PathPrefix").unwrap_or("/");
         format!("arn:aws:iam::{}:{kind}{prefix}", self.account())
-    }
-
-    async fn get_caller_identity(&self) -> Out {
-        let (user_id, arn) = match self.own_user() {
-            Some(u) => {
-                let user = self.reg.get_user(self.account(), u).await?;
-                (user.id, format!("arn:aws:iam::{}:user{}{}", user.account_id, user.path, user.name))
-            }
-            None => (self.account().to_string(), self.identity.principal_arn.clone()),
-        };
-        let mut x = Xml::default();
-        x.el("Arn", &arn).el("UserId", &user_id).el("Account", self.account());
-        Ok(Some(x.0))
     }
 
     async fn iam(&self, action: &str) -> Out {
@@ -581,6 +609,28 @@ impl Ctx<'_> {
                 self.reg.delete_group(acct, name).await?;
                 Ok(None)
             }
+            "CreateRole"
+            | "GetRole"
+            | "ListRoles"
+            | "DeleteRole"
+            | "UpdateAssumeRolePolicy"
+            | "UpdateRole"
+            | "UpdateRoleDescription"
+            | "PutRolePolicy"
+            | "GetRolePolicy"
+            | "ListRolePolicies"
+            | "DeleteRolePolicy"
+            | "AttachRolePolicy"
+            | "DetachRolePolicy"
+            | "ListAttachedRolePolicies"
+            | "ListRoleTags" => self.roles(action, acct).await,
+            "CreateOpenIDConnectProvider"
+            | "GetOpenIDConnectProvider"
+            | "ListOpenIDConnectProviders"
+            | "DeleteOpenIDConnectProvider"
+            | "AddClientIDToOpenIDConnectProvider"
+            | "RemoveClientIDFromOpenIDConnectProvider"
+            | "UpdateOpenIDConnectProviderThumbprint" => self.oidc_providers(action, acct).await,
             "AddUserToGroup" | "RemoveUserFromGroup" => {
                 let group = self.req("GroupName")?;
                 let user = self.req("UserName")?;
@@ -690,6 +740,32 @@ impl Ctx<'_> {
             }
         }
     }
+}
+
+/// The values of indexed parameters `<prefix><n><suffix>` (n = 1, 2, ...), in index order.
+fn indexed(params: &[(String, String)], prefix: &str, suffix: &str) -> Vec<String> {
+    let mut out: Vec<(u32, String)> = params
+        .iter()
+        .filter_map(|(k, v)| {
+            let n = k.strip_prefix(prefix)?.strip_suffix(suffix)?;
+            Some((n.parse().ok()?, v.clone()))
+        })
+        .collect();
+    out.sort_by_key(|(n, _)| *n);
+    out.into_iter().map(|(_, v)| v).collect()
+}
+
+/// Tags given as `<prefix><n>.Key` / `<prefix><n>.Value`, in index order.
+fn indexed_tags(params: &[(String, String)], prefix: &str) -> Vec<(String, String)> {
+    let keys = params.iter().filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.strip_suffix(".Key")?.to_string(), v)));
+    let mut out: Vec<(u32, String, String)> = keys
+        .filter_map(|(n, key)| {
+            let value = params.iter().find(|(k, _)| *k == format!("{prefix}{n}.Value")).map(|(_, v)| v.clone());
+            Some((n.parse().ok()?, key.clone(), value.unwrap_or_default()))
+        })
+        .collect();
+    out.sort_by_key(|(n, _, _)| *n);
+    out.into_iter().map(|(_, k, v)| (k, v)).collect()
 }
 
 fn list<T>(page: Page<T>, name: &str, f: impl Fn(&T) -> String) -> String {

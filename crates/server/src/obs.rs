@@ -446,6 +446,7 @@ fn caller_identity(i: &Identity) -> berth_events::audit::CallerIdentity {
     let resource = i.principal_arn.rsplit_once(':').map(|(_, r)| r).unwrap_or("");
     let (kind, user_name) = match resource.strip_prefix("user/") {
         Some(path) => ("IAMUser", Some(path.rsplit('/').next().unwrap_or(path).to_string())),
+        None if resource.starts_with("assumed-role/") => ("AssumedRole", None),
         None => ("Root", None),
     };
     berth_events::audit::CallerIdentity {
@@ -470,6 +471,8 @@ const SECRET_KEYS: &[&str] = &[
     "Password",
     "NewPassword",
     "OldPassword",
+    "WebIdentityToken",
+    "webIdentityToken",
 ];
 
 /// `v` without secret-bearing members (at any depth); `None` when it is larger than 16 KiB
@@ -522,6 +525,7 @@ mod tests {
             account_id: "1".into(),
             principal_arn: "arn:aws:iam::1:root".into(),
             access_key_id: "AK".into(),
+            expires_at: None,
         };
         let c = caller_identity(&root);
         assert_eq!((c.kind.as_str(), c.user_name), ("Root", None));
@@ -529,6 +533,7 @@ mod tests {
             account_id: "1".into(),
             principal_arn: "arn:aws:iam::1:user/ci/bob".into(),
             access_key_id: "AK".into(),
+            expires_at: None,
         };
         let c = caller_identity(&user);
         assert_eq!((c.kind.as_str(), c.user_name.as_deref()), ("IAMUser", Some("bob")));

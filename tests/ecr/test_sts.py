@@ -1,0 +1,531 @@
+"""IAM roles, OIDC providers and STS (issue 15), driven with boto3 and the AWS CLI.
+
+A berth of its own (fixture `sts_server`) maps a GitHub-shaped issuer to a JWKS file this module
+writes: the local OIDC issuer is this test's own RSA and EC keys. Tokens are minted here by hand
+(header.payload.signature) so that forged ones (alg none, another key) can be built too.
+"""
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import boto3
+import pytest
+import requests
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from ecrlib import (
+    ACCOUNT_ID,
+    REGION,
+    ROOT_AKID,
+    ROOT_SECRET,
+    b64decode,
+    create_iam_user,
+    make_client,
+    make_iam,
+    make_sts,
+    push_image,
+    start_berth,
+    stop_berth,
+    unique,
+)
+
+ISSUER = "https://token.actions.githubusercontent.com"
+PROVIDER_ARN = f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/token.actions.githubusercontent.com"
+AUDIENCE = "sts.amazonaws.com"
+MAIN_SUB = "repo:org/app:ref:refs/heads/main"
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def int_b64(n):
+    return b64url(n.to_bytes((n.bit_length() + 7) // 8, "big"))
+
+
+class Issuer:
+    """A local OIDC issuer: an RSA key (kid rsa-1) and an EC P-256 key (kid ec-1)."""
+
+    def __init__(self):
+        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.ec = ec.generate_private_key(ec.SECP256R1())
+        self.other_rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def jwks(self):
+        rn = self.rsa.public_key().public_numbers()
+        en = self.ec.public_key().public_numbers()
+        return {
+            "keys": [
+                {"kty": "RSA", "kid": "rsa-1", "use": "sig", "alg": "RS256", "n": int_b64(rn.n), "e": int_b64(rn.e)},
+                {
+                    "kty": "EC",
+                    "kid": "ec-1",
+                    "use": "sig",
+                    "crv": "P-256",
+                    "x": b64url(en.x.to_bytes(32, "big")),
+                    "y": b64url(en.y.to_bytes(32, "big")),
+                },
+            ]
+        }
+
+    def token(self, *, sub=MAIN_SUB, aud=AUDIENCE, iss=ISSUER, exp_in=300, alg="RS256", kid=None, key=None, **extra):
+        now = int(time.time())
+        header = {"alg": alg, "typ": "JWT", "kid": kid or ("ec-1" if alg == "ES256" else "rsa-1")}
+        payload = {"iss": iss, "sub": sub, "aud": aud, "iat": now - 5, "nbf": now - 5, "exp": now + exp_in, **extra}
+        signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(payload).encode())}"
+        if alg == "none":
+            return signing_input + "."
+        if alg == "ES256":
+            der = (key or self.ec).sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+            r, s = decode_dss_signature(der)
+            sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        else:
+            sig = (key or self.rsa).sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return f"{signing_input}.{b64url(sig)}"
+
+
+@pytest.fixture(scope="module")
+def issuer():
+    return Issuer()
+
+
+@pytest.fixture(scope="module")
+def sts_server(issuer, tmp_path_factory):
+    jwks = tmp_path_factory.mktemp("oidc") / "jwks.json"
+    jwks.write_text(json.dumps(issuer.jwks()))
+    srv = start_berth({"BERTH_OIDC_JWKS_FILES": f"{ISSUER}={jwks}"})
+    iam = make_iam(srv)
+    iam.create_open_id_connect_provider(Url=ISSUER, ClientIDList=[AUDIENCE], ThumbprintList=["a" * 40])
+    yield srv
+    stop_berth(srv)
+
+
+def err(callable_, *args, **kwargs):
+    with pytest.raises(ClientError) as e:
+        callable_(*args, **kwargs)
+    return e.value.response
+
+
+def session_client(server, service, creds, region=REGION):
+    return boto3.client(
+        service,
+        endpoint_url=server.url,
+        region_name=region,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+
+
+def trust(principal, action="sts:AssumeRole", condition=None):
+    st = {"Effect": "Allow", "Principal": principal, "Action": action}
+    if condition:
+        st["Condition"] = condition
+    return json.dumps({"Version": "2012-10-17", "Statement": [st]})
+
+
+PUSH_PULL = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": [
+                "ecr:GetAuthorizationToken",
+                "ecr:BatchCheckLayerAvailability",
+                "ecr:CompleteLayerUpload",
+                "ecr:GetDownloadUrlForLayer",
+                "ecr:InitiateLayerUpload",
+                "ecr:PutImage",
+                "ecr:UploadLayerPart",
+                "ecr:BatchGetImage",
+                "ecr:DescribeRepositories",
+                "ecr:DescribeImages",
+            ],
+            "Resource": "*",
+        }
+    ],
+}
+
+
+def make_role(iam, name, trust_doc, policy=PUSH_PULL, **kw):
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust_doc, **kw)["Role"]
+    if policy:
+        iam.put_role_policy(RoleName=name, PolicyName="p", PolicyDocument=json.dumps(policy))
+    return role
+
+
+# ------------------------------------------------------------------------------------------------
+# Roles on the IAM API
+
+
+def test_role_lifecycle_and_shapes(sts_server):
+    iam = make_iam(sts_server)
+    name = unique("role")
+    doc = trust({"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"})
+    r = iam.create_role(
+        RoleName=name,
+        Path="/ci/",
+        AssumeRolePolicyDocument=doc,
+        Description="pushes images",
+        MaxSessionDuration=7200,
+        Tags=[{"Key": "team", "Value": "build"}],
+    )["Role"]
+    assert r["Arn"] == f"arn:aws:iam::{ACCOUNT_ID}:role/ci/{name}"
+    assert r["RoleId"].startswith("AROA") and len(r["RoleId"]) == 21
+    assert r["AssumeRolePolicyDocument"] == json.loads(doc)
+    assert (r["Path"], r["Description"], r["MaxSessionDuration"]) == ("/ci/", "pushes images", 7200)
+    assert r["Tags"] == [{"Key": "team", "Value": "build"}]
+    got = iam.get_role(RoleName=name.upper())["Role"]
+    assert (got["RoleName"], got["RoleId"]) == (name, r["RoleId"])
+    assert name in [x["RoleName"] for x in iam.list_roles(PathPrefix="/ci/")["Roles"]]
+    assert name not in [x["RoleName"] for x in iam.list_roles(PathPrefix="/other/")["Roles"]]
+    e = err(iam.create_role, RoleName=name, AssumeRolePolicyDocument=doc)
+    assert e["Error"]["Code"] == "EntityAlreadyExists"
+    assert e["Error"]["Message"] == f"Role with name {name} already exists."
+
+    iam.update_role(RoleName=name, MaxSessionDuration=3600, Description="d2")
+    new_doc = trust({"AWS": f"arn:aws:iam::{ACCOUNT_ID}:user/someone"})
+    iam.update_assume_role_policy(RoleName=name, PolicyDocument=new_doc)
+    got = iam.get_role(RoleName=name)["Role"]
+    assert (got["MaxSessionDuration"], got["Description"]) == (3600, "d2")
+    assert got["AssumeRolePolicyDocument"] == json.loads(new_doc)
+
+    iam.put_role_policy(RoleName=name, PolicyName="inline", PolicyDocument=json.dumps(PUSH_PULL))
+    assert iam.list_role_policies(RoleName=name)["PolicyNames"] == ["inline"]
+    assert iam.get_role_policy(RoleName=name, PolicyName="inline")["PolicyDocument"] == PUSH_PULL
+    ro = "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly"
+    iam.attach_role_policy(RoleName=name, PolicyArn=ro)
+    assert [p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]] == [ro]
+    e = err(iam.delete_role, RoleName=name)
+    assert (e["Error"]["Code"], e["ResponseMetadata"]["HTTPStatusCode"]) == ("DeleteConflict", 409)
+    iam.delete_role_policy(RoleName=name, PolicyName="inline")
+    e = err(iam.delete_role, RoleName=name)
+    assert e["Error"]["Message"] == "Cannot delete entity, must detach all policies first."
+    iam.detach_role_policy(RoleName=name, PolicyArn=ro)
+    iam.delete_role(RoleName=name)
+    e = err(iam.get_role, RoleName=name)
+    assert (e["Error"]["Code"], e["Error"]["Message"]) == ("NoSuchEntity", f"The role with name {name} cannot be found.")
+
+
+def test_role_validation(sts_server):
+    iam = make_iam(sts_server, validate=False)
+    doc = trust({"AWS": ACCOUNT_ID})
+    e = err(iam.create_role, RoleName=unique("r"), AssumeRolePolicyDocument=doc, MaxSessionDuration=100)
+    assert e["Error"]["Code"] == "ValidationError"
+    assert "Member must have value greater than or equal to 3600" in e["Error"]["Message"]
+    e = err(iam.create_role, RoleName=unique("r"), AssumeRolePolicyDocument=doc, MaxSessionDuration=43201)
+    assert "less than or equal to 43200" in e["Error"]["Message"]
+    e = err(iam.create_role, RoleName="bad name", AssumeRolePolicyDocument=doc)
+    assert e["Error"]["Code"] == "ValidationError"
+    for bad in ["{", json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole"}]})]:
+        e = err(iam.create_role, RoleName=unique("r"), AssumeRolePolicyDocument=bad)
+        assert e["Error"]["Code"] == "MalformedPolicyDocument", e
+    not_sts = trust({"AWS": ACCOUNT_ID}, action="ecr:*")
+    e = err(iam.create_role, RoleName=unique("r"), AssumeRolePolicyDocument=not_sts)
+    assert e["Error"]["Code"] == "MalformedPolicyDocument"
+
+
+def test_oidc_providers(sts_server):
+    iam = make_iam(sts_server)
+    url = f"https://idp-{uuid.uuid4().hex[:8]}.example.com/oidc"
+    arn = iam.create_open_id_connect_provider(Url=url, ClientIDList=["a"], ThumbprintList=["0" * 40])[
+        "OpenIDConnectProviderArn"
+    ]
+    assert arn == f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{url[8:]}"
+    p = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=arn)
+    assert (p["Url"], p["ClientIDList"], p["ThumbprintList"]) == (url[8:], ["a"], ["0" * 40])
+    iam.add_client_id_to_open_id_connect_provider(OpenIDConnectProviderArn=arn, ClientID="b")
+    iam.remove_client_id_from_open_id_connect_provider(OpenIDConnectProviderArn=arn, ClientID="a")
+    iam.update_open_id_connect_provider_thumbprint(OpenIDConnectProviderArn=arn, ThumbprintList=["1" * 40])
+    p = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=arn)
+    assert (p["ClientIDList"], p["ThumbprintList"]) == (["b"], ["1" * 40])
+    assert arn in [x["Arn"] for x in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]]
+    e = err(iam.create_open_id_connect_provider, Url=url, ClientIDList=["a"], ThumbprintList=["0" * 40])
+    assert e["Error"]["Code"] == "EntityAlreadyExists"
+    e = err(iam.create_open_id_connect_provider, Url="http://plain.example.com", ThumbprintList=["0" * 40])
+    assert e["Error"]["Code"] == "ValidationError"
+    iam.delete_open_id_connect_provider(OpenIDConnectProviderArn=arn)
+    e = err(iam.get_open_id_connect_provider, OpenIDConnectProviderArn=arn)
+    assert e["Error"]["Code"] == "NoSuchEntity"
+
+
+# ------------------------------------------------------------------------------------------------
+# AssumeRole
+
+
+def test_assume_role_same_account_and_session_identity(sts_server):
+    iam = make_iam(sts_server)
+    name = unique("deploy")
+    role = make_role(iam, name, trust({"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"}))
+    # The trust policy names the account: the user also needs an identity policy allowing it.
+    plain = create_iam_user(sts_server, unique("plain"))
+    sts_plain = make_sts(sts_server, plain.akid, plain.secret)
+    e = err(sts_plain.assume_role, RoleArn=role["Arn"], RoleSessionName="s1")
+    assert (e["Error"]["Code"], e["ResponseMetadata"]["HTTPStatusCode"]) == ("AccessDenied", 403)
+    assert e["Error"]["Message"] == (
+        f"User: {plain.arn} is not authorized to perform: sts:AssumeRole on resource: {role['Arn']} "
+        "because no identity-based policy allows the sts:AssumeRole action"
+    )
+    allowed = create_iam_user(
+        sts_server,
+        unique("ci"),
+        inline={"assume": {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role["Arn"]}]}},
+    )
+    out = make_sts(sts_server, allowed.akid, allowed.secret).assume_role(RoleArn=role["Arn"], RoleSessionName="build-7")
+    c = out["Credentials"]
+    assert c["AccessKeyId"].startswith("ASIA") and len(c["AccessKeyId"]) == 20
+    assert len(c["SecretAccessKey"]) == 40 and len(c["SessionToken"]) > 100
+    left = (c["Expiration"].timestamp() - time.time())
+    assert 3500 < left <= 3600, left
+    assert out["AssumedRoleUser"] == {
+        "AssumedRoleId": f"{role['RoleId']}:build-7",
+        "Arn": f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/{name}/build-7",
+    }
+    me = session_client(sts_server, "sts", c).get_caller_identity()
+    assert (me["Arn"], me["UserId"], me["Account"]) == (
+        f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/{name}/build-7",
+        f"{role['RoleId']}:build-7",
+        ACCOUNT_ID,
+    )
+    # The session has the role's permissions: push and pull, nothing else.
+    ecr = session_client(sts_server, "ecr", c)
+    repo = unique("sts-app")
+    make_client(sts_server).create_repository(repositoryName=repo)
+    push_image(sts_server, ecr, repo, "v1")
+    assert ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "v1"}])["images"]
+    e = err(ecr.delete_repository, repositoryName=repo, force=True)
+    assert e["Error"]["Code"] == "AccessDeniedException"
+    assert e["Error"]["Message"].startswith(f"User: arn:aws:sts::{ACCOUNT_ID}:assumed-role/{name}/build-7 is not authorized")
+    # A registry token minted with the session expires with it.
+    tok = ecr.get_authorization_token()["authorizationData"][0]
+    assert tok["expiresAt"].timestamp() <= c["Expiration"].timestamp() + 1
+
+
+def test_trust_policy_naming_the_user_needs_no_identity_policy(sts_server):
+    iam = make_iam(sts_server)
+    user = create_iam_user(sts_server, unique("u"))
+    role = make_role(iam, unique("direct"), trust({"AWS": user.arn}))
+    out = make_sts(sts_server, user.akid, user.secret).assume_role(RoleArn=role["Arn"], RoleSessionName="x1")
+    assert out["AssumedRoleUser"]["Arn"].endswith("/x1")
+    other = create_iam_user(sts_server, unique("o"))
+    e = err(make_sts(sts_server, other.akid, other.secret).assume_role, RoleArn=role["Arn"], RoleSessionName="x1")
+    assert e["Error"]["Code"] == "AccessDenied"
+
+
+def test_assume_role_parameters(sts_server):
+    iam = make_iam(sts_server)
+    sts = make_sts(sts_server)
+    cond = {"StringEquals": {"sts:ExternalId": "secret-ext-1"}}
+    role = make_role(iam, unique("ext"), trust({"AWS": ACCOUNT_ID}, condition=cond), MaxSessionDuration=7200)
+    e = err(sts.assume_role, RoleArn=role["Arn"], RoleSessionName="s1")
+    assert e["Error"]["Code"] == "AccessDenied"
+    e = err(sts.assume_role, RoleArn=role["Arn"], RoleSessionName="s1", ExternalId="wrong-ext")
+    assert e["Error"]["Code"] == "AccessDenied"
+    out = sts.assume_role(RoleArn=role["Arn"], RoleSessionName="s1", ExternalId="secret-ext-1", DurationSeconds=7200)
+    assert 7100 < out["Credentials"]["Expiration"].timestamp() - time.time() <= 7200
+    e = err(sts.assume_role, RoleArn=role["Arn"], RoleSessionName="s1", ExternalId="secret-ext-1", DurationSeconds=7201)
+    assert (e["Error"]["Code"], e["Error"]["Message"]) == (
+        "ValidationError",
+        "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.",
+    )
+    unvalidated = boto3.client("sts", endpoint_url=sts_server.url, region_name=REGION, aws_access_key_id=ROOT_AKID,
+                               aws_secret_access_key=ROOT_SECRET, config=Config(parameter_validation=False))
+    e = err(unvalidated.assume_role, RoleArn=role["Arn"], RoleSessionName="x", ExternalId="secret-ext-1")
+    assert e["Error"]["Code"] == "ValidationError"
+    assert "Member must have length greater than or equal to 2" in e["Error"]["Message"]
+    # A role that does not exist is refused like a refused one.
+    missing = f"arn:aws:iam::{ACCOUNT_ID}:role/nope-{uuid.uuid4().hex[:6]}"
+    e = err(sts.assume_role, RoleArn=missing, RoleSessionName="s1")
+    assert e["Error"]["Code"] == "AccessDenied"
+
+
+def test_session_policy_limits_the_session(sts_server):
+    iam = make_iam(sts_server)
+    role = make_role(iam, unique("sp"), trust({"AWS": ACCOUNT_ID}))
+    pull_only = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["ecr:BatchGetImage", "ecr:GetAuthorizationToken", "ecr:DescribeRepositories"], "Resource": "*"}]}
+    out = make_sts(sts_server).assume_role(RoleArn=role["Arn"], RoleSessionName="ro", Policy=json.dumps(pull_only))
+    assert 0 < out["PackedPolicySize"] <= 100
+    ecr = session_client(sts_server, "ecr", out["Credentials"])
+    repo = unique("sp-app")
+    make_client(sts_server).create_repository(repositoryName=repo)
+    ecr.describe_repositories(repositoryNames=[repo])
+    e = err(ecr.initiate_layer_upload, repositoryName=repo)
+    assert e["Error"]["Code"] == "AccessDeniedException"
+    assert e["Error"]["Message"].endswith("because no session policy allows the ecr:InitiateLayerUpload action")
+    e = err(make_sts(sts_server).assume_role, RoleArn=role["Arn"], RoleSessionName="ro", Policy="{not json")
+    assert e["Error"]["Code"] == "MalformedPolicyDocument"
+
+
+def test_cross_account_needs_both_sides(sts_server):
+    other = "222233334444"
+    akid, secret = sts_server.account(other)
+    iam_b = make_iam(sts_server, akid, secret)
+    role_allows = make_role(iam_b, unique("x-ok"), trust({"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"}))
+    role_closed = make_role(iam_b, unique("x-no"), trust({"AWS": f"arn:aws:iam::{other}:root"}))
+    assume_any = {"assume": {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}]}}
+    user = create_iam_user(sts_server, unique("xa"), inline=assume_any)
+    sts_user = make_sts(sts_server, user.akid, user.secret)
+    out = sts_user.assume_role(RoleArn=role_allows["Arn"], RoleSessionName="xacct")
+    assert out["AssumedRoleUser"]["Arn"].startswith(f"arn:aws:sts::{other}:assumed-role/")
+    me = session_client(sts_server, "sts", out["Credentials"]).get_caller_identity()
+    assert me["Account"] == other
+    e = err(sts_user.assume_role, RoleArn=role_closed["Arn"], RoleSessionName="xacct")
+    assert e["Error"]["Code"] == "AccessDenied"
+    assert "because no resource-based policy allows the sts:AssumeRole action" in e["Error"]["Message"]
+    # Trusted by the role, but the caller's own account does not allow it.
+    no_policy = create_iam_user(sts_server, unique("xn"))
+    e = err(make_sts(sts_server, no_policy.akid, no_policy.secret).assume_role, RoleArn=role_allows["Arn"], RoleSessionName="xacct")
+    assert "because no identity-based policy allows the sts:AssumeRole action" in e["Error"]["Message"]
+
+
+def test_session_credentials_need_their_token(sts_server):
+    iam = make_iam(sts_server)
+    role = make_role(iam, unique("tok"), trust({"AWS": ACCOUNT_ID}))
+    c = make_sts(sts_server).assume_role(RoleArn=role["Arn"], RoleSessionName="t1")["Credentials"]
+    for token in [None, c["SessionToken"][:-4] + "AAAA"]:
+        client = boto3.client(
+            "ecr", endpoint_url=sts_server.url, region_name=REGION, aws_access_key_id=c["AccessKeyId"],
+            aws_secret_access_key=c["SecretAccessKey"], aws_session_token=token,
+            config=Config(retries={"total_max_attempts": 1}),
+        )
+        e = err(client.describe_repositories)
+        assert (e["Error"]["Code"], e["ResponseMetadata"]["HTTPStatusCode"]) == ("UnrecognizedClientException", 400)
+    # A long-term key with a session token is not accepted either.
+    client = boto3.client(
+        "sts", endpoint_url=sts_server.url, region_name=REGION, aws_access_key_id=ROOT_AKID,
+        aws_secret_access_key=ROOT_SECRET, aws_session_token=c["SessionToken"],
+    )
+    e = err(client.get_caller_identity)
+    assert e["Error"]["Code"] == "InvalidClientTokenId"
+
+
+def test_deleting_the_role_ends_its_sessions(sts_server):
+    iam = make_iam(sts_server)
+    name = unique("gone")
+    role = make_role(iam, name, trust({"AWS": ACCOUNT_ID}))
+    c = make_sts(sts_server).assume_role(RoleArn=role["Arn"], RoleSessionName="g1")["Credentials"]
+    ecr = session_client(sts_server, "ecr", c)
+    ecr.describe_repositories()
+    iam.delete_role_policy(RoleName=name, PolicyName="p")
+    iam.delete_role(RoleName=name)
+    # A role re-created under the same name is another role: the old session stays dead.
+    make_role(iam, name, trust({"AWS": ACCOUNT_ID}))
+    time.sleep(1.2)  # other nodes' caches: at most EPOCH_CHECK_MS
+    e = err(ecr.describe_repositories)
+    assert e["Error"]["Code"] == "UnrecognizedClientException"
+
+
+def test_get_session_token(sts_server):
+    user = create_iam_user(sts_server, unique("gst"), inline={"ro": {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ecr:DescribeRepositories", "Resource": "*"}]}})
+    out = make_sts(sts_server, user.akid, user.secret).get_session_token(DurationSeconds=900)
+    c = out["Credentials"]
+    assert c["AccessKeyId"].startswith("ASIA")
+    assert 800 < c["Expiration"].timestamp() - time.time() <= 900
+    me = session_client(sts_server, "sts", c).get_caller_identity()
+    assert me["Arn"] == user.arn
+    session_client(sts_server, "ecr", c).describe_repositories()
+    e = err(session_client(sts_server, "ecr", c).create_repository, repositoryName=unique("no"))
+    assert e["Error"]["Code"] == "AccessDeniedException"
+    e = err(session_client(sts_server, "sts", c).get_session_token)
+    assert (e["Error"]["Code"], e["Error"]["Message"]) == ("AccessDenied", "Cannot call GetSessionToken with session credentials")
+    e = err(session_client(sts_server, "iam", c).list_users)
+    assert e["Error"]["Code"] == "InvalidClientTokenId"
+
+
+# ------------------------------------------------------------------------------------------------
+# Web identity: the GitHub Actions flow
+
+
+def github_role(iam, sub=MAIN_SUB):
+    cond = {"StringEquals": {"token.actions.githubusercontent.com:aud": AUDIENCE, "token.actions.githubusercontent.com:sub": sub}}
+    return make_role(iam, unique("gha"), trust({"Federated": PROVIDER_ARN}, "sts:AssumeRoleWithWebIdentity", cond))
+
+
+def aws_env(creds=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_CONFIG_FILE="/nonexistent/config", AWS_SHARED_CREDENTIALS_FILE="/nonexistent/credentials",
+               AWS_EC2_METADATA_DISABLED="true", AWS_DEFAULT_REGION=REGION)
+    if creds:
+        env.update(AWS_ACCESS_KEY_ID=creds["AccessKeyId"], AWS_SECRET_ACCESS_KEY=creds["SecretAccessKey"],
+                   AWS_SESSION_TOKEN=creds["SessionToken"])
+    return env
+
+
+def aws(server, env, *args):
+    exe = shutil.which("aws")
+    cmd = ([exe] if exe else [sys.executable, "-m", "awscli"]) + list(args) + ["--endpoint-url", server.url, "--output", "json"]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_github_actions_flow_with_the_cli(sts_server, issuer):
+    role = github_role(make_iam(sts_server))
+    token = issuer.token()
+    # The CLI without any credentials: AssumeRoleWithWebIdentity is unsigned.
+    r = aws(sts_server, aws_env(), "sts", "assume-role-with-web-identity", "--role-arn", role["Arn"],
+            "--role-session-name", "gha-run-1", "--web-identity-token", token)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["SubjectFromWebIdentityToken"] == MAIN_SUB
+    assert (out["Provider"], out["Audience"]) == (ISSUER, AUDIENCE)
+    assert out["AssumedRoleUser"]["Arn"] == f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/{role['RoleName']}/gha-run-1"
+    creds = out["Credentials"]
+    r = aws(sts_server, aws_env(creds), "ecr", "get-login-password")
+    assert r.returncode == 0, r.stderr
+    password = r.stdout.strip()
+    ok = requests.get(f"{sts_server.url}/v2/", auth=("AWS", password), timeout=10)
+    assert ok.status_code == 200
+    # Push with the temporary credentials.
+    repo = unique("gha-app")
+    make_client(sts_server).create_repository(repositoryName=repo)
+    push_image(sts_server, session_client(sts_server, "ecr", creds), repo, "main")
+    r = aws(sts_server, aws_env(creds), "ecr", "describe-images", "--repository-name", repo)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["imageDetails"][0]["imageTags"] == ["main"]
+    # The EC key works too.
+    sts = make_sts(sts_server)
+    sts.assume_role_with_web_identity(RoleArn=role["Arn"], RoleSessionName="ec", WebIdentityToken=issuer.token(alg="ES256"))
+
+
+def test_web_identity_refusals(sts_server, issuer):
+    role = github_role(make_iam(sts_server))
+    sts = boto3.client("sts", endpoint_url=sts_server.url, region_name=REGION, config=Config(signature_version=__import__("botocore").UNSIGNED))
+
+    def refused(token, code, message=None):
+        e = err(sts.assume_role_with_web_identity, RoleArn=role["Arn"], RoleSessionName="s1", WebIdentityToken=token)
+        assert e["Error"]["Code"] == code, (code, e["Error"])
+        if message:
+            assert e["Error"]["Message"] == message
+        return e
+
+    refused(issuer.token(sub="repo:org/app:ref:refs/heads/feature"), "AccessDenied",
+            "Not authorized to perform sts:AssumeRoleWithWebIdentity")
+    refused(issuer.token(sub="repo:other/app:ref:refs/heads/main"), "AccessDenied")
+    refused(issuer.token(aud="another-audience"), "InvalidIdentityToken")
+    refused(issuer.token(exp_in=-3600), "ExpiredTokenException")
+    refused(issuer.token(key=issuer.other_rsa), "InvalidIdentityToken")
+    refused(issuer.token(alg="none"), "InvalidIdentityToken")
+    refused(issuer.token(kid="unknown"), "InvalidIdentityToken")
+    refused("not.a.jwt", "InvalidIdentityToken")
+    e = refused(issuer.token(iss="https://gitlab.example.com"), "InvalidIdentityToken")
+    assert "No OpenIDConnect provider found" in e["Error"]["Message"]
+    # HS256 signed with the public key as the HMAC secret (algorithm confusion).
+    import hmac
+    import hashlib
+    header = b64url(json.dumps({"alg": "HS256", "kid": "rsa-1"}).encode())
+    payload = b64url(json.dumps({"iss": ISSUER, "sub": MAIN_SUB, "aud": AUDIENCE, "exp": int(time.time()) + 300}).encode())
+    key = json.dumps(issuer.jwks()["keys"][0]).encode()
+    sig = b64url(hmac.new(key, f"{header}.{payload}".encode(), hashlib.sha256).digest())
+    refused(f"{header}.{payload}.{sig}", "InvalidIdentityToken")
+    # Nothing of the token reaches the log.
+    assert issuer.token()[:40] not in open(sts_server.log_path).read()
