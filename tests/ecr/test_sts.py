@@ -529,3 +529,63 @@ def test_web_identity_refusals(sts_server, issuer):
     refused(f"{header}.{payload}.{sig}", "InvalidIdentityToken")
     # Nothing of the token reaches the log.
     assert issuer.token()[:40] not in open(sts_server.log_path).read()
+
+
+# ------------------------------------------------------------------------------------------------
+# Condition keys and the admin CLI
+
+
+def test_session_tags_and_principal_conditions(sts_server):
+    iam = make_iam(sts_server)
+    # The trust policy demands a team tag on the session; the role's policy lets a session
+    # push only to repositories under its own team tag, and only if its principal is the role.
+    cond = {"StringEquals": {"aws:RequestTag/team": ["blue", "green"]}}
+    doc = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": ACCOUNT_ID}, "Action": ["sts:AssumeRole", "sts:TagSession"], "Condition": cond}]})
+    name = unique("tagged")
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=doc, Tags=[{"Key": "team", "Value": "role-default"}])["Role"]
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "ecr:DescribeRepositories",
+         "Resource": f"arn:aws:ecr:{REGION}:{ACCOUNT_ID}:repository/${{aws:PrincipalTag/team}}/*",
+         "Condition": {"StringEquals": {"aws:PrincipalArn": role["Arn"]}, "StringLike": {"aws:userid": f"{role['RoleId']}:*"}}}]}
+    iam.put_role_policy(RoleName=name, PolicyName="p", PolicyDocument=json.dumps(policy))
+    sts = make_sts(sts_server)
+    e = err(sts.assume_role, RoleArn=role["Arn"], RoleSessionName="t1")
+    assert e["Error"]["Code"] == "AccessDenied"
+    e = err(sts.assume_role, RoleArn=role["Arn"], RoleSessionName="t1", Tags=[{"Key": "team", "Value": "red"}])
+    assert e["Error"]["Code"] == "AccessDenied"
+    c = sts.assume_role(RoleArn=role["Arn"], RoleSessionName="t1", Tags=[{"Key": "team", "Value": "blue"}])["Credentials"]
+    admin = make_client(sts_server)
+    blue, green = unique("blue/app"), unique("green/app")
+    admin.create_repository(repositoryName=blue)
+    admin.create_repository(repositoryName=green)
+    ecr = session_client(sts_server, "ecr", c)
+    ecr.describe_repositories(repositoryNames=[blue])  # the session tag overrides the role's
+    e = err(ecr.describe_repositories, repositoryNames=[green])
+    assert e["Error"]["Code"] == "AccessDeniedException"
+
+
+def test_admin_role_commands(sts_server, tmp_path):
+    name = unique("adm")
+    doc = tmp_path / "trust.json"
+    doc.write_text(trust({"AWS": ACCOUNT_ID}))
+    r = sts_server.admin("create-role", "--role-name", name, "--assume-role-policy-document", f"file://{doc}",
+                         "--max-session-duration", "7200")
+    assert r.returncode == 0, r.stderr
+    role = json.loads(r.stdout)["Role"]
+    assert (role["RoleName"], role["MaxSessionDuration"]) == (name, 7200)
+    assert role["AssumeRolePolicyDocument"] == json.loads(doc.read_text())
+    r = sts_server.admin("put-role-policy", "--role-name", name, "--policy-name", "p", "--policy-document", json.dumps(PUSH_PULL))
+    assert r.returncode == 0, r.stderr
+    # What the admin CLI made, IAM serves (the server reads the same database).
+    assert make_iam(sts_server).get_role(RoleName=name)["Role"]["RoleId"] == role["RoleId"]
+    out = make_sts(sts_server).assume_role(RoleArn=role["Arn"], RoleSessionName="adm", DurationSeconds=7200)
+    assert out["AssumedRoleUser"]["AssumedRoleId"] == f"{role['RoleId']}:adm"
+    r = sts_server.admin("delete-role", "--role-name", name)
+    assert r.returncode != 0 and "must delete policies first" in r.stderr
+    r = sts_server.admin("create-open-id-connect-provider", "--url", "https://gitlab.example.com",
+                         "--client-id-list", "berth,other", "--thumbprint-list", "f" * 40)
+    assert r.returncode == 0, r.stderr
+    arn = json.loads(r.stdout)["OpenIDConnectProviderArn"]
+    assert arn == f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/gitlab.example.com"
+    assert make_iam(sts_server).get_open_id_connect_provider(OpenIDConnectProviderArn=arn)["ClientIDList"] == ["berth", "other"]

@@ -258,6 +258,157 @@ pub enum IamCommand {
         #[arg(long)]
         policy_arn: String,
     },
+    /// Create a role; prints {"Role": ...}. The trust policy is the JSON or `file://PATH`.
+    CreateRole {
+        #[arg(long)]
+        account_id: Option<String>,
+        #[arg(long)]
+        role_name: String,
+        #[arg(long)]
+        assume_role_policy_document: String,
+        #[arg(long)]
+        path: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Longest session in seconds (3600..=43200, default 3600).
+        #[arg(long)]
+        max_session_duration: Option<i64>,
+    },
+    /// Print a role as {"Role": ...}.
+    GetRole {
+        #[arg(long)]
+        account_id: Option<String>,
+        #[arg(long)]
+        role_name: String,
+    },
+    /// List the roles of an account as {"Roles": [...]}.
+    ListRoles {
+        #[arg(long)]
+        account_id: Option<String>,
+        #[arg(long)]
+        path_prefix: Option<String>,
+    },
+    /// Delete a role (its policies must go first); its sessions stop working.
+    DeleteRole {
+        #[arg(long)]
+        account_id: Option<String>,
+        #[arg(long)]
+        role_name: String,
+    },
+    /// Replace a role's trust policy.
+    UpdateAssumeRolePolicy {
+        #[arg(long)]
+        account_id: Option<String>,
+        #[arg(long)]
+        role_name: String,
+        #[arg(long)]
+        policy_document: String,
+    },
+    /// Change a role's description and/or maximum session duration.
+    UpdateRole {
+        #[arg(long)]
+        account_id: Option<String>,
+        #[arg(long)]
+        role_name: String,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        max_session_duration: Option<i64>,
+    },
+    /// Create or replace an inline policy of a role.
+    PutRolePolicy {
+        #[arg(long)]
+        account_id: Option<String>,
+        #[arg(long)]
+        role_name: String,
+        #[arg(long)]
+        policy_name: String,
+        #[arg(long)]
+        policy_document: String,
+    },
+    /// Print an inline policy of a role.
+    GetRolePolicy {
+        #[arg(long)]
+        account_id: Option<String>,
+        #[arg(long)]
+        role_name: String,
+        #[arg(long)]
+        policy_name: String,
+    },
+    /// List the inline policies of a role as {"PolicyNames": [...]}.
+    ListRolePolicies {
+        #[arg(long)]
+        account_id: Option<String>,
+        #[arg(long)]
+        role_name: String,
+    },
+    /// Delete an inline policy of a role.
+    DeleteRolePolicy {
+        #[arg(long)]
+        account_id: Option<String>,
+        #[arg(long)]
+        role_name: String,
+        #[arg(long)]
+        policy_name: String,
+    },
+    /// Attach a managed policy to a role.
+    AttachRolePolicy {
+        #[arg(long)]
+        account_id: Option<String>,
+        #[arg(long)]
+        role_name: String,
+        #[arg(long)]
+        policy_arn: String,
+    },
+    /// Detach a managed policy from a role.
+    DetachRolePolicy {
+        #[arg(long)]
+        account_id: Option<String>,
+        #[arg(long)]
+        role_name: String,
+        #[arg(long)]
+        policy_arn: String,
+    },
+    /// List the managed policies attached to a role as {"AttachedPolicies": [...]}.
+    ListAttachedRolePolicies {
+        #[arg(long)]
+        account_id: Option<String>,
+        #[arg(long)]
+        role_name: String,
+    },
+    /// Register an OIDC identity provider; prints {"OpenIDConnectProviderArn": ...}.
+    CreateOpenIdConnectProvider {
+        #[arg(long)]
+        account_id: Option<String>,
+        /// The issuer, `https://host[/path]`.
+        #[arg(long)]
+        url: String,
+        /// Audiences (client ids) tokens must name; repeat or separate with commas.
+        #[arg(long = "client-id-list", value_delimiter = ',')]
+        client_ids: Vec<String>,
+        /// SHA-1 thumbprints (40 hex digits) of the issuer's certificates (stored, as IAM).
+        #[arg(long = "thumbprint-list", value_delimiter = ',')]
+        thumbprints: Vec<String>,
+    },
+    /// Print a provider.
+    GetOpenIdConnectProvider {
+        #[arg(long)]
+        account_id: Option<String>,
+        #[arg(long)]
+        open_id_connect_provider_arn: String,
+    },
+    /// List the providers of an account.
+    ListOpenIdConnectProviders {
+        #[arg(long)]
+        account_id: Option<String>,
+    },
+    /// Delete a provider.
+    DeleteOpenIdConnectProvider {
+        #[arg(long)]
+        account_id: Option<String>,
+        #[arg(long)]
+        open_id_connect_provider_arn: String,
+    },
     /// Set a repository's policy; prints {"registryId", "repositoryName", "policyText"}.
     SetRepositoryPolicy {
         #[arg(long)]
@@ -365,6 +516,25 @@ fn group_json(g: &IamEntity) -> Value {
         "Arn": format!("arn:aws:iam::{}:group{}{}", g.account_id, g.path, g.name),
         "CreateDate": date(g.created_at),
     })
+}
+
+fn role_json(r: &berth_meta::Role) -> Value {
+    let mut v = json!({
+        "Path": r.path,
+        "RoleName": r.name,
+        "RoleId": r.id,
+        "Arn": r.arn(),
+        "CreateDate": date(r.created_at),
+        "AssumeRolePolicyDocument": document_json(&r.trust_policy),
+        "MaxSessionDuration": r.max_session_duration,
+    });
+    if let Some(d) = &r.description {
+        v["Description"] = json!(d);
+    }
+    if !r.tags.is_empty() {
+        v["Tags"] = Value::Array(r.tags.iter().map(|(k, x)| json!({"Key": k, "Value": x})).collect());
+    }
+    v
 }
 
 fn policy_json(p: &PolicyInfo) -> Value {
@@ -585,6 +755,119 @@ pub async fn run(reg: &Registry, meta: &dyn MetadataStore, command: IamCommand) 
         C::DetachGroupPolicy { account_id, group_name, policy_arn } => {
             let acct = account(reg, meta, account_id).await?;
             reg.detach_policy(&acct, Owner::Group(&group_name), &policy_arn).await.map_err(reg_err)?;
+            None
+        }
+        C::CreateRole {
+            account_id,
+            role_name,
+            assume_role_policy_document,
+            path,
+            description,
+            max_session_duration,
+        } => {
+            let acct = account(reg, meta, account_id).await?;
+            let doc = document(&assume_role_policy_document)?;
+            let new = berth_registry::roles::NewRole {
+                name: &role_name,
+                path: path.as_deref(),
+                trust_policy: &doc,
+                description: description.as_deref(),
+                max_session_duration,
+                tags: Vec::new(),
+            };
+            Some(json!({"Role": role_json(&reg.create_role(&acct, new).await.map_err(reg_err)?)}))
+        }
+        C::GetRole { account_id, role_name } => {
+            let acct = account(reg, meta, account_id).await?;
+            Some(json!({"Role": role_json(&reg.get_role(&acct, &role_name).await.map_err(reg_err)?)}))
+        }
+        C::ListRoles { account_id, path_prefix } => {
+            let acct = account(reg, meta, account_id).await?;
+            let (acct, prefix) = (acct.as_str(), path_prefix.as_deref());
+            let roles =
+                all_pages(|m| async move { reg.list_roles(acct, prefix, m.as_deref(), Some(1000)).await }, role_json)
+                    .await?;
+            Some(json!({"Roles": roles}))
+        }
+        C::DeleteRole { account_id, role_name } => {
+            let acct = account(reg, meta, account_id).await?;
+            reg.delete_role(&acct, &role_name).await.map_err(reg_err)?;
+            None
+        }
+        C::UpdateAssumeRolePolicy { account_id, role_name, policy_document } => {
+            let acct = account(reg, meta, account_id).await?;
+            let doc = document(&policy_document)?;
+            reg.update_assume_role_policy(&acct, &role_name, &doc).await.map_err(reg_err)?;
+            None
+        }
+        C::UpdateRole { account_id, role_name, description, max_session_duration } => {
+            let acct = account(reg, meta, account_id).await?;
+            reg.update_role(&acct, &role_name, description.as_deref(), max_session_duration).await.map_err(reg_err)?;
+            None
+        }
+        C::PutRolePolicy { account_id, role_name, policy_name, policy_document } => {
+            let acct = account(reg, meta, account_id).await?;
+            let doc = document(&policy_document)?;
+            reg.put_inline_policy(&acct, Owner::Role(&role_name), &policy_name, &doc).await.map_err(reg_err)?;
+            None
+        }
+        C::GetRolePolicy { account_id, role_name, policy_name } => {
+            let acct = account(reg, meta, account_id).await?;
+            let (name, doc) =
+                reg.get_inline_policy(&acct, Owner::Role(&role_name), &policy_name).await.map_err(reg_err)?;
+            Some(json!({"RoleName": name, "PolicyName": policy_name, "PolicyDocument": document_json(&doc)}))
+        }
+        C::ListRolePolicies { account_id, role_name } => {
+            let acct = account(reg, meta, account_id).await?;
+            let names = reg.list_inline_policies(&acct, Owner::Role(&role_name)).await.map_err(reg_err)?;
+            Some(json!({"PolicyNames": names}))
+        }
+        C::DeleteRolePolicy { account_id, role_name, policy_name } => {
+            let acct = account(reg, meta, account_id).await?;
+            reg.delete_inline_policy(&acct, Owner::Role(&role_name), &policy_name).await.map_err(reg_err)?;
+            None
+        }
+        C::AttachRolePolicy { account_id, role_name, policy_arn } => {
+            let acct = account(reg, meta, account_id).await?;
+            reg.attach_policy(&acct, Owner::Role(&role_name), &policy_arn).await.map_err(reg_err)?;
+            None
+        }
+        C::DetachRolePolicy { account_id, role_name, policy_arn } => {
+            let acct = account(reg, meta, account_id).await?;
+            reg.detach_policy(&acct, Owner::Role(&role_name), &policy_arn).await.map_err(reg_err)?;
+            None
+        }
+        C::ListAttachedRolePolicies { account_id, role_name } => {
+            let acct = account(reg, meta, account_id).await?;
+            let list = reg.list_attached_policies(&acct, Owner::Role(&role_name)).await.map_err(reg_err)?;
+            let items: Vec<Value> = list.iter().map(|(n, a)| json!({"PolicyName": n, "PolicyArn": a})).collect();
+            Some(json!({"AttachedPolicies": items}))
+        }
+        C::CreateOpenIdConnectProvider { account_id, url, client_ids, thumbprints } => {
+            let acct = account(reg, meta, account_id).await?;
+            let p =
+                reg.create_oidc_provider(&acct, &url, client_ids, thumbprints, Vec::new()).await.map_err(reg_err)?;
+            Some(json!({"OpenIDConnectProviderArn": p.arn}))
+        }
+        C::GetOpenIdConnectProvider { account_id, open_id_connect_provider_arn } => {
+            let acct = account(reg, meta, account_id).await?;
+            let p = reg.get_oidc_provider(&acct, &open_id_connect_provider_arn).await.map_err(reg_err)?;
+            Some(json!({
+                "Url": berth_meta::OidcProvider::url_key(&p.url),
+                "ClientIDList": p.client_ids,
+                "ThumbprintList": p.thumbprints,
+                "CreateDate": date(p.created_at),
+            }))
+        }
+        C::ListOpenIdConnectProviders { account_id } => {
+            let acct = account(reg, meta, account_id).await?;
+            let ps = reg.list_oidc_providers(&acct).await.map_err(reg_err)?;
+            let items: Vec<Value> = ps.iter().map(|p| json!({"Arn": p.arn})).collect();
+            Some(json!({"OpenIDConnectProviderList": items}))
+        }
+        C::DeleteOpenIdConnectProvider { account_id, open_id_connect_provider_arn } => {
+            let acct = account(reg, meta, account_id).await?;
+            reg.delete_oidc_provider(&acct, &open_id_connect_provider_arn).await.map_err(reg_err)?;
             None
         }
         C::SetRepositoryPolicy { account_id, repository_name, region: r, policy_text } => {
