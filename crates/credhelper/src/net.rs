@@ -132,7 +132,15 @@ pub async fn post(
             v.set_sensitive(true);
         }
     }
-    let transport = |e: reqwest::Error| Error::Transport { url: url.to_string(), message: chain(&e) };
+    let transport = |e: reqwest::Error| {
+        // reqwest's own line repeats the URL the message already names; its causes say why.
+        let message = chain(&e);
+        let message = match message.split_once("): ") {
+            Some((head, why)) if head.starts_with("error sending request for url (") => why.to_owned(),
+            _ => message,
+        };
+        Error::Transport { url: url.to_string(), message }
+    };
     let resp = client.post(url.clone()).headers(map).body(body).send().await.map_err(transport)?;
     let status = resp.status().as_u16();
     let body = read_body(resp).await.map_err(transport)?;
