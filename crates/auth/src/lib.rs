@@ -5,7 +5,8 @@
 //! clock and works the same on every node of a cluster.
 //!
 //! - [`sigv4`]: verify AWS Signature Version 4 (the `Authorization` header form and the presigned
-//!   query-string form), with AWS's exception names and messages for every failure; presign URLs.
+//!   query-string form), with AWS's exception names and messages for every failure; presign URLs;
+//!   sign requests in the header form (for Berth's own clients).
 //! - [`token`]: the stateless data-plane registry token that `GetAuthorizationToken` returns
 //!   (shaped like ECR's, HMAC-signed with a server key, bound to the principal, valid 12 hours).
 //! - [`jwt`]: verify an OIDC web identity token (an RS256 or ES256 JWS) against the provider's

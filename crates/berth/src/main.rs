@@ -1,4 +1,6 @@
-//! The `berth` binary: `berth serve` and the admin subcommands.
+//! The `berth` binary: `berth serve`, the admin subcommands, and the client-side credential
+//! helpers (`berth credential-helper`, alias `docker-credential-berth`; `berth
+//! kubelet-credential-provider`).
 
 mod admin_iam;
 mod config;
@@ -96,6 +98,16 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Docker credential helper (`get`, `store`, `erase`, `list`, `version`): prints a registry
+    /// password from ECR GetAuthorizationToken, with AWS credentials from the environment,
+    /// web identity or ~/.aws. Also runs as `docker-credential-berth` (a symlink to `berth`).
+    CredentialHelper {
+        /// get, store, erase, list or version.
+        action: String,
+    },
+    /// Kubelet image credential provider (credentialprovider.kubelet.k8s.io/v1): reads a
+    /// CredentialProviderRequest on stdin, prints a CredentialProviderResponse.
+    KubeletCredentialProvider,
 }
 
 #[derive(Subcommand, Debug)]
@@ -298,7 +310,18 @@ enum AdminCommand {
 }
 
 fn main() -> std::process::ExitCode {
-    match run() {
+    // `docker-credential-berth ACTION` is this binary under another name.
+    if let Some(code) = berth_credhelper::dispatch_argv0() {
+        return code;
+    }
+    let cli = Cli::parse();
+    // The client-side helpers need no configuration, data dir or logging.
+    match &cli.command {
+        Command::CredentialHelper { action } => return berth_credhelper::docker::main(action),
+        Command::KubeletCredentialProvider => return berth_credhelper::kubelet::main(),
+        _ => {}
+    }
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // A person reads this: the message and its causes on one line, never a backtrace
         // (whatever RUST_BACKTRACE says).
@@ -309,14 +332,13 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run() -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<()> {
     // Everything Berth creates (data dir, database, keys, blobs, uploads) is for its owner only,
     // whatever umask it was started with.
     // SAFETY: umask only sets this process's file creation mask; no memory is involved.
     unsafe {
         libc::umask(0o077);
     }
-    let cli = Cli::parse();
     let mut cfg = Config::load(cli.config.as_deref())?;
     if let Some(d) = cli.data_dir {
         cfg.data_dir = d;
@@ -419,6 +441,7 @@ fn run() -> anyhow::Result<()> {
                 out
             })
         }
+        Command::CredentialHelper { .. } | Command::KubeletCredentialProvider => unreachable!("handled in main"),
         Command::ExpireUploads => rt.block_on(async {
             let (reg, meta) = open(&cfg, SchemaMode::Migrate).await?;
             let n = reg.expire_uploads().await.map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -1,5 +1,6 @@
 //! AWS Signature Version 4 verification (and presigning), for the ECR control plane and for
-//! presigned layer URLs.
+//! presigned layer URLs; and signing in the header form ([`sign`]), for Berth's own clients
+//! (the credential helpers).
 //!
 //! # Forms accepted
 //! - **Header**: `Authorization: AWS4-HMAC-SHA256 Credential=AKID/yyyymmdd/region/service/aws4_request,
@@ -692,6 +693,108 @@ pub fn presign(p: &Presign<'_>) -> String {
     out
 }
 
+/// What to sign in the header form. See [`sign`]. `Debug` redacts the secret and the session
+/// token.
+#[derive(Clone, Copy)]
+pub struct Sign<'a> {
+    /// The method, as it will be sent.
+    pub method: &'a str,
+    /// The path as it will be sent (percent-encoded).
+    pub path: &'a str,
+    /// The raw query as it will be sent (without `?`); `""` for none.
+    pub query: &'a str,
+    /// Lowercase hex SHA-256 of the body ([`EMPTY_SHA256`] for none).
+    pub body_sha256: &'a str,
+    /// The access key id to sign as.
+    pub access_key_id: &'a str,
+    /// Its secret.
+    pub secret: &'a SecretKey,
+    /// Session token of temporary credentials, sent (and signed) as `X-Amz-Security-Token`.
+    pub session_token: Option<&'a str>,
+    /// Region of the credential scope.
+    pub region: &'a str,
+    /// Service of the credential scope.
+    pub service: &'a str,
+    /// Signing time.
+    pub now: SystemTime,
+    /// Also send (and sign) `x-amz-content-sha256: <body_sha256>`.
+    pub content_sha256_header: bool,
+}
+
+impl fmt::Debug for Sign<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sign")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("access_key_id", &self.access_key_id)
+            .field("region", &self.region)
+            .field("service", &self.service)
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why [`sign`] could not sign a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignError {
+    /// The headers to sign have no `host` (SigV4 requires it signed).
+    #[error("the request to sign has no Host header")]
+    MissingHost,
+    /// A value to send (the session token, the body hash, or the access key id, region or
+    /// service of the credential scope) is not a valid HTTP header value; names which.
+    #[error("the {0} is not a valid HTTP header value")]
+    InvalidHeaderValue(&'static str),
+}
+
+/// Signs a request in the header form, as the AWS SDKs do: sets `X-Amz-Date`,
+/// `X-Amz-Security-Token` (with a session token), `x-amz-content-sha256` (when asked) and
+/// `Authorization` in `headers`, signing every header `headers` then holds (so put in exactly
+/// the headers to sign, `host` included, and send all of them). The request then passes
+/// [`verify`] until [`MAX_CLOCK_SKEW`] after `s.now`.
+pub fn sign(s: &Sign<'_>, headers: &mut HeaderMap) -> Result<(), SignError> {
+    use http::header::{AUTHORIZATION, HOST, HeaderValue};
+    if !headers.contains_key(HOST) {
+        return Err(SignError::MissingHost);
+    }
+    headers.remove(AUTHORIZATION);
+    let now = time::epoch_seconds(s.now);
+    let amz_date = time::format_amz_date(now);
+    let date = &amz_date[..8];
+    headers.insert("x-amz-date", HeaderValue::from_str(&amz_date).expect("digits and letters"));
+    match s.session_token {
+        Some(token) => {
+            let value = HeaderValue::from_str(token).map_err(|_| SignError::InvalidHeaderValue("session token"))?;
+            headers.insert("x-amz-security-token", value);
+        }
+        None => {
+            headers.remove("x-amz-security-token");
+        }
+    }
+    if s.content_sha256_header {
+        let value = HeaderValue::from_str(s.body_sha256).map_err(|_| SignError::InvalidHeaderValue("body hash"))?;
+        headers.insert("x-amz-content-sha256", value);
+    } else {
+        headers.remove("x-amz-content-sha256");
+    }
+    let mut names: Vec<&str> = headers.keys().map(http::HeaderName::as_str).collect();
+    names.sort_unstable();
+    let signed_headers = names.join(";");
+    let query = canonical_query(parse_query(s.query).iter());
+    let creq = canonical_request(s.method, s.path, &query, headers, &signed_headers, s.body_sha256)
+        .expect("every signed header is in the map");
+    let scope = format!("{date}/{}/{}/{TERMINATOR}", s.region, s.service);
+    let key = signing_key(s.secret, date, s.region, s.service);
+    let signature = hex::encode(hmac::sign(&key, &string_to_sign(&amz_date, &scope, &creq)).as_ref());
+    let auth = format!(
+        "{ALGORITHM} Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={signature}",
+        s.access_key_id
+    );
+    let auth = HeaderValue::from_str(&auth).map_err(|_| SignError::InvalidHeaderValue("credential scope"))?;
+    headers.insert(AUTHORIZATION, auth);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -729,6 +832,92 @@ mod tests {
             run(&headers),
             Err(SigV4Error::IncompleteSignature(m)) if m.contains("Got 'yesterday'")
         ));
+    }
+
+    fn sign_request(token: Option<&str>, content_sha: bool, body: &[u8]) -> (HeaderMap, String) {
+        let secret = SecretKey::new(SECRET);
+        let mut headers = HeaderMap::new();
+        headers.insert("host", "127.0.0.1:5000".parse().unwrap());
+        headers.insert("content-type", "application/x-amz-json-1.1".parse().unwrap());
+        headers.insert("x-amz-target", "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken".parse().unwrap());
+        let body_sha256 = hex::encode(digest::digest(&digest::SHA256, body));
+        let s = Sign {
+            method: "POST",
+            path: "/",
+            query: "a=b c&x=%2F",
+            body_sha256: &body_sha256,
+            access_key_id: "AKID",
+            secret: &secret,
+            session_token: token,
+            region: "us-east-1",
+            service: "ecr",
+            now: time::from_epoch_seconds(T),
+            content_sha256_header: content_sha,
+        };
+        sign(&s, &mut headers).unwrap();
+        (headers, body_sha256)
+    }
+
+    fn verify_signed(headers: &HeaderMap, body_sha256: &str, now: i64, secret: &str) -> Result<Verified, SigV4Error> {
+        let req = Request { method: "POST", path: "/", query: "a=b c&x=%2F", headers, body_sha256 };
+        verify(&req, "ecr", &["us-east-1".to_owned()], time::from_epoch_seconds(now), |k| {
+            (k == "AKID").then(|| SecretKey::new(secret))
+        })
+    }
+
+    #[test]
+    fn sign_then_verify_round_trips() {
+        for (token, content_sha) in [(None, false), (Some("session/token+=="), false), (Some("t"), true), (None, true)]
+        {
+            let (headers, body_sha256) = sign_request(token, content_sha, b"{}");
+            assert_eq!(headers["x-amz-date"], "20150830T123600Z");
+            assert_eq!(headers.get("x-amz-security-token").map(|v| v.to_str().unwrap()), token);
+            assert_eq!(headers.contains_key("x-amz-content-sha256"), content_sha);
+            let auth = headers["authorization"].to_str().unwrap();
+            assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKID/20150830/us-east-1/ecr/aws4_request, "));
+            assert!(auth.contains("SignedHeaders=content-type;host;x-amz-"), "{auth}");
+            let v = verify_signed(&headers, &body_sha256, T + 60, SECRET).unwrap();
+            assert_eq!(v.access_key_id, "AKID");
+            assert_eq!(v.session_token.as_deref(), token);
+            assert!(!v.unsigned_payload);
+            // Another body, another secret, or too late: refused.
+            let other = hex::encode(digest::digest(&digest::SHA256, b"{ }"));
+            let want = if content_sha { SigV4Error::ContentSha256Mismatch } else { SigV4Error::SignatureDoesNotMatch };
+            assert_eq!(verify_signed(&headers, &other, T, SECRET), Err(want));
+            assert_eq!(verify_signed(&headers, &body_sha256, T, "wrong"), Err(SigV4Error::SignatureDoesNotMatch));
+            assert!(matches!(
+                verify_signed(&headers, &body_sha256, T + SKEW_SECS + 1, SECRET),
+                Err(SigV4Error::SignatureExpired { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn sign_replaces_stale_headers_and_needs_host() {
+        let (mut headers, body_sha256) = sign_request(Some("old"), true, b"");
+        // Signing again without a token or content hash drops the old ones.
+        let secret = SecretKey::new(SECRET);
+        let s = Sign {
+            method: "POST",
+            path: "/",
+            query: "a=b c&x=%2F",
+            body_sha256: &body_sha256,
+            access_key_id: "AKID",
+            secret: &secret,
+            session_token: None,
+            region: "us-east-1",
+            service: "ecr",
+            now: time::from_epoch_seconds(T),
+            content_sha256_header: false,
+        };
+        sign(&s, &mut headers).unwrap();
+        assert!(!headers.contains_key("x-amz-security-token") && !headers.contains_key("x-amz-content-sha256"));
+        assert!(verify_signed(&headers, &body_sha256, T, SECRET).is_ok());
+        let mut no_host = HeaderMap::new();
+        assert_eq!(sign(&s, &mut no_host), Err(SignError::MissingHost));
+        let bad = Sign { session_token: Some("a\nb"), ..s };
+        assert_eq!(sign(&bad, &mut headers), Err(SignError::InvalidHeaderValue("session token")));
+        assert!(!format!("{s:?}").contains("wJalr"));
     }
 
     #[test]
