@@ -5,7 +5,6 @@ writes: the local OIDC issuer is this test's own RSA and EC keys. Tokens are min
 (header.payload.signature) so that forged ones (alg none, another key) can be built too.
 """
 
-import base64
 import json
 import os
 import shutil
@@ -19,16 +18,12 @@ import pytest
 import requests
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-
+from oidclib import AUDIENCE, ISSUER, MAIN_SUB, Issuer, b64url
 from ecrlib import (
     ACCOUNT_ID,
     REGION,
     ROOT_AKID,
     ROOT_SECRET,
-    b64decode,
     create_iam_user,
     make_client,
     make_iam,
@@ -39,59 +34,7 @@ from ecrlib import (
     unique,
 )
 
-ISSUER = "https://token.actions.githubusercontent.com"
 PROVIDER_ARN = f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/token.actions.githubusercontent.com"
-AUDIENCE = "sts.amazonaws.com"
-MAIN_SUB = "repo:org/app:ref:refs/heads/main"
-
-
-def b64url(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def int_b64(n):
-    return b64url(n.to_bytes((n.bit_length() + 7) // 8, "big"))
-
-
-class Issuer:
-    """A local OIDC issuer: an RSA key (kid rsa-1) and an EC P-256 key (kid ec-1)."""
-
-    def __init__(self):
-        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.ec = ec.generate_private_key(ec.SECP256R1())
-        self.other_rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-    def jwks(self):
-        rn = self.rsa.public_key().public_numbers()
-        en = self.ec.public_key().public_numbers()
-        return {
-            "keys": [
-                {"kty": "RSA", "kid": "rsa-1", "use": "sig", "alg": "RS256", "n": int_b64(rn.n), "e": int_b64(rn.e)},
-                {
-                    "kty": "EC",
-                    "kid": "ec-1",
-                    "use": "sig",
-                    "crv": "P-256",
-                    "x": b64url(en.x.to_bytes(32, "big")),
-                    "y": b64url(en.y.to_bytes(32, "big")),
-                },
-            ]
-        }
-
-    def token(self, *, sub=MAIN_SUB, aud=AUDIENCE, iss=ISSUER, exp_in=300, alg="RS256", kid=None, key=None, **extra):
-        now = int(time.time())
-        header = {"alg": alg, "typ": "JWT", "kid": kid or ("ec-1" if alg == "ES256" else "rsa-1")}
-        payload = {"iss": iss, "sub": sub, "aud": aud, "iat": now - 5, "nbf": now - 5, "exp": now + exp_in, **extra}
-        signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(payload).encode())}"
-        if alg == "none":
-            return signing_input + "."
-        if alg == "ES256":
-            der = (key or self.ec).sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
-            r, s = decode_dss_signature(der)
-            sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-        else:
-            sig = (key or self.rsa).sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
-        return f"{signing_input}.{b64url(sig)}"
 
 
 @pytest.fixture(scope="module")
