@@ -233,6 +233,18 @@ async fn kubelet_provider_answers_with_a_working_password() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
+    // As the kubelet's runtime would use it: skopeo pulls with the answer's credentials.
+    if have("skopeo") {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false", "--src-creds"])
+            .arg(format!("AWS:{password}"))
+            .arg(format!("docker://{}/team/app:1.0", b.addr))
+            .arg(format!("oci:{}:pulled", dir.path().display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "skopeo with the provider's answer: {}", stderr(&out));
+    }
 
     // Another apiVersion is refused on stderr.
     let old = request.replace("/v1\"", "/v1alpha1\"");
@@ -375,4 +387,59 @@ async fn skopeo_pulls_through_cred_helpers() {
     let manifest: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(manifest["schemaVersion"], 2);
     assert_eq!(home.cache_files().len(), 1);
+}
+
+/// A profile that assumes a role (`role_arn` + `source_profile`, with `external_id`), against
+/// Berth's own STS: the helper's password belongs to the role session, whose permissions (pull
+/// only) the registry enforces.
+#[tokio::test]
+async fn profile_role_assumption_through_the_real_sts() {
+    let b = Berth::start();
+    common::push_small_image(&b.client(), &b.url, "assumed/app", "v1", "assume").await;
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"111111111111"},"Action":"sts:AssumeRole","Condition":{"StringEquals":{"sts:ExternalId":"ext-42"}}}]}"#;
+    b.admin_ok(&["create-role", "--role-name", "puller", "--assume-role-policy-document", trust]);
+    b.admin_ok(&[
+        "attach-role-policy",
+        "--role-name",
+        "puller",
+        "--policy-arn",
+        "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
+    ]);
+    let home = Home::new();
+    std::fs::create_dir(home.path().join(".aws")).unwrap();
+    std::fs::write(
+        home.path().join(".aws/credentials"),
+        format!("[base]\naws_access_key_id = {ACCESS_KEY_ID}\naws_secret_access_key = {SECRET_ACCESS_KEY}\n"),
+    )
+    .unwrap();
+    let config = "[profile ci]\nrole_arn = arn:aws:iam::111111111111:role/puller\nsource_profile = base\n\
+                  external_id = ext-42\nrole_session_name = helper-test\n\n[profile wrong]\n\
+                  role_arn = arn:aws:iam::111111111111:role/puller\nsource_profile = base\nexternal_id = nope-1\n";
+    std::fs::write(home.path().join(".aws/config"), config).unwrap();
+    let env = [("AWS_PROFILE", "ci"), ("AWS_ENDPOINT_URL", b.url.as_str()), ("AWS_REGION", "us-east-1")];
+    let password = get_password(&berth_bin(), &["credential-helper", "get"], &b.addr, &home, &env);
+    // The token names the role session and pulls, but does not push.
+    let r = reqwest::Client::new()
+        .get(format!("{}/v2/assumed/app/manifests/v1", b.url))
+        .header("authorization", basic_auth("AWS", &password))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = reqwest::Client::new()
+        .post(format!("{}/v2/assumed/app/blobs/uploads/", b.url))
+        .header("authorization", basic_auth("AWS", &password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("arn:aws:sts::111111111111:assumed-role/puller/helper-test"), "{body}");
+
+    // The trust policy's ExternalId condition refuses the other profile.
+    let env = [("AWS_PROFILE", "wrong"), ("AWS_ENDPOINT_URL", b.url.as_str()), ("AWS_REGION", "us-east-1")];
+    let out = helper("get", &b.addr, &home, &env);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("AccessDenied"), "{}", stdout(&out));
 }
