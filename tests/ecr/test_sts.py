@@ -532,3 +532,36 @@ def test_admin_role_commands(sts_server, tmp_path):
     arn = json.loads(r.stdout)["OpenIDConnectProviderArn"]
     assert arn == f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/gitlab.example.com"
     assert make_iam(sts_server).get_open_id_connect_provider(OpenIDConnectProviderArn=arn)["ClientIDList"] == ["berth", "other"]
+
+
+def test_keys_come_from_the_issuers_discovery_document_over_https(issuer, tmp_path):
+    """No JWKS file for this issuer: Berth reads its discovery document and JWKS over HTTPS,
+    trusting the CA given as oidc_ca_file (and nothing else)."""
+    from oidclib import HttpsIssuer
+
+    idp = HttpsIssuer(issuer, tmp_path)
+    trusted = start_berth({"BERTH_OIDC_CA_FILE": str(idp.ca_pem)})
+    untrusted = start_berth({})
+    try:
+        host = idp.url[len("https://"):]
+        for srv in (trusted, untrusted):
+            iam = make_iam(srv)
+            arn = iam.create_open_id_connect_provider(Url=idp.url, ClientIDList=["berth"])["OpenIDConnectProviderArn"]
+            cond = {"StringEquals": {f"{host}:sub": "job-1", f"{host}:aud": "berth"}}
+            make_role(iam, "web", trust({"Federated": arn}, "sts:AssumeRoleWithWebIdentity", cond))
+        role = f"arn:aws:iam::{ACCOUNT_ID}:role/web"
+        token = issuer.token(iss=idp.url, aud="berth", sub="job-1")
+        out = make_sts(trusted).assume_role_with_web_identity(RoleArn=role, RoleSessionName="w1", WebIdentityToken=token)
+        assert out["Provider"] == idp.url
+        assert idp.requests[:2] == ["/.well-known/openid-configuration", "/keys"]
+        # Cached: another token needs no fetch.
+        make_sts(trusted).assume_role_with_web_identity(RoleArn=role, RoleSessionName="w2", WebIdentityToken=token)
+        assert len(idp.requests) == 2
+        # A Berth that does not trust the issuer's certificate cannot get its keys.
+        e = err(make_sts(untrusted).assume_role_with_web_identity, RoleArn=role, RoleSessionName="w1", WebIdentityToken=token)
+        assert (e["Error"]["Code"], e["ResponseMetadata"]["HTTPStatusCode"]) == ("IDPCommunicationError", 400)
+        assert e["Error"]["Message"].startswith("Couldn't retrieve verification key from your identity provider")
+    finally:
+        stop_berth(trusted)
+        stop_berth(untrusted)
+        idp.close()

@@ -131,15 +131,20 @@ pub fn parse_trust_policy(document: &str) -> Result<Policy> {
     Ok(policy)
 }
 
-/// Parse an OIDC provider URL as IAM accepts it: `https://host[/path]`, no query, fragment,
-/// port or user info, at most 255 characters.
+/// Parse an OIDC provider URL as IAM accepts it: `https://host[:port][/path]`, no query,
+/// fragment or user info, at most 255 characters.
 fn check_provider_url(url: &str) -> Result<()> {
     let rest = url.strip_prefix("https://");
     let ok = url.len() <= 255
         && rest.is_some_and(|r| {
-            let host = r.split('/').next().unwrap_or("");
+            let authority = r.split('/').next().unwrap_or("");
+            let (host, port) = match authority.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            };
             !host.is_empty()
                 && host.chars().all(|c| c.is_ascii_alphanumeric() || ".-".contains(c))
+                && port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
                 && !r.contains(['?', '#', '@', ' '])
         });
     if ok { Ok(()) } else { Err(Error::Validation("Invalid Openid Connect Provider URL".into())) }
