@@ -565,3 +565,24 @@ def test_keys_come_from_the_issuers_discovery_document_over_https(issuer, tmp_pa
         stop_berth(trusted)
         stop_berth(untrusted)
         idp.close()
+
+
+def test_sts_calls_are_audited_without_secrets(sts_server, issuer):
+    role = github_role(make_iam(sts_server))
+    token = issuer.token()
+    make_sts(sts_server).assume_role_with_web_identity(RoleArn=role["Arn"], RoleSessionName="audited", WebIdentityToken=token)
+    ct = boto3.client("cloudtrail", endpoint_url=sts_server.url, region_name=REGION,
+                      aws_access_key_id=ROOT_AKID, aws_secret_access_key=ROOT_SECRET)
+    for _ in range(50):
+        events = ct.lookup_events(LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "AssumeRoleWithWebIdentity"}])["Events"]
+        records = [json.loads(e["CloudTrailEvent"]) for e in events]
+        records = [r for r in records if (r.get("requestParameters") or {}).get("roleSessionName") == "audited"]
+        if records:
+            break
+        time.sleep(0.1)
+    assert records, "no audit record of AssumeRoleWithWebIdentity"
+    r = records[0]
+    assert r["eventSource"] == "sts.amazonaws.com"
+    assert r["requestParameters"]["roleArn"] == role["Arn"]
+    text = json.dumps(r)
+    assert token[:40] not in text and "webIdentityToken" not in text
