@@ -157,6 +157,8 @@ pub struct Registry {
     gates: std::sync::RwLock<HashMap<i64, scan::CachedGate>>,
     /// OIDC identity providers' keys (AssumeRoleWithWebIdentity).
     oidc: oidc::Oidc,
+    /// Verified STS sessions (signature keys of temporary credentials).
+    sessions: sts::SessionCache,
 }
 
 fn storage_err(e: StorageError) -> Error {
@@ -198,6 +200,7 @@ impl Registry {
             upload_locks: Mutex::default(),
             gates: std::sync::RwLock::default(),
             oidc: oidc::Oidc::default(),
+            sessions: Default::default(),
         }
     }
 

@@ -19,6 +19,7 @@ use berth_auth::sigv4::SecretKey;
 use berth_meta::{Role, StsSession};
 use berth_policy::{Policy, PolicyKind};
 use serde_json::json;
+use std::sync::Arc;
 
 /// Shortest session (seconds).
 pub const MIN_DURATION: i64 = 900;
@@ -157,6 +158,20 @@ pub struct WebIdentity {
     /// The token's `iss`.
     pub provider: String,
 }
+
+/// Verified sessions remembered per node at most (expired ones are dropped first when full).
+const SESSION_CACHE_ENTRIES: usize = 10_000;
+
+/// A session as signature verification needs it.
+pub(crate) struct CachedSession {
+    expires_at: i64,
+    identity: Identity,
+    secret: SecretKey,
+    token_sha256: String,
+}
+
+/// Sessions by access key id.
+pub(crate) type SessionCache = std::sync::RwLock<std::collections::HashMap<String, Arc<CachedSession>>>;
 
 /// The key that verifies a SigV4 signature: an access key's identity and secret, and for
 /// temporary credentials the SHA-256 of their session token, which the request must carry.
@@ -634,10 +649,10 @@ impl Registry {
                 session_token_sha256: None,
             }));
         }
-        let Some(s) = self.meta.session(access_key_id).await? else { return Ok(None) };
-        if self.now() >= s.expires_at {
-            return Err(Error::CredentialsExpired);
+        if let Some(k) = self.sessions.read().unwrap().get(access_key_id).cloned() {
+            return self.live(k);
         }
+        let Some(s) = self.meta.session(access_key_id).await? else { return Ok(None) };
         let secret = self.keys.secrets.open(&s.secret_enc, s.access_key_id.as_bytes()).map_err(|_| {
             Error::Internal(format!("session {} cannot be unsealed with this server key", s.access_key_id))
         })?;
@@ -650,15 +665,41 @@ impl Registry {
             },
             _ => format!("arn:aws:iam::{}:root", s.account_id),
         };
-        Ok(Some(SigningKey {
+        let key = Arc::new(CachedSession {
+            expires_at: s.expires_at,
             identity: Identity {
                 account_id: s.account_id,
                 principal_arn,
-                access_key_id: s.access_key_id,
+                access_key_id: s.access_key_id.clone(),
                 expires_at: Some((s.expires_at / 1000) as u64),
             },
             secret: SecretKey::new(secret),
-            session_token_sha256: Some(s.token_sha256),
+            token_sha256: s.token_sha256,
+        });
+        // A session never changes once issued: it is remembered until it expires. (Whether its
+        // role still stands is decided per request by authorization, from the epoch-checked
+        // principal cache.)
+        let mut cache = self.sessions.write().unwrap();
+        if cache.len() >= SESSION_CACHE_ENTRIES {
+            let now = self.now();
+            cache.retain(|_, v| v.expires_at > now);
+            if cache.len() >= SESSION_CACHE_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(s.access_key_id, key.clone());
+        drop(cache);
+        self.live(key)
+    }
+
+    fn live(&self, k: Arc<CachedSession>) -> Result<Option<SigningKey>> {
+        if self.now() >= k.expires_at {
+            return Err(Error::CredentialsExpired);
+        }
+        Ok(Some(SigningKey {
+            identity: k.identity.clone(),
+            secret: k.secret.clone(),
+            session_token_sha256: Some(k.token_sha256.clone()),
         }))
     }
 
