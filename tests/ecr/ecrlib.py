@@ -209,7 +209,7 @@ def server():
             if proc.poll() is not None:
                 break
             continue
-        m = re.search(r"berth listening on (http://127\.0\.0\.1:\d+)", line)
+        m = re.search(r"berth listening on (https?://127\.0\.0\.1:\d+)", line)
         if m:
             url = m.group(1)
             break
@@ -642,7 +642,7 @@ def start_berth(extra_env=None):
     deadline, url = time.monotonic() + 60, None
     while url is None and time.monotonic() < deadline and proc.poll() is None:
         try:
-            m = re.search(r"berth listening on (http://127\.0\.0\.1:\d+)", lines.get(timeout=0.2))
+            m = re.search(r"berth listening on (https?://127\.0\.0\.1:\d+)", lines.get(timeout=0.2))
             url = m.group(1) if m else None
         except queue.Empty:
             pass

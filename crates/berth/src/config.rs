@@ -157,6 +157,17 @@ pub struct Config {
     /// Extra PEM certificates trusted when fetching OIDC discovery documents and JWKS over HTTPS
     /// (an issuer behind a private CA).
     pub oidc_ca_file: Option<PathBuf>,
+    /// Serve TLS with this PEM certificate chain (and `tls_key`); the files are re-read when
+    /// they change, so a renewal needs no restart.
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Serve TLS with a certificate of a CA Berth makes in `<data_dir>/tls/` (kept across
+    /// restarts), for localhost, 127.0.0.1, the listen address and the registry domain's hosts.
+    pub tls_self_signed: bool,
+    /// Ask clients for a certificate that chains to these PEM CA certificates (mutual TLS);
+    /// clients without one cannot connect.
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -212,6 +223,10 @@ impl Default for Config {
             scan_sbom_referrers: false,
             oidc_providers: Vec::new(),
             oidc_ca_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_self_signed: false,
+            tls_client_ca: None,
         }
     }
 }
@@ -408,6 +423,18 @@ impl Config {
         }
         if let Some(v) = get("BERTH_OIDC_JWKS_FILES") {
             self.oidc_providers = parse_jwks_files(&v)?;
+        }
+        for (key, field) in [
+            ("BERTH_TLS_CERT", &mut self.tls_cert),
+            ("BERTH_TLS_KEY", &mut self.tls_key),
+            ("BERTH_TLS_CLIENT_CA", &mut self.tls_client_ca),
+        ] {
+            if let Some(v) = get(key) {
+                *field = opt(v).map(PathBuf::from);
+            }
+        }
+        if let Some(v) = get("BERTH_TLS_SELF_SIGNED") {
+            self.tls_self_signed = parse_bool("BERTH_TLS_SELF_SIGNED", &v)?;
         }
         if let Some(v) = get("BERTH_OIDC_CA_FILE") {
             self.oidc_ca_file = opt(v).map(PathBuf::from);

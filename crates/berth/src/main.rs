@@ -47,6 +47,16 @@ enum Command {
         /// Serve `/metrics`, `/healthz` and `/readyz` on this address instead of the main one.
         #[arg(long, value_name = "ADDR")]
         admin_listen: Option<String>,
+        /// Serve TLS with this PEM certificate chain (with --tls-key); re-read when it changes.
+        #[arg(long, value_name = "FILE")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, value_name = "FILE")]
+        tls_key: Option<std::path::PathBuf>,
+        /// Serve TLS with a certificate of a CA Berth makes in <data-dir>/tls/ (ca.pem is what
+        /// clients trust).
+        #[arg(long)]
+        tls_self_signed: bool,
     },
     /// Apply pending schema migrations to the configured metadata database, print them, exit.
     Migrate,
@@ -344,7 +354,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         cfg.data_dir = d;
         cfg.check_archive_storage()?;
     }
-    if let Command::Serve { listen, admin_listen, .. } = &cli.command {
+    if let Command::Serve { listen, admin_listen, tls_cert, tls_key, tls_self_signed, .. } = &cli.command {
+        if tls_cert.is_some() {
+            cfg.tls_cert = tls_cert.clone();
+        }
+        if tls_key.is_some() {
+            cfg.tls_key = tls_key.clone();
+        }
+        cfg.tls_self_signed |= *tls_self_signed;
         if let Some(l) = listen {
             cfg.listen = l.clone();
             cfg.check_listen()?;
@@ -856,6 +873,64 @@ async fn open(cfg: &Config, mode: SchemaMode) -> anyhow::Result<(Arc<Registry>, 
     Ok((Arc::new(reg), meta))
 }
 
+/// The listener's TLS, from `tls_cert`/`tls_key` or a self-signed CA; `None` for plain HTTP.
+/// Settings that do not go together, and files that do not load, stop the server with the file
+/// named.
+fn tls_settings(cfg: &Config) -> anyhow::Result<Option<berth_server::tls::Tls>> {
+    let (cert, key) = match (&cfg.tls_cert, &cfg.tls_key, cfg.tls_self_signed) {
+        (Some(_), _, true) | (_, Some(_), true) => {
+            anyhow::bail!("tls_self_signed (BERTH_TLS_SELF_SIGNED) and tls_cert/tls_key exclude each other")
+        }
+        (Some(c), Some(k), false) => (c.clone(), k.clone()),
+        (Some(_), None, _) => {
+            anyhow::bail!("tls_cert (BERTH_TLS_CERT, --tls-cert) needs tls_key (BERTH_TLS_KEY, --tls-key)")
+        }
+        (None, Some(_), _) => {
+            anyhow::bail!("tls_key (BERTH_TLS_KEY, --tls-key) needs tls_cert (BERTH_TLS_CERT, --tls-cert)")
+        }
+        (None, None, true) => {
+            make_data_dir(&cfg.data_dir)?;
+            let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+            if let Some(host) = cfg.listen.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']']))
+                && !host.is_empty()
+                && host != "0.0.0.0"
+                && host != "::"
+                && !names.iter().any(|n| n == host)
+            {
+                names.push(host.to_string());
+            }
+            if let Some(domain) = &cfg.registry_domain {
+                let domain = domain.rsplit_once(':').map_or(domain.as_str(), |(h, p)| {
+                    if p.bytes().all(|b| b.is_ascii_digit()) { h } else { domain.as_str() }
+                });
+                names.push(domain.to_string());
+                for r in &cfg.regions {
+                    names.push(format!("*.dkr.ecr.{r}.{domain}"));
+                }
+            }
+            berth_server::tls::self_signed(&cfg.data_dir.join("tls"), &names)
+                .map_err(|e| anyhow::anyhow!("tls_self_signed: {e}"))?
+        }
+        (None, None, false) => {
+            if let Some(ca) = &cfg.tls_client_ca {
+                anyhow::bail!(
+                    "tls_client_ca ({}) needs TLS: set tls_cert and tls_key, or tls_self_signed",
+                    ca.display()
+                );
+            }
+            return Ok(None);
+        }
+    };
+    let settings = berth_server::tls::TlsSettings { cert, key, client_ca: cfg.tls_client_ca.clone() };
+    let tls = berth_server::tls::Tls::new(&settings).map_err(|e| match (&e, &cfg.tls_client_ca) {
+        (berth_server::tls::TlsError::File { path, .. }, Some(ca)) if std::path::Path::new(path) == ca.as_path() => {
+            anyhow::anyhow!("tls_client_ca: {e}")
+        }
+        _ => anyhow::anyhow!("TLS: {e}"),
+    })?;
+    Ok(Some(tls))
+}
+
 /// Where OIDC providers' keys come from: the configured JWKS files (each checked to be readable
 /// now), else discovery over HTTPS.
 fn oidc_keys(cfg: &Config) -> anyhow::Result<berth_registry::oidc::Oidc> {
@@ -1172,10 +1247,15 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
     // start must not go to the no-op recorder.
     let obs = Arc::new(berth_server::Observability::install(cfg.metrics_repository_labels as usize));
     let mode = if no_migrate { SchemaMode::Check } else { SchemaMode::Migrate };
+    let tls = tls_settings(&cfg)?;
     let (reg, meta) = open(&cfg, mode).await?;
     let listener =
         tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Some(t) = &tls {
+        t.watch();
+    }
     let admin_listener = match &cfg.admin_listen {
         Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| format!("binding admin_listen {a}"))?),
         None => None,
@@ -1186,13 +1266,23 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
         if FIRST_START.load(std::sync::atomic::Ordering::SeqCst) {
             eprintln!(
                 "berth: then log in (docker, podman or skopeo login alike):\n\
-                 \n    aws ecr get-login-password --endpoint-url http://{addr} | docker login --username AWS --password-stdin {addr}\n"
+                 \n    aws ecr get-login-password --endpoint-url {scheme}://{addr} | docker login --username AWS --password-stdin {addr}\n"
             );
         }
         if let Some(a) = admin_addr {
             writeln!(out, "berth admin endpoints on http://{a}")?;
         }
-        writeln!(out, "berth listening on http://{addr}")?;
+        if cfg.tls_self_signed {
+            let ca = cfg.data_dir.join("tls").join("ca.pem");
+            eprintln!(
+                "berth: TLS with a self-signed CA; clients trust {ca}:\n\
+                 \n    docker:        sudo mkdir -p /etc/docker/certs.d/{addr} && sudo cp {ca} /etc/docker/certs.d/{addr}/ca.crt\
+                 \n    podman/skopeo: --cert-dir DIR with ca.crt in it (or /etc/containers/certs.d/{addr}/ca.crt)\
+                 \n    AWS CLI:       --ca-bundle {ca} (or AWS_CA_BUNDLE={ca})\n",
+                ca = ca.display()
+            );
+        }
+        writeln!(out, "berth listening on {scheme}://{addr}")?;
         out.flush()?;
     }
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "berth serving");
@@ -1307,10 +1397,10 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
     };
     if let Some(l) = admin_listener {
         let admin = berth_server::admin_router(state.clone());
-        tokio::spawn(berth_server::serve(l, admin, cfg.conn_limits(), stopped(&stop_rx)));
+        tokio::spawn(berth_server::serve(l, admin, cfg.conn_limits(), None, stopped(&stop_rx)));
     }
     let app = berth_server::router(state);
-    let server = berth_server::serve(listener, app, cfg.conn_limits(), stopped(&stop_rx));
+    let server = berth_server::serve(listener, app, cfg.conn_limits(), tls, stopped(&stop_rx));
     let server = tokio::spawn(server);
     shutdown.await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");

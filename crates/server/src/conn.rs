@@ -71,12 +71,25 @@ impl Default for ConnLimits {
 /// How long draining the rest of a body may take before the connection is closed instead.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
 
-/// Serve `app` on `listener` until `shutdown` completes, then stop accepting and wait for the
-/// connections to finish their requests (the caller bounds that wait).
+/// A connection that came over TLS (a request extension): `aws:SecureTransport` is true.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SecureConn;
+
+/// A plain or a TLS stream.
+type MaybeTls = tokio_util::either::Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// Serve `app` on `listener` (over TLS with `tls`) until `shutdown` completes, then stop
+/// accepting and wait for the connections to finish their requests (the caller bounds that
+/// wait).
+///
+/// With TLS, the handshake must finish within the header timeout, and a connection whose first
+/// byte is not a TLS handshake gets a plain-text `400` saying that it spoke HTTP to an HTTPS
+/// server.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnLimits,
+    tls: Option<crate::tls::Tls>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -101,14 +114,22 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
-        let state = Arc::new(ConnState::new());
-        let io = TokioIo::new(TimedIo::new(tcp, state.clone(), limits));
-        let app = app.clone();
-        let svc = hyper::service::service_fn(move |req| handle(app.clone(), peer, state.clone(), limits, req));
-        let conn = builder.serve_connection(io, svc).into_owned();
-        let watched = graceful.watch(conn);
+        let (app, builder, watcher, tls) = (app.clone(), builder.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
-            if let Err(e) = watched.await {
+            let secure = tls.is_some();
+            let io: MaybeTls = match tls {
+                None => tokio_util::either::Either::Left(tcp),
+                Some(tls) => match accept_tls(&tls, tcp, limits.header_timeout).await {
+                    Some(s) => tokio_util::either::Either::Right(s),
+                    None => return drop(permit),
+                },
+            };
+            let state = Arc::new(ConnState::new());
+            let io = TokioIo::new(TimedIo::new(io, state.clone(), limits));
+            let svc =
+                hyper::service::service_fn(move |req| handle(app.clone(), peer, secure, state.clone(), limits, req));
+            let conn = builder.serve_connection(io, svc).into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(permit);
@@ -117,6 +138,39 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// The TLS handshake of a new connection, within `timeout`; `None` when it failed or the
+/// client spoke plain HTTP (answered with [`crate::tls::PLAIN_HTTP_ANSWER`]).
+async fn accept_tls(
+    tls: &crate::tls::Tls,
+    tcp: TcpStream,
+    timeout: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(timeout, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return None,
+    }
+    // A TLS connection starts with a handshake record (content type 22).
+    if first[0] != 0x16 {
+        let mut tcp = tcp;
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            use tokio::io::AsyncWriteExt;
+            tcp.write_all(crate::tls::PLAIN_HTTP_ANSWER).await?;
+            tcp.shutdown().await
+        })
+        .await;
+        return None;
+    }
+    match tokio::time::timeout(timeout, tls.acceptor().accept(tcp)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
 }
 
 /// What a request body left behind when the handler was done with it.
@@ -131,6 +185,7 @@ enum Leftover {
 async fn handle(
     app: Router,
     peer: SocketAddr,
+    secure: bool,
     state: Arc<ConnState>,
     limits: ConnLimits,
     req: Request<Incoming>,
@@ -146,6 +201,9 @@ async fn handle(
     let tracked = Tracked { inner: Some(body), timeout: limits.body_timeout, sleep: None, polled: false, tx: Some(tx) };
     let mut req = Request::from_parts(parts, Body::new(tracked));
     req.extensions_mut().insert(ConnectInfo(peer));
+    if secure {
+        req.extensions_mut().insert(SecureConn);
+    }
     let mut resp = match std::panic::AssertUnwindSafe(app.oneshot(req)).catch_unwind().await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => match e {},
@@ -375,7 +433,7 @@ impl ConnState {
 /// close), so that closing with unread request bytes does not reset the connection before the
 /// client has read the answer.
 struct TimedIo {
-    io: Option<TcpStream>,
+    io: Option<MaybeTls>,
     state: Arc<ConnState>,
     limits: ConnLimits,
     sleep: Pin<Box<Sleep>>,
@@ -384,11 +442,11 @@ struct TimedIo {
 }
 
 impl TimedIo {
-    fn new(io: TcpStream, state: Arc<ConnState>, limits: ConnLimits) -> TimedIo {
+    fn new(io: MaybeTls, state: Arc<ConnState>, limits: ConnLimits) -> TimedIo {
         TimedIo { io: Some(io), state, limits, sleep: Box::pin(tokio::time::sleep(Duration::ZERO)), armed: None }
     }
 
-    fn io(&mut self) -> Pin<&mut TcpStream> {
+    fn io(&mut self) -> Pin<&mut MaybeTls> {
         Pin::new(self.io.as_mut().expect("stream present until drop"))
     }
 }

@@ -11,6 +11,7 @@ mod iam;
 mod obs;
 mod oci;
 mod query;
+pub mod tls;
 
 pub use conn::{ConnLimits, serve};
 pub use error::ApiError;
@@ -55,8 +56,9 @@ pub(crate) struct Origin {
 /// The request's origin: the TCP peer, or what a trusted proxy forwarded.
 pub(crate) fn origin(trust_forwarded: bool, parts: &http::request::Parts) -> Origin {
     let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let tls = parts.extensions.get::<conn::SecureConn>().is_some();
     if !trust_forwarded {
-        return Origin { ip: peer, secure: false };
+        return Origin { ip: peer, secure: tls };
     }
     let last = |name: &str| {
         parts
@@ -70,7 +72,7 @@ pub(crate) fn origin(trust_forwarded: bool, parts: &http::request::Parts) -> Ori
             .map(str::to_string)
     };
     let ip = last("x-forwarded-for").and_then(|v| v.parse().ok()).or(peer);
-    let secure = last("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let secure = tls || last("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https"));
     Origin { ip, secure }
 }
 
