@@ -23,6 +23,9 @@ const IAM_NS: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
 const STS_NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 /// Largest Query API body (policy documents are the big part).
 const MAX_BODY: u64 = 256 * 1024;
+/// Largest unsigned body read (AssumeRoleWithWebIdentity: a token of at most 20,000 characters,
+/// a session policy of at most 2,048, ARNs and names, URL-encoded).
+const MAX_UNSIGNED_BODY: u64 = 64 * 1024;
 
 /// An IAM/STS error response.
 #[derive(Debug)]
@@ -274,7 +277,13 @@ async fn serve(state: &AppState, parts: &mut Parts, body: &mut Body, request_id:
     let is_signed = parts.headers.contains_key(header::AUTHORIZATION)
         || parts.uri.query().is_some_and(|q| q.contains("X-Amz-Credential="));
     if !is_signed {
-        // AssumeRoleWithWebIdentity is the one unsigned call: the token is the credential.
+        // AssumeRoleWithWebIdentity is the one unsigned call: the token is the credential. Its
+        // body is small; a larger unsigned body is refused unread, like any unsigned call.
+        let declared = crate::body::declared_len(&parts.headers);
+        if declared.is_none_or(|n| n > MAX_UNSIGNED_BODY) {
+            authenticate_headers(reg, parts, "sts", &regions).await.map_err(signed)?;
+            return Err((ns, QueryError::from(SigV4Error::MissingAuthenticationToken)));
+        }
         let (_, params) = read_form(parts, body).await.map_err(|e| (STS_NS, e))?;
         let action = params.iter().find(|(n, _)| n == "Action").map(|(_, v)| v.clone()).unwrap_or_default();
         if action == "AssumeRoleWithWebIdentity" {
