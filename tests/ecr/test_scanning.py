@@ -309,7 +309,7 @@ def test_an_index_reports_the_union_of_its_platforms(server, ecr, advisories):
 
 
 def test_with_sbom_referrers_on_a_scan_publishes_a_cyclonedx_sbom_referrer():
-    server = start_berth({"BERTH_SCAN_SBOM_REFERRERS": "true", "BERTH_JOB_POLL_MS": "50"})
+    server = start_berth({"BERTH_SCAN_SBOM_REFERRERS": "true", "BERTH_JOB_POLL_MS": "50", "BERTH_SCAN_INTERVAL_SECS": "0"})
     try:
         out = berth(server, "vulndb", "import", FIXTURES)
         assert out.returncode == 0, out.stderr
@@ -339,6 +339,20 @@ def test_with_sbom_referrers_on_a_scan_publishes_a_cyclonedx_sbom_referrer():
         # The SBOM is not scanned itself (not an image).
         check_error(client_error(ecr.describe_image_scan_findings, repositoryName=name,
                                  imageId={"imageDigest": sboms[0]["digest"]}), "ScanNotFoundException")
+        # A rescan's SBOM replaces the earlier one: they do not pile up.
+        first = sboms[0]["digest"]
+        before = ecr.describe_image_scan_findings(repositoryName=name, imageId={"imageDigest": digest})["imageScanFindings"]["imageScanCompletedAt"]
+        time.sleep(1.1)  # the SBOM carries its time: the new one differs
+        ecr.start_image_scan(repositoryName=name, imageId={"imageDigest": digest})
+        for _ in range(100):
+            r = requests.get(f"{server.url}/v2/{name}/referrers/{digest}", headers={"Authorization": auth}, timeout=30)
+            sboms = [m for m in r.json()["manifests"] if m.get("artifactType") == "application/vnd.cyclonedx+json"]
+            done = ecr.describe_image_scan_findings(repositoryName=name, imageId={"imageDigest": digest})
+            if done["imageScanStatus"]["status"] == "COMPLETE" and done.get("imageScanFindings", {}).get("imageScanCompletedAt", before) > before \
+                    and [m["digest"] for m in sboms] != [first]:
+                break
+            time.sleep(0.1)
+        assert len(sboms) == 1 and sboms[0]["digest"] != first, sboms
     finally:
         stop_berth(server)
 

@@ -409,9 +409,26 @@ impl Registry {
             "annotations": {"org.opencontainers.image.created": crate::iso8601(now), "dev.berth.sbom": "scan"},
         });
         let bytes = bytes::Bytes::from(serde_json::to_vec(&manifest).map_err(|e| Error::Internal(e.to_string()))?);
-        let reference = berth_oci::Reference::Digest(crate::hash::sha256_digest(&bytes));
+        let new_digest = crate::hash::sha256_digest(&bytes);
+        let reference = berth_oci::Reference::Digest(new_digest.clone());
         self.manifest_put(ns, &repo_name, &reference, Some("application/vnd.oci.image.manifest.v1+json"), bytes, &[])
             .await?;
+        // The new SBOM replaces the ones earlier scans of this image published (the scanner's,
+        // by their annotation; SBOMs others pushed stay).
+        let subject = Self::parse_digest(digest)?;
+        for r in self.referrers(ns, &repo_name, &subject, Some(SBOM_ARTIFACT_TYPE)).await? {
+            let ours = r
+                .annotations
+                .as_deref()
+                .and_then(|a| serde_json::from_str::<Value>(a).ok())
+                .is_some_and(|a| a["dev.berth.sbom"] == "scan");
+            if ours && r.digest != new_digest.as_str() {
+                let id = crate::ImageId { image_digest: Some(r.digest.clone()), image_tag: None };
+                if let Ok(Err(f)) = self.delete_image(ns, name, &id).await {
+                    tracing::warn!(digest = %r.digest, failure = ?f, "an earlier scan's SBOM could not be replaced");
+                }
+            }
+        }
         Ok(())
     }
 
