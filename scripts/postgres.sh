@@ -4,6 +4,8 @@
 #   scripts/postgres.sh stop DIR    -> stop it (the caller removes DIR)
 #   scripts/postgres.sh resume DIR  -> start a stopped one again, on the same port (outage tests)
 # Runs the server as the `postgres` user when invoked as root (initdb refuses root).
+# With BERTH_PG_TLS_DIR set (a directory holding server.crt and server.key), the server also
+# speaks TLS with that certificate.
 set -euo pipefail
 cmd=${1:?start|stop}; dir=${2:?directory}
 bin=""
@@ -18,8 +20,15 @@ case "$cmd" in
     [ "$(id -u)" = 0 ] && chown postgres "$dir"
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     as_pg "'$bin/initdb' -D '$dir/data' -U berth --auth=trust -E UTF8 >'$dir/initdb.log' 2>&1"
+    tls=""
+    if [ -n "${BERTH_PG_TLS_DIR:-}" ]; then
+      cp "$BERTH_PG_TLS_DIR/server.crt" "$BERTH_PG_TLS_DIR/server.key" "$dir/data/"
+      chmod 600 "$dir/data/server.key"
+      [ "$(id -u)" = 0 ] && chown postgres "$dir/data/server.crt" "$dir/data/server.key"
+      tls="-c ssl=on"
+    fi
     as_pg "'$bin/pg_ctl' -D '$dir/data' -l '$dir/server.log' -w -t 60 \
-      -o \"-c listen_addresses=127.0.0.1 -p $port -k '$dir' -c fsync=off\" start >/dev/null"
+      -o \"-c listen_addresses=127.0.0.1 -p $port -k '$dir' -c fsync=off $tls\" start >/dev/null"
     echo "$port" > "$dir/port"
     echo "postgres://berth@127.0.0.1:$port/postgres"
     ;;

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import boto3
 import pytest
@@ -190,3 +191,48 @@ def test_bad_tls_settings_are_refused(tmp_path):
     assert r.returncode != 0 and "tls_self_signed" in r.stderr, r.stderr
     r = serve(BERTH_TLS_CLIENT_CA=str(tmp_path / "junk.pem"))
     assert r.returncode != 0 and "tls_client_ca" in r.stderr, r.stderr
+
+
+def test_postgres_metadata_over_verified_tls(tmp_path):
+    """A PostgreSQL URL asking for TLS (`sslmode=verify-full`, `sslrootcert=`) is verified:
+    the right CA connects, another CA stops the server at start with the reason."""
+    import tempfile
+
+    from ecrlib import REPO_ROOT
+
+    if not (shutil.which("initdb") or list(__import__("glob").glob("/usr/lib/postgresql/*/bin/initdb"))):
+        pytest.skip("no PostgreSQL server here")
+    ca, other = Ca("pg CA"), Ca("another CA")
+    tls_dir = tmp_path / "pgtls"
+    tls_dir.mkdir()
+    c, k = ca.issue(cn="127.0.0.1", dns=("localhost",), ips=("127.0.0.1",))
+    (tls_dir / "server.crt").write_bytes(c)
+    (tls_dir / "server.key").write_bytes(k)
+    (tmp_path / "ca.pem").write_bytes(ca.pem())
+    (tmp_path / "other.pem").write_bytes(other.pem())
+    pg = Path(tempfile.mkdtemp(prefix="berth-pgtls-"))
+    os.chmod(pg, 0o755)
+    script = str(REPO_ROOT / "scripts" / "postgres.sh")
+    r = subprocess.run(["bash", script, "start", str(pg / "db")], env={**os.environ, "BERTH_PG_TLS_DIR": str(tls_dir)},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    url = r.stdout.strip()
+    try:
+        good = f"{url}?sslmode=verify-full&sslrootcert={tmp_path / 'ca.pem'}"
+        srv = start_berth({"BERTH_METADATA": good})
+        try:
+            ecr = boto3.client("ecr", endpoint_url=srv.url, region_name=REGION, aws_access_key_id=ROOT_AKID,
+                               aws_secret_access_key=ROOT_SECRET)
+            ecr.create_repository(repositoryName=unique("pgtls"))
+        finally:
+            stop_berth(srv)
+        binary = os.environ.get("BERTH_BIN") or str(REPO_ROOT / "target" / "debug" / "berth")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+        env["BERTH_METADATA"] = f"{url}?sslmode=verify-full&sslrootcert={tmp_path / 'other.pem'}"
+        r = subprocess.run([binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d2")],
+                           env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode != 0
+        assert "certificate" in r.stderr.lower() or "unknownissuer" in r.stderr.lower(), r.stderr[-2000:]
+    finally:
+        subprocess.run(["bash", script, "stop", str(pg / "db")], capture_output=True, timeout=60)
+        shutil.rmtree(pg, ignore_errors=True)
