@@ -586,3 +586,16 @@ def test_sts_calls_are_audited_without_secrets(sts_server, issuer):
     assert r["requestParameters"]["roleArn"] == role["Arn"]
     text = json.dumps(r)
     assert token[:40] not in text and "webIdentityToken" not in text
+
+
+def test_settings_berth_cannot_honour_are_refused(sts_server):
+    iam = make_iam(sts_server)
+    e = err(iam.create_role, RoleName=unique("pb"), AssumeRolePolicyDocument=trust({"AWS": ACCOUNT_ID}),
+            PermissionsBoundary="arn:aws:iam::aws:policy/IAMReadOnlyAccess")
+    assert e["Error"]["Code"] == "ValidationError" and "PermissionsBoundary" in e["Error"]["Message"]
+    role = make_role(iam, unique("mfa"), trust({"AWS": ACCOUNT_ID}))
+    sts = make_sts(sts_server)
+    e = err(sts.assume_role, RoleArn=role["Arn"], RoleSessionName="m1", SerialNumber="GAHT12345678", TokenCode="123456")
+    assert e["Error"]["Code"] == "ValidationError" and "MFA" in e["Error"]["Message"]
+    e = err(sts.get_session_token, SerialNumber="GAHT12345678", TokenCode="123456")
+    assert e["Error"]["Code"] == "ValidationError"

@@ -57,6 +57,11 @@ impl Ctx<'_> {
     pub(super) async fn roles(&self, action: &str, acct: &str) -> Out {
         match action {
             "CreateRole" => {
+                if self.opt("PermissionsBoundary").is_some() {
+                    return Err(QueryError::validation(
+                        "Berth does not support permissions boundaries: the PermissionsBoundary parameter cannot be honoured",
+                    ));
+                }
                 let name = self.req("RoleName")?;
                 let path = self.opt("Path").unwrap_or("/");
                 self.authorize(action, &format!("arn:aws:iam::{acct}:role{path}{name}")).await?;

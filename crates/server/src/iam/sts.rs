@@ -47,12 +47,31 @@ fn optional<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
 }
 
+/// Parameters Berth cannot honour are refused, never ignored: MFA (`SerialNumber`, `TokenCode`)
+/// and trusted context assertions (`ProvidedContexts`).
+fn refuse_unsupported(params: &[(String, String)]) -> Result<(), QueryError> {
+    for (name, what) in [
+        ("SerialNumber", "MFA"),
+        ("TokenCode", "MFA"),
+        ("ProvidedContexts.member.1.ProviderArn", "trusted context assertions (ProvidedContexts)"),
+    ] {
+        if params.iter().any(|(n, _)| n == name) {
+            return Err(QueryError::validation(format!(
+                "Berth does not support {what}: the {} parameter cannot be honoured",
+                name.split('.').next().unwrap_or(name)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// AssumeRoleWithWebIdentity: unsigned; the token is the credential.
 pub(super) async fn web_identity(
     reg: &Registry,
     params: &[(String, String)],
     origin: crate::Origin,
 ) -> Result<String, QueryError> {
+    refuse_unsupported(params)?;
     let caller = Caller { identity: None, source_ip: origin.ip, secure_transport: origin.secure };
     let policy_arns = indexed(params, "PolicyArns.member.", ".arn");
     let out = reg
@@ -90,6 +109,7 @@ impl Ctx<'_> {
         if self.session_token_credentials() && !matches!(action, "AssumeRole" | "GetCallerIdentity") {
             return Err(Error::Denied(format!("Cannot call {action} with session credentials")).into());
         }
+        refuse_unsupported(self.params)?;
         match action {
             "GetCallerIdentity" => self.get_caller_identity().await,
             "AssumeRole" => self.assume_role().await,
