@@ -210,6 +210,17 @@ def test_create_repository_bad_encryption_type(ecr):
     assert_absent(ecr, name)
 
 
+def test_create_repository_kms_encryption_is_refused_until_berth_has_kms_keys(ecr):
+    # Storing KMS and echoing it back would claim an encryption that does not happen.
+    for enc in ({"encryptionType": "KMS"}, {"encryptionType": "KMS_DSSE", "kmsKey": "alias/app"}):
+        name = unique("kmsenc")
+        err = client_error(ecr.create_repository, repositoryName=name, encryptionConfiguration=enc)
+        check_error(err, "InvalidParameterException",
+                    prefix="Invalid parameter at 'encryptionConfiguration' failed to satisfy constraint: "
+                           f"'encryptionType {enc['encryptionType']} is not supported by this registry yet")
+        assert_absent(ecr, name)
+
+
 def test_create_repository_bad_registry_id(ecr):
     name = unique("badreg")
     err = client_error(ecr.create_repository, repositoryName=name, registryId="1234")

@@ -104,7 +104,13 @@ impl RepoSettings {
             "AES256" if self.kms_key.is_some() => Err(Error::InvalidParameter(
                 "Invalid parameter at 'encryptionConfiguration' failed to satisfy constraint: 'kmsKey can only be specified with KMS or KMS_DSSE encryption'".into(),
             )),
-            "AES256" | "KMS" | "KMS_DSSE" => Ok(()),
+            "AES256" => Ok(()),
+            // Refused until KMS keys and envelope encryption exist (issue 13): storing the
+            // setting and echoing it back would claim an encryption that does not happen.
+            "KMS" | "KMS_DSSE" => Err(Error::InvalidParameter(format!(
+                "Invalid parameter at 'encryptionConfiguration' failed to satisfy constraint: 'encryptionType {} is not supported by this registry yet (it has no KMS keys); use AES256'",
+                self.encryption_type
+            ))),
             _ => Err(invalid("encryptionConfiguration.encryptionType", "Member must satisfy enum value set: [AES256, KMS, KMS_DSSE]")),
         }
     }
