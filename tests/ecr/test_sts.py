@@ -599,3 +599,22 @@ def test_settings_berth_cannot_honour_are_refused(sts_server):
     assert e["Error"]["Code"] == "ValidationError" and "MFA" in e["Error"]["Message"]
     e = err(sts.get_session_token, SerialNumber="GAHT12345678", TokenCode="123456")
     assert e["Error"]["Code"] == "ValidationError"
+
+
+def test_role_tags_become_principal_tags(sts_server):
+    iam = make_iam(sts_server)
+    name = unique("tagrole")
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ecr:DescribeRepositories",
+              "Resource": "*", "Condition": {"StringEquals": {"aws:PrincipalTag/tier": "gold"}}}]}
+    make_role(iam, name, trust({"AWS": ACCOUNT_ID}), policy=policy)
+    iam.tag_role(RoleName=name, Tags=[{"Key": "tier", "Value": "silver"}, {"Key": "owner", "Value": "ci"}])
+    iam.tag_role(RoleName=name, Tags=[{"Key": "TIER", "Value": "gold"}])  # same key, any case: replaced
+    assert iam.list_role_tags(RoleName=name)["Tags"] == [{"Key": "tier", "Value": "gold"}, {"Key": "owner", "Value": "ci"}]
+    arn = iam.get_role(RoleName=name)["Role"]["Arn"]
+    c = make_sts(sts_server).assume_role(RoleArn=arn, RoleSessionName="t1")["Credentials"]
+    session_client(sts_server, "ecr", c).describe_repositories()
+    iam.untag_role(RoleName=name, TagKeys=["tier", "absent"])
+    assert iam.list_role_tags(RoleName=name)["Tags"] == [{"Key": "owner", "Value": "ci"}]
+    time.sleep(0.1)
+    e = err(session_client(sts_server, "ecr", c).describe_repositories)
+    assert e["Error"]["Code"] == "AccessDeniedException"

@@ -280,6 +280,31 @@ impl Registry {
         Ok(())
     }
 
+    /// Add tags to a role (a key already there gets the new value; keys compare without case).
+    pub async fn tag_role(&self, account: &str, name: &str, tags: Vec<(String, String)>) -> Result<()> {
+        let mut r = self.get_role(account, name).await?;
+        check_tags(&tags)?;
+        for (k, v) in tags {
+            match r.tags.iter_mut().find(|(t, _)| t.eq_ignore_ascii_case(&k)) {
+                Some(slot) => slot.1 = v,
+                None => r.tags.push((k, v)),
+            }
+        }
+        check_tags(&r.tags)?;
+        self.meta.update_role(&r).await?;
+        self.authz.invalidate();
+        Ok(())
+    }
+
+    /// Remove tags from a role by key (keys that are not there are ignored, as IAM does).
+    pub async fn untag_role(&self, account: &str, name: &str, keys: &[String]) -> Result<()> {
+        let mut r = self.get_role(account, name).await?;
+        r.tags.retain(|(t, _)| !keys.iter().any(|k| k.eq_ignore_ascii_case(t)));
+        self.meta.update_role(&r).await?;
+        self.authz.invalidate();
+        Ok(())
+    }
+
     /// Register an OIDC identity provider.
     pub async fn create_oidc_provider(
         &self,

@@ -632,7 +632,9 @@ impl Ctx<'_> {
             | "AttachRolePolicy"
             | "DetachRolePolicy"
             | "ListAttachedRolePolicies"
-            | "ListRoleTags" => self.roles(action, acct).await,
+            | "ListRoleTags"
+            | "TagRole"
+            | "UntagRole" => self.roles(action, acct).await,
             "CreateOpenIDConnectProvider"
             | "GetOpenIDConnectProvider"
             | "ListOpenIDConnectProviders"

@@ -101,6 +101,16 @@ impl Ctx<'_> {
                 x.page(None);
                 Ok(Some(x.0))
             }
+            "TagRole" | "UntagRole" => {
+                let name = self.req("RoleName")?;
+                self.authorize(action, &self.role_resource(name).await).await?;
+                if action == "TagRole" {
+                    self.reg.tag_role(acct, name, indexed_tags(self.params, "Tags.member.")).await?;
+                } else {
+                    self.reg.untag_role(acct, name, &indexed(self.params, "TagKeys.member.", "")).await?;
+                }
+                Ok(None)
+            }
             "DeleteRole" => {
                 let name = self.req("RoleName")?;
                 self.authorize(action, &self.role_resource(name).await).await?;
