@@ -33,7 +33,7 @@ if [ ! -f /etc/containers/policy.json ]; then
 fi
 
 # The AWS tools the control-plane tests drive (boto3, the AWS CLI) and pytest.
-if ! python3 -c "import boto3, pytest, requests" >/dev/null 2>&1 || ! command -v aws >/dev/null 2>&1; then
+if ! python3 -c "import boto3, pytest, requests, cryptography" >/dev/null 2>&1 || ! command -v aws >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check -r tests/ecr/requirements.txt
 fi
 

@@ -412,9 +412,18 @@ async fn profile_role_assumption_through_the_real_sts() {
         format!("[base]\naws_access_key_id = {ACCESS_KEY_ID}\naws_secret_access_key = {SECRET_ACCESS_KEY}\n"),
     )
     .unwrap();
+    // A second hop: `chained` assumes `hop` with the base key, then `puller` with hop's session.
+    let hop_trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"111111111111"},"Action":"sts:AssumeRole"}]}"#;
+    b.admin_ok(&["create-role", "--role-name", "hop", "--assume-role-policy-document", hop_trust]);
+    let assume =
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sts:AssumeRole","Resource":"*"}]}"#;
+    b.admin_ok(&["put-role-policy", "--role-name", "hop", "--policy-name", "assume", "--policy-document", assume]);
     let config = "[profile ci]\nrole_arn = arn:aws:iam::111111111111:role/puller\nsource_profile = base\n\
                   external_id = ext-42\nrole_session_name = helper-test\n\n[profile wrong]\n\
-                  role_arn = arn:aws:iam::111111111111:role/puller\nsource_profile = base\nexternal_id = nope-1\n";
+                  role_arn = arn:aws:iam::111111111111:role/puller\nsource_profile = base\nexternal_id = nope-1\n\n\
+                  [profile hop]\nrole_arn = arn:aws:iam::111111111111:role/hop\nsource_profile = base\n\n\
+                  [profile chained]\nrole_arn = arn:aws:iam::111111111111:role/puller\nsource_profile = hop\n\
+                  external_id = ext-42\nrole_session_name = chained-test\n";
     std::fs::write(home.path().join(".aws/config"), config).unwrap();
     let env = [("AWS_PROFILE", "ci"), ("AWS_ENDPOINT_URL", b.url.as_str()), ("AWS_REGION", "us-east-1")];
     let password = get_password(&berth_bin(), &["credential-helper", "get"], &b.addr, &home, &env);
@@ -436,6 +445,19 @@ async fn profile_role_assumption_through_the_real_sts() {
     assert_eq!(r.status(), 403);
     let body = r.text().await.unwrap();
     assert!(body.contains("arn:aws:sts::111111111111:assumed-role/puller/helper-test"), "{body}");
+
+    // Two hops through the real STS: base key -> hop session -> puller session.
+    let env = [("AWS_PROFILE", "chained"), ("AWS_ENDPOINT_URL", b.url.as_str()), ("AWS_REGION", "us-east-1")];
+    let password = get_password(&berth_bin(), &["credential-helper", "get"], &b.addr, &home, &env);
+    let r = reqwest::Client::new()
+        .post(format!("{}/v2/assumed/app/blobs/uploads/", b.url))
+        .header("authorization", basic_auth("AWS", &password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("assumed-role/puller/chained-test"), "{body}");
 
     // The trust policy's ExternalId condition refuses the other profile.
     let env = [("AWS_PROFILE", "wrong"), ("AWS_ENDPOINT_URL", b.url.as_str()), ("AWS_REGION", "us-east-1")];
