@@ -4,9 +4,9 @@
 //! fail clearly (caching nothing) with wrong credentials.
 //!
 //! Every helper run gets a clean environment (only what the test sets, plus a temp `HOME`), so
-//! the developer's own AWS settings never leak in. The STS legs of the chain (web identity,
-//! AssumeRole) are tested against a fake in crates/credhelper/tests/sts_chain.rs until the
-//! server has STS.
+//! the developer's own AWS settings never leak in. The STS legs of the chain run against the
+//! server's own STS: AssumeRole here (profiles with `source_profile`, one and two hops), web
+//! identity in the Jenkins recipe (tests/ecr/test_ci_recipes.py).
 
 mod common;
 
