@@ -204,8 +204,8 @@ impl Registry {
         }
     }
 
-    /// Where OIDC identity providers' keys come from ([`oidc::Oidc`]); without it, only
-    /// discovery is off and web identity tokens cannot be verified.
+    /// Where OIDC identity providers' keys come from ([`oidc::Oidc`]); without it (no JWKS
+    /// files and no discovery) web identity tokens cannot be verified.
     pub fn with_oidc(mut self, oidc: oidc::Oidc) -> Registry {
         self.oidc = oidc;
         self

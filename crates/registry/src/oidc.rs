@@ -54,7 +54,7 @@ pub struct Oidc {
     /// Issuer URL without scheme or trailing slash (lower-cased host) → JWKS file.
     files: HashMap<String, PathBuf>,
     cache: RwLock<HashMap<String, Cached>>,
-    /// Extra PEM roots for discovery over HTTPS.
+    /// The HTTPS client of discovery (with the extra PEM roots, if any); `None`: discovery off.
     http: Option<reqwest::Client>,
 }
 
