@@ -136,6 +136,8 @@ pub(crate) fn strings_from_json(s: &str) -> Vec<String> {
 }
 
 /// Implement [`RoleStore`] for `$store` on database `$db` with row type `$row` (portable SQL).
+/// Invoke it after `portable_iam!`: its `write_bumping!` moves the authorization epoch in the
+/// transaction of each change.
 macro_rules! portable_roles {
     ($store:ty, $db:ty, $row:ty) => {
         const ROLE_COLUMNS: &str = "account_id, role_name, role_id, path, trust_policy, description, \
@@ -167,37 +169,27 @@ macro_rules! portable_roles {
             }
         }
 
-        async fn bump_roles(tx: &mut Transaction<'static, $db>) -> Result<()> {
-            sqlx::query("UPDATE auth_epoch SET epoch = epoch + 1 WHERE id = 1").execute(&mut **tx).await?;
-            Ok(())
-        }
-
         #[async_trait]
         impl crate::roles::RoleStore for $store {
             async fn create_role(&self, r: &crate::roles::Role) -> Result<bool> {
-                let mut tx = self.begin().await?;
-                let n = sqlx::query(
-                    "INSERT INTO iam_roles (account_id, name_key, role_name, role_id, path, trust_policy, \
-                     description, max_session_duration, tags, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
-                )
-                .bind(&r.account_id)
-                .bind(r.name.to_lowercase())
-                .bind(&r.name)
-                .bind(&r.id)
-                .bind(&r.path)
-                .bind(&r.trust_policy)
-                .bind(&r.description)
-                .bind(r.max_session_duration)
-                .bind(crate::roles::tags_to_json(&r.tags))
-                .bind(r.created_at)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if n > 0 {
-                    bump_roles(&mut tx).await?;
-                }
-                tx.commit().await?;
+                let n = write_bumping!(
+                    self,
+                    sqlx::query(
+                        "INSERT INTO iam_roles (account_id, name_key, role_name, role_id, path, trust_policy, \
+                         description, max_session_duration, tags, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&r.account_id)
+                    .bind(r.name.to_lowercase())
+                    .bind(&r.name)
+                    .bind(&r.id)
+                    .bind(&r.path)
+                    .bind(&r.trust_policy)
+                    .bind(&r.description)
+                    .bind(r.max_session_duration)
+                    .bind(crate::roles::tags_to_json(&r.tags))
+                    .bind(r.created_at)
+                );
                 Ok(n > 0)
             }
 
@@ -234,39 +226,29 @@ macro_rules! portable_roles {
             }
 
             async fn update_role(&self, r: &crate::roles::Role) -> Result<bool> {
-                let mut tx = self.begin().await?;
-                let n = sqlx::query(
-                    "UPDATE iam_roles SET trust_policy = $3, description = $4, max_session_duration = $5, \
-                     tags = $6 WHERE account_id = $1 AND name_key = $2",
-                )
-                .bind(&r.account_id)
-                .bind(r.name.to_lowercase())
-                .bind(&r.trust_policy)
-                .bind(&r.description)
-                .bind(r.max_session_duration)
-                .bind(crate::roles::tags_to_json(&r.tags))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if n > 0 {
-                    bump_roles(&mut tx).await?;
-                }
-                tx.commit().await?;
+                let n = write_bumping!(
+                    self,
+                    sqlx::query(
+                        "UPDATE iam_roles SET trust_policy = $3, description = $4, max_session_duration = $5, \
+                         tags = $6 WHERE account_id = $1 AND name_key = $2",
+                    )
+                    .bind(&r.account_id)
+                    .bind(r.name.to_lowercase())
+                    .bind(&r.trust_policy)
+                    .bind(&r.description)
+                    .bind(r.max_session_duration)
+                    .bind(crate::roles::tags_to_json(&r.tags))
+                );
                 Ok(n > 0)
             }
 
             async fn delete_role(&self, account_id: &str, name: &str) -> Result<bool> {
-                let mut tx = self.begin().await?;
-                let n = sqlx::query("DELETE FROM iam_roles WHERE account_id = $1 AND name_key = $2")
-                    .bind(account_id)
-                    .bind(name.to_lowercase())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if n > 0 {
-                    bump_roles(&mut tx).await?;
-                }
-                tx.commit().await?;
+                let n = write_bumping!(
+                    self,
+                    sqlx::query("DELETE FROM iam_roles WHERE account_id = $1 AND name_key = $2")
+                        .bind(account_id)
+                        .bind(name.to_lowercase())
+                );
                 Ok(n > 0)
             }
 
@@ -287,26 +269,21 @@ macro_rules! portable_roles {
             }
 
             async fn create_oidc_provider(&self, p: &crate::roles::OidcProvider) -> Result<bool> {
-                let mut tx = self.begin().await?;
-                let n = sqlx::query(
-                    "INSERT INTO iam_oidc_providers (account_id, url_key, arn, url, client_ids, thumbprints, \
-                     tags, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-                )
-                .bind(&p.account_id)
-                .bind(crate::roles::OidcProvider::url_key(&p.url).to_lowercase())
-                .bind(&p.arn)
-                .bind(&p.url)
-                .bind(serde_json::to_string(&p.client_ids).unwrap_or_default())
-                .bind(serde_json::to_string(&p.thumbprints).unwrap_or_default())
-                .bind(crate::roles::tags_to_json(&p.tags))
-                .bind(p.created_at)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if n > 0 {
-                    bump_roles(&mut tx).await?;
-                }
-                tx.commit().await?;
+                let n = write_bumping!(
+                    self,
+                    sqlx::query(
+                        "INSERT INTO iam_oidc_providers (account_id, url_key, arn, url, client_ids, thumbprints, \
+                         tags, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&p.account_id)
+                    .bind(crate::roles::OidcProvider::url_key(&p.url).to_lowercase())
+                    .bind(&p.arn)
+                    .bind(&p.url)
+                    .bind(serde_json::to_string(&p.client_ids).unwrap_or_default())
+                    .bind(serde_json::to_string(&p.thumbprints).unwrap_or_default())
+                    .bind(crate::roles::tags_to_json(&p.tags))
+                    .bind(p.created_at)
+                );
                 Ok(n > 0)
             }
 
@@ -333,35 +310,25 @@ macro_rules! portable_roles {
             }
 
             async fn update_oidc_provider(&self, p: &crate::roles::OidcProvider) -> Result<bool> {
-                let mut tx = self.begin().await?;
-                let n = sqlx::query(
-                    "UPDATE iam_oidc_providers SET client_ids = $2, thumbprints = $3, tags = $4 WHERE arn = $1",
-                )
-                .bind(&p.arn)
-                .bind(serde_json::to_string(&p.client_ids).unwrap_or_default())
-                .bind(serde_json::to_string(&p.thumbprints).unwrap_or_default())
-                .bind(crate::roles::tags_to_json(&p.tags))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if n > 0 {
-                    bump_roles(&mut tx).await?;
-                }
-                tx.commit().await?;
+                let n = write_bumping!(
+                    self,
+                    sqlx::query(
+                        "UPDATE iam_oidc_providers SET client_ids = $2, thumbprints = $3, tags = $4 WHERE arn = $1",
+                    )
+                    .bind(&p.arn)
+                    .bind(serde_json::to_string(&p.client_ids).unwrap_or_default())
+                    .bind(serde_json::to_string(&p.thumbprints).unwrap_or_default())
+                    .bind(crate::roles::tags_to_json(&p.tags))
+                );
                 Ok(n > 0)
             }
 
             async fn delete_oidc_provider(&self, arn: &str) -> Result<bool> {
-                let mut tx = self.begin().await?;
-                let n = sqlx::query("DELETE FROM iam_oidc_providers WHERE arn = $1")
-                    .bind(arn)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if n > 0 {
-                    bump_roles(&mut tx).await?;
-                }
-                tx.commit().await?;
+                let n = write_bumping!(
+                    self,
+                    sqlx::query("DELETE FROM iam_oidc_providers WHERE arn = $1")
+                        .bind(arn)
+                );
                 Ok(n > 0)
             }
 

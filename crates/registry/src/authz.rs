@@ -113,6 +113,15 @@ impl PrincipalEntry {
     }
 }
 
+/// Evaluate `req` for a caller (`None`: anonymous or federated, no identity policies) with its
+/// identity and session policies and the resource's policy.
+fn evaluate(entry: Option<&PrincipalEntry>, req: &berth_policy::Request<'_>, resource: Option<&Policy>) -> Decision {
+    let identity: Vec<&Policy> = entry.map(|e| e.policies.iter().map(|p| &**p).collect()).unwrap_or_default();
+    let session: Option<Vec<&Policy>> =
+        entry.and_then(|e| e.session_policies.as_ref()).map(|s| s.iter().map(|p| &**p).collect());
+    berth_policy::evaluate_with_session(req, &identity, session.as_deref(), resource)
+}
+
 /// Source of [`PrincipalEntry::id`].
 static NEXT_PRINCIPAL_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -247,16 +256,7 @@ impl Registry {
         let decision = if broken {
             Decision::ExplicitDeny { in_resource_policy: repo.as_ref().is_some_and(|r| r.broken) }
         } else {
-            let identity: Vec<&Policy> =
-                entry.as_ref().map(|e| e.policies.iter().map(|p| &**p).collect()).unwrap_or_default();
-            let session: Option<Vec<&Policy>> =
-                entry.as_ref().and_then(|e| e.session_policies.as_ref()).map(|s| s.iter().map(|p| &**p).collect());
-            berth_policy::evaluate_with_session(
-                &req,
-                &identity,
-                session.as_deref(),
-                repo.as_ref().and_then(|r| r.policy.as_ref()),
-            )
+            evaluate(entry.as_deref(), &req, repo.as_ref().and_then(|r| r.policy.as_ref()))
         };
         let outcome: Option<Arc<str>> = match decision {
             Decision::Allow => None,
@@ -323,11 +323,7 @@ impl Registry {
         let decision = if entry.as_ref().is_some_and(|e| e.broken) {
             Decision::ExplicitDeny { in_resource_policy: false }
         } else {
-            let identity: Vec<&Policy> =
-                entry.as_ref().map(|e| e.policies.iter().map(|p| &**p).collect()).unwrap_or_default();
-            let session: Option<Vec<&Policy>> =
-                entry.as_ref().and_then(|e| e.session_policies.as_ref()).map(|s| s.iter().map(|p| &**p).collect());
-            match berth_policy::evaluate_with_session(&req, &identity, session.as_deref(), Some(trust)) {
+            match evaluate(entry.as_deref(), &req, Some(trust)) {
                 // A role is assumed only by those its trust policy names, even the account's
                 // root (AWS: the trust policy must always allow).
                 Decision::Allow if !berth_policy::resource_policy_allows(&req, trust) => {

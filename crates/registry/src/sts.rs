@@ -381,6 +381,37 @@ impl Registry {
         Ok(TempCredentials { access_key_id, secret_access_key: secret, session_token, expiration })
     }
 
+    /// Issue and store a session of `role`.
+    async fn issue_role_session(
+        &self,
+        role: &Role,
+        session_name: &str,
+        duration: i64,
+        policies: SessionPolicies,
+        tags: String,
+        source_identity: Option<String>,
+    ) -> Result<AssumedRole> {
+        let credentials = self
+            .issue(
+                &role.account_id,
+                "role",
+                Some((&role.name, &role.id)),
+                session_name,
+                duration,
+                policies.stored,
+                tags,
+                source_identity.as_deref(),
+            )
+            .await?;
+        Ok(AssumedRole {
+            credentials,
+            assumed_role_id: format!("{}:{}", role.id, session_name),
+            arn: session_arn(&role.account_id, &role.name, session_name),
+            packed_policy_size: policies.packed_percent,
+            source_identity,
+        })
+    }
+
     /// The role a role ARN names, or AccessDenied naming the caller (AWS does not tell a missing
     /// role from a refused one).
     async fn role_for(&self, arn: &str, denied: impl Fn() -> Error) -> Result<Role> {
@@ -497,25 +528,8 @@ impl Registry {
             let transitive = p.transitive_tag_keys.iter().any(|t| t.eq_ignore_ascii_case(k));
             tags.push(json!({"Key": k, "Value": v, "Transitive": transitive}));
         }
-        let credentials = self
-            .issue(
-                &role.account_id,
-                "role",
-                Some((&role.name, &role.id)),
-                p.session_name,
-                duration,
-                policies.stored,
-                serde_json::Value::Array(tags).to_string(),
-                source_identity.as_deref(),
-            )
-            .await?;
-        Ok(AssumedRole {
-            credentials,
-            assumed_role_id: format!("{}:{}", role.id, p.session_name),
-            arn: session_arn(&role.account_id, &role.name, p.session_name),
-            packed_policy_size: policies.packed_percent,
-            source_identity,
-        })
+        let tags = serde_json::Value::Array(tags).to_string();
+        self.issue_role_session(&role, p.session_name, duration, policies, tags, source_identity).await
     }
 
     /// AssumeRoleWithWebIdentity: no AWS credentials; the OIDC ID token `p.token` is verified
@@ -579,30 +593,8 @@ impl Registry {
             })?;
         let policies = self.session_policies_of(&role.account_id, p.policy, &p.policy_arns, &[]).await?;
         let tags = json!([{"Key": PROVIDER_TAG, "Value": provider.arn, "Transitive": false, "Internal": true}]);
-        let credentials = self
-            .issue(
-                &role.account_id,
-                "role",
-                Some((&role.name, &role.id)),
-                p.session_name,
-                duration,
-                policies.stored,
-                tags.to_string(),
-                None,
-            )
-            .await?;
-        Ok(WebIdentity {
-            role: AssumedRole {
-                credentials,
-                assumed_role_id: format!("{}:{}", role.id, p.session_name),
-                arn: session_arn(&role.account_id, &role.name, p.session_name),
-                packed_policy_size: policies.packed_percent,
-                source_identity: None,
-            },
-            subject,
-            audience,
-            provider: issuer,
-        })
+        let role = self.issue_role_session(&role, p.session_name, duration, policies, tags.to_string(), None).await?;
+        Ok(WebIdentity { role, subject, audience, provider: issuer })
     }
 
     /// GetSessionToken: temporary credentials with the caller's own permissions (a user's or the
