@@ -1,6 +1,7 @@
 //! Accounts, access keys and registry tokens.
 
 use crate::{Error, Registry, Result};
+use berth_kms::MasterKey;
 use berth_auth::secret_box::SecretBox;
 use berth_auth::sigv4::SecretKey;
 use berth_auth::token::{self, Claims, TokenKey};
@@ -18,6 +19,8 @@ pub struct Keys {
     pub(crate) urls: ring::hmac::Key,
     /// Seals webhook signing secrets.
     webhooks: SecretBox,
+    /// Seals KMS key material and derives the data keys of encryption at rest.
+    master: Arc<MasterKey>,
 }
 
 impl Keys {
@@ -36,7 +39,21 @@ impl Keys {
             token,
             urls: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derive(b"berth layer url key v1")),
             webhooks: SecretBox::new(&derive(b"berth webhook secret key v1")),
+            // A stand-in until [`Keys::with_master_key`] sets the operator's (`berth serve` always
+            // does): registries built in tests share it through the server key.
+            master: Arc::new(MasterKey::from_bytes(derive(b"berth test master key v1"))),
         }
+    }
+
+    /// The same keys with the operator's master key (it seals KMS key material).
+    pub fn with_master_key(mut self, master: MasterKey) -> Keys {
+        self.master = Arc::new(master);
+        self
+    }
+
+    /// The master key.
+    pub fn master(&self) -> &MasterKey {
+        &self.master
     }
 
     /// The box that seals webhook signing secrets at rest.
