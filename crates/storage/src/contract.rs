@@ -329,6 +329,13 @@ pub(crate) async fn contract(store: &dyn BlobStore) {
         assert!(matches!(e, StorageError::Body(_)), "a failing body after {} bytes: {e}", parts.concat().len());
         check_area(store, &f).await;
     }
+    // The same at offsets below the recorded end (rewinds): the recorded bytes past the offset
+    // are still there too.
+    for at in [recorded - 1, recorded - 300, 0] {
+        let e = store.upload_append("f", &f.state, at as u64, failing_body(&[&junk[..10]])).await.unwrap_err();
+        assert!(matches!(e, StorageError::Body(_)), "a failing body at {at} of {recorded}: {e}");
+        check_area(store, &f).await;
+    }
     f.push(store, &[&data(70, 15)]).await;
     check_area(store, &f).await;
     let df = digest_of(&f.model);
