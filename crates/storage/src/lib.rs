@@ -1,11 +1,12 @@
 //! Content-addressed blob storage: [`fs::FsStore`] on a local directory, [`s3::S3Store`] on an
-//! S3-compatible bucket.
+//! S3-compatible bucket, and [`encrypted::Encrypted`], envelope encryption over either.
 //!
 //! [`BlobStore`] holds bytes only: committed blobs addressed by digest, and upload areas
 //! addressed by an upload id. Which blob belongs to which repository is metadata, not storage.
 //! Every implementation must make [`BlobStore::upload_commit`] atomic: a blob is either wholly
 //! visible under its digest or not at all, whatever crashes.
 
+pub mod encrypted;
 pub mod fs;
 pub mod s3;
 
@@ -90,7 +91,7 @@ pub type Result<T> = std::result::Result<T, StorageError>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedBlob {
     pub digest: Digest,
-    /// Bytes stored for the blob (for a store that encrypts, the encrypted size).
+    /// Bytes stored for the blob (the encrypted size under [`encrypted::Encrypted`]).
     pub size: u64,
     /// When its bytes were last written (epoch ms).
     pub modified_ms: i64,
@@ -108,7 +109,7 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Committed blobs whose digest (as a string) sorts after `after`, in that order, at most
     /// `limit` (fewer only at the end). Whatever else the blob area holds is skipped.
     /// [`ListedBlob::size`] is the size of the stored object: for a store that transforms
-    /// bytes (encrypts them) it differs from what [`BlobStore::stat`] says.
+    /// bytes (such as [`encrypted::Encrypted`]) it differs from what [`BlobStore::stat`] says.
     async fn list_blobs(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<ListedBlob>>;
     /// Create an empty upload area. Its state (see [`BlobStore::upload_append`]) is
     /// [`EMPTY_AREA`]. Cheap: a store may write nothing until the first append.
