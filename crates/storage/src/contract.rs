@@ -1,12 +1,15 @@
 //! One contract suite for every [`BlobStore`] (DESIGN.md): [`contract`] asserts what the trait's
 //! documentation promises, nothing a single backend happens to do, and runs against
 //! [`FsStore`](crate::fs::FsStore) in a temp dir and [`S3Store`](crate::s3::S3Store) on s3s-fs
-//! (skipped or failing like the other S3 tests when s3s-fs is missing).
+//! (skipped or failing like the other S3 tests when s3s-fs is missing), each also under
+//! [`Encrypted`](crate::encrypted::Encrypted).
 //!
 //! Sizes are chosen so that S3 also takes its multi-segment paths (appends past
 //! [`MIN_PART`](crate::s3::MIN_PART), a rewind into a long segment, a commit assembled from
 //! several segments, a failing body past [`PART_SIZE`](crate::s3::PART_SIZE)).
 
+use crate::encrypted::tests::TestKeyring;
+use crate::encrypted::{Encrypted, encrypted_size};
 use crate::{BlobStore, ByteStream, EMPTY_AREA, Result, StorageError};
 use berth_oci::{Algorithm, Digest};
 use bytes::Bytes;
@@ -199,8 +202,9 @@ async fn racing_writers(store: &dyn BlobStore) {
     }
 }
 
-/// The trait's contract, on an empty store.
-pub(crate) async fn contract(store: &dyn BlobStore) {
+/// The trait's contract, on an empty store. `stored_size` maps a blob's size (as `stat` says)
+/// to the size `list_blobs` reports for it: what the store keeps for it.
+pub(crate) async fn contract(store: &dyn BlobStore, stored_size: fn(u64) -> u64) {
     // Absent blobs and areas.
     let absent = digest_of(b"never stored");
     assert_eq!(store.stat(&absent).await.unwrap(), None, "stat of an absent blob");
@@ -329,6 +333,13 @@ pub(crate) async fn contract(store: &dyn BlobStore) {
         assert!(matches!(e, StorageError::Body(_)), "a failing body after {} bytes: {e}", parts.concat().len());
         check_area(store, &f).await;
     }
+    // The same at offsets below the recorded end (rewinds): the recorded bytes past the offset
+    // are still there too.
+    for at in [recorded - 1, recorded - 300, 0] {
+        let e = store.upload_append("f", &f.state, at as u64, failing_body(&[&junk[..10]])).await.unwrap_err();
+        assert!(matches!(e, StorageError::Body(_)), "a failing body at {at} of {recorded}: {e}");
+        check_area(store, &f).await;
+    }
     f.push(store, &[&data(70, 15)]).await;
     check_area(store, &f).await;
     let df = digest_of(&f.model);
@@ -358,7 +369,8 @@ pub(crate) async fn contract(store: &dyn BlobStore) {
     assert!(all.len() >= 3, "{names:?}");
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     for b in &all {
-        assert_eq!(store.stat(&b.digest).await.unwrap(), Some(b.size), "size of {}", b.digest);
+        let size = store.stat(&b.digest).await.unwrap().unwrap_or_else(|| panic!("{} is listed", b.digest));
+        assert_eq!(stored_size(size), b.size, "stored size of {}", b.digest);
         assert!((now_ms - b.modified_ms).abs() < 3_600_000, "modified {} ms ago", now_ms - b.modified_ms);
     }
     let mut paged = Vec::new();
@@ -377,12 +389,28 @@ pub(crate) async fn contract(store: &dyn BlobStore) {
 async fn fs_contract() {
     let dir = tempfile::tempdir().unwrap();
     let store = crate::fs::FsStore::open(dir.path()).unwrap();
-    contract(&store).await;
+    contract(&store, |n| n).await;
 }
 
 #[tokio::test]
 async fn s3_contract() {
     let Some(server) = crate::s3::tests::start_server() else { return };
     let store = crate::s3::tests::store(&server, "contract").await;
-    contract(&store).await;
+    contract(&store, |n| n).await;
+}
+
+#[tokio::test]
+async fn encrypted_fs_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = crate::fs::FsStore::open(dir.path()).unwrap();
+    let store = Encrypted::new(inner, TestKeyring::new());
+    contract(&store, encrypted_size).await;
+}
+
+#[tokio::test]
+async fn encrypted_s3_contract() {
+    let Some(server) = crate::s3::tests::start_server() else { return };
+    let inner = crate::s3::tests::store(&server, "contract-encrypted").await;
+    let store = Encrypted::new(inner, TestKeyring::new());
+    contract(&store, encrypted_size).await;
 }

@@ -12,7 +12,9 @@
 //! from the same state (nodes sharing the directory, racing on one session) one proceeds and
 //! the others get `NotFound` before writing a byte. The bytes a state names thus never change
 //! while that state is current, and a losing writer's bytes cannot be read or committed through
-//! the winner's state. A crash between a claim and the caller recording the new state loses the
+//! the winner's state. An append whose body fails gives the file back to its state as it was,
+//! bytes past the append's offset included (an append at an offset below the file's end keeps
+//! them aside until it succeeds). A crash between a claim and the caller recording the new state loses the
 //! session (the caller's state names a file that is gone), never its integrity.
 //! Commits are `fsync(file)` + `rename` + `fsync(dir)`: a blob path either holds the complete,
 //! durable blob or does not exist. Reads and writes run on blocking threads and stream through
@@ -134,7 +136,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 
     tokio::task::spawn_blocking(f).await.map_err(io::Error::other)?
 }
 
-/// Stream `len` bytes of `path` from `start`.
+/// Stream `len` bytes of committed blob file `path` from `start`.
 ///
 /// Each chunk is its own small memory mapping of the file, handed to the socket as a `Bytes`:
 /// the only copy is the kernel's, from the page cache into the socket, and a chunk's mapping is
@@ -143,16 +145,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 
 /// cannot fault past the file's end. Upcoming data is announced with `POSIX_FADV_WILLNEED` so cold
 /// blobs are read ahead rather than faulted in one page at a time.
 async fn stream_file(path: PathBuf, start: u64, len: u64) -> Result<ByteStream> {
-    let file = blocking(move || {
-        let file = File::open(path)?;
-        let flen = file.metadata()?.len();
-        if start.checked_add(len).is_none_or(|end| end > flen) {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "range past the end of the file"));
-        }
-        Ok(file)
-    })
-    .await
-    .map_err(map_nf)?;
+    let file = open_range(path, start, len).await?;
     let end = start + len;
     Ok(Box::pin(futures::stream::unfold((file, start), move |(file, pos)| async move {
         if pos >= end {
@@ -164,6 +157,43 @@ async fn stream_file(path: PathBuf, start: u64, len: u64) -> Result<ByteStream> 
         let next = if chunk.is_ok() { pos + n } else { end };
         Some((chunk, (file, next)))
     })))
+}
+
+/// Stream `len` bytes of upload area file `path` from `start`, with plain reads: unlike a
+/// committed blob, an area file may be cut by a writer claiming it meanwhile (a racing append),
+/// where a mapping would fault (`SIGBUS`); a read that comes up short fails instead.
+async fn stream_area_file(path: PathBuf, start: u64, len: u64) -> Result<ByteStream> {
+    let file = std::sync::Arc::new(open_range(path, start, len).await?);
+    let end = start + len;
+    Ok(Box::pin(futures::stream::unfold((file, start), move |(file, pos)| async move {
+        if pos >= end {
+            return None;
+        }
+        let n = (end - pos).min(READ_CHUNK as u64) as usize;
+        let f = file.clone();
+        let chunk = blocking(move || {
+            let mut buf = vec![0; n];
+            f.read_exact_at(&mut buf, pos)?;
+            Ok(Bytes::from(buf))
+        })
+        .await;
+        let next = if chunk.is_ok() { pos + n as u64 } else { end };
+        Some((chunk, (file, next)))
+    })))
+}
+
+/// Open `path`, which must hold `len` bytes from `start`.
+async fn open_range(path: PathBuf, start: u64, len: u64) -> Result<File> {
+    blocking(move || {
+        let file = File::open(path)?;
+        let flen = file.metadata()?.len();
+        if start.checked_add(len).is_none_or(|end| end > flen) {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "range past the end of the file"));
+        }
+        Ok(file)
+    })
+    .await
+    .map_err(map_nf)
 }
 
 fn map_chunk(file: &File, pos: u64, len: usize, ahead: u64) -> io::Result<Bytes> {
@@ -271,6 +301,70 @@ async fn write_from(file: File, offset: u64, mut rx: mpsc::Receiver<Bytes>) -> i
     Ok(pos - offset)
 }
 
+/// Largest tail (see [`Tail`]) kept in memory; longer ones are copied to a side file.
+const TAIL_IN_MEMORY: u64 = 8 * 1024 * 1024;
+
+/// The bytes a claimed data file held past the offset of an append (a rewind: the caller's state
+/// may still name them), kept until the append succeeds so that a failed append (`Body`) leaves
+/// the recorded state's bytes as they were. Short tails (such as the partial segment that
+/// [`Encrypted`](crate::encrypted::Encrypted) rewrites at every unaligned append) stay in
+/// memory; longer ones are copied to `<nonce>.tail` next to the data file, which no state
+/// names and which goes with the area.
+enum Tail {
+    Empty,
+    Memory(Vec<u8>),
+    File(PathBuf),
+}
+
+impl Tail {
+    fn save(f: &File, dir: &Path, nonce: &str, offset: u64, len: u64) -> io::Result<Tail> {
+        use std::io::{Read, Seek, SeekFrom};
+        let n = len.saturating_sub(offset);
+        if n == 0 {
+            return Ok(Tail::Empty);
+        }
+        if n <= TAIL_IN_MEMORY {
+            let mut buf = vec![0; n as usize];
+            f.read_exact_at(&mut buf, offset)?;
+            return Ok(Tail::Memory(buf));
+        }
+        let path = dir.join(format!("{nonce}.tail"));
+        let mut out = OpenOptions::new().write(true).create_new(true).mode_owner_only().open(&path)?;
+        let mut src = f.try_clone()?;
+        src.seek(SeekFrom::Start(offset))?;
+        let copied = io::copy(&mut src.take(n), &mut out)?;
+        if copied != n {
+            let _ = std::fs::remove_file(&path);
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "upload area changed while claimed"));
+        }
+        Ok(Tail::File(path))
+    }
+
+    /// Write the tail back at `offset` of `f` (cut at `offset`).
+    fn restore(self, f: &File, offset: u64) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        match self {
+            Tail::Empty => Ok(()),
+            Tail::Memory(buf) => f.write_all_at(&buf, offset),
+            Tail::File(path) => {
+                let mut dst = f.try_clone()?;
+                dst.seek(SeekFrom::Start(offset))?;
+                io::copy(&mut File::open(&path)?, &mut dst)?;
+                std::fs::remove_file(&path)
+            }
+        }
+    }
+
+    /// The append succeeded: the tail is no longer needed.
+    fn discard(self) {
+        if let Tail::File(path) = self
+            && let Err(e) = std::fs::remove_file(&path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "removing a saved upload area tail failed");
+        }
+    }
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -328,10 +422,21 @@ impl BlobStore for FsStore {
                     format!("upload area has {len} bytes, metadata says {offset}"),
                 ));
             }
+            // The bytes past `offset` may be named by the caller's state: kept aside until
+            // the append succeeds, so that a failed one gives them back.
+            let tail = match Tail::save(&f, &dir, &nonce, offset, len) {
+                Ok(t) => t,
+                Err(e) => {
+                    if let Some(from) = &from {
+                        std::fs::rename(&path, from)?;
+                    }
+                    return Err(e);
+                }
+            };
             if len > offset {
                 f.set_len(offset)?;
             }
-            Ok((nonce, path, f, dir, from))
+            Ok((nonce, path, f, dir, from, tail))
         })
         .await
         .map_err(|e| match e.kind() {
@@ -339,7 +444,7 @@ impl BlobStore for FsStore {
             io::ErrorKind::UnexpectedEof => StorageError::Inconsistent(e.to_string()),
             _ => StorageError::Io(e),
         })?;
-        let (nonce, path, file, dir, from) = claimed;
+        let (nonce, path, file, dir, from, tail) = claimed;
         let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
         let writer = tokio::spawn(write_from(file, offset, rx));
         let mut body_err = None;
@@ -362,17 +467,22 @@ impl BlobStore for FsStore {
         let failure = match (r, body_err) {
             (Ok(written), None) => {
                 let d = dir.clone();
-                blocking(move || sync_dir(&d)).await?;
+                blocking(move || {
+                    tail.discard();
+                    sync_dir(&d)
+                })
+                .await?;
                 return Ok(Appended { written, state: nonce });
             }
             (_, Some(e)) => StorageError::Body(e),
             (Err(e), None) => StorageError::Io(e),
         };
         // Give the area back to the state the caller still records: its first `offset` bytes
-        // (the only ones it names) are unchanged.
+        // are unchanged, and the bytes it held past them are put back.
         let restore = blocking(move || {
             let f = OpenOptions::new().write(true).open(&path)?;
             f.set_len(offset)?;
+            tail.restore(&f, offset)?;
             f.sync_data()?;
             match from {
                 Some(from) => std::fs::rename(&path, from)?,
@@ -390,7 +500,7 @@ impl BlobStore for FsStore {
     async fn upload_read(&self, id: &str, state: &str, start: u64, len: u64) -> Result<ByteStream> {
         let (dir, file) = self.state_path(id, state)?;
         match file {
-            Some(file) => stream_file(file, start, len).await,
+            Some(file) => stream_area_file(file, start, len).await,
             None if start == 0 && len == 0 => {
                 if tokio::fs::metadata(&dir).await.map_err(map_nf)?.is_dir() {
                     Ok(Box::pin(futures::stream::empty()))
@@ -565,6 +675,59 @@ mod tests {
 
     fn body(parts: Vec<&'static [u8]>) -> ByteStream {
         Box::pin(futures::stream::iter(parts.into_iter().map(|p| Ok(Bytes::from_static(p)))))
+    }
+
+    /// A rewinding append whose body fails leaves the recorded state's bytes as they were, the
+    /// ones past its offset included, whether they were kept in memory or in a side file.
+    #[tokio::test]
+    async fn failed_rewinds_keep_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStore::open(dir.path()).unwrap();
+        s.upload_create("t").await.unwrap();
+        let len = TAIL_IN_MEMORY as usize + 4096;
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let one: ByteStream = Box::pin(futures::stream::iter([Ok(Bytes::from(bytes.clone()))]));
+        let a = s.upload_append("t", "", 0, one).await.unwrap();
+        for offset in [len as u64 - 100, 5] {
+            let failing: ByteStream = Box::pin(futures::stream::iter([
+                Ok(Bytes::from_static(b"new bytes")),
+                Err(io::Error::new(io::ErrorKind::ConnectionReset, "gone")),
+            ]));
+            let e = s.upload_append("t", &a.state, offset, failing).await.unwrap_err();
+            assert!(matches!(e, StorageError::Body(_)), "{e}");
+            assert!(collect(s.upload_read("t", &a.state, 0, len as u64).await.unwrap()).await == bytes);
+            let names = sorted_names(&dir.path().join("uploads/t")).unwrap();
+            assert_eq!(names, std::slice::from_ref(&a.state), "no side file is left");
+        }
+        // A successful rewind leaves no side file either.
+        let b = s.upload_append("t", &a.state, 5, body(vec![b"xyz"])).await.unwrap();
+        assert_eq!(sorted_names(&dir.path().join("uploads/t")).unwrap(), std::slice::from_ref(&b.state));
+        assert_eq!(collect(s.upload_read("t", &b.state, 0, 8).await.unwrap()).await, [0, 1, 2, 3, 4, b'x', b'y', b'z']);
+    }
+
+    /// A read of an area whose file a racing writer claims and cuts meanwhile fails; it does
+    /// not fault (a mapping of the cut file would, with `SIGBUS`).
+    #[tokio::test]
+    async fn area_reads_survive_a_racing_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStore::open(dir.path()).unwrap();
+        s.upload_create("r").await.unwrap();
+        let big: ByteStream = Box::pin(futures::stream::iter([Ok(Bytes::from(vec![7u8; 3 * READ_CHUNK]))]));
+        let a = s.upload_append("r", "", 0, big).await.unwrap();
+        let mut reading = s.upload_read("r", &a.state, 0, 3 * READ_CHUNK as u64).await.unwrap();
+        s.upload_append("r", &a.state, 0, body(vec![b"short"])).await.unwrap();
+        let mut failed = false;
+        while let Some(item) = reading.next().await {
+            match item {
+                // Touch every byte: a mapping past the file's end would fault here.
+                Ok(chunk) => assert!(chunk.iter().all(|&b| b == 7), "no byte of the writer"),
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        assert!(failed, "the read of the cut file fails");
     }
 
     #[tokio::test]

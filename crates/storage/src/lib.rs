@@ -1,11 +1,12 @@
 //! Content-addressed blob storage: [`fs::FsStore`] on a local directory, [`s3::S3Store`] on an
-//! S3-compatible bucket.
+//! S3-compatible bucket, and [`encrypted::Encrypted`], envelope encryption over either.
 //!
 //! [`BlobStore`] holds bytes only: committed blobs addressed by digest, and upload areas
 //! addressed by an upload id. Which blob belongs to which repository is metadata, not storage.
 //! Every implementation must make [`BlobStore::upload_commit`] atomic: a blob is either wholly
 //! visible under its digest or not at all, whatever crashes.
 
+pub mod encrypted;
 pub mod fs;
 pub mod s3;
 
@@ -38,6 +39,13 @@ pub enum StorageError {
     /// An I/O failure of the backend.
     #[error("storage i/o: {0}")]
     Io(#[from] io::Error),
+    /// The data key that encrypts the bytes is unavailable (the keyring could not provide it).
+    #[error("the data key is unavailable: {0}")]
+    Key(String),
+    /// Stored bytes failed authentication or are malformed (tampered with, corrupted, or read
+    /// with the wrong key): nothing of them is returned.
+    #[error("integrity check failed: {0}")]
+    Integrity(String),
 }
 
 /// The state of a freshly created upload area: no bytes.
@@ -83,6 +91,7 @@ pub type Result<T> = std::result::Result<T, StorageError>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedBlob {
     pub digest: Digest,
+    /// Bytes stored for the blob (the encrypted size under [`encrypted::Encrypted`]).
     pub size: u64,
     /// When its bytes were last written (epoch ms).
     pub modified_ms: i64,
@@ -99,6 +108,8 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn delete(&self, digest: &Digest) -> Result<()>;
     /// Committed blobs whose digest (as a string) sorts after `after`, in that order, at most
     /// `limit` (fewer only at the end). Whatever else the blob area holds is skipped.
+    /// [`ListedBlob::size`] is the size of the stored object: for a store that transforms
+    /// bytes (such as [`encrypted::Encrypted`]) it differs from what [`BlobStore::stat`] says.
     async fn list_blobs(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<ListedBlob>>;
     /// Create an empty upload area. Its state (see [`BlobStore::upload_append`]) is
     /// [`EMPTY_AREA`]. Cheap: a store may write nothing until the first append.
@@ -141,6 +152,12 @@ pub trait BlobStore: Send + Sync + 'static {
     /// stores whose bytes need no transformation on the way out (no server-side decryption).
     async fn presign_get(&self, digest: &Digest, ttl: Duration) -> Result<Option<String>> {
         let _ = (digest, ttl);
+        Ok(None)
+    }
+    /// The id of the data key that encrypts committed blob `digest` (`None`: stored in
+    /// plaintext, or absent). The default: `None` (a store that does not encrypt).
+    async fn key_id(&self, digest: &Digest) -> Result<Option<[u8; 16]>> {
+        let _ = digest;
         Ok(None)
     }
     /// Bytes free for new data where the store writes (`None`: unknown or unbounded, e.g. S3).
