@@ -168,6 +168,14 @@ pub struct Config {
     /// Ask clients for a certificate that chains to these PEM CA certificates (mutual TLS);
     /// clients without one cannot connect.
     pub tls_client_ca: Option<PathBuf>,
+    /// The master key (64 hex digits) sealing every KMS key and the data keys of encrypted
+    /// blobs. Unset: `<data_dir>/master.key`, generated (owner-only) on the first start. A
+    /// missing or different key never replaces the one the metadata database was set up with:
+    /// the server refuses to start.
+    pub master_key_file: Option<PathBuf>,
+    /// Encrypt blobs at rest (the default). `false` only to measure what encryption costs: a
+    /// data dir is never switched between the two (the server refuses to start).
+    pub encrypt_at_rest: bool,
 }
 
 impl Default for Config {
@@ -227,6 +235,8 @@ impl Default for Config {
             tls_key: None,
             tls_self_signed: false,
             tls_client_ca: None,
+            master_key_file: None,
+            encrypt_at_rest: true,
         }
     }
 }
@@ -428,10 +438,14 @@ impl Config {
             ("BERTH_TLS_CERT", &mut self.tls_cert),
             ("BERTH_TLS_KEY", &mut self.tls_key),
             ("BERTH_TLS_CLIENT_CA", &mut self.tls_client_ca),
+            ("BERTH_MASTER_KEY_FILE", &mut self.master_key_file),
         ] {
             if let Some(v) = get(key) {
                 *field = opt(v).map(PathBuf::from);
             }
+        }
+        if let Some(v) = get("BERTH_ENCRYPT_AT_REST") {
+            self.encrypt_at_rest = parse_bool("BERTH_ENCRYPT_AT_REST", &v)?;
         }
         if let Some(v) = get("BERTH_TLS_SELF_SIGNED") {
             self.tls_self_signed = parse_bool("BERTH_TLS_SELF_SIGNED", &v)?;
@@ -549,6 +563,11 @@ impl Config {
         if let Some(k) = &self.server_key {
             parse_server_key(k)?;
         }
+        anyhow::ensure!(
+            !(self.s3_redirect && self.encrypt_at_rest),
+            "s3_redirect (BERTH_S3_REDIRECT) serves blobs straight from the bucket, which cannot decrypt them: it \
+             needs encrypt_at_rest = false (BERTH_ENCRYPT_AT_REST=false), with the bucket's own encryption instead"
+        );
         if let Some(id) = &self.account_id {
             anyhow::ensure!(
                 berth_registry::valid_account_id(id),

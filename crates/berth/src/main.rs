@@ -841,6 +841,13 @@ async fn open(cfg: &Config, mode: SchemaMode) -> anyhow::Result<(Arc<Registry>, 
     let store = meta.store();
     check_server_key(&server_key, store.as_ref()).await?;
     let default_account = default_account(cfg, store.as_ref()).await?;
+    let mode = if cfg.encrypt_at_rest { "on" } else { "off" };
+    let stored = store.init_setting("encrypt_at_rest", mode).await?;
+    anyhow::ensure!(
+        stored == mode,
+        "this data was stored with encryption at rest {stored}; encrypt_at_rest (BERTH_ENCRYPT_AT_REST) cannot be \
+         switched {mode} for it"
+    );
     let settings = Settings {
         namespace: berth_meta::Namespace { account_id: default_account.clone(), region: cfg.regions[0].clone() },
         upload_ttl: Duration::from_secs(cfg.upload_ttl_secs),
@@ -852,6 +859,7 @@ async fn open(cfg: &Config, mode: SchemaMode) -> anyhow::Result<(Arc<Registry>, 
         gc_lease: Duration::from_secs(cfg.gc_lease_secs),
         scan_interval: Duration::from_secs(cfg.scan_interval_secs),
         scan_sbom_referrers: cfg.scan_sbom_referrers,
+        encrypt_at_rest: cfg.encrypt_at_rest,
     };
     let archive = archive_store(cfg).await?;
     if archive.is_none() && store.any_archived_blob().await? {
@@ -865,7 +873,7 @@ async fn open(cfg: &Config, mode: SchemaMode) -> anyhow::Result<(Arc<Registry>, 
         blobs,
         Arc::new(SystemClock),
         settings,
-        berth_registry::Keys::from_server_key(&server_key),
+        berth_registry::Keys::from_server_key(&server_key).with_master_key(master_key(cfg, store.as_ref()).await?),
     )
     .with_archive(archive)
     .with_oidc(oidc_keys(cfg)?);
@@ -1115,6 +1123,58 @@ async fn check_server_key(key: &[u8], meta: &dyn MetadataStore) -> anyhow::Resul
          data dir's server.key)"
     );
     Ok(())
+}
+
+/// The master key (issue 13): from `master_key_file`, else `<data_dir>/master.key`, generated
+/// (mode 0600) on the first start of a metadata database. The database keeps the key's check
+/// value: a node with another key, or without the key once the database has one, refuses to
+/// start rather than make a new key that cannot read what is stored.
+async fn master_key(cfg: &Config, meta: &dyn MetadataStore) -> anyhow::Result<berth_kms::MasterKey> {
+    const CHECK: &str = "master_key_check";
+    let (path, configured) = match &cfg.master_key_file {
+        Some(p) => (p.clone(), true),
+        None => (cfg.data_dir.join("master.key"), false),
+    };
+    let read = |path: &std::path::Path| -> anyhow::Result<berth_kms::MasterKey> {
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path).with_context(|| format!("reading the master key {}", path.display()))?,
+        );
+        berth_kms::MasterKey::from_hex(&text).with_context(|| format!("the master key {}", path.display()))
+    };
+    let (key, created) = if configured || path.exists() {
+        (read(&path)?, false)
+    } else {
+        let (_, text) = berth_kms::MasterKey::generate()?;
+        write_private(&path, text.as_bytes())?;
+        // Another process may have won the race: use whatever is on disk now.
+        (read(&path)?, true)
+    };
+    let mine = key.check_value();
+    let stored = meta.init_setting(CHECK, &mine).await?;
+    if !berth_auth::secret_box::constant_time_eq(stored.as_bytes(), mine.as_bytes()) {
+        if created {
+            let _ = std::fs::remove_file(&path);
+            anyhow::bail!(
+                "the master key is missing: this metadata database was set up with a master key that {} does not \
+                 hold (restore that file, or set master_key_file / BERTH_MASTER_KEY_FILE to the key the other nodes \
+                 use); no new key was made",
+                path.display()
+            );
+        }
+        anyhow::bail!(
+            "the master key {} is not the one this metadata database was set up with: every node needs the same \
+             master key, and the data cannot be read with another",
+            path.display()
+        );
+    }
+    if created {
+        tracing::warn!(
+            path = %path.display(),
+            "generated a new master key: it seals every KMS key and data key; back it up, since without it no \
+             encrypted image can be read"
+        );
+    }
+    Ok(key)
 }
 
 /// The server key: configured (hex), or generated once into `<data_dir>/server.key` (mode 0600).

@@ -275,3 +275,47 @@ fn a_node_with_another_server_key_refuses_to_start() {
     assert_eq!((code, err.trim()), (1, "Error: BERTH_SERVER_KEY (server_key): expected hex digits"));
     assert!(!tmp.path().join("fresh").exists());
 }
+
+/// The master key (issue 13) is generated owner-only on the first start and said so; a node
+/// with another master key, or without the one the metadata database was set up with, refuses
+/// to start and never makes a new key over existing data.
+#[test]
+fn the_master_key_is_made_once_and_never_replaced() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let first = {
+        let mut c = serve(&data, &[]);
+        listening(&mut c);
+        stop(c)
+    };
+    assert!(first.contains("generated a new master key"), "{first}");
+    let key_file = data.join("master.key");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    assert_eq!(key.trim().len(), 64);
+    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(!first.contains(key.trim()), "the key is never printed");
+    // Another key file: refused, naming it; the key is not printed.
+    let other = tmp.path().join("other.key");
+    std::fs::write(&other, "cd".repeat(32)).unwrap();
+    let (code, err) = exits(serve(&data, &[("BERTH_MASTER_KEY_FILE", other.to_str().unwrap())]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is not the one this metadata database was set up with"), "{err}");
+    assert!(!err.contains(&"cd".repeat(32)), "{err}");
+    // The data dir's key gone: refused, and no new key is left behind.
+    std::fs::rename(&key_file, tmp.path().join("saved.key")).unwrap();
+    let (code, err) = exits(serve(&data, &[]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the master key is missing"), "{err}");
+    assert!(!key_file.exists());
+    // The saved key, given as master_key_file, works.
+    let saved = tmp.path().join("saved.key");
+    let mut c = serve(&data, &[("BERTH_MASTER_KEY_FILE", saved.to_str().unwrap())]);
+    listening(&mut c);
+    stop(c);
+    // A malformed key file is refused.
+    std::fs::write(&other, "not hex").unwrap();
+    let (code, err) = exits(serve(&tmp.path().join("fresh"), &[("BERTH_MASTER_KEY_FILE", other.to_str().unwrap())]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the master key must be 64 hex digits"), "{err}");
+}

@@ -11,7 +11,7 @@ async fn blob_gets_redirect_to_presigned_urls_when_configured() {
         eprintln!("NOTICE: BERTH_TEST_STORAGE is not s3; skipping");
         return;
     }
-    let b = Berth::start_with_env(&[("BERTH_S3_REDIRECT", "1")]);
+    let b = Berth::start_with_env(&[("BERTH_S3_REDIRECT", "1"), ("BERTH_ENCRYPT_AT_REST", "false")]);
     let c = b.client_builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let blob = b"bytes served by the bucket".to_vec();
     let d = sha256(&blob);

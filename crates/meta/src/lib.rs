@@ -7,6 +7,7 @@
 #[macro_use]
 mod portable;
 pub mod audit;
+pub mod blobkeys;
 #[cfg(test)]
 mod contract;
 pub mod events;
@@ -22,6 +23,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 pub use audit::AuditStore;
+pub use blobkeys::{BlobKey, BlobKeyStore};
 pub use events::EventStore;
 pub use gc::GcStore;
 pub use iam::{IamEntity, IamStore, IdentityPolicy, ManagedPolicy, Owner};
@@ -477,7 +479,17 @@ pub enum RepoFilter<'a> {
 /// The metadata backend.
 #[async_trait]
 pub trait MetadataStore:
-    IamStore + RoleStore + EventStore + AuditStore + LifecycleStore + GcStore + scan::ScanStore + Send + Sync + 'static
+    IamStore
+    + RoleStore
+    + blobkeys::BlobKeyStore
+    + EventStore
+    + AuditStore
+    + LifecycleStore
+    + GcStore
+    + scan::ScanStore
+    + Send
+    + Sync
+    + 'static
 {
     /// The id of repository `name`, if it exists.
     async fn repository(&self, ns: &Namespace, name: &str) -> Result<Option<i64>>;

@@ -28,6 +28,7 @@ crate::audit::portable_audit!(PgStore, Postgres, sqlx::postgres::PgRow);
 crate::lifecycle::portable_lifecycle!(PgStore);
 crate::gc::portable_gc!(PgStore, Postgres);
 crate::scan::portable_scan!(PgStore, Postgres);
+crate::blobkeys::portable_blob_keys!(PgStore, Postgres);
 crate::roles::portable_roles!(PgStore, Postgres, sqlx::postgres::PgRow);
 
 /// PostgreSQL-backed [`MetadataStore`].

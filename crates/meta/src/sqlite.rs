@@ -18,6 +18,7 @@ crate::audit::portable_audit!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow);
 crate::lifecycle::portable_lifecycle!(SqliteStore);
 crate::gc::portable_gc!(SqliteStore, Sqlite);
 crate::scan::portable_scan!(SqliteStore, Sqlite);
+crate::blobkeys::portable_blob_keys!(SqliteStore, Sqlite);
 crate::roles::portable_roles!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow);
 use std::path::Path;
 use std::time::Duration;

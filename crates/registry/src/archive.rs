@@ -210,7 +210,7 @@ impl Registry {
         let moved = async {
             if let MoveGoal::To(to) = goal {
                 let (src, dst) = (store(hold.location), store(to));
-                if let Err(e) = copy_blob(src.as_ref(), dst.as_ref(), &d, hold.size).await {
+                if let Err(e) = self.copy_blob(src.as_ref(), dst.as_ref(), &d, hold.size).await {
                     // Nothing changed but a copy in the store the location does not name (at
                     // worst a complete, redundant one): the hold can go.
                     let _ = dst.upload_abort(&move_area(digest)).await;
@@ -347,31 +347,45 @@ fn image_job(payload: &str) -> Result<(i64, String)> {
     }
 }
 
-/// Copy committed blob `d` (`size` bytes) from `src` to `dst` through an upload area of `dst`,
-/// checking the bytes against the digest before they are published there.
-async fn copy_blob(src: &dyn BlobStore, dst: &dyn BlobStore, d: &berth_oci::Digest, size: u64) -> Result<()> {
-    let id = move_area(d.as_str());
-    // A crashed move of the same digest may have left its area.
-    dst.upload_abort(&id).await.map_err(storage_err)?;
-    dst.upload_create(&id).await.map_err(storage_err)?;
-    let body = src.read(d, 0, size).await.map_err(storage_err)?;
-    let hash = std::sync::Arc::new(std::sync::Mutex::new(crate::hash::HashState::with_algorithm(d.algorithm())));
-    let h = hash.clone();
-    let body = body.inspect(move |chunk| {
-        if let Ok(b) = chunk {
-            h.lock().unwrap_or_else(|p| p.into_inner()).update(b);
+impl Registry {
+    /// Copy committed blob `d` (`size` bytes) from `src` to `dst` through an upload area of `dst`,
+    /// checking the bytes against the digest before they are published there. The copy is
+    /// encrypted under another data key (the area's): it gets the same wrappings as the original
+    /// before it is published.
+    async fn copy_blob(
+        &self,
+        src: &dyn BlobStore,
+        dst: &dyn BlobStore,
+        d: &berth_oci::Digest,
+        size: u64,
+    ) -> Result<()> {
+        let id = move_area(d.as_str());
+        if self.settings.encrypt_at_rest {
+            let from = src.key_id(d).await.map_err(storage_err)?;
+            self.copy_wrappings(d, from.as_ref(), &id).await?;
         }
-    });
-    let appended = dst.upload_append(&id, EMPTY_AREA, 0, Box::pin(body)).await.map_err(storage_err)?;
-    let actual = {
-        let mut h = hash.lock().unwrap_or_else(|p| p.into_inner());
-        std::mem::replace(&mut *h, crate::hash::HashState::with_algorithm(d.algorithm())).finish()
-    };
-    if appended.written != size || &actual != d {
-        return Err(Error::Internal(format!(
-            "the copy of {d} read {} bytes with digest {actual}: the stored blob does not match its digest",
-            appended.written
-        )));
+        // A crashed move of the same digest may have left its area.
+        dst.upload_abort(&id).await.map_err(storage_err)?;
+        dst.upload_create(&id).await.map_err(storage_err)?;
+        let body = src.read(d, 0, size).await.map_err(storage_err)?;
+        let hash = std::sync::Arc::new(std::sync::Mutex::new(crate::hash::HashState::with_algorithm(d.algorithm())));
+        let h = hash.clone();
+        let body = body.inspect(move |chunk| {
+            if let Ok(b) = chunk {
+                h.lock().unwrap_or_else(|p| p.into_inner()).update(b);
+            }
+        });
+        let appended = dst.upload_append(&id, EMPTY_AREA, 0, Box::pin(body)).await.map_err(storage_err)?;
+        let actual = {
+            let mut h = hash.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *h, crate::hash::HashState::with_algorithm(d.algorithm())).finish()
+        };
+        if appended.written != size || &actual != d {
+            return Err(Error::Internal(format!(
+                "the copy of {d} read {} bytes with digest {actual}: the stored blob does not match its digest",
+                appended.written
+            )));
+        }
+        dst.upload_commit(&id, &appended.state, d, size).await.map_err(storage_err)
     }
-    dst.upload_commit(&id, &appended.state, d, size).await.map_err(storage_err)
 }

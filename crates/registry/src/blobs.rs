@@ -21,7 +21,11 @@ impl Registry {
         range: Option<&str>,
     ) -> Result<BlobRead> {
         use berth_oci::range::{RangeRequest, parse_range};
-        let size = self.blob_size(ns, name, digest).await?;
+        let repo = self.existing_repo(ns, name).await?;
+        // A repository whose KMS key cannot be used serves nothing (ECR's KmsException).
+        self.check_repo_key(repo).await?;
+        let size =
+            self.meta.blob_in_repo(repo, digest.as_str()).await?.ok_or(Error::BlobUnknown(digest.to_string()))?;
         let (start, len, range) = match parse_range(range, size) {
             RangeRequest::Full => (0, size, None),
             RangeRequest::Partial(r) => (r.start, r.len(), Some(r)),
@@ -96,6 +100,12 @@ impl Registry {
             return Ok(None);
         }
         let repo = self.repo_for_push(ns, name).await?;
+        // As ECR: a mount needs the same encryption key on both sides; otherwise the client
+        // uploads the bytes (which are then wrapped by this repository's key).
+        if self.repo_key(src).await? != self.repo_key(repo.id).await? {
+            return Ok(None);
+        }
+        self.check_repo_key(repo.id).await?;
         self.meta
             .mount_blob(repo.id, digest.as_str(), self.now())
             .await

@@ -398,8 +398,19 @@ impl Registry {
                 if left.is_zero() {
                     return Err(format!("the deletion of {d} outlived its lease"));
                 }
+                // The wrappings of its data key go with the bytes (a later upload of the same
+                // digest has another data key).
+                let dek = store.key_id(&d).await.ok().flatten();
                 match tokio::time::timeout(left, store.delete(&d)).await {
-                    Ok(Ok(()) | Err(StorageError::NotFound)) => Ok(()),
+                    Ok(Ok(()) | Err(StorageError::NotFound)) => {
+                        self.keyring.forget(d.as_str());
+                        if let Some(dek) = dek
+                            && let Err(e) = self.meta.delete_blob_keys(d.as_str(), &hex::encode(dek)).await
+                        {
+                            tracing::warn!(error = %e, digest = %d, "forgetting a deleted blob's data key failed");
+                        }
+                        Ok(())
+                    }
                     Ok(Err(e)) => Err(format!("deleting {d}: {e}")),
                     Err(_) => Err(format!("the deletion of {d} outlived its lease")),
                 }

@@ -8,12 +8,14 @@ pub mod archive;
 mod authz;
 mod blobs;
 mod cache;
+mod encryption;
 mod error;
 pub mod gc;
 mod hash;
 pub mod iam;
 mod images;
 pub mod jobs;
+mod kms_shim;
 pub mod lifecycle;
 mod manifests;
 pub mod oidc;
@@ -25,6 +27,7 @@ mod uploads;
 
 pub use accounts::{AuthorizationToken, Credentials, Identity, Keys, random_account_id, valid_account_id};
 pub use authz::{Caller, EPOCH_CHECK_MS, Target, iso8601, repository_arn};
+pub use encryption::AES256_KEY;
 pub use error::Error;
 pub use images::{ImageFailure, ImageId, ImageIdCursor, image_key_from_token, image_key_token};
 pub use manifests::{CATALOG_EXAMINE_MAX, CatalogPage};
@@ -86,6 +89,9 @@ pub struct Settings {
     pub scan_interval: Duration,
     /// Completed scans push an SBOM referrer artifact of the image into its repository.
     pub scan_sbom_referrers: bool,
+    /// Blobs are encrypted at rest ([`encryption`]). `false` only to measure what encryption
+    /// costs: blobs are then stored in plaintext (a data dir is never switched between the two).
+    pub encrypt_at_rest: bool,
 }
 
 /// A stored manifest, ready to serve.
@@ -159,6 +165,10 @@ pub struct Registry {
     oidc: oidc::Oidc,
     /// Verified STS sessions (signature keys of temporary credentials).
     sessions: sts::SessionCache,
+    /// The data keys of the encrypted blob stores ([`encryption`]).
+    keyring: Arc<encryption::BlobKeyring>,
+    /// The key protecting each repository's blobs, by repository id (fixed at creation).
+    repo_keys: std::sync::RwLock<HashMap<i64, Arc<str>>>,
 }
 
 fn storage_err(e: StorageError) -> Error {
@@ -185,6 +195,12 @@ impl Registry {
         settings: Settings,
         keys: Keys,
     ) -> Registry {
+        let keyring = Arc::new(encryption::BlobKeyring::new(
+            meta.clone(),
+            keys.master_arc(),
+            Arc::new(kms_shim::MetaKeyMaterials),
+        ));
+        let blobs = encryption::encrypted(blobs, &keyring, settings.encrypt_at_rest);
         Registry {
             meta,
             blobs,
@@ -201,6 +217,8 @@ impl Registry {
             gates: std::sync::RwLock::default(),
             oidc: oidc::Oidc::default(),
             sessions: Default::default(),
+            keyring,
+            repo_keys: Default::default(),
         }
     }
 
@@ -214,7 +232,7 @@ impl Registry {
     /// Give the registry an archive store: the bytes of archived images move there
     /// ([`archive`]); `None` keeps them in the blob store.
     pub fn with_archive(mut self, archive: Option<Arc<dyn BlobStore>>) -> Registry {
-        self.archive = archive;
+        self.archive = archive.map(|a| encryption::encrypted(a, &self.keyring, self.settings.encrypt_at_rest));
         self
     }
 

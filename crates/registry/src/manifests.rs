@@ -51,6 +51,8 @@ impl Registry {
             .await?
             .ok_or_else(|| Error::RepositoryNotFound { name: name.to_string(), registry: ns.account_id.clone() })?;
         let repo = entry.id;
+        // A repository whose KMS key cannot be used serves nothing (ECR's KmsException).
+        self.check_repo_key(repo).await?;
         let key = reference.to_string();
         if let Some(m) = self.cache.get(repo, &key) {
             if gated {

@@ -104,13 +104,12 @@ impl RepoSettings {
             "AES256" if self.kms_key.is_some() => Err(Error::InvalidParameter(
                 "Invalid parameter at 'encryptionConfiguration' failed to satisfy constraint: 'kmsKey can only be specified with KMS or KMS_DSSE encryption'".into(),
             )),
-            "AES256" => Ok(()),
-            // Refused until KMS keys and envelope encryption exist (issue 13): storing the
-            // setting and echoing it back would claim an encryption that does not happen.
-            "KMS" | "KMS_DSSE" => Err(Error::InvalidParameter(format!(
-                "Invalid parameter at 'encryptionConfiguration' failed to satisfy constraint: 'encryptionType {} is not supported by this registry yet (it has no KMS keys); use AES256'",
-                self.encryption_type
-            ))),
+            "AES256" | "KMS" => Ok(()),
+            // Dual-layer encryption exists only in AWS GovCloud (US) regions; Berth has one
+            // layer, so it refuses rather than claim a second.
+            "KMS_DSSE" => Err(Error::InvalidParameter(
+                "Invalid parameter at 'encryptionConfiguration' failed to satisfy constraint: 'encryptionType KMS_DSSE (dual-layer encryption) is not supported by this registry; use KMS or AES256'".into(),
+            )),
             _ => Err(invalid("encryptionConfiguration.encryptionType", "Member must satisfy enum value set: [AES256, KMS, KMS_DSSE]")),
         }
     }
@@ -157,6 +156,13 @@ impl Registry {
             return Err(Error::TooManyTags(format!("Tag limit of {MAX_RESOURCE_TAGS} exceeded for the repository")));
         }
         let exclusions = exclusions_json(&settings.exclusions);
+        // A KMS repository stores its key's ARN: the given key (id, ARN or alias) or the AWS
+        // managed key `aws/ecr`, which must exist and be enabled (else KmsException).
+        let kms_key = if settings.encryption_type == "KMS" {
+            Some(self.kms_key_for_repository(&ns.account_id, &ns.region, settings.kms_key.as_deref()).await?)
+        } else {
+            None
+        };
         let new = NewRepository {
             ns,
             name,
@@ -164,7 +170,7 @@ impl Registry {
             mutability_exclusions: exclusions.as_deref(),
             scan_on_push: settings.scan_on_push,
             encryption_type: &settings.encryption_type,
-            kms_key: settings.kms_key.as_deref(),
+            kms_key: kms_key.as_deref(),
             tags,
         };
         self.meta

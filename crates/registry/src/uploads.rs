@@ -67,6 +67,8 @@ impl Registry {
     }
 
     pub(crate) async fn start_upload_in(&self, repo_id: i64) -> Result<UploadStatus> {
+        // A repository whose KMS key cannot be used takes no pushes (ECR's KmsException).
+        self.check_repo_key(repo_id).await?;
         let id = uuid::Uuid::new_v4().to_string();
         self.meta.create_upload(&id, repo_id, self.now()).await?;
         self.blobs.upload_create(&id).await.map_err(storage_err)?;
@@ -258,10 +260,26 @@ impl Registry {
         // Hold the digest before its bytes are written, so that garbage collection cannot
         // delete them between the write and the link (docs/gc.md).
         let holder = format!("upload:{id}");
+        // The data key is wrapped by the repository's key before the bytes are published, so
+        // that no published blob lacks its key (a crash between the two leaves a wrapping of a
+        // data key no blob uses).
+        let wrapped = if self.settings.encrypt_at_rest {
+            let key = self.repo_wrapping_key(up.repo_id).await?;
+            let ours = self.wrap_upload_key(id, digest, &key).await?;
+            Some((key, ours))
+        } else {
+            None
+        };
         self.hold_for_upload(digest, &holder).await?;
         if let Err(e) = self.blobs.upload_commit(id, &state, digest, size).await {
             let _ = self.meta.release_hold(digest.as_str(), &holder).await;
             return Err(area_err(id)(e));
+        }
+        if let Some((key, ours)) = &wrapped
+            && let Err(e) = self.wrap_existing(digest, ours, key).await
+        {
+            let _ = self.meta.release_hold(digest.as_str(), &holder).await;
+            return Err(e);
         }
         self.meta.complete_upload(id, up.repo_id, digest.as_str(), size, self.now()).await?;
         self.forget_upload(id);
@@ -365,6 +383,7 @@ mod tests {
             gc_lease: Duration::from_secs(120),
             scan_interval: Duration::from_secs(86_400),
             scan_sbom_referrers: false,
+            encrypt_at_rest: true,
         };
         Registry::new(Arc::new(meta), Arc::new(blobs), Arc::new(SystemClock), settings, Keys::from_server_key(&[7; 32]))
     }

@@ -33,6 +33,7 @@ async fn registry(dir: &std::path::Path, clock: Arc<TestClock>) -> Registry {
         gc_lease: Duration::from_secs(60),
         scan_interval: Duration::from_secs(86400),
         scan_sbom_referrers: false,
+        encrypt_at_rest: true,
     };
     Registry::new(Arc::new(meta), Arc::new(blobs), clock, settings, Keys::from_server_key(&[7u8; 32]))
 }

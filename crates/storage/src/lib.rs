@@ -172,3 +172,51 @@ pub trait BlobStore: Send + Sync + 'static {
         Ok(0)
     }
 }
+
+/// A shared store is a store (so decorators such as [`encrypted::Encrypted`] can wrap an
+/// `Arc<dyn BlobStore>`): every method forwards.
+#[async_trait]
+impl<T: BlobStore + ?Sized> BlobStore for std::sync::Arc<T> {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
+        (**self).stat(digest).await
+    }
+    async fn read(&self, digest: &Digest, start: u64, len: u64) -> Result<ByteStream> {
+        (**self).read(digest, start, len).await
+    }
+    async fn delete(&self, digest: &Digest) -> Result<()> {
+        (**self).delete(digest).await
+    }
+    async fn list_blobs(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<ListedBlob>> {
+        (**self).list_blobs(after, limit).await
+    }
+    async fn upload_create(&self, id: &str) -> Result<()> {
+        (**self).upload_create(id).await
+    }
+    async fn upload_append(&self, id: &str, state: &str, offset: u64, body: ByteStream) -> Result<Appended> {
+        (**self).upload_append(id, state, offset, body).await
+    }
+    async fn upload_read(&self, id: &str, state: &str, start: u64, len: u64) -> Result<ByteStream> {
+        (**self).upload_read(id, state, start, len).await
+    }
+    async fn upload_commit(&self, id: &str, state: &str, digest: &Digest, size: u64) -> Result<()> {
+        (**self).upload_commit(id, state, digest, size).await
+    }
+    async fn upload_abort(&self, id: &str) -> Result<()> {
+        (**self).upload_abort(id).await
+    }
+    async fn upload_list(&self) -> Result<Vec<String>> {
+        (**self).upload_list().await
+    }
+    async fn presign_get(&self, digest: &Digest, ttl: Duration) -> Result<Option<String>> {
+        (**self).presign_get(digest, ttl).await
+    }
+    async fn key_id(&self, digest: &Digest) -> Result<Option<[u8; 16]>> {
+        (**self).key_id(digest).await
+    }
+    async fn free_space(&self) -> Result<Option<u64>> {
+        (**self).free_space().await
+    }
+    async fn cleanup_stale(&self, older_than: Duration) -> Result<usize> {
+        (**self).cleanup_stale(older_than).await
+    }
+}
