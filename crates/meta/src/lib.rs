@@ -12,6 +12,7 @@ mod contract;
 pub mod events;
 pub mod gc;
 pub mod iam;
+pub mod kms;
 pub mod lifecycle;
 mod listing;
 pub mod mutability;
@@ -25,6 +26,7 @@ pub use audit::AuditStore;
 pub use events::EventStore;
 pub use gc::GcStore;
 pub use iam::{IamEntity, IamStore, IdentityPolicy, ManagedPolicy, Owner};
+pub use kms::{KmsAlias, KmsKey, KmsMaterial, KmsStore};
 pub use lifecycle::LifecycleStore;
 pub use roles::{OidcProvider, Role, RoleStore, StsSession};
 
@@ -477,7 +479,17 @@ pub enum RepoFilter<'a> {
 /// The metadata backend.
 #[async_trait]
 pub trait MetadataStore:
-    IamStore + RoleStore + EventStore + AuditStore + LifecycleStore + GcStore + scan::ScanStore + Send + Sync + 'static
+    IamStore
+    + RoleStore
+    + KmsStore
+    + EventStore
+    + AuditStore
+    + LifecycleStore
+    + GcStore
+    + scan::ScanStore
+    + Send
+    + Sync
+    + 'static
 {
     /// The id of repository `name`, if it exists.
     async fn repository(&self, ns: &Namespace, name: &str) -> Result<Option<i64>>;

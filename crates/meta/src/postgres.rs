@@ -29,6 +29,7 @@ crate::lifecycle::portable_lifecycle!(PgStore);
 crate::gc::portable_gc!(PgStore, Postgres);
 crate::scan::portable_scan!(PgStore, Postgres);
 crate::roles::portable_roles!(PgStore, Postgres, sqlx::postgres::PgRow);
+crate::kms::portable_kms!(PgStore, Postgres, sqlx::postgres::PgRow);
 
 /// PostgreSQL-backed [`MetadataStore`].
 #[derive(Debug, Clone)]
