@@ -1,10 +1,10 @@
 //! Accounts, access keys and registry tokens.
 
 use crate::{Error, Registry, Result};
-use berth_kms::MasterKey;
 use berth_auth::secret_box::SecretBox;
 use berth_auth::sigv4::SecretKey;
 use berth_auth::token::{self, Claims, TokenKey};
+use berth_kms::MasterKey;
 use berth_meta::{AccessKey, Namespace};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::sync::Arc;
