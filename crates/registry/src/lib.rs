@@ -14,6 +14,7 @@ mod hash;
 pub mod iam;
 mod images;
 pub mod jobs;
+pub mod kms;
 pub mod lifecycle;
 mod manifests;
 pub mod oidc;
@@ -27,6 +28,7 @@ pub use accounts::{AuthorizationToken, Credentials, Identity, Keys, random_accou
 pub use authz::{Caller, EPOCH_CHECK_MS, Target, iso8601, repository_arn};
 pub use error::Error;
 pub use images::{ImageFailure, ImageId, ImageIdCursor, image_key_from_token, image_key_token};
+pub use kms::UsableKey;
 pub use manifests::{CATALOG_EXAMINE_MAX, CatalogPage};
 pub use repos::{MAX_RESOURCE_TAGS, RepoSettings, TagFilter, exclusions_of};
 
