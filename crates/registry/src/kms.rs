@@ -639,6 +639,9 @@ impl Registry {
                 }
                 continue;
             }
+            if !self.meta.account_exists(&ns.account_id).await? {
+                return Err(Error::AccountUnknown(ns.account_id.clone()));
+            }
             let now = self.now();
             let key = KmsKey {
                 key_id: uuid::Uuid::new_v4().to_string(),
