@@ -3,6 +3,7 @@
 //! kubelet-credential-provider`).
 
 mod admin_iam;
+mod admin_kms;
 mod config;
 mod gc;
 mod lifecycle;
@@ -317,6 +318,12 @@ enum AdminCommand {
     },
     #[command(flatten)]
     Iam(admin_iam::IamCommand),
+    /// KMS keys: create, describe, list, alias, enable, disable, schedule or cancel deletion,
+    /// rotate.
+    Kms {
+        #[command(subcommand)]
+        command: admin_kms::KmsCommand,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -670,6 +677,10 @@ async fn admin(
             Some(v) => serde_json::to_string_pretty(&v)?,
             None => String::new(),
         },
+        AdminCommand::Kms { command } => match admin_kms::run(reg, command).await? {
+            Some(v) => serde_json::to_string_pretty(&v)?,
+            None => String::new(),
+        },
     })
 }
 
@@ -703,6 +714,7 @@ fn job_kinds() -> Vec<&'static str> {
     let mut k = vec![
         jobs::EXPIRE_UPLOADS,
         jobs::PURGE_JOBS,
+        berth_registry::kms::KMS_SWEEP_JOB,
         webhooks::JOB,
         webhooks::PURGE_JOB,
         audit::PURGE_JOB,

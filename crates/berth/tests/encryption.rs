@@ -153,3 +153,153 @@ async fn layers_are_encrypted_at_rest_and_read_back_exactly() {
         panic!("{} holds plaintext at byte {at}", f.display());
     }
 }
+
+async fn kms(b: &Berth, op: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    common::aws_json_call(
+        b,
+        common::ACCESS_KEY_ID,
+        common::SECRET_ACCESS_KEY,
+        "kms",
+        &format!("TrentService.{op}"),
+        &body,
+    )
+    .await
+}
+
+async fn ecr(b: &Berth, op: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    common::ecr_call(b, common::ACCESS_KEY_ID, common::SECRET_ACCESS_KEY, op, &body).await
+}
+
+/// Status of a manifest GET, a blob GET and an upload start on `repo`.
+async fn serves(c: &reqwest::Client, base: &str, repo: &str, blob: &str) -> (u16, u16, u16) {
+    let m = c
+        .get(format!("{base}/v2/{repo}/manifests/v1"))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    let g = c.get(format!("{base}/v2/{repo}/blobs/{blob}")).send().await.unwrap();
+    let p = c.post(format!("{base}/v2/{repo}/blobs/uploads/")).send().await.unwrap();
+    (m.status().as_u16(), g.status().as_u16(), p.status().as_u16())
+}
+
+/// Repositories under KMS keys: a customer key (by alias) and the AWS managed key `aws/ecr`
+/// (made on first use). Their layers are encrypted at rest; a disabled key, or one pending
+/// deletion, stops the repository (pulls and pushes refused with the key's KMS error), and
+/// enabling it again restores it; a mount between repositories under different keys is refused
+/// (the client uploads instead).
+#[tokio::test]
+async fn kms_repositories_follow_their_key() {
+    let b = Berth::start();
+    let c = b.client();
+    let (s, key) = kms(&b, "CreateKey", serde_json::json!({"Description": "images"})).await;
+    assert_eq!(s, 200, "{key}");
+    let arn = key["KeyMetadata"]["Arn"].as_str().unwrap().to_string();
+    let key_id = key["KeyMetadata"]["KeyId"].as_str().unwrap().to_string();
+    let (s, v) = kms(&b, "CreateAlias", serde_json::json!({"AliasName": "alias/images", "TargetKeyId": key_id})).await;
+    assert_eq!(s, 200, "{v}");
+    // A repository names its key by alias; it stores (and shows) the key's ARN.
+    let (s, v) = ecr(
+        &b,
+        "CreateRepository",
+        serde_json::json!({"repositoryName": "enc/kms",
+            "encryptionConfiguration": {"encryptionType": "KMS", "kmsKey": "alias/images"}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["repository"]["encryptionConfiguration"], serde_json::json!({"encryptionType": "KMS", "kmsKey": arn}));
+    // Without a key: the AWS managed key aws/ecr, made now.
+    let (s, v) = ecr(
+        &b,
+        "CreateRepository",
+        serde_json::json!({"repositoryName": "enc/managed", "encryptionConfiguration": {"encryptionType": "KMS"}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let managed = v["repository"]["encryptionConfiguration"]["kmsKey"].as_str().unwrap().to_string();
+    assert!(managed.starts_with("arn:aws:kms:us-east-1:"), "{managed}");
+    let (_, aliases) = kms(&b, "ListAliases", serde_json::json!({})).await;
+    let ecr_alias = aliases["Aliases"].as_array().unwrap().iter().find(|a| a["AliasName"] == "alias/aws/ecr").cloned();
+    assert_eq!(
+        ecr_alias.map(|a| a["TargetKeyId"].clone()),
+        Some(serde_json::json!(managed.rsplit('/').next().unwrap()))
+    );
+    // A key that does not exist: KmsException, and no repository.
+    let (s, v) = ecr(
+        &b,
+        "CreateRepository",
+        serde_json::json!({"repositoryName": "enc/none",
+            "encryptionConfiguration": {"encryptionType": "KMS", "kmsKey": "alias/nope"}}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["__type"].as_str(), v["kmsError"].as_str()),
+        (400, Some("KmsException"), Some("NotFoundException"))
+    );
+    // KMS_DSSE (dual-layer) is refused rather than claimed.
+    let (s, v) = ecr(
+        &b,
+        "CreateRepository",
+        serde_json::json!({"repositoryName": "enc/dsse", "encryptionConfiguration": {"encryptionType": "KMS_DSSE"}}),
+    )
+    .await;
+    assert_eq!((s, v["__type"].as_str()), (400, Some("InvalidParameterException")), "{v}");
+
+    let layer = data(2 * SEG + 99, 11);
+    let config = data(300, 12);
+    let d = sha256(&layer);
+    for repo in ["enc/kms", "enc/managed"] {
+        common::push(&c, &b.url, repo, "v1", &config, &[&layer]).await.unwrap();
+        assert_eq!(get_range(&c, &b.url, repo, &d, None).await, layer);
+        assert_eq!(get_range(&c, &b.url, repo, &d, Some((SEG - 3, SEG + 3))).await, &layer[SEG - 3..=SEG + 3]);
+    }
+    if let Some((f, at)) = leaked(&stored_dirs(&b), &[&layer, &config]) {
+        panic!("{} holds plaintext at byte {at}", f.display());
+    }
+    // A mount from a repository under another key is refused: the client uploads.
+    b.create_repo("enc/aes", "MUTABLE");
+    let r = c.post(format!("{}/v2/enc/aes/blobs/uploads/?mount={d}&from=enc/kms", b.url)).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    common::upload(&c, &b.url, "enc/aes", &layer).await.unwrap();
+
+    // Disabled key: the repository serves nothing and takes no pushes; the others are unaffected.
+    assert_eq!(serves(&c, &b.url, "enc/kms", &d).await, (200, 200, 202));
+    let (s, _) = kms(&b, "DisableKey", serde_json::json!({"KeyId": key_id})).await;
+    assert_eq!(s, 200);
+    assert_eq!(serves(&c, &b.url, "enc/kms", &d).await, (403, 403, 403));
+    let r = c.get(format!("{}/v2/enc/kms/blobs/{d}", b.url)).send().await.unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "DENIED", "{body}");
+    assert_eq!(body["errors"][0]["detail"]["kmsError"], "DisabledException", "{body}");
+    assert_eq!(serves(&c, &b.url, "enc/managed", &d).await, (200, 200, 202));
+    assert_eq!(get_range(&c, &b.url, "enc/aes", &d, None).await, layer);
+    let (s, v) = ecr(&b, "InitiateLayerUpload", serde_json::json!({"repositoryName": "enc/kms"})).await;
+    assert_eq!(
+        (s, v["__type"].as_str(), v["kmsError"].as_str()),
+        (400, Some("KmsException"), Some("DisabledException"))
+    );
+    let (s, v) =
+        ecr(&b, "BatchGetImage", serde_json::json!({"repositoryName": "enc/kms", "imageIds": [{"imageTag": "v1"}]}))
+            .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["images"], serde_json::json!([]), "{v}");
+    assert_eq!(v["failures"][0]["failureCode"], "KmsError", "{v}");
+    // Enabled again: served again.
+    let (s, _) = kms(&b, "EnableKey", serde_json::json!({"KeyId": key_id})).await;
+    assert_eq!(s, 200);
+    assert_eq!(serves(&c, &b.url, "enc/kms", &d).await, (200, 200, 202));
+    assert_eq!(get_range(&c, &b.url, "enc/kms", &d, None).await, layer);
+
+    // Pending deletion stops it too (KMSInvalidStateException); cancelling leaves the key
+    // disabled, as KMS does, until it is enabled.
+    let (s, v) = kms(&b, "ScheduleKeyDeletion", serde_json::json!({"KeyId": key_id, "PendingWindowInDays": 7})).await;
+    assert_eq!(s, 200, "{v}");
+    let r = c.get(format!("{}/v2/enc/kms/blobs/{d}", b.url)).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["detail"]["kmsError"], "KMSInvalidStateException", "{body}");
+    kms(&b, "CancelKeyDeletion", serde_json::json!({"KeyId": key_id})).await;
+    assert_eq!(serves(&c, &b.url, "enc/kms", &d).await.1, 403);
+    kms(&b, "EnableKey", serde_json::json!({"KeyId": key_id})).await;
+    assert_eq!(get_range(&c, &b.url, "enc/kms", &d, None).await, layer);
+}

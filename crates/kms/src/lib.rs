@@ -311,8 +311,8 @@ mod tests {
             let m = [v as u8; 32];
             let c = ctx(&[(&k, &val)]);
             let blob = encrypt([v as u8; 16], v, &m, &plain, &c).unwrap();
-            let back = decrypt(&m, &blob, &c).unwrap();
-            prop_assert_eq!(back.as_slice(), plain.as_slice());
+            let opened = decrypt(&m, &blob, &c).unwrap();
+            prop_assert_eq!(opened.as_slice(), plain.as_slice());
         }
     }
 }

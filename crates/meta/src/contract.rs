@@ -498,6 +498,140 @@ async fn roles_contract(s: &dyn MetadataStore) {
     assert_eq!(s.session("ASIANEW").await.unwrap().map(|x| x.expires_at), Some(10_000));
 }
 
+async fn kms_contract(s: &dyn MetadataStore) {
+    use crate::kms::{KEY_DISABLED, KEY_ENABLED, KEY_PENDING_DELETION};
+    let (acct, region) = ("666677778888", "us-east-1");
+    s.create_account(acct, 1).await.unwrap();
+    let key = |id: &str| KmsKey {
+        key_id: id.into(),
+        account_id: acct.into(),
+        region: region.into(),
+        description: "d".into(),
+        key_manager: "CUSTOMER".into(),
+        state: KEY_ENABLED.into(),
+        policy: "{}".into(),
+        created_at: 10,
+        deletion_date: None,
+        pending_window_days: None,
+        rotation_period_days: None,
+        next_rotation_at: None,
+        current_version: 1,
+    };
+    let material = |version: i64, rotation: Option<&str>| KmsMaterial {
+        version,
+        sealed: format!("sealed-{version}"),
+        created_at: 10 + version,
+        rotation_type: rotation.map(str::to_string),
+    };
+    let epoch = s.auth_epoch().await.unwrap();
+    let a = key("00000000-0000-4000-8000-00000000000a");
+    let tags = vec![("team".to_string(), "x".to_string()), ("env".to_string(), "prod".to_string())];
+    assert!(s.create_kms_key(&a, &material(1, None), &tags, None).await.unwrap());
+    assert!(s.auth_epoch().await.unwrap() > epoch, "a key change moves the authorization epoch");
+    assert_eq!(s.kms_key(&a.key_id).await.unwrap(), Some(a.clone()));
+    assert_eq!(a.arn(), "arn:aws:kms:us-east-1:666677778888:key/00000000-0000-4000-8000-00000000000a");
+    assert_eq!(s.kms_key_tags(&a.key_id).await.unwrap(), vec![tags[1].clone(), tags[0].clone()], "by key");
+    assert_eq!(s.kms_materials(&a.key_id).await.unwrap(), vec![material(1, None)]);
+
+    // A key created with an alias: a taken alias writes nothing.
+    let aws = KmsKey { key_manager: "AWS".into(), ..key("00000000-0000-4000-8000-00000000000b") };
+    assert!(s.create_kms_key(&aws, &material(1, None), &[], Some("alias/aws/ecr")).await.unwrap());
+    let other = key("00000000-0000-4000-8000-00000000000c");
+    assert!(!s.create_kms_key(&other, &material(1, None), &tags, Some("alias/aws/ecr")).await.unwrap());
+    assert_eq!(s.kms_key(&other.key_id).await.unwrap(), None, "rolled back");
+    assert!(s.kms_key_tags(&other.key_id).await.unwrap().is_empty());
+    let alias = s.kms_alias(acct, region, "alias/aws/ecr").await.unwrap().unwrap();
+    assert_eq!((alias.target_key_id.as_str(), alias.created_at), (aws.key_id.as_str(), 10));
+    assert_eq!(alias.arn(), "arn:aws:kms:us-east-1:666677778888:alias/aws/ecr");
+
+    // Listing by id, from a marker; other regions are apart.
+    let ids = |v: Vec<KmsKey>| v.into_iter().map(|k| k.key_id).collect::<Vec<_>>();
+    assert_eq!(ids(s.list_kms_keys(acct, region, "", 10).await.unwrap()), vec![a.key_id.clone(), aws.key_id.clone()]);
+    assert_eq!(ids(s.list_kms_keys(acct, region, "", 1).await.unwrap()), vec![a.key_id.clone()]);
+    assert_eq!(ids(s.list_kms_keys(acct, region, &a.key_id, 10).await.unwrap()), vec![aws.key_id.clone()]);
+    assert!(s.list_kms_keys(acct, "eu-west-1", "", 10).await.unwrap().is_empty());
+
+    // State changes are compare-and-set on the stored state.
+    let disabled = KmsKey { state: KEY_DISABLED.into(), description: "new".into(), ..a.clone() };
+    assert!(!s.update_kms_key(&disabled, KEY_DISABLED).await.unwrap(), "the stored state is Enabled");
+    assert!(s.update_kms_key(&disabled, KEY_ENABLED).await.unwrap());
+    assert_eq!(s.kms_key(&a.key_id).await.unwrap(), Some(disabled.clone()));
+
+    // Rotation: a new version becomes current only on top of the current one.
+    let rotating = KmsKey { rotation_period_days: Some(90), next_rotation_at: Some(50), ..disabled.clone() };
+    assert!(s.update_kms_key(&rotating, KEY_DISABLED).await.unwrap(), "same state: a plain update");
+    assert!(s.kms_keys_due_for_rotation(100, 10).await.unwrap().is_empty(), "only enabled keys rotate");
+    let enabled = KmsKey { state: KEY_ENABLED.into(), ..rotating.clone() };
+    assert!(s.update_kms_key(&enabled, KEY_DISABLED).await.unwrap());
+    assert!(s.kms_keys_due_for_rotation(49, 10).await.unwrap().is_empty());
+    assert_eq!(s.kms_keys_due_for_rotation(50, 10).await.unwrap(), vec![a.key_id.clone()]);
+    assert!(s.add_kms_material(&a.key_id, &material(2, Some("AUTOMATIC")), Some(500)).await.unwrap());
+    assert!(!s.add_kms_material(&a.key_id, &material(2, Some("ON_DEMAND")), None).await.unwrap(), "raced");
+    let k = s.kms_key(&a.key_id).await.unwrap().unwrap();
+    assert_eq!((k.current_version, k.next_rotation_at), (2, Some(500)));
+    assert_eq!(s.kms_material(&a.key_id, 2).await.unwrap(), Some(material(2, Some("AUTOMATIC"))));
+    assert_eq!(s.kms_material(&a.key_id, 3).await.unwrap(), None);
+    assert_eq!(s.kms_materials(&a.key_id).await.unwrap().len(), 2);
+
+    // Aliases: unique per account and region, listed by name, filtered by key.
+    let al = |name: &str, target: &str| KmsAlias {
+        account_id: acct.into(),
+        region: region.into(),
+        name: name.into(),
+        target_key_id: target.into(),
+        created_at: 20,
+        updated_at: 20,
+    };
+    assert!(s.create_kms_alias(&al("alias/b", &a.key_id)).await.unwrap());
+    assert!(s.create_kms_alias(&al("alias/a", &a.key_id)).await.unwrap());
+    assert!(!s.create_kms_alias(&al("alias/a", &aws.key_id)).await.unwrap(), "taken");
+    let names = |v: Vec<KmsAlias>| v.into_iter().map(|a| a.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(s.list_kms_aliases(acct, region, None, "", 10).await.unwrap()),
+        ["alias/a", "alias/aws/ecr", "alias/b"]
+    );
+    assert_eq!(names(s.list_kms_aliases(acct, region, Some(&a.key_id), "", 10).await.unwrap()), ["alias/a", "alias/b"]);
+    assert_eq!(names(s.list_kms_aliases(acct, region, None, "alias/a", 1).await.unwrap()), ["alias/aws/ecr"]);
+    assert!(s.update_kms_alias(acct, region, "alias/b", &aws.key_id, 30).await.unwrap());
+    assert!(!s.update_kms_alias(acct, region, "alias/none", &aws.key_id, 30).await.unwrap());
+    let b = s.kms_alias(acct, region, "alias/b").await.unwrap().unwrap();
+    assert_eq!((b.target_key_id.as_str(), b.created_at, b.updated_at), (aws.key_id.as_str(), 20, 30));
+    assert!(s.delete_kms_alias(acct, region, "alias/b").await.unwrap());
+    assert!(!s.delete_kms_alias(acct, region, "alias/b").await.unwrap());
+
+    // Tags: overwrite by key, bounded, removed by key.
+    assert!(!s.tag_kms_key(&a.key_id, &[("k".into(), "v".into())], 2).await.unwrap(), "over the limit");
+    assert_eq!(s.kms_key_tags(&a.key_id).await.unwrap().len(), 2, "a refused tagging changes nothing");
+    assert!(s.tag_kms_key(&a.key_id, &[("team".into(), "y".into()), ("k".into(), "v".into())], 50).await.unwrap());
+    s.untag_kms_key(&a.key_id, &["env".into(), "absent".into()]).await.unwrap();
+    assert_eq!(
+        s.kms_key_tags(&a.key_id).await.unwrap(),
+        vec![("k".to_string(), "v".to_string()), ("team".to_string(), "y".to_string())]
+    );
+
+    // Deletion: only a key pending deletion whose date has come; material, aliases and tags go.
+    let enabled_now = s.kms_key(&a.key_id).await.unwrap().unwrap();
+    assert!(!s.delete_kms_key(&a.key_id, 1_000).await.unwrap(), "not pending deletion");
+    let pending = KmsKey {
+        state: KEY_PENDING_DELETION.into(),
+        deletion_date: Some(100),
+        pending_window_days: Some(7),
+        ..enabled_now.clone()
+    };
+    assert!(s.update_kms_key(&pending, KEY_ENABLED).await.unwrap());
+    assert!(s.kms_keys_due_for_deletion(99, 10).await.unwrap().is_empty());
+    assert_eq!(s.kms_keys_due_for_deletion(100, 10).await.unwrap(), vec![a.key_id.clone()]);
+    assert!(s.kms_keys_due_for_rotation(1_000, 10).await.unwrap().is_empty(), "a key pending deletion does not rotate");
+    assert!(!s.delete_kms_key(&a.key_id, 99).await.unwrap(), "not due yet");
+    let epoch = s.auth_epoch().await.unwrap();
+    assert!(s.delete_kms_key(&a.key_id, 100).await.unwrap());
+    assert!(s.auth_epoch().await.unwrap() > epoch);
+    assert_eq!(s.kms_key(&a.key_id).await.unwrap(), None);
+    assert!(s.kms_materials(&a.key_id).await.unwrap().is_empty());
+    assert!(s.kms_key_tags(&a.key_id).await.unwrap().is_empty());
+    assert_eq!(names(s.list_kms_aliases(acct, region, None, "", 10).await.unwrap()), ["alias/aws/ecr"]);
+}
+
 async fn move_contract(s: &dyn MetadataStore) {
     use crate::ImageStatus::{Active, Archived};
     use gc::{Location::*, MoveGoal, MoveHold, MoveStart::*};
@@ -1426,7 +1560,7 @@ async fn postgres_plans(s: &postgres::PgStore) {
 async fn sqlite_contract() {
     let dir = tempfile::tempdir().unwrap();
     let (s, applied) = sqlite::SqliteStore::open_with(&dir.path().join("m.db"), SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), (1..=18).chain([20]).collect::<Vec<_>>());
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
     contract(&s).await;
     listing_contract(&s).await;
     lifecycle_contract(&s).await;
@@ -1435,6 +1569,7 @@ async fn sqlite_contract() {
     move_contract(&s).await;
     roles_contract(&s).await;
     blob_keys_contract(&s).await;
+    kms_contract(&s).await;
     scan_contract(&s).await;
     sqlite_plans(&s).await;
     iam_contract(&s).await;
@@ -1448,7 +1583,7 @@ async fn sqlite_contract() {
     s.close().await;
     // A check on an unmigrated database refuses it.
     let err = sqlite::SqliteStore::open_with(&dir.path().join("new.db"), SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 19), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 20), "{err}");
     assert!(err.to_string().contains("berth migrate"), "{err}");
 }
 
@@ -1474,9 +1609,9 @@ async fn postgres_contract() {
     let base = url.rsplit_once('/').map(|(b, _)| b).unwrap();
     let url = format!("{base}/{db}");
     let err = postgres::PgStore::open_with(&url, SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 19), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 20), "{err}");
     let (s, applied) = postgres::PgStore::open_with(&url, SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), (1..=18).chain([20]).collect::<Vec<_>>());
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
     contract(&s).await;
     listing_contract(&s).await;
     lifecycle_contract(&s).await;
@@ -1485,6 +1620,7 @@ async fn postgres_contract() {
     move_contract(&s).await;
     roles_contract(&s).await;
     blob_keys_contract(&s).await;
+    kms_contract(&s).await;
     scan_contract(&s).await;
     postgres_plans(&s).await;
     iam_contract(&s).await;

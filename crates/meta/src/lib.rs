@@ -13,6 +13,7 @@ mod contract;
 pub mod events;
 pub mod gc;
 pub mod iam;
+pub mod kms;
 pub mod lifecycle;
 mod listing;
 pub mod mutability;
@@ -27,6 +28,7 @@ pub use blobkeys::{BlobKey, BlobKeyStore};
 pub use events::EventStore;
 pub use gc::GcStore;
 pub use iam::{IamEntity, IamStore, IdentityPolicy, ManagedPolicy, Owner};
+pub use kms::{KmsAlias, KmsKey, KmsMaterial, KmsStore};
 pub use lifecycle::LifecycleStore;
 pub use roles::{OidcProvider, Role, RoleStore, StsSession};
 
@@ -482,6 +484,7 @@ pub trait MetadataStore:
     IamStore
     + RoleStore
     + blobkeys::BlobKeyStore
+    + KmsStore
     + EventStore
     + AuditStore
     + LifecycleStore

@@ -30,6 +30,7 @@ crate::gc::portable_gc!(PgStore, Postgres);
 crate::scan::portable_scan!(PgStore, Postgres);
 crate::blobkeys::portable_blob_keys!(PgStore, Postgres);
 crate::roles::portable_roles!(PgStore, Postgres, sqlx::postgres::PgRow);
+crate::kms::portable_kms!(PgStore, Postgres, sqlx::postgres::PgRow);
 
 /// PostgreSQL-backed [`MetadataStore`].
 #[derive(Debug, Clone)]

@@ -20,6 +20,7 @@ crate::gc::portable_gc!(SqliteStore, Sqlite);
 crate::scan::portable_scan!(SqliteStore, Sqlite);
 crate::blobkeys::portable_blob_keys!(SqliteStore, Sqlite);
 crate::roles::portable_roles!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow);
+crate::kms::portable_kms!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow);
 use std::path::Path;
 use std::time::Duration;
 

@@ -141,10 +141,12 @@ pub(crate) struct Authz {
     /// When the epoch was last read (ms); 0 forces a read.
     checked_at: AtomicI64,
     /// Bumped whenever the caches are cleared, so a load that raced a clear is not cached.
-    generation: AtomicU64,
+    pub(crate) generation: AtomicU64,
     principals: RwLock<HashMap<String, Arc<PrincipalEntry>, foldhash::fast::RandomState>>,
     repos: RwLock<HashMap<i64, Arc<RepoEntry>>>,
     aws_managed: RwLock<HashMap<String, Arc<Policy>>>,
+    /// KMS keys by key id: state, parsed key policy, tags and opened material ([`crate::kms`]).
+    pub(crate) kms_keys: RwLock<HashMap<String, Arc<crate::kms::KeyEntry>>>,
     action_hasher: foldhash::fast::RandomState,
 }
 
@@ -154,8 +156,19 @@ impl Authz {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.principals.write().unwrap().clear();
         self.repos.write().unwrap().clear();
+        self.kms_keys.write().unwrap().clear();
         self.checked_at.store(0, Ordering::SeqCst);
     }
+}
+
+/// A KMS key as authorization sees it ([`Registry::authorize_on_key`]).
+pub(crate) struct KeyTarget<'a> {
+    pub arn: &'a str,
+    pub account_id: &'a str,
+    /// The key policy; `None` when the stored one no longer parses (every request is denied).
+    pub policy: Option<&'a Policy>,
+    /// The key's tags (`aws:ResourceTag/<key>`).
+    pub tags: &'a [(String, String)],
 }
 
 fn insert_bounded<K: std::hash::Hash + Eq, V, S: BuildHasher>(map: &RwLock<HashMap<K, V, S>>, k: K, v: V) {
@@ -338,6 +351,67 @@ impl Registry {
         }
     }
 
+    /// Decide `action` on a KMS key for `caller` as KMS does: the key policy must allow the
+    /// caller, either by naming it (or `*`), or by naming its account (the account's root), in
+    /// which case the caller's IAM policies must allow the action too; an explicit Deny in any
+    /// policy wins, and session policies limit role sessions as everywhere. Unlike other
+    /// resources, a key whose policy does not name the account cannot be used on the strength
+    /// of IAM policies alone, not even by the account's root. `extra` adds the request's own
+    /// condition keys (`kms:EncryptionContext:<k>`, ...); `kms:CallerAccount` and the key's
+    /// `aws:ResourceTag/<k>` are always set. Never cached. `Error::Denied` with AWS's message.
+    pub(crate) async fn authorize_on_key(
+        &self,
+        caller: &Caller<'_>,
+        action: &str,
+        key: &KeyTarget<'_>,
+        extra: &[(String, Vec<String>)],
+    ) -> Result<()> {
+        self.sync_auth_epoch().await?;
+        let entry = match caller.identity {
+            Some(id) => Some(self.principal_entry(id).await?),
+            None => None,
+        };
+        if let Some(e) = &entry {
+            e.check_live(self.now())?;
+        }
+        let anonymous = Principal::Anonymous;
+        let principal = entry.as_ref().map(|e| &e.principal).unwrap_or(&anonymous);
+        let mut ctx = Context::new();
+        self.fill_context(&mut ctx, caller, principal, entry.as_deref(), Some(key.account_id));
+        if let Some(a) = principal.account_id() {
+            ctx.insert("kms:CallerAccount", a.to_string());
+        }
+        for (k, v) in key.tags {
+            ctx.insert(format!("aws:ResourceTag/{k}"), v.clone());
+        }
+        for (k, values) in extra {
+            ctx.remove(k);
+            ctx.insert_many(k.clone(), values.iter().cloned());
+        }
+        let req = berth_policy::Request {
+            principal,
+            action,
+            resource: key.arn,
+            resource_account: Some(key.account_id),
+            context: &ctx,
+        };
+        let decision = match key.policy {
+            _ if entry.as_ref().is_some_and(|e| e.broken) => Decision::ExplicitDeny { in_resource_policy: false },
+            None => Decision::ExplicitDeny { in_resource_policy: true },
+            Some(policy) => match evaluate(entry.as_deref(), &req, Some(policy)) {
+                // The key policy must always allow the caller (directly or through its account).
+                Decision::Allow if !berth_policy::resource_policy_allows(&req, policy) => {
+                    Decision::ImplicitDeny { missing: berth_policy::Missing::ResourcePolicy }
+                }
+                d => d,
+            },
+        };
+        match decision {
+            Decision::Allow => Ok(()),
+            d => Err(Error::Denied(berth_policy::denial_message(&req, &d))),
+        }
+    }
+
     /// Which repositories of `ns` `caller` could possibly be allowed `action` on: decided from
     /// the caller's identity policies alone (see [`berth_policy::reach`]). Repositories with a
     /// repository policy are always possible (it may name the caller, another account or `*`).
@@ -427,7 +501,7 @@ impl Registry {
     }
 
     /// Re-read the authorization epoch when the last read is older than [`EPOCH_CHECK_MS`].
-    async fn sync_auth_epoch(&self) -> Result<()> {
+    pub(crate) async fn sync_auth_epoch(&self) -> Result<()> {
         let now = self.now();
         if now - self.authz.checked_at.load(Ordering::Relaxed) < EPOCH_CHECK_MS {
             return Ok(());

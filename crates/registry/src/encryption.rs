@@ -51,6 +51,32 @@ pub(crate) trait KeyMaterials: Send + Sync + 'static {
     async fn material(&self, arn: &str, version: u32) -> Result<Material>;
 }
 
+/// KMS key material straight from the metadata store, opened with the master key.
+pub(crate) struct MetaKeyMaterials {
+    meta: Arc<dyn MetadataStore>,
+    master: Arc<MasterKey>,
+}
+
+impl MetaKeyMaterials {
+    pub(crate) fn new(meta: Arc<dyn MetadataStore>, master: Arc<MasterKey>) -> MetaKeyMaterials {
+        MetaKeyMaterials { meta, master }
+    }
+}
+
+#[async_trait]
+impl KeyMaterials for MetaKeyMaterials {
+    async fn material(&self, arn: &str, version: u32) -> Result<Material> {
+        let gone = || Error::Internal(format!("the material of KMS key {arn} version {version} no longer exists"));
+        let key_id = arn.rsplit_once(":key/").map(|(_, id)| id).ok_or_else(gone)?;
+        let row = self.meta.kms_material(key_id, i64::from(version)).await?.ok_or_else(gone)?;
+        let sealed = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &row.sealed)
+            .map_err(|_| Error::Internal(format!("the sealed material of {arn} v{version} is not base64")))?;
+        self.master
+            .open_material(&crate::kms::seal_context(arn, i64::from(version)), &sealed)
+            .map_err(|e| Error::Internal(format!("opening the material of {arn} v{version}: {e}")))
+    }
+}
+
 /// The keyring of the registry's encrypted stores.
 pub struct BlobKeyring {
     meta: Arc<dyn MetadataStore>,
@@ -213,6 +239,15 @@ impl Registry {
             self.kms_key_for_encrypt(&key).await?;
         }
         Ok(())
+    }
+
+    /// Refuse with ECR's `KmsException` (as [`Error::Kms`]) when repository `name`'s KMS key
+    /// cannot be used now (disabled, pending deletion, gone).
+    pub async fn check_repository_key(&self, ns: &berth_meta::Namespace, name: &str) -> Result<()> {
+        let Some(repo) = self.meta.repository(ns, name).await? else {
+            return Err(Error::RepositoryNotFound { name: name.to_string(), registry: ns.account_id.clone() });
+        };
+        self.check_repo_key(repo).await
     }
 
     /// Record the wrapping of upload `id`'s data key as blob `digest`'s under `key`, before the

@@ -162,6 +162,12 @@ pub enum Error {
     LifecyclePreviewNotFound { name: String, registry: String },
     #[error("The previous lifecycle policy preview request has not completed. Wait and try again.")]
     LifecyclePreviewInProgress,
+    /// A KMS request failed as KMS fails it: `code` is KMS's exception name
+    /// (`NotFoundException`, `DisabledException`, `KMSInvalidStateException`,
+    /// `InvalidCiphertextException`, `ValidationException`, ...) and `message` its text. The KMS
+    /// API answers with that exception; ECR answers `KmsException` with `kmsError` = `code`.
+    #[error("{message}")]
+    Kms { code: &'static str, message: String },
     /// A backend failed; details are for logs only.
     #[error("internal error: {0}")]
     Internal(String),

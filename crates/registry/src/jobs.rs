@@ -314,11 +314,31 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 pub const EXPIRE_UPLOADS: &str = "expire-uploads";
 /// Kind of the periodic job that deletes old done jobs.
 pub const PURGE_JOBS: &str = "purge-jobs";
+/// How often KMS keys past their deletion date are deleted and due rotations made (a key is
+/// also deleted when looked at after its date).
+pub const KMS_SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 impl JobRunner {
-    /// Register the jobs every node runs: [`EXPIRE_UPLOADS`] every `expire_every`, and
-    /// [`PURGE_JOBS`] hourly, deleting done jobs older than `retention`. Both are idempotent.
+    /// Register the jobs every node runs: [`EXPIRE_UPLOADS`] every `expire_every`,
+    /// [`PURGE_JOBS`] hourly, deleting done jobs older than `retention`, and the KMS sweep
+    /// ([`crate::kms::KMS_SWEEP_JOB`]) every [`KMS_SWEEP_EVERY`]. All are idempotent.
     pub fn with_builtin_jobs(&mut self, registry: Arc<Registry>, expire_every: Duration, retention: Duration) {
+        let kms = registry.clone();
+        self.handle(crate::kms::KMS_SWEEP_JOB, move |_job| {
+            let registry = kms.clone();
+            async move {
+                let (deleted, rotated) = registry.kms_sweep().await.map_err(|e| e.to_string())?;
+                if deleted + rotated > 0 {
+                    tracing::info!(
+                        deleted,
+                        rotated,
+                        "KMS keys deleted at the end of their waiting period, and rotated"
+                    );
+                }
+                Ok(())
+            }
+        });
+        self.every(crate::kms::KMS_SWEEP_JOB, KMS_SWEEP_EVERY, 3);
         self.handle(EXPIRE_UPLOADS, move |_job| {
             let registry = registry.clone();
             async move {

@@ -15,7 +15,7 @@ mod hash;
 pub mod iam;
 mod images;
 pub mod jobs;
-mod kms_shim;
+pub mod kms;
 pub mod lifecycle;
 mod manifests;
 pub mod oidc;
@@ -30,6 +30,7 @@ pub use authz::{Caller, EPOCH_CHECK_MS, Target, iso8601, repository_arn};
 pub use encryption::AES256_KEY;
 pub use error::Error;
 pub use images::{ImageFailure, ImageId, ImageIdCursor, image_key_from_token, image_key_token};
+pub use kms::UsableKey;
 pub use manifests::{CATALOG_EXAMINE_MAX, CatalogPage};
 pub use repos::{MAX_RESOURCE_TAGS, RepoSettings, TagFilter, exclusions_of};
 
@@ -198,7 +199,7 @@ impl Registry {
         let keyring = Arc::new(encryption::BlobKeyring::new(
             meta.clone(),
             keys.master_arc(),
-            Arc::new(kms_shim::MetaKeyMaterials),
+            Arc::new(encryption::MetaKeyMaterials::new(meta.clone(), keys.master_arc())),
         ));
         let blobs = encryption::encrypted(blobs, &keyring, settings.encrypt_at_rest);
         Registry {

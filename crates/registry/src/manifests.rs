@@ -140,6 +140,8 @@ impl Registry {
         if bytes.len() > berth_oci::MAX_MANIFEST_BYTES {
             return Err(Error::ManifestTooLarge);
         }
+        // A repository whose KMS key cannot be used takes no pushes (ECR's KmsException).
+        self.check_repo_key(repo.id).await?;
         let parsed = manifest::parse(content_type, &bytes).map_err(|e| Error::ManifestInvalid(e.to_string()))?;
         let algorithm = match reference {
             Reference::Digest(d) => d.algorithm(),

@@ -53,6 +53,7 @@ impl From<LookupError> for EcrError {
                 kind: "ServerException",
                 message: "The metadata database is unavailable; try again.".into(),
                 status: StatusCode::SERVICE_UNAVAILABLE,
+                kms_error: None,
             },
             LookupError::Meta(m) => {
                 tracing::error!(error = %m, "audit lookup failed");
@@ -60,6 +61,7 @@ impl From<LookupError> for EcrError {
                     kind: "ServerException",
                     message: "An internal error occurred.".into(),
                     status: StatusCode::INTERNAL_SERVER_ERROR,
+                    kms_error: None,
                 }
             }
             other => EcrError::new(other.aws_code(), other.to_string()),

@@ -30,11 +30,13 @@ pub struct EcrError {
     pub kind: &'static str,
     pub message: String,
     pub status: StatusCode,
+    /// `KmsException`'s `kmsError`: the KMS exception behind it.
+    pub kms_error: Option<&'static str>,
 }
 
 impl EcrError {
     pub(crate) fn new(kind: &'static str, message: impl Into<String>) -> EcrError {
-        EcrError { kind, message: message.into(), status: StatusCode::BAD_REQUEST }
+        EcrError { kind, message: message.into(), status: StatusCode::BAD_REQUEST, kms_error: None }
     }
 
     fn invalid(message: impl Into<String>) -> EcrError {
@@ -43,12 +45,15 @@ impl EcrError {
 
     pub(crate) fn into_response(self, request_id: &str) -> Response {
         // AWS omits `message` when it has none (e.g. UnknownOperationException).
-        let body = if self.message.is_empty() {
+        let mut body = if self.message.is_empty() {
             json!({"__type": self.kind})
         } else {
             json!({"__type": self.kind, "message": self.message})
+        };
+        if let Some(k) = self.kms_error {
+            body["kmsError"] = json!(k);
         }
-        .to_string();
+        let body = body.to_string();
         let mut r = Response::new(Body::from(body));
         *r.status_mut() = self.status;
         set_headers(&mut r, request_id);
@@ -73,10 +78,13 @@ impl From<Error> for EcrError {
             Error::TooManyTags(_) => EcrError::new("TooManyTagsException", msg),
             Error::InvalidTagParameter(_) => EcrError::new("InvalidTagParameterException", msg),
             Error::Denied(_) => EcrError::new("AccessDeniedException", msg),
+            // The repository's KMS key cannot be used (disabled, pending deletion, missing).
+            Error::Kms { code, .. } => EcrError { kms_error: Some(code), ..EcrError::new("KmsException", msg) },
             Error::Unauthenticated | Error::TokenExpired => EcrError {
                 kind: "UnrecognizedClientException",
                 message: "The security token included in the request is invalid.".into(),
                 status: StatusCode::FORBIDDEN,
+                kms_error: None,
             },
             Error::CredentialsExpired => EcrError::new("ExpiredTokenException", msg),
             Error::RepositoryPolicyNotFound { .. } => EcrError::new("RepositoryPolicyNotFoundException", msg),
@@ -84,15 +92,19 @@ impl From<Error> for EcrError {
             Error::LifecyclePolicyNotFound { .. } => EcrError::new("LifecyclePolicyNotFoundException", msg),
             Error::LifecyclePreviewNotFound { .. } => EcrError::new("LifecyclePolicyPreviewNotFoundException", msg),
             Error::LifecyclePreviewInProgress => EcrError::new("LifecyclePolicyPreviewInProgressException", msg),
-            Error::Unavailable(_) | Error::StorageFull(_) => {
-                EcrError { kind: "ServerException", message: msg, status: StatusCode::SERVICE_UNAVAILABLE }
-            }
+            Error::Unavailable(_) | Error::StorageFull(_) => EcrError {
+                kind: "ServerException",
+                message: msg,
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                kms_error: None,
+            },
             Error::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 EcrError {
                     kind: "ServerException",
                     message: "An internal error occurred.".into(),
                     status: StatusCode::INTERNAL_SERVER_ERROR,
+                    kms_error: None,
                 }
             }
             other => {
@@ -101,6 +113,7 @@ impl From<Error> for EcrError {
                     kind: "ServerException",
                     message: "An internal error occurred.".into(),
                     status: StatusCode::INTERNAL_SERVER_ERROR,
+                    kms_error: None,
                 }
             }
         }
@@ -113,6 +126,7 @@ impl From<sigv4::SigV4Error> for EcrError {
             kind: e.aws_type(),
             message: e.message(),
             status: StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
+            kms_error: None,
         }
     }
 }
@@ -957,6 +971,15 @@ async fn batch_get_image(ctx: &Ctx<'_>, input: BatchGetImageIn) -> Result<Value,
     let ns = ctx.registry_ns(input.registry_id.as_deref(), "BatchGetImage", Some(&name)).await?;
     image_ids(&input.image_ids)?;
     let (mut out, mut failures) = (Vec::new(), Vec::new());
+    // A repository whose KMS key cannot be used serves no image: each fails with `KmsError`.
+    match ctx.reg.check_repository_key(&ns, &name).await {
+        Err(berth_registry::Error::Kms { message, .. }) => {
+            let f = ImageFailure { code: "KmsError", reason: message };
+            let failures: Vec<Value> = input.image_ids.iter().map(|id| failure_json(id, &f)).collect();
+            return Ok(json!({"images": [], "failures": failures}));
+        }
+        r => r?,
+    }
     let mut bypass: Option<bool> = None;
     for id in &input.image_ids {
         let img = match ctx.reg.image_by_id(&ns, &name, id).await? {
@@ -1527,6 +1550,7 @@ async fn get_download_url_for_layer(ctx: &Ctx<'_>, input: GetDownloadUrlForLayer
         ));
     }
     ctx.reg.layer_size(&ns, &name, &input.layer_digest).await?.ok_or_else(missing)?;
+    ctx.reg.check_repository_key(&ns, &name).await?;
     let url = ctx.reg.download_url(
         &format!("http://{}", ctx.reg.registry_host(&ns, &ctx.host)),
         &ns,

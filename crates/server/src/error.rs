@@ -114,6 +114,8 @@ impl From<Error> for ApiError {
             }
             Error::RepositoryNotFound { name, .. } => ApiError::new(C::NameUnknown, msg, json!({"name": name})),
             Error::RepositoryGone => ApiError::new(C::NameUnknown, msg, Value::Null),
+            // The repository's KMS key refuses (disabled, pending deletion, gone).
+            Error::Kms { code, .. } => ApiError::new(C::Denied, msg, json!({"kmsError": code})),
             Error::InvalidParameter(_)
             | Error::RepositoryAlreadyExists { .. }
             | Error::RepositoryNotEmpty { .. }

@@ -1,5 +1,5 @@
 //! HTTP glue: one listener serves the OCI distribution API under `/v2/`, the ECR control plane
-//! (`POST /`, AWS JSON) and the IAM and STS Query APIs (`POST /`, form-encoded). Requests are parsed into a typed route by
+//! (`POST /`, AWS JSON), KMS and CloudTrail's LookupEvents (AWS JSON, by `X-Amz-Target`) and the IAM and STS Query APIs (`POST /`, form-encoded). Requests are parsed into a typed route by
 //! [`berth_oci::path::parse`] before anything else happens.
 
 mod body;
@@ -8,6 +8,7 @@ mod conn;
 mod ecr;
 mod error;
 mod iam;
+mod kms;
 mod obs;
 mod oci;
 mod query;
@@ -183,6 +184,9 @@ async fn route(state: &AppState, req: Request<Body>) -> Response {
         }
         if cloudtrail::is_target(&parts) {
             return cloudtrail::handle(&state, parts, body).await;
+        }
+        if kms::is_target(&parts) {
+            return kms::handle(&state, parts, body).await;
         }
         return ecr::handle(&state, parts, body).await;
     }

@@ -29,7 +29,7 @@ tokio::task_local! {
 /// What the handlers learned about the request in flight.
 #[derive(Debug, Default)]
 pub(crate) struct Facts {
-    /// `oci`, `ecr`, `iam`, `sts`, `cloudtrail`, `probe`, `metrics` (empty: nothing matched).
+    /// `oci`, `ecr`, `iam`, `sts`, `cloudtrail`, `kms`, `probe`, `metrics` (empty: nothing matched).
     pub api: &'static str,
     /// The operation as ECR / IAM / STS name it (`PutImage`, `CreateUser`); data-plane calls as
     /// ECR records them (`BatchGetImage` for a manifest pull, ...).
@@ -385,6 +385,7 @@ impl Observation {
             "iam" => "iam.amazonaws.com",
             "sts" => "sts.amazonaws.com",
             "cloudtrail" => "cloudtrail.amazonaws.com",
+            "kms" => "kms.amazonaws.com",
             _ => return None,
         };
         let region = facts.region.clone().unwrap_or_else(|| state.registry.regions()[0].clone());
@@ -473,6 +474,10 @@ const SECRET_KEYS: &[&str] = &[
     "OldPassword",
     "WebIdentityToken",
     "webIdentityToken",
+    // KMS: plaintexts, data keys and ciphertexts.
+    "Plaintext",
+    "CiphertextBlob",
+    "CiphertextForRecipient",
 ];
 
 /// `v` without secret-bearing members (at any depth); `None` when it is larger than 16 KiB
