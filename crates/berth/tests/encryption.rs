@@ -302,4 +302,15 @@ async fn kms_repositories_follow_their_key() {
     assert_eq!(serves(&c, &b.url, "enc/kms", &d).await.1, 403);
     kms(&b, "EnableKey", serde_json::json!({"KeyId": key_id})).await;
     assert_eq!(get_range(&c, &b.url, "enc/kms", &d, None).await, layer);
+
+    // Rotation re-wraps the data keys under the new material: with the first material gone
+    // (and the server restarted, so nothing is cached), the images still read back.
+    let (s, v) = kms(&b, "RotateKeyOnDemand", serde_json::json!({"KeyId": key_id})).await;
+    assert_eq!(s, 200, "{v}");
+    common::raw_sql(&b, &format!("DELETE FROM kms_key_material WHERE key_id = '{key_id}' AND version = 1")).await;
+    let mut b = b;
+    b.restart_after_kill9();
+    let c = b.client();
+    assert_eq!(get_range(&c, &b.url, "enc/kms", &d, None).await, layer);
+    assert_eq!(get_range(&c, &b.url, "enc/kms", &sha256(&config), None).await, config);
 }

@@ -270,6 +270,36 @@ impl Registry {
         self.keyring.record(digest.as_str(), &stored, &dek, key, self.now()).await
     }
 
+    /// Re-wrap every data key wrapped by an earlier version of KMS key `arn` under its version
+    /// `version` (`material`), page by page; a wrapping changed meanwhile is left to the writer
+    /// that changed it. Returns how many were re-wrapped.
+    pub(crate) async fn rewrap_blob_keys(&self, arn: &str, version: u32, material: &Material) -> Result<usize> {
+        let Some((_, uuid_hex)) = arn.rsplit_once(":key/") else { return Ok(0) };
+        let uuid = uuid::Uuid::parse_str(uuid_hex).map_err(|_| Error::Internal(format!("key ARN {arn}")))?;
+        let mut after: Option<(String, String)> = None;
+        let mut n = 0;
+        loop {
+            let page =
+                self.meta.blob_keys_under(arn, after.as_ref().map(|(d, k)| (d.as_str(), k.as_str())), 500).await?;
+            let Some(last) = page.last() else { return Ok(n) };
+            after = Some((last.digest.clone(), last.dek_id.clone()));
+            for row in &page {
+                let (_, v) = berth_kms::blob_key(&row.wrapped).map_err(|e| Error::Internal(e.to_string()))?;
+                if v >= version {
+                    continue;
+                }
+                let old = self.keyring.materials.material(arn, v).await?;
+                let ctx = context(&row.digest, &row.dek_id);
+                let dek = berth_kms::decrypt(&old, &row.wrapped, &ctx).map_err(|e| Error::Internal(e.to_string()))?;
+                let wrapped = berth_kms::encrypt(*uuid.as_bytes(), version, material, &dek, &ctx)
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                if self.meta.rewrap_blob_key(&BlobKey { wrapped, ..row.clone() }, &row.wrapped).await? {
+                    n += 1;
+                }
+            }
+        }
+    }
+
     /// Give the data key of upload area `to_area` the wrappings of blob `digest`'s data key
     /// `from` (the bytes are copied to another store through that area: an archive move), or,
     /// for a blob stored in plaintext (`None`), a wrapping under the Berth-managed key.

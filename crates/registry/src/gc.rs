@@ -388,7 +388,7 @@ impl Registry {
             }
             parsed.push((d, false));
         }
-        let results: Vec<std::result::Result<(), String>> = futures::stream::iter(parsed)
+        let results: Vec<std::result::Result<Option<(String, String)>, String>> = futures::stream::iter(parsed)
             .map(|(d, archived)| async move {
                 let store = match &self.archive {
                     Some(a) if archived => a,
@@ -399,17 +399,12 @@ impl Registry {
                     return Err(format!("the deletion of {d} outlived its lease"));
                 }
                 // The wrappings of its data key go with the bytes (a later upload of the same
-                // digest has another data key).
+                // digest has another data key), in one batch below.
                 let dek = store.key_id(&d).await.ok().flatten();
                 match tokio::time::timeout(left, store.delete(&d)).await {
                     Ok(Ok(()) | Err(StorageError::NotFound)) => {
                         self.keyring.forget(d.as_str());
-                        if let Some(dek) = dek
-                            && let Err(e) = self.meta.delete_blob_keys(d.as_str(), &hex::encode(dek)).await
-                        {
-                            tracing::warn!(error = %e, digest = %d, "forgetting a deleted blob's data key failed");
-                        }
-                        Ok(())
+                        Ok(dek.map(|k| (d.to_string(), hex::encode(k))))
                     }
                     Ok(Err(e)) => Err(format!("deleting {d}: {e}")),
                     Err(_) => Err(format!("the deletion of {d} outlived its lease")),
@@ -418,6 +413,12 @@ impl Registry {
             .buffer_unordered(DELETES_IN_FLIGHT)
             .collect()
             .await;
+        let deks: Vec<(String, String)> = results.iter().filter_map(|r| r.as_ref().ok().cloned().flatten()).collect();
+        if !deks.is_empty()
+            && let Err(e) = self.meta.delete_blob_keys_many(&deks).await
+        {
+            tracing::warn!(error = %e, "forgetting deleted blobs' data keys failed");
+        }
         if let Some(e) = results.into_iter().find_map(|r| r.err()) {
             return Err(crate::Error::Unavailable(format!(
                 "garbage collection: {e}; a later pass finishes what is left"

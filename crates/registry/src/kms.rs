@@ -142,6 +142,13 @@ pub(crate) fn seal_context(arn: &str, version: i64) -> Vec<u8> {
     format!("{arn}#{version}").into_bytes()
 }
 
+/// The plaintext of freshly made material `m` (version `version` of key `arn`).
+fn m_material(reg: &Registry, arn: &str, version: i64, m: &KmsMaterial) -> Result<Material> {
+    let sealed = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &m.sealed)
+        .map_err(|_| Error::Internal(format!("the sealed material of {arn} v{version} is not base64")))?;
+    reg.keys.master().open_material(&seal_context(arn, version), &sealed).map_err(|e| Error::Internal(e.to_string()))
+}
+
 /// The public id of version `version` of key `arn`'s material (KMS's `KeyMaterialId`, 64 hex
 /// digits): a digest of the ARN and version, never of the material.
 pub fn key_material_id(arn: &str, version: i64) -> String {
@@ -1058,6 +1065,11 @@ impl Registry {
         if !ok {
             return Err(kms("ConflictException", format!("{} is being rotated by another request; retry", e.arn)));
         }
+        // The data keys it wraps move to the new material (the blobs are not touched).
+        let rewrapped = self.rewrap_blob_keys(&e.arn, version as u32, &m_material(self, &e.arn, version, &m)?).await?;
+        if rewrapped > 0 {
+            tracing::info!(key = %e.arn, rewrapped, "re-wrapped data keys under the rotated key material");
+        }
         Ok(())
     }
 
@@ -1580,6 +1592,7 @@ mod tests {
             gc_lease: std::time::Duration::from_secs(120),
             scan_interval: std::time::Duration::from_secs(86_400),
             scan_sbom_referrers: false,
+            encrypt_at_rest: true,
         };
         let reg =
             Registry::new(Arc::new(meta), Arc::new(blobs), clock, settings, crate::Keys::from_server_key(&[7; 32]));
