@@ -1128,6 +1128,18 @@ impl Registry {
         Ok(e.key.policy.clone())
     }
 
+    /// ListKeyPolicies: the names of a key's policies (`default`, the only one).
+    pub async fn kms_list_key_policies(
+        &self,
+        caller: Option<&Caller<'_>>,
+        ns: &Namespace,
+        key: &str,
+    ) -> Result<Vec<String>> {
+        let e = self.kms_resolve(ns, key, Refs::KeyOnly, false).await?;
+        self.kms_authorize(caller, "kms:ListKeyPolicies", &e, Vec::new()).await?;
+        Ok(vec!["default".to_string()])
+    }
+
     /// PutKeyPolicy: replace the key policy (`default`), validated as at CreateKey, with the
     /// lockout safety check unless bypassed.
     pub async fn kms_put_key_policy(

@@ -359,8 +359,8 @@ async fn dispatch(ctx: &Ctx<'_>, op: &str, input: Value) -> Result<Value, KmsErr
         }
         "ListKeyPolicies" => {
             let i: ListKeyPoliciesIn = parse(input)?;
-            reg.kms_key_policy(caller, ns, &i.key_id, None).await?;
-            Ok(json!({"PolicyNames": ["default"], "Truncated": false}))
+            let names = reg.kms_list_key_policies(caller, ns, &i.key_id).await?;
+            Ok(json!({"PolicyNames": names, "Truncated": false}))
         }
         "TagResource" => {
             let i: TagResourceIn = parse(input)?;
