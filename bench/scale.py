@@ -166,10 +166,20 @@ def free_port():
     return port
 
 
+def master_key_file(data):
+    """One master key for every node of the run (they share the metadata and the storage)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(data)), "master.key")
+    if not os.path.exists(path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, b"ef" * 32 + b"\n")
+        os.close(fd)
+    return path
+
+
 def start_berth(binary, data, extra_env, log_path):
     env = dict(os.environ, BERTH_ACCOUNT_ID=ACCOUNT, BERTH_ROOT_ACCESS_KEY_ID=AKID,
                BERTH_ROOT_SECRET_ACCESS_KEY=SECRET, BERTH_CREATE_ON_PUSH="true", BERTH_LOG="warn",
-               BERTH_SERVER_KEY=SERVER_KEY, **extra_env)
+               BERTH_SERVER_KEY=SERVER_KEY, BERTH_MASTER_KEY_FILE=master_key_file(data), **extra_env)
     p = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", data],
                          stdout=subprocess.PIPE, stderr=open(log_path, "w"), env=env, text=True)
     deadline = time.time() + 120

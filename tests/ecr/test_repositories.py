@@ -210,15 +210,47 @@ def test_create_repository_bad_encryption_type(ecr):
     assert_absent(ecr, name)
 
 
-def test_create_repository_kms_encryption_is_refused_until_berth_has_kms_keys(ecr):
-    # Storing KMS and echoing it back would claim an encryption that does not happen.
-    for enc in ({"encryptionType": "KMS"}, {"encryptionType": "KMS_DSSE", "kmsKey": "alias/app"}):
+def test_create_repository_kms_encryption(server, ecr):
+    """KMS repositories (issue 13): the key named (id, ARN or alias) is stored and shown as its
+    ARN; without one, the AWS managed key aws/ecr (made on first use); a missing key is
+    KmsException with kmsError; KMS_DSSE (dual-layer) is refused, not claimed."""
+    import boto3
+    from botocore.config import Config
+    from ecrlib import NO_RETRY, REGION, ROOT_AKID, ROOT_SECRET
+    kms = boto3.client("kms", endpoint_url=server.url, region_name=REGION, aws_access_key_id=ROOT_AKID,
+                       aws_secret_access_key=ROOT_SECRET, config=Config(retries=NO_RETRY))
+    key = kms.create_key(Description="repo key")["KeyMetadata"]
+    alias = "alias/" + unique("repokey")
+    kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
+    for ref in (key["KeyId"], key["Arn"], alias):
         name = unique("kmsenc")
-        err = client_error(ecr.create_repository, repositoryName=name, encryptionConfiguration=enc)
-        check_error(err, "InvalidParameterException",
-                    prefix="Invalid parameter at 'encryptionConfiguration' failed to satisfy constraint: "
-                           f"'encryptionType {enc['encryptionType']} is not supported by this registry yet")
-        assert_absent(ecr, name)
+        repo = ecr.create_repository(repositoryName=name,
+                                     encryptionConfiguration={"encryptionType": "KMS", "kmsKey": ref})["repository"]
+        assert repo["encryptionConfiguration"] == {"encryptionType": "KMS", "kmsKey": key["Arn"]}
+        described = ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
+        assert described["encryptionConfiguration"] == repo["encryptionConfiguration"]
+    name = unique("kmsdefault")
+    repo = ecr.create_repository(repositoryName=name, encryptionConfiguration={"encryptionType": "KMS"})["repository"]
+    managed = kms.describe_key(KeyId="alias/aws/ecr")["KeyMetadata"]
+    assert managed["KeyManager"] == "AWS"
+    assert repo["encryptionConfiguration"] == {"encryptionType": "KMS", "kmsKey": managed["Arn"]}
+    name = unique("kmsmissing")
+    err = client_error(ecr.create_repository, repositoryName=name,
+                       encryptionConfiguration={"encryptionType": "KMS", "kmsKey": "alias/does-not-exist"})
+    assert err.response["Error"]["Code"] == "KmsException"
+    assert err.response["kmsError"] == "NotFoundException"
+    assert_absent(ecr, name)
+    kms.disable_key(KeyId=key["KeyId"])
+    err = client_error(ecr.create_repository, repositoryName=name,
+                       encryptionConfiguration={"encryptionType": "KMS", "kmsKey": alias})
+    assert (err.response["Error"]["Code"], err.response["kmsError"]) == ("KmsException", "DisabledException")
+    assert_absent(ecr, name)
+    err = client_error(ecr.create_repository, repositoryName=name,
+                       encryptionConfiguration={"encryptionType": "KMS_DSSE", "kmsKey": alias})
+    check_error(err, "InvalidParameterException",
+                prefix="Invalid parameter at 'encryptionConfiguration' failed to satisfy constraint: "
+                       "'encryptionType KMS_DSSE (dual-layer encryption) is not supported by this registry")
+    assert_absent(ecr, name)
 
 
 def test_create_repository_bad_registry_id(ecr):

@@ -30,7 +30,9 @@ fn stored_dirs(b: &Berth) -> Vec<PathBuf> {
     let storage = b.storage();
     if let Some(rest) = storage.to_str().and_then(|s| s.strip_prefix("s3://")) {
         let root = std::env::var("BERTH_TEST_S3_DATA").expect("BERTH_TEST_S3_DATA names s3s-fs's data dir");
-        dirs.push(Path::new(&root).join(rest.split('/').next().unwrap()));
+        let bucket = Path::new(&root).join(rest.split('/').next().unwrap());
+        assert!(bucket.is_dir(), "the bucket's directory {} exists", bucket.display());
+        dirs.push(bucket);
     }
     dirs
 }

@@ -25,8 +25,9 @@ pub trait BlobKeyStore: Send + Sync + 'static {
     async fn blob_keys(&self, digest: &str, dek_id: &str) -> Result<Vec<BlobKey>>;
     /// Forget every wrapping of data key `dek_id` of blob `digest` (its bytes are gone).
     async fn delete_blob_keys(&self, digest: &str, dek_id: &str) -> Result<()>;
-    /// [`BlobKeyStore::delete_blob_keys`] for many (digest, dek_id) pairs, in one transaction.
-    async fn delete_blob_keys_many(&self, keys: &[(String, String)]) -> Result<()>;
+    /// Forget every wrapping of every data key of `digests` (their bytes are gone), in one
+    /// transaction.
+    async fn delete_blob_keys_of(&self, digests: &[String]) -> Result<()>;
     /// Wrappings under key `key_arn` after (digest, dek_id) `after`, in that order, at most
     /// `limit` (for re-wrapping after a rotation).
     async fn blob_keys_under(&self, key_arn: &str, after: Option<(&str, &str)>, limit: u32) -> Result<Vec<BlobKey>>;
@@ -82,14 +83,10 @@ macro_rules! portable_blob_keys {
                 Ok(())
             }
 
-            async fn delete_blob_keys_many(&self, keys: &[(String, String)]) -> Result<()> {
+            async fn delete_blob_keys_of(&self, digests: &[String]) -> Result<()> {
                 let mut tx = self.begin().await?;
-                for (digest, dek_id) in keys {
-                    sqlx::query("DELETE FROM blob_keys WHERE digest = $1 AND dek_id = $2")
-                        .bind(digest)
-                        .bind(dek_id)
-                        .execute(&mut *tx)
-                        .await?;
+                for digest in digests {
+                    sqlx::query("DELETE FROM blob_keys WHERE digest = $1").bind(digest).execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())

@@ -402,7 +402,7 @@ async fn blob_keys_contract(s: &dyn MetadataStore) {
     s.delete_blob_keys("sha256:a", "01").await.unwrap();
     assert!(s.blob_keys("sha256:a", "01").await.unwrap().is_empty());
     assert_eq!(s.blob_keys("sha256:a", "02").await.unwrap().len(), 1);
-    s.delete_blob_keys_many(&[("sha256:a".into(), "02".into()), ("sha256:b".into(), "01".into())]).await.unwrap();
+    s.delete_blob_keys_of(&["sha256:a".into(), "sha256:b".into()]).await.unwrap();
     assert!(s.blob_keys("sha256:a", "02").await.unwrap().is_empty());
     assert!(s.blob_keys("sha256:b", "01").await.unwrap().is_empty());
 }

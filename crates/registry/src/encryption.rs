@@ -77,12 +77,15 @@ impl KeyMaterials for MetaKeyMaterials {
     }
 }
 
+/// Unwrapped data keys by (digest, data key id); zeroized when dropped.
+type DataKeyCache = Mutex<HashMap<(String, KeyId), Material>>;
+
 /// The keyring of the registry's encrypted stores.
 pub struct BlobKeyring {
     meta: Arc<dyn MetadataStore>,
     master: Arc<MasterKey>,
     materials: Arc<dyn KeyMaterials>,
-    cache: Mutex<HashMap<(String, KeyId), Arc<[u8; 32]>>>,
+    cache: DataKeyCache,
 }
 
 /// The encryption context binding a wrapped data key to its blob.
@@ -147,7 +150,7 @@ impl BlobKeyring {
     pub(crate) async fn data_key(&self, digest: &str, dek_id: &KeyId) -> Result<Material> {
         let cache_key = (digest.to_string(), *dek_id);
         if let Some(k) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&cache_key) {
-            return Ok(zeroize::Zeroizing::new(**k));
+            return Ok(k.clone());
         }
         let mut rows = self.meta.blob_keys(digest, &hex::encode(dek_id)).await?;
         // The Berth-managed key first: it needs no KMS lookup.
@@ -160,7 +163,7 @@ impl BlobKeyring {
                     if cache.len() >= DATA_KEY_CACHE {
                         cache.clear();
                     }
-                    cache.insert(cache_key, Arc::new(*k));
+                    cache.insert(cache_key, k.clone());
                     return Ok(k);
                 }
                 Err(e) => last = Some(e),

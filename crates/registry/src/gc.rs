@@ -388,7 +388,7 @@ impl Registry {
             }
             parsed.push((d, false));
         }
-        let results: Vec<std::result::Result<Option<(String, String)>, String>> = futures::stream::iter(parsed)
+        let results: Vec<std::result::Result<String, String>> = futures::stream::iter(parsed)
             .map(|(d, archived)| async move {
                 let store = match &self.archive {
                     Some(a) if archived => a,
@@ -398,13 +398,10 @@ impl Registry {
                 if left.is_zero() {
                     return Err(format!("the deletion of {d} outlived its lease"));
                 }
-                // The wrappings of its data key go with the bytes (a later upload of the same
-                // digest has another data key), in one batch below.
-                let dek = store.key_id(&d).await.ok().flatten();
                 match tokio::time::timeout(left, store.delete(&d)).await {
                     Ok(Ok(()) | Err(StorageError::NotFound)) => {
                         self.keyring.forget(d.as_str());
-                        Ok(dek.map(|k| (d.to_string(), hex::encode(k))))
+                        Ok(d.to_string())
                     }
                     Ok(Err(e)) => Err(format!("deleting {d}: {e}")),
                     Err(_) => Err(format!("the deletion of {d} outlived its lease")),
@@ -413,9 +410,12 @@ impl Registry {
             .buffer_unordered(DELETES_IN_FLIGHT)
             .collect()
             .await;
-        let deks: Vec<(String, String)> = results.iter().filter_map(|r| r.as_ref().ok().cloned().flatten()).collect();
-        if !deks.is_empty()
-            && let Err(e) = self.meta.delete_blob_keys_many(&deks).await
+        // The wrappings of their data keys go with the bytes, while the tombstones still keep
+        // uploads of the same digests waiting: an upload wraps its data key only once it holds
+        // the digest (`finish_in`), so no wrapping of a live copy is removed here.
+        let deleted: Vec<String> = results.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+        if !deleted.is_empty()
+            && let Err(e) = self.meta.delete_blob_keys_of(&deleted).await
         {
             tracing::warn!(error = %e, "forgetting deleted blobs' data keys failed");
         }

@@ -260,17 +260,22 @@ impl Registry {
         // Hold the digest before its bytes are written, so that garbage collection cannot
         // delete them between the write and the link (docs/gc.md).
         let holder = format!("upload:{id}");
+        let key = if self.settings.encrypt_at_rest { Some(self.repo_wrapping_key(up.repo_id).await?) } else { None };
+        self.hold_for_upload(digest, &holder).await?;
         // The data key is wrapped by the repository's key before the bytes are published, so
         // that no published blob lacks its key (a crash between the two leaves a wrapping of a
-        // data key no blob uses).
-        let wrapped = if self.settings.encrypt_at_rest {
-            let key = self.repo_wrapping_key(up.repo_id).await?;
-            let ours = self.wrap_upload_key(id, digest, &key).await?;
-            Some((key, ours))
-        } else {
-            None
+        // data key no blob uses), and once the digest is held, so that a garbage collection
+        // deleting an earlier copy (and its wrappings) is over.
+        let wrapped = match key {
+            Some(key) => match self.wrap_upload_key(id, digest, &key).await {
+                Ok(ours) => Some((key, ours)),
+                Err(e) => {
+                    let _ = self.meta.release_hold(digest.as_str(), &holder).await;
+                    return Err(e);
+                }
+            },
+            None => None,
         };
-        self.hold_for_upload(digest, &holder).await?;
         if let Err(e) = self.blobs.upload_commit(id, &state, digest, size).await {
             let _ = self.meta.release_hold(digest.as_str(), &holder).await;
             return Err(area_err(id)(e));

@@ -135,7 +135,7 @@ impl Berth {
 
     /// Another node of the same deployment: a second `berth serve` with its own (empty) data
     /// dir but the same environment (so the same metadata database and blob storage) and the
-    /// same server key. Only a deployment with shared metadata and storage (PostgreSQL and S3)
+    /// same server and master keys. Only a deployment with shared metadata and storage (PostgreSQL and S3)
     /// makes it see the first node's data.
     pub fn separate_node(&self) -> Berth {
         let key = match self.extra_env.iter().find(|(k, _)| k == "BERTH_SERVER_KEY") {
@@ -146,6 +146,11 @@ impl Berth {
         let mut env = self.extra_env.clone();
         env.retain(|(k, _)| k != "BERTH_SERVER_KEY");
         env.push(("BERTH_SERVER_KEY".into(), key.trim().to_string()));
+        // And the same master key (it seals the KMS keys and data keys they share).
+        if !env.iter().any(|(k, _)| k == "BERTH_MASTER_KEY_FILE") {
+            let master = self.data_dir.join("master.key");
+            env.push(("BERTH_MASTER_KEY_FILE".into(), master.display().to_string()));
+        }
         let mut b = Berth {
             child: None,
             addr: String::new(),
