@@ -18,10 +18,8 @@ Prints a markdown report.
 import argparse
 import base64
 import hashlib
-import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,48 +30,9 @@ import urllib.request
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "bench"))
 from ecr import AKID, ENV, SECRET, start  # noqa: E402
+from scale import start_dist  # noqa: E402
 
 import boto3  # noqa: E402
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_dist(binary, work):
-    port = free_port()
-    data = os.path.join(work, "dist-data")
-    os.makedirs(data)
-    cfg = os.path.join(work, "dist.yml")
-    with open(cfg, "w") as f:
-        f.write(f"""version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {data}
-  cache:
-    blobdescriptor: inmemory
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:{port}
-""")
-    p = subprocess.Popen([binary, "serve", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(url + "/v2/")
-            return p, url
-        except Exception:
-            time.sleep(0.1)
-    p.kill()
-    sys.exit("Distribution did not start")
 
 
 def login(binary, data, env):

@@ -23,8 +23,6 @@ pub trait BlobKeyStore: Send + Sync + 'static {
     async fn put_blob_key(&self, key: &BlobKey, now: i64) -> Result<()>;
     /// The wrappings of data key `dek_id` of blob `digest`.
     async fn blob_keys(&self, digest: &str, dek_id: &str) -> Result<Vec<BlobKey>>;
-    /// Forget every wrapping of data key `dek_id` of blob `digest` (its bytes are gone).
-    async fn delete_blob_keys(&self, digest: &str, dek_id: &str) -> Result<()>;
     /// Forget every wrapping of every data key of `digests` (their bytes are gone), in one
     /// transaction.
     async fn delete_blob_keys_of(&self, digests: &[String]) -> Result<()>;
@@ -72,15 +70,6 @@ macro_rules! portable_blob_keys {
                 .fetch_all(&self.read)
                 .await?;
                 Ok(rows.iter().map(blob_key_from_row).collect())
-            }
-
-            async fn delete_blob_keys(&self, digest: &str, dek_id: &str) -> Result<()> {
-                sqlx::query("DELETE FROM blob_keys WHERE digest = $1 AND dek_id = $2")
-                    .bind(digest)
-                    .bind(dek_id)
-                    .execute(&self.write)
-                    .await?;
-                Ok(())
             }
 
             async fn delete_blob_keys_of(&self, digests: &[String]) -> Result<()> {

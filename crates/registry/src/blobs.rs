@@ -7,8 +7,10 @@ use berth_storage::StorageError;
 
 impl Registry {
     /// Size of a blob linked to the repository.
+    /// A repository whose KMS key cannot be used serves nothing (ECR's KmsException).
     pub async fn blob_size(&self, ns: &Namespace, name: &RepoName, digest: &Digest) -> Result<u64> {
         let repo = self.existing_repo(ns, name).await?;
+        self.check_repo_key(repo).await?;
         self.meta.blob_in_repo(repo, digest.as_str()).await?.ok_or(Error::BlobUnknown(digest.to_string()))
     }
 
@@ -21,11 +23,7 @@ impl Registry {
         range: Option<&str>,
     ) -> Result<BlobRead> {
         use berth_oci::range::{RangeRequest, parse_range};
-        let repo = self.existing_repo(ns, name).await?;
-        // A repository whose KMS key cannot be used serves nothing (ECR's KmsException).
-        self.check_repo_key(repo).await?;
-        let size =
-            self.meta.blob_in_repo(repo, digest.as_str()).await?.ok_or(Error::BlobUnknown(digest.to_string()))?;
+        let size = self.blob_size(ns, name, digest).await?;
         let (start, len, range) = match parse_range(range, size) {
             RangeRequest::Full => (0, size, None),
             RangeRequest::Partial(r) => (r.start, r.len(), Some(r)),

@@ -69,11 +69,7 @@ impl KeyMaterials for MetaKeyMaterials {
         let gone = || Error::Internal(format!("the material of KMS key {arn} version {version} no longer exists"));
         let key_id = arn.rsplit_once(":key/").map(|(_, id)| id).ok_or_else(gone)?;
         let row = self.meta.kms_material(key_id, i64::from(version)).await?.ok_or_else(gone)?;
-        let sealed = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &row.sealed)
-            .map_err(|_| Error::Internal(format!("the sealed material of {arn} v{version} is not base64")))?;
-        self.master
-            .open_material(&crate::kms::seal_context(arn, i64::from(version)), &sealed)
-            .map_err(|e| Error::Internal(format!("opening the material of {arn} v{version}: {e}")))
+        crate::kms::open_material(&self.master, arn, i64::from(version), &row.sealed)
     }
 }
 
@@ -173,11 +169,6 @@ impl BlobKeyring {
             Error::Internal(format!("blob {digest} has no stored data key {}", hex::encode(dek_id)))
         }))
     }
-
-    /// Forget what is cached of blob `digest`'s data keys (its bytes were deleted).
-    pub(crate) fn forget(&self, digest: &str) {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).retain(|(d, _), _| d != digest);
-    }
 }
 
 #[async_trait]
@@ -247,10 +238,8 @@ impl Registry {
     /// Refuse with ECR's `KmsException` (as [`Error::Kms`]) when repository `name`'s KMS key
     /// cannot be used now (disabled, pending deletion, gone).
     pub async fn check_repository_key(&self, ns: &berth_meta::Namespace, name: &str) -> Result<()> {
-        let Some(repo) = self.meta.repository(ns, name).await? else {
-            return Err(Error::RepositoryNotFound { name: name.to_string(), registry: ns.account_id.clone() });
-        };
-        self.check_repo_key(repo).await
+        let repo = self.repo_in(ns, name).await?;
+        self.check_repo_key(repo.id).await
     }
 
     /// Record the wrapping of upload `id`'s data key as blob `digest`'s under `key`, before the

@@ -399,10 +399,7 @@ impl Registry {
                     return Err(format!("the deletion of {d} outlived its lease"));
                 }
                 match tokio::time::timeout(left, store.delete(&d)).await {
-                    Ok(Ok(()) | Err(StorageError::NotFound)) => {
-                        self.keyring.forget(d.as_str());
-                        Ok(d.to_string())
-                    }
+                    Ok(Ok(()) | Err(StorageError::NotFound)) => Ok(d.to_string()),
                     Ok(Err(e)) => Err(format!("deleting {d}: {e}")),
                     Err(_) => Err(format!("the deletion of {d} outlived its lease")),
                 }

@@ -138,15 +138,22 @@ fn invalid_marker() -> Error {
 }
 
 /// The context a key's material version is sealed with: its ARN and version.
-pub(crate) fn seal_context(arn: &str, version: i64) -> Vec<u8> {
+fn seal_context(arn: &str, version: i64) -> Vec<u8> {
     format!("{arn}#{version}").into_bytes()
 }
 
-/// The plaintext of freshly made material `m` (version `version` of key `arn`).
-fn m_material(reg: &Registry, arn: &str, version: i64, m: &KmsMaterial) -> Result<Material> {
-    let sealed = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &m.sealed)
+/// Open the stored (base64, sealed by the master key) material of version `version` of key `arn`.
+pub(crate) fn open_material(
+    master: &berth_kms::MasterKey,
+    arn: &str,
+    version: i64,
+    sealed_b64: &str,
+) -> Result<Material> {
+    let sealed = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, sealed_b64)
         .map_err(|_| Error::Internal(format!("the sealed material of {arn} v{version} is not base64")))?;
-    reg.keys.master().open_material(&seal_context(arn, version), &sealed).map_err(|e| Error::Internal(e.to_string()))
+    master.open_material(&seal_context(arn, version), &sealed).map_err(|err| {
+        Error::Internal(format!("opening the material of {arn} v{version}: {err} (another master key?)"))
+    })
 }
 
 /// The public id of version `version` of key `arn`'s material (KMS's `KeyMaterialId`, 64 hex
@@ -568,11 +575,7 @@ impl Registry {
             return Ok(Some(m.clone()));
         }
         let Some(row) = self.meta.kms_material(&e.key.key_id, version).await? else { return Ok(None) };
-        let sealed = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &row.sealed)
-            .map_err(|_| Error::Internal(format!("the sealed material of {} v{version} is not base64", e.arn)))?;
-        let material = self.keys.master().open_material(&seal_context(&e.arn, version), &sealed).map_err(|err| {
-            Error::Internal(format!("opening the material of {} v{version}: {err} (another master key?)", e.arn))
-        })?;
+        let material = open_material(self.keys.master(), &e.arn, version, &row.sealed)?;
         e.materials.write().unwrap().insert(version, material.clone());
         Ok(Some(material))
     }
@@ -1066,7 +1069,8 @@ impl Registry {
             return Err(kms("ConflictException", format!("{} is being rotated by another request; retry", e.arn)));
         }
         // The data keys it wraps move to the new material (the blobs are not touched).
-        let rewrapped = self.rewrap_blob_keys(&e.arn, version as u32, &m_material(self, &e.arn, version, &m)?).await?;
+        let material = open_material(self.keys.master(), &e.arn, version, &m.sealed)?;
+        let rewrapped = self.rewrap_blob_keys(&e.arn, version as u32, &material).await?;
         if rewrapped > 0 {
             tracing::info!(key = %e.arn, rewrapped, "re-wrapped data keys under the rotated key material");
         }
