@@ -196,7 +196,17 @@ impl Registry {
         let deadline = Instant::now() + self.settings.gc_lease;
         let (now, lease) = (self.now(), self.lease_ms());
         let holds_after = now - crate::gc::HOLD_EXPIRY_MS;
-        let hold = match self.meta.move_hold(digest, goal, holds_after, now + lease, now).await? {
+        let mut start = self.meta.move_hold(digest, goal, holds_after, now + lease, now).await?;
+        if start == berth_meta::gc::MoveStart::Busy {
+            // A move whose process died is finished here rather than left for the next GC
+            // pass; then the hold is asked for again.
+            if let Some(location) = self.meta.move_claim_stale_one(digest, now - lease, now + lease).await? {
+                self.finish_move(digest, location, now + lease).await?;
+                let now = self.now();
+                start = self.meta.move_hold(digest, goal, holds_after, now + lease, now).await?;
+            }
+        }
+        let hold = match start {
             berth_meta::gc::MoveStart::Held(h) => h,
             berth_meta::gc::MoveStart::NotNeeded => return Ok(false),
             berth_meta::gc::MoveStart::Busy => {
