@@ -14,6 +14,17 @@ pub struct OidcProviderKeys {
     pub jwks_file: PathBuf,
 }
 
+/// `[replication]` settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationSettings {
+    /// Peer deployments replication may send to: `[[replication.peers]]` with `region`,
+    /// `endpoint`, `access_key_id`, `secret_access_key` and optionally `ca_file`. A replication
+    /// destination naming a peer's region goes to that peer. Secrets are not printed by
+    /// `berth config`.
+    pub peers: Vec<berth_registry::replication::PeerConfig>,
+}
+
 /// Effective configuration. Every key can be set in the file, or as `BERTH_<KEY>` in the
 /// environment (upper case).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,6 +77,11 @@ pub struct Config {
     pub job_workers: u64,
     /// Done jobs are deleted after this many days (failed ones are kept).
     pub job_retention_days: u64,
+    /// Image replications one node runs at once (a runner of their own, so that a large copy
+    /// never waits behind other background jobs or blocks them).
+    pub replication_workers: u64,
+    /// Replication settings: `[[replication.peers]]`.
+    pub replication: ReplicationSettings,
     /// Blob storage: unset (or a directory path) for the filesystem store under `data_dir`, or
     /// `s3://bucket/prefix` for an S3-compatible bucket shared by every node.
     pub storage: Option<String>,
@@ -199,6 +215,8 @@ impl Default for Config {
             job_poll_ms: 1_000,
             job_workers: 1,
             job_retention_days: 7,
+            replication_workers: 4,
+            replication: ReplicationSettings::default(),
             storage: None,
             archive_storage: None,
             archive_s3_storage_class: None,
@@ -469,6 +487,7 @@ impl Config {
             ("BERTH_JOB_POLL_MS", &mut self.job_poll_ms),
             ("BERTH_JOB_WORKERS", &mut self.job_workers),
             ("BERTH_JOB_RETENTION_DAYS", &mut self.job_retention_days),
+            ("BERTH_REPLICATION_WORKERS", &mut self.replication_workers),
             ("BERTH_HEADER_TIMEOUT_SECS", &mut self.header_timeout_secs),
             ("BERTH_IDLE_TIMEOUT_SECS", &mut self.idle_timeout_secs),
             ("BERTH_BODY_TIMEOUT_SECS", &mut self.body_timeout_secs),

@@ -888,7 +888,8 @@ async fn open(cfg: &Config, mode: SchemaMode) -> anyhow::Result<(Arc<Registry>, 
         berth_registry::Keys::from_server_key(&server_key).with_master_key(master_key(cfg, store.as_ref()).await?),
     )
     .with_archive(archive)
-    .with_oidc(oidc_keys(cfg)?);
+    .with_oidc(oidc_keys(cfg)?)
+    .with_replication_peers(replication_peers(cfg)?);
     bootstrap(cfg, &reg, store.as_ref(), &default_account).await?;
     Ok((Arc::new(reg), meta))
 }
@@ -965,6 +966,53 @@ fn oidc_keys(cfg: &Config) -> anyhow::Result<berth_registry::oidc::Oidc> {
         None => None,
     };
     berth_registry::oidc::Oidc::new(files, roots.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The peer deployments of `[[replication.peers]]` (one per region, none for a region this
+/// deployment hosts).
+fn replication_peers(cfg: &Config) -> anyhow::Result<Vec<Arc<berth_registry::replication::Peer>>> {
+    let mut peers: Vec<Arc<berth_registry::replication::Peer>> = Vec::new();
+    for p in &cfg.replication.peers {
+        anyhow::ensure!(
+            !cfg.regions.contains(&p.region),
+            "replication peer {}: this deployment hosts that region itself",
+            p.region
+        );
+        anyhow::ensure!(
+            !peers.iter().any(|q| q.region() == p.region),
+            "replication peer {}: two peers for one region",
+            p.region
+        );
+        peers.push(Arc::new(berth_registry::replication::Peer::new(p).map_err(anyhow::Error::msg)?));
+    }
+    Ok(peers)
+}
+
+/// Job kind of the replication consumer of the event log.
+const REPLICATION_CONSUMER_JOB: &str = "replication-consumer";
+
+/// Replication: a consumer of the event log's image pushes that queues one job per
+/// destination (one node at a time, as scanning on push).
+fn register_replication_consumer(runner: &mut JobRunner, reg: Arc<Registry>, stop: tokio::sync::watch::Receiver<bool>) {
+    runner.handle(REPLICATION_CONSUMER_JOB, move |job| {
+        let (reg, mut stop) = (reg.clone(), stop.clone());
+        async move {
+            let until = job.run_after + EVENT_CONSUMER_PERIOD.as_millis() as i64;
+            while SystemClock.now_ms() < until && !*stop.borrow() {
+                match reg.replication_step().await {
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "replication step failed; retrying"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(SCAN_ON_PUSH_POLL) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+            Ok(())
+        }
+    });
+    runner.every(REPLICATION_CONSUMER_JOB, EVENT_CONSUMER_PERIOD, 1_000);
 }
 
 /// Each run of the event consumer job works this long; a node that dies holding it delays
@@ -1434,8 +1482,9 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
         rc.lease = Duration::from_millis(cfg.job_lease_ms);
         rc.renew_every = Duration::from_millis(cfg.job_renew_ms);
         rc.poll_every = Duration::from_millis(cfg.job_poll_ms.max(10));
-        // Two workers: the webhook fan-out and scanning on push each keep one for a period.
-        rc.workers = 2;
+        // Three workers: the webhook fan-out, scanning on push and replication each keep one
+        // for a period.
+        rc.workers = 3;
         let mut events = JobRunner::new(meta.store(), Arc::new(SystemClock), rc);
         let dispatcher = webhooks::Dispatcher::new(
             meta.store(),
@@ -1447,9 +1496,26 @@ async fn serve(cfg: Config, no_migrate: bool) -> anyhow::Result<()> {
         );
         Arc::new(dispatcher).register(&mut events, EVENT_CONSUMER_PERIOD);
         register_scan_on_push(&mut events, reg.clone(), stop_rx.clone());
+        register_replication_consumer(&mut events, reg.clone(), stop_rx.clone());
         let events = Arc::new(events).start(stop_rx.clone(), grace);
+        // Replications have a runner of their own: a large copy never waits behind (or blocks)
+        // other background jobs.
+        let mut rc = RunnerConfig::new(node_id.clone());
+        rc.lease = Duration::from_millis(cfg.job_lease_ms);
+        rc.renew_every = Duration::from_millis(cfg.job_renew_ms);
+        rc.poll_every = Duration::from_millis(cfg.job_poll_ms.max(10));
+        rc.workers = cfg.replication_workers.clamp(1, 64) as usize;
+        // A destination that comes back is caught up within a minute.
+        rc.backoff_max = berth_registry::replication::RETRY_MAX;
+        let mut replication = JobRunner::new(meta.store(), Arc::new(SystemClock), rc);
+        let r = reg.clone();
+        replication.handle(berth_registry::replication::REPLICATE_JOB, move |job| {
+            let reg = r.clone();
+            async move { reg.replicate(&job.payload, job.attempts, job.max_attempts).await.map_err(|e| e.to_string()) }
+        });
+        let replication = Arc::new(replication).start(stop_rx.clone(), grace);
         async move {
-            let _ = tokio::join!(general, events);
+            let _ = tokio::join!(general, events, replication);
         }
     };
 

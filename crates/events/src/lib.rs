@@ -42,7 +42,10 @@ pub fn detail_type(kind: &str) -> Option<&'static str> {
 /// the event's id, so every delivery of one event carries the same id.
 pub fn envelope(e: &Event) -> Option<Value> {
     let detail_type = detail_type(&e.kind)?;
-    let detail: Value = serde_json::from_str(&e.detail).unwrap_or_else(|_| json!({}));
+    let mut detail: Value = serde_json::from_str(&e.detail).unwrap_or_else(|_| json!({}));
+    if let Some(d) = detail.as_object_mut() {
+        d.remove(berth_meta::events::REPLICATED);
+    }
     Some(json!({
         "version": "0",
         "id": e.id,

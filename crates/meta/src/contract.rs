@@ -8,6 +8,7 @@ use std::sync::Arc;
 /// A small image manifest of `repo` with one 5-byte blob, `sha256:b`.
 fn manifest(repo: i64, digest: &'static str) -> NewManifest<'static> {
     NewManifest {
+        replicated: false,
         repo_id: repo,
         digest,
         media_type: "x",
@@ -175,6 +176,7 @@ async fn listing_contract(s: &dyn MetadataStore) {
     let repo = s.ensure_repository(&ns, "list", 1).await.unwrap();
     s.link_blob(repo, "sha256:b", 5, 1).await.unwrap();
     let m = |digest: &'static str, subject: Option<&'static str>, artifact_type: Option<&'static str>| NewManifest {
+        replicated: false,
         subject,
         artifact_type,
         ..manifest(repo, digest)
@@ -368,6 +370,37 @@ async fn lifecycle_contract(s: &dyn MetadataStore) {
     assert_eq!(s.delete_repository(repo, true, 8).await.unwrap(), DeleteRepository::Deleted);
     assert!(s.lifecycle_policy(repo).await.unwrap().is_none());
     assert!(s.lifecycle_preview(repo).await.unwrap().is_none());
+}
+
+/// Replication configurations (the first put's time kept) and statuses (one per destination).
+async fn replication_contract(s: &dyn MetadataStore) {
+    use crate::{Namespace, ReplicationStatus};
+    let ns = Namespace { account_id: "818181818181".into(), region: "us-east-1".into() };
+    assert_eq!(s.replication_config(&ns).await.unwrap(), None);
+    s.put_replication_config(&ns, "{\"rules\":[]}", 10).await.unwrap();
+    s.put_replication_config(&ns, "{\"rules\":[{}]}", 20).await.unwrap();
+    assert_eq!(s.replication_config(&ns).await.unwrap(), Some(("{\"rules\":[{}]}".into(), 10)));
+    let other = Namespace { account_id: "818181818181".into(), region: "eu-west-1".into() };
+    assert_eq!(s.replication_config(&other).await.unwrap(), None);
+    let st = |region: &str, status: &str, code: Option<&str>, at: i64| ReplicationStatus {
+        dest_region: region.into(),
+        dest_registry: "828282828282".into(),
+        status: status.into(),
+        failure_code: code.map(str::to_string),
+        pushed_at: 5,
+        updated_at: at,
+    };
+    s.set_replication_status(&ns, "app", "sha256:a", &st("eu-west-1", "IN_PROGRESS", None, 6)).await.unwrap();
+    s.set_replication_status(&ns, "app", "sha256:a", &st("ap-east-1", "IN_PROGRESS", None, 6)).await.unwrap();
+    s.set_replication_status(&ns, "app", "sha256:a", &st("eu-west-1", "FAILED", Some("ACCESS_DENIED"), 7))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.replication_statuses(&ns, "app", "sha256:a").await.unwrap(),
+        vec![st("ap-east-1", "IN_PROGRESS", None, 6), st("eu-west-1", "FAILED", Some("ACCESS_DENIED"), 7)]
+    );
+    assert!(s.replication_statuses(&ns, "app", "sha256:b").await.unwrap().is_empty());
+    assert!(s.replication_statuses(&other, "app", "sha256:a").await.unwrap().is_empty());
 }
 
 /// Roles, OIDC providers and STS sessions.
@@ -1236,6 +1269,7 @@ async fn events_contract(s: &dyn MetadataStore) {
         .id;
     s.link_blob(repo, "sha256:cfg", 2, 10).await.unwrap();
     let m = |digest: &'static str| NewManifest {
+        replicated: false,
         repo_id: repo,
         digest,
         media_type: "application/vnd.oci.image.manifest.v1+json",
@@ -1563,7 +1597,7 @@ async fn postgres_plans(s: &postgres::PgStore) {
 async fn sqlite_contract() {
     let dir = tempfile::tempdir().unwrap();
     let (s, applied) = sqlite::SqliteStore::open_with(&dir.path().join("m.db"), SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), (1..=20).chain([22]).collect::<Vec<_>>());
     contract(&s).await;
     listing_contract(&s).await;
     lifecycle_contract(&s).await;
@@ -1572,6 +1606,7 @@ async fn sqlite_contract() {
     move_contract(&s).await;
     roles_contract(&s).await;
     blob_keys_contract(&s).await;
+    replication_contract(&s).await;
     kms_contract(&s).await;
     scan_contract(&s).await;
     sqlite_plans(&s).await;
@@ -1586,7 +1621,7 @@ async fn sqlite_contract() {
     s.close().await;
     // A check on an unmigrated database refuses it.
     let err = sqlite::SqliteStore::open_with(&dir.path().join("new.db"), SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 20), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 21), "{err}");
     assert!(err.to_string().contains("berth migrate"), "{err}");
 }
 
@@ -1612,9 +1647,9 @@ async fn postgres_contract() {
     let base = url.rsplit_once('/').map(|(b, _)| b).unwrap();
     let url = format!("{base}/{db}");
     let err = postgres::PgStore::open_with(&url, SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 20), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 21), "{err}");
     let (s, applied) = postgres::PgStore::open_with(&url, SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), (1..=20).chain([22]).collect::<Vec<_>>());
     contract(&s).await;
     listing_contract(&s).await;
     lifecycle_contract(&s).await;
@@ -1623,6 +1658,7 @@ async fn postgres_contract() {
     move_contract(&s).await;
     roles_contract(&s).await;
     blob_keys_contract(&s).await;
+    replication_contract(&s).await;
     kms_contract(&s).await;
     scan_contract(&s).await;
     postgres_plans(&s).await;

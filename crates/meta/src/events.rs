@@ -76,6 +76,10 @@ impl ImageRef<'_> {
     }
 }
 
+/// Field of an image push's detail (`true`) when replication wrote the image: such pushes are
+/// not replicated again, and the field is not published.
+pub const REPLICATED: &str = "berth-replicated";
+
 /// A position in the event log: everything at or before it. [`Cursor::default`] is the start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cursor {

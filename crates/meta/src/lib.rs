@@ -18,6 +18,7 @@ pub mod lifecycle;
 mod listing;
 pub mod mutability;
 pub mod postgres;
+pub mod replication;
 pub mod roles;
 pub mod scan;
 pub mod sqlite;
@@ -30,6 +31,7 @@ pub use gc::GcStore;
 pub use iam::{IamEntity, IamStore, IdentityPolicy, ManagedPolicy, Owner};
 pub use kms::{KmsAlias, KmsKey, KmsMaterial, KmsStore};
 pub use lifecycle::LifecycleStore;
+pub use replication::{ReplicationStatus, ReplicationStore};
 pub use roles::{OidcProvider, Role, RoleStore, StsSession};
 
 /// Metadata failures.
@@ -288,6 +290,9 @@ pub struct NewManifest<'a> {
     /// An index: its image size is the largest of its children's; otherwise the sum of the
     /// stored sizes of its blobs.
     pub index: bool,
+    /// Written by replication (its push events say so, and are not replicated again: as in
+    /// ECR, an image is replicated once per push, never onward from a destination).
+    pub replicated: bool,
 }
 
 /// Result of [`MetadataStore::put_manifest`].
@@ -484,6 +489,7 @@ pub trait MetadataStore:
     IamStore
     + RoleStore
     + blobkeys::BlobKeyStore
+    + replication::ReplicationStore
     + KmsStore
     + EventStore
     + AuditStore

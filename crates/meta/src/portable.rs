@@ -427,11 +427,18 @@ impl MetadataStore for $store {
             media_type: Some(m.media_type),
             artifact_media_type: m.config_media_type.or(m.artifact_type),
         };
+        let pushed = |tag: Option<&str>| {
+            let mut d = image.action("PUSH", tag);
+            if m.replicated {
+                d[crate::events::REPLICATED] = true.into();
+            }
+            d
+        };
         if inserted && moved.is_empty() {
-            repo_event(&mut tx, &repo, crate::events::kind::IMAGE_PUSH, &image.action("PUSH", None), now).await?;
+            repo_event(&mut tx, &repo, crate::events::kind::IMAGE_PUSH, &pushed(None), now).await?;
         }
         for t in moved {
-            repo_event(&mut tx, &repo, crate::events::kind::IMAGE_PUSH, &image.action("PUSH", Some(t)), now).await?;
+            repo_event(&mut tx, &repo, crate::events::kind::IMAGE_PUSH, &pushed(Some(t)), now).await?;
         }
         tx.commit().await?;
         Ok(PutManifest::Stored)

@@ -29,6 +29,7 @@ crate::lifecycle::portable_lifecycle!(PgStore);
 crate::gc::portable_gc!(PgStore, Postgres);
 crate::scan::portable_scan!(PgStore, Postgres);
 crate::blobkeys::portable_blob_keys!(PgStore, Postgres);
+crate::replication::portable_replication!(PgStore);
 crate::roles::portable_roles!(PgStore, Postgres, sqlx::postgres::PgRow);
 crate::kms::portable_kms!(PgStore, Postgres, sqlx::postgres::PgRow);
 

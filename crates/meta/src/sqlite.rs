@@ -19,6 +19,7 @@ crate::lifecycle::portable_lifecycle!(SqliteStore);
 crate::gc::portable_gc!(SqliteStore, Sqlite);
 crate::scan::portable_scan!(SqliteStore, Sqlite);
 crate::blobkeys::portable_blob_keys!(SqliteStore, Sqlite);
+crate::replication::portable_replication!(SqliteStore);
 crate::roles::portable_roles!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow);
 crate::kms::portable_kms!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow);
 use std::path::Path;

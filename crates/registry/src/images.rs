@@ -266,7 +266,7 @@ impl Registry {
                 Reference::Digest(h.finish())
             }
         };
-        let pushed = self.put_manifest_in(ns, &repo, name, &reference, media_type, manifest, &[]).await?;
+        let pushed = self.put_manifest_in(ns, &repo, name, &reference, media_type, manifest, &[], false).await?;
         Ok(pushed)
     }
 

@@ -19,6 +19,7 @@ pub mod kms;
 pub mod lifecycle;
 mod manifests;
 pub mod oidc;
+pub mod replication;
 mod repos;
 pub mod roles;
 pub mod scan;
@@ -168,6 +169,8 @@ pub struct Registry {
     sessions: sts::SessionCache,
     /// The data keys of the encrypted blob stores ([`encryption`]).
     keyring: Arc<encryption::BlobKeyring>,
+    /// Peer deployments replication sends to ([`replication::Peer`]).
+    peers: Vec<Arc<replication::Peer>>,
     /// The key protecting each repository's blobs, by repository id (fixed at creation).
     repo_keys: std::sync::RwLock<HashMap<i64, Arc<str>>>,
 }
@@ -219,6 +222,7 @@ impl Registry {
             oidc: oidc::Oidc::default(),
             sessions: Default::default(),
             keyring,
+            peers: Vec::new(),
             repo_keys: Default::default(),
         }
     }

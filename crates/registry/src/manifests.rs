@@ -122,7 +122,35 @@ impl Registry {
         extra_tags: &[String],
     ) -> Result<PushedManifest> {
         let repo = self.repo_for_push(ns, name).await?;
-        self.put_manifest_in(ns, &repo, name.as_str(), reference, content_type, bytes, extra_tags).await
+        self.put_manifest_in(ns, &repo, name.as_str(), reference, content_type, bytes, extra_tags, false).await
+    }
+
+    /// Store a manifest that replication copies (its push events are marked replicated, so
+    /// they are not replicated onward).
+    pub(crate) async fn put_manifest_replicated(
+        &self,
+        ns: &Namespace,
+        repo: &RepoEntry,
+        name: &str,
+        reference: &Reference,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<PushedManifest> {
+        self.put_manifest_in(ns, repo, name, reference, Some(media_type), bytes, &[], true).await
+    }
+
+    /// [`Registry::manifest_put`] of a push a peer deployment's replication makes (the OCI
+    /// API's replication header, honoured for callers allowed `ecr:ReplicateImage`).
+    pub async fn manifest_put_replicated(
+        &self,
+        ns: &Namespace,
+        name: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<PushedManifest> {
+        let repo = self.repo_for_push(ns, name).await?;
+        self.put_manifest_in(ns, &repo, name.as_str(), reference, content_type, bytes, &[], true).await
     }
 
     /// Push a manifest into a resolved repository (data plane and ECR PutImage).
@@ -136,6 +164,7 @@ impl Registry {
         content_type: Option<&str>,
         bytes: Bytes,
         extra_tags: &[String],
+        replicated: bool,
     ) -> Result<PushedManifest> {
         if bytes.len() > berth_oci::MAX_MANIFEST_BYTES {
             return Err(Error::ManifestTooLarge);
@@ -175,6 +204,7 @@ impl Registry {
         let tag_refs: Vec<&str> = tags.iter().map(Tag::as_str).collect();
         let index = parsed.kind == Kind::Index;
         let new = berth_meta::NewManifest {
+            replicated,
             repo_id: repo.id,
             config_media_type: parsed.config_media_type.as_deref(),
             index,

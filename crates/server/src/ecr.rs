@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use std::time::SystemTime;
 
 mod lifecycle;
+mod replication;
 mod scan;
 
 /// Prefix of every ECR `X-Amz-Target`.
@@ -70,6 +71,7 @@ impl From<Error> for EcrError {
         let msg = e.to_string();
         match e {
             Error::InvalidParameter(_) => EcrError::invalid(msg),
+            Error::Validation(_) => EcrError::new("ValidationException", msg),
             Error::RepositoryNotFound { .. } | Error::RepositoryGone => {
                 EcrError::new("RepositoryNotFoundException", msg)
             }
@@ -513,17 +515,14 @@ async fn dispatch(ctx: Ctx<'_>, op: &str, target: &str, input: Value) -> Result<
         "GetLifecyclePolicyPreview" => lifecycle::get_preview(&ctx, parse(input)?).await,
         "UpdateImageStorageClass" => update_image_storage_class(&ctx, parse(input)?).await,
         "StartImageScan" => scan::start(&ctx, parse(input)?).await,
+        "PutReplicationConfiguration" => replication::put(&ctx, parse(input)?).await,
+        "DescribeRegistry" => replication::describe_registry(&ctx).await,
+        "DescribeImageReplicationStatus" => replication::status(&ctx, parse(input)?).await,
         "DescribeImageScanFindings" => scan::findings(&ctx, parse(input)?).await,
         "PutImageScanningConfiguration" => scan::put_repository(&ctx, parse(input)?).await,
         "PutRegistryScanningConfiguration" => scan::put_registry(&ctx, parse(input)?).await,
         "GetRegistryScanningConfiguration" => scan::get_registry(&ctx).await,
         "BatchGetRepositoryScanningConfiguration" => scan::batch_get_repository(&ctx, parse(input)?).await,
-        "DescribeRegistry" => ctx.authorize_account("DescribeRegistry").await.map(|()| {
-            json!({
-                "registryId": ctx.identity.account_id,
-                "replicationConfiguration": {"rules": []},
-            })
-        }),
         "" if !target.starts_with(TARGET_PREFIX) => Err(EcrError::new(
             "UnknownOperationException",
             format!(

@@ -309,7 +309,7 @@ async fn serve(
                 Method::GET | Method::HEAD => {
                     manifest_get(reg, ns, caller, &name, &reference, &req, method == Method::HEAD).await
                 }
-                Method::PUT => manifest_put(reg, ns, &name, &reference, &req, body).await,
+                Method::PUT => manifest_put(reg, ns, caller, &name, &reference, &req, body).await,
                 Method::DELETE => {
                     reg.manifest_delete(ns, &name, &reference).await?;
                     Ok(empty(StatusCode::ACCEPTED))
@@ -502,6 +502,7 @@ async fn manifest_get(
 async fn manifest_put(
     reg: &Registry,
     ns: &Namespace,
+    caller: &DataCaller,
     name: &RepoName,
     reference: &Reference,
     req: &Parts,
@@ -523,7 +524,19 @@ async fn manifest_put(
         Err(Some(resp)) => return Ok(resp),
         Err(None) => return Err(Error::BodyFailed("manifest body could not be read".into()).into()),
     };
-    let pushed = reg.manifest_put(ns, name, reference, content_type.as_deref(), bytes, &extra_tags).await?;
+    // A peer deployment's replication marks its pushes so that they are not replicated onward;
+    // the mark counts only from a caller allowed `ecr:ReplicateImage` on the repository.
+    let replicated = header_str(&req.headers, berth_registry::replication::peer::REPLICATION_HEADER) == Some("true")
+        && extra_tags.is_empty()
+        && reg
+            .authorize(&caller.caller(), "ecr:ReplicateImage", Target::Repository { ns, name: name.as_str() })
+            .await
+            .is_ok();
+    let pushed = if replicated {
+        reg.manifest_put_replicated(ns, name, reference, content_type.as_deref(), bytes).await?
+    } else {
+        reg.manifest_put(ns, name, reference, content_type.as_deref(), bytes, &extra_tags).await?
+    };
     let mut r = empty(StatusCode::CREATED);
     let h = r.headers_mut();
     h.insert(header::LOCATION, hv(&format!("/v2/{name}/manifests/{}", pushed.digest)));
