@@ -555,11 +555,23 @@ pub async fn aws_json_call(
     target: &str,
     body: &serde_json::Value,
 ) -> (u16, serde_json::Value) {
-    const REGION: &str = "us-east-1";
+    aws_json_call_in(b, "us-east-1", key_id, secret, service, target, body).await
+}
+
+/// [`aws_json_call`] signed for `region`.
+pub async fn aws_json_call_in(
+    b: &Berth,
+    region: &str,
+    key_id: &str,
+    secret: &str,
+    service: &str,
+    target: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
     let body = body.to_string();
     let stamp = amz_date(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs());
     let day = &stamp[..8];
-    let scope = format!("{day}/{REGION}/{service}/aws4_request");
+    let scope = format!("{day}/{region}/{service}/aws4_request");
     let signed = "content-type;host;x-amz-date;x-amz-target";
     let canonical = format!(
         "POST\n/\n\ncontent-type:application/x-amz-json-1.1\nhost:{}\nx-amz-date:{stamp}\nx-amz-target:{target}\n\n{signed}\n{}",
@@ -568,7 +580,7 @@ pub async fn aws_json_call(
     );
     let to_sign = format!("AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}", hex_sha256(canonical.as_bytes()));
     let mut k = format!("AWS4{secret}").into_bytes();
-    for part in [day, REGION, service, "aws4_request"] {
+    for part in [day, region, service, "aws4_request"] {
         k = hmac(&k, part);
     }
     let auth = format!(
