@@ -21,6 +21,7 @@ pub mod postgres;
 pub mod roles;
 pub mod scan;
 pub mod sqlite;
+pub mod templates;
 
 use async_trait::async_trait;
 pub use audit::AuditStore;
@@ -31,6 +32,7 @@ pub use iam::{IamEntity, IamStore, IdentityPolicy, ManagedPolicy, Owner};
 pub use kms::{KmsAlias, KmsKey, KmsMaterial, KmsStore};
 pub use lifecycle::LifecycleStore;
 pub use roles::{OidcProvider, Role, RoleStore, StsSession};
+pub use templates::{StoredTemplate, TemplateStore};
 
 /// Metadata failures.
 #[derive(Debug, thiserror::Error)]
@@ -490,6 +492,7 @@ pub trait MetadataStore:
     + LifecycleStore
     + GcStore
     + scan::ScanStore
+    + TemplateStore
     + Send
     + Sync
     + 'static

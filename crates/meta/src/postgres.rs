@@ -31,6 +31,7 @@ crate::scan::portable_scan!(PgStore, Postgres);
 crate::blobkeys::portable_blob_keys!(PgStore, Postgres);
 crate::roles::portable_roles!(PgStore, Postgres, sqlx::postgres::PgRow);
 crate::kms::portable_kms!(PgStore, Postgres, sqlx::postgres::PgRow);
+crate::templates::portable_templates!(PgStore, Postgres);
 
 /// PostgreSQL-backed [`MetadataStore`].
 #[derive(Debug, Clone)]

@@ -21,6 +21,7 @@ crate::scan::portable_scan!(SqliteStore, Sqlite);
 crate::blobkeys::portable_blob_keys!(SqliteStore, Sqlite);
 crate::roles::portable_roles!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow);
 crate::kms::portable_kms!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow);
+crate::templates::portable_templates!(SqliteStore, Sqlite);
 use std::path::Path;
 use std::time::Duration;
 
