@@ -20,6 +20,7 @@ use std::time::SystemTime;
 
 mod lifecycle;
 mod scan;
+mod templates;
 
 /// Prefix of every ECR `X-Amz-Target`.
 pub const TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
@@ -92,6 +93,9 @@ impl From<Error> for EcrError {
             Error::LifecyclePolicyNotFound { .. } => EcrError::new("LifecyclePolicyNotFoundException", msg),
             Error::LifecyclePreviewNotFound { .. } => EcrError::new("LifecyclePolicyPreviewNotFoundException", msg),
             Error::LifecyclePreviewInProgress => EcrError::new("LifecyclePolicyPreviewInProgressException", msg),
+            Error::TemplateAlreadyExists { .. } => EcrError::new("TemplateAlreadyExistsException", msg),
+            Error::TemplateNotFound { .. } => EcrError::new("TemplateNotFoundException", msg),
+            Error::LimitExceeded(_) => EcrError::new("LimitExceededException", msg),
             Error::Unavailable(_) | Error::StorageFull(_) => EcrError {
                 kind: "ServerException",
                 message: msg,
@@ -518,6 +522,10 @@ async fn dispatch(ctx: Ctx<'_>, op: &str, target: &str, input: Value) -> Result<
         "PutRegistryScanningConfiguration" => scan::put_registry(&ctx, parse(input)?).await,
         "GetRegistryScanningConfiguration" => scan::get_registry(&ctx).await,
         "BatchGetRepositoryScanningConfiguration" => scan::batch_get_repository(&ctx, parse(input)?).await,
+        "CreateRepositoryCreationTemplate" => templates::create(&ctx, parse(input)?).await,
+        "DescribeRepositoryCreationTemplates" => templates::describe(&ctx, parse(input)?).await,
+        "UpdateRepositoryCreationTemplate" => templates::update(&ctx, parse(input)?).await,
+        "DeleteRepositoryCreationTemplate" => templates::delete(&ctx, parse(input)?).await,
         "DescribeRegistry" => ctx.authorize_account("DescribeRegistry").await.map(|()| {
             json!({
                 "registryId": ctx.identity.account_id,
