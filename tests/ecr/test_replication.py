@@ -300,3 +300,28 @@ def test_replicated_images_are_not_replicated_onward(server):
     st = wait_status(eu, repo, own.digest, 1)
     assert st == [{"region": OTHER_REGION, "registryId": b, "status": "COMPLETE"}]
     assert manifest_of(other, repo, own.digest) == own.manifest
+
+
+def test_the_destination_replication_template_applies(server):
+    acct = "585858585858"
+    us, eu = clients(server, acct, REGION), clients(server, acct, OTHER_REGION)
+    eu.create_repository_creation_template(
+        prefix="tpl", appliedFor=["REPLICATION"], imageTagMutability="IMMUTABLE",
+        resourceTags=[{"Key": "team", "Value": "platform"}],
+        lifecyclePolicy=json.dumps({"rules": [{"rulePriority": 1, "selection": {
+            "tagStatus": "untagged", "countType": "imageCountMoreThan", "countNumber": 5},
+            "action": {"type": "expire"}}]}))
+    configure(us, [{"destinations": [dest(OTHER_REGION, acct)]}])
+    templated, plain = unique("tpl/app"), unique("other/app")
+    for r in (templated, plain):
+        us.create_repository(repositoryName=r)
+        img = api_image(us, r, tag="v1")
+        assert wait_status(us, r, img.digest, 1)[0]["status"] == "COMPLETE"
+    repo = eu.describe_repositories(repositoryNames=[templated])["repositories"][0]
+    assert repo["imageTagMutability"] == "IMMUTABLE"
+    tags = eu.list_tags_for_resource(resourceArn=repo["repositoryArn"])["tags"]
+    assert tags == [{"Key": "team", "Value": "platform"}]
+    assert eu.get_lifecycle_policy(repositoryName=templated)["lifecyclePolicyText"]
+    # No template applies: the source's settings.
+    other = eu.describe_repositories(repositoryNames=[plain])["repositories"][0]
+    assert other["imageTagMutability"] == "MUTABLE"

@@ -440,6 +440,99 @@ async fn blob_keys_contract(s: &dyn MetadataStore) {
     assert_eq!(s.blob_keys("sha256:c", "01").await.unwrap().len(), 1);
 }
 
+/// Repository creation templates, and repositories created with their policies.
+async fn templates_contract(s: &dyn MetadataStore) {
+    use templates::{CreateTemplate, StoredTemplate};
+    let ns = Namespace { account_id: "333333333333".into(), region: "r".into() };
+    let other = Namespace { account_id: "333333333333".into(), region: "r2".into() };
+    let t = |prefix: &str| StoredTemplate {
+        prefix: prefix.into(),
+        description: Some("d".into()),
+        encryption_type: "AES256".into(),
+        kms_key: None,
+        resource_tags: vec![("b".into(), "1".into()), ("a".into(), "2".into())],
+        image_tag_mutability: "IMMUTABLE_WITH_EXCLUSION".into(),
+        mutability_exclusions: Some(r#"[{"filterType":"WILDCARD","filter":"dev-*"}]"#.into()),
+        repository_policy: None,
+        lifecycle_policy: Some("lc".into()),
+        applied_for: vec!["CREATE_ON_PUSH".into(), "REPLICATION".into()],
+        custom_role_arn: None,
+        created_at: 5,
+        updated_at: 5,
+        version: 0,
+    };
+    assert!(s.templates(&ns, None, 10).await.unwrap().is_empty());
+    for p in ["prod/", "ROOT", "a-b", "a/b"] {
+        assert_eq!(s.create_template(&ns, &t(p), 4).await.unwrap(), CreateTemplate::Created, "{p}");
+    }
+    // `prod` and `prod/` are one template; the registry's count is capped; regions are apart.
+    assert_eq!(s.create_template(&ns, &t("prod"), 10).await.unwrap(), CreateTemplate::Exists);
+    assert_eq!(s.create_template(&ns, &t("zz"), 4).await.unwrap(), CreateTemplate::LimitReached);
+    assert_eq!(s.create_template(&other, &t("prod"), 1).await.unwrap(), CreateTemplate::Created);
+    assert_eq!(s.template(&ns, "prod").await.unwrap(), Some(t("prod/")), "stored as spelled, found by key");
+    assert!(s.template(&ns, "pro").await.unwrap().is_none());
+    // Listed by key, bytewise ("R" < "a", "-" < "/"), in pages.
+    let keys = |v: Vec<StoredTemplate>| v.into_iter().map(|t| t.prefix).collect::<Vec<_>>();
+    assert_eq!(keys(s.templates(&ns, None, 10).await.unwrap()), ["ROOT", "a-b", "a/b", "prod/"].map(String::from));
+    assert_eq!(keys(s.templates(&ns, None, 2).await.unwrap()), ["ROOT", "a-b"]);
+    assert_eq!(keys(s.templates(&ns, Some("a-b"), 2).await.unwrap()), ["a/b", "prod/"]);
+    assert_eq!(keys(s.templates(&other, None, 10).await.unwrap()), ["prod"]);
+    // Updates are a compare-and-set on the version.
+    let mut u = s.template(&ns, "ROOT").await.unwrap().unwrap();
+    u.description = None;
+    u.resource_tags.clear();
+    u.applied_for = vec!["PULL_THROUGH_CACHE".into()];
+    u.updated_at = 9;
+    assert!(s.update_template(&ns, &u).await.unwrap());
+    assert!(!s.update_template(&ns, &u).await.unwrap(), "a stale version changes nothing");
+    let got = s.template(&ns, "ROOT").await.unwrap().unwrap();
+    assert_eq!(got, StoredTemplate { version: 1, ..u.clone() });
+    assert_eq!(got.created_at, 5);
+    assert!(!s.update_template(&ns, &StoredTemplate { prefix: "nope".into(), ..u }).await.unwrap());
+    // Deletion returns what was stored.
+    assert_eq!(s.delete_template(&ns, "a/b").await.unwrap(), Some(t("a/b")));
+    assert!(s.delete_template(&ns, "a/b").await.unwrap().is_none());
+    assert_eq!(s.create_template(&ns, &t("a/b"), 4).await.unwrap(), CreateTemplate::Created, "room again");
+
+    // A repository created with its policies, in one transaction.
+    let (_, start) = drain(s, events::Cursor::default()).await;
+    let epoch = s.auth_epoch().await.unwrap();
+    let tags = vec![("k".to_string(), "v".to_string())];
+    let new = NewRepository {
+        ns: &ns,
+        name: "prod/app",
+        image_tag_mutability: "IMMUTABLE",
+        mutability_exclusions: None,
+        scan_on_push: false,
+        encryption_type: "AES256",
+        kms_key: None,
+        tags: &tags,
+    };
+    let info = s.create_templated_repository(&new, Some("{}"), Some("lc"), "push", 20).await.unwrap().unwrap();
+    assert_eq!(s.repository_info(&ns, "prod/app").await.unwrap().as_ref(), Some(&info));
+    assert_eq!(info.image_tag_mutability, "IMMUTABLE");
+    assert_eq!(s.resource_tags(info.id).await.unwrap(), tags);
+    assert_eq!(s.repository_policy(info.id).await.unwrap().as_deref(), Some("{}"));
+    let lc = s.lifecycle_policy(info.id).await.unwrap().unwrap();
+    assert_eq!((lc.text.as_str(), lc.updated_at, lc.last_evaluated_at), ("lc", 20, None));
+    assert!(s.auth_epoch().await.unwrap() > epoch, "a repository policy moves the authorization epoch");
+    let (evs, _) = drain(s, start).await;
+    let kinds: Vec<&str> = evs.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, [events::kind::REPOSITORY_CREATE, events::kind::REPOSITORY_POLICY]);
+    let detail: serde_json::Value = serde_json::from_str(&evs[0].detail).unwrap();
+    assert_eq!(detail["created-by"], "push");
+    assert_eq!(detail["image-tag-mutability"], "IMMUTABLE");
+    // An existing repository is left as it is.
+    let again = NewRepository { image_tag_mutability: "MUTABLE", ..new.clone() };
+    assert!(s.create_templated_repository(&again, None, None, "push", 21).await.unwrap().is_none());
+    assert_eq!(s.repository_info(&ns, "prod/app").await.unwrap().as_ref(), Some(&info));
+    // Without policies, none are stored.
+    let plain = NewRepository { name: "prod/plain", tags: &[], ..new.clone() };
+    let p = s.create_templated_repository(&plain, None, None, "replication", 22).await.unwrap().unwrap();
+    assert!(s.repository_policy(p.id).await.unwrap().is_none());
+    assert!(s.lifecycle_policy(p.id).await.unwrap().is_none());
+}
+
 async fn roles_contract(s: &dyn MetadataStore) {
     let acct = "555566667777";
     s.create_account(acct, 1).await.unwrap();
@@ -1597,7 +1690,7 @@ async fn postgres_plans(s: &postgres::PgStore) {
 async fn sqlite_contract() {
     let dir = tempfile::tempdir().unwrap();
     let (s, applied) = sqlite::SqliteStore::open_with(&dir.path().join("m.db"), SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), (1..=20).chain([22]).collect::<Vec<_>>());
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), (1..=22).collect::<Vec<_>>());
     contract(&s).await;
     listing_contract(&s).await;
     lifecycle_contract(&s).await;
@@ -1607,6 +1700,7 @@ async fn sqlite_contract() {
     roles_contract(&s).await;
     blob_keys_contract(&s).await;
     replication_contract(&s).await;
+    templates_contract(&s).await;
     kms_contract(&s).await;
     scan_contract(&s).await;
     sqlite_plans(&s).await;
@@ -1621,7 +1715,7 @@ async fn sqlite_contract() {
     s.close().await;
     // A check on an unmigrated database refuses it.
     let err = sqlite::SqliteStore::open_with(&dir.path().join("new.db"), SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 21), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 22), "{err}");
     assert!(err.to_string().contains("berth migrate"), "{err}");
 }
 
@@ -1647,9 +1741,9 @@ async fn postgres_contract() {
     let base = url.rsplit_once('/').map(|(b, _)| b).unwrap();
     let url = format!("{base}/{db}");
     let err = postgres::PgStore::open_with(&url, SchemaMode::Check).await.unwrap_err();
-    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 21), "{err}");
+    assert!(matches!(&err, MetaError::SchemaNotCurrent { pending, .. } if pending.len() == 22), "{err}");
     let (s, applied) = postgres::PgStore::open_with(&url, SchemaMode::Migrate).await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), (1..=20).chain([22]).collect::<Vec<_>>());
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), (1..=22).collect::<Vec<_>>());
     contract(&s).await;
     listing_contract(&s).await;
     lifecycle_contract(&s).await;
@@ -1659,6 +1753,7 @@ async fn postgres_contract() {
     roles_contract(&s).await;
     blob_keys_contract(&s).await;
     replication_contract(&s).await;
+    templates_contract(&s).await;
     kms_contract(&s).await;
     scan_contract(&s).await;
     postgres_plans(&s).await;

@@ -22,6 +22,7 @@ pub mod replication;
 pub mod roles;
 pub mod scan;
 pub mod sqlite;
+pub mod templates;
 
 use async_trait::async_trait;
 pub use audit::AuditStore;
@@ -33,6 +34,7 @@ pub use kms::{KmsAlias, KmsKey, KmsMaterial, KmsStore};
 pub use lifecycle::LifecycleStore;
 pub use replication::{ReplicationStatus, ReplicationStore};
 pub use roles::{OidcProvider, Role, RoleStore, StsSession};
+pub use templates::{StoredTemplate, TemplateStore};
 
 /// Metadata failures.
 #[derive(Debug, thiserror::Error)]
@@ -496,6 +498,7 @@ pub trait MetadataStore:
     + LifecycleStore
     + GcStore
     + scan::ScanStore
+    + TemplateStore
     + Send
     + Sync
     + 'static

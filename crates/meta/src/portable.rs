@@ -765,47 +765,9 @@ impl MetadataStore for $store {
 
     async fn create_repository(&self, r: &NewRepository<'_>, now: i64) -> Result<Option<RepositoryInfo>> {
         let mut tx = self.begin().await?;
-        let id: Option<i64> = sqlx::query(
-            "INSERT INTO repositories (account_id, region, name, created_at, image_tag_mutability, \
-             mutability_exclusions, scan_on_push, encryption_type, kms_key) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (account_id, region, name) DO NOTHING RETURNING id",
-        )
-        .bind(&r.ns.account_id)
-        .bind(&r.ns.region)
-        .bind(r.name)
-        .bind(now)
-        .bind(r.image_tag_mutability)
-        .bind(r.mutability_exclusions)
-        .bind(r.scan_on_push)
-        .bind(r.encryption_type)
-        .bind(r.kms_key)
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|row| row.get(0));
-        let Some(id) = id else { return Ok(None) };
-        upsert_resource_tags(&mut tx, id, r.tags).await?;
-        let detail = serde_json::json!({
-            "repository-name": r.name,
-            "image-tag-mutability": r.image_tag_mutability,
-            "scan-on-push": r.scan_on_push,
-            "encryption-type": r.encryption_type,
-        });
-        append_event(&mut tx, &r.ns.account_id, &r.ns.region, crate::events::kind::REPOSITORY_CREATE, Some(r.name), &detail, now)
-            .await?;
+        let Some(info) = insert_repository(&mut tx, r, None, now).await? else { return Ok(None) };
         tx.commit().await?;
-        Ok(Some(RepositoryInfo {
-            id,
-            account_id: r.ns.account_id.clone(),
-            region: r.ns.region.clone(),
-            name: r.name.to_string(),
-            created_at: now,
-            image_tag_mutability: r.image_tag_mutability.to_string(),
-            mutability_exclusions: r.mutability_exclusions.map(str::to_string),
-            scan_on_push: r.scan_on_push,
-            encryption_type: r.encryption_type.to_string(),
-            kms_key: r.kms_key.map(str::to_string),
-        }))
+        Ok(Some(info))
     }
 
     async fn repository_info(&self, ns: &Namespace, name: &str) -> Result<Option<RepositoryInfo>> {
@@ -1146,6 +1108,59 @@ async fn refresh_tagged(tx: &mut Transaction<'static, $db>, repo_id: i64, digest
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Insert repository `r` with its resource tags and creation event in `tx` (`"created-by"` in
+/// the event's detail when given); `None` (nothing written) when it exists.
+async fn insert_repository(
+    tx: &mut Transaction<'static, $db>,
+    r: &NewRepository<'_>,
+    created_by: Option<&str>,
+    now: i64,
+) -> Result<Option<RepositoryInfo>> {
+    let id: Option<i64> = sqlx::query(
+        "INSERT INTO repositories (account_id, region, name, created_at, image_tag_mutability, \
+         mutability_exclusions, scan_on_push, encryption_type, kms_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (account_id, region, name) DO NOTHING RETURNING id",
+    )
+    .bind(&r.ns.account_id)
+    .bind(&r.ns.region)
+    .bind(r.name)
+    .bind(now)
+    .bind(r.image_tag_mutability)
+    .bind(r.mutability_exclusions)
+    .bind(r.scan_on_push)
+    .bind(r.encryption_type)
+    .bind(r.kms_key)
+    .fetch_optional(&mut **tx)
+    .await?
+    .map(|row| row.get(0));
+    let Some(id) = id else { return Ok(None) };
+    upsert_resource_tags(tx, id, r.tags).await?;
+    let mut detail = serde_json::json!({
+        "repository-name": r.name,
+        "image-tag-mutability": r.image_tag_mutability,
+        "scan-on-push": r.scan_on_push,
+        "encryption-type": r.encryption_type,
+    });
+    if let Some(by) = created_by {
+        detail["created-by"] = serde_json::json!(by);
+    }
+    append_event(tx, &r.ns.account_id, &r.ns.region, crate::events::kind::REPOSITORY_CREATE, Some(r.name), &detail, now)
+        .await?;
+    Ok(Some(RepositoryInfo {
+        id,
+        account_id: r.ns.account_id.clone(),
+        region: r.ns.region.clone(),
+        name: r.name.to_string(),
+        created_at: now,
+        image_tag_mutability: r.image_tag_mutability.to_string(),
+        mutability_exclusions: r.mutability_exclusions.map(str::to_string),
+        scan_on_push: r.scan_on_push,
+        encryption_type: r.encryption_type.to_string(),
+        kms_key: r.kms_key.map(str::to_string),
+    }))
 }
 
 fn repo_info(r: $row) -> RepositoryInfo {

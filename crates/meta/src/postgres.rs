@@ -32,6 +32,7 @@ crate::blobkeys::portable_blob_keys!(PgStore, Postgres);
 crate::replication::portable_replication!(PgStore);
 crate::roles::portable_roles!(PgStore, Postgres, sqlx::postgres::PgRow);
 crate::kms::portable_kms!(PgStore, Postgres, sqlx::postgres::PgRow);
+crate::templates::portable_templates!(PgStore, Postgres);
 
 /// PostgreSQL-backed [`MetadataStore`].
 #[derive(Debug, Clone)]

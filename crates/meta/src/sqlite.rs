@@ -22,6 +22,7 @@ crate::blobkeys::portable_blob_keys!(SqliteStore, Sqlite);
 crate::replication::portable_replication!(SqliteStore);
 crate::roles::portable_roles!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow);
 crate::kms::portable_kms!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow);
+crate::templates::portable_templates!(SqliteStore, Sqlite);
 use std::path::Path;
 use std::time::Duration;
 

@@ -162,6 +162,16 @@ pub enum Error {
     LifecyclePreviewNotFound { name: String, registry: String },
     #[error("The previous lifecycle policy preview request has not completed. Wait and try again.")]
     LifecyclePreviewInProgress,
+    /// A repository creation template exists for the prefix (ECR `TemplateAlreadyExistsException`).
+    #[error(
+        "The repository creation template with prefix '{prefix}' already exists in the registry with id '{registry}'"
+    )]
+    TemplateAlreadyExists { prefix: String, registry: String },
+    /// No repository creation template has the prefix (ECR `TemplateNotFoundException`).
+    #[error(
+        "The repository creation template with prefix '{prefix}' does not exist in the registry with id '{registry}'"
+    )]
+    TemplateNotFound { prefix: String, registry: String },
     /// A KMS request failed as KMS fails it: `code` is KMS's exception name
     /// (`NotFoundException`, `DisabledException`, `KMSInvalidStateException`,
     /// `InvalidCiphertextException`, `ValidationException`, ...) and `message` its text. The KMS

@@ -24,6 +24,7 @@ mod repos;
 pub mod roles;
 pub mod scan;
 pub mod sts;
+pub mod templates;
 mod uploads;
 
 pub use accounts::{AuthorizationToken, Credentials, Identity, Keys, random_account_id, valid_account_id};
@@ -316,22 +317,22 @@ impl Registry {
             .ok_or_else(|| Error::RepositoryNotFound { name: name.to_string(), registry: ns.account_id.clone() })
     }
 
-    /// Whether a push to `name` would create the repository (it is missing and create-on-push is
-    /// on): the pusher then also needs `ecr:CreateRepository`, as with ECR's creation templates.
+    /// Whether a push to `name` would create the repository (it is missing, and a
+    /// CREATE_ON_PUSH creation template applies or create-on-push is on): the pusher then also
+    /// needs `ecr:CreateRepository`, as with ECR's creation templates.
     pub async fn push_creates_repository(&self, ns: &Namespace, name: &str) -> Result<bool> {
-        Ok(self.settings.create_on_push && self.repo_entry_in(ns, name).await?.is_none())
+        Ok(self.repo_entry_in(ns, name).await?.is_none() && self.creates_on_push(ns, name).await?)
     }
 
-    /// The repository a push goes to. It must exist, unless `create_on_push` is set (as with
-    /// ECR's CREATE_ON_PUSH repository creation templates).
+    /// The repository a push goes to. It must exist, unless a CREATE_ON_PUSH creation template
+    /// applies or `create_on_push` is set: then it is created from it ([`templates`]).
     async fn repo_for_push(&self, ns: &Namespace, name: &RepoName) -> Result<Arc<RepoEntry>> {
         if let Some(e) = self.repo_entry(ns, name).await? {
             return Ok(e);
         }
-        if !self.settings.create_on_push {
+        if self.create_on_push(ns, name.as_str()).await?.is_none() {
             return Err(Error::RepositoryNotFound { name: name.to_string(), registry: ns.account_id.clone() });
         }
-        self.meta.ensure_repository(ns, name.as_str(), self.now()).await?;
         self.repo_entry(ns, name).await?.ok_or_else(|| Error::Internal(format!("repository {name} vanished")))
     }
 }

@@ -98,7 +98,7 @@ pub fn validate_tags(tags: &[(String, String)]) -> Result<()> {
 }
 
 impl RepoSettings {
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         validate_mutability(&self.image_tag_mutability, &self.exclusions)?;
         match self.encryption_type.as_str() {
             "AES256" if self.kms_key.is_some() => Err(Error::InvalidParameter(
@@ -115,7 +115,7 @@ impl RepoSettings {
     }
 }
 
-fn exclusions_json(f: &[TagFilter]) -> Option<String> {
+pub(crate) fn exclusions_json(f: &[TagFilter]) -> Option<String> {
     (!f.is_empty()).then(|| serde_json::to_string(f).expect("filters serialize"))
 }
 
@@ -307,14 +307,14 @@ pub const MAX_RESOURCE_POLICY: usize = 10_240;
 
 /// Which resource policy is being validated (the error texts differ).
 #[derive(Clone, Copy)]
-enum PolicyScope {
+pub(crate) enum PolicyScope {
     Repository,
     Registry,
 }
 
 /// Validate a repository or registry policy as ECR does. ECR's message does not say what is
 /// wrong (`… 'Invalid repository policy provided'`); the reason is logged.
-fn parse_resource_policy(text: &str, scope: PolicyScope) -> Result<berth_policy::Policy> {
+pub(crate) fn parse_resource_policy(text: &str, scope: PolicyScope) -> Result<berth_policy::Policy> {
     if text.chars().count() > MAX_RESOURCE_POLICY {
         return Err(Error::InvalidParameter(format!(
             "Invalid parameter at 'PolicyText' failed to satisfy constraint: 'Member must have length less than or equal to {MAX_RESOURCE_POLICY}'"

@@ -21,6 +21,7 @@ use std::time::SystemTime;
 mod lifecycle;
 mod replication;
 mod scan;
+mod templates;
 
 /// Prefix of every ECR `X-Amz-Target`.
 pub const TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
@@ -94,6 +95,9 @@ impl From<Error> for EcrError {
             Error::LifecyclePolicyNotFound { .. } => EcrError::new("LifecyclePolicyNotFoundException", msg),
             Error::LifecyclePreviewNotFound { .. } => EcrError::new("LifecyclePolicyPreviewNotFoundException", msg),
             Error::LifecyclePreviewInProgress => EcrError::new("LifecyclePolicyPreviewInProgressException", msg),
+            Error::TemplateAlreadyExists { .. } => EcrError::new("TemplateAlreadyExistsException", msg),
+            Error::TemplateNotFound { .. } => EcrError::new("TemplateNotFoundException", msg),
+            Error::LimitExceeded(_) => EcrError::new("LimitExceededException", msg),
             Error::Unavailable(_) | Error::StorageFull(_) => EcrError {
                 kind: "ServerException",
                 message: msg,
@@ -149,6 +153,8 @@ struct Ctx<'a> {
     region: String,
     /// `host[:port]` the client addressed.
     host: String,
+    /// The request carries the replication header (a peer deployment's replication).
+    replication: bool,
 }
 
 impl Ctx<'_> {
@@ -455,7 +461,11 @@ async fn serve(state: &AppState, parts: &mut Parts, body: &mut Body) -> Result<V
     let req = read_json(auth, parts, body, limit, || too_large(op, limit)).await?;
     let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost").to_string();
     let origin = crate::origin(state.trust_forwarded, parts);
-    let ctx = Ctx { reg, identity: req.identity, origin, region: req.verified.region, host };
+    let replication = parts
+        .headers
+        .get(berth_registry::replication::peer::REPLICATION_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"true");
+    let ctx = Ctx { reg, identity: req.identity, origin, region: req.verified.region, host, replication };
     let input = req.input;
     if let Some(field) = control_char_field(&input, "") {
         return Err(EcrError::invalid(format!(
@@ -523,6 +533,10 @@ async fn dispatch(ctx: Ctx<'_>, op: &str, target: &str, input: Value) -> Result<
         "PutRegistryScanningConfiguration" => scan::put_registry(&ctx, parse(input)?).await,
         "GetRegistryScanningConfiguration" => scan::get_registry(&ctx).await,
         "BatchGetRepositoryScanningConfiguration" => scan::batch_get_repository(&ctx, parse(input)?).await,
+        "CreateRepositoryCreationTemplate" => templates::create(&ctx, parse(input)?).await,
+        "DescribeRepositoryCreationTemplates" => templates::describe(&ctx, parse(input)?).await,
+        "UpdateRepositoryCreationTemplate" => templates::update(&ctx, parse(input)?).await,
+        "DeleteRepositoryCreationTemplate" => templates::delete(&ctx, parse(input)?).await,
         "" if !target.starts_with(TARGET_PREFIX) => Err(EcrError::new(
             "UnknownOperationException",
             format!(
@@ -670,7 +684,25 @@ async fn create_repository(ctx: &Ctx<'_>, input: CreateRepositoryIn) -> Result<V
         encryption_type: enc.as_ref().map(|e| e.encryption_type.clone()).unwrap_or_else(|| "AES256".into()),
         kms_key: enc.and_then(|e| e.kms_key),
     };
-    let info = ctx.reg.create_repository(&ns, &name, &settings, &tag_pairs(input.tags)).await?;
+    let tags = tag_pairs(input.tags);
+    // A peer deployment's replication creating the destination repository: this registry's
+    // REPLICATION creation template applies first (the caller's settings are the fallback), as
+    // in ECR; it needs ecr:ReplicateImage as well.
+    if ctx.replication
+        && ctx
+            .reg
+            .authorize(&ctx.caller(), "ecr:ReplicateImage", Target::Repository { ns: &ns, name: &name })
+            .await
+            .is_ok()
+    {
+        let applied = berth_registry::templates::AppliedFor::Replication;
+        if let Some(info) =
+            ctx.reg.create_repository_from_template(&ns, &name, applied, Some((&settings, &tags))).await?
+        {
+            return Ok(json!({"repository": ctx.repo_json(&info)}));
+        }
+    }
+    let info = ctx.reg.create_repository(&ns, &name, &settings, &tags).await?;
     Ok(json!({"repository": ctx.repo_json(&info)}))
 }
 

@@ -134,6 +134,8 @@ impl From<Error> for ApiError {
             | Error::LifecyclePolicyNotFound { .. }
             | Error::LifecyclePreviewNotFound { .. }
             | Error::LifecyclePreviewInProgress
+            | Error::TemplateAlreadyExists { .. }
+            | Error::TemplateNotFound { .. }
             | Error::InvalidIdentityToken(_)
             | Error::IdentityTokenExpired(_)
             | Error::IdpCommunication(_)

@@ -522,7 +522,8 @@ impl Registry {
             encryption_type: info.encryption_type.clone(),
             kms_key: None,
         };
-        match self.create_repository(dest, name, &settings, &tags).await {
+        let applied = crate::templates::AppliedFor::Replication;
+        match self.create_repository_from_template(dest, name, applied, Some((&settings, &tags))).await {
             Ok(_) | Err(Error::RepositoryAlreadyExists { .. }) => Ok(()),
             Err(e) => Err(Failure::from(e)),
         }
