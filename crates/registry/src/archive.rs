@@ -228,9 +228,14 @@ impl Registry {
                     return Err(e);
                 }
                 if !self.meta.move_commit(digest, to, since.load(Ordering::Acquire), self.now()).await? {
-                    // Referenced by a standard image meanwhile: the copy goes again.
+                    // Referenced by a standard image meanwhile, or the hold was lost (a slow
+                    // renewal let another party claim it as stale): the copy goes again and the
+                    // move is retried (a blob that no longer qualifies then needs nothing).
                     self.delete_in(dst.as_ref(), digest).await?;
-                    return Ok(false);
+                    self.meta.move_release(digest, since.load(Ordering::Acquire)).await?;
+                    return Err(Error::Unavailable(format!(
+                        "the move of {digest} could not switch its location; the move is retried"
+                    )));
                 }
                 self.delete_in(src.as_ref(), digest).await?;
             } else {
